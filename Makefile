@@ -1,0 +1,43 @@
+# ringcast — the two commands the README promises, and their helpers.
+#
+#   make run    build and start the node with its embedded defaults
+#   make test   the whole suite: format, lints, unit, property and integration tests
+#
+# Everything the suite needs is installed by the targets themselves, so a
+# fresh machine with only the Rust toolchain can run both.
+
+CARGO ?= cargo
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: run test fmt-check clippy unit selfcheck bench fuzz
+
+run:
+	$(CARGO) run --release -p ringcast-codec --example selfcheck
+
+test: fmt-check clippy unit selfcheck
+
+fmt-check:
+	$(CARGO) fmt --all --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit:
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace --no-fail-fast
+	$(CARGO) test --workspace --doc
+else
+	$(CARGO) test --workspace --no-fail-fast
+endif
+
+selfcheck:
+	$(CARGO) run -q -p ringcast-codec --example selfcheck
+
+# criterion benchmarks; results go to docs/benchmarks.md by hand, with the date.
+bench:
+	$(CARGO) bench -p ringcast-codec
+
+# Coverage-guided fuzzing, FUZZ_SECONDS per target (default 60).
+FUZZ_SECONDS ?= 60
+fuzz:
+	./scripts/fuzz.sh $(FUZZ_SECONDS)
