@@ -80,7 +80,9 @@ fn ws_decoder(dir: &Path) {
     seed(
         "rfc-masked-hello",
         SERVER,
-        &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58],
+        &[
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ],
     );
     seed(
         "rfc-unmasked-hello",
@@ -100,7 +102,9 @@ fn ws_decoder(dir: &Path) {
     seed(
         "rfc-masked-pong",
         SERVER,
-        &[0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58],
+        &[
+            0x8a, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ],
     );
     let mut b256 = vec![0x82, 0x7E, 0x01, 0x00];
     b256.extend(std::iter::repeat_n(0xAB, 256));
@@ -161,7 +165,9 @@ fn chunked(dir: &Path) {
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "corpus".to_owned());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "corpus".to_owned());
     let dir = Path::new(&dir);
     http_heads(dir);
     ws_decoder(dir);

@@ -15,7 +15,10 @@ fn check(data: &[u8], limits: &Limits) {
     match parse_request(data, limits) {
         Ok(Status::Complete((head, used))) => {
             assert!(used <= data.len(), "used {used} > input {}", data.len());
-            assert!(used <= limits.max_head_bytes, "used {used} over the head limit");
+            assert!(
+                used <= limits.max_head_bytes,
+                "used {used} over the head limit"
+            );
             assert!(used > 0);
             // Stateless: the same bytes, and only the head's bytes, give the
             // same result (what follows the head never matters).

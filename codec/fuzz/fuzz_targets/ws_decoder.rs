@@ -122,7 +122,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let config = DecoderConfig {
-        role: if b0 & 1 == 0 { Role::Server } else { Role::Client },
+        role: if b0 & 1 == 0 {
+            Role::Server
+        } else {
+            Role::Client
+        },
         max_message_size: u64::from(u16::from_le_bytes([*lo, *hi]) % 4096),
         extension_rsv: (b0 >> 1) & 0x7,
     };

@@ -60,7 +60,10 @@ struct Writer {
 impl Writer {
     fn frame(&mut self, opcode: OpCode, fin: bool, payload: &[u8]) {
         if self.masked {
-            self.mask = self.mask.wrapping_mul(0x0101_0101).wrapping_add(0x9E37_79B9);
+            self.mask = self
+                .mask
+                .wrapping_mul(0x0101_0101)
+                .wrapping_add(0x9E37_79B9);
             encode::masked_frame(&mut self.out, opcode, fin, payload, self.mask.to_be_bytes());
         } else {
             encode::frame(&mut self.out, opcode, fin, payload);
@@ -101,7 +104,11 @@ fn data_message(
     let mut from = 0;
     let count = edges.len();
     for (i, &to) in edges.iter().enumerate() {
-        let opcode = if i == 0 { kind.opcode() } else { OpCode::Continuation };
+        let opcode = if i == 0 {
+            kind.opcode()
+        } else {
+            OpCode::Continuation
+        };
         let fin = i + 1 == count;
         w.frame(opcode, fin, &payload[from..to]);
         from = to;
@@ -130,12 +137,26 @@ fuzz_target!(|input: Input| {
                 text,
                 cuts,
                 ping_between,
-            } => data_message(&mut w, &mut expected, DataKind::Text, text.as_bytes(), cuts, ping_between),
+            } => data_message(
+                &mut w,
+                &mut expected,
+                DataKind::Text,
+                text.as_bytes(),
+                cuts,
+                ping_between,
+            ),
             Item::Binary {
                 data,
                 cuts,
                 ping_between,
-            } => data_message(&mut w, &mut expected, DataKind::Binary, data, cuts, ping_between),
+            } => data_message(
+                &mut w,
+                &mut expected,
+                DataKind::Binary,
+                data,
+                cuts,
+                ping_between,
+            ),
             Item::Ping(p) => {
                 let p = truncate_control(p);
                 w.frame(OpCode::Ping, true, p);
@@ -198,7 +219,9 @@ fuzz_target!(|input: Input| {
                 }
                 Frame::Ping(p) => got.push(Event::Ping(p.to_vec())),
                 Frame::Pong(p) => got.push(Event::Pong(p.to_vec())),
-                Frame::Close(c) => got.push(Event::Close(c.map(|c| (c.code.0, c.reason.to_owned())))),
+                Frame::Close(c) => {
+                    got.push(Event::Close(c.map(|c| (c.code.0, c.reason.to_owned()))))
+                }
             }
             start += n;
         }
