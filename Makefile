@@ -11,8 +11,10 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
 .PHONY: run test fmt-check clippy unit selfcheck bench fuzz
 
+# Extra flags for the server: make run ARGS="--listen 127.0.0.1:9000 --shards 4"
+ARGS ?=
 run:
-	$(CARGO) run --release -p ringcast-codec --example selfcheck
+	$(CARGO) run --release -p ringcast -- $(ARGS)
 
 test: fmt-check clippy unit selfcheck
 

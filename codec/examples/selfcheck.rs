@@ -18,11 +18,21 @@ fn main() {
         &accept[..] == b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=",
     );
 
-    let mut masked = [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58];
+    let mut masked = [
+        0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+    ];
     let mut dec = FrameDecoder::new(DecoderConfig::server());
     let hello = matches!(
         dec.decode(&mut masked),
-        Ok(Status::Complete((11, Frame::Data { kind: DataKind::Text, payload: b"Hello", first: true, last: true })))
+        Ok(Status::Complete((
+            11,
+            Frame::Data {
+                kind: DataKind::Text,
+                payload: b"Hello",
+                first: true,
+                last: true
+            }
+        )))
     );
     check("RFC 6455 §5.7: masked \"Hello\" decodes", hello);
 

@@ -120,6 +120,7 @@ pub enum HeaderName {
     Upgrade,
     SecWebSocketProtocol,
     SecWebSocketExtensions,
+    Expect,
 }
 
 impl HeaderName {
@@ -141,11 +142,12 @@ impl HeaderName {
             HeaderName::Upgrade => "Upgrade",
             HeaderName::SecWebSocketProtocol => "Sec-WebSocket-Protocol",
             HeaderName::SecWebSocketExtensions => "Sec-WebSocket-Extensions",
+            HeaderName::Expect => "Expect",
         }
     }
 
     fn lookup(name: &str) -> Option<HeaderName> {
-        const ALL: [HeaderName; 15] = [
+        const ALL: [HeaderName; 16] = [
             HeaderName::Host,
             HeaderName::Origin,
             HeaderName::LastEventId,
@@ -161,6 +163,7 @@ impl HeaderName {
             HeaderName::Upgrade,
             HeaderName::SecWebSocketProtocol,
             HeaderName::SecWebSocketExtensions,
+            HeaderName::Expect,
         ];
         ALL.into_iter()
             .find(|h| h.as_str().eq_ignore_ascii_case(name))
@@ -246,6 +249,7 @@ impl HttpError {
                 HeaderName::ContentType => "duplicate Content-Type header",
                 HeaderName::SecWebSocketKey => "duplicate Sec-WebSocket-Key header",
                 HeaderName::SecWebSocketVersion => "duplicate Sec-WebSocket-Version header",
+                HeaderName::Expect => "duplicate Expect header",
                 _ => "duplicate header",
             },
             HttpError::TooManyHeaderLines(_) => "list header repeated on too many lines",
@@ -345,6 +349,8 @@ pub struct Headers<'b> {
     pub chunked: bool,
     pub sec_websocket_key: Option<&'b [u8]>,
     pub sec_websocket_version: Option<&'b [u8]>,
+    /// `Expect` (`100-continue` is the only expectation defined).
+    pub expect: Option<&'b [u8]>,
     pub if_none_match: TokenList<'b>,
     pub accept: TokenList<'b>,
     pub connection: TokenList<'b>,
@@ -377,6 +383,7 @@ impl<'b> Headers<'b> {
             HeaderName::SecWebSocketVersion => {
                 Self::set_once(&mut self.sec_websocket_version, value, name)
             }
+            HeaderName::Expect => Self::set_once(&mut self.expect, value, name),
             HeaderName::ContentLength => {
                 let n = parse_content_length(trim_ows(value))?;
                 match self.content_length {

@@ -30,6 +30,7 @@ impl StatusCode {
     pub const LENGTH_REQUIRED: StatusCode = StatusCode(411);
     pub const PAYLOAD_TOO_LARGE: StatusCode = StatusCode(413);
     pub const UNSUPPORTED_MEDIA_TYPE: StatusCode = StatusCode(415);
+    pub const EXPECTATION_FAILED: StatusCode = StatusCode(417);
     pub const UPGRADE_REQUIRED: StatusCode = StatusCode(426);
     pub const TOO_MANY_REQUESTS: StatusCode = StatusCode(429);
     pub const REQUEST_HEADER_FIELDS_TOO_LARGE: StatusCode = StatusCode(431);
@@ -60,6 +61,7 @@ impl StatusCode {
             411 => "Length Required",
             413 => "Content Too Large",
             415 => "Unsupported Media Type",
+            417 => "Expectation Failed",
             426 => "Upgrade Required",
             429 => "Too Many Requests",
             431 => "Request Header Fields Too Large",
@@ -304,6 +306,7 @@ mod tests {
             StatusCode::LENGTH_REQUIRED,
             StatusCode::PAYLOAD_TOO_LARGE,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            StatusCode::EXPECTATION_FAILED,
             StatusCode::UPGRADE_REQUIRED,
             StatusCode::TOO_MANY_REQUESTS,
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

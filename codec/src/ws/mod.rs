@@ -23,7 +23,7 @@ mod mask;
 mod utf8;
 
 pub use assembler::{Assembler, Message};
-pub use close::{CloseCode, CloseFrame, CloseHandshake, CloseState};
+pub use close::{CloseCode, CloseFrame, CloseHandshake, CloseState, PeerClosed};
 pub use decoder::{DecoderConfig, Frame, FrameDecoder, ProtocolError, Role};
 pub use frame::{DataKind, OpCode};
 pub use mask::apply_mask;

@@ -1,0 +1,431 @@
+//! Configuration: command-line flags, `RINGCAST_*` environment variables,
+//! and an optional TOML file, in that order of precedence, over embedded
+//! defaults.
+//!
+//! Every option exists in all three forms: `--ping-interval 30s`,
+//! `RINGCAST_PING_INTERVAL=30s`, and `ping-interval = "30s"` in the file.
+//! Durations accept `500ms`, `30s`, `2m`… or a bare number of seconds;
+//! sizes accept `64KiB`, `1MiB`… or a bare number of bytes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// ringcast — an edge push server: WebSocket fan-out from a thread-per-core
+/// io_uring runtime.
+///
+/// Clients subscribe with `GET /ws/{channel}` (WebSocket); publishers send
+/// `POST /pub/{channel}`. Every option can also be set as an environment
+/// variable (`RINGCAST_` + the option name in capitals with `_`) or in the
+/// TOML file given by `--config`; flags win over the environment, which
+/// wins over the file.
+#[derive(Debug, Parser, Default)]
+#[command(name = "ringcast", version, max_term_width = 100)]
+pub struct Cli {
+    /// Address to listen on; repeat for several. [default: 0.0.0.0:8080]
+    #[arg(
+        long = "listen",
+        env = "RINGCAST_LISTEN",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    pub listen: Vec<SocketAddr>,
+
+    /// Shard threads, each owning its connections, channels and rings.
+    /// [default: one per online CPU]
+    #[arg(long, env = "RINGCAST_SHARDS", value_name = "N")]
+    pub shards: Option<usize>,
+
+    /// Connections the node must be able to hold. Rings are added (as
+    /// connections arrive) until this many fit; each ring holds up to
+    /// RLIMIT_NOFILE sockets. [default: 1000000]
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<u64>,
+
+    /// Interval between WebSocket pings; a peer silent for two intervals is
+    /// closed. [default: 30s]
+    #[arg(long, env = "RINGCAST_PING_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub ping_interval: Option<Duration>,
+
+    /// Time allowed for a request head (and a WebSocket handshake) to
+    /// arrive. [default: 10s]
+    #[arg(long, env = "RINGCAST_HANDSHAKE_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub handshake_timeout: Option<Duration>,
+
+    /// Time an idle keep-alive HTTP connection stays open. [default: 60s]
+    #[arg(long, env = "RINGCAST_IDLE_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_timeout: Option<Duration>,
+
+    /// Time to wait for the peer's close frame after sending ours.
+    /// [default: 5s]
+    #[arg(long, env = "RINGCAST_CLOSE_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub close_timeout: Option<Duration>,
+
+    /// On SIGTERM/SIGINT, time allowed for connections to close before the
+    /// rest are dropped. [default: 10s]
+    #[arg(long, env = "RINGCAST_DRAIN_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub drain_timeout: Option<Duration>,
+
+    /// Largest message accepted, published or received on a WebSocket
+    /// (413 / close 1009 beyond). [default: 1MiB]
+    #[arg(long, env = "RINGCAST_MAX_MESSAGE_SIZE", value_parser = parse_size, value_name = "SIZE")]
+    pub max_message_size: Option<u64>,
+
+    /// Largest batch body for newline-delimited publishes. [default: 16MiB]
+    #[arg(long, env = "RINGCAST_MAX_BATCH_SIZE", value_parser = parse_size, value_name = "SIZE")]
+    pub max_batch_size: Option<u64>,
+
+    /// Outbound bytes a connection may have queued; a subscriber that falls
+    /// further behind is closed with 1008 (slow consumer). [default: 1MiB]
+    #[arg(long, env = "RINGCAST_MAX_OUTBOUND", value_parser = parse_size, value_name = "SIZE")]
+    pub max_outbound: Option<u64>,
+
+    /// Largest HTTP request head (431 beyond). [default: 8KiB]
+    #[arg(long, env = "RINGCAST_MAX_HEAD_SIZE", value_parser = parse_size, value_name = "SIZE")]
+    pub max_head_size: Option<u64>,
+
+    /// Messages kept per channel for resume (0 disables history).
+    /// [default: 128]
+    #[arg(long, env = "RINGCAST_HISTORY_SIZE", value_name = "N")]
+    pub history_size: Option<usize>,
+
+    /// Age after which messages leave history. [default: 5m]
+    #[arg(long, env = "RINGCAST_HISTORY_TTL", value_parser = parse_duration, value_name = "DURATION")]
+    pub history_ttl: Option<Duration>,
+
+    /// Disable the `GET /echo` WebSocket echo endpoint.
+    #[arg(long, env = "RINGCAST_NO_ECHO")]
+    pub no_echo: bool,
+
+    /// Receive buffers per ring (a power of two); shared by all of the
+    /// ring's connections. [default: 256]
+    #[arg(long, env = "RINGCAST_RECV_BUFFERS", value_name = "N")]
+    pub recv_buffers: Option<u16>,
+
+    /// Size of each receive buffer. [default: 2KiB]
+    #[arg(long, env = "RINGCAST_RECV_BUFFER_SIZE", value_parser = parse_size, value_name = "SIZE")]
+    pub recv_buffer_size: Option<u64>,
+
+    /// Log filter (tracing `EnvFilter` syntax, e.g. `info`,
+    /// `ringcast=debug`). [default: info]
+    #[arg(long, env = "RINGCAST_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// TOML file with any of the options above (keys as the long option
+    /// names, e.g. `ping-interval = "30s"`).
+    #[arg(long, env = "RINGCAST_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+/// The same options, as read from a TOML file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    listen: Option<Vec<SocketAddr>>,
+    shards: Option<usize>,
+    max_connections: Option<u64>,
+    ping_interval: Option<String>,
+    handshake_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    close_timeout: Option<String>,
+    drain_timeout: Option<String>,
+    max_message_size: Option<toml::Value>,
+    max_batch_size: Option<toml::Value>,
+    max_outbound: Option<toml::Value>,
+    max_head_size: Option<toml::Value>,
+    history_size: Option<usize>,
+    history_ttl: Option<String>,
+    no_echo: Option<bool>,
+    recv_buffers: Option<u16>,
+    recv_buffer_size: Option<toml::Value>,
+    log: Option<String>,
+}
+
+/// The resolved configuration the node runs with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Listen addresses.
+    pub listen: Vec<SocketAddr>,
+    /// Shard threads.
+    pub shards: usize,
+    /// Connections the node must hold.
+    pub max_connections: u64,
+    /// WebSocket ping interval.
+    pub ping_interval: Duration,
+    /// Request head / handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Keep-alive idle timeout.
+    pub idle_timeout: Duration,
+    /// Close handshake timeout.
+    pub close_timeout: Duration,
+    /// Shutdown drain timeout.
+    pub drain_timeout: Duration,
+    /// Largest message.
+    pub max_message_size: usize,
+    /// Largest batch body.
+    pub max_batch_size: usize,
+    /// Per-connection outbound limit.
+    pub max_outbound: usize,
+    /// Largest request head.
+    pub max_head_size: usize,
+    /// History length.
+    pub history_size: usize,
+    /// History age.
+    pub history_ttl: Duration,
+    /// `/echo` enabled.
+    pub echo: bool,
+    /// Receive buffers per ring.
+    pub recv_buffers: u16,
+    /// Receive buffer size.
+    pub recv_buffer_size: u32,
+    /// Log filter.
+    pub log: String,
+}
+
+/// A configuration that cannot be used, with the reason.
+#[derive(Debug)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn file_duration(v: Option<String>, key: &str) -> Result<Option<Duration>, ConfigError> {
+    v.map(|s| parse_duration(&s).map_err(|e| ConfigError(format!("{key}: {e}"))))
+        .transpose()
+}
+
+fn file_size(v: Option<toml::Value>, key: &str) -> Result<Option<u64>, ConfigError> {
+    v.map(|v| match v {
+        toml::Value::Integer(n) if n >= 0 => Ok(n as u64),
+        toml::Value::String(s) => parse_size(&s).map_err(|e| ConfigError(format!("{key}: {e}"))),
+        other => Err(ConfigError(format!("{key}: expected a size, got {other}"))),
+    })
+    .transpose()
+}
+
+impl Settings {
+    /// Resolves flags and environment (already in `cli`) over the file and
+    /// the defaults, and checks the result.
+    pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
+        let file: FileConfig = match &cli.config {
+            None => FileConfig::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+                toml::from_str(&text)
+                    .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
+            }
+        };
+        let listen = if !cli.listen.is_empty() {
+            cli.listen
+        } else {
+            file.listen
+                .unwrap_or_else(|| vec![SocketAddr::from(([0, 0, 0, 0], 8080))])
+        };
+        let s = Settings {
+            listen,
+            shards: cli
+                .shards
+                .or(file.shards)
+                .unwrap_or_else(crate::runtime::sys::online_cpus),
+            max_connections: cli
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(1_000_000),
+            ping_interval: cli
+                .ping_interval
+                .or(file_duration(file.ping_interval, "ping-interval")?)
+                .unwrap_or(Duration::from_secs(30)),
+            handshake_timeout: cli
+                .handshake_timeout
+                .or(file_duration(file.handshake_timeout, "handshake-timeout")?)
+                .unwrap_or(Duration::from_secs(10)),
+            idle_timeout: cli
+                .idle_timeout
+                .or(file_duration(file.idle_timeout, "idle-timeout")?)
+                .unwrap_or(Duration::from_secs(60)),
+            close_timeout: cli
+                .close_timeout
+                .or(file_duration(file.close_timeout, "close-timeout")?)
+                .unwrap_or(Duration::from_secs(5)),
+            drain_timeout: cli
+                .drain_timeout
+                .or(file_duration(file.drain_timeout, "drain-timeout")?)
+                .unwrap_or(Duration::from_secs(10)),
+            max_message_size: cli
+                .max_message_size
+                .or(file_size(file.max_message_size, "max-message-size")?)
+                .unwrap_or(1 << 20) as usize,
+            max_batch_size: cli
+                .max_batch_size
+                .or(file_size(file.max_batch_size, "max-batch-size")?)
+                .unwrap_or(16 << 20) as usize,
+            max_outbound: cli
+                .max_outbound
+                .or(file_size(file.max_outbound, "max-outbound")?)
+                .unwrap_or(1 << 20) as usize,
+            max_head_size: cli
+                .max_head_size
+                .or(file_size(file.max_head_size, "max-head-size")?)
+                .unwrap_or(8 << 10) as usize,
+            history_size: cli.history_size.or(file.history_size).unwrap_or(128),
+            history_ttl: cli
+                .history_ttl
+                .or(file_duration(file.history_ttl, "history-ttl")?)
+                .unwrap_or(Duration::from_secs(300)),
+            echo: !(cli.no_echo || file.no_echo.unwrap_or(false)),
+            recv_buffers: cli.recv_buffers.or(file.recv_buffers).unwrap_or(256),
+            recv_buffer_size: cli
+                .recv_buffer_size
+                .or(file_size(file.recv_buffer_size, "recv-buffer-size")?)
+                .unwrap_or(2048) as u32,
+            log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+        };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let fail = |m: &str| Err(ConfigError(m.into()));
+        if self.shards == 0 || self.shards > 64 {
+            return fail("--shards must be between 1 and 64");
+        }
+        if self.max_connections == 0 {
+            return fail("--max-connections must be at least 1");
+        }
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 32768 {
+            return fail("--recv-buffers must be a power of two up to 32768");
+        }
+        if !(256..=1 << 20).contains(&self.recv_buffer_size) {
+            return fail("--recv-buffer-size must be between 256 B and 1 MiB");
+        }
+        if self.ping_interval < Duration::from_millis(200) {
+            return fail("--ping-interval must be at least 200ms");
+        }
+        for (name, d) in [
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--idle-timeout", self.idle_timeout),
+            ("--close-timeout", self.close_timeout),
+        ] {
+            if d < Duration::from_millis(100) {
+                return Err(ConfigError(format!("{name} must be at least 100ms")));
+            }
+        }
+        if self.max_head_size < 256 || self.max_head_size > 1 << 20 {
+            return fail("--max-head-size must be between 256 B and 1 MiB");
+        }
+        if self.max_message_size == 0 || self.max_batch_size == 0 || self.max_outbound == 0 {
+            return fail("size limits must be greater than zero");
+        }
+        if self.listen.is_empty() {
+            return fail("at least one --listen address is needed");
+        }
+        Ok(())
+    }
+}
+
+/// Parses `500ms`, `30s`, `2m`, … or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("invalid duration {s:?}: {e}"))
+}
+
+/// Parses `65536`, `64KiB`, `1MiB`, `1GiB` (also `KB`/`MB`/`GB` as
+/// powers of 1000, `K`/`M`/`G` as powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        other => return Err(format!("invalid size unit {other:?} in {s:?}")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("1MiB"), Ok(1 << 20));
+        assert_eq!(parse_size("64KiB"), Ok(64 << 10));
+        assert_eq!(parse_size("100"), Ok(100));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert!(parse_size("1 parsec").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_the_file_and_defaults_fill_the_rest() {
+        let dir = std::env::temp_dir().join(format!("ringcast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ringcast.toml");
+        std::fs::write(
+            &path,
+            "ping-interval = \"5s\"\nhistory-size = 7\nmax-outbound = \"2MiB\"\nlisten = [\"127.0.0.1:9000\"]\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "ringcast",
+            "--config",
+            path.to_str().unwrap(),
+            "--history-size",
+            "9",
+        ])
+        .unwrap();
+        let s = Settings::resolve(cli).unwrap();
+        assert_eq!(s.history_size, 9, "flag wins");
+        assert_eq!(
+            s.ping_interval,
+            Duration::from_secs(5),
+            "file wins over default"
+        );
+        assert_eq!(s.max_outbound, 2 << 20);
+        assert_eq!(s.listen, [SocketAddr::from(([127, 0, 0, 1], 9000))]);
+        assert_eq!(s.handshake_timeout, Duration::from_secs(10), "default");
+        std::fs::write(&path, "no-such-option = 1\n").unwrap();
+        let cli = Cli::try_parse_from(["ringcast", "--config", path.to_str().unwrap()]).unwrap();
+        let err = Settings::resolve(cli).unwrap_err().to_string();
+        assert!(err.contains("no-such-option"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_option_name() {
+        let cli = Cli::try_parse_from(["ringcast", "--shards", "0"]).unwrap();
+        assert!(Settings::resolve(cli)
+            .unwrap_err()
+            .to_string()
+            .contains("--shards"));
+        let cli = Cli::try_parse_from(["ringcast", "--recv-buffers", "100"]).unwrap();
+        assert!(Settings::resolve(cli)
+            .unwrap_err()
+            .to_string()
+            .contains("--recv-buffers"));
+    }
+}

@@ -1,0 +1,731 @@
+//! The channel hub: ids, history and subscriber sets. One `Hub` per shard;
+//! together they form the channel model every transport shares.
+//!
+//! # Ownership
+//! Every channel has one **owner shard** (`hash(name) % shards`). The owner
+//! assigns message ids, keeps the bounded history used for resume, and knows
+//! which other shards have subscribers ("interested" shards). Every shard,
+//! owner or not, keeps the set of *its own* connections subscribed to the
+//! channel. A publish therefore costs one id assignment and history append
+//! on the owner, one queue item per interested shard, and one send per
+//! subscriber on each shard — never one cross-shard item per subscriber.
+//!
+//! # Resume without gap or duplicate
+//! A new subscription starts *pending*: deliveries skip it. Its shard asks
+//! the owner (`owner_subscribe`), which marks the shard interested and
+//! answers, in one step, with the history after the client's `since` and
+//! the last sequence number issued. Because the owner → shard queue is FIFO,
+//! every delivery the shard receives after that answer has a higher
+//! sequence number, and every one it received before was covered by the
+//! replay. The subscription then goes live "after" that sequence number.
+//!
+//! # Invariants
+//! * Sequence numbers of a channel increase by one per message. A channel
+//!   that is dropped (no subscribers, history expired) and created again
+//!   starts above every sequence number its shard ever issued (`seq_floor`),
+//!   so an old id can never be mistaken for a new one.
+//! * This module does no I/O and reads no clock: callers pass `now`.
+
+pub mod channel;
+pub mod id;
+pub mod mail;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codec::ws::DataKind;
+use hashbrown::HashMap;
+use slab::Slab;
+
+pub use channel::ChannelName;
+pub use id::{Epoch, MsgId};
+
+use crate::shard::conn::ConnKey;
+
+/// A published message, shared by every shard that delivers it.
+#[derive(Debug)]
+pub struct Message {
+    /// Its channel.
+    pub channel: ChannelName,
+    /// Its id.
+    pub id: MsgId,
+    /// Text (UTF-8, checked at publish) or binary.
+    pub kind: DataKind,
+    /// The payload as published.
+    pub payload: Bytes,
+    /// The payload as one WebSocket frame, encoded once by the owner.
+    pub ws_frame: Bytes,
+    /// When the owner accepted it (for history expiry).
+    pub published_at: Instant,
+}
+
+/// How long history is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// Most messages kept per channel (0 disables history and resume).
+    pub max_messages: usize,
+    /// Oldest message kept.
+    pub max_age: Duration,
+}
+
+/// How a subscriber wants its messages framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// WebSocket, the payload as one frame.
+    WsRaw,
+    /// WebSocket, a JSON envelope with id and channel per message.
+    WsJson,
+}
+
+/// Sentinel for a subscription waiting for its replay.
+pub const PENDING: u64 = u64::MAX;
+
+/// One local subscription.
+#[derive(Debug, Clone, Copy)]
+pub struct Sub {
+    /// The subscribed connection.
+    pub conn: ConnKey,
+    /// Deliver only messages with a higher sequence number; [`PENDING`]
+    /// until the owner's replay arrived.
+    pub live_after: u64,
+    /// Framing.
+    pub format: Format,
+}
+
+/// Why a resume could not continue exactly where the client left off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetReason {
+    /// The id is from another epoch: the node restarted since.
+    Epoch,
+    /// Messages after the id have been evicted from history.
+    Evicted,
+    /// The id was never issued for this channel.
+    Unknown,
+}
+
+impl ResetReason {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResetReason::Epoch => "epoch",
+            ResetReason::Evicted => "evicted",
+            ResetReason::Unknown => "unknown",
+        }
+    }
+}
+
+/// The signal a resuming client gets when its position is gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reset {
+    /// Why.
+    pub reason: ResetReason,
+    /// The id the client resumed from.
+    pub since: MsgId,
+    /// How many messages it missed, when known.
+    pub missed: Option<u64>,
+}
+
+/// The owner's answer to a subscription.
+#[derive(Debug, Clone, Default)]
+pub struct Replay {
+    /// Messages after the client's `since`, oldest first.
+    pub messages: Vec<Arc<Message>>,
+    /// Set when the client's position was lost.
+    pub reset: Option<Reset>,
+    /// The last sequence number issued when the replay was taken.
+    pub last_seq: u64,
+}
+
+/// What became of a channel when a local subscription was removed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Unsubscribed {
+    /// Other local subscribers remain, or this shard owns the channel.
+    Kept,
+    /// That was this shard's last subscriber of a channel owned elsewhere:
+    /// tell the owner.
+    LastLocal(ChannelName),
+}
+
+/// Owner-side state of a channel.
+#[derive(Debug)]
+struct Owned {
+    /// The first sequence number of this incarnation of the channel.
+    first_seq: u64,
+    /// The last sequence number issued (`first_seq - 1` before any).
+    last_seq: u64,
+    history: VecDeque<Arc<Message>>,
+    /// Bit per shard with subscribers (the owner's own bit is never set).
+    interested: u64,
+}
+
+#[derive(Debug)]
+struct Channel {
+    name: ChannelName,
+    subs: Slab<Sub>,
+    owned: Option<Owned>,
+}
+
+/// Counters the hub keeps for `/metrics`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HubStats {
+    /// Messages published on channels this shard owns.
+    pub published: u64,
+    /// Messages dropped from history (by count or age).
+    pub evictions: u64,
+}
+
+/// One shard's view of the channel model.
+#[derive(Debug)]
+pub struct Hub {
+    shard: usize,
+    shards: usize,
+    epoch: Epoch,
+    limits: HistoryLimits,
+    index: HashMap<ChannelName, u32>,
+    channels: Slab<Channel>,
+    seq_floor: u64,
+    stats: HubStats,
+}
+
+impl Hub {
+    /// The hub of shard `shard` out of `shards`.
+    pub fn new(shard: usize, shards: usize, epoch: Epoch, limits: HistoryLimits) -> Self {
+        assert!(shards <= 64, "interest sets hold 64 shards");
+        Hub {
+            shard,
+            shards,
+            epoch,
+            limits,
+            index: HashMap::new(),
+            channels: Slab::new(),
+            seq_floor: 0,
+            stats: HubStats::default(),
+        }
+    }
+
+    /// The node's epoch.
+    pub fn epoch(&self) -> Epoch {
+        self.epoch
+    }
+
+    /// The shard owning `name`.
+    pub fn owner(&self, name: &ChannelName) -> usize {
+        name.owner(self.shards)
+    }
+
+    /// Whether this shard owns `name`.
+    pub fn owns(&self, name: &ChannelName) -> bool {
+        self.owner(name) == self.shard
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> HubStats {
+        self.stats
+    }
+
+    /// Channels this shard knows (owned or with local subscribers).
+    pub fn channel_count(&self) -> usize {
+        self.channels.len()
+    }
+
+    fn entry(&mut self, name: &ChannelName) -> u32 {
+        if let Some(&idx) = self.index.get(name.as_str()) {
+            return idx;
+        }
+        let owned = self.owns(name).then(|| Owned {
+            first_seq: self.seq_floor + 1,
+            last_seq: self.seq_floor,
+            history: VecDeque::new(),
+            interested: 0,
+        });
+        let idx = self.channels.insert(Channel {
+            name: name.clone(),
+            subs: Slab::new(),
+            owned,
+        }) as u32;
+        self.index.insert(name.clone(), idx);
+        idx
+    }
+
+    fn collect_if_unused(&mut self, idx: u32) {
+        let ch = &self.channels[idx as usize];
+        let unused = ch.subs.is_empty()
+            && ch
+                .owned
+                .as_ref()
+                .is_none_or(|o| o.history.is_empty() && o.interested == 0);
+        if unused {
+            let ch = self.channels.remove(idx as usize);
+            self.index.remove(ch.name.as_str());
+        }
+    }
+
+    // ---- local subscriptions (any shard) ---------------------------------
+
+    /// Adds a pending local subscription. Returns (channel, subscription)
+    /// indices; the caller then asks the owner for the replay.
+    pub fn add_sub(&mut self, name: &ChannelName, conn: ConnKey, format: Format) -> (u32, u32) {
+        let idx = self.entry(name);
+        let sub = self.channels[idx as usize].subs.insert(Sub {
+            conn,
+            live_after: PENDING,
+            format,
+        }) as u32;
+        (idx, sub)
+    }
+
+    /// Marks a pending subscription live after `last_seq`. `false` when it
+    /// no longer exists (the connection left meanwhile).
+    pub fn set_live(&mut self, chan: u32, sub: u32, conn: ConnKey, last_seq: u64) -> bool {
+        match self
+            .channels
+            .get_mut(chan as usize)
+            .and_then(|c| c.subs.get_mut(sub as usize))
+        {
+            Some(s) if s.conn == conn => {
+                s.live_after = last_seq;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes a local subscription.
+    pub fn remove_sub(&mut self, chan: u32, sub: u32, conn: ConnKey) -> Unsubscribed {
+        let Some(ch) = self.channels.get_mut(chan as usize) else {
+            return Unsubscribed::Kept;
+        };
+        if ch.subs.get(sub as usize).is_none_or(|s| s.conn != conn) {
+            return Unsubscribed::Kept;
+        }
+        ch.subs.remove(sub as usize);
+        let outcome = if ch.subs.is_empty() && ch.owned.is_none() {
+            Unsubscribed::LastLocal(ch.name.clone())
+        } else {
+            Unsubscribed::Kept
+        };
+        self.collect_if_unused(chan);
+        outcome
+    }
+
+    /// The local subscribers of a channel, by name.
+    pub fn local_channel(&self, name: &ChannelName) -> Option<u32> {
+        self.index.get(name.as_str()).copied()
+    }
+
+    /// The local subscribers of channel `chan`.
+    pub fn subs(&self, chan: u32) -> impl Iterator<Item = &Sub> {
+        self.channels
+            .get(chan as usize)
+            .into_iter()
+            .flat_map(|c| c.subs.iter().map(|(_, s)| s))
+    }
+
+    /// The name of channel `chan`.
+    pub fn channel_name(&self, chan: u32) -> Option<ChannelName> {
+        self.channels.get(chan as usize).map(|c| c.name.clone())
+    }
+
+    // ---- owner side --------------------------------------------------------
+
+    /// On the owner: registers interest from shard `from` (which may be this
+    /// shard) and returns what the new subscriber must be sent first.
+    pub fn owner_subscribe(
+        &mut self,
+        name: &ChannelName,
+        from: usize,
+        since: Option<MsgId>,
+    ) -> Replay {
+        debug_assert!(self.owns(name));
+        let idx = self.entry(name);
+        let epoch = self.epoch;
+        let me = self.shard;
+        let owned = self.channels[idx as usize]
+            .owned
+            .as_mut()
+            .expect("owner has owner state");
+        if from != me {
+            owned.interested |= 1 << from;
+        }
+        let mut replay = Replay {
+            last_seq: owned.last_seq,
+            ..Replay::default()
+        };
+        let Some(since) = since else {
+            return replay;
+        };
+        let oldest = owned
+            .history
+            .front()
+            .map_or(owned.last_seq + 1, |m| m.id.seq);
+        let reset = |reason, missed| {
+            Some(Reset {
+                reason,
+                since,
+                missed,
+            })
+        };
+        let (reset, after) = if since.epoch != epoch {
+            (reset(ResetReason::Epoch, None), 0)
+        } else if since.seq > owned.last_seq {
+            (reset(ResetReason::Unknown, None), 0)
+        } else if since.seq + 1 < owned.first_seq {
+            // From an earlier incarnation of the channel.
+            (reset(ResetReason::Evicted, None), 0)
+        } else if since.seq + 1 < oldest {
+            (reset(ResetReason::Evicted, Some(oldest - since.seq - 1)), 0)
+        } else {
+            (None, since.seq)
+        };
+        replay.reset = reset;
+        replay.messages = owned
+            .history
+            .iter()
+            .filter(|m| m.id.seq > after)
+            .cloned()
+            .collect();
+        replay
+    }
+
+    /// On the owner: shard `from` has no subscribers left.
+    pub fn owner_unsubscribe(&mut self, name: &ChannelName, from: usize) {
+        if let Some(&idx) = self.index.get(name.as_str()) {
+            if let Some(owned) = self.channels[idx as usize].owned.as_mut() {
+                owned.interested &= !(1 << from);
+            }
+            self.collect_if_unused(idx);
+        }
+    }
+
+    /// On the owner: assigns the next id, records the message in history
+    /// and returns it with the shards that must receive it.
+    pub fn publish(
+        &mut self,
+        name: &ChannelName,
+        kind: DataKind,
+        payload: Bytes,
+        now: Instant,
+    ) -> (Arc<Message>, ShardSet) {
+        debug_assert!(self.owns(name));
+        let idx = self.entry(name);
+        let epoch = self.epoch;
+        let limits = self.limits;
+        let owned = self.channels[idx as usize]
+            .owned
+            .as_mut()
+            .expect("owner has owner state");
+        owned.last_seq += 1;
+        let seq = owned.last_seq;
+        self.seq_floor = self.seq_floor.max(seq);
+        let ws_frame = codec::ws::encode::message(kind, &payload);
+        let msg = Arc::new(Message {
+            channel: name.clone(),
+            id: MsgId { epoch, seq },
+            kind,
+            payload,
+            ws_frame,
+            published_at: now,
+        });
+        let mut evicted = 0;
+        if limits.max_messages > 0 {
+            owned.history.push_back(msg.clone());
+            while owned.history.len() > limits.max_messages {
+                owned.history.pop_front();
+                evicted += 1;
+            }
+        }
+        let interested = ShardSet(owned.interested);
+        self.stats.published += 1;
+        self.stats.evictions += evicted;
+        (msg, interested)
+    }
+
+    /// Drops history older than the age limit and forgets channels nobody
+    /// uses. Call about once a second.
+    pub fn expire(&mut self, now: Instant) {
+        let max_age = self.limits.max_age;
+        let mut idle = Vec::new();
+        let mut evicted = 0;
+        for (idx, ch) in self.channels.iter_mut() {
+            if let Some(owned) = ch.owned.as_mut() {
+                while owned
+                    .history
+                    .front()
+                    .is_some_and(|m| now.saturating_duration_since(m.published_at) > max_age)
+                {
+                    owned.history.pop_front();
+                    evicted += 1;
+                }
+                if owned.history.is_empty() && owned.interested == 0 && ch.subs.is_empty() {
+                    idle.push(idx as u32);
+                }
+            }
+        }
+        self.stats.evictions += evicted;
+        for idx in idle {
+            self.collect_if_unused(idx);
+        }
+    }
+}
+
+/// A set of shards (bit per shard, at most 64).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ShardSet(pub u64);
+
+impl ShardSet {
+    /// The shards in the set.
+    pub fn iter(self) -> impl Iterator<Item = usize> {
+        (0..64).filter(move |i| self.0 & (1 << i) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u32) -> ConnKey {
+        ConnKey::new(0, n, 1)
+    }
+
+    fn hub(shard: usize, shards: usize, max_messages: usize) -> Hub {
+        Hub::new(
+            shard,
+            shards,
+            Epoch::from_bits(7),
+            HistoryLimits {
+                max_messages,
+                max_age: Duration::from_secs(60),
+            },
+        )
+    }
+
+    fn name(s: &str) -> ChannelName {
+        ChannelName::new(s).unwrap()
+    }
+
+    fn seqs(r: &Replay) -> Vec<u64> {
+        r.messages.iter().map(|m| m.id.seq).collect()
+    }
+
+    #[test]
+    fn ids_are_monotonic_and_carry_the_epoch() {
+        let mut h = hub(0, 1, 10);
+        let ch = name("a");
+        let now = Instant::now();
+        let ids: Vec<_> = (0..3)
+            .map(|_| {
+                h.publish(&ch, DataKind::Text, Bytes::from_static(b"x"), now)
+                    .0
+                    .id
+            })
+            .collect();
+        assert_eq!(ids.iter().map(|i| i.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert!(ids.iter().all(|i| i.epoch == Epoch::from_bits(7)));
+        // A channel created later starts above every id its shard issued,
+        // then counts up by one like any other.
+        let other = name("b");
+        let first = h
+            .publish(&other, DataKind::Text, Bytes::new(), now)
+            .0
+            .id
+            .seq;
+        assert_eq!(first, 4);
+        assert_eq!(
+            h.publish(&other, DataKind::Text, Bytes::new(), now)
+                .0
+                .id
+                .seq,
+            5
+        );
+    }
+
+    #[test]
+    fn resume_replays_exactly_what_follows() {
+        let mut h = hub(0, 1, 10);
+        let ch = name("a");
+        let now = Instant::now();
+        for _ in 0..5 {
+            h.publish(&ch, DataKind::Binary, Bytes::new(), now);
+        }
+        let since = MsgId {
+            epoch: h.epoch(),
+            seq: 2,
+        };
+        let r = h.owner_subscribe(&ch, 0, Some(since));
+        assert_eq!(seqs(&r), [3, 4, 5]);
+        assert_eq!((r.reset, r.last_seq), (None, 5));
+        let r = h.owner_subscribe(
+            &ch,
+            0,
+            Some(MsgId {
+                epoch: h.epoch(),
+                seq: 5,
+            }),
+        );
+        assert!(r.messages.is_empty() && r.reset.is_none());
+        let r = h.owner_subscribe(&ch, 0, None);
+        assert!(r.messages.is_empty() && r.reset.is_none() && r.last_seq == 5);
+        // "from the start": seq 0 of the current epoch.
+        let r = h.owner_subscribe(
+            &ch,
+            0,
+            Some(MsgId {
+                epoch: h.epoch(),
+                seq: 0,
+            }),
+        );
+        assert_eq!(seqs(&r), [1, 2, 3, 4, 5]);
+        assert_eq!(r.reset, None);
+    }
+
+    #[test]
+    fn lost_positions_are_signalled() {
+        let mut h = hub(0, 1, 3);
+        let ch = name("a");
+        let now = Instant::now();
+        for _ in 0..6 {
+            h.publish(&ch, DataKind::Binary, Bytes::new(), now);
+        }
+        assert_eq!(h.stats().evictions, 3);
+        // History holds 4, 5, 6; resuming after 1 lost 2 and 3.
+        let since = MsgId {
+            epoch: h.epoch(),
+            seq: 1,
+        };
+        let r = h.owner_subscribe(&ch, 0, Some(since));
+        assert_eq!(
+            r.reset,
+            Some(Reset {
+                reason: ResetReason::Evicted,
+                since,
+                missed: Some(2)
+            })
+        );
+        assert_eq!(seqs(&r), [4, 5, 6]);
+        // Resuming after 3 is exact.
+        let r = h.owner_subscribe(
+            &ch,
+            0,
+            Some(MsgId {
+                epoch: h.epoch(),
+                seq: 3,
+            }),
+        );
+        assert_eq!((r.reset, seqs(&r)), (None, vec![4, 5, 6]));
+        // Another epoch: everything, with the reason.
+        let old = MsgId {
+            epoch: Epoch::from_bits(8),
+            seq: 5,
+        };
+        let r = h.owner_subscribe(&ch, 0, Some(old));
+        assert_eq!(r.reset.unwrap().reason, ResetReason::Epoch);
+        assert_eq!(seqs(&r), [4, 5, 6]);
+        // An id from the future.
+        let future = MsgId {
+            epoch: h.epoch(),
+            seq: 99,
+        };
+        assert_eq!(
+            h.owner_subscribe(&ch, 0, Some(future))
+                .reset
+                .unwrap()
+                .reason,
+            ResetReason::Unknown
+        );
+    }
+
+    #[test]
+    fn a_recreated_channel_never_reuses_ids() {
+        let mut h = hub(0, 1, 10);
+        let ch = name("a");
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            h.publish(&ch, DataKind::Binary, Bytes::new(), t0);
+        }
+        h.expire(t0 + Duration::from_secs(61));
+        assert_eq!(
+            h.channel_count(),
+            0,
+            "expired and unused channels are forgotten"
+        );
+        let (m, _) = h.publish(
+            &ch,
+            DataKind::Binary,
+            Bytes::new(),
+            t0 + Duration::from_secs(62),
+        );
+        assert_eq!(m.id.seq, 4);
+        let since = MsgId {
+            epoch: h.epoch(),
+            seq: 2,
+        };
+        let r = h.owner_subscribe(&ch, 0, Some(since));
+        assert_eq!(
+            r.reset,
+            Some(Reset {
+                reason: ResetReason::Evicted,
+                since,
+                missed: None
+            })
+        );
+        assert_eq!(seqs(&r), [4]);
+    }
+
+    #[test]
+    fn interest_follows_remote_subscribers() {
+        let mut owner = hub(0, 2, 10);
+        let ch = (0..)
+            .map(|i| name(&format!("x{i}")))
+            .find(|c| c.owner(2) == 0)
+            .unwrap();
+        let now = Instant::now();
+        assert_eq!(
+            owner.publish(&ch, DataKind::Text, Bytes::new(), now).1,
+            ShardSet(0)
+        );
+        owner.owner_subscribe(&ch, 1, None);
+        assert_eq!(
+            owner.publish(&ch, DataKind::Text, Bytes::new(), now).1,
+            ShardSet(0b10)
+        );
+        owner.owner_unsubscribe(&ch, 1);
+        assert_eq!(
+            owner.publish(&ch, DataKind::Text, Bytes::new(), now).1,
+            ShardSet(0)
+        );
+
+        // The remote shard reports its last local subscriber.
+        let mut remote = hub(1, 2, 10);
+        let (c, s) = remote.add_sub(&ch, key(1), Format::WsRaw);
+        let (c2, s2) = remote.add_sub(&ch, key(2), Format::WsRaw);
+        assert_eq!(c, c2);
+        assert!(remote.subs(c).all(|s| s.live_after == PENDING));
+        assert!(remote.set_live(c, s, key(1), 3));
+        assert!(!remote.set_live(c, s, key(9), 3), "wrong connection");
+        assert_eq!(remote.remove_sub(c, s, key(1)), Unsubscribed::Kept);
+        assert_eq!(
+            remote.remove_sub(c2, s2, key(2)),
+            Unsubscribed::LastLocal(ch.clone())
+        );
+        assert_eq!(remote.channel_count(), 0);
+    }
+
+    #[test]
+    fn disabled_history_still_assigns_ids() {
+        let mut h = hub(0, 1, 0);
+        let ch = name("a");
+        let now = Instant::now();
+        h.publish(&ch, DataKind::Text, Bytes::new(), now);
+        let r = h.owner_subscribe(
+            &ch,
+            0,
+            Some(MsgId {
+                epoch: h.epoch(),
+                seq: 0,
+            }),
+        );
+        assert_eq!(r.reset.unwrap().missed, Some(1));
+    }
+}

@@ -1,0 +1,244 @@
+//! Counters and gauges for `GET /metrics` (Prometheus text format 0.0.4).
+//!
+//! Each shard owns one [`ShardMetrics`] and is its only writer (relaxed
+//! atomic adds on the shard's own cache lines); whichever shard serves
+//! `/metrics` reads all of them. Nothing on the data path waits for a
+//! reader.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why an HTTP request or upgrade was refused; one counter each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Refusal {
+    /// Malformed or oversized request head.
+    BadRequest = 0,
+    /// WebSocket handshake failed validation.
+    Handshake,
+    /// Channel name invalid.
+    BadChannel,
+    /// `since` invalid.
+    BadSince,
+    /// Unknown path.
+    NotFound,
+    /// Body over the limit.
+    TooLarge,
+    /// Request head did not arrive in time.
+    Timeout,
+}
+
+const REFUSALS: [(Refusal, &str); 7] = [
+    (Refusal::BadRequest, "bad_request"),
+    (Refusal::Handshake, "handshake"),
+    (Refusal::BadChannel, "bad_channel"),
+    (Refusal::BadSince, "bad_since"),
+    (Refusal::NotFound, "not_found"),
+    (Refusal::TooLarge, "too_large"),
+    (Refusal::Timeout, "timeout"),
+];
+
+/// Transports, for the connection gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Transport {
+    /// Plain HTTP (before an upgrade, publishers, polls).
+    Http = 0,
+    /// WebSocket subscribers.
+    WebSocket,
+    /// WebSocket echo.
+    Echo,
+}
+
+const TRANSPORTS: [(Transport, &str); 3] = [
+    (Transport::Http, "http"),
+    (Transport::WebSocket, "websocket"),
+    (Transport::Echo, "echo"),
+];
+
+/// One shard's counters. Written only by that shard.
+#[derive(Debug, Default)]
+pub struct ShardMetrics {
+    /// Open connections by transport.
+    pub connections: [AtomicU64; 3],
+    /// Connections accepted.
+    pub accepts: AtomicU64,
+    /// Accept failures (including a full ring table).
+    pub accept_errors: AtomicU64,
+    /// Refused requests by reason.
+    pub refused: [AtomicU64; 7],
+    /// WebSocket handshakes completed.
+    pub upgrades: AtomicU64,
+    /// Messages published on channels this shard owns.
+    pub published: AtomicU64,
+    /// Messages handed to the kernel for a subscriber.
+    pub deliveries: AtomicU64,
+    /// Bytes received.
+    pub bytes_in: AtomicU64,
+    /// Bytes sent.
+    pub bytes_out: AtomicU64,
+    /// Connections closed for not reading fast enough.
+    pub slow_consumers: AtomicU64,
+    /// Connections closed for not answering pings.
+    pub ping_timeouts: AtomicU64,
+    /// WebSocket protocol violations by peers.
+    pub protocol_errors: AtomicU64,
+    /// Messages evicted from history.
+    pub history_evictions: AtomicU64,
+    /// Channels known to this shard.
+    pub channels: AtomicU64,
+    /// Rings created (each holds up to `slots` connections).
+    pub rings: AtomicU64,
+    /// Receives that found no free buffer and were re-armed.
+    pub recv_nobufs: AtomicU64,
+}
+
+impl ShardMetrics {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Sets a gauge.
+    pub fn set(gauge: &AtomicU64, v: u64) {
+        gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// One more open connection of `t`.
+    pub fn open(&self, t: Transport) {
+        self.connections[t as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One fewer open connection of `t`.
+    pub fn close(&self, t: Transport) {
+        self.connections[t as usize].fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Counts a refusal.
+    pub fn refuse(&self, r: Refusal) {
+        self.refused[r as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Node-wide values that are not per-shard counters.
+#[derive(Debug)]
+pub struct NodeGauges {
+    /// Connections the node can hold.
+    pub capacity: u64,
+    /// Mail waiting per shard.
+    pub mailbox_depth: Vec<u64>,
+    /// Resident set size.
+    pub rss_bytes: Option<u64>,
+}
+
+/// Renders every shard's metrics.
+pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> String {
+    let mut out = String::with_capacity(4096);
+    let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+
+    let _ = writeln!(
+        out,
+        "# HELP ringcast_connections Open connections.\n# TYPE ringcast_connections gauge"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        for (t, name) in TRANSPORTS {
+            let _ = writeln!(
+                out,
+                "ringcast_connections{{shard=\"{i}\",transport=\"{name}\"}} {}",
+                get(&m.connections[t as usize])
+            );
+        }
+    }
+    type Field = fn(&ShardMetrics) -> &AtomicU64;
+    let counters: [(&str, &str, Field); 13] = [
+        ("accepts_total", "Connections accepted.", |m| &m.accepts),
+        ("accept_errors_total", "Accept failures.", |m| {
+            &m.accept_errors
+        }),
+        ("upgrades_total", "WebSocket handshakes completed.", |m| {
+            &m.upgrades
+        }),
+        (
+            "messages_published_total",
+            "Messages published on channels the shard owns.",
+            |m| &m.published,
+        ),
+        (
+            "deliveries_total",
+            "Messages handed to the kernel for subscribers.",
+            |m| &m.deliveries,
+        ),
+        ("bytes_in_total", "Bytes received.", |m| &m.bytes_in),
+        ("bytes_out_total", "Bytes sent.", |m| &m.bytes_out),
+        (
+            "slow_consumer_closes_total",
+            "Connections closed because their outbound queue overflowed.",
+            |m| &m.slow_consumers,
+        ),
+        (
+            "ping_timeouts_total",
+            "Connections closed for not answering pings.",
+            |m| &m.ping_timeouts,
+        ),
+        (
+            "protocol_errors_total",
+            "WebSocket protocol violations by peers.",
+            |m| &m.protocol_errors,
+        ),
+        (
+            "history_evictions_total",
+            "Messages evicted from channel history.",
+            |m| &m.history_evictions,
+        ),
+        (
+            "recv_nobufs_total",
+            "Receives that found no free buffer.",
+            |m| &m.recv_nobufs,
+        ),
+        ("rings", "io_uring instances created.", |m| &m.rings),
+    ];
+    for (name, help, field) in counters {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        let _ = writeln!(
+            out,
+            "# HELP ringcast_{name} {help}\n# TYPE ringcast_{name} {kind}"
+        );
+        for (i, m) in shards.iter().enumerate() {
+            let _ = writeln!(out, "ringcast_{name}{{shard=\"{i}\"}} {}", get(field(m)));
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP ringcast_channels Channels known to each shard.\n# TYPE ringcast_channels gauge"
+    );
+    for (i, m) in shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringcast_channels{{shard=\"{i}\"}} {}",
+            get(&m.channels)
+        );
+    }
+    let _ = writeln!(out, "# HELP ringcast_requests_refused_total Requests and handshakes refused, by reason.\n# TYPE ringcast_requests_refused_total counter");
+    for (i, m) in shards.iter().enumerate() {
+        for (r, name) in REFUSALS {
+            let _ = writeln!(
+                out,
+                "ringcast_requests_refused_total{{shard=\"{i}\",reason=\"{name}\"}} {}",
+                get(&m.refused[r as usize])
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ringcast_mailbox_depth Cross-shard items waiting for each shard.\n# TYPE ringcast_mailbox_depth gauge");
+    for (i, d) in node.mailbox_depth.iter().enumerate() {
+        let _ = writeln!(out, "ringcast_mailbox_depth{{shard=\"{i}\"}} {d}");
+    }
+    let _ = writeln!(out, "# HELP ringcast_capacity_connections Connections the node can hold.\n# TYPE ringcast_capacity_connections gauge\nringcast_capacity_connections {}", node.capacity);
+    if let Some(rss) = node.rss_bytes {
+        let _ = writeln!(out, "# HELP ringcast_resident_memory_bytes Resident set size.\n# TYPE ringcast_resident_memory_bytes gauge\nringcast_resident_memory_bytes {rss}");
+    }
+    out
+}

@@ -1,0 +1,253 @@
+//! Starting and stopping a node: limits, listeners, shards, signals, the
+//! start-up banner.
+//!
+//! Listeners are bound here, before any shard starts, so that an address in
+//! use is reported at once and clearly; each shard gets its own
+//! `SO_REUSEPORT` socket per address and the kernel spreads new connections
+//! over them. (The alternative, one acceptor handing sockets to shards, costs
+//! an extra cross-ring message and a close per connection; see
+//! docs/architecture.md.)
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+
+use crate::capacity::{group, Plan};
+use crate::config::Settings;
+use crate::hub::mail::Mailboxes;
+use crate::hub::Epoch;
+use crate::metrics::ShardMetrics;
+use crate::runtime::ring::{Ring, RingSize};
+use crate::runtime::sys;
+use crate::shard::{Shard, Shared};
+
+/// Listen backlog (the kernel caps it at `net.core.somaxconn`).
+const BACKLOG: i32 = 4096;
+
+/// Why the node could not start or stopped in error.
+#[derive(Debug)]
+pub struct NodeError(pub String);
+
+impl std::fmt::Display for NodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NodeError {}
+
+/// Runs a node until SIGTERM or SIGINT has drained it.
+pub fn run(settings: Settings) -> Result<(), NodeError> {
+    let nofile = match sys::raise_nofile_to_hard() {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("cannot raise RLIMIT_NOFILE to its hard limit: {e}");
+            sys::nofile_limit().map(|(soft, _)| soft).unwrap_or(1024)
+        }
+    };
+    let plan = Plan::new(settings.shards, settings.max_connections, nofile);
+
+    // Fail early, with a message an operator can act on, where io_uring is
+    // unavailable (seccomp, sysctl) or too old.
+    let probe = Ring::new(RingSize {
+        sq: 8,
+        cq: 16,
+        slots: 16,
+    })
+    .map_err(|e| NodeError(e.to_string()))?;
+    probe.probe().map_err(|e| NodeError(e.to_string()))?;
+    drop(probe);
+
+    let (listeners, bound) = bind_all(&settings)?;
+    let shards = settings.shards;
+    let mail =
+        Mailboxes::new(shards).map_err(|e| NodeError(format!("cannot create eventfds: {e}")))?;
+    let metrics: Vec<Arc<ShardMetrics>> = (0..shards)
+        .map(|_| Arc::new(ShardMetrics::default()))
+        .collect();
+    let shared = Arc::new(Shared {
+        settings: settings.clone(),
+        plan,
+        epoch: Epoch::random(),
+        mail: mail.clone(),
+        metrics,
+        shutdown: AtomicBool::new(false),
+    });
+    install_signal_handler(shared.clone())?;
+
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let mut threads = Vec::with_capacity(shards);
+    for (i, fds) in listeners.into_iter().enumerate() {
+        let shared = shared.clone();
+        let ready = ready_tx.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{i}"))
+            .spawn(move || match Shard::new(i, shared, fds) {
+                Ok(shard) => {
+                    let _ = ready.send(Ok(()));
+                    shard.run();
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(format!("shard {i}: {e}")));
+                }
+            })
+            .map_err(|e| NodeError(format!("cannot start shard thread: {e}")))?;
+        threads.push(t);
+    }
+    drop(ready_tx);
+    let mut failure = None;
+    for _ in 0..shards {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some("a shard thread died during start-up".into()),
+        }
+    }
+    if let Some(e) = failure {
+        shared.shutdown.store(true, Ordering::SeqCst);
+        for i in 0..shards {
+            mail.door(i).ring();
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        return Err(NodeError(e));
+    }
+
+    print_banner(&settings, &plan, &bound, shared.epoch);
+    let mut panicked = false;
+    for t in threads {
+        panicked |= t.join().is_err();
+    }
+    if panicked {
+        return Err(NodeError(
+            "a shard panicked (a bug: please report it with the log)".into(),
+        ));
+    }
+    tracing::info!("drained; exiting");
+    Ok(())
+}
+
+/// Binds one listener per shard per address. An address with port 0 gets
+/// its port from the first bind; the other shards bind that port.
+fn bind_all(settings: &Settings) -> Result<(Vec<Vec<OwnedFd>>, Vec<SocketAddr>), NodeError> {
+    let mut per_shard: Vec<Vec<OwnedFd>> = (0..settings.shards).map(|_| Vec::new()).collect();
+    let mut bound = Vec::new();
+    for &addr in &settings.listen {
+        let mut actual = addr;
+        for (i, fds) in per_shard.iter_mut().enumerate() {
+            let fd = sys::reuseport_listener(actual, BACKLOG)
+                .map_err(|e| NodeError(format!("cannot listen on {actual}: {e}")))?;
+            if i == 0 {
+                actual = sys::local_addr(fd.as_raw_fd()).map_err(|e| {
+                    NodeError(format!("cannot read the bound address of {addr}: {e}"))
+                })?;
+            }
+            fds.push(fd);
+        }
+        bound.push(actual);
+    }
+    Ok((per_shard, bound))
+}
+
+/// SIGTERM/SIGINT start a graceful drain; a second one exits at once.
+fn install_signal_handler(shared: Arc<Shared>) -> Result<(), NodeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| NodeError(format!("cannot install signal handlers: {e}")))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if shared.shutdown.swap(true, Ordering::SeqCst) {
+                    eprintln!("ringcast: second signal {sig}; exiting without draining");
+                    std::process::exit(1);
+                }
+                tracing::info!(
+                    "signal {sig}: draining (closing WebSockets with 1001, up to {:?}; send again to exit at once)",
+                    shared.settings.drain_timeout
+                );
+                for i in 0..shared.mail.shards() {
+                    shared.mail.door(i).ring();
+                }
+            }
+        })
+        .map_err(|e| NodeError(format!("cannot start the signal thread: {e}")))?;
+    Ok(())
+}
+
+fn human_size(n: usize) -> String {
+    match n {
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 10 && n % (1 << 10) == 0 => format!("{} KiB", n >> 10),
+        n => format!("{n} B"),
+    }
+}
+
+/// Whether this process has CAP_IPC_LOCK (bit 14 of CapEff), which exempts
+/// io_uring memory from RLIMIT_MEMLOCK.
+fn has_ipc_lock() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << 14) != 0)
+}
+
+fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
+    let example = bound
+        .first()
+        .map(|a| match a {
+            SocketAddr::V4(v4) if v4.ip().is_unspecified() => {
+                SocketAddr::from(([127, 0, 0, 1], v4.port()))
+            }
+            other => *other,
+        })
+        .expect("at least one listener");
+    let mut out = String::new();
+    for a in bound {
+        out.push_str(&format!("ringcast listening on http://{a}\n"));
+    }
+    out.push_str(&format!(
+        "  version      {}\n  epoch        {epoch}\n  shards       {} (one thread each; SO_REUSEPORT spreads accepts)\n  {}\n",
+        env!("CARGO_PKG_VERSION"),
+        s.shards,
+        plan.describe()
+    ));
+    if !has_ipc_lock() {
+        let per_ring = 256 * 1024u64;
+        let memlock = sys::memlock_limit().unwrap_or(0);
+        let rings = plan.shards as u64 * plan.rings_per_shard as u64;
+        if rings * per_ring > memlock {
+            out.push_str(&format!(
+                "  warning      without CAP_IPC_LOCK, ring memory counts against RLIMIT_MEMLOCK ({}): about {} rings ({} connections) fit; raise `ulimit -l` or grant CAP_IPC_LOCK\n",
+                human_size(memlock as usize),
+                memlock / per_ring,
+                group(memlock / per_ring * u64::from(plan.usable_per_ring)),
+            ));
+        }
+    }
+    out.push_str(&format!(
+        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, outbound {} per connection, head {}\n",
+        s.history_size,
+        humantime::format_duration(s.history_ttl),
+        humantime::format_duration(s.ping_interval),
+        humantime::format_duration(s.ping_interval * 2),
+        human_size(s.max_message_size),
+        human_size(s.max_batch_size),
+        human_size(s.max_outbound),
+        human_size(s.max_head_size),
+    ));
+    out.push_str(&format!(
+        "  subscribe    ws://{example}/ws/{{channel}}   (?since=ID to resume, ?format=json for ids)\n  publish      curl -H 'Content-Type: text/plain' -d hello http://{example}/pub/{{channel}}\n  health       http://{example}/healthz   metrics: http://{example}/metrics{}\n",
+        if s.echo { format!("   echo: ws://{example}/echo") } else { String::new() }
+    ));
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(out.as_bytes());
+    let _ = stdout.flush();
+}

@@ -1,0 +1,998 @@
+//! A shard: one thread, its rings, its connections, its part of the hub.
+//!
+//! # The loop
+//! Each turn of [`Shard::run`]:
+//! 1. reads the clock once (`now`, `tick`);
+//! 2. drains mail from every other shard (publishes to own, replays,
+//!    deliveries);
+//! 3. reaps completions from every ring that has any (accepts, received
+//!    bytes, finished sends, closes) and runs the protocol for each;
+//! 4. fires due timers from the wheel (timeouts, pings);
+//! 5. flushes every connection that got bytes this turn, re-arms receives,
+//!    submits every ring, and rings the doorbells of shards it sent mail;
+//! 6. sleeps on the home ring if the turn found nothing to do.
+//!
+//! Work per turn is bounded (completions per ring per turn, mail per peer
+//! per turn), so one busy ring or peer cannot starve the rest.
+//!
+//! # Who touches what
+//! Everything in a `Shard` is touched only by its thread. Other shards reach
+//! it only through [`Mailboxes`] and its doorbell; `/metrics` reads its
+//! counters (relaxed atomics it alone writes).
+
+pub mod conn;
+pub mod io;
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use codec::ws::{encode, CloseCode};
+
+use crate::capacity::Plan;
+use crate::config::Settings;
+use crate::hub::mail::{Mail, Mailboxes, ReplyTo};
+use crate::hub::{Epoch, HistoryLimits, Hub, Message, Unsubscribed};
+use crate::metrics::{ShardMetrics, Transport};
+use crate::runtime::ring::{Completion, Op, SetupError};
+use crate::runtime::wheel::{self, TimerWheel};
+
+use conn::{flags, ConnKey, Phase};
+use io::{BufferPlan, Io, Queued, SendDone};
+
+/// Completions handled per ring per turn.
+const CQE_BATCH: usize = 512;
+/// Rounds of reaping per ring per turn.
+const CQE_ROUNDS: usize = 8;
+/// Mail handled per peer per turn.
+const MAIL_BATCH: usize = 4096;
+
+/// What every shard shares, read-only.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub settings: Settings,
+    /// The capacity plan.
+    pub plan: Plan,
+    /// The node's epoch.
+    pub epoch: Epoch,
+    /// Cross-shard queues and doorbells.
+    pub mail: Arc<Mailboxes>,
+    /// Every shard's counters, for `/metrics`.
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Set on SIGTERM/SIGINT.
+    pub shutdown: AtomicBool,
+}
+
+impl Shared {
+    /// Converts a duration to wheel ticks (at least one).
+    pub fn ticks(d: Duration) -> u32 {
+        (d.as_millis() / wheel::TICK.as_millis()).max(1) as u32
+    }
+}
+
+/// One shard. See the module docs.
+#[derive(Debug)]
+pub struct Shard {
+    /// This shard's index.
+    pub id: usize,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) io: Io,
+    pub(crate) hub: Hub,
+    pub(crate) wheel: TimerWheel<ConnKey>,
+    listeners: Vec<OwnedFd>,
+    /// The ring whose accepts are armed.
+    accept_ring: Option<usize>,
+    started: Instant,
+    pub(crate) now: Instant,
+    pub(crate) tick: u32,
+    /// Peers sent mail this turn (bit per shard).
+    to_wake: u64,
+    /// Receives to re-arm at the end of the turn.
+    rearm: Vec<ConnKey>,
+    /// Connections whose queues drained while closing.
+    drained: Vec<ConnKey>,
+    cqes: Vec<Completion>,
+    /// Target of the eventfd read on the home ring; leaked so that the
+    /// kernel may write it at any time (8 bytes per shard, once).
+    wake_buf: &'static mut u64,
+    wake_armed: bool,
+    /// Set once shutdown began: when to give up waiting.
+    drain_deadline: Option<Instant>,
+    last_housekeeping: Instant,
+    pub(crate) next_token: u32,
+    pub(crate) decoder: codec::ws::DecoderConfig,
+}
+
+impl Shard {
+    /// Creates shard `id` with its home ring, inside its own thread (rings
+    /// are single-issuer: the creating thread is the only one that may
+    /// submit).
+    pub fn new(
+        id: usize,
+        shared: Arc<Shared>,
+        listeners: Vec<OwnedFd>,
+    ) -> Result<Shard, SetupError> {
+        let s = &shared.settings;
+        let efd = shared.mail.door(id).fd();
+        let io = Io::new(
+            shared.plan,
+            BufferPlan {
+                count: s.recv_buffers,
+                size: s.recv_buffer_size,
+            },
+            efd,
+            s.max_outbound,
+            shared.metrics[id].clone(),
+        )?;
+        let hub = Hub::new(
+            id,
+            shared.mail.shards(),
+            shared.epoch,
+            HistoryLimits {
+                max_messages: s.history_size,
+                max_age: s.history_ttl,
+            },
+        );
+        let decoder = codec::ws::DecoderConfig {
+            max_message_size: s.max_message_size as u64,
+            ..codec::ws::DecoderConfig::server()
+        };
+        let now = Instant::now();
+        Ok(Shard {
+            id,
+            io,
+            hub,
+            wheel: TimerWheel::new(),
+            listeners,
+            accept_ring: None,
+            started: now,
+            now,
+            tick: 0,
+            to_wake: 0,
+            rearm: Vec::new(),
+            drained: Vec::new(),
+            cqes: Vec::with_capacity(CQE_BATCH),
+            wake_buf: Box::leak(Box::new(0)),
+            wake_armed: false,
+            drain_deadline: None,
+            last_housekeeping: now,
+            next_token: 1,
+            decoder,
+            shared,
+        })
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    pub(crate) fn metrics(&self) -> &ShardMetrics {
+        &self.io.metrics
+    }
+
+    /// When shutdown gives up waiting, once it has begun.
+    pub(crate) fn drain_deadline(&self) -> Option<Instant> {
+        self.drain_deadline
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub fn run(mut self) {
+        self.move_accepting(0);
+        loop {
+            self.now = Instant::now();
+            self.tick = (self.now.duration_since(self.started).as_millis()
+                / wheel::TICK.as_millis()) as u32;
+            let mut busy = self.drain_mail();
+            busy |= self.reap_rings();
+            self.run_timers();
+            if self.now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
+                self.housekeeping();
+            }
+            if self.shared.shutdown.load(Ordering::Relaxed) && self.shutdown_step() {
+                break;
+            }
+            self.end_turn();
+            if !busy {
+                self.sleep();
+            }
+        }
+        self.end_turn();
+        tracing::debug!(shard = self.id, "shard stopped");
+    }
+
+    // ---- the turn ----------------------------------------------------------
+
+    fn drain_mail(&mut self) -> bool {
+        let mail = self.shared.mail.clone();
+        let mut any = false;
+        for from in 0..mail.shards() {
+            for _ in 0..MAIL_BATCH {
+                let Some(m) = mail.recv(self.id, from) else {
+                    break;
+                };
+                any = true;
+                self.on_mail(m);
+            }
+        }
+        any
+    }
+
+    fn reap_rings(&mut self) -> bool {
+        let mut any = false;
+        for r in 0..self.io.rings.len() {
+            for _ in 0..CQE_ROUNDS {
+                let cr = &mut self.io.rings[r];
+                if !cr.ring.has_work() {
+                    break;
+                }
+                if let Err(e) = cr.ring.flush_completions() {
+                    tracing::error!(shard = self.id, ring = r, "io_uring_enter failed: {e}");
+                }
+                let mut cqes = std::mem::take(&mut self.cqes);
+                cqes.clear();
+                self.io.rings[r].ring.reap(&mut cqes, CQE_BATCH);
+                if cqes.is_empty() {
+                    self.cqes = cqes;
+                    break;
+                }
+                any = true;
+                for c in cqes.drain(..) {
+                    self.on_completion(r, c);
+                }
+                self.cqes = cqes;
+                self.io.rings[r].bufs.publish();
+            }
+        }
+        any
+    }
+
+    fn end_turn(&mut self) {
+        self.io.flush(&mut self.drained);
+        for key in std::mem::take(&mut self.drained) {
+            self.close_now(key);
+        }
+        for key in std::mem::take(&mut self.rearm) {
+            self.io.rearm_recv(key);
+        }
+        if !self.wake_armed {
+            // SAFETY: `wake_buf` is leaked ('static), so it outlives the read
+            // even if the ring is torn down with the read still pending.
+            unsafe {
+                self.io.rings[0]
+                    .ring
+                    .read_eventfd(self.shared.mail.door(self.id).fd(), &raw mut *self.wake_buf)
+            };
+            self.wake_armed = true;
+        }
+        for cr in &mut self.io.rings {
+            if cr.ring.pending() > 0 {
+                if let Err(e) = cr.ring.submit() {
+                    tracing::error!(shard = self.id, "io_uring submit failed: {e}");
+                }
+            }
+        }
+        let mail = &self.shared.mail;
+        while self.to_wake != 0 {
+            let to = self.to_wake.trailing_zeros() as usize;
+            self.to_wake &= self.to_wake - 1;
+            mail.wake(to);
+        }
+    }
+
+    fn sleep(&mut self) {
+        let mail = self.shared.mail.clone();
+        if !mail.park(self.id) {
+            return;
+        }
+        // Sleep to the next tick at most, so timers stay on time.
+        let elapsed = self.now.duration_since(self.started);
+        let next_tick = wheel::TICK * (self.tick + 1);
+        let timeout = next_tick
+            .saturating_sub(elapsed)
+            .max(Duration::from_millis(1));
+        if let Err(e) = self.io.rings[0].ring.submit_and_wait(timeout) {
+            tracing::error!(shard = self.id, "io_uring wait failed: {e}");
+        }
+        mail.unpark(self.id);
+    }
+
+    fn housekeeping(&mut self) {
+        self.last_housekeeping = self.now;
+        self.hub.expire(self.now);
+        let stats = self.hub.stats();
+        let m = self.metrics();
+        ShardMetrics::set(&m.history_evictions, stats.evictions);
+        ShardMetrics::set(&m.channels, self.hub.channel_count() as u64);
+    }
+
+    // ---- accepting ---------------------------------------------------------
+
+    /// Arms accepts on ring `r` and cancels them on the ring that had them.
+    fn move_accepting(&mut self, r: usize) {
+        if self.accept_ring == Some(r) || self.drain_deadline.is_some() {
+            return;
+        }
+        if let Some(old) = self.accept_ring.take() {
+            let cr = &mut self.io.rings[old];
+            cr.accepting = false;
+            for i in 0..self.listeners.len() {
+                cr.ring.cancel_accept(i as u32);
+            }
+        }
+        let cr = &mut self.io.rings[r];
+        cr.accepting = true;
+        for (i, l) in self.listeners.iter().enumerate() {
+            cr.ring.accept_multi(l.as_raw_fd(), i as u32);
+        }
+        self.accept_ring = Some(r);
+    }
+
+    /// Called when the accepting ring filled up: moves accepting to the
+    /// emptiest ring with room, creating one if needed.
+    fn rotate_accepting(&mut self) {
+        let usable = self.io.usable_per_ring();
+        let emptiest = (0..self.io.rings.len())
+            .filter(|&r| self.io.rings[r].used < usable * 9 / 10)
+            .min_by_key(|&r| self.io.rings[r].used);
+        let target = match emptiest {
+            Some(r) => Some(r),
+            None if self.io.can_grow() => match self.io.add_ring() {
+                Ok(r) => {
+                    tracing::info!(
+                        shard = self.id,
+                        ring = r,
+                        "ring {r} created ({} rings now)",
+                        r + 1
+                    );
+                    Some(r)
+                }
+                Err(e) => {
+                    tracing::error!(shard = self.id, "cannot create another ring: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
+        match target {
+            Some(r) => self.move_accepting(r),
+            None => {
+                if let Some(old) = self.accept_ring.take() {
+                    let cr = &mut self.io.rings[old];
+                    cr.accepting = false;
+                    for i in 0..self.listeners.len() {
+                        cr.ring.cancel_accept(i as u32);
+                    }
+                }
+                tracing::warn!(
+                    shard = self.id,
+                    connections = self.io.used(),
+                    "shard is at capacity: not accepting until connections close (raise --max-connections or the open-files limit)"
+                );
+            }
+        }
+    }
+
+    // ---- completions -------------------------------------------------------
+
+    fn on_completion(&mut self, r: usize, c: Completion) {
+        let ud = c.user_data;
+        match ud.op() {
+            Some(Op::Accept) => self.on_accept(r, c),
+            Some(Op::Recv) => self.on_recv(r, c),
+            Some(Op::Send) => match self.io.on_send(r, ud.index(), c.result) {
+                SendDone::Sent | SendDone::Ignore => {}
+                SendDone::Drained(key) => self.close_now(key),
+                SendDone::Failed(key, errno) => {
+                    tracing::debug!(
+                        shard = self.id,
+                        "send failed: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                    self.close_now(key);
+                }
+            },
+            Some(Op::Close) => {
+                let cr = &mut self.io.rings[r];
+                cr.used = cr.used.saturating_sub(1);
+                if c.result < 0 {
+                    tracing::warn!(
+                        shard = self.id,
+                        "closing a socket failed: {}",
+                        std::io::Error::from_raw_os_error(-c.result)
+                    );
+                }
+                if self.accept_ring.is_none()
+                    && self.drain_deadline.is_none()
+                    && self.io.rings[r].used < self.io.usable_per_ring() * 9 / 10
+                {
+                    self.move_accepting(r);
+                }
+            }
+            Some(Op::Wake) => self.wake_armed = false,
+            Some(Op::Shutdown | Op::Cancel) | None => {}
+        }
+    }
+
+    fn on_accept(&mut self, r: usize, c: Completion) {
+        if c.result >= 0 {
+            let key = self.io.install(r, c.result as u32, self.tick);
+            let m = self.metrics();
+            ShardMetrics::add(&m.accepts, 1);
+            m.open(Transport::Http);
+            let deadline = self.tick + Shared::ticks(self.settings().handshake_timeout);
+            self.set_deadline(key, deadline);
+            if self.io.rings[r].used >= self.io.usable_per_ring() && self.accept_ring == Some(r) {
+                self.rotate_accepting();
+            }
+        } else {
+            let errno = -c.result;
+            if errno != libc::ECANCELED {
+                ShardMetrics::add(&self.metrics().accept_errors, 1);
+                tracing::debug!(
+                    shard = self.id,
+                    "accept failed: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                );
+            }
+            if errno == libc::ENFILE && self.accept_ring == Some(r) {
+                self.rotate_accepting();
+            }
+        }
+        // A multishot accept ends on errors and cancellation; re-arm it
+        // unless it was ours to cancel.
+        if !c.more() && self.accept_ring == Some(r) && self.io.rings[r].accepting {
+            let listener = c.user_data.index() as usize;
+            if let Some(l) = self.listeners.get(listener) {
+                self.io.rings[r]
+                    .ring
+                    .accept_multi(l.as_raw_fd(), listener as u32);
+            }
+        }
+    }
+
+    fn on_recv(&mut self, r: usize, c: Completion) {
+        let key = ConnKey::new(r as u8, c.user_data.index(), c.user_data.gen());
+        let alive = self.io.conn(key).is_some();
+        if c.result > 0 {
+            let Some(mut buf) = c
+                .buffer_id()
+                .and_then(|bid| self.io.rings[r].bufs.take(bid, c.result as usize))
+            else {
+                tracing::error!(shard = self.id, "receive completion without a valid buffer");
+                return;
+            };
+            if alive {
+                ShardMetrics::add(&self.metrics().bytes_in, c.result as u64);
+                if let Some(conn) = self.io.conn_mut(key) {
+                    conn.last_rx = self.tick;
+                }
+                self.on_input(key, buf.bytes());
+            }
+            self.io.rings[r].bufs.recycle(buf);
+            if !c.more() && self.io.conn(key).is_some() {
+                self.rearm.push(key);
+            }
+        } else if c.result == 0 {
+            if alive {
+                self.on_peer_closed(key);
+            }
+        } else if -c.result == libc::ENOBUFS {
+            ShardMetrics::add(&self.metrics().recv_nobufs, 1);
+            if alive {
+                self.rearm.push(key);
+            }
+        } else if alive {
+            tracing::debug!(
+                shard = self.id,
+                "receive failed: {}",
+                std::io::Error::from_raw_os_error(-c.result)
+            );
+            self.close_now(key);
+        }
+    }
+
+    // ---- input -------------------------------------------------------------
+
+    /// Feeds received bytes to the connection's protocol. Bytes it cannot
+    /// use yet (a partial head or frame) are kept in its `inbuf`.
+    fn on_input(&mut self, key: ConnKey, data: &mut [u8]) {
+        let stash = self
+            .io
+            .conn_mut(key)
+            .and_then(|c| c.ext.as_mut())
+            .map(|e| std::mem::take(&mut e.inbuf))
+            .filter(|b| !b.is_empty());
+        match stash {
+            Some(mut stash) => {
+                stash.extend_from_slice(data);
+                let used = self.process(key, &mut stash);
+                bytes::Buf::advance(&mut stash, used);
+                self.keep_unused(key, stash);
+            }
+            None => {
+                let used = self.process(key, data);
+                if used < data.len() {
+                    self.keep_unused(key, bytes::BytesMut::from(&data[used..]));
+                }
+            }
+        }
+    }
+
+    fn keep_unused(&mut self, key: ConnKey, rest: bytes::BytesMut) {
+        let limit = self.settings().max_message_size + self.settings().max_head_size + 64 * 1024;
+        let Some(conn) = self.io.conn_mut(key) else {
+            return;
+        };
+        if rest.is_empty() {
+            conn.shrink();
+            return;
+        }
+        if rest.len() > limit {
+            tracing::debug!(
+                shard = self.id,
+                "peer sent {} bytes it may not send yet; closing",
+                rest.len()
+            );
+            self.close_now(key);
+            return;
+        }
+        conn.ext().inbuf = rest;
+    }
+
+    /// Runs the connection's protocol over `buf`; returns the bytes used.
+    fn process(&mut self, key: ConnKey, buf: &mut [u8]) -> usize {
+        let mut pos = 0;
+        while pos < buf.len() {
+            let Some(conn) = self.io.conn(key) else {
+                return buf.len();
+            };
+            let step = match conn.phase {
+                Phase::Http => self.on_http_input(key, &mut buf[pos..]),
+                Phase::Body => self.on_body_input(key, &mut buf[pos..]),
+                Phase::WsSub | Phase::WsEcho | Phase::Closing => {
+                    self.on_ws_input(key, &mut buf[pos..])
+                }
+                // Pipelined bytes wait until the publish is answered.
+                Phase::Publishing => Step::Wait(0),
+                Phase::Draining | Phase::Free => Step::Discard,
+            };
+            match step {
+                Step::Continue(n) => pos += n,
+                Step::Wait(n) => return pos + n,
+                Step::Discard => return buf.len(),
+            }
+        }
+        pos
+    }
+
+    /// Continues with bytes kept while the connection waited (after a
+    /// publish was answered).
+    pub(crate) fn resume_input(&mut self, key: ConnKey) {
+        let stash = self
+            .io
+            .conn_mut(key)
+            .and_then(|c| c.ext.as_mut())
+            .map(|e| std::mem::take(&mut e.inbuf))
+            .filter(|b| !b.is_empty());
+        if let Some(mut stash) = stash {
+            let used = self.process(key, &mut stash);
+            bytes::Buf::advance(&mut stash, used);
+            self.keep_unused(key, stash);
+        } else if let Some(conn) = self.io.conn_mut(key) {
+            conn.shrink();
+        }
+    }
+
+    // ---- output helpers ----------------------------------------------------
+
+    /// Queues bytes; a subscriber over its outbound limit is closed as a
+    /// slow consumer.
+    pub(crate) fn send(&mut self, key: ConnKey, bytes: Bytes) {
+        if self.io.queue(key, bytes) == Queued::Overflow {
+            self.slow_consumer(key);
+        }
+    }
+
+    fn slow_consumer(&mut self, key: ConnKey) {
+        let Some(conn) = self.io.conn(key) else {
+            return;
+        };
+        let phase = conn.phase;
+        let queued = conn.outbound_bytes();
+        ShardMetrics::add(&self.metrics().slow_consumers, 1);
+        tracing::info!(
+            shard = self.id,
+            queued,
+            "closing a slow consumer: {queued} bytes queued, limit {} (--max-outbound)",
+            self.settings().max_outbound
+        );
+        self.io.discard_queued(key);
+        if phase.is_ws() {
+            self.initiate_close(
+                key,
+                CloseCode::POLICY_VIOLATION,
+                "slow consumer: outbound queue overflow",
+            );
+        } else {
+            self.close_now(key);
+        }
+    }
+
+    // ---- closing -----------------------------------------------------------
+
+    /// Leaves the hub and updates gauges; the connection stays open.
+    pub(crate) fn detach(&mut self, key: ConnKey) {
+        let Some(conn) = self.io.conn_mut(key) else {
+            return;
+        };
+        let (phase, chan, sub) = (conn.phase, conn.chan, conn.sub);
+        conn.chan = u32::MAX;
+        conn.sub = u32::MAX;
+        if chan != u32::MAX {
+            if let Unsubscribed::LastLocal(channel) = self.hub.remove_sub(chan, sub, key) {
+                let owner = self.hub.owner(&channel);
+                self.mail_to(
+                    owner,
+                    Mail::Unsubscribe {
+                        from: self.id,
+                        channel,
+                    },
+                );
+            }
+        }
+        let m = &self.io.metrics;
+        match phase {
+            Phase::WsSub => m.close(Transport::WebSocket),
+            Phase::WsEcho => m.close(Transport::Echo),
+            Phase::Http | Phase::Body | Phase::Publishing => m.close(Transport::Http),
+            Phase::Closing | Phase::Draining | Phase::Free => {}
+        }
+    }
+
+    /// Closes the socket now; queued bytes are dropped.
+    pub(crate) fn close_now(&mut self, key: ConnKey) {
+        if self.io.conn(key).is_none() {
+            return;
+        }
+        self.detach(key);
+        self.io.release(key);
+    }
+
+    /// The peer closed its end.
+    fn on_peer_closed(&mut self, key: ConnKey) {
+        self.close_now(key);
+    }
+
+    /// Sends what is queued, then closes (within the close timeout).
+    pub(crate) fn close_after_flush(&mut self, key: ConnKey) {
+        self.detach(key);
+        let deadline = self.tick + Shared::ticks(self.settings().close_timeout);
+        let Some(conn) = self.io.conn_mut(key) else {
+            return;
+        };
+        conn.phase = Phase::Draining;
+        if conn.out.is_none() && !conn.has(flags::SENDING) {
+            self.close_now(key);
+            return;
+        }
+        self.set_deadline(key, deadline);
+    }
+
+    /// Starts the WebSocket closing handshake from our side.
+    pub(crate) fn initiate_close(&mut self, key: ConnKey, code: CloseCode, reason: &str) {
+        let Some(phase) = self.io.conn(key).map(|c| c.phase) else {
+            return;
+        };
+        if !matches!(phase, Phase::WsSub | Phase::WsEcho) {
+            return;
+        }
+        self.detach(key);
+        let mut frame = bytes::BytesMut::with_capacity(4 + reason.len());
+        if encode::close(&mut frame, Some(code), reason).is_err() {
+            let _ = encode::close(&mut frame, Some(code), "");
+        }
+        self.send(key, frame.freeze());
+        let deadline = self.tick + Shared::ticks(self.settings().close_timeout);
+        if let Some(conn) = self.io.conn_mut(key) {
+            conn.phase = Phase::Closing;
+        }
+        self.set_deadline(key, deadline);
+    }
+
+    // ---- timers ------------------------------------------------------------
+
+    /// Asks for [`Shard::on_timer`] at `tick` (replacing any earlier wish).
+    pub(crate) fn set_deadline(&mut self, key: ConnKey, tick: u32) {
+        let Some(conn) = self.io.conn_mut(key) else {
+            return;
+        };
+        let tick = tick.max(1);
+        conn.deadline = tick;
+        if conn.scheduled == 0 || tick < conn.scheduled {
+            conn.scheduled = tick;
+            self.wheel.schedule(tick, key);
+        }
+    }
+
+    fn run_timers(&mut self) {
+        if self.tick <= self.wheel.now() {
+            return;
+        }
+        let mut fired = Vec::new();
+        self.wheel.advance(self.tick, &mut fired);
+        for e in fired {
+            let key = e.item;
+            let Some(conn) = self.io.conn_mut(key) else {
+                continue;
+            };
+            if conn.scheduled != e.due {
+                continue; // superseded by an earlier entry
+            }
+            conn.scheduled = 0;
+            let deadline = conn.deadline;
+            if deadline == 0 {
+                continue;
+            }
+            if deadline > self.tick {
+                conn.scheduled = deadline;
+                self.wheel.schedule(deadline, key);
+                continue;
+            }
+            conn.deadline = 0;
+            self.on_timer(key);
+        }
+    }
+
+    fn on_timer(&mut self, key: ConnKey) {
+        let Some(conn) = self.io.conn(key) else {
+            return;
+        };
+        let (phase, last_rx, served) = (conn.phase, conn.last_rx, conn.has(flags::SERVED));
+        match phase {
+            Phase::Http => {
+                let partial = conn.ext.as_ref().is_some_and(|e| !e.inbuf.is_empty());
+                if partial || !served {
+                    // Slowloris or silent peer: the head did not come in time.
+                    self.metrics().refuse(crate::metrics::Refusal::Timeout);
+                    if partial {
+                        self.send(
+                            key,
+                            Bytes::from_static(codec::http::responses::REQUEST_TIMEOUT),
+                        );
+                        self.close_after_flush(key);
+                    } else {
+                        self.close_now(key);
+                    }
+                } else {
+                    self.close_now(key); // idle keep-alive connection
+                }
+            }
+            Phase::Body => {
+                self.metrics().refuse(crate::metrics::Refusal::Timeout);
+                self.send(
+                    key,
+                    Bytes::from_static(codec::http::responses::REQUEST_TIMEOUT),
+                );
+                self.close_after_flush(key);
+            }
+            Phase::WsSub | Phase::WsEcho => {
+                let interval = Shared::ticks(self.settings().ping_interval);
+                if self.tick.saturating_sub(last_rx) >= 2 * interval {
+                    ShardMetrics::add(&self.metrics().ping_timeouts, 1);
+                    tracing::debug!(
+                        shard = self.id,
+                        "closing a WebSocket silent for two ping intervals"
+                    );
+                    self.close_now(key);
+                } else {
+                    self.send(key, Bytes::from_static(&[0x89, 0x00]));
+                    self.set_deadline(key, self.tick + interval);
+                }
+            }
+            Phase::Closing | Phase::Draining => self.close_now(key),
+            Phase::Publishing | Phase::Free => {}
+        }
+    }
+
+    // ---- mail --------------------------------------------------------------
+
+    pub(crate) fn mail_to(&mut self, to: usize, mail: Mail) {
+        debug_assert_ne!(to, self.id);
+        self.shared.mail.send(self.id, to, mail);
+        self.to_wake |= 1 << to;
+    }
+
+    fn on_mail(&mut self, mail: Mail) {
+        match mail {
+            Mail::Deliver(msg) => self.deliver(&msg, false),
+            Mail::Publish { reply, items } => {
+                let ids = items
+                    .into_iter()
+                    .map(|item| {
+                        (
+                            item.index,
+                            self.publish_owned(&item.channel, item.kind, item.payload),
+                        )
+                    })
+                    .collect();
+                self.mail_to(reply.shard, Mail::Published { reply, ids });
+            }
+            Mail::Published { reply, ids } => self.on_published(reply, ids),
+            Mail::Subscribe {
+                from,
+                conn,
+                chan,
+                sub,
+                channel,
+                since,
+            } => {
+                let replay = self.hub.owner_subscribe(&channel, from, since);
+                self.mail_to(
+                    from,
+                    Mail::Replayed {
+                        conn,
+                        chan,
+                        sub,
+                        replay,
+                    },
+                );
+            }
+            Mail::Replayed {
+                conn,
+                chan,
+                sub,
+                replay,
+            } => self.apply_replay(conn, chan, sub, replay),
+            Mail::Unsubscribe { from, channel } => self.hub.owner_unsubscribe(&channel, from),
+        }
+    }
+
+    /// Publishes on a channel this shard owns: assigns the id, records
+    /// history, mails the message to interested shards and delivers it to
+    /// local subscribers.
+    pub(crate) fn publish_owned(
+        &mut self,
+        channel: &crate::hub::ChannelName,
+        kind: codec::ws::DataKind,
+        payload: Bytes,
+    ) -> crate::hub::MsgId {
+        let (msg, interested) = self.hub.publish(channel, kind, payload, self.now);
+        ShardMetrics::add(&self.io.metrics.published, 1);
+        for shard in interested.iter() {
+            self.mail_to(shard, Mail::Deliver(msg.clone()));
+        }
+        self.deliver(&msg, true);
+        msg.id
+    }
+
+    /// Sends a message to this shard's subscribers of its channel. The frame
+    /// is encoded once per shard: the owner's frame is used as is on the
+    /// owner, and copied once on other shards so that the reference counts
+    /// every subscriber touches stay on this core.
+    fn deliver(&mut self, msg: &Arc<Message>, local: bool) {
+        let Some(chan) = self.hub.local_channel(&msg.channel) else {
+            return;
+        };
+        let raw = if local {
+            msg.ws_frame.clone()
+        } else {
+            Bytes::copy_from_slice(&msg.ws_frame)
+        };
+        let mut json: Option<Bytes> = None;
+        let mut overflow = Vec::new();
+        let mut delivered = 0u64;
+        for s in self.hub.subs(chan) {
+            if s.live_after >= msg.id.seq {
+                continue; // pending replay, or already covered by it
+            }
+            let frame = match s.format {
+                crate::hub::Format::WsRaw => raw.clone(),
+                crate::hub::Format::WsJson => json
+                    .get_or_insert_with(|| crate::transport::ws::json_message_frame(msg))
+                    .clone(),
+            };
+            match self.io.queue(s.conn, frame) {
+                Queued::Ok => delivered += 1,
+                Queued::Overflow => overflow.push(s.conn),
+                Queued::Gone => {}
+            }
+        }
+        ShardMetrics::add(&self.io.metrics.deliveries, delivered);
+        for key in overflow {
+            self.slow_consumer(key);
+        }
+    }
+
+    fn on_published(&mut self, reply: ReplyTo, ids: Vec<(u32, crate::hub::MsgId)>) {
+        let key = reply.conn;
+        let Some(pending) = self
+            .io
+            .conn_mut(key)
+            .and_then(|c| c.ext.as_mut())
+            .and_then(|e| e.publish.as_mut())
+            .filter(|p| p.token == reply.token)
+        else {
+            return;
+        };
+        for (i, id) in ids {
+            if let Some(slot) = pending.ids.get_mut(i as usize) {
+                *slot = Some(id);
+            }
+        }
+        pending.outstanding -= 1;
+        if pending.outstanding == 0 {
+            self.answer_publish(key);
+        }
+    }
+
+    // ---- shutdown ----------------------------------------------------------
+
+    /// One step of graceful shutdown; `true` once the shard may stop.
+    fn shutdown_step(&mut self) -> bool {
+        let deadline = match self.drain_deadline {
+            Some(d) => d,
+            None => {
+                let d = self.now + self.settings().drain_timeout;
+                self.drain_deadline = Some(d);
+                if let Some(r) = self.accept_ring.take() {
+                    let cr = &mut self.io.rings[r];
+                    cr.accepting = false;
+                    for i in 0..self.listeners.len() {
+                        cr.ring.cancel_accept(i as u32);
+                    }
+                }
+                for key in self.live_keys() {
+                    let Some(conn) = self.io.conn(key) else {
+                        continue;
+                    };
+                    match conn.phase {
+                        Phase::WsSub | Phase::WsEcho => {
+                            self.initiate_close(key, CloseCode::GOING_AWAY, "server shutting down")
+                        }
+                        Phase::Http if conn.ext.as_ref().is_none_or(|e| e.inbuf.is_empty()) => {
+                            self.close_now(key)
+                        }
+                        _ => {}
+                    }
+                }
+                d
+            }
+        };
+        if self.now >= deadline {
+            for key in self.live_keys() {
+                self.close_now(key);
+            }
+        }
+        let open = self.live_keys().len();
+        let closing_sockets = self.io.used();
+        open == 0 && (closing_sockets == 0 || self.now >= deadline + Duration::from_secs(1))
+    }
+
+    fn live_keys(&self) -> Vec<ConnKey> {
+        let mut keys = Vec::new();
+        for (r, cr) in self.io.rings.iter().enumerate() {
+            for (slot, c) in cr.conns.iter().enumerate() {
+                if c.phase != Phase::Free {
+                    keys.push(ConnKey::new(r as u8, slot as u32, c.gen));
+                }
+            }
+        }
+        keys
+    }
+}
+
+/// What a protocol handler did with the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Used this many bytes; hand the rest to the connection's (possibly
+    /// new) phase.
+    Continue(usize),
+    /// Used this many bytes; the rest must wait for more input (or for an
+    /// answer) and is kept.
+    Wait(usize),
+    /// The connection stops reading: drop the rest.
+    Discard,
+}

@@ -1,0 +1,234 @@
+//! Plain HTTP: health, metrics, publishing (single, batch, chunked,
+//! pipelined), and every refusal with its status and reason.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{RawWs, Server};
+
+#[tokio::test]
+async fn healthz_and_metrics() {
+    let server = Server::start(&[]);
+    let r = reqwest::get(server.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "ok\n");
+    let head = reqwest::Client::new()
+        .head(server.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    let text = reqwest::get(server.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "ringcast_connections{shard=\"0\",transport=\"websocket\"}",
+        "ringcast_accepts_total{shard=\"1\"}",
+        "ringcast_deliveries_total",
+        "ringcast_slow_consumer_closes_total",
+        "ringcast_history_evictions_total",
+        "ringcast_mailbox_depth{shard=\"0\"}",
+        "ringcast_requests_refused_total{shard=\"0\",reason=\"handshake\"}",
+        "ringcast_capacity_connections",
+        "# TYPE ringcast_bytes_out_total counter",
+    ] {
+        assert!(text.contains(name), "missing {name}");
+    }
+    // The banner states the capacity and why.
+    assert!(
+        server.banner.contains("capacity: 2 shards × "),
+        "{}",
+        server.banner
+    );
+    assert!(
+        server.banner.contains("RLIMIT_NOFILE="),
+        "{}",
+        server.banner
+    );
+}
+
+#[tokio::test]
+async fn publish_answers_ids_and_keeps_the_connection() {
+    let server = Server::start(&[]);
+    let mut c = RawWs::tcp(server.addr).await;
+    // Two pipelined publishes on one connection, then a health check.
+    c.send_raw(
+        b"POST /pub/a HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhelloPOST /pub/b HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\n\x00\x01\x02GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    for _ in 0..2 {
+        let (head, body) = c.read_response().await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+        assert!(head.contains("Content-Type: application/json"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(v["id"].as_str().unwrap().contains('-'), "{body}");
+    }
+    let (head, body) = c.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"));
+    assert_eq!(body, "ok\n");
+}
+
+#[tokio::test]
+async fn batch_publish_answers_ids_in_order() {
+    let server = Server::start(&[]);
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/ws/b1"))
+        .await
+        .unwrap();
+    let body =
+        "{\"channel\":\"b1\",\"data\":\"one\"}\n{\"channel\":\"b2\",\"data\":\"two\"}\n\"three\"\n";
+    let r = reqwest::Client::new()
+        .post(server.url("/pub/b1"))
+        .header("Content-Type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: serde_json::Value = r.json().await.unwrap();
+    let ids = v["ids"].as_array().unwrap();
+    assert_eq!(ids.len(), 3);
+    use futures_util::StreamExt;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let m = ws.next().await.unwrap().unwrap();
+        if m.is_text() {
+            got.push(m.into_text().unwrap().to_string());
+        }
+    }
+    assert_eq!(got, ["one", "three"]);
+    // Multi-channel batches on /pub.
+    let r = reqwest::Client::new()
+        .post(server.url("/pub"))
+        .body("{\"channel\":\"x\",\"data\":\"1\"}\n{\"channel\":\"y\",\"data_base64\":\"AAE=\"}\n")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["ids"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn chunked_bodies_and_expect_continue() {
+    let server = Server::start(&[]);
+    let mut c = RawWs::tcp(server.addr).await;
+    c.send_raw(b"POST /pub/c HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\nExpect: 100-continue\r\n\r\n").await;
+    let interim = c.read_head().await;
+    assert_eq!(interim, "HTTP/1.1 100 Continue\r\n\r\n");
+    c.send_raw(b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n").await;
+    let (head, body) = c.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(body.contains("\"id\""));
+    // A streaming body through a real client.
+    let stream = futures_util::stream::iter(vec![Ok::<_, std::io::Error>("par"), Ok("ts")]);
+    let r = reqwest::Client::new()
+        .post(server.url("/pub/c"))
+        .header("Content-Type", "text/plain")
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+async fn refused(server: &Server, request: &[u8]) -> (String, String) {
+    let mut c = RawWs::tcp(server.addr).await;
+    c.send_raw(request).await;
+    c.read_response().await
+}
+
+#[tokio::test]
+async fn refusals_name_their_cause() {
+    let server = Server::start(&["--max-message-size", "100", "--max-batch-size", "200"]);
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nContent-Length: 101\r\n\r\n".to_vec(), "413", "over the limit of 100 bytes"),
+        (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n65\r\n".iter().copied().chain(vec![b'x'; 101]).collect(), "413", "over the limit of 100 bytes"),
+        (b"POST /pub/a%20b HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx".to_vec(), "400", "channel name may only contain"),
+        (b"POST /pub/ HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nx".to_vec(), "400", "channel name is empty"),
+        (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 1\r\n\r\n\xff".to_vec(), "400", "not valid UTF-8"),
+        (b"POST /pub HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{\"a\":1}\n\n".to_vec(), "400", "line 1: missing data"),
+        (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nExpect: magic\r\n\r\nx".to_vec(), "417", "only Expect: 100-continue"),
+        (b"GET /pub/a HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "405", "publish with POST"),
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "404", "not found"),
+        (b"DELETE /pub/a HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "405", "method not allowed"),
+        (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(), "505", "only HTTP/1.0 and HTTP/1.1"),
+        (b"GET / HTTP/1.1\r\n\r\n".to_vec(), "400", "without Host"),
+        (b"GET /a b c HTTP/1.1\r\n\r\n".to_vec(), "400", "malformed request line"),
+        (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), "501", "only chunked"),
+        (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), "400", "conflicting message framing"),
+        (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(), "400", "chunk size is not hexadecimal"),
+    ];
+    for (request, status, reason) in cases {
+        let (head, body) = refused(&server, &request).await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{}\n→ {head}{body}",
+            String::from_utf8_lossy(&request)
+        );
+        assert!(
+            body.contains(reason),
+            "{}\n→ {body}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+    let mut big = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: ".to_vec();
+    big.resize(9000, b'a');
+    let (head, body) = refused(&server, &big).await;
+    assert!(head.starts_with("HTTP/1.1 431 "), "{head}");
+    assert_eq!(body, "request head too large\n");
+    // The server is unharmed.
+    assert_eq!(
+        reqwest::get(server.url("/healthz")).await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn slow_heads_time_out_with_408() {
+    let server = Server::start(&["--handshake-timeout", "300ms", "--idle-timeout", "300ms"]);
+    // A partial head that never completes.
+    let mut c = RawWs::tcp(server.addr).await;
+    let start = Instant::now();
+    c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
+    let (head, body) = c.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 408 "), "{head}");
+    assert_eq!(body, "request timeout\n");
+    assert!(
+        start.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        start.elapsed()
+    );
+    // A connection that sends nothing is closed quietly.
+    let mut silent = RawWs::tcp(server.addr).await;
+    assert_eq!(silent.recv().await, common::Got::Eof);
+    // An idle keep-alive connection is closed after --idle-timeout.
+    let mut idle = RawWs::tcp(server.addr).await;
+    idle.send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (head, _) = idle.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200"));
+    assert_eq!(idle.recv().await, common::Got::Eof);
+    assert!(
+        server
+            .metric("ringcast_requests_refused_total", "reason=\"timeout\"")
+            .await
+            >= 2
+    );
+}
+
+#[tokio::test]
+async fn options_answers_allow() {
+    let server = Server::start(&[]);
+    let (head, _) = refused(&server, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 204 "), "{head}");
+    assert!(head.contains("Allow: GET, HEAD, POST, OPTIONS"));
+}
