@@ -96,6 +96,42 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_HISTORY_TTL", value_parser = parse_duration, value_name = "DURATION")]
     pub history_ttl: Option<Duration>,
 
+    /// Interval of comment heartbeats on idle SSE streams (keeps proxies
+    /// from closing them). [default: 15s]
+    #[arg(long, env = "RINGCAST_SSE_HEARTBEAT", value_parser = parse_duration, value_name = "DURATION")]
+    pub sse_heartbeat: Option<Duration>,
+
+    /// Reconnection delay suggested to SSE clients (`retry:`). [default: 3s]
+    #[arg(long, env = "RINGCAST_SSE_RETRY", value_parser = parse_duration, value_name = "DURATION")]
+    pub sse_retry: Option<Duration>,
+
+    /// Long-poll wait when the request gives no `timeout`. [default: 30s]
+    #[arg(long, env = "RINGCAST_POLL_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub poll_timeout: Option<Duration>,
+
+    /// Longest long-poll wait a request may ask for. [default: 120s]
+    #[arg(long, env = "RINGCAST_POLL_MAX_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub poll_max_timeout: Option<Duration>,
+
+    /// Most messages in one poll answer. [default: 100]
+    #[arg(long, env = "RINGCAST_POLL_BATCH", value_name = "N")]
+    pub poll_batch: Option<usize>,
+
+    /// Most channels in one SSE stream (`/sse?ch=a,b,c`). [default: 32]
+    #[arg(long, env = "RINGCAST_MAX_STREAM_CHANNELS", value_name = "N")]
+    pub max_stream_channels: Option<usize>,
+
+    /// Most subscriptions of one multiplexed WebSocket (`/ws`).
+    /// [default: 256]
+    #[arg(long, env = "RINGCAST_MAX_SUBSCRIPTIONS", value_name = "N")]
+    pub max_subscriptions: Option<usize>,
+
+    /// Let multiplexed-WebSocket clients publish (`{"type":"publish"}`).
+    /// Off by default: until auth lands, anyone who can connect could
+    /// publish.
+    #[arg(long, env = "RINGCAST_CLIENT_PUBLISH")]
+    pub client_publish: bool,
+
     /// Disable the `GET /echo` WebSocket echo endpoint.
     #[arg(long, env = "RINGCAST_NO_ECHO")]
     pub no_echo: bool,
@@ -138,6 +174,14 @@ struct FileConfig {
     max_head_size: Option<toml::Value>,
     history_size: Option<usize>,
     history_ttl: Option<String>,
+    sse_heartbeat: Option<String>,
+    sse_retry: Option<String>,
+    poll_timeout: Option<String>,
+    poll_max_timeout: Option<String>,
+    poll_batch: Option<usize>,
+    max_stream_channels: Option<usize>,
+    max_subscriptions: Option<usize>,
+    client_publish: Option<bool>,
     no_echo: Option<bool>,
     recv_buffers: Option<u16>,
     recv_buffer_size: Option<toml::Value>,
@@ -175,6 +219,22 @@ pub struct Settings {
     pub history_size: usize,
     /// History age.
     pub history_ttl: Duration,
+    /// SSE heartbeat interval.
+    pub sse_heartbeat: Duration,
+    /// SSE `retry:` hint.
+    pub sse_retry: Duration,
+    /// Default long-poll wait.
+    pub poll_timeout: Duration,
+    /// Longest long-poll wait.
+    pub poll_max_timeout: Duration,
+    /// Messages per poll answer.
+    pub poll_batch: usize,
+    /// Channels per SSE stream.
+    pub max_stream_channels: usize,
+    /// Subscriptions per multiplexed WebSocket.
+    pub max_subscriptions: usize,
+    /// Multiplexed clients may publish.
+    pub client_publish: bool,
     /// `/echo` enabled.
     pub echo: bool,
     /// Receive buffers per ring.
@@ -230,6 +290,10 @@ impl Settings {
             file.listen
                 .unwrap_or_else(|| vec![SocketAddr::from(([0, 0, 0, 0], 8080))])
         };
+        let poll_max_timeout = cli
+            .poll_max_timeout
+            .or(file_duration(file.poll_max_timeout, "poll-max-timeout")?)
+            .unwrap_or(Duration::from_secs(120));
         let s = Settings {
             listen,
             shards: cli
@@ -281,6 +345,30 @@ impl Settings {
                 .history_ttl
                 .or(file_duration(file.history_ttl, "history-ttl")?)
                 .unwrap_or(Duration::from_secs(300)),
+            sse_heartbeat: cli
+                .sse_heartbeat
+                .or(file_duration(file.sse_heartbeat, "sse-heartbeat")?)
+                .unwrap_or(Duration::from_secs(15)),
+            sse_retry: cli
+                .sse_retry
+                .or(file_duration(file.sse_retry, "sse-retry")?)
+                .unwrap_or(Duration::from_secs(3)),
+            poll_max_timeout,
+            // Lowering only the maximum lowers the default with it.
+            poll_timeout: cli
+                .poll_timeout
+                .or(file_duration(file.poll_timeout, "poll-timeout")?)
+                .unwrap_or(Duration::from_secs(30).min(poll_max_timeout)),
+            poll_batch: cli.poll_batch.or(file.poll_batch).unwrap_or(100),
+            max_stream_channels: cli
+                .max_stream_channels
+                .or(file.max_stream_channels)
+                .unwrap_or(32),
+            max_subscriptions: cli
+                .max_subscriptions
+                .or(file.max_subscriptions)
+                .unwrap_or(256),
+            client_publish: cli.client_publish || file.client_publish.unwrap_or(false),
             echo: !(cli.no_echo || file.no_echo.unwrap_or(false)),
             recv_buffers: cli.recv_buffers.or(file.recv_buffers).unwrap_or(256),
             recv_buffer_size: cli
@@ -324,6 +412,17 @@ impl Settings {
         }
         if self.max_message_size == 0 || self.max_batch_size == 0 || self.max_outbound == 0 {
             return fail("size limits must be greater than zero");
+        }
+        if self.sse_heartbeat < Duration::from_millis(100) {
+            return fail("--sse-heartbeat must be at least 100ms");
+        }
+        if self.poll_timeout > self.poll_max_timeout {
+            return fail("--poll-timeout must not exceed --poll-max-timeout");
+        }
+        if self.poll_batch == 0 || self.max_stream_channels == 0 || self.max_subscriptions == 0 {
+            return fail(
+                "--poll-batch, --max-stream-channels and --max-subscriptions must be at least 1",
+            );
         }
         if self.listen.is_empty() {
             return fail("at least one --listen address is needed");

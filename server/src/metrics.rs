@@ -48,19 +48,28 @@ pub enum Transport {
     WebSocket,
     /// WebSocket echo.
     Echo,
+    /// Multiplexed WebSocket protocol.
+    Multiplexed,
+    /// Server-Sent Events streams.
+    Sse,
+    /// Long polls being held.
+    LongPoll,
 }
 
-const TRANSPORTS: [(Transport, &str); 3] = [
+const TRANSPORTS: [(Transport, &str); 6] = [
     (Transport::Http, "http"),
     (Transport::WebSocket, "websocket"),
     (Transport::Echo, "echo"),
+    (Transport::Multiplexed, "websocket_mux"),
+    (Transport::Sse, "sse"),
+    (Transport::LongPoll, "longpoll"),
 ];
 
 /// One shard's counters. Written only by that shard.
 #[derive(Debug, Default)]
 pub struct ShardMetrics {
     /// Open connections by transport.
-    pub connections: [AtomicU64; 3],
+    pub connections: [AtomicU64; 6],
     /// Connections accepted.
     pub accepts: AtomicU64,
     /// Accept failures (including a full ring table).

@@ -125,7 +125,7 @@ async fn json_format_carries_ids_and_base64_for_binary() {
     .await;
     let m = next_json(&mut ws).await;
     assert_eq!(m["type"], "message");
-    assert_eq!(m["channel"], "room");
+    assert_eq!(m["ch"], "room");
     assert_eq!(m["id"], id.as_str());
     assert_eq!(m["data"], "héllo \"quoted\"\nline");
     let m = next_json(&mut ws).await;
@@ -237,7 +237,7 @@ async fn lost_positions_get_a_reset_signal() {
     assert_eq!(reset["type"], "reset");
     assert_eq!(reset["reason"], "evicted");
     assert_eq!(reset["missed"], 2);
-    assert_eq!(reset["channel"], "small");
+    assert_eq!(reset["ch"], "small");
     assert_eq!(reset["since"], ids[0].as_str());
     for i in 3..6 {
         assert_eq!(next_data(&mut ws).await, Message::text(format!("m{i}")));

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use codec::ws::DataKind;
 use crossbeam_queue::SegQueue;
 
-use super::{ChannelName, Message, MsgId, Replay};
+use super::{ChannelName, ClientId, Message, MsgId, Replay};
 use crate::runtime::sys;
 use crate::shard::conn::ConnKey;
 
@@ -48,6 +48,8 @@ pub struct PublishItem {
     pub kind: DataKind,
     /// Payload.
     pub payload: Bytes,
+    /// Deliver live only: no id, not stored.
+    pub ephemeral: bool,
 }
 
 /// An item sent from one shard to another.
@@ -83,6 +85,8 @@ pub enum Mail {
         channel: ChannelName,
         /// Resume point.
         since: Option<MsgId>,
+        /// The multiplexed-WebSocket client joining the channel's presence.
+        client: Option<ClientId>,
     },
     /// The owner's answer to [`Mail::Subscribe`].
     Replayed {
@@ -101,6 +105,30 @@ pub enum Mail {
         from: usize,
         /// The channel.
         channel: ChannelName,
+    },
+    /// A multiplexed-WebSocket client left a channel (owner updates
+    /// presence and tells the channel).
+    Left {
+        /// The channel.
+        channel: ChannelName,
+        /// The client.
+        client: ClientId,
+    },
+    /// Who is present on a channel? Answer with [`Mail::Presence`].
+    PresenceQuery {
+        /// Who to answer.
+        reply: ReplyTo,
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// The answer to [`Mail::PresenceQuery`].
+    Presence {
+        /// The request.
+        reply: ReplyTo,
+        /// The channel.
+        channel: ChannelName,
+        /// The clients present.
+        clients: Vec<ClientId>,
     },
     /// A published message for the receiving shard's subscribers.
     Deliver(Arc<Message>),

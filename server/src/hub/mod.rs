@@ -59,6 +59,54 @@ pub struct Message {
     pub ws_frame: Bytes,
     /// When the owner accepted it (for history expiry).
     pub published_at: Instant,
+    /// What kind of event it is.
+    pub event: Event,
+}
+
+/// What a [`Message`] announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A published message: it has an id and lives in history.
+    Stored,
+    /// A live-only message (typing indicators…): delivered to subscribers
+    /// that are live now, never stored, no id (`seq` 0).
+    Ephemeral,
+    /// A multiplexed-WebSocket client subscribed (presence).
+    Joined(ClientId),
+    /// A multiplexed-WebSocket client unsubscribed or left (presence).
+    Left(ClientId),
+}
+
+impl Message {
+    /// Whether it has an id and can be resumed from.
+    pub fn is_stored(&self) -> bool {
+        self.event == Event::Stored
+    }
+}
+
+/// Identifies a multiplexed-WebSocket client in presence lists and events:
+/// shard and connection key, printed as 16 hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId(pub u64);
+
+impl ClientId {
+    /// The id of connection `conn` on shard `shard`.
+    pub fn of(shard: usize, conn: ConnKey) -> ClientId {
+        // ring:8 | slot:24 | gen:24, and the shard in the top byte.
+        let k = conn.raw();
+        ClientId(
+            (shard as u64) << 56
+                | (k >> 56) << 48
+                | ((k >> 32) & 0xFF_FFFF) << 24
+                | (k & 0xFF_FFFF),
+        )
+    }
+}
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
 
 /// How long history is kept.
@@ -77,6 +125,28 @@ pub enum Format {
     WsRaw,
     /// WebSocket, a JSON envelope with id and channel per message.
     WsJson,
+    /// Multiplexed WebSocket protocol (`/ws`): the JSON envelope, plus
+    /// presence events.
+    Mux,
+    /// Server-Sent Events on a one-channel stream: id and data, encoded
+    /// once per message.
+    Sse,
+    /// Server-Sent Events on a stream of several channels: each event
+    /// carries the stream's composite cursor as its id.
+    SseMulti,
+    /// A held long poll: answered by the first message, then removed.
+    Poll,
+}
+
+impl Format {
+    /// Whether subscribers in this format receive `event`.
+    pub fn wants(self, event: Event) -> bool {
+        match event {
+            Event::Stored => true,
+            Event::Ephemeral => self != Format::Poll,
+            Event::Joined(_) | Event::Left(_) => self == Format::Mux,
+        }
+    }
 }
 
 /// Sentinel for a subscription waiting for its replay.
@@ -151,6 +221,8 @@ pub enum Unsubscribed {
 /// Owner-side state of a channel.
 #[derive(Debug)]
 struct Owned {
+    /// Multiplexed-WebSocket clients subscribed, on every shard.
+    presence: hashbrown::HashSet<ClientId>,
     /// The first sequence number of this incarnation of the channel.
     first_seq: u64,
     /// The last sequence number issued (`first_seq - 1` before any).
@@ -235,6 +307,7 @@ impl Hub {
             return idx;
         }
         let owned = self.owns(name).then(|| Owned {
+            presence: Default::default(),
             first_seq: self.seq_floor + 1,
             last_seq: self.seq_floor,
             history: VecDeque::new(),
@@ -255,7 +328,7 @@ impl Hub {
             && ch
                 .owned
                 .as_ref()
-                .is_none_or(|o| o.history.is_empty() && o.interested == 0);
+                .is_none_or(|o| o.history.is_empty() && o.interested == 0 && o.presence.is_empty());
         if unused {
             let ch = self.channels.remove(idx as usize);
             self.index.remove(ch.name.as_str());
@@ -313,6 +386,11 @@ impl Hub {
     /// The local subscribers of a channel, by name.
     pub fn local_channel(&self, name: &ChannelName) -> Option<u32> {
         self.index.get(name.as_str()).copied()
+    }
+
+    /// One local subscription.
+    pub fn sub(&self, chan: u32, sub: u32) -> Option<&Sub> {
+        self.channels.get(chan as usize)?.subs.get(sub as usize)
     }
 
     /// The local subscribers of channel `chan`.
@@ -427,6 +505,7 @@ impl Hub {
             payload,
             ws_frame,
             published_at: now,
+            event: Event::Stored,
         });
         let mut evicted = 0;
         if limits.max_messages > 0 {
@@ -440,6 +519,82 @@ impl Hub {
         self.stats.published += 1;
         self.stats.evictions += evicted;
         (msg, interested)
+    }
+
+    /// On the owner: a live-only message (ephemeral, or a presence event)
+    /// and the shards that must receive it. It gets no sequence number and
+    /// stays out of history.
+    pub fn publish_live(
+        &mut self,
+        name: &ChannelName,
+        kind: DataKind,
+        payload: Bytes,
+        event: Event,
+        now: Instant,
+    ) -> (Arc<Message>, ShardSet) {
+        debug_assert!(self.owns(name));
+        debug_assert_ne!(event, Event::Stored);
+        let idx = self.entry(name);
+        let interested = ShardSet(
+            self.channels[idx as usize]
+                .owned
+                .as_ref()
+                .map_or(0, |o| o.interested),
+        );
+        let ws_frame = if event == Event::Ephemeral {
+            codec::ws::encode::message(kind, &payload)
+        } else {
+            Bytes::new()
+        };
+        let msg = Arc::new(Message {
+            channel: name.clone(),
+            id: MsgId {
+                epoch: self.epoch,
+                seq: 0,
+            },
+            kind,
+            payload,
+            ws_frame,
+            published_at: now,
+            event,
+        });
+        self.collect_if_unused(idx);
+        (msg, interested)
+    }
+
+    /// On the owner: `client` joined the channel's presence. `false` when
+    /// it was already present.
+    pub fn presence_join(&mut self, name: &ChannelName, client: ClientId) -> bool {
+        let idx = self.entry(name);
+        self.channels[idx as usize]
+            .owned
+            .as_mut()
+            .is_some_and(|o| o.presence.insert(client))
+    }
+
+    /// On the owner: `client` left. `false` when it was not present.
+    pub fn presence_leave(&mut self, name: &ChannelName, client: ClientId) -> bool {
+        let Some(&idx) = self.index.get(name.as_str()) else {
+            return false;
+        };
+        let left = self.channels[idx as usize]
+            .owned
+            .as_mut()
+            .is_some_and(|o| o.presence.remove(&client));
+        self.collect_if_unused(idx);
+        left
+    }
+
+    /// On the owner: the clients present on a channel, sorted.
+    pub fn presence(&self, name: &ChannelName) -> Vec<ClientId> {
+        let mut v: Vec<ClientId> = self
+            .index
+            .get(name.as_str())
+            .and_then(|&idx| self.channels[idx as usize].owned.as_ref())
+            .map(|o| o.presence.iter().copied().collect())
+            .unwrap_or_default();
+        v.sort_unstable_by_key(|c| c.0);
+        v
     }
 
     /// Drops history older than the age limit and forgets channels nobody
@@ -458,7 +613,11 @@ impl Hub {
                     owned.history.pop_front();
                     evicted += 1;
                 }
-                if owned.history.is_empty() && owned.interested == 0 && ch.subs.is_empty() {
+                if owned.history.is_empty()
+                    && owned.interested == 0
+                    && owned.presence.is_empty()
+                    && ch.subs.is_empty()
+                {
                     idle.push(idx as u32);
                 }
             }
@@ -710,6 +869,57 @@ mod tests {
             Unsubscribed::LastLocal(ch.clone())
         );
         assert_eq!(remote.channel_count(), 0);
+    }
+
+    #[test]
+    fn live_messages_skip_history_and_ids() {
+        let mut h = hub(0, 1, 10);
+        let ch = name("typing");
+        let now = Instant::now();
+        h.publish(&ch, DataKind::Text, Bytes::from_static(b"stored"), now);
+        let (m, _) = h.publish_live(
+            &ch,
+            DataKind::Text,
+            Bytes::from_static(b"..."),
+            Event::Ephemeral,
+            now,
+        );
+        assert_eq!(m.id.seq, 0);
+        assert!(!m.is_stored());
+        let r = h.owner_subscribe(
+            &ch,
+            0,
+            Some(MsgId {
+                epoch: h.epoch(),
+                seq: 0,
+            }),
+        );
+        assert_eq!(seqs(&r), [1], "ephemeral messages never enter history");
+        assert_eq!(
+            h.publish(&ch, DataKind::Text, Bytes::new(), now).0.id.seq,
+            2
+        );
+        assert!(Format::Mux.wants(Event::Ephemeral) && !Format::Poll.wants(Event::Ephemeral));
+        assert!(
+            Format::Mux.wants(Event::Joined(ClientId(1)))
+                && !Format::WsRaw.wants(Event::Left(ClientId(1)))
+        );
+    }
+
+    #[test]
+    fn presence_is_kept_by_the_owner() {
+        let mut h = hub(0, 1, 10);
+        let ch = name("room");
+        assert!(h.presence_join(&ch, ClientId(2)));
+        assert!(h.presence_join(&ch, ClientId(1)));
+        assert!(!h.presence_join(&ch, ClientId(1)));
+        assert_eq!(h.presence(&ch), [ClientId(1), ClientId(2)]);
+        assert!(h.presence_leave(&ch, ClientId(1)));
+        assert!(!h.presence_leave(&ch, ClientId(1)));
+        assert_eq!(h.presence(&ch), [ClientId(2)]);
+        assert!(h.presence_leave(&ch, ClientId(2)));
+        assert_eq!(h.channel_count(), 0, "an empty channel is forgotten");
+        assert_eq!(ClientId::of(1, key(5)).to_string(), "0100000005000001");
     }
 
     #[test]

@@ -44,6 +44,11 @@ impl ConnKey {
     pub fn gen(self) -> u32 {
         self.0 as u32
     }
+
+    /// The packed value.
+    pub fn raw(self) -> u64 {
+        self.0
+    }
 }
 
 /// What a connection is doing.
@@ -63,6 +68,13 @@ pub enum Phase {
     WsSub,
     /// The WebSocket echo endpoint.
     WsEcho,
+    /// The multiplexed WebSocket protocol (`/ws`); its subscriptions live
+    /// in the shard's session table.
+    WsMux,
+    /// A Server-Sent Events stream.
+    Sse,
+    /// A long poll waiting for a message or its timeout.
+    Poll,
     /// We sent a close frame and wait for the peer's (or the timeout).
     Closing,
     /// Flushing what is queued; the socket closes when the queue is empty.
@@ -72,7 +84,24 @@ pub enum Phase {
 impl Phase {
     /// Whether the connection speaks WebSocket.
     pub fn is_ws(self) -> bool {
-        matches!(self, Phase::WsSub | Phase::WsEcho | Phase::Closing)
+        matches!(
+            self,
+            Phase::WsSub | Phase::WsEcho | Phase::WsMux | Phase::Closing
+        )
+    }
+
+    /// The transport gauge this phase counts under (none while closing).
+    pub fn transport(self) -> Option<crate::metrics::Transport> {
+        use crate::metrics::Transport;
+        match self {
+            Phase::Http | Phase::Body | Phase::Publishing => Some(Transport::Http),
+            Phase::WsSub => Some(Transport::WebSocket),
+            Phase::WsEcho => Some(Transport::Echo),
+            Phase::WsMux => Some(Transport::Multiplexed),
+            Phase::Sse => Some(Transport::Sse),
+            Phase::Poll => Some(Transport::LongPoll),
+            Phase::Closing | Phase::Draining | Phase::Free => None,
+        }
     }
 }
 
@@ -90,6 +119,11 @@ pub mod flags {
     pub const HEAD: u8 = 16;
     /// At least one request was received (idle vs. handshake timeout).
     pub const SERVED: u8 = 32;
+    /// The current poll is a short poll (`timeout=0`).
+    pub const SHORT_POLL: u8 = 64;
+    /// The current poll's cursor came from `If-None-Match` (a 304 is
+    /// possible).
+    pub const IF_NONE_MATCH: u8 = 128;
 }
 
 /// The state of one connection.

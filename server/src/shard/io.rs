@@ -241,10 +241,16 @@ impl Io {
         }
     }
 
-    /// Frees the connection's state and closes its socket. The slot returns
-    /// to the kernel's free list when the close completes.
-    pub fn release(&mut self, key: ConnKey) {
-        let Some(conn) = self.conn_mut(key) else {
+    /// Frees the connection's state and closes its socket, whatever its
+    /// phase (callers move it to `Free` first). The slot returns to the
+    /// kernel's free list when the close completes.
+    pub fn release_slot(&mut self, key: ConnKey) {
+        let Some(conn) = self
+            .rings
+            .get_mut(key.ring())
+            .and_then(|r| r.conns.get_mut(key.slot() as usize))
+            .filter(|c| c.gen == key.gen())
+        else {
             return;
         };
         let gen = conn.gen;

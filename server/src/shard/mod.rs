@@ -21,6 +21,7 @@
 //! counters (relaxed atomics it alone writes).
 
 pub mod conn;
+mod deliver;
 pub mod io;
 
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -34,7 +35,7 @@ use codec::ws::{encode, CloseCode};
 use crate::capacity::Plan;
 use crate::config::Settings;
 use crate::hub::mail::{Mail, Mailboxes, ReplyTo};
-use crate::hub::{Epoch, HistoryLimits, Hub, Message, Unsubscribed};
+use crate::hub::{Epoch, HistoryLimits, Hub, Unsubscribed};
 use crate::metrics::{ShardMetrics, Transport};
 use crate::runtime::ring::{Completion, Op, SetupError};
 use crate::runtime::wheel::{self, TimerWheel};
@@ -104,6 +105,19 @@ pub struct Shard {
     last_housekeeping: Instant,
     pub(crate) next_token: u32,
     pub(crate) decoder: codec::ws::DecoderConfig,
+    /// State of connections that hold several subscriptions (multiplexed
+    /// WebSockets, multi-channel SSE streams). Single-channel subscribers
+    /// keep theirs in `Conn` and have no entry.
+    pub(crate) sessions: hashbrown::HashMap<ConnKey, Session>,
+}
+
+/// Per-connection state of connections with several subscriptions.
+#[derive(Debug)]
+pub(crate) enum Session {
+    /// A multiplexed WebSocket.
+    Mux(crate::transport::mux::MuxSession),
+    /// A multi-channel SSE stream.
+    SseMulti(crate::transport::sse::MultiStream),
 }
 
 impl Shard {
@@ -161,6 +175,7 @@ impl Shard {
             last_housekeeping: now,
             next_token: 1,
             decoder,
+            sessions: hashbrown::HashMap::new(),
             shared,
         })
     }
@@ -552,12 +567,13 @@ impl Shard {
             let step = match conn.phase {
                 Phase::Http => self.on_http_input(key, &mut buf[pos..]),
                 Phase::Body => self.on_body_input(key, &mut buf[pos..]),
-                Phase::WsSub | Phase::WsEcho | Phase::Closing => {
+                Phase::WsSub | Phase::WsEcho | Phase::WsMux | Phase::Closing => {
                     self.on_ws_input(key, &mut buf[pos..])
                 }
-                // Pipelined bytes wait until the publish is answered.
-                Phase::Publishing => Step::Wait(0),
-                Phase::Draining | Phase::Free => Step::Discard,
+                // Pipelined bytes wait until the publish or poll is answered.
+                Phase::Publishing | Phase::Poll => Step::Wait(0),
+                // An event stream's client has nothing more to say.
+                Phase::Sse | Phase::Draining | Phase::Free => Step::Discard,
             };
             match step {
                 Step::Continue(n) => pos += n,
@@ -623,32 +639,58 @@ impl Shard {
 
     // ---- closing -----------------------------------------------------------
 
-    /// Leaves the hub and updates gauges; the connection stays open.
+    /// Moves a connection to `phase`, keeping the transport gauges right.
+    pub(crate) fn set_phase(&mut self, key: ConnKey, phase: Phase) {
+        let Some(conn) = self.io.conn_mut(key) else {
+            return;
+        };
+        let (old, new) = (conn.phase.transport(), phase.transport());
+        conn.phase = phase;
+        if old != new {
+            let m = &self.io.metrics;
+            if let Some(t) = old {
+                m.close(t);
+            }
+            if let Some(t) = new {
+                m.open(t);
+            }
+        }
+    }
+
+    /// Removes every subscription of a connection (it stays open).
     pub(crate) fn detach(&mut self, key: ConnKey) {
         let Some(conn) = self.io.conn_mut(key) else {
             return;
         };
-        let (phase, chan, sub) = (conn.phase, conn.chan, conn.sub);
+        let (chan, sub) = (conn.chan, conn.sub);
         conn.chan = u32::MAX;
         conn.sub = u32::MAX;
         if chan != u32::MAX {
-            if let Unsubscribed::LastLocal(channel) = self.hub.remove_sub(chan, sub, key) {
-                let owner = self.hub.owner(&channel);
-                self.mail_to(
-                    owner,
-                    Mail::Unsubscribe {
-                        from: self.id,
-                        channel,
-                    },
-                );
-            }
+            self.unsubscribe(key, chan, sub);
         }
-        let m = &self.io.metrics;
-        match phase {
-            Phase::WsSub => m.close(Transport::WebSocket),
-            Phase::WsEcho => m.close(Transport::Echo),
-            Phase::Http | Phase::Body | Phase::Publishing => m.close(Transport::Http),
-            Phase::Closing | Phase::Draining | Phase::Free => {}
+        match self.sessions.remove(&key) {
+            Some(Session::Mux(mux)) => self.mux_leave_all(key, mux),
+            Some(Session::SseMulti(multi)) => {
+                for c in multi.channels {
+                    self.unsubscribe(key, c.chan, c.sub);
+                }
+            }
+            None => {}
+        }
+    }
+
+    /// Removes one subscription; tells the owner when it was this shard's
+    /// last subscriber of the channel.
+    pub(crate) fn unsubscribe(&mut self, key: ConnKey, chan: u32, sub: u32) {
+        if let Unsubscribed::LastLocal(channel) = self.hub.remove_sub(chan, sub, key) {
+            let owner = self.hub.owner(&channel);
+            self.mail_to(
+                owner,
+                Mail::Unsubscribe {
+                    from: self.id,
+                    channel,
+                },
+            );
         }
     }
 
@@ -658,7 +700,10 @@ impl Shard {
             return;
         }
         self.detach(key);
-        self.io.release(key);
+        self.set_phase(key, Phase::Free);
+        // `set_phase(Free)` made the connection invisible to `conn()`;
+        // release the slot by generation.
+        self.io.release_slot(key);
     }
 
     /// The peer closed its end.
@@ -670,10 +715,10 @@ impl Shard {
     pub(crate) fn close_after_flush(&mut self, key: ConnKey) {
         self.detach(key);
         let deadline = self.tick + Shared::ticks(self.settings().close_timeout);
+        self.set_phase(key, Phase::Draining);
         let Some(conn) = self.io.conn_mut(key) else {
             return;
         };
-        conn.phase = Phase::Draining;
         if conn.out.is_none() && !conn.has(flags::SENDING) {
             self.close_now(key);
             return;
@@ -686,7 +731,7 @@ impl Shard {
         let Some(phase) = self.io.conn(key).map(|c| c.phase) else {
             return;
         };
-        if !matches!(phase, Phase::WsSub | Phase::WsEcho) {
+        if !matches!(phase, Phase::WsSub | Phase::WsEcho | Phase::WsMux) {
             return;
         }
         self.detach(key);
@@ -696,9 +741,7 @@ impl Shard {
         }
         self.send(key, frame.freeze());
         let deadline = self.tick + Shared::ticks(self.settings().close_timeout);
-        if let Some(conn) = self.io.conn_mut(key) {
-            conn.phase = Phase::Closing;
-        }
+        self.set_phase(key, Phase::Closing);
         self.set_deadline(key, deadline);
     }
 
@@ -778,7 +821,13 @@ impl Shard {
                 );
                 self.close_after_flush(key);
             }
-            Phase::WsSub | Phase::WsEcho => {
+            Phase::Sse => {
+                self.send(key, Bytes::from_static(codec::sse::HEARTBEAT));
+                let interval = Shared::ticks(self.settings().sse_heartbeat);
+                self.set_deadline(key, self.tick + interval);
+            }
+            Phase::Poll => self.poll_timed_out(key),
+            Phase::WsSub | Phase::WsEcho | Phase::WsMux => {
                 let interval = Shared::ticks(self.settings().ping_interval);
                 if self.tick.saturating_sub(last_rx) >= 2 * interval {
                     ShardMetrics::add(&self.metrics().ping_timeouts, 1);
@@ -812,10 +861,12 @@ impl Shard {
                 let ids = items
                     .into_iter()
                     .map(|item| {
-                        (
-                            item.index,
-                            self.publish_owned(&item.channel, item.kind, item.payload),
-                        )
+                        let id = if item.ephemeral {
+                            self.publish_ephemeral(&item.channel, item.kind, item.payload)
+                        } else {
+                            self.publish_owned(&item.channel, item.kind, item.payload)
+                        };
+                        (item.index, id)
                     })
                     .collect();
                 self.mail_to(reply.shard, Mail::Published { reply, ids });
@@ -828,6 +879,7 @@ impl Shard {
                 sub,
                 channel,
                 since,
+                client,
             } => {
                 let replay = self.hub.owner_subscribe(&channel, from, since);
                 self.mail_to(
@@ -839,7 +891,27 @@ impl Shard {
                         replay,
                     },
                 );
+                if let Some(client) = client {
+                    self.presence_joined(&channel, client);
+                }
             }
+            Mail::Left { channel, client } => self.presence_left(&channel, client),
+            Mail::PresenceQuery { reply, channel } => {
+                let clients = self.hub.presence(&channel);
+                self.mail_to(
+                    reply.shard,
+                    Mail::Presence {
+                        reply,
+                        channel,
+                        clients,
+                    },
+                );
+            }
+            Mail::Presence {
+                reply,
+                channel,
+                clients,
+            } => self.mux_presence_answer(reply, &channel, &clients),
             Mail::Replayed {
                 conn,
                 chan,
@@ -868,46 +940,70 @@ impl Shard {
         msg.id
     }
 
-    /// Sends a message to this shard's subscribers of its channel. The frame
-    /// is encoded once per shard: the owner's frame is used as is on the
-    /// owner, and copied once on other shards so that the reference counts
-    /// every subscriber touches stay on this core.
-    fn deliver(&mut self, msg: &Arc<Message>, local: bool) {
-        let Some(chan) = self.hub.local_channel(&msg.channel) else {
-            return;
-        };
-        let raw = if local {
-            msg.ws_frame.clone()
-        } else {
-            Bytes::copy_from_slice(&msg.ws_frame)
-        };
-        let mut json: Option<Bytes> = None;
-        let mut overflow = Vec::new();
-        let mut delivered = 0u64;
-        for s in self.hub.subs(chan) {
-            if s.live_after >= msg.id.seq {
-                continue; // pending replay, or already covered by it
-            }
-            let frame = match s.format {
-                crate::hub::Format::WsRaw => raw.clone(),
-                crate::hub::Format::WsJson => json
-                    .get_or_insert_with(|| crate::transport::ws::json_message_frame(msg))
-                    .clone(),
-            };
-            match self.io.queue(s.conn, frame) {
-                Queued::Ok => delivered += 1,
-                Queued::Overflow => overflow.push(s.conn),
-                Queued::Gone => {}
-            }
+    /// Publishes a live-only message on a channel this shard owns.
+    pub(crate) fn publish_ephemeral(
+        &mut self,
+        channel: &crate::hub::ChannelName,
+        kind: codec::ws::DataKind,
+        payload: Bytes,
+    ) -> crate::hub::MsgId {
+        let (msg, interested) = self.hub.publish_live(
+            channel,
+            kind,
+            payload,
+            crate::hub::Event::Ephemeral,
+            self.now,
+        );
+        for shard in interested.iter() {
+            self.mail_to(shard, Mail::Deliver(msg.clone()));
         }
-        ShardMetrics::add(&self.io.metrics.deliveries, delivered);
-        for key in overflow {
-            self.slow_consumer(key);
+        self.deliver(&msg, true);
+        msg.id
+    }
+
+    /// On the owner: a client joined; tell the channel's multiplexed
+    /// subscribers.
+    pub(crate) fn presence_joined(
+        &mut self,
+        channel: &crate::hub::ChannelName,
+        client: crate::hub::ClientId,
+    ) {
+        if self.hub.presence_join(channel, client) {
+            self.presence_event(channel, crate::hub::Event::Joined(client));
         }
+    }
+
+    /// On the owner: a client left.
+    pub(crate) fn presence_left(
+        &mut self,
+        channel: &crate::hub::ChannelName,
+        client: crate::hub::ClientId,
+    ) {
+        if self.hub.presence_leave(channel, client) {
+            self.presence_event(channel, crate::hub::Event::Left(client));
+        }
+    }
+
+    fn presence_event(&mut self, channel: &crate::hub::ChannelName, event: crate::hub::Event) {
+        let (msg, interested) = self.hub.publish_live(
+            channel,
+            codec::ws::DataKind::Text,
+            Bytes::new(),
+            event,
+            self.now,
+        );
+        for shard in interested.iter() {
+            self.mail_to(shard, Mail::Deliver(msg.clone()));
+        }
+        self.deliver(&msg, true);
     }
 
     fn on_published(&mut self, reply: ReplyTo, ids: Vec<(u32, crate::hub::MsgId)>) {
         let key = reply.conn;
+        if self.io.conn(key).is_some_and(|c| c.phase == Phase::WsMux) {
+            self.mux_published(reply, ids);
+            return;
+        }
         let Some(pending) = self
             .io
             .conn_mut(key)
@@ -949,9 +1045,11 @@ impl Shard {
                         continue;
                     };
                     match conn.phase {
-                        Phase::WsSub | Phase::WsEcho => {
+                        Phase::WsSub | Phase::WsEcho | Phase::WsMux => {
                             self.initiate_close(key, CloseCode::GOING_AWAY, "server shutting down")
                         }
+                        Phase::Poll => self.poll_timed_out(key),
+                        Phase::Sse => self.close_now(key),
                         Phase::Http if conn.ext.as_ref().is_none_or(|e| e.inbuf.is_empty()) => {
                             self.close_now(key)
                         }

@@ -92,7 +92,11 @@ impl Shard {
                     &[("Allow", "GET, HEAD, POST, OPTIONS")],
                 );
             }
+            "/ws" => self.upgrade_mux(key, head),
             p if p.starts_with("/ws/") => self.upgrade_subscribe(key, head, &p["/ws/".len()..]),
+            "/sse" => self.start_sse(key, head, None),
+            p if p.starts_with("/sse/") => self.start_sse(key, head, Some(&p["/sse/".len()..])),
+            p if p.starts_with("/poll/") => self.start_poll(key, head, &p["/poll/".len()..]),
             p if p == "/pub" || p.starts_with("/pub/") => self.start_publish(key, head),
             _ => {
                 self.metrics().refuse(Refusal::NotFound);
@@ -133,6 +137,20 @@ impl Shard {
         body: &[u8],
         extra: &[(&str, &str)],
     ) {
+        self.respond_with(key, status, content_type, body, extra, true);
+    }
+
+    /// [`Shard::respond`], with `Cache-Control: no-store` only when
+    /// `no_store` (callers that set their own caching headers pass false).
+    pub(crate) fn respond_with(
+        &mut self,
+        key: ConnKey,
+        status: StatusCode,
+        content_type: &str,
+        body: &[u8],
+        extra: &[(&str, &str)],
+        no_store: bool,
+    ) {
         let Some(conn) = self.io.conn(key) else {
             return;
         };
@@ -146,7 +164,9 @@ impl Shard {
         if status.allows_body() {
             h = h.content_length(body.len() as u64);
         }
-        h = h.header("Cache-Control", "no-store");
+        if no_store {
+            h = h.header("Cache-Control", "no-store");
+        }
         if !keep_alive {
             h = h.header("Connection", "close");
         }
@@ -197,9 +217,7 @@ impl Shard {
 
     fn after_response(&mut self, key: ConnKey, keep_alive: bool) {
         if keep_alive {
-            if let Some(conn) = self.io.conn_mut(key) {
-                conn.phase = Phase::Http;
-            }
+            self.set_phase(key, Phase::Http);
             let deadline = self.tick + Shared::ticks(self.settings().idle_timeout);
             self.set_deadline(key, deadline);
         } else {

@@ -126,10 +126,10 @@ impl Shard {
             BodyFraming::Length(n) => (*n as usize).min(64 * 1024),
             BodyFraming::Chunked(_) => 4096,
         };
+        self.set_phase(key, Phase::Body);
         let Some(conn) = self.io.conn_mut(key) else {
             return;
         };
-        conn.phase = Phase::Body;
         conn.ext().body = Some(Body {
             framing,
             data: BytesMut::with_capacity(capacity),
@@ -251,6 +251,7 @@ impl Shard {
                     channel,
                     kind,
                     payload,
+                    ephemeral: false,
                 };
                 (vec![item], false)
             }
@@ -307,10 +308,10 @@ impl Shard {
                 self.mail_to(owner, Mail::Publish { reply, items });
             }
         }
+        self.set_phase(key, Phase::Publishing);
         let Some(conn) = self.io.conn_mut(key) else {
             return;
         };
-        conn.phase = Phase::Publishing;
         conn.deadline = 0;
         conn.ext().publish = Some(PendingPublish {
             token,
@@ -345,9 +346,7 @@ impl Shard {
         };
         let mut text = serde_json::to_vec(&body).expect("JSON values serialize");
         text.push(b'\n');
-        if let Some(conn) = self.io.conn_mut(key) {
-            conn.phase = Phase::Http;
-        }
+        self.set_phase(key, Phase::Http);
         self.respond(key, StatusCode::OK, "application/json", &text, &[]);
         self.resume_input(key);
     }
@@ -381,7 +380,7 @@ pub fn parse_batch(
         let (channel, kind, payload) = match value {
             serde_json::Value::String(s) => (None, DataKind::Text, Bytes::from(s.into_bytes())),
             serde_json::Value::Object(mut o) => {
-                let channel = match o.remove("channel") {
+                let channel = match o.remove("channel").or_else(|| o.remove("ch")) {
                     None => None,
                     Some(serde_json::Value::String(c)) => {
                         Some(ChannelName::new(&c).map_err(|e| bad(&e.to_string()))?)
@@ -424,6 +423,7 @@ pub fn parse_batch(
             channel,
             kind,
             payload,
+            ephemeral: false,
         });
     }
     if items.is_empty() {

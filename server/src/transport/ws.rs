@@ -29,7 +29,6 @@
 //! protocol error's code (1002, 1007, 1009) for a violation. A peer's close
 //! is answered with its own code, then the server closes TCP.
 
-use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use codec::http::{query, RequestHead, StatusCode};
 use codec::ws::{
@@ -38,8 +37,8 @@ use codec::ws::{
 use codec::Status;
 
 use crate::hub::mail::Mail;
-use crate::hub::{ChannelName, Epoch, Format, Message, MsgId, Replay, Reset};
-use crate::metrics::{Refusal, ShardMetrics, Transport};
+use crate::hub::{ChannelName, ClientId, Epoch, Format, MsgId, Reset};
+use crate::metrics::{Refusal, ShardMetrics};
 use crate::shard::conn::{flags, ConnKey, Phase};
 use crate::shard::{Shard, Shared, Step};
 
@@ -90,16 +89,18 @@ impl Shard {
         if !self.accept_upgrade(key, head) {
             return;
         }
+        self.set_phase(key, Phase::WsSub);
         if let Some(conn) = self.io.conn_mut(key) {
-            conn.phase = Phase::WsSub;
             if format == Format::WsJson {
                 conn.flags |= flags::JSON;
             }
         }
-        let m = &self.io.metrics;
-        m.close(Transport::Http);
-        m.open(Transport::WebSocket);
-        self.subscribe(key, channel, format, since);
+        let (chan, sub) = self.hub.add_sub(&channel, key, format);
+        if let Some(conn) = self.io.conn_mut(key) {
+            conn.chan = chan;
+            conn.sub = sub;
+        }
+        self.request_replay(key, channel, chan, sub, since, None);
     }
 
     /// `GET /echo`.
@@ -107,16 +108,11 @@ impl Shard {
         if !self.accept_upgrade(key, head) {
             return;
         }
-        if let Some(conn) = self.io.conn_mut(key) {
-            conn.phase = Phase::WsEcho;
-        }
-        let m = &self.io.metrics;
-        m.close(Transport::Http);
-        m.open(Transport::Echo);
+        self.set_phase(key, Phase::WsEcho);
     }
 
     /// Validates the handshake and sends the `101`, or the error response.
-    fn accept_upgrade(&mut self, key: ConnKey, head: &RequestHead<'_>) -> bool {
+    pub(crate) fn accept_upgrade(&mut self, key: ConnKey, head: &RequestHead<'_>) -> bool {
         match handshake::validate(head, &[]) {
             Ok(accepted) => {
                 let mut out = BytesMut::with_capacity(160);
@@ -150,23 +146,24 @@ impl Shard {
         self.respond_error(key, status, reason, &[], true);
     }
 
-    /// Subscribes `key` and asks the owner for its replay.
-    fn subscribe(
+    /// Asks the channel's owner for a new subscription's replay (answered
+    /// by `apply_replay`), registering `client` in its presence.
+    pub(crate) fn request_replay(
         &mut self,
         key: ConnKey,
         channel: ChannelName,
-        format: Format,
+        chan: u32,
+        sub: u32,
         since: Option<MsgId>,
+        client: Option<ClientId>,
     ) {
-        let (chan, sub) = self.hub.add_sub(&channel, key, format);
-        if let Some(conn) = self.io.conn_mut(key) {
-            conn.chan = chan;
-            conn.sub = sub;
-        }
         let owner = self.hub.owner(&channel);
         if owner == self.id {
             let replay = self.hub.owner_subscribe(&channel, self.id, since);
             self.apply_replay(key, chan, sub, replay);
+            if let Some(client) = client {
+                self.presence_joined(&channel, client);
+            }
         } else {
             self.mail_to(
                 owner,
@@ -177,40 +174,10 @@ impl Shard {
                     sub,
                     channel,
                     since,
+                    client,
                 },
             );
         }
-    }
-
-    /// Sends a new subscriber its reset signal and history, then lets live
-    /// messages through.
-    pub(crate) fn apply_replay(&mut self, key: ConnKey, chan: u32, sub: u32, replay: Replay) {
-        if !self.hub.set_live(chan, sub, key, replay.last_seq) {
-            return;
-        }
-        let Some(json) = self.io.conn(key).map(|c| c.has(flags::JSON)) else {
-            return;
-        };
-        if let Some(reset) = replay.reset {
-            let channel = replay
-                .messages
-                .first()
-                .map(|m| m.channel.clone())
-                .or_else(|| self.hub.channel_name(chan));
-            if let Some(channel) = channel {
-                self.send(key, reset_frame(&channel, &reset, self.hub.epoch()));
-            }
-        }
-        let n = replay.messages.len() as u64;
-        for m in &replay.messages {
-            let frame = if json {
-                json_message_frame(m)
-            } else {
-                m.ws_frame.clone()
-            };
-            self.send(key, frame);
-        }
-        ShardMetrics::add(&self.io.metrics.deliveries, n);
     }
 
     /// Bytes arriving on a WebSocket.
@@ -258,13 +225,17 @@ impl Shard {
                 last,
                 ..
             } => {
-                if phase == Phase::WsEcho {
+                if matches!(phase, Phase::WsEcho | Phase::WsMux) {
                     let message = self
                         .io
                         .conn_mut(key)
                         .and_then(|c| c.ext().assembler.push(kind, payload, last));
                     if let Some(m) = message {
-                        self.send(key, encode::message(m.kind, &m.payload));
+                        if phase == Phase::WsEcho {
+                            self.send(key, encode::message(m.kind, &m.payload));
+                        } else {
+                            self.on_mux_message(key, m.kind, &m.payload);
+                        }
                     }
                 }
                 true
@@ -319,34 +290,11 @@ impl Shard {
     }
 }
 
-/// A message as a `format=json` text frame.
-pub fn json_message_frame(msg: &Message) -> Bytes {
-    let mut v = serde_json::json!({
-        "type": "message",
-        "channel": msg.channel.as_str(),
-        "id": msg.id.to_string(),
-    });
-    match msg.kind {
-        codec::ws::DataKind::Text => {
-            v["data"] =
-                serde_json::Value::String(String::from_utf8_lossy(&msg.payload).into_owned());
-        }
-        codec::ws::DataKind::Binary => {
-            v["data"] = serde_json::Value::String(
-                base64::engine::general_purpose::STANDARD.encode(&msg.payload),
-            );
-            v["encoding"] = serde_json::Value::String("base64".into());
-        }
-    }
-    let text = serde_json::to_vec(&v).expect("JSON values serialize");
-    encode::message(codec::ws::DataKind::Text, &text)
-}
-
 /// The reset signal as a JSON text frame.
 pub fn reset_frame(channel: &ChannelName, reset: &Reset, epoch: Epoch) -> Bytes {
     let v = serde_json::json!({
         "type": "reset",
-        "channel": channel.as_str(),
+        "ch": channel.as_str(),
         "reason": reset.reason.as_str(),
         "since": reset.since.to_string(),
         "missed": reset.missed,
