@@ -14,11 +14,13 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
-/// ringcast — an edge push server: WebSocket fan-out from a thread-per-core
-/// io_uring runtime.
+/// ringcast — an edge push server on a thread-per-core io_uring runtime.
 ///
-/// Clients subscribe with `GET /ws/{channel}` (WebSocket); publishers send
-/// `POST /pub/{channel}`. Every option can also be set as an environment
+/// Clients subscribe over WebSocket (`/ws/{channel}`, or the multiplexed
+/// `/ws`), Server-Sent Events (`/sse/{channel}`) or HTTP polling
+/// (`/poll/{channel}`), and resume with the last message id they saw;
+/// publishers send `POST /pub/{channel}`. docs/protocol.md is the reference.
+/// Every option can also be set as an environment
 /// variable (`RINGCAST_` + the option name in capitals with `_`) or in the
 /// TOML file given by `--config`; flags win over the environment, which
 /// wins over the file.
