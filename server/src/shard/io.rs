@@ -40,6 +40,11 @@ use crate::runtime::ring::{Ring, RingSize, SetupError};
 /// Most buffers in one `sendmsg`.
 pub const MAX_IOV: usize = 64;
 
+/// Empty outboxes kept for reuse, so that delivering to an idle connection
+/// does not allocate (and a drained one gives its box back instead of
+/// keeping memory while idle).
+const SPARE_OUTBOXES: usize = 4096;
+
 /// Submission and completion queue sizes of every ring.
 const SQ_ENTRIES: u32 = 1024;
 const CQ_ENTRIES: u32 = 8192;
@@ -124,6 +129,10 @@ pub struct Io {
     buffers: BufferPlan,
     /// Connections with bytes queued this turn.
     dirty: Vec<ConnKey>,
+    /// Empty outboxes to reuse. Boxed because the box itself is what is
+    /// reused: connections hold `Option<Box<Outbox>>` to stay small.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Outbox>>,
     /// Outbound limit per connection.
     pub max_outbound: usize,
     /// This shard's counters.
@@ -145,6 +154,7 @@ impl Io {
             plan,
             buffers,
             dirty: Vec::new(),
+            spare: Vec::new(),
             max_outbound,
             metrics,
         };
@@ -205,11 +215,7 @@ impl Io {
 
     /// The live connection `key`, mutably.
     pub fn conn_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
-        self.rings
-            .get_mut(key.ring())?
-            .conns
-            .get_mut(key.slot() as usize)
-            .filter(|c| c.gen == key.gen() && c.phase != Phase::Free)
+        live_conn(&mut self.rings, key)
     }
 
     /// Installs a freshly accepted socket in `slot` of ring `r`, in phase
@@ -266,10 +272,12 @@ impl Io {
     /// Queues `bytes` for `key`.
     pub fn queue(&mut self, key: ConnKey, bytes: Bytes) -> Queued {
         let max = self.max_outbound;
-        let Some(conn) = self.conn_mut(key) else {
+        let Some(conn) = live_conn(&mut self.rings, key) else {
             return Queued::Gone;
         };
-        let out = conn.out.get_or_insert_with(Box::<Outbox>::default);
+        let out = conn
+            .out
+            .get_or_insert_with(|| self.spare.pop().unwrap_or_default());
         out.queued_bytes += bytes.len();
         out.queue.push_back(bytes);
         let over = out.queued_bytes + out.inflight_bytes > max;
@@ -322,7 +330,13 @@ impl Io {
         };
         let draining = conn.phase == Phase::Draining;
         let Some(out) = conn.out.as_mut().filter(|o| !o.queue.is_empty()) else {
-            conn.out = None;
+            if let Some(mut spare) = conn.out.take() {
+                if self.spare.len() < SPARE_OUTBOXES && spare.queue.capacity() <= MAX_IOV {
+                    spare.queued_bytes = 0;
+                    spare.inflight_bytes = 0;
+                    self.spare.push(spare);
+                }
+            }
             return !draining;
         };
         let n = out.queue.len().min(MAX_IOV);
@@ -378,7 +392,7 @@ impl Io {
             return SendDone::Ignore;
         };
         let key = done.key;
-        let Some(conn) = self.conn_mut(key) else {
+        let Some(conn) = live_conn(&mut self.rings, key) else {
             return SendDone::Ignore;
         };
         conn.flags &= !flags::SENDING;
@@ -386,7 +400,9 @@ impl Io {
             return SendDone::Failed(key, -result);
         }
         let sent = result as usize;
-        let out = conn.out.get_or_insert_with(Box::<Outbox>::default);
+        let out = conn
+            .out
+            .get_or_insert_with(|| self.spare.pop().unwrap_or_default());
         out.inflight_bytes = 0;
         if sent < done.len {
             // A short write (the socket buffer filled): put back what the
@@ -413,6 +429,16 @@ impl Io {
             SendDone::Drained(key)
         }
     }
+}
+
+/// The live connection `key` in `rings` (a free function so that callers
+/// can borrow other fields of `Io` at the same time).
+fn live_conn(rings: &mut [ConnRing], key: ConnKey) -> Option<&mut Conn> {
+    rings
+        .get_mut(key.ring())?
+        .conns
+        .get_mut(key.slot() as usize)
+        .filter(|c| c.gen == key.gen() && c.phase != Phase::Free)
 }
 
 /// What a send completion asks of the shard.

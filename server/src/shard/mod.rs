@@ -46,7 +46,7 @@ use io::{BufferPlan, Io, Queued, SendDone};
 /// Completions handled per ring per turn.
 const CQE_BATCH: usize = 512;
 /// Rounds of reaping per ring per turn.
-const CQE_ROUNDS: usize = 8;
+const CQE_ROUNDS: usize = 16;
 /// Mail handled per peer per turn.
 const MAIL_BATCH: usize = 4096;
 
