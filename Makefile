@@ -9,14 +9,17 @@
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: run test fmt-check clippy unit selfcheck bench fuzz
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
+VENV := .venv
+
+.PHONY: run test fmt-check clippy unit selfcheck python-clients bench fuzz
 
 # Extra flags for the server: make run ARGS="--listen 127.0.0.1:9000 --shards 4"
 ARGS ?=
 run:
 	$(CARGO) run --release -p ringcast -- $(ARGS)
 
-test: fmt-check clippy unit selfcheck
+test: fmt-check clippy unit selfcheck python-clients
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -34,6 +37,17 @@ endif
 
 selfcheck:
 	$(CARGO) run -q -p ringcast-codec --example selfcheck
+
+# The server against independent Python clients (the `websockets` library,
+# urllib); the virtualenv is created on first use.
+$(VENV)/.installed: tests/python/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+	touch $@
+
+python-clients: $(VENV)/.installed
+	$(CARGO) build -p ringcast
+	RINGCAST_BIN=$(TARGET_DIR)/debug/ringcast $(VENV)/bin/python tests/python/ws_clients.py
 
 # criterion benchmarks; results go to docs/benchmarks.md by hand, with the date.
 bench:
