@@ -1,0 +1,829 @@
+//! One worker: a thread, a ring, a buffer pool and its share of the
+//! connections. See the module docs of [`super`].
+//!
+//! # Connection life
+//! ```text
+//! Idle ─start─▶ Connecting ─SEND ok─▶ Handshaking ─Ready─▶ Open
+//!                   │ chain error         │ error/timeout     │ EOF, close frame, error
+//!                   ▼                     ▼                   ▼
+//!                Closing ◀────────────────┴───────────────────┘   (cancel recv + close slot)
+//!                   │ CLOSE completion
+//!                   ▼
+//!                 Idle  ── reconnect (churn) ──▶ Connecting
+//! ```
+//! Every completion carries the slot's generation; completions of an
+//! earlier connection in the same slot are recognised and ignored.
+//!
+//! # Bounds
+//! At most `inflight` attempts per ring; every attempt ends within the
+//! connect timeout; the loop wakes at least every 50 ms to read commands,
+//! and stops on `Stop` or when the fleet is dropped.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use super::addr::sockaddr;
+use super::ring::{errno_name, BufPool, Cqe, Op, Ring};
+use super::{channel_name, Cmd, Collected, Counters, FleetConfig, Phase};
+use crate::marker::now_nanos;
+use crate::stats::{latency_ns, DeliveryCounts, LatencyHist, Seen, SeqTracker};
+use crate::transport::{Delivery, Proto, RequestCtx, Step};
+
+/// Submission queue entries per ring.
+const SQ: u32 = 4096;
+/// Completion queue entries per ring (a fan-out burst posts one per connection).
+const CQ: u32 = 32768;
+/// Receive buffers per ring and their size.
+const BUFS: u16 = 1024;
+const BUF_SIZE: u32 = 4096;
+/// Most completions handled per loop turn.
+const BATCH: usize = 4096;
+
+pub(super) struct Spec {
+    pub id: usize,
+    pub base: u64,
+    pub count: u32,
+    pub endpoints: (u64, u64),
+    pub cfg: Arc<FleetConfig>,
+    pub counters: Arc<Counters>,
+    pub live: Arc<Mutex<LatencyHist>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum St {
+    Idle,
+    Connecting,
+    Handshaking,
+    Open,
+    Closing,
+}
+
+struct Conn {
+    gen: u32,
+    st: St,
+    started: u64,
+    /// First real error of the connect chain: (op, errno).
+    chain_err: Option<(Op, i32)>,
+    timed_out: bool,
+    proto: Proto,
+    /// Bytes owned by an in-flight send.
+    out: Vec<u8>,
+    /// Bytes waiting for that send to finish.
+    queued: Vec<u8>,
+    sending: bool,
+    /// Sends of any generation the kernel may still be reading.
+    kernel_sends: u16,
+    tracker: Option<SeqTracker>,
+    tracker_run: u32,
+    last_id: Option<Box<str>>,
+    reconnect: bool,
+    /// Attempts retried because their source endpoint was still in use.
+    bind_retries: u8,
+}
+
+#[derive(Clone, Copy)]
+struct SlotAddr {
+    src: libc::sockaddr_in,
+    dst: libc::sockaddr_in,
+}
+
+struct Worker {
+    spec: Spec,
+    ring: Ring,
+    pool: BufPool,
+    conns: Vec<Conn>,
+    /// Per slot; never reallocated, so connect chains may point into it.
+    addrs: Box<[SlotAddr]>,
+    ctxs: Vec<RequestCtx>,
+    pending: VecDeque<u32>,
+    initial_started: u64,
+    ramp_start: u64,
+    inflight: u32,
+    attempts: VecDeque<(u64, u32, u32)>,
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    next_endpoint: u64,
+    phase: Option<Arc<Phase>>,
+    counts: DeliveryCounts,
+    latency: LatencyHist,
+    connect: LatencyHist,
+    live: LatencyHist,
+    errors: HashMap<String, u64>,
+    churn_rate: f64,
+    churn_acc: f64,
+    churn_last: u64,
+    rng: u64,
+    scratch: Vec<u8>,
+    out: Vec<u8>,
+    got: Vec<Delivery>,
+}
+
+pub(super) fn run(spec: Spec, rx: Receiver<Cmd>, ready: Sender<Result<(), String>>) {
+    let mut w = match Worker::new(spec) {
+        Ok(w) => {
+            let _ = ready.send(Ok(()));
+            w
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
+    };
+    w.run(rx);
+}
+
+fn add(a: &AtomicU64, n: u64) {
+    a.fetch_add(n, Ordering::Relaxed);
+}
+
+fn sub(a: &AtomicU64, n: u64) {
+    a.fetch_sub(n, Ordering::Relaxed);
+}
+
+impl Worker {
+    fn new(spec: Spec) -> Result<Worker, String> {
+        let cfg = spec.cfg.clone();
+        let ring = Ring::new(SQ, CQ, spec.count.max(1))
+            .map_err(|e| super::ring::explain_setup_error(&e))?;
+        ring.check_opcodes()?;
+        let pool = BufPool::new(spec.id as u16, BUFS, BUF_SIZE)
+            .map_err(|e| format!("cannot allocate receive buffers: {e}"))?;
+        ring.register_buffers(&pool)
+            .map_err(|e| format!("cannot register receive buffers: {e}"))?;
+        let host: Arc<str> = Arc::from(cfg.url.host.as_str());
+        let resume: Arc<str> = Arc::from(cfg.resume_param.as_str());
+        // One request context per channel this worker serves.
+        let channels = cfg.channels.max(1);
+        let needed = u64::from(spec.count).min(u64::from(channels));
+        let mut ctxs = Vec::with_capacity(needed as usize);
+        for k in 0..needed {
+            let ch = ((spec.base + k) % u64::from(channels)) as u32;
+            let name = channel_name(&cfg.channel_prefix, ch);
+            ctxs.push(RequestCtx {
+                host: host.clone(),
+                target: Arc::from(cfg.url.target(&name, &[]).as_str()),
+                resume_param: resume.clone(),
+                want_ids: cfg.want_ids,
+                poll_timeout_s: cfg.poll_timeout_s,
+                poll_interval: cfg.poll_interval,
+            });
+        }
+        let zero = sockaddr("0.0.0.0:0".parse().expect("static address"));
+        let conns = (0..spec.count)
+            .map(|_| Conn {
+                gen: 0,
+                st: St::Idle,
+                started: 0,
+                chain_err: None,
+                timed_out: false,
+                proto: Proto::new(cfg.kind, cfg.want_ids),
+                out: Vec::new(),
+                queued: Vec::new(),
+                sending: false,
+                kernel_sends: 0,
+                tracker: None,
+                tracker_run: 0,
+                last_id: None,
+                reconnect: false,
+                bind_retries: 0,
+            })
+            .collect();
+        let now = now_nanos();
+        Ok(Worker {
+            ring,
+            pool,
+            conns,
+            addrs: vec![
+                SlotAddr {
+                    src: zero,
+                    dst: zero
+                };
+                spec.count as usize
+            ]
+            .into_boxed_slice(),
+            ctxs,
+            pending: (0..spec.count).collect(),
+            initial_started: 0,
+            ramp_start: now,
+            inflight: 0,
+            attempts: VecDeque::new(),
+            timers: BinaryHeap::new(),
+            // Start somewhere else in the range each run: sockets of a
+            // previous run may still hold the first endpoints for a moment.
+            next_endpoint: spec.endpoints.0
+                + (now ^ u64::from(std::process::id())).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                    % (spec.endpoints.1 - spec.endpoints.0).max(1),
+            phase: None,
+            counts: DeliveryCounts::default(),
+            latency: LatencyHist::new(),
+            connect: LatencyHist::new(),
+            live: LatencyHist::new(),
+            errors: HashMap::new(),
+            churn_rate: 0.0,
+            churn_acc: 0.0,
+            churn_last: now,
+            rng: 0x2545_f491_4f6c_dd1d ^ (spec.id as u64 + 1),
+            scratch: Vec::with_capacity(BUF_SIZE as usize),
+            out: Vec::new(),
+            got: Vec::new(),
+            spec,
+        })
+    }
+
+    fn channel_of(&self, slot: u32) -> u32 {
+        ((self.spec.base + u64::from(slot)) % u64::from(self.spec.cfg.channels.max(1))) as u32
+    }
+
+    fn ctx_index(&self, slot: u32) -> usize {
+        slot as usize % self.ctxs.len().max(1)
+    }
+
+    fn run(&mut self, rx: Receiver<Cmd>) {
+        let mut cqes = Vec::with_capacity(BATCH);
+        let mut last_flush = now_nanos();
+        loop {
+            match self.commands(&rx) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(()) => break,
+            }
+            let now = now_nanos();
+            self.start_connects(now);
+            self.expire_attempts(now);
+            self.fire_timers(now);
+            self.churn_tick(now);
+            let wait = self.wait_time(now);
+            if let Err(e) = self.ring.submit_and_wait(wait) {
+                *self
+                    .errors
+                    .entry(format!(
+                        "ring_{}",
+                        errno_name(e.raw_os_error().unwrap_or(0))
+                    ))
+                    .or_default() += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            cqes.clear();
+            self.ring.reap(&mut cqes, BATCH);
+            for c in &cqes {
+                self.on_cqe(*c);
+            }
+            self.pool.publish();
+            let now = now_nanos();
+            if now - last_flush > 200_000_000 {
+                last_flush = now;
+                if let Ok(mut l) = self.spec.live.lock() {
+                    l.merge(&self.live);
+                }
+                self.live.clear();
+            }
+        }
+        // Dropping the ring closes every socket; SO_LINGER {1,0} makes each a reset.
+    }
+
+    /// Handles queued commands; `Ok(false)` to stop.
+    fn commands(&mut self, rx: &Receiver<Cmd>) -> Result<bool, ()> {
+        loop {
+            match rx.try_recv() {
+                Ok(Cmd::Phase(p, ack)) => {
+                    self.start_phase(p);
+                    let _ = ack.send(());
+                }
+                Ok(Cmd::Collect(tx)) => {
+                    let _ = tx.send(self.collect());
+                }
+                Ok(Cmd::Churn(r)) => {
+                    self.churn_rate = r.max(0.0);
+                    self.churn_acc = 0.0;
+                    self.churn_last = now_nanos();
+                }
+                Ok(Cmd::Stop) => return Ok(false),
+                Err(TryRecvError::Empty) => return Ok(true),
+                Err(TryRecvError::Disconnected) => return Err(()),
+            }
+        }
+    }
+
+    fn wait_time(&self, now: u64) -> Duration {
+        let mut ns: u64 = 50_000_000;
+        if !self.pending.is_empty() && self.inflight < self.spec.cfg.inflight {
+            ns = 1_000_000;
+        }
+        if let Some(Reverse((at, _, _))) = self.timers.peek() {
+            ns = ns.min(at.saturating_sub(now).max(100_000));
+        }
+        if self.churn_rate > 0.0 {
+            ns = ns.min(10_000_000);
+        }
+        Duration::from_nanos(ns)
+    }
+
+    fn start_connects(&mut self, now: u64) {
+        let cap = self.spec.cfg.inflight;
+        let rate = self.spec.cfg.connect_rate.map(|r| {
+            r / super::Fleet::rings_for(self.spec.cfg.conns, self.spec.cfg.per_ring) as f64
+        });
+        while self.inflight < cap {
+            let Some(&slot) = self.pending.front() else {
+                break;
+            };
+            let reconnect = self.conns[slot as usize].reconnect;
+            if !reconnect {
+                if let Some(r) = rate {
+                    let allowed = (now - self.ramp_start) as f64 / 1e9 * r + 1.0;
+                    if self.initial_started as f64 >= allowed {
+                        break;
+                    }
+                }
+                self.initial_started += 1;
+            }
+            self.pending.pop_front();
+            self.start(slot, now);
+        }
+    }
+
+    fn start(&mut self, slot: u32, now: u64) {
+        let idx = slot as usize;
+        let ci = self.ctx_index(slot);
+        let cfg = self.spec.cfg.clone();
+        let src = if cfg.addr.src_ips.is_empty() {
+            None
+        } else {
+            let (lo, hi) = self.spec.endpoints;
+            let ep = cfg.addr.endpoint(self.next_endpoint);
+            self.next_endpoint += 1;
+            if self.next_endpoint >= hi {
+                self.next_endpoint = lo;
+            }
+            ep
+        };
+        let dst = cfg.addr.destination(self.spec.base + u64::from(slot));
+        let a = &mut self.addrs[idx];
+        a.dst = sockaddr(dst);
+        if let Some(s) = src {
+            a.src = sockaddr(s);
+        }
+        let c = &mut self.conns[idx];
+        c.gen = c.gen.wrapping_add(1);
+        c.st = St::Connecting;
+        c.started = now;
+        c.chain_err = None;
+        c.timed_out = false;
+        c.proto = Proto::new(cfg.kind, cfg.want_ids);
+        if c.kernel_sends > 0 {
+            // A send of the previous connection in this slot is still in
+            // the kernel, reading this buffer: leave it to the kernel
+            // (leaked, a rare few bytes) rather than reuse or free it.
+            std::mem::forget(std::mem::take(&mut c.out));
+        }
+        c.kernel_sends += 1;
+        c.out.clear();
+        c.queued.clear();
+        let resume = c.last_id.clone();
+        c.proto
+            .first_request(&self.ctxs[ci], resume.as_deref(), &mut c.out);
+        c.sending = true;
+        let gen = c.gen;
+        let src_ptr = src.map(|_| &raw const self.addrs[idx].src);
+        let dst_ptr = &raw const self.addrs[idx].dst;
+        // SAFETY: `addrs` is a boxed slice never reallocated while the ring
+        // lives, and slot `idx`'s entry is rewritten only here, when the slot
+        // has no chain in flight (it was Idle: the previous chain's SEND
+        // completion, which ends every chain, has been reaped). `c.out` is
+        // not touched until this chain's SEND completion (`sending` guards
+        // it; see also `kernel_sends`), and `conns` is never resized.
+        unsafe {
+            self.ring
+                .connect_chain(slot, gen, src_ptr, dst_ptr, &self.conns[idx].out);
+        }
+        self.inflight += 1;
+        self.attempts.push_back((now, slot, gen));
+        add(&self.spec.counters.connecting, 1);
+        add(&self.spec.counters.requests, 1);
+    }
+
+    fn expire_attempts(&mut self, now: u64) {
+        let timeout = self.spec.cfg.connect_timeout.as_nanos() as u64;
+        while let Some(&(t, slot, gen)) = self.attempts.front() {
+            if now - t < timeout {
+                break;
+            }
+            self.attempts.pop_front();
+            let c = &mut self.conns[slot as usize];
+            if c.gen != gen {
+                continue;
+            }
+            match c.st {
+                St::Connecting => {
+                    c.timed_out = true;
+                    self.ring.cancel_connect(slot, gen);
+                }
+                St::Handshaking => self.fail(slot, "timeout_waiting_for_response"),
+                _ => {}
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: u64) {
+        while let Some(&Reverse((at, slot, gen))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            let idx = slot as usize;
+            if self.conns[idx].gen != gen || self.conns[idx].st != St::Open {
+                continue;
+            }
+            let ci = self.ctx_index(slot);
+            let mut out = std::mem::take(&mut self.out);
+            out.clear();
+            self.conns[idx].proto.next_request(&self.ctxs[ci], &mut out);
+            if !out.is_empty() {
+                add(&self.spec.counters.requests, 1);
+                self.queue_send(slot, &out);
+            }
+            self.out = out;
+        }
+    }
+
+    fn churn_tick(&mut self, now: u64) {
+        if self.churn_rate <= 0.0 {
+            return;
+        }
+        self.churn_acc += (now - self.churn_last) as f64 / 1e9 * self.churn_rate;
+        self.churn_last = now;
+        let n = self.conns.len() as u64;
+        // At most one full sweep of tries per tick, so the loop is bounded.
+        let mut tries = n.min(4096);
+        while self.churn_acc >= 1.0 && tries > 0 && n > 0 {
+            tries -= 1;
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            let slot = (self.rng % n) as u32;
+            if self.conns[slot as usize].st != St::Open {
+                continue;
+            }
+            self.churn_acc -= 1.0;
+            self.conns[slot as usize].reconnect = true;
+            add(&self.spec.counters.reconnects, 1);
+            self.close(slot);
+        }
+        self.churn_acc = self.churn_acc.min(self.churn_rate.max(1.0));
+    }
+
+    fn on_cqe(&mut self, c: Cqe) {
+        let slot = c.tag.slot();
+        let idx = slot as usize;
+        let Some(op) = c.tag.op() else {
+            return;
+        };
+        if idx >= self.conns.len() {
+            return;
+        }
+        let current = self.conns[idx].gen == c.tag.gen();
+        match op {
+            Op::Socket | Op::Opt | Op::Bind | Op::Connect => {
+                if current && c.res < 0 && c.res != -libc::ECANCELED {
+                    let conn = &mut self.conns[idx];
+                    conn.chain_err.get_or_insert((op, -c.res));
+                }
+            }
+            Op::Send => {
+                let conn = &mut self.conns[idx];
+                conn.kernel_sends = conn.kernel_sends.saturating_sub(1);
+                self.on_send(slot, current, c.res)
+            }
+            Op::Recv => self.on_recv(slot, current, c),
+            Op::Cancel => {}
+            Op::Close => {
+                if current && self.conns[idx].st == St::Closing {
+                    let conn = &mut self.conns[idx];
+                    conn.st = St::Idle;
+                    if conn.reconnect {
+                        self.pending.push_back(slot);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_send(&mut self, slot: u32, current: bool, res: i32) {
+        if !current {
+            return;
+        }
+        let idx = slot as usize;
+        let st = self.conns[idx].st;
+        self.conns[idx].sending = false;
+        if st == St::Connecting {
+            if res < 0 {
+                let c = &mut self.conns[idx];
+                if c.chain_err == Some((Op::Bind, libc::EADDRINUSE)) && c.bind_retries < 8 {
+                    // The endpoint is still held (by an earlier run's socket
+                    // or a listener): try the next one, without counting a
+                    // failure.
+                    c.bind_retries += 1;
+                    c.reconnect = true;
+                    *self
+                        .errors
+                        .entry("bind_EADDRINUSE_retried".into())
+                        .or_default() += 1;
+                    self.inflight -= 1;
+                    sub(&self.spec.counters.connecting, 1);
+                    self.close(slot);
+                    return;
+                }
+                let c = &self.conns[idx];
+                let label = match c.chain_err {
+                    Some((op, e)) => format!("{}_{}", op_name(op), errno_name(e)),
+                    None if c.timed_out => "timeout_connecting".to_string(),
+                    None => format!("send_{}", errno_name(-res)),
+                };
+                self.fail(slot, &label);
+                return;
+            }
+            add(&self.spec.counters.bytes_out, res as u64);
+            self.conns[idx].st = St::Handshaking;
+            self.ring
+                .recv_multi(slot, self.conns[idx].gen, self.pool.bgid());
+        } else if matches!(st, St::Handshaking | St::Open) {
+            if res < 0 {
+                self.drop_conn(slot, &format!("send_{}", errno_name(-res)));
+                return;
+            }
+            add(&self.spec.counters.bytes_out, res as u64);
+        } else {
+            return;
+        }
+        // A short send keeps its tail in front of anything queued.
+        let c = &mut self.conns[idx];
+        let sent = (res.max(0) as usize).min(c.out.len());
+        c.out.drain(..sent);
+        if !c.out.is_empty() {
+            let rest = std::mem::take(&mut c.out);
+            let queued = std::mem::take(&mut c.queued);
+            c.queued = rest;
+            c.queued.extend_from_slice(&queued);
+        }
+        self.flush(slot);
+    }
+
+    fn on_recv(&mut self, slot: u32, current: bool, c: Cqe) {
+        let idx = slot as usize;
+        if c.res > 0 {
+            let Some(bid) = c.buffer() else {
+                return;
+            };
+            self.scratch.clear();
+            if let Some(b) = self.pool.bytes(bid, c.res as usize) {
+                self.scratch.extend_from_slice(b);
+            }
+            self.pool.give_back(bid);
+            if !current || !matches!(self.conns[idx].st, St::Handshaking | St::Open) {
+                return;
+            }
+            add(&self.spec.counters.bytes_in, c.res as u64);
+            self.on_bytes(slot);
+            if !c.more() && matches!(self.conns[idx].st, St::Handshaking | St::Open) {
+                self.ring
+                    .recv_multi(slot, self.conns[idx].gen, self.pool.bgid());
+            }
+            return;
+        }
+        if !current || !matches!(self.conns[idx].st, St::Handshaking | St::Open) {
+            return;
+        }
+        match c.res {
+            0 => self.drop_conn(slot, "closed_by_server"),
+            e if e == -libc::ENOBUFS => {
+                add(&self.spec.counters.nobufs, 1);
+                if !c.more() {
+                    self.ring
+                        .recv_multi(slot, self.conns[idx].gen, self.pool.bgid());
+                }
+            }
+            e if e == -libc::ECANCELED => {}
+            e => self.drop_conn(slot, &format!("recv_{}", errno_name(-e))),
+        }
+    }
+
+    fn on_bytes(&mut self, slot: u32) {
+        let idx = slot as usize;
+        let ci = self.ctx_index(slot);
+        let mut input = std::mem::take(&mut self.scratch);
+        let mut out = std::mem::take(&mut self.out);
+        let mut got = std::mem::take(&mut self.got);
+        out.clear();
+        got.clear();
+        let r = self.conns[idx]
+            .proto
+            .on_bytes(&self.ctxs[ci], &mut input, &mut out, &mut got);
+        let now = now_nanos();
+        for d in got.drain(..) {
+            self.deliver(slot, d, now);
+        }
+        if !out.is_empty() {
+            if matches!(self.conns[idx].proto, Proto::Poll(_)) {
+                add(&self.spec.counters.requests, 1);
+            }
+            self.queue_send(slot, &out);
+        }
+        match r {
+            Ok(Step::Continue) => {}
+            Ok(Step::Ready) => {
+                if self.conns[idx].st == St::Handshaking {
+                    let c = &mut self.conns[idx];
+                    c.st = St::Open;
+                    c.reconnect = false;
+                    let started = c.started;
+                    self.inflight -= 1;
+                    sub(&self.spec.counters.connecting, 1);
+                    add(&self.spec.counters.open, 1);
+                    add(&self.spec.counters.connected, 1);
+                    self.connect.record_ns(now.saturating_sub(started));
+                    if let Proto::Poll(p) = &self.conns[idx].proto {
+                        if let Some(d) = p.interval(&self.ctxs[ci]) {
+                            let gen = self.conns[idx].gen;
+                            self.timers
+                                .push(Reverse((now + d.as_nanos() as u64, slot, gen)));
+                        }
+                    }
+                }
+            }
+            Ok(Step::SendAfter(d)) => {
+                let gen = self.conns[idx].gen;
+                self.timers
+                    .push(Reverse((now + d.as_nanos() as u64, slot, gen)));
+            }
+            Ok(Step::Closed(label)) => self.drop_conn(slot, &label),
+            Err(e) => self.drop_conn(slot, &e.0),
+        }
+        self.scratch = input;
+        self.out = out;
+        self.got = got;
+    }
+
+    fn deliver(&mut self, slot: u32, d: Delivery, now: u64) {
+        add(&self.spec.counters.deliveries, 1);
+        let idx = slot as usize;
+        if let Some(id) = d.id {
+            self.conns[idx].last_id = Some(id);
+        }
+        if d.reset {
+            self.counts.resets += 1;
+            return;
+        }
+        let (Some(p), Some(m)) = (self.phase.as_ref(), d.marker) else {
+            self.counts.foreign += 1;
+            return;
+        };
+        if m.run != p.run {
+            self.counts.foreign += 1;
+            return;
+        }
+        let channels = u64::from(p.channels.max(1));
+        let ch = (m.seq % channels) as u32;
+        let mine = self.channel_of(slot);
+        let c = &mut self.conns[idx];
+        if ch != mine || c.tracker_run != p.run {
+            self.counts.count(Seen::Unexpected);
+            return;
+        }
+        let Some(t) = c.tracker.as_mut() else {
+            self.counts.count(Seen::Unexpected);
+            return;
+        };
+        let seen = t.observe(m.seq / channels);
+        self.counts.count(seen);
+        if matches!(seen, Seen::New | Seen::OutOfOrder) {
+            let l = latency_ns(m.nanos, now);
+            self.latency.record_ns(l);
+            self.live.record_ns(l);
+        }
+    }
+
+    fn start_phase(&mut self, p: Arc<Phase>) {
+        self.counts = DeliveryCounts::default();
+        self.latency.clear();
+        for slot in 0..self.conns.len() as u32 {
+            let ch = self.channel_of(slot) as usize;
+            let c = &mut self.conns[slot as usize];
+            // Subscribers live now, or on their way back from a churn
+            // disconnect, take part; failed ones do not.
+            let taking_part = c.st == St::Open || c.reconnect;
+            if taking_part {
+                c.tracker = Some(SeqTracker::new(p.per_channel.get(ch).copied().unwrap_or(0)));
+                c.tracker_run = p.run;
+            } else {
+                c.tracker = None;
+                c.tracker_run = 0;
+            }
+        }
+        self.phase = Some(p);
+    }
+
+    fn collect(&mut self) -> Collected {
+        let mut counts = self.counts;
+        let mut subscribers = 0;
+        if let Some(p) = &self.phase {
+            for c in &self.conns {
+                if c.tracker_run == p.run {
+                    if let Some(t) = &c.tracker {
+                        subscribers += 1;
+                        counts.expected += u64::from(t.unique() + t.missing());
+                        counts.lost += u64::from(t.missing());
+                    }
+                }
+            }
+        }
+        Collected {
+            counts,
+            latency: self.latency.clone(),
+            connect: self.connect.clone(),
+            errors: self.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            subscribers,
+        }
+    }
+
+    /// Sends `bytes` now, or after the send in flight.
+    fn queue_send(&mut self, slot: u32, bytes: &[u8]) {
+        let c = &mut self.conns[slot as usize];
+        c.queued.extend_from_slice(bytes);
+        self.flush(slot);
+    }
+
+    fn flush(&mut self, slot: u32) {
+        let idx = slot as usize;
+        let c = &mut self.conns[idx];
+        if c.sending || c.queued.is_empty() || !matches!(c.st, St::Handshaking | St::Open) {
+            return;
+        }
+        std::mem::swap(&mut c.out, &mut c.queued);
+        c.queued.clear();
+        c.sending = true;
+        c.kernel_sends += 1;
+        let gen = c.gen;
+        // SAFETY: `c.out` is left untouched until this send completes
+        // (`sending` is set; a later connection in the slot abandons the
+        // buffer while `kernel_sends` > 0), and `conns` is never resized.
+        unsafe { self.ring.send(slot, gen, &self.conns[idx].out) };
+    }
+
+    /// A connection attempt failed.
+    fn fail(&mut self, slot: u32, label: &str) {
+        let c = &mut self.conns[slot as usize];
+        if !matches!(c.st, St::Connecting | St::Handshaking) {
+            return;
+        }
+        *self.errors.entry(label.to_string()).or_default() += 1;
+        add(&self.spec.counters.failed, 1);
+        sub(&self.spec.counters.connecting, 1);
+        self.inflight -= 1;
+        // A failed resume is not retried: the subscriber leaves the run.
+        self.conns[slot as usize].reconnect = false;
+        self.close(slot);
+    }
+
+    /// A live connection ended without the harness asking.
+    fn drop_conn(&mut self, slot: u32, label: &str) {
+        match self.conns[slot as usize].st {
+            St::Connecting | St::Handshaking => self.fail(slot, label),
+            St::Open => {
+                *self.errors.entry(label.to_string()).or_default() += 1;
+                add(&self.spec.counters.dropped, 1);
+                self.close(slot);
+            }
+            _ => {}
+        }
+    }
+
+    /// Closes the slot (reset, no TIME_WAIT).
+    fn close(&mut self, slot: u32) {
+        let c = &mut self.conns[slot as usize];
+        if c.st == St::Open {
+            sub(&self.spec.counters.open, 1);
+        }
+        if c.st == St::Idle || c.st == St::Closing {
+            return;
+        }
+        c.st = St::Closing;
+        let gen = c.gen;
+        self.ring.cancel_and_close(slot, gen);
+    }
+}
+
+fn op_name(op: Op) -> &'static str {
+    match op {
+        Op::Socket => "socket",
+        Op::Opt => "setsockopt",
+        Op::Bind => "bind",
+        Op::Connect => "connect",
+        Op::Send => "send",
+        Op::Recv => "recv",
+        Op::Cancel => "cancel",
+        Op::Close => "close",
+    }
+}

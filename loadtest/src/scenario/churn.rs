@@ -1,0 +1,92 @@
+//! `churn`: while messages flow, subscribers are dropped at random and
+//! reconnect resuming from the last id they received (`since` for
+//! WebSocket and polling, `Last-Event-ID` for SSE). Every subscriber must
+//! still receive every message exactly once: the delivery check spans its
+//! reconnects.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::{measured_human, measured_json, Ctx};
+use crate::cli::ChurnArgs;
+use crate::client::Fleet;
+use crate::host::group;
+use crate::report::{Outcome, Plot};
+
+/// Runs the scenario.
+pub fn run(a: &ChurnArgs) -> Result<Outcome, String> {
+    let mut ctx = Ctx::new(&a.common)?;
+    let cfg = ctx.plan(a.transport, &a.sub_url, a.subs, a.channels, None, true)?;
+    let mut fleet = Fleet::start(cfg.clone())?;
+    let ramp = ctx.ramp(&fleet, &cfg);
+    let up = fleet.totals();
+    std::thread::sleep(Duration::from_secs_f64(a.publish.settle));
+    let msgs = ((a.rate * a.duration).ceil() as u64).max(1);
+    fleet.churn(a.churn_rate);
+    // Stop churning when publishing ends: the drain must not race a reconnect.
+    let m = {
+        let fleet_ref = &fleet;
+        std::thread::scope(|s| {
+            let stopper = s.spawn(move || {
+                std::thread::sleep(Duration::from_secs_f64(a.duration + 0.05));
+                fleet_ref.churn(0.0);
+            });
+            let r = ctx.measure(fleet_ref, a.channels, &a.publish, msgs, a.rate, "churn");
+            let _ = stopper.join();
+            r
+        })?
+    };
+    fleet.stop();
+    ctx.done();
+    let (mut v, mut metrics) = measured_json(&m, a.subs);
+    metrics.insert("reconnects".into(), m.delta.reconnects as f64);
+    metrics.insert("failed".into(), (up.failed + m.delta.failed) as f64);
+    if m.delta.reconnects == 0 {
+        ctx.warnings
+            .push("no subscriber was churned: raise --churn-rate or --duration".into());
+    }
+    if let Some(o) = v.as_object_mut() {
+        for (k, val) in [
+            ("scenario", json!("churn")),
+            ("transport", json!(a.transport)),
+            ("subs", json!(a.subs)),
+            ("channels", json!(a.channels)),
+            ("rate", json!(a.rate)),
+            ("churn_rate", json!(a.churn_rate)),
+            ("connected", json!(up.connected)),
+            ("failed", json!(up.failed + m.delta.failed)),
+            ("reconnects", json!(m.delta.reconnects)),
+            ("ramp_s", json!(ramp.elapsed_s)),
+            ("errors", json!(m.collected.errors)),
+            ("warnings", json!(ctx.warnings)),
+        ] {
+            o.insert(k.into(), val);
+        }
+    }
+    let human = format!(
+        "churn {} over {} subscribers, {} msgs at {}/s, {} reconnects with resume ({} failed)\n{}",
+        a.transport.name(),
+        group(up.open),
+        group(msgs),
+        a.rate,
+        group(m.delta.reconnects),
+        group(m.delta.failed),
+        measured_human(&m)
+    );
+    Ok(Outcome {
+        scenario: "churn",
+        json: v,
+        human,
+        metrics,
+        plots: vec![Plot {
+            file: "latency-cdf".into(),
+            title: "Delivery latency CDF across reconnects".into(),
+            x_label: "latency (ms)".into(),
+            y_label: "fraction".into(),
+            series: vec![super::cdf_series(a.transport.name(), &m.collected)],
+            log_x: true,
+        }],
+        warnings: ctx.warnings.clone(),
+    })
+}
