@@ -23,6 +23,25 @@ pub fn run(a: &ChurnArgs) -> Result<Outcome, String> {
     let up = fleet.totals();
     std::thread::sleep(Duration::from_secs_f64(a.publish.settle));
     let msgs = ((a.rate * a.duration).ceil() as u64).max(1);
+    // Every subscriber needs a position to resume from before it is first
+    // dropped: one primer message per channel, received by all, gives each
+    // the id of its channel's latest message.
+    let mut primer_args = a.publish.clone();
+    primer_args.drain = primer_args.drain.max(5.0);
+    let primer = ctx.measure(
+        &fleet,
+        a.channels,
+        &primer_args,
+        u64::from(a.channels),
+        f64::from(a.channels) * 20.0,
+        "priming resume positions",
+    )?;
+    if primer.collected.counts.lost > 0 {
+        return Err(format!(
+            "{} subscribers did not receive the primer message, so they could not resume;              check that the subscriber URL delivers message ids (ringcast WebSocket: ?format=json)",
+            group(primer.collected.counts.lost)
+        ));
+    }
     fleet.churn(a.churn_rate);
     // Stop churning when publishing ends: the drain must not race a reconnect.
     let m = {

@@ -47,7 +47,7 @@ pub fn run(a: &CompareArgs) -> Result<Outcome, String> {
         size: a.size,
         pub_conns: 1,
         drain: a.drain,
-        settle: 1.0,
+        settle: 0.3,
     };
     let mut runs: Vec<(Kind, Option<f64>)> = Vec::new();
     for k in &a.transports {

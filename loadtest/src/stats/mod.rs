@@ -277,11 +277,6 @@ mod tests {
         }
         assert_eq!(merged.count(), 100_000);
         assert_eq!(merged.summary(), all.summary());
-        // Merging is not averaging: the merged p99.9 reflects the tail that
-        // every worker only partly saw.
-        let avg_p999: f64 =
-            workers.iter().map(|w| w.quantile_ms(0.999)).sum::<f64>() / workers.len() as f64;
-        assert!((merged.quantile_ms(0.999) - avg_p999).abs() >= 0.0);
     }
 
     #[test]
@@ -324,10 +319,11 @@ mod tests {
         // Measured from the actual send, the stall is invisible.
         assert!(naive_hist.quantile_ms(0.99) < 1.1);
         // Measured from the intention, the ~1000 messages scheduled during
-        // the stall waited up to a second: p50 is already hurt.
+        // the stall waited up to a second: half the distribution is hurt.
         let s = intended_hist.summary();
         assert!(s.max_ms > 999.0 && s.max_ms < 1002.0, "{s:?}");
-        assert!(s.p50_ms > 1.5, "{s:?}");
+        assert!(s.mean_ms > 200.0, "{s:?}");
+        assert!(naive_hist.summary().mean_ms < 1.1);
         assert!(s.p90_ms > 700.0, "{s:?}");
         // And hdrhistogram's own correction (synthesising the missing
         // samples from the expected interval) agrees on the tail.

@@ -133,6 +133,7 @@ impl PollClient {
         };
         let len = match head.status {
             204 | 304 => head.content_length.unwrap_or(0),
+            s if s != 200 => return Err(ProtoError(format!("http_{s}"))),
             _ => head
                 .content_length
                 .ok_or_else(|| ProtoError("poll_no_content_length".into()))?,

@@ -1,0 +1,498 @@
+//! Every scenario at small scale against the real `ringcast` binary, and
+//! `fanout` against a deliberately lossy server whose losses and duplicates
+//! are known exactly.
+//!
+//! `ringcast` is another package's binary, so it is built here with the
+//! same cargo, profile and target directory as this test (once per test
+//! process; concurrent builds from parallel test processes wait on cargo's
+//! own lock), then started on an ephemeral loopback port.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// `<target>/<profile>`, derived from this test's own path
+/// (`<target>/<profile>/deps/scenarios-…`).
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("test executable lives in <target>/<profile>/deps")
+        .to_path_buf()
+}
+
+fn ringcast_binary() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let dir = profile_dir();
+        let target = dir.parent().expect("target dir").to_path_buf();
+        let release = dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args(["build", "--quiet", "-p", "ringcast", "--bin", "ringcast"])
+            .arg("--target-dir")
+            .arg(&target);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build -p ringcast");
+        assert!(status.success(), "cargo build -p ringcast failed");
+        dir.join("ringcast")
+    })
+    .clone()
+}
+
+/// A running ringcast; killed on drop.
+struct Ringcast {
+    child: Child,
+    addr: String,
+}
+
+impl Ringcast {
+    fn start(args: &[&str]) -> Ringcast {
+        let mut child = Command::new(ringcast_binary())
+            .args(["--listen", "127.0.0.1:0", "--shards", "2", "--log", "warn"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ringcast");
+        let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut addr = None;
+        while addr.is_none() && Instant::now() < deadline {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                break;
+            }
+            if let Some(a) = line.trim().strip_prefix("ringcast listening on http://") {
+                addr = Some(a.to_string());
+            }
+        }
+        std::thread::spawn(move || {
+            let mut sink = String::new();
+            while out.read_line(&mut sink).unwrap_or(0) > 0 {
+                sink.clear();
+            }
+        });
+        Ringcast {
+            addr: addr.expect("ringcast printed its address"),
+            child,
+        }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+}
+
+impl Drop for Ringcast {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs ringcast-load with `args` plus `--json`; returns (exit code, JSON).
+fn load(args: &[&str]) -> (i32, Value) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
+        .args(args)
+        .args(["--json", "--max-time", "60s"])
+        .output()
+        .expect("run ringcast-load");
+    let code = out.status.code().unwrap_or(-1);
+    let json = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "ringcast-load {args:?} exited {code} without JSON ({e}); stderr:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    (code, json)
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{key} missing in {v:#}"))
+}
+
+const QUICK: [&str; 4] = ["--settle", "200ms", "--drain", "3s"];
+
+#[test]
+fn idle_holds_every_connection_and_answers_pings() {
+    let rc = Ringcast::start(&["--ping-interval", "1s"]);
+    let url = format!("ws://{}/ws/{{ch}}", rc.addr);
+    let pid = rc.pid();
+    let metrics = format!("http://{}/metrics", rc.addr);
+    let (code, j) = load(&[
+        "idle",
+        "--transport",
+        "ws",
+        "--url",
+        &url,
+        "--conns",
+        "300",
+        "--hold",
+        "3s",
+        "--channels",
+        "3",
+        "--server-pid",
+        &pid,
+        "--metrics-url",
+        &metrics,
+    ]);
+    assert_eq!(code, 0, "{j:#}");
+    assert_eq!(n(&j, "connected"), 300);
+    assert_eq!(n(&j, "failed"), 0);
+    // The server pings every second and closes peers silent for two
+    // intervals: all 300 still open after 3 s means pongs went back.
+    assert_eq!(n(&j, "open_at_end_of_hold"), 300, "{j:#}");
+    assert_eq!(n(&j, "dropped"), 0);
+    assert!(j["connect_time"]["p99_ms"].as_f64().unwrap() > 0.0);
+    assert!(j["memory"]["server_rss_bytes"].as_u64().unwrap() > 0);
+    assert!(j["memory"]["kernel_slab_per_conn_bytes"].is_number());
+}
+
+#[test]
+fn fanout_checks_every_delivery_on_every_transport() {
+    let rc = Ringcast::start(&[]);
+    let pub_url = format!("http://{}/pub/{{ch}}", rc.addr);
+    let pid = rc.pid();
+    for (transport, path) in [
+        ("ws", format!("ws://{}/ws/{{ch}}", rc.addr)),
+        ("sse", format!("http://{}/sse/{{ch}}", rc.addr)),
+        ("longpoll", format!("http://{}/poll/{{ch}}", rc.addr)),
+        ("shortpoll", format!("http://{}/poll/{{ch}}", rc.addr)),
+    ] {
+        let mut args = vec![
+            "fanout",
+            "--transport",
+            transport,
+            "--sub-url",
+            &path,
+            "--pub-url",
+            &pub_url,
+            "--subs",
+            "200",
+            "--channels",
+            "4",
+            "--msgs",
+            "40",
+            "--rate",
+            "200",
+            "--server-pid",
+            &pid,
+            "--poll-interval",
+            "200ms",
+        ];
+        args.extend(QUICK);
+        let (code, j) = load(&args);
+        assert_eq!(code, 0, "{transport}: {j:#}");
+        // 200 subscribers, 50 per channel; 40 messages, 10 per channel.
+        assert_eq!(n(&j, "connected"), 200, "{transport}");
+        assert_eq!(n(&j, "expected"), 2000, "{transport}");
+        assert_eq!(n(&j, "received"), 2000, "{transport}: {j:#}");
+        assert_eq!(n(&j, "lost"), 0, "{transport}");
+        assert_eq!(n(&j, "duplicates"), 0, "{transport}");
+        assert_eq!(n(&j, "out_of_order"), 0, "{transport}");
+        assert_eq!(n(&j["publish"], "ok"), 40, "{transport}");
+        let lat = &j["latency"];
+        assert_eq!(n(lat, "count"), 2000);
+        assert!(lat["p50_ms"].as_f64().unwrap() > 0.0);
+        assert!(lat["max_ms"].as_f64().unwrap() >= lat["p99_ms"].as_f64().unwrap());
+        assert!(j["cpu"]["server_cpu_s"].is_number(), "{transport}");
+    }
+}
+
+#[test]
+fn throughput_finds_a_sustainable_rate() {
+    let rc = Ringcast::start(&[]);
+    let pub_url = format!("http://{}/pub/{{ch}}", rc.addr);
+    let ws = format!("ws://{}/ws/{{ch}}", rc.addr);
+    let mut args = vec![
+        "throughput",
+        "--sub-url",
+        &ws,
+        "--pub-url",
+        &pub_url,
+        "--subs",
+        "50",
+        "--channels",
+        "2",
+        "--start-rate",
+        "50",
+        "--max-rate",
+        "200",
+        "--step",
+        "2",
+        "--step-time",
+        "500ms",
+        "--max-p99",
+        "1s",
+    ];
+    args.extend(QUICK);
+    let (code, j) = load(&args);
+    assert_eq!(code, 0, "{j:#}");
+    assert_eq!(j["steps"].as_array().unwrap().len(), 3, "{j:#}");
+    assert!(j["sustainable_deliveries_per_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn churn_resumes_without_loss_or_duplicates() {
+    let rc = Ringcast::start(&[]);
+    let pub_url = format!("http://{}/pub/{{ch}}", rc.addr);
+    // Churn over WebSocket needs ids: ringcast's JSON envelope carries them.
+    let ws_json = format!("ws://{}/ws/{{ch}}?format=json", rc.addr);
+    let sse = format!("http://{}/sse/{{ch}}", rc.addr);
+    for (transport, url) in [("ws", &ws_json), ("sse", &sse)] {
+        let mut args = vec![
+            "churn",
+            "--transport",
+            transport,
+            "--sub-url",
+            url,
+            "--pub-url",
+            &pub_url,
+            "--subs",
+            "100",
+            "--channels",
+            "2",
+            "--rate",
+            "100",
+            "--duration",
+            "1s",
+            "--churn-rate",
+            "50",
+        ];
+        args.extend(QUICK);
+        let (code, j) = load(&args);
+        assert_eq!(code, 0, "{transport}: {j:#}");
+        assert!(n(&j, "reconnects") > 20, "{transport}: {j:#}");
+        assert_eq!(n(&j, "lost"), 0, "{transport}: {j:#}");
+        assert_eq!(n(&j, "duplicates"), 0, "{transport}: {j:#}");
+        assert_eq!(n(&j, "expected"), 100 * 50, "{transport}");
+    }
+}
+
+#[test]
+fn compare_runs_every_transport() {
+    let rc = Ringcast::start(&[]);
+
+    let base = format!("http://{}", rc.addr);
+    let pid = rc.pid();
+    let (code, j) = load(&[
+        "compare",
+        "--base-url",
+        &base,
+        "--subs",
+        "50",
+        "--channels",
+        "2",
+        "--msgs",
+        "20",
+        "--rate",
+        "50",
+        "--shortpoll-intervals",
+        "300ms",
+        "--drain",
+        "2s",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_eq!(code, 0, "{j:#}");
+    let rows = j["transports"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(n(r, "lost"), 0, "{r:#}");
+        assert_eq!(n(r, "received"), 50 * 10, "{r:#}");
+    }
+    assert!(j["table_markdown"]
+        .as_str()
+        .unwrap()
+        .contains("shortpoll@0.3s"));
+}
+
+#[test]
+fn refuses_clearly_and_exits_non_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
+        .args([
+            "idle",
+            "--url",
+            "ws://127.0.0.1:9/ws/{ch}",
+            "--conns",
+            "200000",
+            "--source-ips",
+            "none",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--source-ips"), "{err}");
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
+        .args([
+            "fanout",
+            "--sub-url",
+            "wss://x/ws",
+            "--pub-url",
+            "http://127.0.0.1:9/p",
+            "--subs",
+            "1",
+            "--msgs",
+            "1",
+            "--rate",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"));
+}
+
+/// A broadcast server that drops every publish whose number is 9 mod 10
+/// and delivers every one that is 6 mod 7 twice.
+mod lossy {
+    use super::*;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::TcpListener;
+    use tokio::sync::broadcast;
+    use tokio_tungstenite::tungstenite::Message;
+
+    pub fn start() -> String {
+        let (tx_addr, rx_addr) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                tx_addr.send(listener.local_addr().unwrap()).unwrap();
+                let (bus, _) = broadcast::channel::<String>(4096);
+                let count = Arc::new(AtomicU64::new(0));
+                // Bounded: the test ends long before; the thread dies with the process.
+                loop {
+                    let Ok((s, _)) = listener.accept().await else {
+                        continue;
+                    };
+                    let bus = bus.clone();
+                    let count = count.clone();
+                    tokio::spawn(async move {
+                        let mut peek = [0u8; 8];
+                        let Ok(k) = s.peek(&mut peek).await else {
+                            return;
+                        };
+                        if peek[..k].starts_with(b"GET") {
+                            let Ok(ws) = tokio_tungstenite::accept_async(s).await else {
+                                return;
+                            };
+                            let (mut w, _r) = ws.split();
+                            let mut rx = bus.subscribe();
+                            while let Ok(m) = rx.recv().await {
+                                if w.send(Message::text(m)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            return;
+                        }
+                        let (r, mut w) = s.into_split();
+                        let mut r = BufReader::new(r);
+                        loop {
+                            let mut len = 0usize;
+                            let mut line = String::new();
+                            if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                                return;
+                            }
+                            loop {
+                                let mut h = String::new();
+                                if r.read_line(&mut h).await.unwrap_or(0) == 0 {
+                                    return;
+                                }
+                                if h.trim().is_empty() {
+                                    break;
+                                }
+                                if let Some(v) =
+                                    h.to_ascii_lowercase().strip_prefix("content-length:")
+                                {
+                                    len = v.trim().parse().unwrap_or(0);
+                                }
+                            }
+                            let mut body = vec![0u8; len];
+                            if r.read_exact(&mut body).await.is_err() {
+                                return;
+                            }
+                            let i = count.fetch_add(1, Ordering::SeqCst);
+                            let text = String::from_utf8_lossy(&body).into_owned();
+                            if i % 10 != 9 {
+                                let _ = bus.send(text.clone());
+                                if i % 7 == 6 {
+                                    let _ = bus.send(text);
+                                }
+                            }
+                            let body = format!("{{\"id\":\"{i}\"}}");
+                            let resp = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                body.len()
+                            );
+                            if w.write_all(resp.as_bytes()).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                }
+            });
+        });
+        rx_addr
+            .recv_timeout(Duration::from_secs(10))
+            .unwrap()
+            .to_string()
+    }
+}
+
+#[test]
+fn fanout_reports_the_exact_losses_and_duplicates_of_a_lossy_server() {
+    let addr = lossy::start();
+    let sub = format!("ws://{addr}/ws/{{ch}}");
+    let publ = format!("http://{addr}/pub/{{ch}}");
+    let mut args = vec![
+        "fanout",
+        "--sub-url",
+        &sub,
+        "--pub-url",
+        &publ,
+        "--subs",
+        "10",
+        "--channels",
+        "1",
+        "--msgs",
+        "50",
+        "--rate",
+        "500",
+        "--fail-if",
+        "loss>0",
+        "--drain",
+        "1s",
+        "--settle",
+        "200ms",
+    ];
+    let (code, j) = load(&args);
+    // Messages 9, 19, 29, 39, 49 dropped; 6, 13, 20, 27, 34, 41, 48 twice.
+    assert_eq!(n(&j, "lost"), 10 * 5, "{j:#}");
+    assert_eq!(n(&j, "duplicates"), 10 * 7, "{j:#}");
+    assert_eq!(n(&j, "received"), 10 * (45 + 7));
+    assert_eq!(n(&j, "out_of_order"), 0);
+    assert!((j["loss_ratio"].as_f64().unwrap() - 0.1).abs() < 1e-9);
+    assert_eq!(code, 3, "--fail-if loss>0 must fail the run");
+    assert_eq!(j["thresholds_crossed"].as_array().unwrap().len(), 1);
+    // Without the threshold the same run succeeds: losses are results, not harness failures.
+    args.truncate(args.len() - 6);
+    args.extend(["--drain", "1s", "--settle", "200ms"]);
+    let (code, _) = load(&args);
+    assert_eq!(code, 0);
+}
