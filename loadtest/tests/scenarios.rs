@@ -280,6 +280,19 @@ fn churn_resumes_without_loss_or_duplicates() {
 }
 
 #[test]
+fn churn_refuses_a_stream_without_ids() {
+    let rc = Ringcast::start(&[]);
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
+        .args(["churn", "--sub-url", &format!("ws://{}/ws/{{ch}}", rc.addr)])
+        .args(["--pub-url", &format!("http://{}/pub/{{ch}}", rc.addr)])
+        .args(["--subs", "20", "--settle", "100ms", "--duration", "1s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("format=json"));
+}
+
+#[test]
 fn compare_runs_every_transport() {
     let rc = Ringcast::start(&[]);
 

@@ -169,6 +169,8 @@ pub struct Collected {
     pub errors: BTreeMap<String, u64>,
     /// Subscribers taking part in the phase.
     pub subscribers: u64,
+    /// Of those, how many hold a message id to resume from.
+    pub resumable: u64,
 }
 
 impl Collected {
@@ -180,6 +182,7 @@ impl Collected {
             *self.errors.entry(k).or_default() += v;
         }
         self.subscribers += o.subscribers;
+        self.resumable += o.resumable;
     }
 }
 

@@ -728,11 +728,13 @@ impl Worker {
     fn collect(&mut self) -> Collected {
         let mut counts = self.counts;
         let mut subscribers = 0;
+        let mut resumable = 0;
         if let Some(p) = &self.phase {
             for c in &self.conns {
                 if c.tracker_run == p.run {
                     if let Some(t) = &c.tracker {
                         subscribers += 1;
+                        resumable += u64::from(c.last_id.is_some());
                         counts.expected += u64::from(t.unique() + t.missing());
                         counts.lost += u64::from(t.missing());
                     }
@@ -745,6 +747,7 @@ impl Worker {
             connect: self.connect.clone(),
             errors: self.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             subscribers,
+            resumable,
         }
     }
 

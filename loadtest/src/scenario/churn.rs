@@ -42,6 +42,16 @@ pub fn run(a: &ChurnArgs) -> Result<Outcome, String> {
             group(primer.collected.counts.lost)
         ));
     }
+    let c = &primer.collected;
+    if c.resumable < c.subscribers {
+        return Err(format!(
+            "{} of {} subscribers received no message id, so they could not resume after a \
+             disconnect: the subscriber URL must deliver ids (ringcast WebSocket: add \
+             ?format=json; SSE and polling carry them)",
+            group(c.subscribers - c.resumable),
+            group(c.subscribers)
+        ));
+    }
     fleet.churn(a.churn_rate);
     // Stop churning when publishing ends: the drain must not race a reconnect.
     let m = {
