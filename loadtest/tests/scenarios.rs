@@ -365,6 +365,22 @@ fn refuses_clearly_and_exits_non_zero() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"));
+    // Nothing listens on port 9: the run fails and says why.
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
+        .args([
+            "idle",
+            "--url",
+            "ws://127.0.0.1:9/ws/{ch}",
+            "--conns",
+            "10",
+            "--hold",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("ECONNREFUSED"), "{err}");
 }
 
 /// A broadcast server that drops every publish whose number is 9 mod 10

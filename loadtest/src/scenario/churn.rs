@@ -19,7 +19,7 @@ pub fn run(a: &ChurnArgs) -> Result<Outcome, String> {
     let mut ctx = Ctx::new(&a.common)?;
     let cfg = ctx.plan(a.transport, &a.sub_url, a.subs, a.channels, None, true)?;
     let mut fleet = Fleet::start(cfg.clone())?;
-    let ramp = ctx.ramp(&fleet, &cfg);
+    let ramp = ctx.ramp(&fleet, &cfg)?;
     let up = fleet.totals();
     std::thread::sleep(Duration::from_secs_f64(a.publish.settle));
     let msgs = ((a.rate * a.duration).ceil() as u64).max(1);

@@ -79,7 +79,18 @@ pub fn run(a: &CompareArgs) -> Result<Outcome, String> {
         };
         let before = ctx.sample(0);
         let mut fleet = Fleet::start(cfg.clone())?;
-        let ramp = ctx.ramp(&fleet, &cfg);
+        let ramp = match ctx.ramp(&fleet, &cfg) {
+            Ok(r) => r,
+            Err(e) => {
+                fleet.stop();
+                ctx.say(&format!("{name}: skipped: {e}"));
+                rows.push(json!({"transport": name, "skipped": true, "error": e}));
+                table.push_str(&format!(
+                    "| {name} | 0 | – | – | – | – | – | – | – | – | – (not available: {e}) |\n"
+                ));
+                continue;
+            }
+        };
         let up = fleet.totals();
         if up.open == 0 {
             let errs = fleet.collect().map(|c| c.errors).unwrap_or_default();

@@ -21,7 +21,7 @@ pub fn run(a: &FanoutArgs) -> Result<Outcome, String> {
     let cfg = ctx.plan(a.transport, &a.sub_url, a.subs, a.channels, None, false)?;
     let before = ctx.sample(0);
     let mut fleet = Fleet::start(cfg.clone())?;
-    let ramp = ctx.ramp(&fleet, &cfg);
+    let ramp = ctx.ramp(&fleet, &cfg)?;
     let up = fleet.totals();
     ctx.say(&format!(
         "{} subscribers live after {:.1} s ({} failed); publishing {} messages at {}/s",

@@ -75,7 +75,7 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     let cfg = ctx.plan(a.transport, &a.url, a.conns, a.channels, a.rate, false)?;
     let before = ctx.sample(0);
     let mut fleet = Fleet::start(cfg.clone())?;
-    let ramp = ctx.ramp(&fleet, &cfg);
+    let ramp = ctx.ramp(&fleet, &cfg)?;
     let up = fleet.totals();
     ctx.say(&format!(
         "{} connections open after {:.1} s ({} failed); holding for {:.0} s",

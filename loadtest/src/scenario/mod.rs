@@ -291,8 +291,9 @@ impl Ctx {
     }
 
     /// Waits until every connection attempt has finished (or the ramp
-    /// deadline), updating the display.
-    pub fn ramp(&mut self, fleet: &Fleet, cfg: &FleetConfig) -> Ramp {
+    /// deadline), updating the display. Fails when not one connection
+    /// succeeded: the target is unreachable or not what the URL says.
+    pub fn ramp(&mut self, fleet: &Fleet, cfg: &FleetConfig) -> Result<Ramp, String> {
         let start = Instant::now();
         let per_sec_floor = cfg.connect_rate.unwrap_or(1_000.0).min(1_000.0);
         let budget = cfg.connect_timeout.as_secs_f64() + cfg.conns as f64 / per_sec_floor + 30.0;
@@ -334,7 +335,15 @@ impl Ctx {
             }
         }
         r.elapsed_s = start.elapsed().as_secs_f64();
-        r
+        if r.totals.connected == 0 {
+            let errors = fleet.collect().map(|c| c.errors).unwrap_or_default();
+            return Err(format!(
+                "not one of {} connections to {} succeeded: {errors:?}",
+                group(cfg.conns),
+                cfg.url
+            ));
+        }
+        Ok(r)
     }
 
     /// Publishes one phase and checks every delivery.
