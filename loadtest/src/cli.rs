@@ -97,8 +97,15 @@ pub struct IdleArgs {
     #[arg(long, value_enum, default_value = "ws")]
     pub transport: Kind,
     /// Subscriber URL template, e.g. 'ws://127.0.0.1:8080/ws/{ch}'.
-    #[arg(long, value_name = "TEMPLATE")]
-    pub url: String,
+    #[arg(long, value_name = "TEMPLATE", required_unless_present = "mix")]
+    pub url: Option<String>,
+    /// A mix of transports by percentage instead of --transport/--url, e.g.
+    /// `ws=70,sse=20,longpoll=10`; URLs derive from --base-url.
+    #[arg(long, value_name = "SPEC", conflicts_with = "url")]
+    pub mix: Option<String>,
+    /// Server base URL for --mix (/ws/{ch}, /sse/{ch}, /poll/{ch}).
+    #[arg(long, default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    pub base_url: String,
     /// Connections to open.
     #[arg(long, value_name = "N")]
     pub conns: u64,
@@ -290,6 +297,40 @@ pub struct CompareArgs {
     pub common: Common,
 }
 
+/// Parses a transport mix `ws=70,sse=30` and splits `conns` by it.
+pub fn parse_mix(spec: &str, conns: u64) -> Result<Vec<(Kind, u64)>, String> {
+    use clap::ValueEnum;
+    let mut parts = Vec::new();
+    let mut total = 0u64;
+    for item in spec.split(',') {
+        let (name, pct) = item.split_once('=').ok_or_else(|| {
+            format!("--mix {spec:?}: expected TRANSPORT=PERCENT, e.g. ws=70,sse=30")
+        })?;
+        let kind = Kind::from_str(name.trim(), true).map_err(|_| {
+            format!("--mix: unknown transport {name:?} (ws, sse, longpoll, shortpoll)")
+        })?;
+        let pct: u64 = pct
+            .trim()
+            .trim_end_matches('%')
+            .parse()
+            .map_err(|_| format!("--mix: {pct:?} is not a whole percentage"))?;
+        total += pct;
+        parts.push((kind, pct));
+    }
+    if total != 100 {
+        return Err(format!(
+            "--mix {spec:?}: percentages add up to {total}, not 100"
+        ));
+    }
+    let mut out: Vec<(Kind, u64)> = parts.iter().map(|(k, p)| (*k, conns * p / 100)).collect();
+    let assigned: u64 = out.iter().map(|(_, n)| n).sum();
+    if let Some(first) = out.first_mut() {
+        first.1 += conns - assigned;
+    }
+    out.retain(|(_, n)| *n > 0);
+    Ok(out)
+}
+
 /// Parses `30`, `30s`, `500ms`, `2m`, `1h` into seconds.
 pub fn parse_secs(s: &str) -> Result<f64, String> {
     let s = s.trim();
@@ -340,6 +381,18 @@ mod tests {
         assert!(parse_secs("soon").is_err());
         assert_eq!(parse_ms("50"), Ok(50.0));
         assert_eq!(parse_ms("1s"), Ok(1000.0));
+    }
+
+    #[test]
+    fn mixes() {
+        let m = parse_mix("ws=70,sse=20,longpoll=10", 1001).unwrap();
+        assert_eq!(
+            m,
+            vec![(Kind::Ws, 701), (Kind::Sse, 200), (Kind::Longpoll, 100)]
+        );
+        assert!(parse_mix("ws=70,sse=20", 10).is_err());
+        assert!(parse_mix("ws=70,carrier-pigeon=30", 10).is_err());
+        assert!(parse_mix("ws", 10).is_err());
     }
 
     #[test]

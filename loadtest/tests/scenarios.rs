@@ -156,6 +156,25 @@ fn idle_holds_every_connection_and_answers_pings() {
     assert!(j["connect_time"]["p99_ms"].as_f64().unwrap() > 0.0);
     assert!(j["memory"]["server_rss_bytes"].as_u64().unwrap() > 0);
     assert!(j["memory"]["kernel_slab_per_conn_bytes"].is_number());
+
+    // A mix of transports by percentage, one fleet each.
+    let base = format!("http://{}", rc.addr);
+    let (code, j) = load(&[
+        "idle",
+        "--mix",
+        "ws=50,sse=30,longpoll=10,shortpoll=10",
+        "--base-url",
+        &base,
+        "--conns",
+        "200",
+        "--hold",
+        "500ms",
+    ]);
+    assert_eq!(code, 0, "{j:#}");
+    assert_eq!(n(&j, "connected"), 200, "{j:#}");
+    let mix = j["mix"].as_array().unwrap();
+    let counts: Vec<u64> = mix.iter().map(|m| n(m, "open_at_end_of_hold")).collect();
+    assert_eq!(counts, vec![100, 60, 20, 20], "{j:#}");
 }
 
 #[test]

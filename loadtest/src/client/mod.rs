@@ -66,6 +66,9 @@ pub struct FleetConfig {
     pub poll_interval: Duration,
     /// Resume query parameter.
     pub resume_param: String,
+    /// The share of `addr`'s source endpoints this fleet may bind (fleets
+    /// running side by side get disjoint shares); `None`: all of them.
+    pub endpoint_range: Option<(u64, u64)>,
 }
 
 /// The name of channel `i`.
@@ -127,6 +130,23 @@ pub struct Totals {
     pub nobufs: u64,
 }
 
+impl Totals {
+    /// Adds `o` to `self`.
+    pub fn add(&mut self, o: &Totals) {
+        self.open += o.open;
+        self.connecting += o.connecting;
+        self.connected += o.connected;
+        self.failed += o.failed;
+        self.dropped += o.dropped;
+        self.deliveries += o.deliveries;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+        self.requests += o.requests;
+        self.reconnects += o.reconnects;
+        self.nobufs += o.nobufs;
+    }
+}
+
 /// What one measurement phase expects: message `seq` of run `run` goes to
 /// channel `seq % channels`, position `seq / channels`.
 #[derive(Debug, Clone)]
@@ -174,7 +194,8 @@ pub struct Collected {
 }
 
 impl Collected {
-    fn merge(&mut self, o: Collected) {
+    /// Adds `o` to `self`.
+    pub fn merge(&mut self, o: Collected) {
         self.counts.merge(&o.counts);
         self.latency.merge(&o.latency);
         self.connect.merge(&o.connect);
@@ -226,14 +247,15 @@ impl Fleet {
         let cfg = Arc::new(cfg);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut workers = Vec::with_capacity(rings);
-        let endpoints = cfg.addr.endpoints();
+        let (ep_lo, ep_hi) = cfg.endpoint_range.unwrap_or((0, cfg.addr.endpoints()));
+        let endpoints = ep_hi.saturating_sub(ep_lo);
         for r in 0..rings {
             let base = r as u64 * cfg.conns / rings as u64;
             let end = (r as u64 + 1) * cfg.conns / rings as u64;
             // Each ring cycles through its own share of source endpoints.
             let ep = (
-                r as u64 * endpoints / rings as u64,
-                (r as u64 + 1) * endpoints / rings as u64,
+                ep_lo + r as u64 * endpoints / rings as u64,
+                ep_lo + (r as u64 + 1) * endpoints / rings as u64,
             );
             let (tx, rx) = mpsc::channel();
             let counters = Arc::new(Counters::default());

@@ -7,11 +7,16 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use super::{latency_json, latency_line, latency_metrics, Ctx};
-use crate::cli::IdleArgs;
-use crate::client::Fleet;
+use std::sync::Arc;
+
+use crate::cli::{parse_mix, IdleArgs};
+use crate::client::addr::{AddrPlan, Spread};
+use crate::client::{Collected, Fleet, FleetConfig, Totals};
 use crate::host::{bytes, group};
 use crate::report::{Outcome, Plot};
 use crate::sample::{cpu_between, Sample};
+use crate::transport::Kind;
+use crate::url::UrlTemplate;
 
 /// Memory per connection between two samples.
 pub fn memory_json(before: &Sample, at: &Sample, conns: u64) -> (serde_json::Value, String) {
@@ -72,11 +77,83 @@ pub fn memory_json(before: &Sample, at: &Sample, conns: u64) -> (serde_json::Val
 /// Runs the scenario.
 pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     let mut ctx = Ctx::new(&a.common)?;
-    let cfg = ctx.plan(a.transport, &a.url, a.conns, a.channels, a.rate, false)?;
+    // One fleet per transport of the mix (one fleet without --mix).
+    let parts: Vec<(Kind, u64, String)> = match &a.mix {
+        Some(spec) => {
+            let base = UrlTemplate::parse(&a.base_url).map_err(|e| format!("--base-url: {e}"))?;
+            let host = base.host;
+            parse_mix(spec, a.conns)?
+                .into_iter()
+                .map(|(k, n)| {
+                    let url = match k {
+                        Kind::Ws => format!("ws://{host}/ws/{{ch}}"),
+                        Kind::Sse => format!("http://{host}/sse/{{ch}}"),
+                        Kind::Longpoll | Kind::Shortpoll => format!("http://{host}/poll/{{ch}}"),
+                    };
+                    (k, n, url)
+                })
+                .collect()
+        }
+        None => vec![(
+            a.transport,
+            a.conns,
+            a.url.clone().ok_or("--url or --mix is required")?,
+        )],
+    };
+    let mut cfgs = Vec::new();
+    for (kind, n, url) in &parts {
+        let rate = a.rate.map(|r| r * *n as f64 / a.conns.max(1) as f64);
+        cfgs.push(ctx.plan(*kind, url, *n, a.channels, rate, false)?);
+    }
+    if cfgs.len() > 1 && cfgs.iter().any(|c| !c.addr.src_ips.is_empty()) {
+        // Fleets side by side must not bind the same source endpoints: one
+        // plan for all connections, a disjoint share for each fleet.
+        let c = &ctx.common;
+        let source = Spread::parse(&c.source_ips).map_err(|e| format!("--source-ips: {e}"))?;
+        let source = if source == Spread::Auto && cfgs[0].url.addr.ip().is_loopback() {
+            let n = cfgs
+                .iter()
+                .map(|c| c.addr.src_ips.len() as u32)
+                .sum::<u32>();
+            Spread::Count(n.max(1))
+        } else {
+            source
+        };
+        let dest = Spread::parse(&c.dest_ips).map_err(|e| format!("--dest-ips: {e}"))?;
+        let plan = Arc::new(AddrPlan::new(
+            cfgs[0].url.addr,
+            a.conns,
+            &source,
+            &dest,
+            ctx.host.ephemeral,
+            &ctx.host.listening,
+        )?);
+        let e = plan.endpoints();
+        let mut done = 0u64;
+        for c in &mut cfgs {
+            let lo = e * done / a.conns.max(1);
+            done += c.conns;
+            c.endpoint_range = Some((lo, e * done / a.conns.max(1)));
+            c.addr = plan.clone();
+        }
+    }
     let before = ctx.sample(0);
-    let mut fleet = Fleet::start(cfg.clone())?;
-    let ramp = ctx.ramp(&fleet, &cfg)?;
-    let up = fleet.totals();
+    let mut fleets = Vec::new();
+    for c in &cfgs {
+        fleets.push(Fleet::start(c.clone())?);
+    }
+    let refs: Vec<&Fleet> = fleets.iter().collect();
+    let cfg_refs: Vec<&FleetConfig> = cfgs.iter().collect();
+    let ramp = ctx.ramp_many(&refs, &cfg_refs)?;
+    let totals = |fleets: &[Fleet]| {
+        let mut t = Totals::default();
+        for f in fleets {
+            t.add(&f.totals());
+        }
+        t
+    };
+    let up = totals(&fleets);
+    let rings: usize = fleets.iter().map(|f| f.rings).sum();
     ctx.say(&format!(
         "{} connections open after {:.1} s ({} failed); holding for {:.0} s",
         group(up.open),
@@ -89,7 +166,7 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     let mut last_sample = Instant::now();
     while Instant::now() < end {
         std::thread::sleep(Duration::from_millis(250).min(end - Instant::now().min(end)));
-        let t = fleet.totals();
+        let t = totals(&fleets);
         ctx.bar.set_message(format!(
             "holding: {} open, {} dropped, {:.0} s left",
             group(t.open),
@@ -101,10 +178,27 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
             ctx.sample(t.open);
         }
     }
-    let held = fleet.totals();
+    let held = totals(&fleets);
     let hold_end = ctx.sample(held.open);
-    let collected = fleet.collect()?;
-    fleet.stop();
+    let mut collected = Collected::default();
+    let mut per_transport = Vec::new();
+    for (f, (kind, n, url)) in fleets.iter().zip(&parts) {
+        let c = f.collect()?;
+        let t = f.totals();
+        per_transport.push(json!({
+            "transport": kind,
+            "url": url,
+            "conns": n,
+            "connected": t.connected,
+            "failed": t.failed,
+            "open_at_end_of_hold": t.open,
+            "connect_p99_ms": c.connect.summary().p99_ms,
+        }));
+        collected.merge(c);
+    }
+    for f in &mut fleets {
+        f.stop();
+    }
     // Give the server a moment to see the resets before the last sample.
     std::thread::sleep(Duration::from_secs(2));
     let after = ctx.sample(0);
@@ -125,11 +219,12 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     }
     let json = json!({
         "scenario": "idle",
-        "transport": a.transport,
+        "transport": if a.mix.is_some() { json!("mix") } else { json!(a.transport) },
         "url": a.url,
+        "mix": per_transport,
         "conns": a.conns,
         "channels": a.channels,
-        "rings": fleet.rings,
+        "rings": rings,
         "connected": up.connected,
         "failed": up.failed,
         "open_at_end_of_hold": held.open,
@@ -153,9 +248,9 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
         "idle {} × {} on {} channel(s) ({} rings)\n  connected {} / {} in {:.1} s ({} conn/s), {} failed, \
          {} dropped during the {:.0} s hold\n  connect time: {}\n{}  hold cpu: server {}, harness {:.2} CPU-s\n{}",
         group(a.conns),
-        a.transport.name(),
+        a.mix.as_deref().unwrap_or(a.transport.name()),
         a.channels,
-        fleet.rings,
+        rings,
         group(up.connected),
         group(a.conns),
         ramp.elapsed_s,

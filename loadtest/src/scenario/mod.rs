@@ -287,6 +287,7 @@ impl Ctx {
             poll_timeout_s: c.poll_timeout.round().max(1.0) as u32,
             poll_interval: Duration::from_secs_f64(c.poll_interval.max(0.01)),
             resume_param: c.resume_param.clone(),
+            endpoint_range: None,
         })
     }
 
@@ -294,16 +295,28 @@ impl Ctx {
     /// deadline), updating the display. Fails when not one connection
     /// succeeded: the target is unreachable or not what the URL says.
     pub fn ramp(&mut self, fleet: &Fleet, cfg: &FleetConfig) -> Result<Ramp, String> {
+        self.ramp_many(&[fleet], &[cfg])
+    }
+
+    /// [`Ctx::ramp`] over fleets running side by side.
+    pub fn ramp_many(&mut self, fleets: &[&Fleet], cfgs: &[&FleetConfig]) -> Result<Ramp, String> {
         let start = Instant::now();
+        let conns: u64 = cfgs.iter().map(|c| c.conns).sum();
+        let Some(cfg) = cfgs.first() else {
+            return Err("internal: no fleet to ramp".into());
+        };
         let per_sec_floor = cfg.connect_rate.unwrap_or(1_000.0).min(1_000.0);
-        let budget = cfg.connect_timeout.as_secs_f64() + cfg.conns as f64 / per_sec_floor + 30.0;
+        let budget = cfg.connect_timeout.as_secs_f64() + conns as f64 / per_sec_floor + 30.0;
         let deadline = (start + Duration::from_secs_f64(budget)).min(self.deadline);
         let mut r = Ramp::default();
         let mut last = (0.0, 0u64);
         let mut last_sample = Instant::now() - Duration::from_secs(5);
         loop {
             std::thread::sleep(Duration::from_millis(200));
-            let t = fleet.totals();
+            let mut t = Totals::default();
+            for f in fleets {
+                t.add(&f.totals());
+            }
             let el = start.elapsed().as_secs_f64();
             let rate = (t.connected - last.1) as f64 / (el - last.0).max(1e-3);
             last = (el, t.connected);
@@ -321,7 +334,7 @@ impl Ctx {
                 self.sample(t.open);
             }
             r.totals = t;
-            if t.connected + t.failed >= cfg.conns {
+            if t.connected + t.failed >= conns {
                 r.complete = true;
                 break;
             }
@@ -329,17 +342,22 @@ impl Ctx {
                 self.warnings.push(format!(
                     "ramp stopped at its deadline ({budget:.0} s) with {} of {} attempts finished",
                     group(t.connected + t.failed),
-                    group(cfg.conns)
+                    group(conns)
                 ));
                 break;
             }
         }
         r.elapsed_s = start.elapsed().as_secs_f64();
         if r.totals.connected == 0 {
-            let errors = fleet.collect().map(|c| c.errors).unwrap_or_default();
+            let mut errors = BTreeMap::new();
+            for f in fleets {
+                for (k, v) in f.collect().map(|c| c.errors).unwrap_or_default() {
+                    *errors.entry(k).or_insert(0u64) += v;
+                }
+            }
             return Err(format!(
                 "not one of {} connections to {} succeeded: {errors:?}",
-                group(cfg.conns),
+                group(conns),
                 cfg.url
             ));
         }
