@@ -23,9 +23,6 @@ use crate::runtime::ring::{Ring, RingSize};
 use crate::runtime::sys;
 use crate::shard::{Shard, Shared};
 
-/// Listen backlog (the kernel caps it at `net.core.somaxconn`).
-const BACKLOG: i32 = 4096;
-
 /// Why the node could not start or stopped in error.
 #[derive(Debug)]
 pub struct NodeError(pub String);
@@ -47,7 +44,11 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
             sys::nofile_limit().map(|(soft, _)| soft).unwrap_or(1024)
         }
     };
-    let plan = Plan::new(settings.shards, settings.max_connections, nofile);
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4096);
+    let plan = Plan::new(settings.shards, settings.max_connections, nofile, somaxconn);
 
     // Fail early, with a message an operator can act on, where io_uring is
     // unavailable (seccomp, sysctl) or too old.
@@ -60,7 +61,7 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
     probe.probe().map_err(|e| NodeError(e.to_string()))?;
     drop(probe);
 
-    let (listeners, bound) = bind_all(&settings)?;
+    let (listeners, bound) = bind_all(&settings, plan.backlog as i32)?;
     let shards = settings.shards;
     let mail =
         Mailboxes::new(shards).map_err(|e| NodeError(format!("cannot create eventfds: {e}")))?;
@@ -132,13 +133,16 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
 
 /// Binds one listener per shard per address. An address with port 0 gets
 /// its port from the first bind; the other shards bind that port.
-fn bind_all(settings: &Settings) -> Result<(Vec<Vec<OwnedFd>>, Vec<SocketAddr>), NodeError> {
+fn bind_all(
+    settings: &Settings,
+    backlog: i32,
+) -> Result<(Vec<Vec<OwnedFd>>, Vec<SocketAddr>), NodeError> {
     let mut per_shard: Vec<Vec<OwnedFd>> = (0..settings.shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for &addr in &settings.listen {
         let mut actual = addr;
         for (i, fds) in per_shard.iter_mut().enumerate() {
-            let fd = sys::reuseport_listener(actual, BACKLOG)
+            let fd = sys::reuseport_listener(actual, backlog)
                 .map_err(|e| NodeError(format!("cannot listen on {actual}: {e}")))?;
             if i == 0 {
                 actual = sys::local_addr(fd.as_raw_fd()).map_err(|e| {

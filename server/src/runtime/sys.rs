@@ -167,6 +167,26 @@ fn sockaddr(addr: SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// Connections waiting in a listening socket's accept queue
+/// (`tcpi_unacked` of `TCP_INFO`, which holds the queue length for a socket
+/// in the LISTEN state).
+pub fn listen_queue_len(fd: RawFd) -> io::Result<u32> {
+    // SAFETY: all-zero is a valid tcp_info for the kernel to overwrite.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: `info` and `len` describe a writable buffer of that size.
+    cvt(unsafe {
+        libc::getsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&raw mut info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(info.tcpi_unacked)
+}
+
 /// A non-blocking eventfd: the doorbell each shard sleeps on.
 pub fn eventfd() -> io::Result<OwnedFd> {
     // SAFETY: plain eventfd(2) call; the result is checked.

@@ -86,6 +86,12 @@ pub struct Shard {
     listeners: Vec<OwnedFd>,
     /// The ring whose accepts are armed.
     accept_ring: Option<usize>,
+    /// Connections accepted per listener since the last housekeeping, to
+    /// detect a listener whose queue fills while nothing is accepted.
+    accepted: Vec<u64>,
+    /// When an accept failure was last logged (failures are rate-limited).
+    accept_warned: Option<Instant>,
+    accept_failures_unlogged: u64,
     started: Instant,
     pub(crate) now: Instant,
     pub(crate) tick: u32,
@@ -160,8 +166,11 @@ impl Shard {
             io,
             hub,
             wheel: TimerWheel::new(),
+            accepted: vec![0; listeners.len()],
             listeners,
             accept_ring: None,
+            accept_warned: None,
+            accept_failures_unlogged: 0,
             started: now,
             now,
             tick: 0,
@@ -316,6 +325,7 @@ impl Shard {
 
     fn housekeeping(&mut self) {
         self.last_housekeeping = self.now;
+        self.check_listeners();
         self.hub.expire(self.now);
         let stats = self.hub.stats();
         let m = self.metrics();
@@ -324,6 +334,62 @@ impl Shard {
     }
 
     // ---- accepting ---------------------------------------------------------
+
+    /// Self-check, once a second: a listener with connections waiting in its
+    /// queue that accepted none since the last check has lost its armed
+    /// accept somehow. Log it (with what we know) and re-arm, so a stall
+    /// lasts a second at most instead of until the clients give up.
+    fn check_listeners(&mut self) {
+        let accepted = std::mem::replace(&mut self.accepted, vec![0; self.listeners.len()]);
+        let Some(r) = self.accept_ring else {
+            return;
+        };
+        if self.drain_deadline.is_some() {
+            return;
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let waiting = crate::runtime::sys::listen_queue_len(l.as_raw_fd()).unwrap_or(0);
+            if waiting > 0 && accepted[i] == 0 {
+                tracing::warn!(
+                    shard = self.id,
+                    listener = i,
+                    ring = r,
+                    waiting,
+                    "{waiting} connections waiting on a listener that accepted none for a second; re-arming its accept"
+                );
+                let cr = &mut self.io.rings[r];
+                cr.ring.cancel_accept(i as u32);
+                cr.ring.accept_multi(l.as_raw_fd(), i as u32);
+            }
+        }
+    }
+
+    /// Logs accept failures: the first at once, then at most one line per
+    /// ten seconds with the count of those not logged.
+    fn accept_failed(&mut self, errno: i32) {
+        ShardMetrics::add(&self.metrics().accept_errors, 1);
+        let recent = self
+            .accept_warned
+            .is_some_and(|t| self.now.duration_since(t) < Duration::from_secs(10));
+        if recent {
+            self.accept_failures_unlogged += 1;
+            return;
+        }
+        let err = std::io::Error::from_raw_os_error(errno);
+        let hint = match errno {
+            libc::ENFILE => " (the ring's socket table is full; the kernel dropped the connection)",
+            libc::EMFILE => " (out of file descriptors)",
+            libc::ENOMEM | libc::ENOBUFS => " (out of kernel memory)",
+            _ => "",
+        };
+        tracing::warn!(
+            shard = self.id,
+            unlogged = self.accept_failures_unlogged,
+            "accept failed: {err}{hint}"
+        );
+        self.accept_warned = Some(self.now);
+        self.accept_failures_unlogged = 0;
+    }
 
     /// Arms accepts on ring `r` and cancels them on the ring that had them.
     fn move_accepting(&mut self, r: usize) {
@@ -432,7 +498,11 @@ impl Shard {
     }
 
     fn on_accept(&mut self, r: usize, c: Completion) {
+        let listener = c.user_data.index() as usize;
         if c.result >= 0 {
+            if let Some(n) = self.accepted.get_mut(listener) {
+                *n += 1;
+            }
             let key = self.io.install(r, c.result as u32, self.tick);
             let m = self.metrics();
             ShardMetrics::add(&m.accepts, 1);
@@ -445,21 +515,20 @@ impl Shard {
         } else {
             let errno = -c.result;
             if errno != libc::ECANCELED {
-                ShardMetrics::add(&self.metrics().accept_errors, 1);
-                tracing::debug!(
-                    shard = self.id,
-                    "accept failed: {}",
-                    std::io::Error::from_raw_os_error(errno)
-                );
+                self.accept_failed(errno);
             }
             if errno == libc::ENFILE && self.accept_ring == Some(r) {
                 self.rotate_accepting();
             }
         }
-        // A multishot accept ends on errors and cancellation; re-arm it
-        // unless it was ours to cancel.
-        if !c.more() && self.accept_ring == Some(r) && self.io.rings[r].accepting {
-            let listener = c.user_data.index() as usize;
+        // A multishot accept ends on errors, on a full completion queue and
+        // on cancellation; re-arm it unless we cancelled it (rotation and the
+        // listener self-check arm their own).
+        if !c.more()
+            && c.result != -libc::ECANCELED
+            && self.accept_ring == Some(r)
+            && self.io.rings[r].accepting
+        {
             if let Some(l) = self.listeners.get(listener) {
                 self.io.rings[r]
                     .ring
