@@ -72,6 +72,70 @@ async fn publish_answers_ids_and_keeps_the_connection() {
     assert_eq!(body, "ok\n");
 }
 
+/// Pipelined publishes to channels owned by different shards overlap (each
+/// is forwarded to its owner at once) and are answered in request order;
+/// a request behind them waits its turn.
+#[tokio::test]
+async fn pipelined_publishes_are_answered_in_order() {
+    let server = Server::start(&[]);
+    let mut c = RawWs::tcp(server.addr).await;
+    let channels = ["pa", "pb", "pc", "pd"];
+    let mut wire = Vec::new();
+    const N: usize = 3000;
+    for i in 0..N {
+        let ch = channels[i % channels.len()];
+        let body = format!("{i}");
+        wire.extend_from_slice(
+            format!("POST /pub/{ch} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                .as_bytes(),
+        );
+    }
+    wire.extend_from_slice(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let writer = tokio::spawn(async move {
+        c.send_raw(&wire).await;
+        c
+    });
+    let mut c = writer.await.unwrap();
+    let mut last_seq = std::collections::HashMap::new();
+    for i in 0..N {
+        let (head, body) = c.read_response().await;
+        assert!(head.starts_with("HTTP/1.1 200 OK"), "{i}: {head}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let seq: u64 = v["id"]
+            .as_str()
+            .unwrap()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let ch = channels[i % channels.len()];
+        if let Some(prev) = last_seq.insert(ch, seq) {
+            assert_eq!(seq, prev + 1, "answer {i} out of order for {ch}");
+        }
+    }
+    let (head, body) = c.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 200 OK"));
+    assert_eq!(
+        body, "ok\n",
+        "the health check is answered after every publish"
+    );
+    // Both shards owned some of the channels, so answers waited on the
+    // other shard for part of the stream.
+    assert!(
+        server
+            .metric("ringcast_messages_published_total", "shard=\"0\"")
+            .await
+            > 0
+    );
+    assert!(
+        server
+            .metric("ringcast_messages_published_total", "shard=\"1\"")
+            .await
+            > 0
+    );
+}
+
 #[tokio::test]
 async fn batch_publish_answers_ids_in_order() {
     let server = Server::start(&[]);

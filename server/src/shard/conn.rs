@@ -62,8 +62,6 @@ pub enum Phase {
     Http,
     /// Reading the body of a `POST /pub`.
     Body,
-    /// Waiting for owner shards to assign ids to a publish.
-    Publishing,
     /// A WebSocket subscribed to one channel (`/ws/{channel}`).
     WsSub,
     /// The WebSocket echo endpoint.
@@ -94,7 +92,7 @@ impl Phase {
     pub fn transport(self) -> Option<crate::metrics::Transport> {
         use crate::metrics::Transport;
         match self {
-            Phase::Http | Phase::Body | Phase::Publishing => Some(Transport::Http),
+            Phase::Http | Phase::Body => Some(Transport::Http),
             Phase::WsSub => Some(Transport::WebSocket),
             Phase::WsEcho => Some(Transport::Echo),
             Phase::WsMux => Some(Transport::Multiplexed),
@@ -245,6 +243,8 @@ pub struct PendingPublish {
     pub outstanding: u32,
     /// Answer with `{"ids": [...]}` rather than `{"id": ...}`.
     pub batch: bool,
+    /// The request asked to keep the connection open.
+    pub keep_alive: bool,
 }
 
 /// State of a busy connection.
@@ -258,8 +258,9 @@ pub struct ConnExt {
     pub assembler: Assembler,
     /// A body being read.
     pub body: Option<Body>,
-    /// A publish waiting for ids.
-    pub publish: Option<PendingPublish>,
+    /// Publishes waiting for ids, in request order; answered in that order
+    /// as their ids arrive (pipelined publishes overlap).
+    pub publishes: VecDeque<PendingPublish>,
 }
 
 impl ConnExt {
@@ -268,7 +269,7 @@ impl ConnExt {
             && self.decoder.is_none()
             && self.assembler.is_empty()
             && self.body.is_none()
-            && self.publish.is_none()
+            && self.publishes.is_empty()
     }
 }
 

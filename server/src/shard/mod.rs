@@ -640,7 +640,7 @@ impl Shard {
                     self.on_ws_input(key, &mut buf[pos..])
                 }
                 // Pipelined bytes wait until the publish or poll is answered.
-                Phase::Publishing | Phase::Poll => Step::Wait(0),
+                Phase::Poll => Step::Wait(0),
                 // An event stream's client has nothing more to say.
                 Phase::Sse | Phase::Draining | Phase::Free => Step::Discard,
             };
@@ -911,7 +911,7 @@ impl Shard {
                 }
             }
             Phase::Closing | Phase::Draining => self.close_now(key),
-            Phase::Publishing | Phase::Free => {}
+            Phase::Free => {}
         }
     }
 
@@ -1077,8 +1077,7 @@ impl Shard {
             .io
             .conn_mut(key)
             .and_then(|c| c.ext.as_mut())
-            .and_then(|e| e.publish.as_mut())
-            .filter(|p| p.token == reply.token)
+            .and_then(|e| e.publishes.iter_mut().find(|p| p.token == reply.token))
         else {
             return;
         };
@@ -1088,9 +1087,7 @@ impl Shard {
             }
         }
         pending.outstanding -= 1;
-        if pending.outstanding == 0 {
-            self.answer_publish(key);
-        }
+        self.answer_publishes(key);
     }
 
     // ---- shutdown ----------------------------------------------------------

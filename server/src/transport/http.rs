@@ -25,6 +25,14 @@ use crate::shard::{Shard, Shared, Step};
 impl Shard {
     /// Bytes arriving while the connection waits for a request head.
     pub(crate) fn on_http_input(&mut self, key: ConnKey, buf: &mut [u8]) -> Step {
+        // After a request that asked to close, nothing more is read.
+        if self
+            .io
+            .conn(key)
+            .is_some_and(|c| c.has(flags::SERVED) && !c.has(flags::KEEP_ALIVE))
+        {
+            return Step::Discard;
+        }
         let limits = Limits {
             max_head_bytes: self.settings().max_head_size,
             ..Limits::default()
@@ -43,6 +51,21 @@ impl Shard {
                 Step::Discard
             }
             Ok(Status::Complete((head, used))) => {
+                // Requests behind unanswered publishes wait, so answers stay
+                // in request order; more publishes may go ahead, up to a cap.
+                let pending = self
+                    .io
+                    .conn(key)
+                    .and_then(|c| c.ext.as_ref())
+                    .map_or(0, |e| e.publishes.len());
+                let is_publish = head.method == Method::Post
+                    && (head.path == "/pub" || head.path.starts_with("/pub/"));
+                if pending > 0
+                    && (!is_publish
+                        || pending >= crate::transport::publish::MAX_PIPELINED_PUBLISHES)
+                {
+                    return Step::Wait(0);
+                }
                 let keep_alive = head.keep_alive() && self.drain_deadline().is_none();
                 if let Some(conn) = self.io.conn_mut(key) {
                     conn.flags &= !(flags::KEEP_ALIVE | flags::HEAD);
@@ -151,10 +174,28 @@ impl Shard {
         extra: &[(&str, &str)],
         no_store: bool,
     ) {
+        let Some(keep_alive) = self.io.conn(key).map(|c| c.has(flags::KEEP_ALIVE)) else {
+            return;
+        };
+        self.respond_as(key, status, content_type, body, extra, no_store, keep_alive);
+    }
+
+    /// [`Shard::respond_with`] for a request other than the current one (a
+    /// pipelined publish answered later), whose keep-alive is given.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn respond_as(
+        &mut self,
+        key: ConnKey,
+        status: StatusCode,
+        content_type: &str,
+        body: &[u8],
+        extra: &[(&str, &str)],
+        no_store: bool,
+        keep_alive: bool,
+    ) {
         let Some(conn) = self.io.conn(key) else {
             return;
         };
-        let keep_alive = conn.has(flags::KEEP_ALIVE);
         let head_only = conn.has(flags::HEAD);
         let mut out = BytesMut::with_capacity(160 + body.len());
         let mut h = ResponseHead::new(&mut out, status);
@@ -216,12 +257,19 @@ impl Shard {
     }
 
     fn after_response(&mut self, key: ConnKey, keep_alive: bool) {
-        if keep_alive {
-            self.set_phase(key, Phase::Http);
+        if !keep_alive {
+            self.close_after_flush(key);
+            return;
+        }
+        // The phase is left alone: a pipelined request may already be in
+        // progress. A connection with nothing in progress gets the idle
+        // timeout.
+        let idle = self.io.conn(key).is_some_and(|c| {
+            c.phase == Phase::Http && c.ext.as_ref().is_none_or(|e| e.publishes.is_empty())
+        });
+        if idle {
             let deadline = self.tick + Shared::ticks(self.settings().idle_timeout);
             self.set_deadline(key, deadline);
-        } else {
-            self.close_after_flush(key);
         }
     }
 

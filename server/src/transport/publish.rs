@@ -12,8 +12,11 @@
 //!
 //! The answer goes out as soon as every message has its id — assigned by
 //! the channels' owner shards, usually in microseconds — never after the
-//! fan-out. The connection stays open for the next request (pipelining
-//! included). Bodies may use `Content-Length` or chunked encoding;
+//! fan-out. The connection stays open for the next request. Pipelined
+//! publishes overlap: each is forwarded to its owner as soon as its body is
+//! read, and the answers go out in request order as the ids arrive (up to
+//! [`MAX_PIPELINED_PUBLISHES`] outstanding per connection). Any other
+//! request waits until the publishes before it are answered. Bodies may use `Content-Length` or chunked encoding;
 //! `Expect: 100-continue` is honoured.
 //!
 //! Errors: a body over `--max-message-size` (one message) or
@@ -32,7 +35,7 @@ use codec::ws::DataKind;
 use crate::hub::mail::{Mail, PublishItem, ReplyTo};
 use crate::hub::ChannelName;
 use crate::metrics::Refusal;
-use crate::shard::conn::{Body, BodyFraming, ConnKey, PendingPublish, Phase, PublishTarget};
+use crate::shard::conn::{flags, Body, BodyFraming, ConnKey, PendingPublish, Phase, PublishTarget};
 use crate::shard::{Shard, Shared, Step};
 
 impl Shard {
@@ -308,49 +311,75 @@ impl Shard {
                 self.mail_to(owner, Mail::Publish { reply, items });
             }
         }
-        self.set_phase(key, Phase::Publishing);
+        // The connection goes on reading: a pipelined publish behind this
+        // one is forwarded at once, and answers go out in request order.
+        self.set_phase(key, Phase::Http);
         let Some(conn) = self.io.conn_mut(key) else {
             return;
         };
+        let keep_alive = conn.has(flags::KEEP_ALIVE);
         conn.deadline = 0;
-        conn.ext().publish = Some(PendingPublish {
+        conn.ext().publishes.push_back(PendingPublish {
             token,
             ids,
             outstanding,
             batch,
+            keep_alive,
         });
-        if outstanding == 0 {
-            self.answer_publish(key);
-        }
+        self.answer_publishes(key);
     }
 
-    /// Every id is known: answer, then continue with pipelined requests.
-    pub(crate) fn answer_publish(&mut self, key: ConnKey) {
-        let Some(pending) = self
+    /// Answers the publishes at the head of the connection's queue whose
+    /// ids are all known, in request order; once none is left, continues
+    /// with requests that waited behind them.
+    pub(crate) fn answer_publishes(&mut self, key: ConnKey) {
+        while let Some(pending) = self
             .io
             .conn_mut(key)
             .and_then(|c| c.ext.as_mut())
-            .and_then(|e| e.publish.take())
-        else {
-            return;
-        };
-        let ids: Vec<String> = pending
-            .ids
-            .iter()
-            .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
-            .collect();
-        let body = if pending.batch {
-            serde_json::json!({ "ids": ids })
-        } else {
-            serde_json::json!({ "id": ids.first().cloned().unwrap_or_default() })
-        };
-        let mut text = serde_json::to_vec(&body).expect("JSON values serialize");
-        text.push(b'\n');
-        self.set_phase(key, Phase::Http);
-        self.respond(key, StatusCode::OK, "application/json", &text, &[]);
-        self.resume_input(key);
+            .and_then(|e| {
+                let ready = e.publishes.front().is_some_and(|p| p.outstanding == 0);
+                ready.then(|| e.publishes.pop_front()).flatten()
+            })
+        {
+            let ids: Vec<String> = pending
+                .ids
+                .iter()
+                .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
+                .collect();
+            let body = if pending.batch {
+                serde_json::json!({ "ids": ids })
+            } else {
+                serde_json::json!({ "id": ids.first().cloned().unwrap_or_default() })
+            };
+            let mut text = serde_json::to_vec(&body).expect("JSON values serialize");
+            text.push(b'\n');
+            self.respond_as(
+                key,
+                StatusCode::OK,
+                "application/json",
+                &text,
+                &[],
+                true,
+                pending.keep_alive,
+            );
+            if !pending.keep_alive {
+                return;
+            }
+        }
+        let idle = self
+            .io
+            .conn(key)
+            .is_some_and(|c| c.ext.as_ref().is_none_or(|e| e.publishes.is_empty()));
+        if idle {
+            self.resume_input(key);
+        }
     }
 }
+
+/// Most publishes one connection may have waiting for ids; beyond it the
+/// connection stops reading until answers go out (TCP pushes back).
+pub const MAX_PIPELINED_PUBLISHES: usize = 1024;
 
 /// Why a batch was refused.
 #[derive(Debug, PartialEq, Eq)]
