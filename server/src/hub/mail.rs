@@ -13,6 +13,15 @@
 //! store `parked` → check queues) guarantees that one of the two sides sees
 //! the other, so no mail waits for a timeout. A busy shard costs its senders
 //! no system call at all.
+//!
+//! Why an eventfd and not `IORING_OP_MSG_RING` into the target's ring
+//! (measured on the reference host, 2026-11-22): in isolation `MSG_RING`
+//! wakes a sleeping ring faster (ping-pong round trip 32 µs against 74 µs,
+//! `cargo run --release -p ringcast --example wakeup`) but costs the sender
+//! more (464 against 215 ns per wake-up); end to end, 10,000 subscribers on
+//! 100 channels at 100 publishes/s, `MSG_RING` wake-ups gave 2 % lower
+//! delivery latency (p50 1.026 against 1.045 ms) for 30 % more server CPU
+//! per delivery (8.9 against 6.85 ms per 1,000), so the eventfd stays.
 
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{fence, AtomicBool, Ordering};
