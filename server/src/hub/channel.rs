@@ -44,6 +44,13 @@ impl ChannelName {
         Ok(ChannelName(Arc::from(name)))
     }
 
+    /// A channel named in a URL path segment: percent-decoded, then
+    /// validated. The error is the reason to answer with.
+    pub fn from_path(segment: &str) -> Result<ChannelName, String> {
+        let name = codec::http::query::percent_decode(segment).map_err(|e| e.to_string())?;
+        ChannelName::new(&name).map_err(|e| e.to_string())
+    }
+
     /// The name.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -1002,10 +1002,20 @@ impl Shard {
     ) -> crate::hub::MsgId {
         let (msg, interested) = self.hub.publish(channel, kind, payload, self.now);
         ShardMetrics::add(&self.io.metrics.published, 1);
+        self.fan_out(&msg, interested)
+    }
+
+    /// Sends a message this shard owns to every interested shard (one item
+    /// each) and delivers it to the local subscribers; returns its id.
+    fn fan_out(
+        &mut self,
+        msg: &Arc<crate::hub::Message>,
+        interested: crate::hub::ShardSet,
+    ) -> crate::hub::MsgId {
         for shard in interested.iter() {
             self.mail_to(shard, Mail::Deliver(msg.clone()));
         }
-        self.deliver(&msg, true);
+        self.deliver(msg, true);
         msg.id
     }
 
@@ -1023,11 +1033,7 @@ impl Shard {
             crate::hub::Event::Ephemeral,
             self.now,
         );
-        for shard in interested.iter() {
-            self.mail_to(shard, Mail::Deliver(msg.clone()));
-        }
-        self.deliver(&msg, true);
-        msg.id
+        self.fan_out(&msg, interested)
     }
 
     /// On the owner: a client joined; tell the channel's multiplexed
@@ -1061,10 +1067,7 @@ impl Shard {
             event,
             self.now,
         );
-        for shard in interested.iter() {
-            self.mail_to(shard, Mail::Deliver(msg.clone()));
-        }
-        self.deliver(&msg, true);
+        self.fan_out(&msg, interested);
     }
 
     fn on_published(&mut self, reply: ReplyTo, ids: Vec<(u32, crate::hub::MsgId)>) {

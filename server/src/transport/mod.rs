@@ -9,6 +9,23 @@
 //!
 //! Fan-out to all of them is in `shard::deliver`.
 
+use codec::http::RequestHead;
+
+use crate::hub::MsgId;
+
+/// The `since` query parameter: `Ok(None)` when absent; the error is the
+/// reason to answer with.
+pub(crate) fn since_param(head: &RequestHead<'_>) -> Result<Option<MsgId>, String> {
+    match head.query_param("since") {
+        Ok(None) => Ok(None),
+        Ok(Some(s)) => s
+            .parse::<MsgId>()
+            .map(Some)
+            .map_err(|e| format!("invalid since: {e}")),
+        Err(e) => Err(format!("invalid since: {e}")),
+    }
+}
+
 pub mod http;
 pub mod mux;
 pub mod poll;

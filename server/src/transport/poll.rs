@@ -70,10 +70,7 @@ impl Shard {
                 "poll with GET",
             );
         }
-        let channel = match codec::http::query::percent_decode(raw_channel)
-            .map_err(|e| e.to_string())
-            .and_then(|n| ChannelName::new(&n).map_err(|e| e.to_string()))
-        {
+        let channel = match ChannelName::from_path(raw_channel) {
             Ok(c) => c,
             Err(reason) => {
                 return self.refuse(key, Refusal::BadChannel, StatusCode::BAD_REQUEST, &reason)
@@ -103,26 +100,10 @@ impl Shard {
             }
         };
         let inm = if_none_match(head);
-        let since = match head.query_param("since") {
-            Ok(None) => inm,
-            Ok(Some(s)) => match s.parse::<MsgId>() {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    return self.refuse(
-                        key,
-                        Refusal::BadSince,
-                        StatusCode::BAD_REQUEST,
-                        &format!("invalid since: {e}"),
-                    )
-                }
-            },
-            Err(e) => {
-                return self.refuse(
-                    key,
-                    Refusal::BadSince,
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid since: {e}"),
-                )
+        let since = match super::since_param(head) {
+            Ok(since) => since.or(inm),
+            Err(reason) => {
+                return self.refuse(key, Refusal::BadSince, StatusCode::BAD_REQUEST, &reason)
             }
         };
         let short = timeout.is_zero();

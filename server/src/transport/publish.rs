@@ -27,8 +27,7 @@
 use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use codec::http::{
-    query, BodyFraming as HttpFraming, ChunkedDecoder, ChunkedEvent, Method, RequestHead,
-    StatusCode,
+    BodyFraming as HttpFraming, ChunkedDecoder, ChunkedEvent, Method, RequestHead, StatusCode,
 };
 use codec::ws::DataKind;
 
@@ -62,10 +61,7 @@ impl Shard {
         let target = match head.path.strip_prefix("/pub/") {
             None => PublishTarget::Batch(None),
             Some(raw) => {
-                let channel = match query::percent_decode(raw)
-                    .map_err(|e| e.to_string())
-                    .and_then(|n| ChannelName::new(&n).map_err(|e| e.to_string()))
-                {
+                let channel = match ChannelName::from_path(raw) {
                     Ok(c) => c,
                     Err(reason) => {
                         return self.refuse(

@@ -30,7 +30,7 @@
 //! is answered with its own code, then the server closes TCP.
 
 use bytes::{Bytes, BytesMut};
-use codec::http::{query, RequestHead, StatusCode};
+use codec::http::{RequestHead, StatusCode};
 use codec::ws::{
     encode, handshake, CloseHandshake, Frame, FrameDecoder, PeerClosed, ProtocolError,
 };
@@ -50,10 +50,7 @@ impl Shard {
         head: &RequestHead<'_>,
         raw_channel: &str,
     ) {
-        let channel = match query::percent_decode(raw_channel)
-            .map_err(|e| e.to_string())
-            .and_then(|name| ChannelName::new(&name).map_err(|e| e.to_string()))
-        {
+        let channel = match ChannelName::from_path(raw_channel) {
             Ok(c) => c,
             Err(reason) => {
                 return self.refuse(key, Refusal::BadChannel, StatusCode::BAD_REQUEST, &reason)
@@ -72,18 +69,10 @@ impl Shard {
                 )
             }
         };
-        let since = match head.query_param("since") {
-            Ok(None) => None,
-            Ok(Some(s)) => match s.parse::<MsgId>() {
-                Ok(id) => Some(id),
-                Err(e) => {
-                    let reason = format!("invalid since: {e}");
-                    return self.refuse(key, Refusal::BadSince, StatusCode::BAD_REQUEST, &reason);
-                }
-            },
-            Err(e) => {
-                let reason = format!("invalid since: {e}");
-                return self.refuse(key, Refusal::BadSince, StatusCode::BAD_REQUEST, &reason);
+        let since = match super::since_param(head) {
+            Ok(since) => since,
+            Err(reason) => {
+                return self.refuse(key, Refusal::BadSince, StatusCode::BAD_REQUEST, &reason)
             }
         };
         if !self.accept_upgrade(key, head) {
