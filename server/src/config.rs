@@ -139,11 +139,12 @@ pub struct Cli {
     pub no_echo: bool,
 
     /// Receive buffers per ring (a power of two); shared by all of the
-    /// ring's connections. [default: 256]
+    /// ring's connections. Many small buffers suit what idle connections
+    /// receive (pongs, short requests) best. [default: 1024]
     #[arg(long, env = "RINGCAST_RECV_BUFFERS", value_name = "N")]
     pub recv_buffers: Option<u16>,
 
-    /// Size of each receive buffer. [default: 2KiB]
+    /// Size of each receive buffer. [default: 512B]
     #[arg(long, env = "RINGCAST_RECV_BUFFER_SIZE", value_parser = parse_size, value_name = "SIZE")]
     pub recv_buffer_size: Option<u64>,
 
@@ -372,11 +373,11 @@ impl Settings {
                 .unwrap_or(256),
             client_publish: cli.client_publish || file.client_publish.unwrap_or(false),
             echo: !(cli.no_echo || file.no_echo.unwrap_or(false)),
-            recv_buffers: cli.recv_buffers.or(file.recv_buffers).unwrap_or(256),
+            recv_buffers: cli.recv_buffers.or(file.recv_buffers).unwrap_or(1024),
             recv_buffer_size: cli
                 .recv_buffer_size
                 .or(file_size(file.recv_buffer_size, "recv-buffer-size")?)
-                .unwrap_or(2048) as u32,
+                .unwrap_or(512) as u32,
             log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
         };
         s.check()?;
