@@ -6,6 +6,8 @@
 //! extensions are skipped but bounded, trailer fields are skipped but
 //! bounded, so a peer cannot make the decoder buffer or loop without limit.
 
+use super::query::hex_value;
+
 /// The longest chunk-size line (size, extensions) accepted.
 const MAX_SIZE_LINE: u16 = 1024;
 /// The most trailer bytes accepted after the last chunk.
@@ -137,7 +139,7 @@ impl ChunkedDecoder {
         match self.state {
             State::SizeStart | State::Size => {
                 self.count_line(MAX_SIZE_LINE, ChunkedError::SizeLineTooLong)?;
-                match (hex_digit(b), self.state) {
+                match (hex_value(b), self.state) {
                     (Some(d), _) => {
                         self.remaining = self
                             .remaining
@@ -222,15 +224,6 @@ fn expect(b: u8, want: u8) -> Result<(), ChunkedError> {
         Ok(())
     } else {
         Err(ChunkedError::ExpectedCrlf)
-    }
-}
-
-fn hex_digit(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 

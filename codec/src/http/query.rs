@@ -64,7 +64,8 @@ fn decode(s: &str, plus_is_space: bool) -> Result<Cow<'_, str>, DecodeError> {
         .map_err(|_| DecodeError::NotUtf8)
 }
 
-fn hex_value(b: u8) -> Option<u8> {
+/// The value of an ASCII hex digit (shared with the chunked decoder).
+pub(crate) fn hex_value(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
         b'a'..=b'f' => Some(b - b'a' + 10),
