@@ -18,12 +18,17 @@ fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
 
 /// The soft and hard `RLIMIT_NOFILE` of this process.
 pub fn nofile_limit() -> io::Result<(u64, u64)> {
+    getrlimit(libc::RLIMIT_NOFILE)
+}
+
+/// The soft and hard limit of `resource`.
+fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
     let mut lim = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: `lim` is a valid, writable rlimit for the kernel to fill.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    cvt(unsafe { libc::getrlimit(resource, &mut lim) })?;
     Ok((lim.rlim_cur, lim.rlim_max))
 }
 
@@ -46,13 +51,7 @@ pub fn raise_nofile_to_hard() -> io::Result<u64> {
 /// `RLIMIT_MEMLOCK` (soft), which io_uring charges ring memory against when
 /// the process lacks `CAP_IPC_LOCK`.
 pub fn memlock_limit() -> io::Result<u64> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: as in `nofile_limit`.
-    cvt(unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut lim) })?;
-    Ok(lim.rlim_cur)
+    getrlimit(libc::RLIMIT_MEMLOCK).map(|(soft, _)| soft)
 }
 
 /// The number of CPUs this process may run on.

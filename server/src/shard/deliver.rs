@@ -6,7 +6,8 @@
 //! of a multi-channel SSE event — and every subscriber's queue gets a
 //! reference to the same bytes. Only two formats need per-connection work:
 //! a multi-channel SSE stream's id line (its composite cursor) and a held
-//! long poll, which is answered and then leaves the channel.
+//! long poll's response head (its body is shared too); the poll then leaves
+//! the channel.
 
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ use super::Shard;
 use crate::hub::{Format, Message, Replay};
 use crate::metrics::ShardMetrics;
 use crate::shard::io::Queued;
-use crate::transport::{mux, sse, ws};
+use crate::transport::{mux, poll, sse, ws};
 
 /// Encodings of one message, made on first use.
 #[derive(Default)]
@@ -26,6 +27,7 @@ struct Encoded {
     json: Option<Bytes>,
     sse: Option<Bytes>,
     sse_body: Option<Bytes>,
+    poll_body: Option<Bytes>,
 }
 
 impl Shard {
@@ -88,7 +90,13 @@ impl Shard {
                         .clone();
                     self.sse_multi_deliver(key, msg, body);
                 }
-                _ => self.poll_deliver(key, msg),
+                _ => {
+                    let body = enc
+                        .poll_body
+                        .get_or_insert_with(|| poll::single_message_body(msg))
+                        .clone();
+                    self.poll_deliver(key, msg, &body);
+                }
             }
         }
         for key in overflow {

@@ -108,6 +108,8 @@ pub struct Shard {
     wake_armed: bool,
     /// Set once shutdown began: when to give up waiting.
     drain_deadline: Option<Instant>,
+    /// The drain timeout passed and the remaining connections were closed.
+    drain_forced: bool,
     last_housekeeping: Instant,
     pub(crate) next_token: u32,
     pub(crate) decoder: codec::ws::DecoderConfig,
@@ -181,6 +183,7 @@ impl Shard {
             wake_buf: Box::leak(Box::new(0)),
             wake_armed: false,
             drain_deadline: None,
+            drain_forced: false,
             last_housekeeping: now,
             next_token: 1,
             decoder,
@@ -561,7 +564,7 @@ impl Shard {
             }
         } else if c.result == 0 {
             if alive {
-                self.on_peer_closed(key);
+                self.close_now(key); // the peer closed its end
             }
         } else if -c.result == libc::ENOBUFS {
             ShardMetrics::add(&self.metrics().recv_nobufs, 1);
@@ -773,11 +776,6 @@ impl Shard {
         // `set_phase(Free)` made the connection invisible to `conn()`;
         // release the slot by generation.
         self.io.release_slot(key);
-    }
-
-    /// The peer closed its end.
-    fn on_peer_closed(&mut self, key: ConnKey) {
-        self.close_now(key);
     }
 
     /// Sends what is queued, then closes (within the close timeout).
@@ -1128,14 +1126,17 @@ impl Shard {
                 d
             }
         };
-        if self.now >= deadline {
+        if self.now >= deadline && !self.drain_forced {
+            // Past the drain timeout: drop whatever is still open, once.
+            self.drain_forced = true;
             for key in self.live_keys() {
                 self.close_now(key);
             }
         }
-        let open = self.live_keys().len();
-        let closing_sockets = self.io.used();
-        open == 0 && (closing_sockets == 0 || self.now >= deadline + Duration::from_secs(1))
+        // `used` counts every slot until its close completes, so it is zero
+        // only when nothing is open; after the forced close nothing is open
+        // either, and kernel closes get one more second.
+        self.io.used() == 0 || (self.drain_forced && self.now >= deadline + Duration::from_secs(1))
     }
 
     fn live_keys(&self) -> Vec<ConnKey> {

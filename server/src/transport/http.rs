@@ -160,28 +160,16 @@ impl Shard {
         body: &[u8],
         extra: &[(&str, &str)],
     ) {
-        self.respond_with(key, status, content_type, body, extra, true);
-    }
-
-    /// [`Shard::respond`], with `Cache-Control: no-store` only when
-    /// `no_store` (callers that set their own caching headers pass false).
-    pub(crate) fn respond_with(
-        &mut self,
-        key: ConnKey,
-        status: StatusCode,
-        content_type: &str,
-        body: &[u8],
-        extra: &[(&str, &str)],
-        no_store: bool,
-    ) {
         let Some(keep_alive) = self.io.conn(key).map(|c| c.has(flags::KEEP_ALIVE)) else {
             return;
         };
-        self.respond_as(key, status, content_type, body, extra, no_store, keep_alive);
+        self.respond_as(key, status, content_type, body, extra, true, keep_alive);
     }
 
-    /// [`Shard::respond_with`] for a request other than the current one (a
-    /// pipelined publish answered later), whose keep-alive is given.
+    /// Writes a complete response with the keep-alive of the request it
+    /// answers (which may not be the latest: a pipelined publish answered
+    /// later), with `Cache-Control: no-store` only when `no_store` (callers
+    /// that set their own caching headers pass false).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn respond_as(
         &mut self,

@@ -17,7 +17,6 @@
 //! connection stays open; after [`MAX_CONSECUTIVE_ERRORS`] invalid commands
 //! in a row it is closed with 1008.
 
-use base64::Engine;
 use bytes::Bytes;
 use codec::http::RequestHead;
 use codec::ws::{encode, CloseCode, DataKind};
@@ -72,17 +71,7 @@ pub fn message_frame(msg: &Message) -> Bytes {
         Event::Stored | Event::Ephemeral => {
             let id = msg.is_stored().then(|| msg.id.to_string());
             let mut v = json!({"type": "message", "ch": ch, "id": id});
-            match msg.kind {
-                DataKind::Text => {
-                    v["data"] = Value::String(String::from_utf8_lossy(&msg.payload).into_owned());
-                }
-                DataKind::Binary => {
-                    v["data"] = Value::String(
-                        base64::engine::general_purpose::STANDARD.encode(&msg.payload),
-                    );
-                    v["encoding"] = Value::String("base64".into());
-                }
-            }
+            super::set_payload(&mut v, msg);
             if !msg.is_stored() {
                 v["ephemeral"] = Value::Bool(true);
             }
@@ -92,7 +81,8 @@ pub fn message_frame(msg: &Message) -> Bytes {
     text_frame(&v)
 }
 
-fn text_frame(v: &Value) -> Bytes {
+/// A JSON value as one text frame.
+pub(crate) fn text_frame(v: &Value) -> Bytes {
     let text = serde_json::to_vec(v).expect("JSON values serialize");
     encode::message(DataKind::Text, &text)
 }
@@ -367,23 +357,8 @@ impl Shard {
             Some(Value::Bool(b)) => b,
             Some(_) => return Err(refused("bad_request", "ephemeral must be true or false")),
         };
-        let (kind, payload) = match (cmd.remove("data"), cmd.remove("data_base64")) {
-            (Some(Value::String(s)), None) => (DataKind::Text, Bytes::from(s.into_bytes())),
-            (Some(v), None) => (DataKind::Text, Bytes::from(v.to_string().into_bytes())),
-            (None, Some(Value::String(b))) => {
-                let raw = base64::engine::general_purpose::STANDARD
-                    .decode(b.as_bytes())
-                    .map_err(|e| {
-                        refused("bad_request", format!("data_base64 is not base64: {e}"))
-                    })?;
-                (DataKind::Binary, Bytes::from(raw))
-            }
-            (None, Some(_)) => return Err(refused("bad_request", "data_base64 must be a string")),
-            (Some(_), Some(_)) => {
-                return Err(refused("bad_request", "give data or data_base64, not both"))
-            }
-            (None, None) => return Err(refused("bad_request", "missing data")),
-        };
+        let (kind, payload) =
+            super::payload_of(cmd).map_err(|reason| refused("bad_request", reason))?;
         let max = self.settings().max_message_size;
         if payload.len() > max {
             return Err(refused(

@@ -26,9 +26,8 @@
 //! A message published between two polls is never lost: the next poll
 //! starts from the cursor.
 
-use base64::Engine;
+use bytes::Bytes;
 use codec::http::{Method, RequestHead, StatusCode};
-use codec::ws::DataKind;
 use serde_json::{json, Value};
 
 use crate::hub::{ChannelName, Format, Message, MsgId, Replay};
@@ -38,16 +37,20 @@ use crate::shard::{Shard, Shared};
 
 fn message_json(m: &Message) -> Value {
     let mut v = json!({"id": m.id.to_string(), "ch": m.channel.as_str()});
-    match m.kind {
-        DataKind::Text => {
-            v["data"] = Value::String(String::from_utf8_lossy(&m.payload).into_owned())
-        }
-        DataKind::Binary => {
-            v["data"] = Value::String(base64::engine::general_purpose::STANDARD.encode(&m.payload));
-            v["encoding"] = Value::String("base64".into());
-        }
-    }
+    super::set_payload(&mut v, m);
     v
+}
+
+/// The `200` body answering held polls with one message: the same for every
+/// poll of the channel, so a shard serializes it once per message.
+pub fn single_message_body(msg: &Message) -> Bytes {
+    body_bytes(&json!({"messages": [message_json(msg)], "next": msg.id.to_string()}))
+}
+
+fn body_bytes(v: &Value) -> Bytes {
+    let mut text = serde_json::to_vec(v).expect("JSON values serialize");
+    text.push(b'\n');
+    Bytes::from(text)
 }
 
 /// The cursor in an `If-None-Match` header: the first entity tag, quotes
@@ -148,8 +151,8 @@ impl Shard {
                 if inm {
                     self.poll_answer(key, StatusCode::NOT_MODIFIED, cursor, None);
                 } else {
-                    let body = json!({"messages": [], "next": cursor.to_string()});
-                    self.poll_answer(key, StatusCode::OK, cursor, Some(body));
+                    let body = body_bytes(&json!({"messages": [], "next": cursor.to_string()}));
+                    self.poll_answer(key, StatusCode::OK, cursor, Some(&body));
                 }
             } else {
                 // Hold: the next delivery answers it.
@@ -175,15 +178,14 @@ impl Shard {
                 "missed": reset.missed,
             });
         }
-        self.poll_answer(key, StatusCode::OK, next, Some(body));
+        self.poll_answer(key, StatusCode::OK, next, Some(&body_bytes(&body)));
     }
 
-    /// A message for a held poll.
-    pub(crate) fn poll_deliver(&mut self, key: ConnKey, msg: &Message) {
+    /// A message for a held poll; `body` is [`single_message_body`] of it.
+    pub(crate) fn poll_deliver(&mut self, key: ConnKey, msg: &Message, body: &[u8]) {
         if !msg.is_stored() || self.io.conn(key).is_none_or(|c| c.phase != Phase::Poll) {
             return;
         }
-        let body = json!({"messages": [message_json(msg)], "next": msg.id.to_string()});
         crate::metrics::ShardMetrics::add(&self.io.metrics.deliveries, 1);
         self.poll_answer(key, StatusCode::OK, msg.id, Some(body));
     }
@@ -218,20 +220,20 @@ impl Shard {
         key: ConnKey,
         status: StatusCode,
         cursor: MsgId,
-        body: Option<Value>,
+        body: Option<&[u8]>,
     ) {
+        let Some(keep_alive) = self.io.conn(key).map(|c| c.has(flags::KEEP_ALIVE)) else {
+            return;
+        };
         self.detach(key);
         self.set_phase(key, Phase::Http);
         let etag = format!("\"{cursor}\"");
         let extra = [("ETag", etag.as_str()), ("Cache-Control", "no-cache")];
-        match body {
-            Some(body) => {
-                let mut text = serde_json::to_vec(&body).expect("JSON values serialize");
-                text.push(b'\n');
-                self.respond_with(key, status, "application/json", &text, &extra, false);
-            }
-            None => self.respond_with(key, status, "", b"", &extra, false),
-        }
+        let (content_type, body) = match body {
+            Some(body) => ("application/json", body),
+            None => ("", &b""[..]),
+        };
+        self.respond_as(key, status, content_type, body, &extra, false, keep_alive);
         self.resume_input(key);
     }
 }

@@ -24,7 +24,6 @@
 //! text, or a malformed batch line → `400` naming the problem (and the
 //! line).
 
-use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use codec::http::{
     BodyFraming as HttpFraming, ChunkedDecoder, ChunkedEvent, Method, RequestHead, StatusCode,
@@ -412,25 +411,8 @@ pub fn parse_batch(
                     }
                     Some(_) => return Err(bad("channel must be a string")),
                 };
-                match (o.remove("data"), o.remove("data_base64")) {
-                    (Some(serde_json::Value::String(s)), None) => {
-                        (channel, DataKind::Text, Bytes::from(s.into_bytes()))
-                    }
-                    (Some(v), None) => (
-                        channel,
-                        DataKind::Text,
-                        Bytes::from(v.to_string().into_bytes()),
-                    ),
-                    (None, Some(serde_json::Value::String(b))) => {
-                        let raw = base64::engine::general_purpose::STANDARD
-                            .decode(b.as_bytes())
-                            .map_err(|e| bad(&format!("data_base64 is not base64: {e}")))?;
-                        (channel, DataKind::Binary, Bytes::from(raw))
-                    }
-                    (None, Some(_)) => return Err(bad("data_base64 must be a string")),
-                    (Some(_), Some(_)) => return Err(bad("give data or data_base64, not both")),
-                    (None, None) => return Err(bad("missing data")),
-                }
+                let (kind, payload) = super::payload_of(&mut o).map_err(|reason| bad(&reason))?;
+                (channel, kind, payload)
             }
             _ => return Err(bad("expected an object or a string")),
         };

@@ -23,7 +23,6 @@
 //!
 //! Resume comes from `Last-Event-ID` or `?since=` (same syntax).
 
-use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use codec::http::{query, Method, RequestHead, ResponseHead, StatusCode};
 use codec::sse::Event as SseEvent;
@@ -56,23 +55,13 @@ pub struct StreamChannel {
     pub seq: u64,
 }
 
-/// The text of a binary payload on an event stream.
-fn data_text(msg: &Message) -> std::borrow::Cow<'_, str> {
-    match msg.kind {
-        DataKind::Text => String::from_utf8_lossy(&msg.payload),
-        DataKind::Binary => base64::engine::general_purpose::STANDARD
-            .encode(&msg.payload)
-            .into(),
-    }
-}
-
 /// A message as an event of a one-channel stream.
 pub fn single_event(msg: &Message) -> Bytes {
     let id = msg.is_stored().then(|| msg.id.to_string());
     let event = SseEvent {
         id: id.as_deref(),
         event: (msg.kind == DataKind::Binary).then_some("binary"),
-        data: &data_text(msg),
+        data: &super::payload_text(msg),
         retry: None,
     };
     event
@@ -89,7 +78,7 @@ pub fn multi_event_body(msg: &Message) -> Bytes {
     let event = SseEvent {
         id: None,
         event: Some(&name),
-        data: &data_text(msg),
+        data: &super::payload_text(msg),
         retry: None,
     };
     event

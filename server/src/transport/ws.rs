@@ -289,6 +289,5 @@ pub fn reset_frame(channel: &ChannelName, reset: &Reset, epoch: Epoch) -> Bytes 
         "missed": reset.missed,
         "epoch": epoch.to_string(),
     });
-    let text = serde_json::to_vec(&v).expect("JSON values serialize");
-    encode::message(codec::ws::DataKind::Text, &text)
+    super::mux::text_frame(&v)
 }
