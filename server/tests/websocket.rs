@@ -105,6 +105,39 @@ async fn every_subscriber_on_every_shard_gets_every_message_in_order() {
     assert!(server.metric("ringcast_deliveries_total", "").await >= 4 * 4 * 21);
 }
 
+/// With RLIMIT_NOFILE at 1024 a ring holds 640 connections, so 1,500
+/// subscribers make each shard create more rings: accepting moves between
+/// rings, and completions on rings other than the home ring must wake the
+/// shard (through the eventfd registered on them).
+#[tokio::test]
+async fn subscribers_spread_over_several_rings_per_shard_get_every_message() {
+    let server = Server::start_with_nofile(&[], 1024);
+    assert!(
+        server.banner.contains("× 640 connections"),
+        "{}",
+        server.banner
+    );
+    let mut subs = Vec::new();
+    for _ in 0..1500 {
+        subs.push(subscribe(&server, "/ws/rings").await);
+    }
+    for shard in ["0", "1"] {
+        let rings = server
+            .metric("ringcast_rings", &format!("shard=\"{shard}\""))
+            .await;
+        assert!(rings >= 2, "shard {shard} has {rings} ring(s)");
+    }
+    for i in 0..3 {
+        publish(&server, "rings", "text/plain", format!("m{i}")).await;
+    }
+    for ws in &mut subs {
+        for i in 0..3 {
+            assert_eq!(next_data(ws).await, Message::text(format!("m{i}")));
+        }
+    }
+    assert_eq!(server.metric("ringcast_accept_errors_total", "").await, 0);
+}
+
 #[tokio::test]
 async fn json_format_carries_ids_and_base64_for_binary() {
     let server = Server::start(&[]);

@@ -25,7 +25,35 @@ pub struct Server {
 impl Server {
     /// Starts `ringcast --listen 127.0.0.1:0 --shards 2` plus `args`.
     pub fn start(args: &[&str]) -> Server {
+        Self::start_with(args, None)
+    }
+
+    /// Like [`Server::start`], with the server's `RLIMIT_NOFILE` (soft and
+    /// hard) set to `nofile`: each ring then holds fewer connections, so a
+    /// test can make shards create several rings.
+    pub fn start_with_nofile(args: &[&str], nofile: u64) -> Server {
+        Self::start_with(args, Some(nofile))
+    }
+
+    fn start_with(args: &[&str], nofile: Option<u64>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: runs in the forked child before exec; setrlimit is
+            // async-signal-safe and reads a local struct.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = libc::rlimit {
+                        rlim_cur: n,
+                        rlim_max: n,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         cmd.args(["--listen", "127.0.0.1:0", "--shards", "2"])
             .args(args)
             .env("RINGCAST_LOG", "debug")
