@@ -17,7 +17,7 @@
 //! Why an eventfd and not `IORING_OP_MSG_RING` into the target's ring
 //! (measured on the reference host, 2026-11-22): in isolation `MSG_RING`
 //! wakes a sleeping ring faster (ping-pong round trip 32 µs against 74 µs,
-//! `cargo run --release -p ringcast --example wakeup`) but costs the sender
+//! `cargo run --release -p ringcast-uring --example wakeup`) but costs the sender
 //! more (464 against 215 ns per wake-up); end to end, 10,000 subscribers on
 //! 100 channels at 100 publishes/s, `MSG_RING` wake-ups gave 2 % lower
 //! delivery latency (p50 1.026 against 1.045 ms) for 30 % more server CPU

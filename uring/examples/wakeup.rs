@@ -9,7 +9,7 @@
 //! separately as a burst of one-way signals (what a busy shard pays per
 //! peer it wakes).
 //!
-//! `cargo run --release -p ringcast --example wakeup [ROUNDS] [TRIPS]`
+//! `cargo run --release -p ringcast-uring --example wakeup [ROUNDS] [TRIPS]`
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::{Arc, Barrier};
