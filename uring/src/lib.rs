@@ -17,7 +17,9 @@
 //! * [`EventFd`] — the doorbell a sleeping ring is woken with; the ring
 //!   owns the buffer its read lands in.
 //! * [`sys`] — the few raw system calls outside io_uring (resource limits,
-//!   listening sockets, `TCP_INFO`, process memory).
+//!   listening sockets, `TCP_INFO`, process memory), and [`child`] — the
+//!   limits a harness applies to a ringcast it starts (open files, a
+//!   seccomp filter that denies io_uring).
 //!
 //! # Safety
 //! The kernel reads and writes user memory after a submission returns:
@@ -35,6 +37,7 @@
 //! [`RecvBuf`] are not `Send`.
 
 mod bufring;
+pub mod child;
 mod eventfd;
 mod ring;
 mod send;
