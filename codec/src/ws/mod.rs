@@ -15,16 +15,20 @@
 
 mod assembler;
 mod close;
+mod code;
 mod decoder;
 pub mod encode;
+mod error;
 mod frame;
 pub mod handshake;
 mod mask;
 mod utf8;
 
 pub use assembler::{Assembler, Message};
-pub use close::{CloseCode, CloseFrame, CloseHandshake, CloseState, PeerClosed};
-pub use decoder::{DecoderConfig, Frame, FrameDecoder, ProtocolError, Role};
+pub use close::{CloseFrame, CloseHandshake, CloseState, PeerClosed};
+pub use code::CloseCode;
+pub use decoder::{DecoderConfig, Frame, FrameDecoder, Role};
+pub use error::ProtocolError;
 pub use frame::{DataKind, OpCode};
 pub use mask::apply_mask;
 pub use utf8::Utf8Validator;
