@@ -26,11 +26,12 @@ use std::io;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
+use bytes::Bytes;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::bufring::{BufRing, RecvBuf};
 use crate::eventfd::EventFd;
-use crate::send::Sends;
+use crate::send::{ConnectChain, FinishedSend, Sends, MAX_IOV};
 use crate::user_data::UserData;
 
 /// A completion, copied out of the completion queue.
@@ -224,7 +225,7 @@ enum Backlogged {
 pub struct Ring {
     uring: IoUring,
     backlog: VecDeque<Backlogged>,
-    pub(crate) sends: Sends,
+    sends: Sends,
     bufs: Option<BufRing>,
     /// Where the eventfd read of [`Ring::arm_wake_read`] lands; the kernel
     /// writes it while the read is pending, so it is only ever touched
@@ -349,7 +350,7 @@ impl Ring {
     }
 
     /// Queues one entry (or backlogs it).
-    pub(crate) fn push(&mut self, entry: squeue::Entry) {
+    fn push(&mut self, entry: squeue::Entry) {
         if !self.backlog.is_empty() {
             self.backlog.push_back(Backlogged::One(entry));
             return;
@@ -370,7 +371,7 @@ impl Ring {
     }
 
     /// Queues a linked chain, all in one submission.
-    pub(crate) fn push_chain(&mut self, chain: Vec<squeue::Entry>) {
+    fn push_chain(&mut self, chain: Vec<squeue::Entry>) {
         if self.backlog.is_empty() && (self.sq_free() >= chain.len() || self.make_room(chain.len()))
         {
             // SAFETY: as in `push`, for each entry; there is room for all
@@ -512,6 +513,66 @@ impl Ring {
                 buf,
             });
         }
+    }
+
+    // ---- sends: the ring owns their bytes until `finish_send` ---------------
+
+    /// Hands up to [`MAX_IOV`] buffers from the front of `queue` to the
+    /// kernel as one send on the socket in `slot`: `SEND` for one buffer,
+    /// `SENDMSG` for several. The completion is tagged `op` with the send's
+    /// own index; pass it to [`Ring::finish_send`], which returns `owner`
+    /// and the buffers. Returns the bytes handed over (0 when `queue` was
+    /// empty: nothing is submitted).
+    pub fn send_from(
+        &mut self,
+        slot: u32,
+        op: u8,
+        owner: u64,
+        queue: &mut VecDeque<Bytes>,
+    ) -> usize {
+        let n = queue.len().min(MAX_IOV);
+        let Some(first) = queue.pop_front() else {
+            return 0;
+        };
+        let rest: Vec<Bytes> = queue.drain(..n - 1).collect();
+        let (sqe, len) = self.sends.start(slot, op, owner, first, rest);
+        self.push(sqe);
+        len
+    }
+
+    /// Sends one buffer on the socket in `slot` (see [`Ring::send_from`]).
+    pub fn send(&mut self, slot: u32, op: u8, owner: u64, bytes: Bytes) -> usize {
+        let (sqe, len) = self.sends.start(slot, op, owner, bytes, Vec::new());
+        self.push(sqe);
+        len
+    }
+
+    /// Opens a client connection in one linked chain:
+    /// `SOCKET(direct, into slot) → SETSOCKOPT(SO_REUSEADDR) →
+    /// SETSOCKOPT(SO_LINGER {1,0}) → [BIND] → CONNECT → SEND(request)`.
+    /// Links before the connect post a completion only when they fail (then
+    /// the rest complete with `-ECANCELED`); the connect posts its own; the
+    /// send's completion always arrives and ends the chain — pass it to
+    /// [`Ring::finish_send`]. A closed connection resets (`SO_LINGER 0`) and
+    /// leaves no TIME_WAIT behind.
+    ///
+    /// With `DEFER_TASKRUN`, links after the first run as deferred task
+    /// work, i.e. only while this thread enters the kernel to wait or reap.
+    pub fn connect_chain(&mut self, chain: ConnectChain) {
+        let sqes = self.sends.start_chain(chain);
+        self.push_chain(sqes);
+    }
+
+    /// Ends the send `c` reports, returning its owner and buffers. `None`
+    /// if `c` is not the completion of a send in flight on this ring (a
+    /// completion can finish its send only once).
+    pub fn finish_send(&mut self, c: &Completion) -> Option<FinishedSend> {
+        self.sends.finish(c.user_data(), c.result())
+    }
+
+    /// Sends whose completion has not been finished yet.
+    pub fn sends_in_flight(&self) -> usize {
+        self.sends.len()
     }
 
     // ---- operations that reference no user memory -------------------------

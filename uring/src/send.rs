@@ -3,15 +3,14 @@
 //! The kernel reads a send's buffers (and a `sendmsg`'s header and iovec
 //! array, and a connect chain's socket addresses) after the submission
 //! returns, until the send's completion is posted. So the ring takes the
-//! buffers into a slab of sends in flight when it submits, tags the send
-//! with the slab index, and gives them back only through
-//! [`Ring::finish_send`] — called with the completion. A connection that
-//! goes away meanwhile changes nothing: the bytes stay in the slab.
+//! buffers into a slab of sends in flight ([`Sends`]) when it builds the
+//! submission, tags the send with the slab index, and gives them back only
+//! through `Ring::finish_send` — called with the completion. A connection
+//! that goes away meanwhile changes nothing: the bytes stay in the slab.
 //!
 //! Buffers are [`Bytes`], so a broadcast frame encoded once is referenced
 //! by every subscriber's send without a copy.
 
-use std::collections::VecDeque;
 use std::net::SocketAddrV4;
 
 use bytes::Bytes;
@@ -19,7 +18,6 @@ use io_uring::types::{DestinationSlot, Fixed};
 use io_uring::{opcode, squeue};
 use slab::Slab;
 
-use crate::ring::{Completion, Ring};
 use crate::sys::sockaddr_in;
 use crate::user_data::UserData;
 
@@ -115,7 +113,7 @@ impl FinishedSend {
 }
 
 /// A client connection to open in one linked chain (see
-/// [`Ring::connect_chain`]).
+/// `Ring::connect_chain`).
 #[derive(Debug, Clone)]
 pub struct ConnectChain {
     /// The direct-descriptor slot to create the socket in.
@@ -131,7 +129,7 @@ pub struct ConnectChain {
     pub tags: [UserData; 4],
     /// The op code the final send's tag carries.
     pub send_op: u8,
-    /// Returned by [`Ring::finish_send`] with the send's completion.
+    /// Returned by `Ring::finish_send` with the send's completion.
     pub owner: u64,
 }
 
@@ -142,44 +140,22 @@ static LINGER_RST: libc::linger = libc::linger {
 };
 static ONE: libc::c_int = 1;
 
-impl Ring {
-    /// Hands up to [`MAX_IOV`] buffers from the front of `queue` to the
-    /// kernel as one send on the socket in `slot`: `SEND` for one buffer,
-    /// `SENDMSG` for several. The completion is tagged `op` with the send's
-    /// own index; pass it to [`Ring::finish_send`], which returns `owner`.
-    /// Returns the bytes handed over (0 when `queue` was empty: nothing is
-    /// submitted).
-    pub fn send_from(
-        &mut self,
-        slot: u32,
-        op: u8,
-        owner: u64,
-        queue: &mut VecDeque<Bytes>,
-    ) -> usize {
-        let n = queue.len().min(MAX_IOV);
-        let Some(first) = queue.pop_front() else {
-            return 0;
-        };
-        let rest: Vec<Bytes> = queue.drain(..n - 1).collect();
-        self.start_send(slot, op, owner, first, rest)
-    }
-
-    /// Sends one buffer on the socket in `slot` (see [`Ring::send_from`]).
-    pub fn send(&mut self, slot: u32, op: u8, owner: u64, bytes: Bytes) -> usize {
-        self.start_send(slot, op, owner, bytes, Vec::new())
-    }
-
-    fn start_send(
+impl Sends {
+    /// Takes `first` and `rest` into the slab and builds the send that
+    /// hands them to the kernel on the socket in `slot`: `SEND` for one
+    /// buffer, `SENDMSG` for several. Returns the entry (tagged `op` with
+    /// the send's own index) and the bytes it sends.
+    pub(crate) fn start(
         &mut self,
         slot: u32,
         op: u8,
         owner: u64,
         first: Bytes,
         rest: Vec<Bytes>,
-    ) -> usize {
+    ) -> (squeue::Entry, usize) {
         let len = first.len() + rest.iter().map(Bytes::len).sum::<usize>();
-        let gen = self.sends.gen();
-        let entry = self.sends.slab.vacant_entry();
+        let gen = self.gen();
+        let entry = self.slab.vacant_entry();
         let tag = UserData::new(op, entry.key() as u32, gen);
         let (sqe, msg) = if rest.is_empty() {
             let sqe = opcode::Send::new(Fixed(slot), first.as_ptr(), first.len() as u32)
@@ -203,7 +179,7 @@ impl Ring {
             (sqe, Some(msg))
         };
         // The buffers, the boxed header and its iovecs go into the slab
-        // before the entry is queued, and stay there until `finish_send`
+        // before the entry can be queued, and stay there until `finish`
         // removes them with the completion: `Bytes` data and a `Box`'s
         // contents never move, so the pointers above stay valid.
         entry.insert(InFlight {
@@ -215,19 +191,12 @@ impl Ring {
             _msg: msg,
             _addrs: None,
         });
-        self.push(sqe);
-        len
+        (sqe, len)
     }
 
-    /// Opens a client connection in one linked chain:
-    /// `SOCKET(direct, into slot) → SETSOCKOPT(SO_REUSEADDR) →
-    /// SETSOCKOPT(SO_LINGER {1,0}) → [BIND] → CONNECT → SEND(request)`.
-    /// Links before the connect post a completion only when they fail (then
-    /// the rest complete with `-ECANCELED`); the connect posts its own; the
-    /// send's completion always arrives and ends the chain — pass it to
-    /// [`Ring::finish_send`]. A closed connection resets (`SO_LINGER 0`) and
-    /// leaves no TIME_WAIT behind.
-    pub fn connect_chain(&mut self, chain: ConnectChain) {
+    /// Takes a connect chain's request and addresses into the slab and
+    /// builds its linked entries (see `Ring::connect_chain`).
+    pub(crate) fn start_chain(&mut self, chain: ConnectChain) -> Vec<squeue::Entry> {
         let [t_socket, t_opt, t_bind, t_connect] = chain.tags;
         let link = squeue::Flags::IO_LINK;
         let quiet = link | squeue::Flags::SKIP_SUCCESS;
@@ -287,8 +256,8 @@ impl Ring {
                 .flags(link)
                 .user_data(t_connect.raw()),
         );
-        let gen = self.sends.gen();
-        let entry = self.sends.slab.vacant_entry();
+        let gen = self.gen();
+        let entry = self.slab.vacant_entry();
         let tag = UserData::new(chain.send_op, entry.key() as u32, gen);
         let request = chain.request;
         sqes.push(
@@ -297,9 +266,9 @@ impl Ring {
                 .build()
                 .user_data(tag.raw()),
         );
-        // As in `start_send`: the request bytes and the boxed addresses stay
-        // in the slab until the send — the last link, whose completion
-        // always arrives — is finished.
+        // As in `start`: the request bytes and the boxed addresses stay in
+        // the slab until the send — the last link, whose completion always
+        // arrives — is finished.
         entry.insert(InFlight {
             owner: chain.owner,
             gen,
@@ -309,22 +278,20 @@ impl Ring {
             _msg: None,
             _addrs: Some(addrs),
         });
-        self.push_chain(sqes);
+        sqes
     }
 
-    /// Ends the send `c` reports, returning its owner and buffers. `None`
-    /// if `c` is not the completion of a send in flight on this ring (a
-    /// completion can finish its send only once).
-    pub fn finish_send(&mut self, c: &Completion) -> Option<FinishedSend> {
-        let ud = c.user_data();
-        let index = ud.index() as usize;
-        if self.sends.slab.get(index).is_none_or(|s| s.gen != ud.gen()) {
+    /// Ends the send whose completion carried `tag` and `result`. `None`
+    /// if no send in flight has that tag (a send finishes only once).
+    pub(crate) fn finish(&mut self, tag: UserData, result: i32) -> Option<FinishedSend> {
+        let index = tag.index() as usize;
+        if self.slab.get(index).is_none_or(|s| s.gen != tag.gen()) {
             return None;
         }
-        let done = self.sends.slab.remove(index);
+        let done = self.slab.remove(index);
         Some(FinishedSend {
             owner: done.owner,
-            result: c.result(),
+            result,
             len: done.len,
             first: done.first,
             rest: done.rest,
