@@ -235,18 +235,6 @@ impl AddrPlan {
     }
 }
 
-/// A `sockaddr_in` for io_uring.
-pub fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*a.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

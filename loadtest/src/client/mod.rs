@@ -2,9 +2,11 @@
 //! io_uring direct descriptors.
 //!
 //! ```text
-//! Fleet ──commands──▶ worker 0: Ring(≤ per-ring slots) + BufPool ─┐
-//!   │                 worker 1: …                                  ├─ counters (atomics),
-//!   └──collect◀────── worker R-1                                   ┘  live histogram
+//! Fleet ──commands──▶ worker 0: thread + ringcast_uring::Ring ─┐
+//!   │                   (≤ per-ring slots, receive buffers,     ├─ counters (atomics),
+//!   │                    sends in flight)                       │  live histogram
+//!   │                 worker 1: …                               │
+//!   └──collect◀────── worker R-1                                ┘
 //! ```
 //!
 //! A process may hold at most `RLIMIT_NOFILE` ordinary descriptors (20,000
@@ -14,13 +16,21 @@
 //! and every socket lives only in its ring's table. Idle threads cost
 //! nothing; with 2 CPUs the busy ones share them.
 //!
+//! The rings come from `ringcast-uring`, which owns every byte the kernel
+//! may still read or write: each connect chain's addresses and request,
+//! each send's bytes until its completion is reaped, and the provided
+//! receive buffers, lent out as [`RecvBuf`](ringcast_uring::RecvBuf)
+//! tokens that go back to the kernel when dropped. The engine itself is
+//! safe code only (the crate root forbids anything else): it says what to
+//! submit and reacts to what completes.
+//!
 //! Each worker owns its connections outright: their protocol state, their
 //! sequence trackers and their histograms, so the data path takes no locks.
 //! The fleet reads progress from per-worker atomic counters and asks for
 //! exact results by message ([`Fleet::collect`]).
 
 pub mod addr;
-pub mod ring;
+pub mod op;
 mod worker;
 
 use std::collections::BTreeMap;
@@ -30,10 +40,53 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use ringcast_uring::{Opcode, Ring, SetupError};
+
 use crate::stats::{DeliveryCounts, LatencyHist};
 use crate::transport::Kind;
 use crate::url::UrlTemplate;
 use addr::AddrPlan;
+
+/// Why a ring could not be set up, in terms the user can act on: the
+/// ring crate's explanation, except where the harness knows better (the
+/// kernel version its client opcodes need, the option that sizes the
+/// descriptor table).
+pub fn explain_setup_error(e: &SetupError) -> String {
+    match e {
+        SetupError::Unsupported(e) => format!(
+            "this kernel's io_uring lacks a needed feature ({e}); Linux 6.11 or newer is \
+             required (direct IORING_OP_SOCKET, IORING_OP_BIND, uring_cmd setsockopt)"
+        ),
+        SetupError::TableTooLarge(e) => format!(
+            "the direct-descriptor table is larger than RLIMIT_NOFILE ({e}); lower --per-ring"
+        ),
+        other => other.to_string(),
+    }
+}
+
+/// Checks that the kernel supports every opcode the engine uses.
+pub fn check_opcodes(ring: &Ring) -> Result<(), String> {
+    let missing = ring
+        .unsupported(&[
+            Opcode::Socket,
+            Opcode::Bind,
+            Opcode::Connect,
+            Opcode::UringCmd,
+            Opcode::Send,
+            Opcode::Recv,
+            Opcode::AsyncCancel,
+            Opcode::Close,
+        ])
+        .map_err(|e| format!("cannot probe io_uring opcodes: {e}"))?;
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "this kernel's io_uring lacks {}: Linux 6.11 or newer is required",
+            missing.join(", ")
+        ))
+    }
+}
 
 /// Everything a fleet of subscribers needs.
 #[derive(Debug, Clone)]

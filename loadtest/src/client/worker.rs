@@ -1,5 +1,6 @@
-//! One worker: a thread, a ring, a buffer pool and its share of the
-//! connections. See the module docs of [`super`].
+//! One worker: a thread, a ring (with its receive buffers and its sends in
+//! flight) and its share of the connections. See the module docs of
+//! [`super`].
 //!
 //! # Connection life
 //! ```text
@@ -11,8 +12,17 @@
 //!                   ▼
 //!                 Idle  ── reconnect (churn) ──▶ Connecting
 //! ```
-//! Every completion carries the slot's generation; completions of an
+//! Every completion carries the slot's generation — in its tag, or, for a
+//! send, in the owner the ring hands back with it — and completions of an
 //! earlier connection in the same slot are recognised and ignored.
+//!
+//! # Sends
+//! The ring owns the bytes of every send until its completion is reaped
+//! and passed to [`Ring::finish_send`], so a connection closed (and its
+//! slot reused) while a send is in the kernel frees nothing the kernel
+//! still reads. A connection has at most one send in flight: the connect
+//! chain's request, then whatever was queued meanwhile, in order; the part
+//! of a short send the kernel did not take goes back in front of the queue.
 //!
 //! # Bounds
 //! At most `inflight` attempts per ring; every attempt ends within the
@@ -26,8 +36,10 @@ use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::addr::sockaddr;
-use super::ring::{errno_name, BufPool, Cqe, Op, Ring};
+use bytes::Bytes;
+use ringcast_uring::{Completion, ConnectChain, FinishedSend, Ring, RingConfig, UserData};
+
+use super::op::{errno_name, Op};
 use super::{channel_name, Cmd, Collected, Counters, FleetConfig, Phase};
 use crate::marker::now_nanos;
 use crate::stats::{latency_ns, DeliveryCounts, LatencyHist, Seen, SeqTracker};
@@ -70,13 +82,10 @@ struct Conn {
     chain_err: Option<(Op, i32)>,
     timed_out: bool,
     proto: Proto,
-    /// Bytes owned by an in-flight send.
-    out: Vec<u8>,
-    /// Bytes waiting for that send to finish.
+    /// Bytes waiting for the send in flight to finish.
     queued: Vec<u8>,
+    /// A send of this connection is in flight (the ring owns its bytes).
     sending: bool,
-    /// Sends of any generation the kernel may still be reading.
-    kernel_sends: u16,
     tracker: Option<SeqTracker>,
     tracker_run: u32,
     last_id: Option<Box<str>>,
@@ -85,19 +94,10 @@ struct Conn {
     bind_retries: u8,
 }
 
-#[derive(Clone, Copy)]
-struct SlotAddr {
-    src: libc::sockaddr_in,
-    dst: libc::sockaddr_in,
-}
-
 struct Worker {
     spec: Spec,
     ring: Ring,
-    pool: BufPool,
     conns: Vec<Conn>,
-    /// Per slot; never reallocated, so connect chains may point into it.
-    addrs: Box<[SlotAddr]>,
     ctxs: Vec<RequestCtx>,
     pending: VecDeque<u32>,
     initial_started: u64,
@@ -116,7 +116,6 @@ struct Worker {
     churn_acc: f64,
     churn_last: u64,
     rng: u64,
-    scratch: Vec<u8>,
     out: Vec<u8>,
     got: Vec<Delivery>,
 }
@@ -143,16 +142,32 @@ fn sub(a: &AtomicU64, n: u64) {
     a.fetch_sub(n, Ordering::Relaxed);
 }
 
+/// The tag of connection `slot`/`gen`'s operation `op`.
+fn tag(op: Op, slot: u32, gen: u32) -> UserData {
+    UserData::new(op as u8, slot, gen)
+}
+
+/// The owner of a send: the connection it belongs to.
+fn send_owner(slot: u32, gen: u32) -> u64 {
+    (u64::from(slot) << 32) | u64::from(gen)
+}
+
+/// `(slot, gen)` of a send's owner.
+fn owner_conn(owner: u64) -> (u32, u32) {
+    ((owner >> 32) as u32, owner as u32)
+}
+
 impl Worker {
     fn new(spec: Spec) -> Result<Worker, String> {
         let cfg = spec.cfg.clone();
-        let ring = Ring::new(SQ, CQ, spec.count.max(1))
-            .map_err(|e| super::ring::explain_setup_error(&e))?;
-        ring.check_opcodes()?;
-        let pool = BufPool::new(spec.id as u16, BUFS, BUF_SIZE)
-            .map_err(|e| format!("cannot allocate receive buffers: {e}"))?;
-        ring.register_buffers(&pool)
-            .map_err(|e| format!("cannot register receive buffers: {e}"))?;
+        let ring = Ring::new(RingConfig {
+            sq: SQ,
+            cq: CQ,
+            slots: spec.count.max(1),
+            buffers: Some((BUFS, BUF_SIZE)),
+        })
+        .map_err(|e| super::explain_setup_error(&e))?;
+        super::check_opcodes(&ring)?;
         let host: Arc<str> = Arc::from(cfg.url.host.as_str());
         let resume: Arc<str> = Arc::from(cfg.resume_param.as_str());
         // One request context per channel this worker serves.
@@ -171,7 +186,6 @@ impl Worker {
                 poll_interval: cfg.poll_interval,
             });
         }
-        let zero = sockaddr("0.0.0.0:0".parse().expect("static address"));
         let conns = (0..spec.count)
             .map(|_| Conn {
                 gen: 0,
@@ -180,10 +194,8 @@ impl Worker {
                 chain_err: None,
                 timed_out: false,
                 proto: Proto::new(cfg.kind, cfg.want_ids),
-                out: Vec::new(),
                 queued: Vec::new(),
                 sending: false,
-                kernel_sends: 0,
                 tracker: None,
                 tracker_run: 0,
                 last_id: None,
@@ -194,16 +206,7 @@ impl Worker {
         let now = now_nanos();
         Ok(Worker {
             ring,
-            pool,
             conns,
-            addrs: vec![
-                SlotAddr {
-                    src: zero,
-                    dst: zero
-                };
-                spec.count as usize
-            ]
-            .into_boxed_slice(),
             ctxs,
             pending: (0..spec.count).collect(),
             initial_started: 0,
@@ -226,7 +229,6 @@ impl Worker {
             churn_acc: 0.0,
             churn_last: now,
             rng: 0x2545_f491_4f6c_dd1d ^ (spec.id as u64 + 1),
-            scratch: Vec::with_capacity(BUF_SIZE as usize),
             out: Vec::new(),
             got: Vec::new(),
             spec,
@@ -242,7 +244,7 @@ impl Worker {
     }
 
     fn run(&mut self, rx: Receiver<Cmd>) {
-        let mut cqes = Vec::with_capacity(BATCH);
+        let mut done = Vec::with_capacity(BATCH);
         let mut last_flush = now_nanos();
         loop {
             match self.commands(&rx) {
@@ -266,12 +268,13 @@ impl Worker {
                     .or_default() += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
-            cqes.clear();
-            self.ring.reap(&mut cqes, BATCH);
-            for c in &cqes {
-                self.on_cqe(*c);
+            self.ring.reap(&mut done, BATCH);
+            for c in done.drain(..) {
+                self.on_completion(c);
             }
-            self.pool.publish();
+            // Receive buffers dropped while handling the batch go back to
+            // the kernel now rather than at the next reap.
+            self.ring.recycle_buffers();
             let now = now_nanos();
             if now - last_flush > 200_000_000 {
                 last_flush = now;
@@ -361,11 +364,6 @@ impl Worker {
             ep
         };
         let dst = cfg.addr.destination(self.spec.base + u64::from(slot));
-        let a = &mut self.addrs[idx];
-        a.dst = sockaddr(dst);
-        if let Some(s) = src {
-            a.src = sockaddr(s);
-        }
         let c = &mut self.conns[idx];
         c.gen = c.gen.wrapping_add(1);
         c.st = St::Connecting;
@@ -373,32 +371,24 @@ impl Worker {
         c.chain_err = None;
         c.timed_out = false;
         c.proto = Proto::new(cfg.kind, cfg.want_ids);
-        if c.kernel_sends > 0 {
-            // A send of the previous connection in this slot is still in
-            // the kernel, reading this buffer: leave it to the kernel
-            // (leaked, a rare few bytes) rather than reuse or free it.
-            std::mem::forget(std::mem::take(&mut c.out));
-        }
-        c.kernel_sends += 1;
-        c.out.clear();
         c.queued.clear();
         let resume = c.last_id.clone();
+        let mut request = Vec::new();
         c.proto
-            .first_request(&self.ctxs[ci], resume.as_deref(), &mut c.out);
+            .first_request(&self.ctxs[ci], resume.as_deref(), &mut request);
         c.sending = true;
         let gen = c.gen;
-        let src_ptr = src.map(|_| &raw const self.addrs[idx].src);
-        let dst_ptr = &raw const self.addrs[idx].dst;
-        // SAFETY: `addrs` is a boxed slice never reallocated while the ring
-        // lives, and slot `idx`'s entry is rewritten only here, when the slot
-        // has no chain in flight (it was Idle: the previous chain's SEND
-        // completion, which ends every chain, has been reaped). `c.out` is
-        // not touched until this chain's SEND completion (`sending` guards
-        // it; see also `kernel_sends`), and `conns` is never resized.
-        unsafe {
-            self.ring
-                .connect_chain(slot, gen, src_ptr, dst_ptr, &self.conns[idx].out);
-        }
+        // The ring keeps the addresses and the request until the chain's
+        // last link, the send, is finished.
+        self.ring.connect_chain(ConnectChain {
+            slot,
+            src,
+            dst,
+            request: Bytes::from(request),
+            tags: [Op::Socket, Op::Opt, Op::Bind, Op::Connect].map(|op| tag(op, slot, gen)),
+            send_op: Op::Send as u8,
+            owner: send_owner(slot, gen),
+        });
         self.inflight += 1;
         self.attempts.push_back((now, slot, gen));
         add(&self.spec.counters.connecting, 1);
@@ -419,7 +409,8 @@ impl Worker {
             match c.st {
                 St::Connecting => {
                     c.timed_out = true;
-                    self.ring.cancel_connect(slot, gen);
+                    self.ring
+                        .cancel(tag(Op::Connect, slot, gen), tag(Op::Cancel, slot, gen));
                 }
                 St::Handshaking => self.fail(slot, "timeout_waiting_for_response"),
                 _ => {}
@@ -475,30 +466,35 @@ impl Worker {
         self.churn_acc = self.churn_acc.min(self.churn_rate.max(1.0));
     }
 
-    fn on_cqe(&mut self, c: Cqe) {
-        let slot = c.tag.slot();
-        let idx = slot as usize;
-        let Some(op) = c.tag.op() else {
+    fn on_completion(&mut self, mut c: Completion) {
+        let ud = c.user_data();
+        let Some(op) = Op::from_code(ud.op()) else {
             return;
         };
+        if op == Op::Send {
+            // A send's tag names the ring's record of it; the connection
+            // comes back as the send's owner.
+            if let Some(done) = self.ring.finish_send(&c) {
+                self.on_send(done);
+            }
+            return;
+        }
+        let slot = ud.index();
+        let idx = slot as usize;
         if idx >= self.conns.len() {
             return;
         }
-        let current = self.conns[idx].gen == c.tag.gen();
+        let current = self.conns[idx].gen == ud.gen();
+        let res = c.result();
         match op {
             Op::Socket | Op::Opt | Op::Bind | Op::Connect => {
-                if current && c.res < 0 && c.res != -libc::ECANCELED {
+                if current && res < 0 && res != -libc::ECANCELED {
                     let conn = &mut self.conns[idx];
-                    conn.chain_err.get_or_insert((op, -c.res));
+                    conn.chain_err.get_or_insert((op, -res));
                 }
             }
-            Op::Send => {
-                let conn = &mut self.conns[idx];
-                conn.kernel_sends = conn.kernel_sends.saturating_sub(1);
-                self.on_send(slot, current, c.res)
-            }
-            Op::Recv => self.on_recv(slot, current, c),
-            Op::Cancel => {}
+            Op::Recv => self.on_recv(slot, current, &mut c),
+            Op::Send | Op::Cancel => {}
             Op::Close => {
                 if current && self.conns[idx].st == St::Closing {
                     let conn = &mut self.conns[idx];
@@ -511,11 +507,15 @@ impl Worker {
         }
     }
 
-    fn on_send(&mut self, slot: u32, current: bool, res: i32) {
-        if !current {
+    /// A send finished: the connect chain's request or a later one.
+    fn on_send(&mut self, done: FinishedSend) {
+        let (slot, gen) = owner_conn(done.owner);
+        let idx = slot as usize;
+        if idx >= self.conns.len() || self.conns[idx].gen != gen {
+            // A send of an earlier connection in this slot.
             return;
         }
-        let idx = slot as usize;
+        let res = done.result;
         let st = self.conns[idx].st;
         self.conns[idx].sending = false;
         if st == St::Connecting {
@@ -538,7 +538,7 @@ impl Worker {
                 }
                 let c = &self.conns[idx];
                 let label = match c.chain_err {
-                    Some((op, e)) => format!("{}_{}", op_name(op), errno_name(e)),
+                    Some((op, e)) => format!("{}_{}", op.name(), errno_name(e)),
                     None if c.timed_out => "timeout_connecting".to_string(),
                     None => format!("send_{}", errno_name(-res)),
                 };
@@ -547,8 +547,7 @@ impl Worker {
             }
             add(&self.spec.counters.bytes_out, res as u64);
             self.conns[idx].st = St::Handshaking;
-            self.ring
-                .recv_multi(slot, self.conns[idx].gen, self.pool.bgid());
+            self.ring.recv_multi(slot, tag(Op::Recv, slot, gen));
         } else if matches!(st, St::Handshaking | St::Open) {
             if res < 0 {
                 self.drop_conn(slot, &format!("send_{}", errno_name(-res)));
@@ -559,50 +558,49 @@ impl Worker {
             return;
         }
         // A short send keeps its tail in front of anything queued.
-        let c = &mut self.conns[idx];
-        let sent = (res.max(0) as usize).min(c.out.len());
-        c.out.drain(..sent);
-        if !c.out.is_empty() {
-            let rest = std::mem::take(&mut c.out);
-            let queued = std::mem::take(&mut c.queued);
+        if done.is_short() {
+            let c = &mut self.conns[idx];
+            let mut rest = Vec::with_capacity(done.len - res as usize + c.queued.len());
+            for b in done.unsent() {
+                rest.extend_from_slice(&b);
+            }
+            rest.extend_from_slice(&c.queued);
             c.queued = rest;
-            c.queued.extend_from_slice(&queued);
         }
         self.flush(slot);
     }
 
-    fn on_recv(&mut self, slot: u32, current: bool, c: Cqe) {
+    fn on_recv(&mut self, slot: u32, current: bool, c: &mut Completion) {
         let idx = slot as usize;
-        if c.res > 0 {
-            let Some(bid) = c.buffer() else {
+        let res = c.result();
+        if res > 0 {
+            // Dropping the buffer (at the latest when this returns) gives it
+            // back to the ring.
+            let Some(mut buf) = c.take_buffer() else {
                 return;
             };
-            self.scratch.clear();
-            if let Some(b) = self.pool.bytes(bid, c.res as usize) {
-                self.scratch.extend_from_slice(b);
-            }
-            self.pool.give_back(bid);
             if !current || !matches!(self.conns[idx].st, St::Handshaking | St::Open) {
                 return;
             }
-            add(&self.spec.counters.bytes_in, c.res as u64);
-            self.on_bytes(slot);
+            add(&self.spec.counters.bytes_in, res as u64);
+            self.on_bytes(slot, buf.bytes());
+            drop(buf);
             if !c.more() && matches!(self.conns[idx].st, St::Handshaking | St::Open) {
-                self.ring
-                    .recv_multi(slot, self.conns[idx].gen, self.pool.bgid());
+                let gen = self.conns[idx].gen;
+                self.ring.recv_multi(slot, tag(Op::Recv, slot, gen));
             }
             return;
         }
         if !current || !matches!(self.conns[idx].st, St::Handshaking | St::Open) {
             return;
         }
-        match c.res {
+        match res {
             0 => self.drop_conn(slot, "closed_by_server"),
             e if e == -libc::ENOBUFS => {
                 add(&self.spec.counters.nobufs, 1);
                 if !c.more() {
-                    self.ring
-                        .recv_multi(slot, self.conns[idx].gen, self.pool.bgid());
+                    let gen = self.conns[idx].gen;
+                    self.ring.recv_multi(slot, tag(Op::Recv, slot, gen));
                 }
             }
             e if e == -libc::ECANCELED => {}
@@ -610,17 +608,17 @@ impl Worker {
         }
     }
 
-    fn on_bytes(&mut self, slot: u32) {
+    /// Feeds received bytes to the connection's protocol.
+    fn on_bytes(&mut self, slot: u32, input: &mut [u8]) {
         let idx = slot as usize;
         let ci = self.ctx_index(slot);
-        let mut input = std::mem::take(&mut self.scratch);
         let mut out = std::mem::take(&mut self.out);
         let mut got = std::mem::take(&mut self.got);
         out.clear();
         got.clear();
         let r = self.conns[idx]
             .proto
-            .on_bytes(&self.ctxs[ci], &mut input, &mut out, &mut got);
+            .on_bytes(&self.ctxs[ci], input, &mut out, &mut got);
         let now = now_nanos();
         for d in got.drain(..) {
             self.deliver(slot, d, now);
@@ -661,7 +659,6 @@ impl Worker {
             Ok(Step::Closed(label)) => self.drop_conn(slot, &label),
             Err(e) => self.drop_conn(slot, &e.0),
         }
-        self.scratch = input;
         self.out = out;
         self.got = got;
     }
@@ -764,15 +761,11 @@ impl Worker {
         if c.sending || c.queued.is_empty() || !matches!(c.st, St::Handshaking | St::Open) {
             return;
         }
-        std::mem::swap(&mut c.out, &mut c.queued);
-        c.queued.clear();
         c.sending = true;
-        c.kernel_sends += 1;
-        let gen = c.gen;
-        // SAFETY: `c.out` is left untouched until this send completes
-        // (`sending` is set; a later connection in the slot abandons the
-        // buffer while `kernel_sends` > 0), and `conns` is never resized.
-        unsafe { self.ring.send(slot, gen, &self.conns[idx].out) };
+        let bytes = Bytes::from(std::mem::take(&mut c.queued));
+        let owner = send_owner(slot, c.gen);
+        // The ring owns the bytes until the completion is finished.
+        self.ring.send(slot, Op::Send as u8, owner, bytes);
     }
 
     /// A connection attempt failed.
@@ -814,19 +807,11 @@ impl Worker {
         }
         c.st = St::Closing;
         let gen = c.gen;
-        self.ring.cancel_and_close(slot, gen);
-    }
-}
-
-fn op_name(op: Op) -> &'static str {
-    match op {
-        Op::Socket => "socket",
-        Op::Opt => "setsockopt",
-        Op::Bind => "bind",
-        Op::Connect => "connect",
-        Op::Send => "send",
-        Op::Recv => "recv",
-        Op::Cancel => "cancel",
-        Op::Close => "close",
+        self.ring.cancel_and_close(
+            tag(Op::Recv, slot, gen),
+            slot,
+            tag(Op::Cancel, slot, gen),
+            tag(Op::Close, slot, gen),
+        );
     }
 }

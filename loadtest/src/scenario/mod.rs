@@ -14,11 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use ringcast_uring::{Ring, RingConfig};
 use serde_json::json;
 
 use crate::cli::{Common, PubArgs};
 use crate::client::addr::{AddrPlan, Spread};
-use crate::client::ring::Ring;
 use crate::client::{Collected, Fleet, FleetConfig, Phase, Totals};
 use crate::host::{bytes, group, HostFacts};
 use crate::marker::now_nanos;
@@ -223,9 +223,14 @@ impl Ctx {
         }
         let rings = Fleet::rings_for(conns, per_ring);
         // io_uring must be there, with every opcode the engine uses.
-        let probe =
-            Ring::new(8, 16, 16).map_err(|e| crate::client::ring::explain_setup_error(&e))?;
-        probe.check_opcodes()?;
+        let probe = Ring::new(RingConfig {
+            sq: 8,
+            cq: 16,
+            slots: 16,
+            buffers: None,
+        })
+        .map_err(|e| crate::client::explain_setup_error(&e))?;
+        crate::client::check_opcodes(&probe)?;
         drop(probe);
         let loopback = url.addr.ip().is_loopback();
         let kernel = conns
