@@ -1,10 +1,12 @@
 //! What this host can give a run: file limits, local ports, memory, CPUs,
-//! and the sockets already listening. Read from `/proc` and `getrlimit`,
-//! so the harness can say before it starts what a run needs and refuse
-//! early when the host cannot provide it.
+//! and the sockets already listening. Read from `/proc` and `getrlimit`
+//! (through `ringcast_uring::sys`), so the harness can say before it
+//! starts what a run needs and refuse early when the host cannot provide
+//! it.
 
 use std::collections::BTreeSet;
-use std::io;
+
+use ringcast_uring::sys;
 
 /// Facts about this host relevant to opening many connections.
 #[derive(Debug, Clone)]
@@ -26,7 +28,10 @@ pub struct HostFacts {
 impl HostFacts {
     /// Reads the facts, raising the soft file limit to the hard one.
     pub fn read() -> HostFacts {
-        let nofile = raise_nofile().unwrap_or((1024, 1024));
+        // If the soft limit cannot be raised, report it as it stands.
+        let nofile = sys::raise_nofile_to_hard()
+            .or_else(|_| sys::nofile_limit())
+            .unwrap_or((1024, 1024));
         HostFacts {
             nofile,
             ephemeral: read_port_range().unwrap_or((32768, 60999)),
@@ -41,28 +46,6 @@ impl HostFacts {
                 .and_then(|s| s.trim().parse().ok()),
         }
     }
-}
-
-fn raise_nofile() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `lim` is a valid, writable rlimit for the kernel to fill.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit {
-            rlim_cur: lim.rlim_max,
-            rlim_max: lim.rlim_max,
-        };
-        // SAFETY: `raised` is a valid rlimit read by the kernel.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim.rlim_cur = lim.rlim_max;
-        }
-    }
-    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 fn read_port_range() -> Option<(u16, u16)> {

@@ -15,6 +15,8 @@
 //! provide the run, server unreachable), 3 a `--fail-if` threshold was
 //! crossed.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 mod client;
 mod host;

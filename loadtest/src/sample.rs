@@ -10,6 +10,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+use ringcast_uring::sys::clock_ticks_per_second;
 use serde::Serialize;
 
 use crate::host::meminfo;
@@ -32,7 +33,7 @@ pub fn proc_stat(pid: &str) -> Option<ProcStat> {
     // Fields after the parenthesised command name; utime is field 14.
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = clock_ticks();
+    let ticks = clock_ticks_per_second();
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     let threads: u64 = f.get(17)?.parse().ok()?;
@@ -50,16 +51,6 @@ pub fn proc_stat(pid: &str) -> Option<ProcStat> {
     })
 }
 
-fn clock_ticks() -> f64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
-    } else {
-        100.0
-    }
-}
-
 /// Busy and total CPU seconds of the whole host (`/proc/stat`).
 pub fn host_cpu() -> (f64, f64) {
     let Ok(s) = std::fs::read_to_string("/proc/stat") else {
@@ -75,7 +66,7 @@ pub fn host_cpu() -> (f64, f64) {
         .collect();
     let total: f64 = v.iter().take(8).sum();
     let idle = v.get(3).copied().unwrap_or(0.0) + v.get(4).copied().unwrap_or(0.0);
-    let t = clock_ticks();
+    let t = clock_ticks_per_second();
     ((total - idle) / t, total / t)
 }
 

@@ -7,6 +7,8 @@
 //! process; concurrent builds from parallel test processes wait on cargo's
 //! own lock), then started on an ephemeral loopback port.
 
+#![forbid(unsafe_code)]
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
