@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cli ─ scenario::{idle, fanout, throughput, churn, compare}
-//!         ├─ client: io_uring engine (rings × direct descriptors)
+//!         ├─ client: io_uring engine on ringcast-uring (rings × direct descriptors)
 //!         │    └─ transport::{ws, sse, poll}: sans-io client protocols
 //!         ├─ publish: scheduled POSTs (intended send times)
 //!         ├─ stats: HDR histograms, exact delivery check
