@@ -299,10 +299,7 @@ impl Settings {
             .unwrap_or(Duration::from_secs(120));
         let s = Settings {
             listen,
-            shards: cli
-                .shards
-                .or(file.shards)
-                .unwrap_or_else(crate::runtime::sys::online_cpus),
+            shards: cli.shards.or(file.shards).unwrap_or_else(online_cpus),
             max_connections: cli
                 .max_connections
                 .or(file.max_connections)
@@ -464,6 +461,11 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+/// The number of CPUs this process may run on.
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 #[cfg(test)]

@@ -1,25 +1,12 @@
-//! `ringcast`: the edge push server binary.
-//!
-//! ```text
-//! main ─ config ─ node ──spawns──▶ shard threads (one per core)
-//!                                   ├─ runtime: rings, buffers, timers
-//!                                   ├─ hub: channels, ids, history
-//!                                   └─ transport: http, ws, publish
-//! ```
-//! See docs/architecture.md for the data path.
+//! `ringcast`, the node binary: parses the configuration, sets up logging
+//! and runs the node (see the library's docs for everything else).
 
-mod capacity;
-mod config;
-mod hub;
-mod metrics;
-mod node;
-mod runtime;
-mod shard;
-mod transport;
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
+use ringcast::{config, node};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -74,6 +74,9 @@ pub struct ShardMetrics {
     pub accepts: AtomicU64,
     /// Accept failures (including a full ring table).
     pub accept_errors: AtomicU64,
+    /// Accepts re-armed by the listener self-check (connections waited on
+    /// a listener that accepted none for a second).
+    pub accept_rearms: AtomicU64,
     /// Refused requests by reason.
     pub refused: [AtomicU64; 7],
     /// WebSocket handshakes completed.
@@ -159,11 +162,16 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
         }
     }
     type Field = fn(&ShardMetrics) -> &AtomicU64;
-    let counters: [(&str, &str, Field); 13] = [
+    let counters: [(&str, &str, Field); 14] = [
         ("accepts_total", "Connections accepted.", |m| &m.accepts),
         ("accept_errors_total", "Accept failures.", |m| {
             &m.accept_errors
         }),
+        (
+            "accept_rearms_total",
+            "Accepts re-armed because connections waited on a listener that accepted none for a second.",
+            |m| &m.accept_rearms,
+        ),
         ("upgrades_total", "WebSocket handshakes completed.", |m| {
             &m.upgrades
         }),

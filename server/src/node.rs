@@ -14,14 +14,27 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};
 
+use uring::{sys, Opcode, Ring, RingConfig};
+
+use crate::bus::Mailboxes;
 use crate::capacity::{group, Plan};
 use crate::config::Settings;
-use crate::hub::mail::Mailboxes;
 use crate::hub::Epoch;
 use crate::metrics::ShardMetrics;
-use crate::runtime::ring::{Ring, RingSize};
-use crate::runtime::sys;
-use crate::shard::{Shard, Shared};
+use crate::shard::shared::Shared;
+use crate::shard::Shard;
+
+/// The io_uring operations a shard submits.
+const OPCODES: [Opcode; 8] = [
+    Opcode::Accept,
+    Opcode::Recv,
+    Opcode::Send,
+    Opcode::SendMsg,
+    Opcode::Shutdown,
+    Opcode::Close,
+    Opcode::AsyncCancel,
+    Opcode::Read,
+];
 
 /// Why the node could not start or stopped in error.
 #[derive(Debug)]
@@ -38,7 +51,7 @@ impl std::error::Error for NodeError {}
 /// Runs a node until SIGTERM or SIGINT has drained it.
 pub fn run(settings: Settings) -> Result<(), NodeError> {
     let nofile = match sys::raise_nofile_to_hard() {
-        Ok(n) => n,
+        Ok((soft, _)) => soft,
         Err(e) => {
             tracing::warn!("cannot raise RLIMIT_NOFILE to its hard limit: {e}");
             sys::nofile_limit().map(|(soft, _)| soft).unwrap_or(1024)
@@ -52,13 +65,22 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
 
     // Fail early, with a message an operator can act on, where io_uring is
     // unavailable (seccomp, sysctl) or too old.
-    let probe = Ring::new(RingSize {
+    let probe = Ring::new(RingConfig {
         sq: 8,
         cq: 16,
         slots: 16,
+        buffers: Some((8, 64)),
     })
     .map_err(|e| NodeError(e.to_string()))?;
-    probe.probe().map_err(|e| NodeError(e.to_string()))?;
+    let missing = probe
+        .unsupported(&OPCODES)
+        .map_err(|e| NodeError(e.to_string()))?;
+    if !missing.is_empty() {
+        return Err(NodeError(format!(
+            "this kernel's io_uring lacks {} (IORING_OP_*): Linux 6.1 or newer is required",
+            missing.join(", ")
+        )));
+    }
     drop(probe);
 
     let (listeners, bound) = bind_all(&settings, plan.backlog as i32)?;

@@ -3,96 +3,12 @@
 
 mod common;
 
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
 use common::Server;
 
 fn ringcast() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ringcast"))
-}
-
-/// Installs a seccomp filter that makes `io_uring_setup` fail with EPERM,
-/// which is what Docker's default profile does.
-fn block_io_uring() -> std::io::Result<()> {
-    // struct sock_filter { u16 code; u8 jt; u8 jf; u32 k; }
-    #[repr(C)]
-    struct SockFilter {
-        code: u16,
-        jt: u8,
-        jf: u8,
-        k: u32,
-    }
-    #[repr(C)]
-    struct SockFprog {
-        len: u16,
-        filter: *const SockFilter,
-    }
-    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
-    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
-    const RET_K: u16 = 0x06; // BPF_RET | BPF_K
-    const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-    const RET_ALLOW: u32 = 0x7fff_0000;
-    const RET_ERRNO_EPERM: u32 = 0x0005_0000 | libc::EPERM as u32;
-    let filter = [
-        // Only x86-64 system call numbers are checked; other ABIs pass.
-        SockFilter {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 4,
-        }, // seccomp_data.arch
-        SockFilter {
-            code: JEQ_K,
-            jt: 0,
-            jf: 3,
-            k: AUDIT_ARCH_X86_64,
-        },
-        SockFilter {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        }, // seccomp_data.nr
-        SockFilter {
-            code: JEQ_K,
-            jt: 0,
-            jf: 1,
-            k: libc::SYS_io_uring_setup as u32,
-        },
-        SockFilter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: RET_ERRNO_EPERM,
-        },
-        SockFilter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: RET_ALLOW,
-        },
-    ];
-    let prog = SockFprog {
-        len: filter.len() as u16,
-        filter: filter.as_ptr(),
-    };
-    // SAFETY: runs in the forked child before exec; prctl reads `prog`,
-    // which outlives the call.
-    unsafe {
-        if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER,
-            &prog as *const SockFprog,
-        ) != 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 #[test]
@@ -105,8 +21,7 @@ fn blocked_io_uring_fails_with_a_clear_message() {
     cmd.args(["--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    // SAFETY: `block_io_uring` only calls prctl, which is async-signal-safe.
-    unsafe { cmd.pre_exec(block_io_uring) };
+    uring::child::deny_io_uring(&mut cmd);
     let out = cmd.output().expect("run ringcast");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

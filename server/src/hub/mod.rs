@@ -1,5 +1,9 @@
-//! The channel hub: ids, history and subscriber sets. One `Hub` per shard;
-//! together they form the channel model every transport shares.
+//! The channel hub: ids, history, presence and subscriber sets. One `Hub`
+//! per shard; together they form the channel model every transport shares.
+//!
+//! The hub knows nothing of connections or transports: a subscription
+//! carries whatever the shard puts in it (`S`, e.g. a connection key and a
+//! framing), and the hub only stores it and hands it back.
 //!
 //! # Ownership
 //! Every channel has one **owner shard** (`hash(name) % shards`). The owner
@@ -28,7 +32,6 @@
 
 pub mod channel;
 pub mod id;
-pub mod mail;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -41,8 +44,6 @@ use slab::Slab;
 
 pub use channel::ChannelName;
 pub use id::{Epoch, MsgId};
-
-use crate::shard::conn::ConnKey;
 
 /// A published message, shared by every shard that delivers it.
 #[derive(Debug)]
@@ -84,24 +85,11 @@ impl Message {
     }
 }
 
-/// Identifies a multiplexed-WebSocket client in presence lists and events:
-/// shard and connection key, printed as 16 hex digits.
+/// Identifies a client in presence lists and events, printed as 16 hex
+/// digits. Unique among the node's live connections (the shard derives it
+/// from its connection key).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ClientId(pub u64);
-
-impl ClientId {
-    /// The id of connection `conn` on shard `shard`.
-    pub fn of(shard: usize, conn: ConnKey) -> ClientId {
-        // ring:8 | slot:24 | gen:24, and the shard in the top byte.
-        let k = conn.raw();
-        ClientId(
-            (shard as u64) << 56
-                | (k >> 56) << 48
-                | ((k >> 32) & 0xFF_FFFF) << 24
-                | (k & 0xFF_FFFF),
-        )
-    }
-}
 
 impl std::fmt::Display for ClientId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,50 +106,52 @@ pub struct HistoryLimits {
     pub max_age: Duration,
 }
 
-/// How a subscriber wants its messages framed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// WebSocket, the payload as one frame.
-    WsRaw,
-    /// WebSocket, a JSON envelope with id and channel per message.
-    WsJson,
-    /// Multiplexed WebSocket protocol (`/ws`): the JSON envelope, plus
-    /// presence events.
-    Mux,
-    /// Server-Sent Events on a one-channel stream: id and data, encoded
-    /// once per message.
-    Sse,
-    /// Server-Sent Events on a stream of several channels: each event
-    /// carries the stream's composite cursor as its id.
-    SseMulti,
-    /// A held long poll: answered by the first message, then removed.
-    Poll,
-}
-
-impl Format {
-    /// Whether subscribers in this format receive `event`.
-    pub fn wants(self, event: Event) -> bool {
-        match event {
-            Event::Stored => true,
-            Event::Ephemeral => self != Format::Poll,
-            Event::Joined(_) | Event::Left(_) => self == Format::Mux,
-        }
-    }
-}
-
 /// Sentinel for a subscription waiting for its replay.
 pub const PENDING: u64 = u64::MAX;
 
 /// One local subscription.
 #[derive(Debug, Clone, Copy)]
-pub struct Sub {
-    /// The subscribed connection.
-    pub conn: ConnKey,
+pub struct Sub<S> {
+    /// Who subscribed, as the shard names it.
+    pub subscriber: S,
     /// Deliver only messages with a higher sequence number; [`PENDING`]
     /// until the owner's replay arrived.
     pub live_after: u64,
-    /// Framing.
-    pub format: Format,
+}
+
+/// Where a local subscription lives in its shard's hub: the channel's and
+/// the subscription's slab indices. Stable until the subscription is
+/// removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubRef {
+    /// The channel.
+    pub chan: u32,
+    /// The subscription within it.
+    pub sub: u32,
+}
+
+impl SubRef {
+    /// Refers to no subscription: what a handle holds once released.
+    pub const NONE: SubRef = SubRef {
+        chan: u32::MAX,
+        sub: u32::MAX,
+    };
+}
+
+/// One message to publish, with its position in the request that carried
+/// it.
+#[derive(Debug, Clone)]
+pub struct PublishItem {
+    /// Position in the publishing request (its answer lists ids in order).
+    pub index: u32,
+    /// Target channel.
+    pub channel: ChannelName,
+    /// Text or binary.
+    pub kind: DataKind,
+    /// Payload.
+    pub payload: Bytes,
+    /// Deliver live only: no id, not stored.
+    pub ephemeral: bool,
 }
 
 /// Why a resume could not continue exactly where the client left off.
@@ -198,8 +188,10 @@ pub struct Reset {
 }
 
 /// The owner's answer to a subscription.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Replay {
+    /// The channel.
+    pub channel: ChannelName,
     /// Messages after the client's `since`, oldest first.
     pub messages: Vec<Arc<Message>>,
     /// Set when the client's position was lost.
@@ -233,9 +225,9 @@ struct Owned {
 }
 
 #[derive(Debug)]
-struct Channel {
+struct Channel<S> {
     name: ChannelName,
-    subs: Slab<Sub>,
+    subs: Slab<Sub<S>>,
     owned: Option<Owned>,
 }
 
@@ -248,20 +240,21 @@ pub struct HubStats {
     pub evictions: u64,
 }
 
-/// One shard's view of the channel model.
+/// One shard's view of the channel model. `S` is what a local
+/// subscription records about its subscriber.
 #[derive(Debug)]
-pub struct Hub {
+pub struct Hub<S> {
     shard: usize,
     shards: usize,
     epoch: Epoch,
     limits: HistoryLimits,
     index: HashMap<ChannelName, u32>,
-    channels: Slab<Channel>,
+    channels: Slab<Channel<S>>,
     seq_floor: u64,
     stats: HubStats,
 }
 
-impl Hub {
+impl<S: Copy + PartialEq> Hub<S> {
     /// The hub of shard `shard` out of `shards`.
     pub fn new(shard: usize, shards: usize, epoch: Epoch, limits: HistoryLimits) -> Self {
         assert!(shards <= 64, "interest sets hold 64 shards");
@@ -337,27 +330,27 @@ impl Hub {
 
     // ---- local subscriptions (any shard) ---------------------------------
 
-    /// Adds a pending local subscription. Returns (channel, subscription)
-    /// indices; the caller then asks the owner for the replay.
-    pub fn add_sub(&mut self, name: &ChannelName, conn: ConnKey, format: Format) -> (u32, u32) {
-        let idx = self.entry(name);
-        let sub = self.channels[idx as usize].subs.insert(Sub {
-            conn,
+    /// Adds a pending local subscription; the caller then asks the owner
+    /// for the replay.
+    pub fn add_sub(&mut self, name: &ChannelName, subscriber: S) -> SubRef {
+        let chan = self.entry(name);
+        let sub = self.channels[chan as usize].subs.insert(Sub {
+            subscriber,
             live_after: PENDING,
-            format,
         }) as u32;
-        (idx, sub)
+        SubRef { chan, sub }
     }
 
     /// Marks a pending subscription live after `last_seq`. `false` when it
-    /// no longer exists (the connection left meanwhile).
-    pub fn set_live(&mut self, chan: u32, sub: u32, conn: ConnKey, last_seq: u64) -> bool {
+    /// no longer exists or belongs to someone else than `subscriber` (its
+    /// subscriber left meanwhile and the slot was reused).
+    pub fn set_live(&mut self, at: SubRef, subscriber: &S, last_seq: u64) -> bool {
         match self
             .channels
-            .get_mut(chan as usize)
-            .and_then(|c| c.subs.get_mut(sub as usize))
+            .get_mut(at.chan as usize)
+            .and_then(|c| c.subs.get_mut(at.sub as usize))
         {
-            Some(s) if s.conn == conn => {
+            Some(s) if s.subscriber == *subscriber => {
                 s.live_after = last_seq;
                 true
             }
@@ -365,12 +358,17 @@ impl Hub {
         }
     }
 
-    /// Removes a local subscription.
-    pub fn remove_sub(&mut self, chan: u32, sub: u32, conn: ConnKey) -> Unsubscribed {
+    /// Removes a local subscription of `subscriber`.
+    pub fn remove_sub(&mut self, at: SubRef, subscriber: &S) -> Unsubscribed {
+        let (chan, sub) = (at.chan, at.sub);
         let Some(ch) = self.channels.get_mut(chan as usize) else {
             return Unsubscribed::Kept;
         };
-        if ch.subs.get(sub as usize).is_none_or(|s| s.conn != conn) {
+        if ch
+            .subs
+            .get(sub as usize)
+            .is_none_or(|s| s.subscriber != *subscriber)
+        {
             return Unsubscribed::Kept;
         }
         ch.subs.remove(sub as usize);
@@ -389,12 +387,15 @@ impl Hub {
     }
 
     /// One local subscription.
-    pub fn sub(&self, chan: u32, sub: u32) -> Option<&Sub> {
-        self.channels.get(chan as usize)?.subs.get(sub as usize)
+    pub fn sub(&self, at: SubRef) -> Option<&Sub<S>> {
+        self.channels
+            .get(at.chan as usize)?
+            .subs
+            .get(at.sub as usize)
     }
 
     /// The local subscribers of channel `chan`.
-    pub fn subs(&self, chan: u32) -> impl Iterator<Item = &Sub> {
+    pub fn subs(&self, chan: u32) -> impl Iterator<Item = &Sub<S>> {
         self.channels
             .get(chan as usize)
             .into_iter()
@@ -428,8 +429,10 @@ impl Hub {
             owned.interested |= 1 << from;
         }
         let mut replay = Replay {
+            channel: name.clone(),
+            messages: Vec::new(),
+            reset: None,
             last_seq: owned.last_seq,
-            ..Replay::default()
         };
         let Some(since) = since else {
             return replay;
@@ -644,11 +647,8 @@ impl ShardSet {
 mod tests {
     use super::*;
 
-    fn key(n: u32) -> ConnKey {
-        ConnKey::new(0, n, 1)
-    }
-
-    fn hub(shard: usize, shards: usize, max_messages: usize) -> Hub {
+    /// Subscribers in these tests are plain numbers.
+    fn hub(shard: usize, shards: usize, max_messages: usize) -> Hub<u32> {
         Hub::new(
             shard,
             shards,
@@ -857,15 +857,21 @@ mod tests {
 
         // The remote shard reports its last local subscriber.
         let mut remote = hub(1, 2, 10);
-        let (c, s) = remote.add_sub(&ch, key(1), Format::WsRaw);
-        let (c2, s2) = remote.add_sub(&ch, key(2), Format::WsRaw);
-        assert_eq!(c, c2);
-        assert!(remote.subs(c).all(|s| s.live_after == PENDING));
-        assert!(remote.set_live(c, s, key(1), 3));
-        assert!(!remote.set_live(c, s, key(9), 3), "wrong connection");
-        assert_eq!(remote.remove_sub(c, s, key(1)), Unsubscribed::Kept);
+        let a = remote.add_sub(&ch, 1);
+        let b = remote.add_sub(&ch, 2);
+        assert_eq!(a.chan, b.chan);
+        assert!(remote.subs(a.chan).all(|s| s.live_after == PENDING));
+        assert!(remote.set_live(a, &1, 3));
+        assert!(!remote.set_live(a, &9, 3), "another subscriber's slot");
+        assert_eq!(remote.sub(a).map(|s| s.live_after), Some(3));
         assert_eq!(
-            remote.remove_sub(c2, s2, key(2)),
+            remote.remove_sub(a, &9),
+            Unsubscribed::Kept,
+            "not its subscription"
+        );
+        assert_eq!(remote.remove_sub(a, &1), Unsubscribed::Kept);
+        assert_eq!(
+            remote.remove_sub(b, &2),
             Unsubscribed::LastLocal(ch.clone())
         );
         assert_eq!(remote.channel_count(), 0);
@@ -899,11 +905,6 @@ mod tests {
             h.publish(&ch, DataKind::Text, Bytes::new(), now).0.id.seq,
             2
         );
-        assert!(Format::Mux.wants(Event::Ephemeral) && !Format::Poll.wants(Event::Ephemeral));
-        assert!(
-            Format::Mux.wants(Event::Joined(ClientId(1)))
-                && !Format::WsRaw.wants(Event::Left(ClientId(1)))
-        );
     }
 
     #[test]
@@ -919,7 +920,7 @@ mod tests {
         assert_eq!(h.presence(&ch), [ClientId(2)]);
         assert!(h.presence_leave(&ch, ClientId(2)));
         assert_eq!(h.channel_count(), 0, "an empty channel is forgotten");
-        assert_eq!(ClientId::of(1, key(5)).to_string(), "0100000005000001");
+        assert_eq!(ClientId(0x0100000005000001).to_string(), "0100000005000001");
     }
 
     #[test]

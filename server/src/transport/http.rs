@@ -1,268 +1,442 @@
-//! HTTP/1.1: routing request heads, plain responses, keep-alive.
+//! An HTTP/1.1 connection between upgrades and streams: request heads,
+//! routing, plain answers, publish bodies, pipelining and keep-alive.
 //!
 //! | Route | Method | What |
 //! |---|---|---|
 //! | `/healthz` | GET, HEAD | `200 ok` once the node accepts connections |
 //! | `/metrics` | GET, HEAD | Prometheus text |
-//! | `/ws/{channel}` | GET (upgrade) | WebSocket subscriber (`transport::ws`) |
-//! | `/echo` | GET (upgrade) | WebSocket echo (unless `--no-echo`) |
-//! | `/pub/{channel}`, `/pub` | POST | publish (`transport::publish`) |
+//! | `/ws/{channel}`, `/ws`, `/echo` | GET (upgrade) | WebSocket (`super::ws`) |
+//! | `/sse/{channel}`, `/sse?ch=…` | GET, HEAD | event stream (`super::sse`) |
+//! | `/poll/{channel}` | GET, HEAD | long or short poll (`super::poll`) |
+//! | `/pub/{channel}`, `/pub` | POST | publish (`super::publish`) |
 //! | any | OPTIONS | `204` with `Allow` |
 //!
-//! Every refusal names its cause in the body (one line of text) and in a
-//! debug log line, and is counted in `ringcast_requests_refused_total`.
+//! A request that upgrades or starts a stream or a poll ends this state:
+//! [`Http::handle_input`] returns the [`Route`] and the protocol moves on.
+//!
+//! # Publishing and pipelining
+//! A publish's answer goes out as soon as every message has its id —
+//! assigned by the channels' owner shards, usually in microseconds — never
+//! after the fan-out. Pipelined publishes overlap: each is forwarded to its
+//! owners as soon as its body is read, and the answers go out in request
+//! order as the ids arrive (up to
+//! [`MAX_PIPELINED_PUBLISHES`](super::publish::MAX_PIPELINED_PUBLISHES)
+//! outstanding). Any other request waits until the publishes before it are
+//! answered.
+//!
+//! # Timeouts
+//! A new connection has `--handshake-timeout` for its first request head;
+//! a head or body that stops arriving gets `408`; a kept-alive connection
+//! with nothing in progress is closed after `--idle-timeout`.
 
-use bytes::{Bytes, BytesMut};
-use codec::http::{
-    parse_request, responses, Limits, Method, RequestHead, ResponseHead, StatusCode,
-};
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use codec::http::{parse_request, responses, Limits, Method, RequestHead, StatusCode};
 use codec::Status;
 
-use crate::metrics::{NodeGauges, Refusal};
-use crate::shard::conn::{flags, ConnKey, Phase};
-use crate::shard::{Shard, Shared, Step};
+use crate::hub::MsgId;
+use crate::metrics::Refusal;
 
-impl Shard {
-    /// Bytes arriving while the connection waits for a request head.
-    pub(crate) fn on_http_input(&mut self, key: ConnKey, buf: &mut [u8]) -> Step {
+use super::context::{ticks, Context, Finish, Step};
+use super::poll;
+use super::publish::{self, Body, Pending, MAX_PIPELINED_PUBLISHES};
+use super::response::{self, Answer, Refused};
+use super::sse;
+use super::ws;
+
+const ALLOW: &str = "GET, HEAD, POST, OPTIONS";
+
+/// Flags of the request being served.
+mod flag {
+    /// The request asked to keep the connection open.
+    pub const KEEP_ALIVE: u8 = 1;
+    /// The request is `HEAD`.
+    pub const HEAD: u8 = 2;
+    /// At least one request head arrived (idle vs. handshake timeout).
+    pub const SERVED: u8 = 4;
+    /// A head has started arriving and is not complete.
+    pub const PARTIAL: u8 = 8;
+}
+
+/// Where a request sends the connection next.
+#[derive(Debug)]
+pub enum Route {
+    /// Upgraded to a WebSocket (the `101` is written).
+    Ws(ws::App),
+    /// An event stream.
+    Sse(sse::Plan),
+    /// A poll.
+    Poll(poll::Plan, Answer),
+}
+
+/// What became of the connection after an event.
+#[derive(Debug)]
+#[must_use]
+pub enum Outcome {
+    /// Still serving HTTP.
+    Stay,
+    /// Moving on.
+    Route(Route),
+    /// Ending.
+    Finish(Finish),
+}
+
+/// State only a busy HTTP connection needs, boxed.
+#[derive(Debug, Default)]
+struct Busy {
+    /// A publish body being read.
+    body: Option<Body>,
+    /// Publishes waiting for ids, in request order.
+    publishes: VecDeque<Pending>,
+}
+
+/// An HTTP/1.1 connection waiting for or reading a request.
+#[derive(Debug)]
+pub struct Http {
+    flags: u8,
+    busy: Option<Box<Busy>>,
+}
+
+impl Http {
+    /// A new connection: its first head must arrive within
+    /// `--handshake-timeout`.
+    pub fn start(ctx: &mut impl Context) -> Http {
+        ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().handshake_timeout)));
+        Http {
+            flags: 0,
+            busy: None,
+        }
+    }
+
+    /// A connection that answered a poll and serves its next request.
+    pub fn after_poll(ctx: &mut impl Context) -> Http {
+        let mut http = Http {
+            flags: flag::SERVED | flag::KEEP_ALIVE,
+            busy: None,
+        };
+        http.wait_for_next(ctx);
+        http
+    }
+
+    fn has(&self, f: u8) -> bool {
+        self.flags & f != 0
+    }
+
+    fn answer(&self) -> Answer {
+        Answer {
+            keep_alive: self.has(flag::KEEP_ALIVE),
+            head_only: self.has(flag::HEAD),
+        }
+    }
+
+    fn pending_publishes(&self) -> usize {
+        self.busy.as_ref().map_or(0, |b| b.publishes.len())
+    }
+
+    /// Bytes from the peer.
+    pub fn handle_input(&mut self, ctx: &mut impl Context, buf: &mut [u8]) -> (Step, Outcome) {
+        if self.busy.as_ref().is_some_and(|b| b.body.is_some()) {
+            return self.body_input(ctx, buf);
+        }
         // After a request that asked to close, nothing more is read.
-        if self
-            .io
-            .conn(key)
-            .is_some_and(|c| c.has(flags::SERVED) && !c.has(flags::KEEP_ALIVE))
-        {
-            return Step::Discard;
+        if self.has(flag::SERVED) && !self.has(flag::KEEP_ALIVE) {
+            return (Step::Discard, Outcome::Stay);
         }
         let limits = Limits {
-            max_head_bytes: self.settings().max_head_size,
+            max_head_bytes: ctx.settings().max_head_size,
             ..Limits::default()
         };
         match parse_request(buf, &limits) {
-            Ok(Status::Partial) => Step::Wait(0),
+            Ok(Status::Partial) => {
+                self.flags |= flag::PARTIAL;
+                (Step::Wait(0), Outcome::Stay)
+            }
             Err(e) => {
-                self.metrics().refuse(Refusal::BadRequest);
-                tracing::debug!(shard = self.id, "refused request: {e}");
+                ctx.metrics().refuse(Refusal::BadRequest);
+                tracing::debug!("refused request: {e}");
                 let extra: &[(&str, &str)] = if e.status() == StatusCode::METHOD_NOT_ALLOWED {
-                    &[("Allow", "GET, HEAD, POST, OPTIONS")]
+                    &[("Allow", ALLOW)]
                 } else {
                     &[]
                 };
-                self.respond_error(key, e.status(), e.reason(), extra, true);
-                Step::Discard
+                let answer = Answer {
+                    keep_alive: false,
+                    ..self.answer()
+                };
+                response::error(ctx, answer, e.status(), e.reason(), extra);
+                (Step::Discard, Outcome::Finish(Finish::AfterFlush))
             }
             Ok(Status::Complete((head, used))) => {
                 // Requests behind unanswered publishes wait, so answers stay
                 // in request order; more publishes may go ahead, up to a cap.
-                let pending = self
-                    .io
-                    .conn(key)
-                    .and_then(|c| c.ext.as_ref())
-                    .map_or(0, |e| e.publishes.len());
+                let pending = self.pending_publishes();
                 let is_publish = head.method == Method::Post
                     && (head.path == "/pub" || head.path.starts_with("/pub/"));
-                if pending > 0
-                    && (!is_publish
-                        || pending >= crate::transport::publish::MAX_PIPELINED_PUBLISHES)
-                {
-                    return Step::Wait(0);
+                if pending > 0 && (!is_publish || pending >= MAX_PIPELINED_PUBLISHES) {
+                    return (Step::Wait(0), Outcome::Stay);
                 }
-                let keep_alive = head.keep_alive() && self.drain_deadline().is_none();
-                if let Some(conn) = self.io.conn_mut(key) {
-                    conn.flags &= !(flags::KEEP_ALIVE | flags::HEAD);
-                    conn.flags |= flags::SERVED;
-                    if keep_alive {
-                        conn.flags |= flags::KEEP_ALIVE;
-                    }
-                    if head.method == Method::Head {
-                        conn.flags |= flags::HEAD;
-                    }
+                self.flags = flag::SERVED;
+                if head.keep_alive() && !ctx.draining() {
+                    self.flags |= flag::KEEP_ALIVE;
                 }
-                self.route(key, &head);
-                Step::Continue(used)
+                if head.method == Method::Head {
+                    self.flags |= flag::HEAD;
+                }
+                let outcome = self.route(ctx, &head);
+                (Step::Continue(used), outcome)
             }
         }
     }
 
-    fn route(&mut self, key: ConnKey, head: &RequestHead<'_>) {
-        let path = head.path;
+    fn route(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
         let get_or_head = matches!(head.method, Method::Get | Method::Head);
-        match path {
+        let answer = self.answer();
+        let upgrade = |ctx: &mut _, app| {
+            if ws::accept_upgrade(ctx, head) {
+                Outcome::Route(Route::Ws(app))
+            } else {
+                Outcome::Finish(Finish::AfterFlush)
+            }
+        };
+        match head.path {
             "/healthz" if get_or_head => {
-                self.respond(key, StatusCode::OK, "text/plain", b"ok\n", &[]);
+                response::respond(
+                    ctx,
+                    answer,
+                    StatusCode::OK,
+                    "text/plain",
+                    b"ok\n",
+                    &[],
+                    true,
+                );
+                self.after_response(ctx)
             }
             "/metrics" if get_or_head => {
-                let body = self.render_metrics();
-                self.respond(
-                    key,
-                    StatusCode::OK,
-                    "text/plain; version=0.0.4",
-                    body.as_bytes(),
-                    &[],
-                );
+                let body = ctx.render_metrics();
+                let ct = "text/plain; version=0.0.4";
+                response::respond(ctx, answer, StatusCode::OK, ct, body.as_bytes(), &[], true);
+                self.after_response(ctx)
             }
             "/healthz" | "/metrics" if head.method != Method::Options => {
-                self.method_not_allowed(key, "GET, HEAD, OPTIONS");
+                ctx.metrics().refuse(Refusal::BadRequest);
+                let allow = [("Allow", "GET, HEAD, OPTIONS")];
+                let reason = "method not allowed for this path";
+                response::error(ctx, answer, StatusCode::METHOD_NOT_ALLOWED, reason, &allow);
+                self.after_response(ctx)
             }
-            "/echo" if self.settings().echo && head.method != Method::Options => {
-                self.upgrade_echo(key, head);
+            "/echo" if ctx.settings().echo && head.method != Method::Options => {
+                upgrade(ctx, ws::App::Echo)
             }
             _ if head.method == Method::Options => {
-                self.respond(
-                    key,
-                    StatusCode::NO_CONTENT,
-                    "",
-                    b"",
-                    &[("Allow", "GET, HEAD, POST, OPTIONS")],
-                );
+                let allow = [("Allow", ALLOW)];
+                response::respond(ctx, answer, StatusCode::NO_CONTENT, "", b"", &allow, true);
+                self.after_response(ctx)
             }
-            "/ws" => self.upgrade_mux(key, head),
-            p if p.starts_with("/ws/") => self.upgrade_subscribe(key, head, &p["/ws/".len()..]),
-            "/sse" => self.start_sse(key, head, None),
-            p if p.starts_with("/sse/") => self.start_sse(key, head, Some(&p["/sse/".len()..])),
-            p if p.starts_with("/poll/") => self.start_poll(key, head, &p["/poll/".len()..]),
-            p if p == "/pub" || p.starts_with("/pub/") => self.start_publish(key, head),
+            "/ws" => upgrade(ctx, ws::App::Mux),
+            p if p.starts_with("/ws/") => match ws::subscribe_plan(head, &p["/ws/".len()..]) {
+                Ok(plan) => upgrade(ctx, ws::App::Subscriber(plan)),
+                Err(refused) => self.refuse(ctx, &refused),
+            },
+            "/sse" => self.stream(ctx, head, None),
+            p if p.starts_with("/sse/") => self.stream(ctx, head, Some(&p["/sse/".len()..])),
+            p if p.starts_with("/poll/") => {
+                match poll::plan(head, &p["/poll/".len()..], ctx.settings()) {
+                    Ok(plan) => Outcome::Route(Route::Poll(plan, answer)),
+                    Err(refused) => self.refuse(ctx, &refused),
+                }
+            }
+            p if p == "/pub" || p.starts_with("/pub/") => self.start_publish(ctx, head),
             _ => {
-                self.metrics().refuse(Refusal::NotFound);
-                self.respond_error(key, StatusCode::NOT_FOUND, "not found", &[], false);
+                ctx.metrics().refuse(Refusal::NotFound);
+                response::error(ctx, answer, StatusCode::NOT_FOUND, "not found", &[]);
+                self.after_response(ctx)
             }
         }
     }
 
-    fn method_not_allowed(&mut self, key: ConnKey, allow: &str) {
-        self.metrics().refuse(Refusal::BadRequest);
-        self.respond_error(
-            key,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method not allowed for this path",
-            &[("Allow", allow)],
-            false,
-        );
-    }
-
-    fn render_metrics(&self) -> String {
-        let mail = &self.shared.mail;
-        let node = NodeGauges {
-            capacity: self.shared.plan.capacity(),
-            mailbox_depth: (0..mail.shards()).map(|s| mail.depth(s) as u64).collect(),
-            rss_bytes: crate::runtime::sys::rss_bytes(),
-        };
-        crate::metrics::render(&self.shared.metrics, &node)
-    }
-
-    /// Writes a complete response. A connection that is not kept alive is
-    /// closed once it is sent; one that is waits for its next request, at
-    /// most `--idle-timeout`.
-    pub(crate) fn respond(
+    fn stream(
         &mut self,
-        key: ConnKey,
-        status: StatusCode,
-        content_type: &str,
-        body: &[u8],
-        extra: &[(&str, &str)],
-    ) {
-        let Some(keep_alive) = self.io.conn(key).map(|c| c.has(flags::KEEP_ALIVE)) else {
-            return;
-        };
-        self.respond_as(key, status, content_type, body, extra, true, keep_alive);
+        ctx: &mut impl Context,
+        head: &RequestHead<'_>,
+        raw: Option<&str>,
+    ) -> Outcome {
+        match sse::plan(head, raw, ctx.settings().max_stream_channels) {
+            Ok(plan) => Outcome::Route(Route::Sse(plan)),
+            Err(refused) => self.refuse(ctx, &refused),
+        }
     }
 
-    /// Writes a complete response with the keep-alive of the request it
-    /// answers (which may not be the latest: a pipelined publish answered
-    /// later), with `Cache-Control: no-store` only when `no_store` (callers
-    /// that set their own caching headers pass false).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn respond_as(
-        &mut self,
-        key: ConnKey,
-        status: StatusCode,
-        content_type: &str,
-        body: &[u8],
-        extra: &[(&str, &str)],
-        no_store: bool,
-        keep_alive: bool,
-    ) {
-        let Some(conn) = self.io.conn(key) else {
-            return;
+    fn refuse(&mut self, ctx: &mut impl Context, refused: &Refused) -> Outcome {
+        response::refuse(ctx, self.answer(), refused);
+        Outcome::Finish(Finish::AfterFlush)
+    }
+
+    /// After a complete answer: close if the request asked to, else wait
+    /// for the next request (at most `--idle-timeout` when nothing is in
+    /// progress).
+    fn after_response(&mut self, ctx: &mut impl Context) -> Outcome {
+        if !self.has(flag::KEEP_ALIVE) {
+            return Outcome::Finish(Finish::AfterFlush);
+        }
+        self.wait_for_next(ctx);
+        Outcome::Stay
+    }
+
+    fn wait_for_next(&mut self, ctx: &mut impl Context) {
+        self.flags &= !flag::PARTIAL;
+        if self.pending_publishes() == 0 {
+            ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().idle_timeout)));
+        }
+    }
+
+    // ---- publishing --------------------------------------------------------------
+
+    fn start_publish(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
+        let plan = match publish::plan(head, ctx.settings()) {
+            Ok(plan) => plan,
+            Err(refused) => {
+                if refused.status == StatusCode::METHOD_NOT_ALLOWED {
+                    ctx.metrics().refuse(refused.why);
+                    let answer = Answer {
+                        keep_alive: false,
+                        ..self.answer()
+                    };
+                    let allow = [("Allow", "POST, OPTIONS")];
+                    response::error(ctx, answer, refused.status, &refused.reason, &allow);
+                    return Outcome::Finish(Finish::AfterFlush);
+                }
+                return self.refuse(ctx, &refused);
+            }
         };
-        let head_only = conn.has(flags::HEAD);
-        let mut out = BytesMut::with_capacity(160 + body.len());
-        let mut h = ResponseHead::new(&mut out, status);
-        if !content_type.is_empty() {
-            h = h.header("Content-Type", content_type);
+        if plan.send_continue {
+            ctx.send(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
         }
-        if status.allows_body() {
-            h = h.content_length(body.len() as u64);
+        if plan.body.is_complete() {
+            return self.finish_body(ctx, plan.body);
         }
-        if no_store {
-            h = h.header("Cache-Control", "no-store");
+        ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().handshake_timeout)));
+        self.busy.get_or_insert_with(Default::default).body = Some(plan.body);
+        Outcome::Stay
+    }
+
+    fn body_input(&mut self, ctx: &mut impl Context, buf: &mut [u8]) -> (Step, Outcome) {
+        let busy = self.busy.as_mut().expect("a body is being read");
+        let body = busy.body.as_mut().expect("a body is being read");
+        match body.feed(buf) {
+            Err(refused) => {
+                busy.body = None;
+                (Step::Discard, self.refuse(ctx, &refused))
+            }
+            Ok(used) if body.is_complete() => {
+                let body = busy.body.take().expect("a body is being read");
+                (Step::Continue(used), self.finish_body(ctx, body))
+            }
+            Ok(used) => {
+                // Progress pushes the body deadline back.
+                ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().handshake_timeout)));
+                (Step::Wait(used), Outcome::Stay)
+            }
         }
-        if !keep_alive {
-            h = h.header("Connection", "close");
+    }
+
+    /// The body is complete: send its messages to their owners and wait
+    /// for the ids (the connection goes on reading meanwhile).
+    fn finish_body(&mut self, ctx: &mut impl Context, body: Body) -> Outcome {
+        let (items, batch) = match body.into_items(ctx.settings().max_message_size) {
+            Ok(parsed) => parsed,
+            Err(refused) => return self.refuse(ctx, &refused),
+        };
+        let ids = vec![None; items.len()];
+        let token = ctx.publish(items);
+        ctx.set_timer(None);
+        let keep_alive = self.has(flag::KEEP_ALIVE);
+        self.busy
+            .get_or_insert_with(Default::default)
+            .publishes
+            .push_back(Pending {
+                token,
+                ids,
+                batch,
+                keep_alive,
+            });
+        self.flags &= !flag::PARTIAL;
+        Outcome::Stay
+    }
+
+    /// Owners assigned ids: answer the publishes at the head of the queue
+    /// whose ids are all known, in request order; once none is left,
+    /// continue with requests that waited behind them.
+    pub fn handle_published(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        ids: &[(u32, MsgId)],
+    ) -> Outcome {
+        let Some(busy) = self.busy.as_mut() else {
+            return Outcome::Stay;
+        };
+        if let Some(p) = busy.publishes.iter_mut().find(|p| p.token == token) {
+            p.fill(ids);
         }
-        for (name, value) in extra {
-            h = h.header(name, value);
-        }
-        if h.finish().is_err() {
-            tracing::error!(
-                shard = self.id,
-                "response header with forbidden bytes; sending 500"
+        while busy.publishes.front().is_some_and(Pending::is_complete) {
+            let p = busy.publishes.pop_front().expect("checked above");
+            let answer = Answer {
+                keep_alive: p.keep_alive,
+                head_only: false,
+            };
+            let body = p.answer_body();
+            response::respond(
+                ctx,
+                answer,
+                StatusCode::OK,
+                "application/json",
+                &body,
+                &[],
+                true,
             );
-            out.clear();
-            out.extend_from_slice(b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
-            self.send(key, out.freeze());
-            self.close_after_flush(key);
-            return;
+            if !p.keep_alive {
+                return Outcome::Finish(Finish::AfterFlush);
+            }
         }
-        if !head_only && status.allows_body() {
-            out.extend_from_slice(body);
+        if busy.publishes.is_empty() && busy.body.is_none() {
+            self.busy = None;
+            self.wait_for_next(ctx);
+            ctx.resume_input();
         }
-        self.send(key, out.freeze());
-        self.after_response(key, keep_alive);
+        Outcome::Stay
     }
 
-    /// Writes a plain-text error response naming `reason`; `close` forces
-    /// the connection closed after it.
-    pub(crate) fn respond_error(
-        &mut self,
-        key: ConnKey,
-        status: StatusCode,
-        reason: &str,
-        extra: &[(&str, &str)],
-        close: bool,
-    ) {
-        let Some(conn) = self.io.conn_mut(key) else {
-            return;
-        };
-        if close {
-            conn.flags &= !flags::KEEP_ALIVE;
+    // ---- time and shutdown -------------------------------------------------------
+
+    /// The connection's deadline passed.
+    pub fn handle_timer(&mut self, ctx: &mut impl Context) -> Outcome {
+        let reading_body = self.busy.as_ref().is_some_and(|b| b.body.is_some());
+        if reading_body || self.has(flag::PARTIAL) {
+            // Slowloris, or a body that stopped: the request did not come
+            // in time.
+            ctx.metrics().refuse(Refusal::Timeout);
+            ctx.send(Bytes::from_static(responses::REQUEST_TIMEOUT));
+            return Outcome::Finish(Finish::AfterFlush);
         }
-        let keep_alive = conn.has(flags::KEEP_ALIVE);
-        let head_only = conn.has(flags::HEAD);
-        let mut out = BytesMut::new();
-        responses::error(&mut out, status, reason, !keep_alive, extra, !head_only);
-        self.send(key, out.freeze());
-        self.after_response(key, keep_alive);
+        if self.pending_publishes() > 0 {
+            return Outcome::Stay;
+        }
+        if !self.has(flag::SERVED) {
+            // A silent peer: no request at all.
+            ctx.metrics().refuse(Refusal::Timeout);
+        }
+        Outcome::Finish(Finish::Now)
     }
 
-    fn after_response(&mut self, key: ConnKey, keep_alive: bool) {
-        if !keep_alive {
-            self.close_after_flush(key);
-            return;
+    /// The node is shutting down: an idle connection closes now; one with
+    /// a request in progress finishes it (and is answered
+    /// `Connection: close`).
+    pub fn handle_shutdown(&mut self) -> Outcome {
+        if self.busy.is_none() && !self.has(flag::PARTIAL) {
+            Outcome::Finish(Finish::Now)
+        } else {
+            Outcome::Stay
         }
-        // The phase is left alone: a pipelined request may already be in
-        // progress. A connection with nothing in progress gets the idle
-        // timeout.
-        let idle = self.io.conn(key).is_some_and(|c| {
-            c.phase == Phase::Http && c.ext.as_ref().is_none_or(|e| e.publishes.is_empty())
-        });
-        if idle {
-            let deadline = self.tick + Shared::ticks(self.settings().idle_timeout);
-            self.set_deadline(key, deadline);
-        }
-    }
-
-    /// Queues raw bytes (a `101`, a `100 Continue`).
-    pub(crate) fn send_raw(&mut self, key: ConnKey, bytes: &'static [u8]) {
-        self.send(key, Bytes::from_static(bytes));
     }
 }

@@ -1,79 +1,39 @@
-//! The protocols clients speak, each over the same shards and hub.
+//! The protocols clients speak, as sans-io state machines.
 //!
-//! * [`http`] — request routing, plain responses, keep-alive.
-//! * [`ws`] — WebSocket subscribers (`/ws/{channel}`) and echo (`/echo`).
-//! * [`publish`] — `POST /pub/{channel}` and batch publishing.
-//! * [`sse`] — Server-Sent Events, one or several channels per stream.
-//! * [`poll`] — long and short HTTP polling.
-//! * [`mux`] — the multiplexed JSON protocol on `/ws`.
+//! Every connection's protocol is one [`Protocol`] value: an HTTP/1.1
+//! connection between requests, a WebSocket (subscriber, echo or the
+//! multiplexed `/ws`), an event stream, a held poll. A state is driven by
+//! calls that bring bytes, time and deliveries in, and acts only through a
+//! [`Context`] — queue output, (un)subscribe in the hub, set its deadline,
+//! send requests to channel owners. It never sees a socket, a ring, a clock
+//! or the shard that drives it, so the tests drive it with byte slices and
+//! a virtual clock (`testing`).
 //!
-//! Fan-out to all of them is in `shard::deliver`.
+//! * [`context`] — the `Context` trait, ticks, how a connection ends.
+//! * [`protocol`] — the `Protocol` enum: event routing and transitions.
+//! * [`http`] — request heads, routing, plain answers, publishing,
+//!   pipelining, keep-alive; [`response`] writes answers, [`publish`] reads
+//!   publish requests, [`params`] reads shared query parameters.
+//! * [`ws`] — the WebSocket link and its apps; [`mux`] the `/ws` protocol.
+//! * [`sse`] — Server-Sent Events; [`poll`] — long and short polling.
+//! * [`framing`] — how a message looks on each transport, encoded once per
+//!   message and shard.
+//!
+//! Imports point down this list's reverse: `protocol` knows every state,
+//! `http` knows the requests it routes to, and no state knows `protocol`.
 
-use std::borrow::Cow;
-
-use base64::Engine;
-use bytes::Bytes;
-use codec::http::RequestHead;
-use codec::ws::DataKind;
-use serde_json::Value;
-
-use crate::hub::{Message, MsgId};
-
-/// A payload as text for JSON and event streams: text as is, binary as
-/// base64 (marked `"encoding":"base64"` in JSON, `binary` in SSE event
-/// names; docs/protocol.md).
-pub(crate) fn payload_text(msg: &Message) -> Cow<'_, str> {
-    match msg.kind {
-        DataKind::Text => String::from_utf8_lossy(&msg.payload),
-        DataKind::Binary => base64::engine::general_purpose::STANDARD
-            .encode(&msg.payload)
-            .into(),
-    }
-}
-
-/// Sets `data` (and `encoding` for binary) of a JSON message envelope.
-pub(crate) fn set_payload(v: &mut Value, msg: &Message) {
-    v["data"] = Value::String(payload_text(msg).into_owned());
-    if msg.kind == DataKind::Binary {
-        v["encoding"] = Value::String("base64".into());
-    }
-}
-
-/// The payload of a JSON publish request (a batch line or a multiplexed
-/// `publish`): `data` (a string, or any JSON value published as its text)
-/// or `data_base64` (binary). The error is the reason to answer with.
-pub(crate) fn payload_of(
-    o: &mut serde_json::Map<String, Value>,
-) -> Result<(DataKind, Bytes), String> {
-    match (o.remove("data"), o.remove("data_base64")) {
-        (Some(Value::String(s)), None) => Ok((DataKind::Text, Bytes::from(s.into_bytes()))),
-        (Some(v), None) => Ok((DataKind::Text, Bytes::from(v.to_string().into_bytes()))),
-        (None, Some(Value::String(b))) => base64::engine::general_purpose::STANDARD
-            .decode(b.as_bytes())
-            .map(|raw| (DataKind::Binary, Bytes::from(raw)))
-            .map_err(|e| format!("data_base64 is not base64: {e}")),
-        (None, Some(_)) => Err("data_base64 must be a string".into()),
-        (Some(_), Some(_)) => Err("give data or data_base64, not both".into()),
-        (None, None) => Err("missing data".into()),
-    }
-}
-
-/// The `since` query parameter: `Ok(None)` when absent; the error is the
-/// reason to answer with.
-pub(crate) fn since_param(head: &RequestHead<'_>) -> Result<Option<MsgId>, String> {
-    match head.query_param("since") {
-        Ok(None) => Ok(None),
-        Ok(Some(s)) => s
-            .parse::<MsgId>()
-            .map(Some)
-            .map_err(|e| format!("invalid since: {e}")),
-        Err(e) => Err(format!("invalid since: {e}")),
-    }
-}
-
+pub mod context;
+pub mod framing;
 pub mod http;
 pub mod mux;
+pub mod params;
 pub mod poll;
+pub mod protocol;
 pub mod publish;
+pub mod response;
 pub mod sse;
 pub mod ws;
+
+pub use context::{ticks, Context, Finish, Subscribe, Tick, TICK};
+pub use framing::{Encodings, Format};
+pub use protocol::Protocol;

@@ -15,38 +15,39 @@
 //!
 //! Problems get `{"type":"error","code":…,"reason":…,"rid":…}` and the
 //! connection stays open; after [`MAX_CONSECUTIVE_ERRORS`] invalid commands
-//! in a row it is closed with 1008.
+//! in a row the session asks its WebSocket to close with 1008.
+//!
+//! [`Session`] is the application half of a `/ws` connection: the
+//! WebSocket state (`super::ws`) hands it whole messages and the owners'
+//! answers, and it acts through the [`Context`].
 
-use bytes::Bytes;
-use codec::http::RequestHead;
-use codec::ws::{encode, CloseCode, DataKind};
+use codec::ws::DataKind;
 use hashbrown::HashMap;
 use serde_json::{json, Value};
 
-use crate::hub::mail::{Mail, PublishItem, ReplyTo};
-use crate::hub::{ChannelName, ClientId, Event, Format, Message, MsgId};
-use crate::shard::conn::{ConnKey, Phase};
-use crate::shard::{Session, Shard};
+use crate::hub::{ChannelName, ClientId, MsgId, PublishItem, Replay, SubRef};
+use crate::metrics::ShardMetrics;
+
+use super::context::{Context, Subscribe};
+use super::framing::{self, Format};
 
 /// Invalid commands in a row after which the connection is closed.
 pub const MAX_CONSECUTIVE_ERRORS: u32 = 10;
 
 /// What a multiplexed connection keeps between commands.
-#[derive(Debug)]
-pub struct MuxSession {
-    client: ClientId,
-    /// Subscriptions by channel: hub indices and the `rid` of the
-    /// `subscribe` until it is answered.
+#[derive(Debug, Default)]
+pub struct Session {
+    /// Subscriptions by channel, with the `rid` of the `subscribe` until
+    /// it is answered.
     subs: HashMap<ChannelName, MuxSub>,
-    /// Answers awaited from other shards, by token.
+    /// Answers awaited from channel owners, by token.
     pending: HashMap<u32, Pending>,
     errors: u32,
 }
 
 #[derive(Debug)]
 struct MuxSub {
-    chan: u32,
-    sub: u32,
+    at: SubRef,
     rid: Option<Value>,
 }
 
@@ -62,36 +63,14 @@ enum Pending {
     },
 }
 
-/// A message as the JSON envelope shared by `/ws` and `/ws/{ch}?format=json`.
-pub fn message_frame(msg: &Message) -> Bytes {
-    let ch = msg.channel.as_str();
-    let v = match msg.event {
-        Event::Joined(c) => json!({"type": "joined", "ch": ch, "client": c.to_string()}),
-        Event::Left(c) => json!({"type": "left", "ch": ch, "client": c.to_string()}),
-        Event::Stored | Event::Ephemeral => {
-            let id = msg.is_stored().then(|| msg.id.to_string());
-            let mut v = json!({"type": "message", "ch": ch, "id": id});
-            super::set_payload(&mut v, msg);
-            if !msg.is_stored() {
-                v["ephemeral"] = Value::Bool(true);
-            }
-            v
-        }
-    };
-    text_frame(&v)
-}
-
-/// A JSON value as one text frame.
-pub(crate) fn text_frame(v: &Value) -> Bytes {
-    let text = serde_json::to_vec(v).expect("JSON values serialize");
-    encode::message(DataKind::Text, &text)
-}
-
-fn with_rid(mut v: Value, rid: Option<Value>) -> Value {
-    if let Some(rid) = rid {
-        v["rid"] = rid;
-    }
-    v
+/// What the WebSocket must do after a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Verdict {
+    /// Carry on.
+    Continue,
+    /// Too many invalid commands in a row: close with 1008.
+    TooManyErrors,
 }
 
 /// A command refused, with the code and reason sent back.
@@ -101,35 +80,25 @@ fn refused(code: &'static str, reason: impl Into<String>) -> Refused {
     Refused(code, reason.into())
 }
 
-impl Shard {
-    /// `GET /ws`.
-    pub(crate) fn upgrade_mux(&mut self, key: ConnKey, head: &RequestHead<'_>) {
-        if !self.accept_upgrade(key, head) {
-            return;
-        }
-        self.set_phase(key, Phase::WsMux);
-        let session = MuxSession {
-            client: ClientId::of(self.id, key),
-            subs: HashMap::new(),
-            pending: HashMap::new(),
-            errors: 0,
-        };
-        self.sessions.insert(key, Session::Mux(session));
+fn with_rid(mut v: Value, rid: Option<Value>) -> Value {
+    if let Some(rid) = rid {
+        v["rid"] = rid;
     }
+    v
+}
 
-    fn mux(&mut self, key: ConnKey) -> Option<&mut MuxSession> {
-        match self.sessions.get_mut(&key) {
-            Some(Session::Mux(m)) => Some(m),
-            _ => None,
-        }
-    }
+fn send(ctx: &mut impl Context, v: Value) {
+    ctx.send(framing::text_frame(&v));
+}
 
-    fn mux_send(&mut self, key: ConnKey, v: Value) {
-        self.send(key, text_frame(&v));
-    }
-
-    /// A complete data message from a multiplexed client.
-    pub(crate) fn on_mux_message(&mut self, key: ConnKey, kind: DataKind, payload: &[u8]) {
+impl Session {
+    /// A complete data message from the client.
+    pub fn handle_message(
+        &mut self,
+        ctx: &mut impl Context,
+        kind: DataKind,
+        payload: &[u8],
+    ) -> Verdict {
         let (rid, result) = if kind == DataKind::Binary {
             (
                 None,
@@ -143,7 +112,7 @@ impl Shard {
                 Err(e) => (None, Err(refused("bad_json", format!("not JSON: {e}")))),
                 Ok(Value::Object(mut cmd)) => {
                     let rid = cmd.remove("rid");
-                    let r = self.mux_command(key, &mut cmd, rid.clone());
+                    let r = self.command(ctx, &mut cmd, rid.clone());
                     (rid, r)
                 }
                 Ok(_) => (
@@ -152,40 +121,33 @@ impl Shard {
                 ),
             }
         };
-        let Some(session) = self.mux(key) else {
-            return;
-        };
         match result {
-            Ok(()) => session.errors = 0,
+            Ok(()) => {
+                self.errors = 0;
+                Verdict::Continue
+            }
             Err(Refused(code, reason)) => {
-                session.errors += 1;
-                let too_many = session.errors >= MAX_CONSECUTIVE_ERRORS;
-                tracing::debug!(
-                    shard = self.id,
-                    code,
-                    "multiplexed command refused: {reason}"
-                );
-                self.mux_send(
-                    key,
+                self.errors += 1;
+                tracing::debug!(code, "multiplexed command refused: {reason}");
+                send(
+                    ctx,
                     with_rid(
                         json!({"type": "error", "code": code, "reason": reason}),
                         rid,
                     ),
                 );
-                if too_many {
-                    self.initiate_close(
-                        key,
-                        CloseCode::POLICY_VIOLATION,
-                        "too many invalid commands",
-                    );
+                if self.errors >= MAX_CONSECUTIVE_ERRORS {
+                    Verdict::TooManyErrors
+                } else {
+                    Verdict::Continue
                 }
             }
         }
     }
 
-    fn mux_command(
+    fn command(
         &mut self,
-        key: ConnKey,
+        ctx: &mut impl Context,
         cmd: &mut serde_json::Map<String, Value>,
         rid: Option<Value>,
     ) -> Result<(), Refused> {
@@ -196,7 +158,7 @@ impl Shard {
         };
         match kind.as_str() {
             "ping" => {
-                self.mux_send(key, with_rid(json!({"type": "pong"}), rid));
+                send(ctx, with_rid(json!({"type": "pong"}), rid));
                 Ok(())
             }
             "subscribe" => {
@@ -211,36 +173,25 @@ impl Shard {
                         return Err(refused("bad_since", "since must be a message id string"))
                     }
                 };
-                self.mux_subscribe(key, channel, since, rid)
+                self.subscribe(ctx, channel, since, rid)
             }
             "unsubscribe" => {
                 let channel = channel_of(cmd)?;
-                self.mux_unsubscribe(key, &channel)?;
-                self.mux_send(
-                    key,
+                let sub = self.subs.remove(&channel).ok_or_else(|| {
+                    refused("not_subscribed", format!("not subscribed to {channel}"))
+                })?;
+                ctx.unsubscribe(sub.at, true);
+                send(
+                    ctx,
                     with_rid(json!({"type": "unsubscribed", "ch": channel.as_str()}), rid),
                 );
                 Ok(())
             }
-            "publish" => self.mux_publish(key, cmd, rid),
+            "publish" => self.publish(ctx, cmd, rid),
             "presence" => {
                 let channel = channel_of(cmd)?;
-                let owner = self.hub.owner(&channel);
-                if owner == self.id {
-                    let clients = self.hub.presence(&channel);
-                    self.mux_send(key, presence_answer(&channel, &clients, rid));
-                } else {
-                    let token = self.token();
-                    if let Some(s) = self.mux(key) {
-                        s.pending.insert(token, Pending::Presence { rid });
-                    }
-                    let reply = ReplyTo {
-                        shard: self.id,
-                        conn: key,
-                        token,
-                    };
-                    self.mail_to(owner, Mail::PresenceQuery { reply, channel });
-                }
+                let token = ctx.query_presence(channel);
+                self.pending.insert(token, Pending::Presence { rid });
                 Ok(())
             }
             other => Err(refused(
@@ -250,102 +201,43 @@ impl Shard {
         }
     }
 
-    pub(crate) fn token(&mut self) -> u32 {
-        let t = self.next_token;
-        self.next_token = self.next_token.wrapping_add(1);
-        t
-    }
-
-    fn mux_subscribe(
+    fn subscribe(
         &mut self,
-        key: ConnKey,
+        ctx: &mut impl Context,
         channel: ChannelName,
         since: Option<MsgId>,
         rid: Option<Value>,
     ) -> Result<(), Refused> {
-        let max = self.settings().max_subscriptions;
-        let session = self
-            .mux(key)
-            .ok_or_else(|| refused("bad_request", "not a multiplexed connection"))?;
-        if session.subs.contains_key(&channel) {
+        let max = ctx.settings().max_subscriptions;
+        if self.subs.contains_key(&channel) {
             return Err(refused(
                 "already_subscribed",
                 format!("already subscribed to {channel}"),
             ));
         }
-        if session.subs.len() >= max {
+        if self.subs.len() >= max {
             return Err(refused(
                 "too_many_subscriptions",
                 format!("at most {max} subscriptions per connection"),
             ));
         }
-        let client = session.client;
-        // Registered before the owner answers, so the `subscribed` reply
-        // finds its rid.
-        let (chan, sub) = self.hub.add_sub(&channel, key, Format::Mux);
-        if let Some(s) = self.mux(key) {
-            s.subs.insert(channel.clone(), MuxSub { chan, sub, rid });
-        }
-        self.request_replay(key, channel, chan, sub, since, Some(client));
+        let at = ctx.subscribe(Subscribe {
+            channel: channel.clone(),
+            format: Format::Mux,
+            since,
+            presence: true,
+        });
+        self.subs.insert(channel, MuxSub { at, rid });
         Ok(())
     }
 
-    /// Called before a subscription's replay: answers its `subscribe`.
-    pub(crate) fn mux_subscribed(&mut self, key: ConnKey, channel: &ChannelName) {
-        let rid = self
-            .mux(key)
-            .and_then(|s| s.subs.get_mut(channel))
-            .and_then(|s| s.rid.take());
-        self.mux_send(
-            key,
-            with_rid(json!({"type": "subscribed", "ch": channel.as_str()}), rid),
-        );
-    }
-
-    fn mux_unsubscribe(&mut self, key: ConnKey, channel: &ChannelName) -> Result<(), Refused> {
-        let session = self
-            .mux(key)
-            .ok_or_else(|| refused("bad_request", "not a multiplexed connection"))?;
-        let client = session.client;
-        let sub = session
-            .subs
-            .remove(channel)
-            .ok_or_else(|| refused("not_subscribed", format!("not subscribed to {channel}")))?;
-        self.unsubscribe(key, sub.chan, sub.sub);
-        self.left(channel, client);
-        Ok(())
-    }
-
-    /// The connection is going away: leave every channel.
-    pub(crate) fn mux_leave_all(&mut self, key: ConnKey, session: MuxSession) {
-        for (channel, sub) in session.subs {
-            self.unsubscribe(key, sub.chan, sub.sub);
-            self.left(&channel, session.client);
-        }
-    }
-
-    fn left(&mut self, channel: &ChannelName, client: ClientId) {
-        let owner = self.hub.owner(channel);
-        if owner == self.id {
-            self.presence_left(channel, client);
-        } else {
-            self.mail_to(
-                owner,
-                Mail::Left {
-                    channel: channel.clone(),
-                    client,
-                },
-            );
-        }
-    }
-
-    fn mux_publish(
+    fn publish(
         &mut self,
-        key: ConnKey,
+        ctx: &mut impl Context,
         cmd: &mut serde_json::Map<String, Value>,
         rid: Option<Value>,
     ) -> Result<(), Refused> {
-        if !self.settings().client_publish {
+        if !ctx.settings().client_publish {
             return Err(refused(
                 "forbidden",
                 "clients may not publish on this server (--client-publish)",
@@ -358,8 +250,8 @@ impl Shard {
             Some(_) => return Err(refused("bad_request", "ephemeral must be true or false")),
         };
         let (kind, payload) =
-            super::payload_of(cmd).map_err(|reason| refused("bad_request", reason))?;
-        let max = self.settings().max_message_size;
+            framing::payload_of(cmd).map_err(|reason| refused("bad_request", reason))?;
+        let max = ctx.settings().max_message_size;
         if payload.len() > max {
             return Err(refused(
                 "too_large",
@@ -369,78 +261,93 @@ impl Shard {
                 ),
             ));
         }
-        let owner = self.hub.owner(&channel);
-        if owner == self.id {
-            let id = if ephemeral {
-                self.publish_ephemeral(&channel, kind, payload)
-            } else {
-                self.publish_owned(&channel, kind, payload)
-            };
-            self.mux_send(key, published_answer(&channel, id, ephemeral, rid));
-        } else {
-            let token = self.token();
-            if let Some(s) = self.mux(key) {
-                s.pending.insert(
-                    token,
-                    Pending::Publish {
-                        channel: channel.clone(),
-                        rid,
-                        ephemeral,
-                    },
-                );
-            }
-            let item = PublishItem {
-                index: 0,
+        let token = ctx.publish(vec![PublishItem {
+            index: 0,
+            channel: channel.clone(),
+            kind,
+            payload,
+            ephemeral,
+        }]);
+        self.pending.insert(
+            token,
+            Pending::Publish {
                 channel,
-                kind,
-                payload,
+                rid,
                 ephemeral,
-            };
-            let reply = ReplyTo {
-                shard: self.id,
-                conn: key,
-                token,
-            };
-            self.mail_to(
-                owner,
-                Mail::Publish {
-                    reply,
-                    items: vec![item],
-                },
-            );
-        }
+            },
+        );
         Ok(())
     }
 
-    /// An owner shard assigned the id of a client's publish.
-    pub(crate) fn mux_published(&mut self, reply: ReplyTo, ids: Vec<(u32, MsgId)>) {
-        let key = reply.conn;
+    /// The owner's answer to a `subscribe`: `subscribed`, the reset signal
+    /// and history, then live.
+    pub fn handle_replay(&mut self, ctx: &mut impl Context, at: SubRef, replay: Replay) {
+        let Some(sub) = self.subs.get_mut(&replay.channel).filter(|s| s.at == at) else {
+            return;
+        };
+        if !ctx.set_live(at, replay.last_seq) {
+            return;
+        }
+        let rid = sub.rid.take();
+        let ch = replay.channel.as_str();
+        send(ctx, with_rid(json!({"type": "subscribed", "ch": ch}), rid));
+        if let Some(reset) = replay.reset {
+            ctx.send(framing::reset_frame(&replay.channel, &reset, ctx.epoch()));
+        }
+        for m in &replay.messages {
+            ctx.send(framing::message_frame(m));
+        }
+        ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
+    }
+
+    /// An owner assigned the id of a `publish`.
+    pub fn handle_published(&mut self, ctx: &mut impl Context, token: u32, ids: &[(u32, MsgId)]) {
         let Some(Pending::Publish {
             channel,
             rid,
             ephemeral,
-        }) = self.mux(key).and_then(|s| s.pending.remove(&reply.token))
+        }) = self.pending.remove(&token)
         else {
             return;
         };
         if let Some(&(_, id)) = ids.first() {
-            self.mux_send(key, published_answer(&channel, id, ephemeral, rid));
+            let id = (!ephemeral).then(|| id.to_string());
+            send(
+                ctx,
+                with_rid(
+                    json!({"type": "published", "ch": channel.as_str(), "id": id}),
+                    rid,
+                ),
+            );
         }
     }
 
-    /// An owner shard answered a presence query.
-    pub(crate) fn mux_presence_answer(
+    /// An owner answered a `presence` query.
+    pub fn handle_presence(
         &mut self,
-        reply: ReplyTo,
+        ctx: &mut impl Context,
+        token: u32,
         channel: &ChannelName,
         clients: &[ClientId],
     ) {
-        let key = reply.conn;
-        if let Some(Pending::Presence { rid }) =
-            self.mux(key).and_then(|s| s.pending.remove(&reply.token))
-        {
-            self.mux_send(key, presence_answer(channel, clients, rid));
+        if let Some(Pending::Presence { rid }) = self.pending.remove(&token) {
+            let clients: Vec<String> = clients.iter().map(ClientId::to_string).collect();
+            send(
+                ctx,
+                with_rid(
+                    json!({"type": "presence", "ch": channel.as_str(), "clients": clients}),
+                    rid,
+                ),
+            );
         }
+    }
+
+    /// The connection is going away: leave every channel.
+    pub fn release(&mut self, ctx: &mut impl Context) {
+        for (_, sub) in self.subs.drain() {
+            ctx.unsubscribe(sub.at, true);
+        }
+        self.pending.clear();
     }
 }
 
@@ -452,25 +359,4 @@ fn channel_of(cmd: &mut serde_json::Map<String, Value>) -> Result<ChannelName, R
         Some(_) => Err(refused("bad_channel", "\"ch\" must be a string")),
         None => Err(refused("bad_channel", "missing \"ch\"")),
     }
-}
-
-fn published_answer(
-    channel: &ChannelName,
-    id: MsgId,
-    ephemeral: bool,
-    rid: Option<Value>,
-) -> Value {
-    let id = (!ephemeral).then(|| id.to_string());
-    with_rid(
-        json!({"type": "published", "ch": channel.as_str(), "id": id}),
-        rid,
-    )
-}
-
-fn presence_answer(channel: &ChannelName, clients: &[ClientId], rid: Option<Value>) -> Value {
-    let clients: Vec<String> = clients.iter().map(ClientId::to_string).collect();
-    with_rid(
-        json!({"type": "presence", "ch": channel.as_str(), "clients": clients}),
-        rid,
-    )
 }

@@ -24,33 +24,81 @@
 //! messages per answer; a client that gets a full batch polls again at once.
 //! Ephemeral messages are not delivered to polls (they have no cursor).
 //! A message published between two polls is never lost: the next poll
-//! starts from the cursor.
+//! starts from the cursor. Requests pipelined behind a held poll wait for
+//! its answer.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use codec::http::{Method, RequestHead, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
-use crate::hub::{ChannelName, Format, Message, MsgId, Replay};
-use crate::metrics::Refusal;
-use crate::shard::conn::{flags, ConnKey, Phase};
-use crate::shard::{Shard, Shared};
+use crate::config::Settings;
+use crate::hub::{ChannelName, Message, MsgId, Replay, SubRef};
+use crate::metrics::{Refusal, ShardMetrics};
 
-fn message_json(m: &Message) -> Value {
-    let mut v = json!({"id": m.id.to_string(), "ch": m.channel.as_str()});
-    super::set_payload(&mut v, m);
-    v
+use super::context::{ticks, Context, Subscribe};
+use super::framing::{self, Format};
+use super::response::{self, Answer, Refused};
+
+/// What a valid poll request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The channel.
+    pub channel: ChannelName,
+    /// How long to hold the request; zero for a short poll.
+    pub timeout: Duration,
+    /// The cursor (`None`: from now on).
+    pub since: Option<MsgId>,
+    /// The cursor came from `If-None-Match`, so "nothing new" is a `304`.
+    pub if_none_match: bool,
 }
 
-/// The `200` body answering held polls with one message: the same for every
-/// poll of the channel, so a shard serializes it once per message.
-pub fn single_message_body(msg: &Message) -> Bytes {
-    body_bytes(&json!({"messages": [message_json(msg)], "next": msg.id.to_string()}))
-}
-
-fn body_bytes(v: &Value) -> Bytes {
-    let mut text = serde_json::to_vec(v).expect("JSON values serialize");
-    text.push(b'\n');
-    Bytes::from(text)
+/// Reads a poll request (`raw_channel` is the path's last segment,
+/// percent-encoded). `?since=` wins over `If-None-Match`.
+pub fn plan(
+    head: &RequestHead<'_>,
+    raw_channel: &str,
+    settings: &Settings,
+) -> Result<Plan, Refused> {
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return Err(Refused::new(
+            Refusal::BadRequest,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "poll with GET",
+        ));
+    }
+    let channel =
+        ChannelName::from_path(raw_channel).map_err(|r| Refused::bad(Refusal::BadChannel, r))?;
+    let timeout = match head.query_param("timeout") {
+        Ok(None) => settings.poll_timeout,
+        Ok(Some(t)) => match t.parse::<u64>() {
+            Ok(secs) => Duration::from_secs(secs).min(settings.poll_max_timeout),
+            Err(_) => {
+                return Err(Refused::bad(
+                    Refusal::BadRequest,
+                    "timeout must be a whole number of seconds",
+                ))
+            }
+        },
+        Err(e) => {
+            return Err(Refused::bad(
+                Refusal::BadRequest,
+                format!("invalid timeout: {e}"),
+            ))
+        }
+    };
+    let inm = if_none_match(head);
+    let since = super::params::since(head)
+        .map_err(|r| Refused::bad(Refusal::BadSince, r))?
+        .or(inm);
+    Ok(Plan {
+        channel,
+        timeout,
+        since,
+        if_none_match: inm.is_some() && inm == since,
+    })
 }
 
 /// The cursor in an `If-None-Match` header: the first entity tag, quotes
@@ -62,107 +110,70 @@ fn if_none_match(head: &RequestHead<'_>) -> Option<MsgId> {
     tag.trim_matches('"').parse().ok()
 }
 
-impl Shard {
-    /// `GET /poll/{channel}`.
-    pub(crate) fn start_poll(&mut self, key: ConnKey, head: &RequestHead<'_>, raw_channel: &str) {
-        if !matches!(head.method, Method::Get | Method::Head) {
-            return self.refuse(
-                key,
-                Refusal::BadRequest,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "poll with GET",
-            );
+/// What became of a poll after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Outcome {
+    /// Still held.
+    Held,
+    /// Answered: the connection serves its next request (or closes, if the
+    /// request did not keep it alive).
+    Answered(Answer),
+}
+
+/// A poll in progress: subscribed, waiting for its replay or a message.
+#[derive(Debug)]
+pub struct Poll {
+    sub: SubRef,
+    short: bool,
+    if_none_match: bool,
+    answer: Answer,
+}
+
+impl Poll {
+    /// Subscribes (the replay decides: answer at once, or hold until a
+    /// message or the timeout).
+    pub fn start(ctx: &mut impl Context, plan: Plan, answer: Answer) -> Poll {
+        let short = plan.timeout.is_zero();
+        ctx.set_timer((!short).then(|| ctx.now() + ticks(plan.timeout)));
+        let sub = ctx.subscribe(Subscribe {
+            channel: plan.channel,
+            format: Format::Poll,
+            since: plan.since,
+            presence: false,
+        });
+        Poll {
+            sub,
+            short,
+            if_none_match: plan.if_none_match,
+            answer,
         }
-        let channel = match ChannelName::from_path(raw_channel) {
-            Ok(c) => c,
-            Err(reason) => {
-                return self.refuse(key, Refusal::BadChannel, StatusCode::BAD_REQUEST, &reason)
-            }
-        };
-        let max = self.settings().poll_max_timeout;
-        let timeout = match head.query_param("timeout") {
-            Ok(None) => self.settings().poll_timeout,
-            Ok(Some(t)) => match t.parse::<u64>() {
-                Ok(secs) => std::time::Duration::from_secs(secs).min(max),
-                Err(_) => {
-                    return self.refuse(
-                        key,
-                        Refusal::BadRequest,
-                        StatusCode::BAD_REQUEST,
-                        "timeout must be a whole number of seconds",
-                    )
-                }
-            },
-            Err(e) => {
-                return self.refuse(
-                    key,
-                    Refusal::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid timeout: {e}"),
-                )
-            }
-        };
-        let inm = if_none_match(head);
-        let since = match super::since_param(head) {
-            Ok(since) => since.or(inm),
-            Err(reason) => {
-                return self.refuse(key, Refusal::BadSince, StatusCode::BAD_REQUEST, &reason)
-            }
-        };
-        let short = timeout.is_zero();
-        let Some(conn) = self.io.conn_mut(key) else {
-            return;
-        };
-        conn.flags &= !(flags::SHORT_POLL | flags::IF_NONE_MATCH);
-        if short {
-            conn.flags |= flags::SHORT_POLL;
-        }
-        if inm.is_some() && inm == since {
-            conn.flags |= flags::IF_NONE_MATCH;
-        }
-        self.set_phase(key, Phase::Poll);
-        if !short {
-            let deadline = self.tick + Shared::ticks(timeout);
-            self.set_deadline(key, deadline);
-        } else if let Some(conn) = self.io.conn_mut(key) {
-            conn.deadline = 0;
-        }
-        let (chan, sub) = self.hub.add_sub(&channel, key, Format::Poll);
-        if let Some(conn) = self.io.conn_mut(key) {
-            conn.chan = chan;
-            conn.sub = sub;
-        }
-        self.request_replay(key, channel, chan, sub, since, None);
     }
 
     /// The owner's answer: respond with what it found, or hold.
-    pub(crate) fn poll_replayed(&mut self, key: ConnKey, chan: u32, sub: u32, replay: Replay) {
-        let Some(conn) = self.io.conn(key) else {
-            return;
-        };
-        let (short, inm) = (conn.has(flags::SHORT_POLL), conn.has(flags::IF_NONE_MATCH));
-        let epoch = self.hub.epoch();
+    pub fn handle_replay(&mut self, ctx: &mut impl Context, at: SubRef, replay: Replay) -> Outcome {
+        if at != self.sub {
+            return Outcome::Held;
+        }
+        let epoch = ctx.epoch();
         if replay.messages.is_empty() && replay.reset.is_none() {
             let cursor = MsgId {
                 epoch,
                 seq: replay.last_seq,
             };
-            if short {
-                if inm {
-                    self.poll_answer(key, StatusCode::NOT_MODIFIED, cursor, None);
-                } else {
-                    let body = body_bytes(&json!({"messages": [], "next": cursor.to_string()}));
-                    self.poll_answer(key, StatusCode::OK, cursor, Some(&body));
-                }
-            } else {
+            if !self.short {
                 // Hold: the next delivery answers it.
-                self.hub.set_live(chan, sub, key, replay.last_seq);
+                ctx.set_live(at, replay.last_seq);
+                return Outcome::Held;
             }
-            return;
+            if self.if_none_match {
+                return self.answer(ctx, StatusCode::NOT_MODIFIED, cursor, None);
+            }
+            let body = framing::json_body(&json!({"messages": [], "next": cursor.to_string()}));
+            return self.answer(ctx, StatusCode::OK, cursor, Some(&body));
         }
-        let batch = self.settings().poll_batch;
+        let batch = ctx.settings().poll_batch;
         let shown = &replay.messages[..batch.min(replay.messages.len())];
-        let messages: Vec<Value> = shown.iter().map(|m| message_json(m)).collect();
         let next = shown.last().map_or(
             MsgId {
                 epoch,
@@ -170,70 +181,70 @@ impl Shard {
             },
             |m| m.id,
         );
-        let mut body = json!({"messages": messages, "next": next.to_string()});
-        if let Some(reset) = replay.reset {
-            body["reset"] = json!({
-                "reason": reset.reason.as_str(),
-                "since": reset.since.to_string(),
-                "missed": reset.missed,
-            });
-        }
-        self.poll_answer(key, StatusCode::OK, next, Some(&body_bytes(&body)));
+        let body = framing::poll_answer(shown, next, replay.reset.as_ref());
+        self.answer(ctx, StatusCode::OK, next, Some(&body))
     }
 
-    /// A message for a held poll; `body` is [`single_message_body`] of it.
-    pub(crate) fn poll_deliver(&mut self, key: ConnKey, msg: &Message, body: &[u8]) {
-        if !msg.is_stored() || self.io.conn(key).is_none_or(|c| c.phase != Phase::Poll) {
-            return;
+    /// A message for the held poll; `body` is [`framing::poll_body`] of it,
+    /// shared by every poll of the channel on the shard.
+    pub fn handle_delivery(
+        &mut self,
+        ctx: &mut impl Context,
+        msg: &Arc<Message>,
+        body: &Bytes,
+    ) -> Outcome {
+        if !msg.is_stored() {
+            return Outcome::Held;
         }
-        crate::metrics::ShardMetrics::add(&self.io.metrics.deliveries, 1);
-        self.poll_answer(key, StatusCode::OK, msg.id, Some(body));
+        ShardMetrics::add(&ctx.metrics().deliveries, 1);
+        self.answer(ctx, StatusCode::OK, msg.id, Some(body))
     }
 
     /// The poll's time is up: `204` with the unchanged cursor.
-    pub(crate) fn poll_timed_out(&mut self, key: ConnKey) {
-        let Some(conn) = self.io.conn(key) else {
-            return;
-        };
-        let seq = self
-            .hub
-            .sub(conn.chan, conn.sub)
-            .map(|s| s.live_after)
-            .filter(|&s| s != crate::hub::PENDING);
-        let Some(seq) = seq else {
+    pub fn handle_timer(&mut self, ctx: &mut impl Context) -> Outcome {
+        let Some(seq) = ctx.position(self.sub) else {
             // The owner has not answered yet (it always does, promptly);
-            // check again on the next tick.
-            self.set_deadline(key, self.tick + 1);
-            return;
+            // look again on the next tick.
+            ctx.set_timer(Some(ctx.now() + 1));
+            return Outcome::Held;
         };
         let cursor = MsgId {
-            epoch: self.hub.epoch(),
+            epoch: ctx.epoch(),
             seq,
         };
-        self.poll_answer(key, StatusCode::NO_CONTENT, cursor, None);
+        self.answer(ctx, StatusCode::NO_CONTENT, cursor, None)
     }
 
-    /// Leaves the channel and answers; the connection then serves its next
-    /// request.
-    fn poll_answer(
+    /// Leaves the channel and answers.
+    fn answer(
         &mut self,
-        key: ConnKey,
+        ctx: &mut impl Context,
         status: StatusCode,
         cursor: MsgId,
         body: Option<&[u8]>,
-    ) {
-        let Some(keep_alive) = self.io.conn(key).map(|c| c.has(flags::KEEP_ALIVE)) else {
-            return;
+    ) -> Outcome {
+        self.release(ctx);
+        // A draining node answers and closes.
+        let answer = Answer {
+            keep_alive: self.answer.keep_alive && !ctx.draining(),
+            ..self.answer
         };
-        self.detach(key);
-        self.set_phase(key, Phase::Http);
         let etag = format!("\"{cursor}\"");
         let extra = [("ETag", etag.as_str()), ("Cache-Control", "no-cache")];
         let (content_type, body) = match body {
             Some(body) => ("application/json", body),
             None => ("", &b""[..]),
         };
-        self.respond_as(key, status, content_type, body, &extra, false, keep_alive);
-        self.resume_input(key);
+        response::respond(ctx, answer, status, content_type, body, &extra, false);
+        Outcome::Answered(answer)
+    }
+
+    /// Leaves the channel (once).
+    pub fn release(&mut self, ctx: &mut impl Context) {
+        let sub = std::mem::replace(&mut self.sub, SubRef::NONE);
+        if sub != SubRef::NONE {
+            ctx.unsubscribe(sub, false);
+        }
+        ctx.set_timer(None);
     }
 }

@@ -1,4 +1,6 @@
-//! Publishing over HTTP.
+//! Publishing over HTTP: reading a publish request, its body, and the
+//! messages in it. Pure functions and small types; the HTTP connection
+//! state (`super::http`) drives them and answers.
 //!
 //! * `POST /pub/{channel}` publishes the body as one message: text when the
 //!   `Content-Type` is `text/*` (the body must then be UTF-8), binary
@@ -10,13 +12,7 @@
 //!   JSON string; `channel` defaults to the one in the path. Answer:
 //!   `200 {"ids":["…", …]}` in line order.
 //!
-//! The answer goes out as soon as every message has its id — assigned by
-//! the channels' owner shards, usually in microseconds — never after the
-//! fan-out. The connection stays open for the next request. Pipelined
-//! publishes overlap: each is forwarded to its owner as soon as its body is
-//! read, and the answers go out in request order as the ids arrive (up to
-//! [`MAX_PIPELINED_PUBLISHES`] outstanding per connection). Any other
-//! request waits until the publishes before it are answered. Bodies may use `Content-Length` or chunked encoding;
+//! Bodies may use `Content-Length` or chunked encoding;
 //! `Expect: 100-continue` is honoured.
 //!
 //! Errors: a body over `--max-message-size` (one message) or
@@ -30,219 +26,187 @@ use codec::http::{
 };
 use codec::ws::DataKind;
 
-use crate::hub::mail::{Mail, PublishItem, ReplyTo};
-use crate::hub::ChannelName;
+use crate::config::Settings;
+use crate::hub::{ChannelName, MsgId, PublishItem};
 use crate::metrics::Refusal;
-use crate::shard::conn::{flags, Body, BodyFraming, ConnKey, PendingPublish, Phase, PublishTarget};
-use crate::shard::{Shard, Shared, Step};
 
-impl Shard {
-    /// `POST /pub/{channel}` or `POST /pub`: checks the head and starts
-    /// reading the body.
-    pub(crate) fn start_publish(&mut self, key: ConnKey, head: &RequestHead<'_>) {
-        if head.method != Method::Post {
-            self.metrics().refuse(Refusal::BadRequest);
-            let allow = [("Allow", "POST, OPTIONS")];
-            return self.respond_error(
-                key,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "publish with POST",
-                &allow,
-                true,
-            );
-        }
-        let ndjson = head.headers.content_type.is_some_and(|ct| {
-            let ct = ct.split(|&b| b == b';').next().unwrap_or_default();
-            let ct = ct.trim_ascii();
-            ct.eq_ignore_ascii_case(b"application/x-ndjson")
-                || ct.eq_ignore_ascii_case(b"application/jsonl")
-        });
-        let target = match head.path.strip_prefix("/pub/") {
-            None => PublishTarget::Batch(None),
-            Some(raw) => {
-                let channel = match ChannelName::from_path(raw) {
-                    Ok(c) => c,
-                    Err(reason) => {
-                        return self.refuse(
-                            key,
-                            Refusal::BadChannel,
-                            StatusCode::BAD_REQUEST,
-                            &reason,
-                        )
-                    }
-                };
-                if ndjson {
-                    PublishTarget::Batch(Some(channel))
+use super::framing;
+use super::response::Refused;
+
+/// Most publishes one connection may have waiting for ids; beyond it the
+/// connection stops reading until answers go out (TCP pushes back).
+pub const MAX_PIPELINED_PUBLISHES: usize = 1024;
+
+/// What a `POST` publishes once its body is complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// One message to this channel.
+    Single(ChannelName, DataKind),
+    /// Newline-delimited JSON, each line one message; lines name their
+    /// channel unless a default is given.
+    Batch(Option<ChannelName>),
+}
+
+/// How a body is delimited.
+#[derive(Debug)]
+enum Framing {
+    /// This many bytes remain.
+    Length(u64),
+    /// Chunked.
+    Chunked(ChunkedDecoder),
+}
+
+/// A publish request whose body is being read.
+#[derive(Debug)]
+pub struct Body {
+    framing: Framing,
+    data: BytesMut,
+    target: Target,
+    limit: usize,
+}
+
+/// A publish request read from its head: the body to read, and whether to
+/// say `100 Continue` first.
+#[derive(Debug)]
+pub struct Plan {
+    /// The body, empty so far.
+    pub body: Body,
+    /// The client sent `Expect: 100-continue` and a body follows.
+    pub send_continue: bool,
+}
+
+/// Reads a publish request's head (`POST /pub/{channel}` or `POST /pub`).
+pub fn plan(head: &RequestHead<'_>, settings: &Settings) -> Result<Plan, Refused> {
+    if head.method != Method::Post {
+        return Err(Refused::new(
+            Refusal::BadRequest,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "publish with POST",
+        ));
+    }
+    let ndjson = head.headers.content_type.is_some_and(|ct| {
+        let ct = ct.split(|&b| b == b';').next().unwrap_or_default();
+        let ct = ct.trim_ascii();
+        ct.eq_ignore_ascii_case(b"application/x-ndjson")
+            || ct.eq_ignore_ascii_case(b"application/jsonl")
+    });
+    let target = match head.path.strip_prefix("/pub/") {
+        None => Target::Batch(None),
+        Some(raw) => {
+            let channel =
+                ChannelName::from_path(raw).map_err(|r| Refused::bad(Refusal::BadChannel, r))?;
+            if ndjson {
+                Target::Batch(Some(channel))
+            } else {
+                let text = head
+                    .headers
+                    .content_type
+                    .is_some_and(|ct| ct.len() >= 5 && ct[..5].eq_ignore_ascii_case(b"text/"));
+                let kind = if text {
+                    DataKind::Text
                 } else {
-                    let text = head
-                        .headers
-                        .content_type
-                        .is_some_and(|ct| ct.len() >= 5 && ct[..5].eq_ignore_ascii_case(b"text/"));
-                    PublishTarget::Single(
-                        channel,
-                        if text {
-                            DataKind::Text
-                        } else {
-                            DataKind::Binary
-                        },
-                    )
-                }
-            }
-        };
-        let limit = self.body_limit(&target);
-        let framing = match head.body() {
-            HttpFraming::None => BodyFraming::Length(0),
-            HttpFraming::Length(n) if n > limit as u64 => {
-                let reason = format!("body of {n} bytes is over the limit of {limit} bytes");
-                return self.refuse(
-                    key,
-                    Refusal::TooLarge,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    &reason,
-                );
-            }
-            HttpFraming::Length(n) => BodyFraming::Length(n),
-            HttpFraming::Chunked => BodyFraming::Chunked(ChunkedDecoder::new()),
-        };
-        let expects_body = !matches!(framing, BodyFraming::Length(0));
-        match head.headers.expect {
-            None => {}
-            Some(e) if e.eq_ignore_ascii_case(b"100-continue") && expects_body => {
-                self.send_raw(key, b"HTTP/1.1 100 Continue\r\n\r\n");
-            }
-            Some(e) if e.eq_ignore_ascii_case(b"100-continue") => {}
-            Some(_) => {
-                return self.refuse(
-                    key,
-                    Refusal::BadRequest,
-                    StatusCode::EXPECTATION_FAILED,
-                    "only Expect: 100-continue is supported",
-                )
+                    DataKind::Binary
+                };
+                Target::Single(channel, kind)
             }
         }
-        let capacity = match &framing {
-            BodyFraming::Length(n) => (*n as usize).min(64 * 1024),
-            BodyFraming::Chunked(_) => 4096,
-        };
-        self.set_phase(key, Phase::Body);
-        let Some(conn) = self.io.conn_mut(key) else {
-            return;
-        };
-        conn.ext().body = Some(Body {
+    };
+    let limit = match target {
+        Target::Single(..) => settings.max_message_size,
+        Target::Batch(_) => settings.max_batch_size,
+    };
+    let framing = match head.body() {
+        HttpFraming::None => Framing::Length(0),
+        HttpFraming::Length(n) if n > limit as u64 => {
+            return Err(Refused::new(
+                Refusal::TooLarge,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body of {n} bytes is over the limit of {limit} bytes"),
+            ))
+        }
+        HttpFraming::Length(n) => Framing::Length(n),
+        HttpFraming::Chunked => Framing::Chunked(ChunkedDecoder::new()),
+    };
+    let expects_body = !matches!(framing, Framing::Length(0));
+    let send_continue = match head.headers.expect {
+        None => false,
+        Some(e) if e.eq_ignore_ascii_case(b"100-continue") => expects_body,
+        Some(_) => {
+            return Err(Refused::new(
+                Refusal::BadRequest,
+                StatusCode::EXPECTATION_FAILED,
+                "only Expect: 100-continue is supported",
+            ))
+        }
+    };
+    let capacity = match &framing {
+        Framing::Length(n) => (*n as usize).min(64 * 1024),
+        Framing::Chunked(_) => 4096,
+    };
+    Ok(Plan {
+        body: Body {
             framing,
             data: BytesMut::with_capacity(capacity),
             target,
-        });
-        if expects_body {
-            let deadline = self.tick + Shared::ticks(self.settings().handshake_timeout);
-            self.set_deadline(key, deadline);
-        } else {
-            self.finish_body(key);
+            limit,
+        },
+        send_continue,
+    })
+}
+
+impl Body {
+    /// Whether the whole body has been read.
+    pub fn is_complete(&self) -> bool {
+        match &self.framing {
+            Framing::Length(n) => *n == 0,
+            Framing::Chunked(dec) => dec.is_done(),
         }
     }
 
-    fn body_limit(&self, target: &PublishTarget) -> usize {
-        match target {
-            PublishTarget::Single(..) => self.settings().max_message_size,
-            PublishTarget::Batch(_) => self.settings().max_batch_size,
-        }
-    }
-
-    /// Bytes of a body.
-    pub(crate) fn on_body_input(&mut self, key: ConnKey, buf: &mut [u8]) -> Step {
-        let Some(mut body) = self
-            .io
-            .conn_mut(key)
-            .and_then(|c| c.ext.as_mut())
-            .and_then(|e| e.body.take())
-        else {
-            return Step::Discard;
-        };
-        let limit = self.body_limit(&body.target);
-        let (used, done) = match &mut body.framing {
-            BodyFraming::Length(remaining) => {
+    /// Takes body bytes from `buf`; returns how many it used.
+    pub fn feed(&mut self, buf: &[u8]) -> Result<usize, Refused> {
+        match &mut self.framing {
+            Framing::Length(remaining) => {
                 let n = buf
                     .len()
                     .min(usize::try_from(*remaining).unwrap_or(usize::MAX));
-                body.data.extend_from_slice(&buf[..n]);
+                self.data.extend_from_slice(&buf[..n]);
                 *remaining -= n as u64;
-                (n, *remaining == 0)
+                Ok(n)
             }
-            BodyFraming::Chunked(dec) => {
+            Framing::Chunked(dec) => {
                 let mut pos = 0;
-                let mut done = false;
-                while pos < buf.len() && !done {
-                    match dec.decode(&buf[pos..]) {
-                        Ok((n, event)) => {
-                            pos += n;
-                            match event {
-                                Some(ChunkedEvent::Data(d)) => {
-                                    if body.data.len() + d.len() > limit {
-                                        let reason =
-                                            format!("body is over the limit of {limit} bytes");
-                                        self.refuse(
-                                            key,
-                                            Refusal::TooLarge,
-                                            StatusCode::PAYLOAD_TOO_LARGE,
-                                            &reason,
-                                        );
-                                        return Step::Discard;
-                                    }
-                                    body.data.extend_from_slice(d);
-                                }
-                                Some(ChunkedEvent::End) => done = true,
-                                None => {}
-                            }
+                while pos < buf.len() && !dec.is_done() {
+                    let (n, event) = dec
+                        .decode(&buf[pos..])
+                        .map_err(|e| Refused::bad(Refusal::BadRequest, e.reason()))?;
+                    pos += n;
+                    if let Some(ChunkedEvent::Data(d)) = event {
+                        if self.data.len() + d.len() > self.limit {
+                            return Err(Refused::new(
+                                Refusal::TooLarge,
+                                StatusCode::PAYLOAD_TOO_LARGE,
+                                format!("body is over the limit of {} bytes", self.limit),
+                            ));
                         }
-                        Err(e) => {
-                            self.refuse(
-                                key,
-                                Refusal::BadRequest,
-                                StatusCode::BAD_REQUEST,
-                                e.reason(),
-                            );
-                            return Step::Discard;
-                        }
+                        self.data.extend_from_slice(d);
                     }
                 }
-                (pos, done)
+                Ok(pos)
             }
-        };
-        let Some(conn) = self.io.conn_mut(key) else {
-            return Step::Discard;
-        };
-        conn.ext().body = Some(body);
-        if done {
-            self.finish_body(key);
-            Step::Continue(used)
-        } else {
-            // Progress pushes the body deadline back.
-            let deadline = self.tick + Shared::ticks(self.settings().handshake_timeout);
-            self.set_deadline(key, deadline);
-            Step::Wait(used)
         }
     }
 
-    /// The body is complete: publish it.
-    fn finish_body(&mut self, key: ConnKey) {
-        let Some(body) = self
-            .io
-            .conn_mut(key)
-            .and_then(|c| c.ext.as_mut())
-            .and_then(|e| e.body.take())
-        else {
-            return;
-        };
-        let payload = body.data.freeze();
-        let (items, batch) = match body.target {
-            PublishTarget::Single(channel, kind) => {
+    /// The messages of a complete body, and whether they were a batch.
+    pub fn into_items(self, max_message: usize) -> Result<(Vec<PublishItem>, bool), Refused> {
+        let payload = self.data.freeze();
+        match self.target {
+            Target::Single(channel, kind) => {
                 if kind == DataKind::Text && std::str::from_utf8(&payload).is_err() {
-                    return self.refuse(
-                        key,
+                    return Err(Refused::bad(
                         Refusal::BadRequest,
-                        StatusCode::BAD_REQUEST,
                         "text/* body is not valid UTF-8 (send another Content-Type to publish binary)",
-                    );
+                    ));
                 }
                 let item = PublishItem {
                     index: 0,
@@ -251,130 +215,64 @@ impl Shard {
                     payload,
                     ephemeral: false,
                 };
-                (vec![item], false)
+                Ok((vec![item], false))
             }
-            PublishTarget::Batch(default) => {
-                match parse_batch(&payload, default.as_ref(), self.settings().max_message_size) {
-                    Ok(items) => (items, true),
-                    Err(BatchError::TooLarge(reason)) => {
-                        return self.refuse(
-                            key,
-                            Refusal::TooLarge,
-                            StatusCode::PAYLOAD_TOO_LARGE,
-                            &reason,
-                        )
-                    }
-                    Err(BatchError::Bad(reason)) => {
-                        return self.refuse(
-                            key,
-                            Refusal::BadRequest,
-                            StatusCode::BAD_REQUEST,
-                            &reason,
-                        )
-                    }
-                }
-            }
-        };
-        self.publish(key, items, batch);
-    }
-
-    /// Sends each item to its owner shard (publishing locally owned ones at
-    /// once) and answers when every id is known.
-    fn publish(&mut self, key: ConnKey, items: Vec<PublishItem>, batch: bool) {
-        let token = self.next_token;
-        self.next_token = self.next_token.wrapping_add(1);
-        let mut ids = vec![None; items.len()];
-        let mut remote: Vec<Vec<PublishItem>> = vec![Vec::new(); self.shared.mail.shards()];
-        for item in items {
-            let owner = self.hub.owner(&item.channel);
-            if owner == self.id {
-                ids[item.index as usize] =
-                    Some(self.publish_owned(&item.channel, item.kind, item.payload));
-            } else {
-                remote[owner].push(item);
-            }
-        }
-        let mut outstanding = 0;
-        for (owner, items) in remote.into_iter().enumerate() {
-            if !items.is_empty() {
-                outstanding += 1;
-                let reply = ReplyTo {
-                    shard: self.id,
-                    conn: key,
-                    token,
-                };
-                self.mail_to(owner, Mail::Publish { reply, items });
-            }
-        }
-        // The connection goes on reading: a pipelined publish behind this
-        // one is forwarded at once, and answers go out in request order.
-        self.set_phase(key, Phase::Http);
-        let Some(conn) = self.io.conn_mut(key) else {
-            return;
-        };
-        let keep_alive = conn.has(flags::KEEP_ALIVE);
-        conn.deadline = 0;
-        conn.ext().publishes.push_back(PendingPublish {
-            token,
-            ids,
-            outstanding,
-            batch,
-            keep_alive,
-        });
-        self.answer_publishes(key);
-    }
-
-    /// Answers the publishes at the head of the connection's queue whose
-    /// ids are all known, in request order; once none is left, continues
-    /// with requests that waited behind them.
-    pub(crate) fn answer_publishes(&mut self, key: ConnKey) {
-        while let Some(pending) = self
-            .io
-            .conn_mut(key)
-            .and_then(|c| c.ext.as_mut())
-            .and_then(|e| {
-                let ready = e.publishes.front().is_some_and(|p| p.outstanding == 0);
-                ready.then(|| e.publishes.pop_front()).flatten()
-            })
-        {
-            let ids: Vec<String> = pending
-                .ids
-                .iter()
-                .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
-                .collect();
-            let body = if pending.batch {
-                serde_json::json!({ "ids": ids })
-            } else {
-                serde_json::json!({ "id": ids.first().cloned().unwrap_or_default() })
-            };
-            let mut text = serde_json::to_vec(&body).expect("JSON values serialize");
-            text.push(b'\n');
-            self.respond_as(
-                key,
-                StatusCode::OK,
-                "application/json",
-                &text,
-                &[],
-                true,
-                pending.keep_alive,
-            );
-            if !pending.keep_alive {
-                return;
-            }
-        }
-        let idle = self
-            .io
-            .conn(key)
-            .is_some_and(|c| c.ext.as_ref().is_none_or(|e| e.publishes.is_empty()));
-        if idle {
-            self.resume_input(key);
+            Target::Batch(default) => match parse_batch(&payload, default.as_ref(), max_message) {
+                Ok(items) => Ok((items, true)),
+                Err(BatchError::TooLarge(reason)) => Err(Refused::new(
+                    Refusal::TooLarge,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    reason,
+                )),
+                Err(BatchError::Bad(reason)) => Err(Refused::bad(Refusal::BadRequest, reason)),
+            },
         }
     }
 }
 
-/// Most publishes one connection may have waiting for ids; beyond it the
-/// connection stops reading until answers go out (TCP pushes back).
-pub const MAX_PIPELINED_PUBLISHES: usize = 1024;
+/// A publish waiting for ids from channel owners.
+#[derive(Debug)]
+pub struct Pending {
+    /// Matches the owners' answers to this request.
+    pub token: u32,
+    /// Ids by position in the request.
+    pub ids: Vec<Option<MsgId>>,
+    /// Answer with `{"ids": [...]}` rather than `{"id": ...}`.
+    pub batch: bool,
+    /// The request asked to keep the connection open.
+    pub keep_alive: bool,
+}
+
+impl Pending {
+    /// Whether every id has arrived.
+    pub fn is_complete(&self) -> bool {
+        self.ids.iter().all(Option::is_some)
+    }
+
+    /// Records the ids an owner assigned.
+    pub fn fill(&mut self, ids: &[(u32, MsgId)]) {
+        for &(i, id) in ids {
+            if let Some(slot) = self.ids.get_mut(i as usize) {
+                *slot = Some(id);
+            }
+        }
+    }
+
+    /// The answer's body.
+    pub fn answer_body(&self) -> Bytes {
+        let ids: Vec<String> = self
+            .ids
+            .iter()
+            .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
+            .collect();
+        let body = if self.batch {
+            serde_json::json!({ "ids": ids })
+        } else {
+            serde_json::json!({ "id": ids.first().cloned().unwrap_or_default() })
+        };
+        framing::json_body(&body)
+    }
+}
 
 /// Why a batch was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -411,7 +309,7 @@ pub fn parse_batch(
                     }
                     Some(_) => return Err(bad("channel must be a string")),
                 };
-                let (kind, payload) = super::payload_of(&mut o).map_err(|reason| bad(&reason))?;
+                let (kind, payload) = framing::payload_of(&mut o).map_err(|reason| bad(&reason))?;
                 (channel, kind, payload)
             }
             _ => return Err(bad("expected an object or a string")),
@@ -438,7 +336,6 @@ pub fn parse_batch(
     }
     Ok(items)
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

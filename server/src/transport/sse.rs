@@ -1,12 +1,5 @@
 //! Server-Sent Events: `GET /sse/{channel}` and `GET /sse?ch=a,b,c`.
 //!
-//! The response is `200` with `Content-Type: text/event-stream`,
-//! `Cache-Control: no-cache` and `X-Accel-Buffering: no` (so nginx does not
-//! buffer it), has no length, and lasts until either side closes. It starts
-//! with a `retry:` hint (`--sse-retry`); idle streams get a `:` comment line
-//! every `--sse-heartbeat`.
-//!
-//! # Events
 //! * One-channel stream: `id:<epoch>-<seq>` and `data:` lines; a binary
 //!   payload is base64 under `event:binary`. These bytes are the same for
 //!   every stream of the channel and are encoded once per message per shard.
@@ -20,106 +13,145 @@
 //! * A lost position gives `event:reset` with a JSON `data:` line
 //!   (`{"ch":…,"reason":…,"since":…,"missed":…,"epoch":…}`) before the
 //!   history that is still available.
+//! * A comment line (`:`) every `--sse-heartbeat` keeps proxies from
+//!   timing the stream out.
 //!
-//! Resume comes from `Last-Event-ID` or `?since=` (same syntax).
+//! Resume comes from `?since=` or else `Last-Event-ID` (same syntax).
+//! [`plan`] reads a request into what the stream needs, or a refusal;
+//! [`Sse`] and [`SseMulti`] are the two stream states.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use codec::http::{query, Method, RequestHead, ResponseHead, StatusCode};
-use codec::sse::Event as SseEvent;
-use codec::ws::DataKind;
-use std::fmt::Write as _;
 
-use crate::hub::{ChannelName, Epoch, Format, Message, MsgId, Replay, Reset, PENDING};
-use crate::metrics::Refusal;
-use crate::shard::conn::{ConnKey, Phase};
-use crate::shard::{Session, Shard, Shared};
+use crate::hub::{ChannelName, Epoch, Message, MsgId, Replay, SubRef, PENDING};
+use crate::metrics::{Refusal, ShardMetrics};
 
-/// A multi-channel stream's subscriptions and positions.
-#[derive(Debug)]
-pub struct MultiStream {
-    /// One entry per channel, in request order.
-    pub channels: Vec<StreamChannel>,
+use super::context::{ticks, Context, Finish, Subscribe};
+use super::framing::{self, Format};
+use super::response::Refused;
+
+/// What a valid SSE request asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// The channels, in request order, without duplicates.
+    pub channels: Vec<ChannelName>,
+    /// Where each channel resumes (`None`: from now on).
+    pub positions: Vec<Option<MsgId>>,
+    /// A `HEAD` request: the response head only.
+    pub head_only: bool,
 }
 
-/// One channel of a multi-channel stream.
-#[derive(Debug)]
-pub struct StreamChannel {
-    /// The channel.
-    pub name: ChannelName,
-    /// Hub channel.
-    pub chan: u32,
-    /// Hub subscription.
-    pub sub: u32,
-    /// Sequence number of the last message the stream sent, or of the
-    /// position it resumed from; [`PENDING`] until known.
-    pub seq: u64,
-}
-
-/// A message as an event of a one-channel stream.
-pub fn single_event(msg: &Message) -> Bytes {
-    let id = msg.is_stored().then(|| msg.id.to_string());
-    let event = SseEvent {
-        id: id.as_deref(),
-        event: (msg.kind == DataKind::Binary).then_some("binary"),
-        data: &super::payload_text(msg),
-        retry: None,
-    };
-    event
-        .to_bytes()
-        .expect("ids and event names never contain line breaks")
-}
-
-/// A message as the shared part of a multi-channel event (no `id:`).
-pub fn multi_event_body(msg: &Message) -> Bytes {
-    let name = match msg.kind {
-        DataKind::Text => msg.channel.as_str().to_owned(),
-        DataKind::Binary => format!("{};binary", msg.channel),
-    };
-    let event = SseEvent {
-        id: None,
-        event: Some(&name),
-        data: &super::payload_text(msg),
-        retry: None,
-    };
-    event
-        .to_bytes()
-        .expect("channel names never contain line breaks")
-}
-
-/// The `event:reset` of a lost position. `id` sets the stream's position
-/// when no history follows to do it.
-pub fn reset_event(
-    channel: &ChannelName,
-    reset: &Reset,
-    epoch: Epoch,
-    last_seq: Option<u64>,
-) -> Bytes {
-    let id = last_seq.map(|seq| MsgId { epoch, seq }.to_string());
-    reset_event_with_id(channel, reset, epoch, id.as_deref())
-}
-
-fn reset_event_with_id(
-    channel: &ChannelName,
-    reset: &Reset,
-    epoch: Epoch,
-    id: Option<&str>,
-) -> Bytes {
-    let data = serde_json::json!({
-        "ch": channel.as_str(),
-        "reason": reset.reason.as_str(),
-        "since": reset.since.to_string(),
-        "missed": reset.missed,
-        "epoch": epoch.to_string(),
-    })
-    .to_string();
-    SseEvent {
-        id,
-        event: Some("reset"),
-        data: &data,
-        retry: None,
+/// Reads an SSE request: `GET /sse/{channel}` (`raw_channel`, the path's
+/// last segment, percent-encoded) or `GET /sse?ch=a,b` (`None`).
+///
+/// The resume position is `?since=`, or else `Last-Event-ID`: an id for a
+/// one-channel stream, the composite cursor for several.
+pub fn plan(
+    head: &RequestHead<'_>,
+    raw_channel: Option<&str>,
+    max_channels: usize,
+) -> Result<Plan, Refused> {
+    if !matches!(head.method, Method::Get | Method::Head) {
+        return Err(Refused::new(
+            Refusal::BadRequest,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "event streams use GET",
+        ));
     }
-    .to_bytes()
-    .expect("ids never contain line breaks")
+    let names: Vec<String> = match raw_channel {
+        Some(raw) => vec![raw.to_string()],
+        None => match head.query_param("ch") {
+            Ok(Some(list)) => list
+                .split(',')
+                .filter(|c| !c.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Ok(None) => Vec::new(),
+            Err(e) => {
+                return Err(Refused::bad(
+                    Refusal::BadChannel,
+                    format!("invalid ch: {e}"),
+                ))
+            }
+        },
+    };
+    let mut channels: Vec<ChannelName> = Vec::new();
+    for raw in &names {
+        let decoded = if raw_channel.is_some() {
+            query::percent_decode(raw).map(|c| c.into_owned())
+        } else {
+            Ok(raw.clone())
+        };
+        match decoded
+            .map_err(|e| e.to_string())
+            .and_then(|n| ChannelName::new(&n).map_err(|e| e.to_string()))
+        {
+            Ok(c) if !channels.contains(&c) => channels.push(c),
+            Ok(_) => {}
+            Err(reason) => return Err(Refused::bad(Refusal::BadChannel, reason)),
+        }
+    }
+    if channels.is_empty() {
+        return Err(Refused::bad(
+            Refusal::BadChannel,
+            "name at least one channel: /sse/{channel} or /sse?ch=a,b",
+        ));
+    }
+    if channels.len() > max_channels {
+        return Err(Refused::bad(
+            Refusal::BadChannel,
+            format!("at most {max_channels} channels per stream"),
+        ));
+    }
+    // ?since= wins over Last-Event-ID.
+    let since = match head.query_param("since") {
+        Ok(Some(s)) => Some(s.into_owned()),
+        Ok(None) => head
+            .headers
+            .last_event_id
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned),
+        Err(e) => {
+            return Err(Refused::bad(
+                Refusal::BadSince,
+                format!("invalid since: {e}"),
+            ))
+        }
+    };
+    let positions = match since {
+        None => vec![None; channels.len()],
+        Some(s) if s.contains(';') => {
+            let list = parse_cursor(&s).map_err(|r| Refused::bad(Refusal::BadSince, r))?;
+            channels
+                .iter()
+                .map(|c| {
+                    list.iter()
+                        .find(|(n, _)| n == c.as_str())
+                        .map(|(_, id)| *id)
+                })
+                .collect()
+        }
+        Some(s) if channels.len() == 1 => {
+            vec![Some(s.parse::<MsgId>().map_err(|e| {
+                Refused::bad(Refusal::BadSince, format!("invalid since: {e}"))
+            })?)]
+        }
+        Some(_) => {
+            return Err(Refused::bad(
+                Refusal::BadSince,
+                "a multi-channel stream resumes from its cursor <epoch>;<channel>=<seq>,…",
+            ))
+        }
+    };
+    Ok(Plan {
+        channels,
+        positions,
+        head_only: head.method == Method::Head,
+    })
 }
 
 /// Parses a composite cursor `<epoch>;<ch>=<seq>,…` into per-channel ids.
@@ -135,7 +167,144 @@ pub fn parse_cursor(s: &str) -> Result<Vec<(String, MsgId)>, String> {
     Ok(out)
 }
 
-impl MultiStream {
+/// A stream that started: one channel, several, or none (`HEAD`).
+#[derive(Debug)]
+pub enum Started {
+    /// A one-channel stream.
+    One(Sse),
+    /// A multi-channel stream.
+    Multi(Box<SseMulti>),
+    /// A `HEAD` request, answered: finish after the flush.
+    HeadOnly,
+}
+
+/// Answers the request with the stream's head and subscribes.
+pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
+    let mut out = BytesMut::with_capacity(256);
+    let head_ok = ResponseHead::new(&mut out, StatusCode::OK)
+        .header("Content-Type", "text/event-stream")
+        .header("Cache-Control", "no-cache")
+        .header("X-Accel-Buffering", "no")
+        .finish()
+        .is_ok();
+    debug_assert!(head_ok, "static header values");
+    if plan.head_only {
+        ctx.send(out.freeze());
+        return Started::HeadOnly;
+    }
+    let retry = ctx
+        .settings()
+        .sse_retry
+        .as_millis()
+        .min(u128::from(u32::MAX)) as u32;
+    codec::sse::retry(&mut out, retry);
+    ctx.send(out.freeze());
+    let heartbeat = ticks(ctx.settings().sse_heartbeat);
+    ctx.set_timer(Some(ctx.now() + heartbeat));
+    if plan.channels.len() == 1 {
+        let channel = plan.channels.into_iter().next().expect("one channel");
+        let sub = ctx.subscribe(Subscribe {
+            channel,
+            format: Format::Sse,
+            since: plan.positions[0],
+            presence: false,
+        });
+        return Started::One(Sse { sub });
+    }
+    let mut stream = SseMulti {
+        channels: Vec::with_capacity(plan.channels.len()),
+    };
+    for (channel, since) in plan.channels.into_iter().zip(plan.positions) {
+        let sub = ctx.subscribe(Subscribe {
+            channel: channel.clone(),
+            format: Format::SseMulti,
+            since,
+            presence: false,
+        });
+        stream.channels.push(StreamChannel {
+            name: channel,
+            sub,
+            seq: since.map_or(PENDING, |id| id.seq),
+        });
+    }
+    Started::Multi(Box::new(stream))
+}
+
+/// Sends a heartbeat comment and schedules the next.
+fn heartbeat(ctx: &mut impl Context) {
+    ctx.send(Bytes::from_static(codec::sse::HEARTBEAT));
+    let interval = ticks(ctx.settings().sse_heartbeat);
+    ctx.set_timer(Some(ctx.now() + interval));
+}
+
+/// A one-channel stream. Live deliveries are the shared encoding
+/// ([`Format::Sse`]), queued by the fan-out.
+#[derive(Debug)]
+pub struct Sse {
+    sub: SubRef,
+}
+
+impl Sse {
+    /// The heartbeat is due.
+    pub fn handle_timer(&mut self, ctx: &mut impl Context) {
+        heartbeat(ctx);
+    }
+
+    /// The owner's answer: the reset signal and history, then live.
+    pub fn handle_replay(&mut self, ctx: &mut impl Context, at: SubRef, replay: Replay) {
+        if at != self.sub || !ctx.set_live(at, replay.last_seq) {
+            return;
+        }
+        let epoch = ctx.epoch();
+        if let Some(reset) = replay.reset {
+            // When no history follows to move the stream's position, the
+            // reset carries it.
+            let id = replay.messages.is_empty().then(|| {
+                MsgId {
+                    epoch,
+                    seq: replay.last_seq,
+                }
+                .to_string()
+            });
+            ctx.send(framing::sse_reset(
+                &replay.channel,
+                &reset,
+                epoch,
+                id.as_deref(),
+            ));
+        }
+        for m in &replay.messages {
+            ctx.send(framing::sse_event(m));
+        }
+        ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
+    }
+
+    /// The connection is going away: leave the channel (once).
+    pub fn release(&mut self, ctx: &mut impl Context) {
+        let sub = std::mem::replace(&mut self.sub, SubRef::NONE);
+        if sub != SubRef::NONE {
+            ctx.unsubscribe(sub, false);
+        }
+    }
+}
+
+/// One channel of a multi-channel stream.
+#[derive(Debug)]
+struct StreamChannel {
+    name: ChannelName,
+    sub: SubRef,
+    /// Sequence number of the last message the stream sent, or of the
+    /// position it resumed from; [`PENDING`] until known.
+    seq: u64,
+}
+
+/// A stream of several channels, with its composite cursor.
+#[derive(Debug)]
+pub struct SseMulti {
+    channels: Vec<StreamChannel>,
+}
+
+impl SseMulti {
     /// The composite cursor of the stream.
     fn cursor(&self, epoch: Epoch) -> String {
         let mut s = format!("{epoch};");
@@ -149,240 +318,68 @@ impl MultiStream {
         }
         s
     }
-}
 
-impl Shard {
-    /// `GET /sse/{channel}` (`raw_channel` is the path's last segment) or
-    /// `GET /sse?ch=a,b,c` (`None`).
-    pub(crate) fn start_sse(
-        &mut self,
-        key: ConnKey,
-        head: &RequestHead<'_>,
-        raw_channel: Option<&str>,
-    ) {
-        if !matches!(head.method, Method::Get | Method::Head) {
-            return self.refuse(
-                key,
-                Refusal::BadRequest,
-                StatusCode::METHOD_NOT_ALLOWED,
-                "event streams use GET",
-            );
-        }
-        let names: Vec<String> = match raw_channel {
-            Some(raw) => vec![raw.to_string()],
-            None => match head.query_param("ch") {
-                Ok(Some(list)) => list
-                    .split(',')
-                    .filter(|c| !c.is_empty())
-                    .map(str::to_string)
-                    .collect(),
-                Ok(None) => Vec::new(),
-                Err(e) => {
-                    return self.refuse(
-                        key,
-                        Refusal::BadChannel,
-                        StatusCode::BAD_REQUEST,
-                        &format!("invalid ch: {e}"),
-                    )
-                }
-            },
-        };
-        let mut channels: Vec<ChannelName> = Vec::new();
-        for raw in &names {
-            let decoded = if raw_channel.is_some() {
-                query::percent_decode(raw).map(|c| c.into_owned())
-            } else {
-                Ok(raw.clone())
-            };
-            match decoded
-                .map_err(|e| e.to_string())
-                .and_then(|n| ChannelName::new(&n).map_err(|e| e.to_string()))
-            {
-                Ok(c) if !channels.contains(&c) => channels.push(c),
-                Ok(_) => {}
-                Err(reason) => {
-                    return self.refuse(key, Refusal::BadChannel, StatusCode::BAD_REQUEST, &reason)
-                }
-            }
-        }
-        let max = self.settings().max_stream_channels;
-        if channels.is_empty() {
-            return self.refuse(
-                key,
-                Refusal::BadChannel,
-                StatusCode::BAD_REQUEST,
-                "name at least one channel: /sse/{channel} or /sse?ch=a,b",
-            );
-        }
-        if channels.len() > max {
-            let reason = format!("at most {max} channels per stream");
-            return self.refuse(key, Refusal::BadChannel, StatusCode::BAD_REQUEST, &reason);
-        }
-        // Resume position: ?since= wins over Last-Event-ID.
-        let since_raw = match head.query_param("since") {
-            Ok(Some(s)) => Some(s.into_owned()),
-            Ok(None) => head
-                .headers
-                .last_event_id
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .filter(|v| !v.is_empty())
-                .map(str::to_owned),
-            Err(e) => {
-                return self.refuse(
-                    key,
-                    Refusal::BadSince,
-                    StatusCode::BAD_REQUEST,
-                    &format!("invalid since: {e}"),
-                )
-            }
-        };
-        let positions: Vec<Option<MsgId>> = match since_raw {
-            None => vec![None; channels.len()],
-            Some(s) if s.contains(';') => match parse_cursor(&s) {
-                Ok(list) => channels
-                    .iter()
-                    .map(|c| {
-                        list.iter()
-                            .find(|(n, _)| n == c.as_str())
-                            .map(|(_, id)| *id)
-                    })
-                    .collect(),
-                Err(reason) => {
-                    return self.refuse(key, Refusal::BadSince, StatusCode::BAD_REQUEST, &reason)
-                }
-            },
-            Some(s) if channels.len() == 1 => match s.parse::<MsgId>() {
-                Ok(id) => vec![Some(id)],
-                Err(e) => {
-                    return self.refuse(
-                        key,
-                        Refusal::BadSince,
-                        StatusCode::BAD_REQUEST,
-                        &format!("invalid since: {e}"),
-                    )
-                }
-            },
-            Some(_) => {
-                return self.refuse(
-                    key,
-                    Refusal::BadSince,
-                    StatusCode::BAD_REQUEST,
-                    "a multi-channel stream resumes from its cursor <epoch>;<channel>=<seq>,…",
-                )
-            }
-        };
-
-        let mut out = BytesMut::with_capacity(256);
-        let head_ok = ResponseHead::new(&mut out, StatusCode::OK)
-            .header("Content-Type", "text/event-stream")
-            .header("Cache-Control", "no-cache")
-            .header("X-Accel-Buffering", "no")
-            .finish()
-            .is_ok();
-        debug_assert!(head_ok);
-        if head.method == Method::Head {
-            self.send(key, out.freeze());
-            self.close_after_flush(key);
-            return;
-        }
-        let retry = self
-            .settings()
-            .sse_retry
-            .as_millis()
-            .min(u128::from(u32::MAX)) as u32;
-        codec::sse::retry(&mut out, retry);
-        self.send(key, out.freeze());
-        self.set_phase(key, Phase::Sse);
-        let heartbeat = Shared::ticks(self.settings().sse_heartbeat);
-        self.set_deadline(key, self.tick + heartbeat);
-
-        if channels.len() == 1 {
-            let channel = channels.pop().expect("one channel");
-            let (chan, sub) = self.hub.add_sub(&channel, key, Format::Sse);
-            if let Some(conn) = self.io.conn_mut(key) {
-                conn.chan = chan;
-                conn.sub = sub;
-            }
-            self.request_replay(key, channel, chan, sub, positions[0], None);
-            return;
-        }
-        let mut stream = MultiStream {
-            channels: Vec::with_capacity(channels.len()),
-        };
-        for (channel, since) in channels.iter().zip(&positions) {
-            let (chan, sub) = self.hub.add_sub(channel, key, Format::SseMulti);
-            stream.channels.push(StreamChannel {
-                name: channel.clone(),
-                chan,
-                sub,
-                seq: since.map_or(PENDING, |id| id.seq),
-            });
-        }
-        self.sessions.insert(key, Session::SseMulti(stream));
-        for ((channel, since), c) in channels.into_iter().zip(positions).zip(0..) {
-            let (chan, sub) = match self.sessions.get(&key) {
-                Some(Session::SseMulti(s)) => (s.channels[c].chan, s.channels[c].sub),
-                _ => return,
-            };
-            self.request_replay(key, channel, chan, sub, since, None);
-        }
+    /// The heartbeat is due.
+    pub fn handle_timer(&mut self, ctx: &mut impl Context) {
+        heartbeat(ctx);
     }
 
-    fn multi_stream(&mut self, key: ConnKey) -> Option<&mut MultiStream> {
-        match self.sessions.get_mut(&key) {
-            Some(Session::SseMulti(s)) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// A live message for a multi-channel stream.
-    pub(crate) fn sse_multi_deliver(&mut self, key: ConnKey, msg: &Message, body: Bytes) {
-        let epoch = self.hub.epoch();
-        let Some(stream) = self.multi_stream(key) else {
+    /// The owner's answer for one channel of the stream.
+    pub fn handle_replay(&mut self, ctx: &mut impl Context, at: SubRef, replay: Replay) {
+        let Some(i) = self.channels.iter().position(|c| c.sub == at) else {
             return;
         };
+        if !ctx.set_live(at, replay.last_seq) {
+            return;
+        }
+        let epoch = ctx.epoch();
+        if let Some(reset) = replay.reset {
+            if replay.messages.is_empty() {
+                self.channels[i].seq = replay.last_seq;
+            }
+            let id = replay.messages.is_empty().then(|| self.cursor(epoch));
+            ctx.send(framing::sse_reset(
+                &replay.channel,
+                &reset,
+                epoch,
+                id.as_deref(),
+            ));
+        }
+        for m in &replay.messages {
+            self.channels[i].seq = m.id.seq;
+            ctx.send(Bytes::from(format!("id:{}\n", self.cursor(epoch))));
+            ctx.send(framing::sse_multi_body(m));
+        }
+        self.channels[i].seq = replay.last_seq;
+        ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
+    }
+
+    /// A live message; `body` is [`framing::sse_multi_body`] of it, shared
+    /// by every stream on the shard.
+    pub fn handle_delivery(&mut self, ctx: &mut impl Context, msg: &Arc<Message>, body: Bytes) {
         if msg.is_stored() {
-            let Some(c) = stream.channels.iter_mut().find(|c| c.name == msg.channel) else {
+            let epoch = ctx.epoch();
+            let Some(c) = self.channels.iter_mut().find(|c| c.name == msg.channel) else {
                 return;
             };
             c.seq = msg.id.seq;
-            let id_line = Bytes::from(format!("id:{}\n", stream.cursor(epoch)));
-            self.send(key, id_line);
+            ctx.send(Bytes::from(format!("id:{}\n", self.cursor(epoch))));
         }
-        self.send(key, body);
-        crate::metrics::ShardMetrics::add(&self.io.metrics.deliveries, 1);
+        ctx.send(body);
+        ShardMetrics::add(&ctx.metrics().deliveries, 1);
     }
 
-    /// The owner's answer for one channel of a multi-channel stream.
-    pub(crate) fn sse_multi_replay(&mut self, key: ConnKey, channel: &ChannelName, replay: Replay) {
-        let epoch = self.hub.epoch();
-        let Some(stream) = self.multi_stream(key) else {
-            return;
-        };
-        let Some(i) = stream.channels.iter().position(|c| &c.name == channel) else {
-            return;
-        };
-        let mut out: Vec<Bytes> = Vec::new();
-        if let Some(reset) = replay.reset {
-            if replay.messages.is_empty() {
-                stream.channels[i].seq = replay.last_seq;
-            }
-            let id = replay.messages.is_empty().then(|| stream.cursor(epoch));
-            out.push(reset_event_with_id(channel, &reset, epoch, id.as_deref()));
+    /// The connection is going away: leave every channel.
+    pub fn release(&mut self, ctx: &mut impl Context) {
+        for c in self.channels.drain(..) {
+            ctx.unsubscribe(c.sub, false);
         }
-        for m in &replay.messages {
-            stream.channels[i].seq = m.id.seq;
-            out.push(Bytes::from(format!("id:{}\n", stream.cursor(epoch))));
-            out.push(multi_event_body(m));
-        }
-        stream.channels[i].seq = replay.last_seq;
-        let n = replay.messages.len() as u64;
-        for b in out {
-            self.send(key, b);
-        }
-        crate::metrics::ShardMetrics::add(&self.io.metrics.deliveries, n);
     }
 }
+
+/// How a stream ends when the node drains or the peer does not read:
+/// at once (an event stream has nothing to finish).
+pub const FINISH: Finish = Finish::Now;
 
 #[cfg(test)]
 mod tests {
@@ -391,27 +388,13 @@ mod tests {
     #[test]
     fn cursors_round_trip() {
         let epoch = Epoch::from_bits(0xabc);
-        let stream = MultiStream {
-            channels: vec![
-                StreamChannel {
-                    name: ChannelName::new("a").unwrap(),
-                    chan: 0,
-                    sub: 0,
-                    seq: 5,
-                },
-                StreamChannel {
-                    name: ChannelName::new("b:c").unwrap(),
-                    chan: 1,
-                    sub: 0,
-                    seq: PENDING,
-                },
-                StreamChannel {
-                    name: ChannelName::new("x@y.z").unwrap(),
-                    chan: 2,
-                    sub: 0,
-                    seq: 9,
-                },
-            ],
+        let ch = |n: &str, seq| StreamChannel {
+            name: ChannelName::new(n).unwrap(),
+            sub: SubRef { chan: 0, sub: 0 },
+            seq,
+        };
+        let stream = SseMulti {
+            channels: vec![ch("a", 5), ch("b:c", PENDING), ch("x@y.z", 9)],
         };
         let c = stream.cursor(epoch);
         assert_eq!(c, "000000000abc;a=5,x@y.z=9");

@@ -1,4 +1,7 @@
-//! WebSocket: `/ws/{channel}` subscribers and the `/echo` endpoint.
+//! WebSocket connections: the link (frames, heartbeats, the closing
+//! handshake) and the three things a WebSocket can be on this node — a
+//! subscriber of one channel (`/ws/{channel}`), the echo endpoint
+//! (`/echo`), or a multiplexed session (`/ws`, see `super::mux`).
 //!
 //! # `/ws/{channel}`
 //! Query parameters:
@@ -7,175 +10,211 @@
 //! * `format=raw` (default) — each message is one frame holding exactly the
 //!   published payload: a text frame for text, a binary frame otherwise.
 //! * `format=json` — each message is a text frame
-//!   `{"type":"message","channel":…,"id":…,"data":…}` (binary payloads as
+//!   `{"type":"message","ch":…,"id":…,"data":…}` (binary payloads as
 //!   base64 with `"encoding":"base64"`), so the client learns the ids it
 //!   needs to resume.
 //!
 //! When `since` can no longer be honoured (evicted from history, another
 //! epoch, unknown) the first frame, in either format, is a JSON text frame
-//! `{"type":"reset","channel":…,"reason":"evicted"|"epoch"|"unknown",
+//! `{"type":"reset","ch":…,"reason":"evicted"|"epoch"|"unknown",
 //! "since":…,"missed":N|null,"epoch":…}`, followed by everything history
-//! still has, then live messages.
-//!
-//! Messages sent by a subscriber are validated (a protocol violation closes
-//! the connection with its code) and otherwise ignored: this endpoint is
-//! subscribe-only.
+//! still has, then live messages. Messages a subscriber sends are validated
+//! (a violation closes the connection with its code) and otherwise ignored.
 //!
 //! # Heartbeats and closing
 //! A ping goes out every `--ping-interval`; a connection from which nothing
 //! (pong or otherwise) arrived for two intervals is closed without a close
 //! frame — the peer is gone, and clients observe 1006. The server's own
-//! closes carry a code: 1001 on shutdown, 1008 for a slow consumer, the
-//! protocol error's code (1002, 1007, 1009) for a violation. A peer's close
-//! is answered with its own code, then the server closes TCP.
+//! closes carry a code: 1001 on shutdown, 1008 for a slow consumer or too
+//! many invalid commands, the protocol error's code (1002, 1007, 1009) for
+//! a violation. A peer's close is answered with its own code, then the
+//! server closes TCP. After sending its close frame the server waits
+//! `--close-timeout` for the peer's.
 
 use bytes::{Bytes, BytesMut};
-use codec::http::{RequestHead, StatusCode};
+use codec::http::RequestHead;
 use codec::ws::{
-    encode, handshake, CloseHandshake, Frame, FrameDecoder, PeerClosed, ProtocolError,
+    encode, handshake, Assembler, CloseCode, CloseHandshake, DecoderConfig, Frame, FrameDecoder,
+    PeerClosed, ProtocolError,
 };
 use codec::Status;
 
-use crate::hub::mail::Mail;
-use crate::hub::{ChannelName, ClientId, Epoch, Format, MsgId, Reset};
-use crate::metrics::{Refusal, ShardMetrics};
-use crate::shard::conn::{flags, ConnKey, Phase};
-use crate::shard::{Shard, Shared, Step};
+use crate::hub::{ChannelName, ClientId, MsgId, Replay, SubRef};
+use crate::metrics::{Refusal, ShardMetrics, Transport};
 
-impl Shard {
-    /// `GET /ws/{channel}`.
-    pub(crate) fn upgrade_subscribe(
+use super::context::{ticks, Context, Finish, Step, Subscribe, Tick};
+use super::framing::{self, Format};
+use super::mux::{Session, Verdict};
+use super::params;
+use super::response::Refused;
+
+/// What a `/ws/{channel}` request subscribes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribePlan {
+    /// The channel.
+    pub channel: ChannelName,
+    /// [`Format::WsRaw`] or [`Format::WsJson`].
+    pub format: Format,
+    /// Resume point.
+    pub since: Option<MsgId>,
+}
+
+/// Reads a `/ws/{channel}` request (`raw_channel` is the path's last
+/// segment, percent-encoded).
+pub fn subscribe_plan(head: &RequestHead<'_>, raw_channel: &str) -> Result<SubscribePlan, Refused> {
+    let channel =
+        ChannelName::from_path(raw_channel).map_err(|r| Refused::bad(Refusal::BadChannel, r))?;
+    let format = match head.query_param("format") {
+        Ok(None) => Format::WsRaw,
+        Ok(Some(f)) if f == "raw" => Format::WsRaw,
+        Ok(Some(f)) if f == "json" => Format::WsJson,
+        _ => {
+            return Err(Refused::bad(
+                Refusal::BadRequest,
+                "format must be raw or json",
+            ))
+        }
+    };
+    let since = params::since(head).map_err(|r| Refused::bad(Refusal::BadSince, r))?;
+    Ok(SubscribePlan {
+        channel,
+        format,
+        since,
+    })
+}
+
+/// Validates an opening handshake and writes the `101`, or the refusal
+/// with its status and reason (`false`: finish after the flush).
+pub fn accept_upgrade(ctx: &mut impl Context, head: &RequestHead<'_>) -> bool {
+    match handshake::validate(head, &[]) {
+        Ok(accepted) => {
+            let mut out = BytesMut::with_capacity(160);
+            accepted.write_response(&mut out);
+            ctx.send(out.freeze());
+            ShardMetrics::add(&ctx.metrics().upgrades, 1);
+            true
+        }
+        Err(e) => {
+            ctx.metrics().refuse(Refusal::Handshake);
+            tracing::debug!("refused WebSocket handshake: {e}");
+            let mut out = BytesMut::new();
+            e.write_response(&mut out);
+            ctx.send(out.freeze());
+            false
+        }
+    }
+}
+
+/// What an upgraded connection is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum App {
+    /// `/ws/{channel}`.
+    Subscriber(SubscribePlan),
+    /// `/echo`.
+    Echo,
+    /// `/ws`.
+    Mux,
+}
+
+/// What the connection is, in one byte (the state is kept small: it lives
+/// in every connection slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Kind {
+    /// A subscriber receiving [`Format::WsRaw`] frames.
+    Raw,
+    /// A subscriber receiving [`Format::WsJson`] envelopes.
+    Json,
+    Echo,
+    Mux,
+}
+
+/// State only a busy or multiplexed WebSocket needs, boxed.
+#[derive(Debug, Default)]
+struct Extra {
+    /// A decoder in the middle of a frame or fragmented message.
+    decoder: Option<FrameDecoder>,
+    /// Reassembly of a fragmented message (echo, multiplexed).
+    assembler: Assembler,
+    /// The multiplexed session.
+    mux: Option<Session>,
+}
+
+impl Extra {
+    fn is_idle(&self) -> bool {
+        self.decoder.is_none() && self.assembler.is_empty() && self.mux.is_none()
+    }
+}
+
+/// An open WebSocket. See the module docs.
+#[derive(Debug)]
+pub struct Ws {
+    /// The subscription of a `/ws/{channel}` subscriber.
+    sub: SubRef,
+    /// Tick of the last bytes received.
+    last_rx: Tick,
+    kind: Kind,
+    /// We sent a close frame and wait for the peer's.
+    closing: bool,
+    extra: Option<Box<Extra>>,
+}
+
+impl Ws {
+    /// The connection was upgraded: start its heartbeat and its app.
+    pub fn start(ctx: &mut impl Context, app: App) -> Ws {
+        let now = ctx.now();
+        ctx.set_timer(Some(now + ticks(ctx.settings().ping_interval)));
+        let mut ws = Ws {
+            sub: SubRef::NONE,
+            last_rx: now,
+            kind: Kind::Echo,
+            closing: false,
+            extra: None,
+        };
+        match app {
+            App::Echo => {}
+            App::Subscriber(plan) => {
+                ws.kind = if plan.format == Format::WsJson {
+                    Kind::Json
+                } else {
+                    Kind::Raw
+                };
+                ws.sub = ctx.subscribe(Subscribe {
+                    channel: plan.channel,
+                    format: plan.format,
+                    since: plan.since,
+                    presence: false,
+                });
+            }
+            App::Mux => {
+                ws.kind = Kind::Mux;
+                ws.extra = Some(Box::new(Extra {
+                    mux: Some(Session::default()),
+                    ..Extra::default()
+                }));
+            }
+        }
+        ws
+    }
+
+    fn mux(&mut self) -> Option<&mut Session> {
+        self.extra.as_mut().and_then(|e| e.mux.as_mut())
+    }
+
+    /// Bytes from the peer.
+    pub fn handle_input(
         &mut self,
-        key: ConnKey,
-        head: &RequestHead<'_>,
-        raw_channel: &str,
-    ) {
-        let channel = match ChannelName::from_path(raw_channel) {
-            Ok(c) => c,
-            Err(reason) => {
-                return self.refuse(key, Refusal::BadChannel, StatusCode::BAD_REQUEST, &reason)
-            }
+        ctx: &mut impl Context,
+        buf: &mut [u8],
+    ) -> (Step, Option<Finish>) {
+        self.last_rx = ctx.now();
+        let config = DecoderConfig {
+            max_message_size: ctx.settings().max_message_size as u64,
+            ..DecoderConfig::server()
         };
-        let format = match head.query_param("format") {
-            Ok(None) => Format::WsRaw,
-            Ok(Some(f)) if f == "raw" => Format::WsRaw,
-            Ok(Some(f)) if f == "json" => Format::WsJson,
-            _ => {
-                return self.refuse(
-                    key,
-                    Refusal::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    "format must be raw or json",
-                )
-            }
-        };
-        let since = match super::since_param(head) {
-            Ok(since) => since,
-            Err(reason) => {
-                return self.refuse(key, Refusal::BadSince, StatusCode::BAD_REQUEST, &reason)
-            }
-        };
-        if !self.accept_upgrade(key, head) {
-            return;
-        }
-        self.set_phase(key, Phase::WsSub);
-        if let Some(conn) = self.io.conn_mut(key) {
-            if format == Format::WsJson {
-                conn.flags |= flags::JSON;
-            }
-        }
-        let (chan, sub) = self.hub.add_sub(&channel, key, format);
-        if let Some(conn) = self.io.conn_mut(key) {
-            conn.chan = chan;
-            conn.sub = sub;
-        }
-        self.request_replay(key, channel, chan, sub, since, None);
-    }
-
-    /// `GET /echo`.
-    pub(crate) fn upgrade_echo(&mut self, key: ConnKey, head: &RequestHead<'_>) {
-        if !self.accept_upgrade(key, head) {
-            return;
-        }
-        self.set_phase(key, Phase::WsEcho);
-    }
-
-    /// Validates the handshake and sends the `101`, or the error response.
-    pub(crate) fn accept_upgrade(&mut self, key: ConnKey, head: &RequestHead<'_>) -> bool {
-        match handshake::validate(head, &[]) {
-            Ok(accepted) => {
-                let mut out = BytesMut::with_capacity(160);
-                accepted.write_response(&mut out);
-                self.send(key, out.freeze());
-                ShardMetrics::add(&self.metrics().upgrades, 1);
-                let interval = Shared::ticks(self.settings().ping_interval);
-                self.set_deadline(key, self.tick + interval);
-                true
-            }
-            Err(e) => {
-                self.metrics().refuse(Refusal::Handshake);
-                tracing::debug!(shard = self.id, "refused WebSocket handshake: {e}");
-                let mut out = BytesMut::new();
-                e.write_response(&mut out);
-                self.send(key, out.freeze());
-                self.close_after_flush(key);
-                false
-            }
-        }
-    }
-
-    /// Refuses a request with a plain-text reason and closes after it.
-    pub(crate) fn refuse(&mut self, key: ConnKey, why: Refusal, status: StatusCode, reason: &str) {
-        self.metrics().refuse(why);
-        tracing::debug!(
-            shard = self.id,
-            "refused request: {} {reason}",
-            status.code()
-        );
-        self.respond_error(key, status, reason, &[], true);
-    }
-
-    /// Asks the channel's owner for a new subscription's replay (answered
-    /// by `apply_replay`), registering `client` in its presence.
-    pub(crate) fn request_replay(
-        &mut self,
-        key: ConnKey,
-        channel: ChannelName,
-        chan: u32,
-        sub: u32,
-        since: Option<MsgId>,
-        client: Option<ClientId>,
-    ) {
-        let owner = self.hub.owner(&channel);
-        if owner == self.id {
-            let replay = self.hub.owner_subscribe(&channel, self.id, since);
-            self.apply_replay(key, chan, sub, replay);
-            if let Some(client) = client {
-                self.presence_joined(&channel, client);
-            }
-        } else {
-            self.mail_to(
-                owner,
-                Mail::Subscribe {
-                    from: self.id,
-                    conn: key,
-                    chan,
-                    sub,
-                    channel,
-                    since,
-                    client,
-                },
-            );
-        }
-    }
-
-    /// Bytes arriving on a WebSocket.
-    pub(crate) fn on_ws_input(&mut self, key: ConnKey, buf: &mut [u8]) -> Step {
-        let config = self.decoder;
         let mut dec = self
-            .io
-            .conn_mut(key)
-            .and_then(|c| c.ext.as_mut())
+            .extra
+            .as_mut()
             .and_then(|e| e.decoder.take())
             .unwrap_or_else(|| FrameDecoder::new(config));
         let mut pos = 0;
@@ -184,29 +223,23 @@ impl Shard {
                 Ok(Status::Partial) => break,
                 Ok(Status::Complete((n, frame))) => {
                     pos += n;
-                    if !self.on_frame(key, frame) {
-                        return Step::Discard;
+                    if let Some(finish) = self.on_frame(ctx, frame) {
+                        return (Step::Discard, Some(finish));
                     }
                 }
-                Err(e) => {
-                    self.ws_protocol_error(key, e);
-                    return Step::Discard;
-                }
+                Err(e) => return (Step::Discard, Some(self.protocol_error(ctx, e))),
             }
         }
         if !dec.is_idle() {
-            if let Some(conn) = self.io.conn_mut(key) {
-                conn.ext().decoder = Some(dec);
-            }
+            self.extra.get_or_insert_with(Default::default).decoder = Some(dec);
+        } else if self.extra.as_ref().is_some_and(|e| e.is_idle()) {
+            self.extra = None;
         }
-        Step::Wait(pos)
+        (Step::Wait(pos), None)
     }
 
-    /// Handles one frame; `false` when the connection stops reading.
-    fn on_frame(&mut self, key: ConnKey, frame: Frame<'_>) -> bool {
-        let Some(phase) = self.io.conn(key).map(|c| c.phase) else {
-            return false;
-        };
+    /// One frame; `Some` when the connection ends.
+    fn on_frame(&mut self, ctx: &mut impl Context, frame: Frame<'_>) -> Option<Finish> {
         match frame {
             Frame::Data {
                 kind,
@@ -214,80 +247,188 @@ impl Shard {
                 last,
                 ..
             } => {
-                if matches!(phase, Phase::WsEcho | Phase::WsMux) {
-                    let message = self
-                        .io
-                        .conn_mut(key)
-                        .and_then(|c| c.ext().assembler.push(kind, payload, last));
-                    if let Some(m) = message {
-                        if phase == Phase::WsEcho {
-                            self.send(key, encode::message(m.kind, &m.payload));
-                        } else {
-                            self.on_mux_message(key, m.kind, &m.payload);
+                if matches!(self.kind, Kind::Raw | Kind::Json) || self.closing {
+                    return None; // validated by the decoder, otherwise ignored
+                }
+                let extra = self.extra.get_or_insert_with(Default::default);
+                let message = extra.assembler.push(kind, payload, last)?;
+                match (self.kind, extra.mux.as_mut()) {
+                    (Kind::Mux, Some(session)) => {
+                        if session.handle_message(ctx, message.kind, &message.payload)
+                            == Verdict::TooManyErrors
+                        {
+                            self.initiate_close(
+                                ctx,
+                                CloseCode::POLICY_VIOLATION,
+                                "too many invalid commands",
+                            );
                         }
                     }
+                    _ => ctx.send(encode::message(message.kind, &message.payload)),
                 }
-                true
+                None
             }
             Frame::Ping(payload) => {
-                if phase != Phase::Closing {
+                if !self.closing {
                     let mut out = BytesMut::with_capacity(2 + payload.len());
                     if encode::pong(&mut out, payload).is_ok() {
-                        self.send(key, out.freeze());
+                        ctx.send(out.freeze());
                     }
                 }
-                true
+                None
             }
-            Frame::Pong(_) => true,
+            Frame::Pong(_) => None,
             Frame::Close(close) => {
                 let mut hs = CloseHandshake::new();
-                if phase == Phase::Closing {
+                if self.closing {
                     let _ = hs.initiate();
                 }
                 match hs.receive(close) {
                     PeerClosed::Reply(code) => {
-                        self.detach(key);
+                        self.release(ctx);
                         let mut out = BytesMut::with_capacity(4);
                         let _ = encode::close(&mut out, code, "");
-                        self.send(key, out.freeze());
-                        self.close_after_flush(key);
+                        ctx.send(out.freeze());
+                        Some(Finish::AfterFlush)
                     }
-                    PeerClosed::Complete => self.close_after_flush(key),
-                    PeerClosed::Ignore => {}
+                    PeerClosed::Complete => Some(Finish::AfterFlush),
+                    PeerClosed::Ignore => None,
                 }
-                false
             }
         }
     }
 
-    fn ws_protocol_error(&mut self, key: ConnKey, e: ProtocolError) {
-        ShardMetrics::add(&self.metrics().protocol_errors, 1);
-        tracing::debug!(
-            shard = self.id,
-            "closing WebSocket after a protocol violation: {e}"
-        );
-        let Some(phase) = self.io.conn(key).map(|c| c.phase) else {
-            return;
-        };
-        self.detach(key);
-        if phase != Phase::Closing {
+    fn protocol_error(&mut self, ctx: &mut impl Context, e: ProtocolError) -> Finish {
+        ShardMetrics::add(&ctx.metrics().protocol_errors, 1);
+        tracing::debug!("closing WebSocket after a protocol violation: {e}");
+        if !self.closing {
+            self.release(ctx);
             let mut out = BytesMut::with_capacity(4 + e.reason().len());
             let _ = encode::close(&mut out, Some(e.close_code()), e.reason());
-            self.send(key, out.freeze());
+            ctx.send(out.freeze());
         }
-        self.close_after_flush(key);
+        Finish::AfterFlush
     }
-}
 
-/// The reset signal as a JSON text frame.
-pub fn reset_frame(channel: &ChannelName, reset: &Reset, epoch: Epoch) -> Bytes {
-    let v = serde_json::json!({
-        "type": "reset",
-        "ch": channel.as_str(),
-        "reason": reset.reason.as_str(),
-        "since": reset.since.to_string(),
-        "missed": reset.missed,
-        "epoch": epoch.to_string(),
-    });
-    super::mux::text_frame(&v)
+    /// Starts the closing handshake from our side: leave every channel,
+    /// send the close frame, wait `--close-timeout` for the peer's.
+    pub fn initiate_close(&mut self, ctx: &mut impl Context, code: CloseCode, reason: &str) {
+        if self.closing {
+            return;
+        }
+        self.release(ctx);
+        let mut frame = BytesMut::with_capacity(4 + reason.len());
+        if encode::close(&mut frame, Some(code), reason).is_err() {
+            frame.clear();
+            let _ = encode::close(&mut frame, Some(code), "");
+        }
+        ctx.send(frame.freeze());
+        self.closing = true;
+        ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().close_timeout)));
+    }
+
+    /// The heartbeat (or, while closing, the close timeout) is due.
+    pub fn handle_timer(&mut self, ctx: &mut impl Context) -> Option<Finish> {
+        if self.closing {
+            return Some(Finish::Now);
+        }
+        let interval = ticks(ctx.settings().ping_interval);
+        if ctx.now().saturating_sub(self.last_rx) >= 2 * interval {
+            ShardMetrics::add(&ctx.metrics().ping_timeouts, 1);
+            tracing::debug!("closing a WebSocket silent for two ping intervals");
+            return Some(Finish::Now);
+        }
+        ctx.send(Bytes::from_static(&[0x89, 0x00]));
+        ctx.set_timer(Some(ctx.now() + interval));
+        None
+    }
+
+    /// The owner's answer to a subscription: the reset signal and history
+    /// in the subscription's format, then live.
+    pub fn handle_replay(&mut self, ctx: &mut impl Context, at: SubRef, replay: Replay) {
+        if self.closing {
+            return;
+        }
+        if self.kind == Kind::Mux {
+            if let Some(session) = self.mux() {
+                session.handle_replay(ctx, at, replay);
+            }
+            return;
+        }
+        if at != self.sub || !ctx.set_live(at, replay.last_seq) {
+            return;
+        }
+        let raw = self.kind == Kind::Raw;
+        if let Some(reset) = replay.reset {
+            ctx.send(framing::reset_frame(&replay.channel, &reset, ctx.epoch()));
+        }
+        for m in &replay.messages {
+            ctx.send(if raw {
+                m.ws_frame.clone()
+            } else {
+                framing::message_frame(m)
+            });
+        }
+        ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
+    }
+
+    /// An owner assigned the ids of a client's publish.
+    pub fn handle_published(&mut self, ctx: &mut impl Context, token: u32, ids: &[(u32, MsgId)]) {
+        if let Some(session) = self.mux() {
+            session.handle_published(ctx, token, ids);
+        }
+    }
+
+    /// An owner answered a presence query.
+    pub fn handle_presence(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        channel: &ChannelName,
+        clients: &[ClientId],
+    ) {
+        if let Some(session) = self.mux() {
+            session.handle_presence(ctx, token, channel, clients);
+        }
+    }
+
+    /// The node is shutting down: close with 1001.
+    pub fn handle_shutdown(&mut self, ctx: &mut impl Context) {
+        self.initiate_close(ctx, CloseCode::GOING_AWAY, "server shutting down");
+    }
+
+    /// The peer does not read: drop what is queued and close with 1008.
+    pub fn handle_slow_consumer(&mut self, ctx: &mut impl Context) {
+        ctx.discard_output();
+        self.initiate_close(
+            ctx,
+            CloseCode::POLICY_VIOLATION,
+            "slow consumer: outbound queue overflow",
+        );
+    }
+
+    /// Leaves every channel (once).
+    pub fn release(&mut self, ctx: &mut impl Context) {
+        let sub = std::mem::replace(&mut self.sub, SubRef::NONE);
+        if sub != SubRef::NONE {
+            ctx.unsubscribe(sub, false);
+        }
+        if let Some(session) = self.mux() {
+            session.release(ctx);
+        }
+    }
+
+    /// The connection is closing: nothing more is delivered.
+    pub fn is_closing(&self) -> bool {
+        self.closing
+    }
+
+    /// The transport gauge it counts under.
+    pub fn transport(&self) -> Transport {
+        match self.kind {
+            Kind::Raw | Kind::Json => Transport::WebSocket,
+            Kind::Echo => Transport::Echo,
+            Kind::Mux => Transport::Multiplexed,
+        }
+    }
 }

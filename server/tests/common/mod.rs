@@ -38,21 +38,7 @@ impl Server {
     fn start_with(args: &[&str], nofile: Option<u64>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ringcast"));
         if let Some(n) = nofile {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: runs in the forked child before exec; setrlimit is
-            // async-signal-safe and reads a local struct.
-            unsafe {
-                cmd.pre_exec(move || {
-                    let lim = libc::rlimit {
-                        rlim_cur: n,
-                        rlim_max: n,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            uring::child::limit_open_files(&mut cmd, n);
         }
         cmd.args(["--listen", "127.0.0.1:0", "--shards", "2"])
             .args(args)

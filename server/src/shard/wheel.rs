@@ -2,20 +2,15 @@
 //! (handshake and idle timeouts, heartbeat pings, close timeouts, long-poll
 //! expiry). No connection owns a kernel timer.
 //!
-//! Time is counted in ticks since the shard started ([`TICK`] each). An
-//! entry due at tick `t` sits in bucket `t % BUCKETS`; advancing the wheel
-//! visits each elapsed bucket once and takes the entries that are due,
-//! leaving those a full turn or more away. Scheduling is O(1), expiry is
+//! Time is counted in ticks since the shard started (`transport::TICK`
+//! each). An entry due at tick `t` sits in bucket `t % BUCKETS`; advancing
+//! the wheel visits each elapsed bucket once and takes the entries that are
+//! due, leaving those a full turn or more away. Scheduling is O(1), expiry is
 //! O(entries in the visited buckets).
 //!
 //! Entries are never removed early. A connection keeps at most one *live*
 //! entry (it records the tick it is scheduled for) and treats any other
 //! entry that fires as stale; see `shard::timers`.
-
-use std::time::Duration;
-
-/// The wheel's resolution.
-pub const TICK: Duration = Duration::from_millis(100);
 
 /// Buckets per turn: 1024 × 100 ms ≈ 102 s.
 const BUCKETS: usize = 1024;

@@ -1,0 +1,113 @@
+//! Cross-shard mail: what shards tell each other, and the queues and
+//! doorbells that carry it.
+//!
+//! Shards share no mutable state on the data path; they send each other
+//! [`Mail`] through one lock-free queue per ordered pair of shards
+//! (`from → to`), so the items one shard sends another arrive in the order
+//! they were sent — the resume protocol depends on it (see the hub docs).
+//! [`mailbox`] holds the queues and the doorbells that wake a sleeping
+//! shard.
+//!
+//! Mail names connections of the shard it is addressed to (or answers) by a
+//! [`ConnHandle`]: an opaque value only that shard interprets.
+
+pub mod mailbox;
+
+use std::sync::Arc;
+
+use crate::hub::{ChannelName, ClientId, Message, MsgId, PublishItem, Replay, SubRef};
+
+pub use mailbox::Mailboxes;
+
+/// A connection as its own shard names it; opaque to everyone else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnHandle(pub u64);
+
+/// Where a shard wants an answer delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyTo {
+    /// The asking shard.
+    pub shard: usize,
+    /// The asking connection.
+    pub conn: ConnHandle,
+    /// Distinguishes requests of the same connection.
+    pub token: u32,
+}
+
+/// An item sent from one shard to another.
+#[derive(Debug)]
+pub enum Mail {
+    /// Publish these messages (all owned by the receiving shard), then
+    /// answer with [`Mail::Published`].
+    Publish {
+        /// Who to answer.
+        reply: ReplyTo,
+        /// What to publish.
+        items: Vec<PublishItem>,
+    },
+    /// The ids assigned to a [`Mail::Publish`], by request position.
+    Published {
+        /// The request.
+        reply: ReplyTo,
+        /// (position, id) pairs.
+        ids: Vec<(u32, MsgId)>,
+    },
+    /// A connection on shard `from` subscribes; answer with
+    /// [`Mail::Replayed`].
+    Subscribe {
+        /// The subscriber's shard.
+        from: usize,
+        /// The subscriber.
+        conn: ConnHandle,
+        /// The subscription in the subscriber shard's hub.
+        at: SubRef,
+        /// The channel.
+        channel: ChannelName,
+        /// Resume point.
+        since: Option<MsgId>,
+        /// The client joining the channel's presence, if it takes part.
+        client: Option<ClientId>,
+    },
+    /// The owner's answer to [`Mail::Subscribe`].
+    Replayed {
+        /// The subscriber.
+        conn: ConnHandle,
+        /// Its subscription.
+        at: SubRef,
+        /// History to send first, and the live starting point.
+        replay: Replay,
+    },
+    /// Shard `from` has no subscribers of `channel` left.
+    Unsubscribe {
+        /// The shard.
+        from: usize,
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// A client left a channel's presence (the owner updates it and tells
+    /// the channel).
+    Left {
+        /// The channel.
+        channel: ChannelName,
+        /// The client.
+        client: ClientId,
+    },
+    /// Who is present on a channel? Answer with [`Mail::Presence`].
+    PresenceQuery {
+        /// Who to answer.
+        reply: ReplyTo,
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// The answer to [`Mail::PresenceQuery`].
+    Presence {
+        /// The request.
+        reply: ReplyTo,
+        /// The channel.
+        channel: ChannelName,
+        /// The clients present.
+        clients: Vec<ClientId>,
+    },
+    /// A published message for the receiving shard's subscribers.
+    Deliver(Arc<Message>),
+}

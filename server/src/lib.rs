@@ -1,0 +1,32 @@
+//! `ringcast`: an edge push server on a thread-per-core io_uring runtime.
+//!
+//! # Brief overview
+//! Layers, each importing only the ones below it:
+//!
+//! ```text
+//! node       start-up: limits, listeners, shard threads, signals, banner
+//! shard      the driver: one thread per core, its rings and connection
+//!            table, timers, acceptor, owner-side mail, fan-out, shutdown;
+//!            runs each connection's protocol through a `Context`
+//! bus        mail between shards: queues and doorbells
+//! transport  sans-io protocol state machines (HTTP, WebSocket, /ws,
+//!            SSE, polling) over `Context`
+//! hub        the channel model: names, ids, history, presence
+//! ─────────  config, capacity, metrics (leaves every layer may use)
+//! uring, codec   (crates) io_uring machinery; HTTP/1.1, WebSocket and SSE codecs
+//! ```
+//!
+//! docs/architecture.md follows a connection from accept to delivery and
+//! says which thread owns which state; docs/protocol.md is the wire
+//! reference.
+
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod capacity;
+pub mod config;
+pub mod hub;
+pub mod metrics;
+pub mod node;
+pub mod shard;
+pub mod transport;

@@ -1,0 +1,152 @@
+//! What the shard does with each completion: accepted sockets, received
+//! bytes, finished sends, closed slots.
+//!
+//! Received bytes go to the connection's protocol in place, in the
+//! provided buffer the kernel filled (no copy). Bytes the protocol cannot
+//! use yet — a partial head or frame, requests pipelined behind an answer —
+//! are kept in the connection's buffers and offered again, in front of the
+//! next bytes.
+
+use bytes::{Buf, BytesMut};
+use uring::Completion;
+
+use crate::metrics::ShardMetrics;
+
+use super::conns::{ConnKey, SendDone};
+use super::op::Op;
+use super::Shard;
+
+impl Shard {
+    pub(super) fn on_completion(&mut self, r: usize, c: Completion) {
+        match Op::of(c.user_data()) {
+            Some(Op::Accept) => {
+                let doorbell = self.shared.mail.door(self.id).eventfd();
+                let accepted = self.acceptor.on_accept(
+                    &mut self.conns,
+                    doorbell,
+                    &self.metrics,
+                    r,
+                    &c,
+                    self.now,
+                );
+                if let Some(slot) = accepted {
+                    self.open(r, slot);
+                }
+            }
+            Some(Op::Recv) => self.on_recv(r, c),
+            Some(Op::Send) => match self.conns.on_send(r, &c) {
+                SendDone::Sent => {}
+                SendDone::Drained(key) => self.close_now(key),
+                SendDone::Failed(key, errno) => {
+                    tracing::debug!(
+                        shard = self.id,
+                        "send failed: {}",
+                        std::io::Error::from_raw_os_error(errno)
+                    );
+                    self.dispatch(key, |p, ctx| p.handle_close(ctx));
+                }
+            },
+            Some(Op::Close) => {
+                let cr = &mut self.conns.rings[r];
+                cr.used = cr.used.saturating_sub(1);
+                if c.result() < 0 {
+                    tracing::warn!(
+                        shard = self.id,
+                        "closing a socket failed: {}",
+                        std::io::Error::from_raw_os_error(-c.result())
+                    );
+                }
+                self.acceptor.on_closed(&mut self.conns, r);
+            }
+            Some(Op::Wake | Op::Shutdown | Op::Cancel) | None => {}
+        }
+    }
+
+    fn on_recv(&mut self, r: usize, mut c: Completion) {
+        let tag = c.user_data();
+        let key = ConnKey::new(r as u8, tag.index(), tag.gen());
+        let alive = self.conns.get(key).is_some();
+        let result = c.result();
+        if result > 0 {
+            let Some(mut buf) = c.take_buffer() else {
+                tracing::error!(shard = self.id, "receive completion without a buffer");
+                return;
+            };
+            if alive {
+                ShardMetrics::add(&self.metrics.bytes_in, result as u64);
+                self.on_input(key, buf.bytes());
+            }
+            drop(buf);
+            if !c.more() && self.conns.get(key).is_some() {
+                self.rearm.push(key);
+            }
+        } else if result == 0 {
+            if alive {
+                // The peer closed its end.
+                self.dispatch(key, |p, ctx| p.handle_close(ctx));
+            }
+        } else if -result == libc::ENOBUFS {
+            ShardMetrics::add(&self.metrics.recv_nobufs, 1);
+            if alive {
+                self.rearm.push(key);
+            }
+        } else if alive {
+            tracing::debug!(
+                shard = self.id,
+                "receive failed: {}",
+                std::io::Error::from_raw_os_error(-result)
+            );
+            self.dispatch(key, |p, ctx| p.handle_close(ctx));
+        }
+    }
+
+    /// Feeds received bytes to the connection's protocol, after any it kept.
+    fn on_input(&mut self, key: ConnKey, data: &mut [u8]) {
+        match self.conns.take_input(key) {
+            Some(mut kept) => {
+                kept.extend_from_slice(data);
+                let used = self.feed(key, &mut kept);
+                kept.advance(used);
+                self.keep_input(key, kept);
+            }
+            None => {
+                let used = self.feed(key, data);
+                if used < data.len() {
+                    self.keep_input(key, BytesMut::from(&data[used..]));
+                }
+            }
+        }
+    }
+
+    /// Offers kept input again (after an answer the requests behind it
+    /// waited for).
+    pub(super) fn resume_input(&mut self, key: ConnKey) {
+        if let Some(mut kept) = self.conns.take_input(key) {
+            let used = self.feed(key, &mut kept);
+            kept.advance(used);
+            self.keep_input(key, kept);
+        }
+    }
+
+    fn feed(&mut self, key: ConnKey, buf: &mut [u8]) -> usize {
+        self.dispatch(key, |p, ctx| p.handle_input(ctx, buf))
+            .unwrap_or(buf.len())
+    }
+
+    /// Keeps bytes the protocol could not use yet, up to what a valid peer
+    /// can have outstanding.
+    fn keep_input(&mut self, key: ConnKey, rest: BytesMut) {
+        let s = &self.shared.settings;
+        let limit = s.max_message_size + s.max_head_size + 64 * 1024;
+        if rest.len() > limit {
+            tracing::debug!(
+                shard = self.id,
+                "peer sent {} bytes it may not send yet; closing",
+                rest.len()
+            );
+            self.dispatch(key, |p, ctx| p.handle_close(ctx));
+            return;
+        }
+        self.conns.keep_input(key, rest);
+    }
+}

@@ -1,0 +1,566 @@
+//! A shard's rings and the connections in their tables: lookup by key,
+//! install and release, and the bytes going out.
+//!
+//! # Rings
+//! A shard owns up to `Plan::rings_per_shard` [`ConnRing`]s, created as its
+//! connections grow. Ring 0 is the *home* ring: the shard sleeps on it, with
+//! a read armed on the shard's eventfd. Every other ring signals that
+//! eventfd whenever it gains completion work, so one sleeping thread hears
+//! from all its rings and from other shards.
+//!
+//! # Keys
+//! A connection lives in one slot of one ring's direct-descriptor table;
+//! [`ConnKey`] (`ring:8 | slot:24 | gen:32`) names it from anywhere in the
+//! shard (hub subscriptions, timers, replies to mail) and carries the
+//! slot's generation, so a key outliving its connection never reaches the
+//! slot's next occupant.
+//!
+//! # Sending
+//! Bytes for a connection are queued as shared [`Bytes`] (a broadcast frame
+//! is one allocation referenced by every subscriber's queue). At most one
+//! send per connection is in flight, which keeps the stream ordered; when it
+//! completes, everything queued meanwhile leaves in one `sendmsg` with up to
+//! [`uring::MAX_IOV`] buffers. Connections that get bytes during a loop
+//! turn are flushed once at the end of it (the *dirty* list), so a burst of
+//! messages costs one submission per connection, not one per message. The
+//! ring owns the bytes of a send in flight until its completion, whatever
+//! happens to the connection meanwhile.
+//!
+//! # Size
+//! [`Conn`] is what every connection pays for, idle or not (see the
+//! `size_of` test and docs/architecture.md); a busy connection's queues and
+//! kept input live in a [`Buffers`] box taken from a per-shard pool.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use uring::{Completion, EventFd, Ring, RingConfig, SetupError};
+
+use crate::bus::ConnHandle;
+use crate::capacity::Plan;
+use crate::hub::ClientId;
+use crate::metrics::ShardMetrics;
+use crate::transport::{Format, Protocol, Tick};
+
+use super::buffers::Buffers;
+use super::op::Op;
+
+/// Empty buffer boxes kept for reuse, so that delivering to an idle
+/// connection does not allocate (and a drained one gives its box back
+/// instead of keeping memory while idle).
+const SPARE_BUFFERS: usize = 4096;
+
+/// Submission and completion queue sizes of every ring.
+const SQ_ENTRIES: u32 = 1024;
+const CQ_ENTRIES: u32 = 8192;
+
+/// `ring:8 | slot:24 | gen:32`, unique within a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ConnKey(u64);
+
+impl ConnKey {
+    /// Packs a key.
+    pub fn new(ring: u8, slot: u32, gen: u32) -> Self {
+        debug_assert!(slot < 1 << 24);
+        ConnKey(u64::from(ring) << 56 | u64::from(slot & 0xFF_FFFF) << 32 | u64::from(gen))
+    }
+
+    /// The ring (within its shard).
+    pub fn ring(self) -> usize {
+        (self.0 >> 56) as usize
+    }
+
+    /// The slot in that ring's table.
+    pub fn slot(self) -> u32 {
+        (self.0 >> 32) as u32 & 0xFF_FFFF
+    }
+
+    /// The slot's generation when the key was made.
+    pub fn gen(self) -> u32 {
+        self.0 as u32
+    }
+
+    /// The key as mail names it.
+    pub fn handle(self) -> ConnHandle {
+        ConnHandle(self.0)
+    }
+
+    /// The key a handle from mail carries.
+    pub fn from_handle(h: ConnHandle) -> ConnKey {
+        ConnKey(h.0)
+    }
+
+    /// The client id of this connection on shard `shard`: the shard in the
+    /// top byte, then ring:8 | slot:24 | gen:24.
+    pub fn client_id(self, shard: usize) -> ClientId {
+        let k = self.0;
+        ClientId(
+            (shard as u64) << 56
+                | (k >> 56) << 48
+                | ((k >> 32) & 0xFF_FFFF) << 24
+                | (k & 0xFF_FFFF),
+        )
+    }
+}
+
+/// What a hub subscription of this shard records: who, and how its
+/// deliveries are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subscriber {
+    /// The subscribed connection.
+    pub key: ConnKey,
+    /// Its framing.
+    pub format: Format,
+}
+
+/// Bit flags of [`Conn::flags`].
+mod flags {
+    /// The slot holds a connection (its close may be in progress).
+    pub const LIVE: u8 = 1;
+    /// A send is in flight.
+    pub const SENDING: u8 = 2;
+    /// Queued on the shard's list of connections to flush.
+    pub const DIRTY: u8 = 4;
+}
+
+/// The state of one connection slot.
+#[derive(Debug)]
+pub struct Conn {
+    /// Generation of the slot's current occupant.
+    pub gen: u32,
+    /// Tick at which its timer is due (0: none).
+    pub deadline: Tick,
+    /// Tick of its live timer-wheel entry (0: none).
+    pub scheduled: Tick,
+    flags: u8,
+    /// The protocol it speaks, and where it stands.
+    pub proto: Protocol,
+    /// Queues and kept input, while any are in use.
+    buffers: Option<Box<Buffers>>,
+}
+
+impl Conn {
+    const fn free() -> Conn {
+        Conn {
+            gen: 0,
+            deadline: 0,
+            scheduled: 0,
+            flags: 0,
+            proto: Protocol::Closed,
+            buffers: None,
+        }
+    }
+
+    fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Bytes queued or in flight.
+    pub fn outbound(&self) -> usize {
+        self.buffers.as_ref().map_or(0, |b| b.outbound())
+    }
+}
+
+/// One ring with its connections.
+#[derive(Debug)]
+pub struct ConnRing {
+    /// The io_uring, its receive buffers and its sends in flight.
+    pub ring: Ring,
+    /// Connections by slot.
+    conns: Vec<Conn>,
+    /// Slots occupied (accepted and not yet closed by the kernel).
+    pub used: u32,
+}
+
+/// Receive-buffer settings of every ring.
+#[derive(Debug, Clone, Copy)]
+pub struct BufferPlan {
+    /// Buffers per ring.
+    pub count: u16,
+    /// Bytes per buffer.
+    pub size: u32,
+}
+
+/// What became of bytes queued for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Queued {
+    /// Queued.
+    Ok,
+    /// The connection is gone.
+    Gone,
+    /// Its outbound bytes are over the limit: a slow consumer.
+    Overflow,
+}
+
+/// What a send completion asks of the shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendDone {
+    /// Nothing (more was sent, or the connection was already gone).
+    Sent,
+    /// The send failed (the peer is gone): close the connection.
+    Failed(ConnKey, i32),
+    /// The connection was draining and everything has gone out: close it.
+    Drained(ConnKey),
+}
+
+/// The connection table of a shard. See the module docs.
+#[derive(Debug)]
+pub struct Conns {
+    /// Rings, home ring first.
+    pub rings: Vec<ConnRing>,
+    plan: Plan,
+    buffers: BufferPlan,
+    /// Connections with bytes queued this turn.
+    dirty: Vec<ConnKey>,
+    /// Empty buffer boxes to reuse. Boxed because the box itself is what is
+    /// reused: connections hold `Option<Box<Buffers>>` to stay small.
+    #[allow(clippy::vec_box)]
+    spare: Vec<Box<Buffers>>,
+    /// Outbound limit per connection.
+    max_outbound: usize,
+    metrics: Arc<ShardMetrics>,
+}
+
+impl Conns {
+    /// The table with its home ring.
+    pub fn new(
+        plan: Plan,
+        buffers: BufferPlan,
+        max_outbound: usize,
+        metrics: Arc<ShardMetrics>,
+    ) -> Result<Conns, SetupError> {
+        let mut conns = Conns {
+            rings: Vec::new(),
+            plan,
+            buffers,
+            dirty: Vec::new(),
+            spare: Vec::new(),
+            max_outbound,
+            metrics,
+        };
+        conns.add_ring(None)?;
+        Ok(conns)
+    }
+
+    /// Creates one more ring, registering `doorbell` (every ring but the
+    /// home ring signals it); returns its index.
+    pub fn add_ring(&mut self, doorbell: Option<&EventFd>) -> Result<usize, SetupError> {
+        let idx = self.rings.len();
+        let ring = Ring::new(RingConfig {
+            sq: SQ_ENTRIES,
+            cq: CQ_ENTRIES,
+            slots: self.plan.slots_per_ring,
+            buffers: Some((self.buffers.count, self.buffers.size)),
+        })?;
+        if let Some(efd) = doorbell {
+            ring.register_eventfd(efd).map_err(SetupError::Other)?;
+        }
+        self.rings.push(ConnRing {
+            ring,
+            conns: Vec::new(),
+            used: 0,
+        });
+        ShardMetrics::set(&self.metrics.rings, self.rings.len() as u64);
+        Ok(idx)
+    }
+
+    /// Whether another ring may be created.
+    pub fn can_grow(&self) -> bool {
+        self.rings.len() < self.plan.rings_per_shard
+    }
+
+    /// Connections each ring takes before accepting moves on.
+    pub fn usable_per_ring(&self) -> u32 {
+        self.plan.usable_per_ring
+    }
+
+    /// Open connections (slots in use, closing ones included) over all
+    /// rings.
+    pub fn used(&self) -> u64 {
+        self.rings.iter().map(|r| u64::from(r.used)).sum()
+    }
+
+    /// The live connection `key`.
+    pub fn get(&self, key: ConnKey) -> Option<&Conn> {
+        self.rings
+            .get(key.ring())?
+            .conns
+            .get(key.slot() as usize)
+            .filter(|c| c.gen == key.gen() && c.has(flags::LIVE))
+    }
+
+    /// The live connection `key`, mutably.
+    pub fn get_mut(&mut self, key: ConnKey) -> Option<&mut Conn> {
+        live(&mut self.rings, key)
+    }
+
+    /// Every live connection's key.
+    pub fn live_keys(&self) -> Vec<ConnKey> {
+        let mut keys = Vec::new();
+        for (r, cr) in self.rings.iter().enumerate() {
+            for (slot, c) in cr.conns.iter().enumerate() {
+                if c.has(flags::LIVE) {
+                    keys.push(ConnKey::new(r as u8, slot as u32, c.gen));
+                }
+            }
+        }
+        keys
+    }
+
+    /// Installs a freshly accepted socket in `slot` of ring `r` with its
+    /// multishot receive armed; its protocol is set by the caller. Returns
+    /// its key.
+    pub fn install(&mut self, r: usize, slot: u32) -> ConnKey {
+        let cr = &mut self.rings[r];
+        if cr.conns.len() <= slot as usize {
+            cr.conns.resize_with(slot as usize + 1, Conn::free);
+        }
+        let conn = &mut cr.conns[slot as usize];
+        let gen = conn.gen.wrapping_add(1);
+        *conn = Conn::free();
+        conn.gen = gen;
+        conn.flags = flags::LIVE;
+        cr.used += 1;
+        cr.ring.recv_multi(slot, Op::Recv.tag(slot, gen));
+        ConnKey::new(r as u8, slot, gen)
+    }
+
+    /// Re-arms the multishot receive of `key` (after it ended for lack of
+    /// buffers, or without `F_MORE`).
+    pub fn rearm_recv(&mut self, key: ConnKey) {
+        if self.get(key).is_some() {
+            self.rings[key.ring()]
+                .ring
+                .recv_multi(key.slot(), Op::Recv.tag(key.slot(), key.gen()));
+        }
+    }
+
+    /// Frees the slot's state and closes its socket (shutdown, then close).
+    /// The slot counts as used until the close completes.
+    pub fn release(&mut self, key: ConnKey) {
+        let Some(conn) = live(&mut self.rings, key) else {
+            return;
+        };
+        let gen = conn.gen;
+        let old = std::mem::replace(conn, Conn::free());
+        conn.gen = gen;
+        if let Some(b) = old.buffers {
+            self.give_back(b);
+        }
+        let slot = key.slot();
+        self.rings[key.ring()].ring.shutdown_and_close(
+            slot,
+            Op::Shutdown.tag(slot, gen),
+            Op::Close.tag(slot, gen),
+        );
+    }
+
+    fn give_back(&mut self, mut b: Box<Buffers>) {
+        if self.spare.len() < SPARE_BUFFERS && b.reset(uring::MAX_IOV) {
+            self.spare.push(b);
+        }
+    }
+
+    // ---- input ---------------------------------------------------------------
+
+    /// Takes the bytes `key` kept from earlier input, if any.
+    pub fn take_input(&mut self, key: ConnKey) -> Option<bytes::BytesMut> {
+        let conn = live(&mut self.rings, key)?;
+        let b = conn.buffers.as_mut()?;
+        (!b.input.is_empty()).then(|| std::mem::take(&mut b.input))
+    }
+
+    /// Keeps `rest` for the next input of `key`.
+    pub fn keep_input(&mut self, key: ConnKey, rest: bytes::BytesMut) {
+        let spare = &mut self.spare;
+        let Some(conn) = live(&mut self.rings, key) else {
+            return;
+        };
+        if rest.is_empty() {
+            if conn.buffers.as_ref().is_some_and(|b| b.is_idle()) {
+                let b = conn.buffers.take().expect("checked above");
+                if spare.len() < SPARE_BUFFERS {
+                    spare.push(b);
+                }
+            }
+            return;
+        }
+        conn.buffers
+            .get_or_insert_with(|| spare.pop().unwrap_or_default())
+            .input = rest;
+    }
+
+    // ---- output --------------------------------------------------------------
+
+    /// Queues `bytes` for `key`; it leaves at the end of the turn.
+    pub fn queue(&mut self, key: ConnKey, bytes: Bytes) -> Queued {
+        let max = self.max_outbound;
+        let spare = &mut self.spare;
+        let Some(conn) = live(&mut self.rings, key) else {
+            return Queued::Gone;
+        };
+        let b = conn
+            .buffers
+            .get_or_insert_with(|| spare.pop().unwrap_or_default());
+        b.push(bytes);
+        let over = b.outbound() > max;
+        if !conn.has(flags::SENDING | flags::DIRTY) {
+            conn.flags |= flags::DIRTY;
+            self.dirty.push(key);
+        }
+        if over {
+            Queued::Overflow
+        } else {
+            Queued::Ok
+        }
+    }
+
+    /// Drops what is queued for `key` but not yet in flight.
+    pub fn discard_queued(&mut self, key: ConnKey) {
+        if let Some(b) = live(&mut self.rings, key).and_then(|c| c.buffers.as_mut()) {
+            b.discard_queued();
+        }
+    }
+
+    /// Whether connections got bytes this turn that have not left yet.
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    /// Starts a send for every connection that got bytes this turn.
+    /// Connections whose protocol is draining and that have nothing left to
+    /// send are added to `drained` (the caller closes them).
+    pub fn flush(&mut self, drained: &mut Vec<ConnKey>) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            let Some(conn) = self.get_mut(key) else {
+                continue;
+            };
+            conn.flags &= !flags::DIRTY;
+            if !conn.has(flags::SENDING) && !self.start_send(key) {
+                drained.push(key);
+            }
+        }
+        // Keep the allocation for the next turn.
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// Hands the head of `key`'s queue to the kernel. Returns `false` when
+    /// there was nothing to send and the connection is draining.
+    fn start_send(&mut self, key: ConnKey) -> bool {
+        let max = uring::MAX_IOV;
+        let Some(cr) = self.rings.get_mut(key.ring()) else {
+            return true;
+        };
+        let Some(conn) = cr
+            .conns
+            .get_mut(key.slot() as usize)
+            .filter(|c| c.gen == key.gen() && c.has(flags::LIVE))
+        else {
+            return true;
+        };
+        let draining = conn.proto.is_draining();
+        let Some(b) = conn.buffers.as_mut().filter(|b| !b.out.is_empty()) else {
+            if conn.buffers.as_ref().is_some_and(|b| b.is_idle()) {
+                let b = conn.buffers.take().expect("checked above");
+                if self.spare.len() < SPARE_BUFFERS && b.out.capacity() <= max {
+                    self.spare.push(b);
+                }
+            }
+            return !draining;
+        };
+        let len = cr
+            .ring
+            .send_from(key.slot(), Op::Send as u8, key.0, &mut b.out);
+        b.queued -= len;
+        b.inflight = len;
+        conn.flags |= flags::SENDING;
+        true
+    }
+
+    /// Handles a send completion of ring `r`.
+    pub fn on_send(&mut self, r: usize, c: &Completion) -> SendDone {
+        let Some(done) = self.rings[r].ring.finish_send(c) else {
+            return SendDone::Sent;
+        };
+        let key = ConnKey(done.owner);
+        let spare = &mut self.spare;
+        let Some(conn) = live(&mut self.rings, key) else {
+            return SendDone::Sent;
+        };
+        conn.flags &= !flags::SENDING;
+        if done.result < 0 {
+            return SendDone::Failed(key, -done.result);
+        }
+        ShardMetrics::add(&self.metrics.bytes_out, done.result as u64);
+        let b = conn
+            .buffers
+            .get_or_insert_with(|| spare.pop().unwrap_or_default());
+        b.inflight = 0;
+        if done.is_short() {
+            // The socket buffer filled: what the kernel did not take goes
+            // back in front of anything queued since, in order.
+            b.push_front_all(done.unsent());
+        }
+        if self.start_send(key) {
+            SendDone::Sent
+        } else {
+            SendDone::Drained(key)
+        }
+    }
+
+    /// Bytes queued or in flight for `key`.
+    pub fn outbound(&self, key: ConnKey) -> usize {
+        self.get(key).map_or(0, Conn::outbound)
+    }
+}
+
+/// The live connection `key` in `rings` (a free function so that callers
+/// can borrow other fields of `Conns` at the same time).
+fn live(rings: &mut [ConnRing], key: ConnKey) -> Option<&mut Conn> {
+    rings
+        .get_mut(key.ring())?
+        .conns
+        .get_mut(key.slot() as usize)
+        .filter(|c| c.gen == key.gen() && c.has(flags::LIVE))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip() {
+        let k = ConnKey::new(255, (1 << 24) - 1, u32::MAX);
+        assert_eq!(
+            (k.ring(), k.slot(), k.gen()),
+            (255, (1 << 24) - 1, u32::MAX)
+        );
+        let k = ConnKey::new(3, 19_999, 7);
+        assert_eq!((k.ring(), k.slot(), k.gen()), (3, 19_999, 7));
+        assert_eq!(ConnKey::from_handle(k.handle()), k);
+        assert_eq!(
+            ConnKey::new(0, 5, 1).client_id(1).to_string(),
+            "0100000005000001"
+        );
+    }
+
+    #[test]
+    fn an_idle_connection_is_small() {
+        // Reported in docs/benchmarks.md and docs/architecture.md; every
+        // byte here is paid by every idle connection.
+        assert!(
+            std::mem::size_of::<Conn>() <= 64,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
+        assert!(
+            std::mem::size_of::<Protocol>() <= 32,
+            "{}",
+            std::mem::size_of::<Protocol>()
+        );
+    }
+}

@@ -1,0 +1,229 @@
+//! The shard's side of the transport [`Context`]: what a connection's
+//! protocol state may do, carried out on this shard's connection table,
+//! timers, hub and mail.
+//!
+//! A `ConnCtx` borrows the parts of the shard a protocol call may touch,
+//! for the one connection being dispatched to. Requests for channel owners
+//! become [`Mail`] through the shard's post, to another shard or (when this
+//! shard owns the channel) to itself; either way the answer comes back as a
+//! later call on the protocol, never during this one.
+
+use bytes::Bytes;
+
+use crate::bus::{Mail, ReplyTo};
+use crate::config::Settings;
+use crate::hub::{ChannelName, ClientId, Epoch, PublishItem, SubRef, Unsubscribed, PENDING};
+use crate::metrics::ShardMetrics;
+use crate::transport::{Context, Subscribe, Tick};
+
+use super::conns::{ConnKey, Conns, Queued, Subscriber};
+use super::owner::ShardHub;
+use super::post::Post;
+use super::shared::Shared;
+use super::timers::Timers;
+
+/// What a protocol call asked of the driver besides its effects.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Requests {
+    /// Output went over the outbound limit: tell the protocol it has a
+    /// slow consumer.
+    pub slow: bool,
+    /// Feed the kept input again.
+    pub resume: bool,
+}
+
+/// The context of one protocol call on connection `key`.
+#[derive(Debug)]
+pub struct ConnCtx<'a> {
+    /// The connection.
+    pub key: ConnKey,
+    /// The current tick.
+    pub now: Tick,
+    /// The node is draining.
+    pub draining: bool,
+    /// What every shard shares.
+    pub shared: &'a Shared,
+    /// The connection table.
+    pub conns: &'a mut Conns,
+    /// The deadlines.
+    pub timers: &'a mut Timers,
+    /// The hub.
+    pub hub: &'a mut ShardHub,
+    /// Mail out.
+    pub post: &'a mut Post,
+    /// The shard's request counter.
+    pub next_token: &'a mut u32,
+    /// What the call asked of the driver.
+    pub requests: Requests,
+}
+
+impl ConnCtx<'_> {
+    fn token(&mut self) -> u32 {
+        let t = *self.next_token;
+        *self.next_token = t.wrapping_add(1);
+        t
+    }
+
+    fn reply_to(&mut self) -> ReplyTo {
+        ReplyTo {
+            shard: self.post.me(),
+            conn: self.key.handle(),
+            token: self.token(),
+        }
+    }
+
+    /// The subscription `at`, if it is this connection's.
+    fn own_sub(&self, at: SubRef) -> Option<Subscriber> {
+        self.hub
+            .sub(at)
+            .map(|s| s.subscriber)
+            .filter(|s| s.key == self.key)
+    }
+
+    fn metrics_of(&self) -> &ShardMetrics {
+        &self.shared.metrics[self.post.me()]
+    }
+}
+
+impl Context for ConnCtx<'_> {
+    fn now(&self) -> Tick {
+        self.now
+    }
+
+    fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    fn metrics(&self) -> &ShardMetrics {
+        self.metrics_of()
+    }
+
+    fn send(&mut self, bytes: Bytes) {
+        if self.conns.queue(self.key, bytes) == Queued::Overflow {
+            self.requests.slow = true;
+        }
+    }
+
+    fn discard_output(&mut self) {
+        self.conns.discard_queued(self.key);
+        self.requests.slow = false;
+    }
+
+    fn output_pending(&self) -> bool {
+        self.conns.outbound(self.key) > 0
+    }
+
+    fn set_timer(&mut self, at: Option<Tick>) {
+        self.timers.set(self.conns, self.key, at);
+    }
+
+    fn resume_input(&mut self) {
+        self.requests.resume = true;
+    }
+
+    fn subscribe(&mut self, request: Subscribe) -> SubRef {
+        let at = self.hub.add_sub(
+            &request.channel,
+            Subscriber {
+                key: self.key,
+                format: request.format,
+            },
+        );
+        let me = self.post.me();
+        let owner = self.hub.owner(&request.channel);
+        let client = request.presence.then(|| self.client_id());
+        self.post.send(
+            owner,
+            Mail::Subscribe {
+                from: me,
+                conn: self.key.handle(),
+                at,
+                channel: request.channel,
+                since: request.since,
+                client,
+            },
+        );
+        at
+    }
+
+    fn set_live(&mut self, at: SubRef, last_seq: u64) -> bool {
+        match self.own_sub(at) {
+            Some(s) => self.hub.set_live(at, &s, last_seq),
+            None => false,
+        }
+    }
+
+    fn position(&self, at: SubRef) -> Option<u64> {
+        self.own_sub(at)?;
+        self.hub
+            .sub(at)
+            .map(|s| s.live_after)
+            .filter(|&seq| seq != PENDING)
+    }
+
+    fn unsubscribe(&mut self, at: SubRef, presence: bool) {
+        let Some(s) = self.own_sub(at) else {
+            return;
+        };
+        let channel: Option<ChannelName> = if presence {
+            self.hub.channel_name(at.chan)
+        } else {
+            None
+        };
+        if let Unsubscribed::LastLocal(name) = self.hub.remove_sub(at, &s) {
+            let owner = self.hub.owner(&name);
+            let from = self.post.me();
+            self.post.send(
+                owner,
+                Mail::Unsubscribe {
+                    from,
+                    channel: name,
+                },
+            );
+        }
+        if let Some(channel) = channel {
+            let owner = self.hub.owner(&channel);
+            let client = self.client_id();
+            self.post.send(owner, Mail::Left { channel, client });
+        }
+    }
+
+    fn publish(&mut self, items: Vec<PublishItem>) -> u32 {
+        let reply = self.reply_to();
+        let shards = self.post.shards();
+        let mut by_owner: Vec<Vec<PublishItem>> = (0..shards).map(|_| Vec::new()).collect();
+        for item in items {
+            by_owner[self.hub.owner(&item.channel)].push(item);
+        }
+        for (owner, items) in by_owner.into_iter().enumerate() {
+            if !items.is_empty() {
+                self.post.send(owner, Mail::Publish { reply, items });
+            }
+        }
+        reply.token
+    }
+
+    fn query_presence(&mut self, channel: ChannelName) -> u32 {
+        let reply = self.reply_to();
+        let owner = self.hub.owner(&channel);
+        self.post
+            .send(owner, Mail::PresenceQuery { reply, channel });
+        reply.token
+    }
+
+    fn client_id(&self) -> ClientId {
+        self.key.client_id(self.post.me())
+    }
+
+    fn epoch(&self) -> Epoch {
+        self.hub.epoch()
+    }
+
+    fn draining(&self) -> bool {
+        self.draining
+    }
+
+    fn render_metrics(&self) -> String {
+        self.shared.render_metrics()
+    }
+}

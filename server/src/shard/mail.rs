@@ -1,0 +1,93 @@
+//! What the shard does with mail, from other shards or from itself: owner
+//! work goes to `owner`, answers and replays to the connection they are
+//! for, deliveries to the fan-out.
+
+use crate::bus::Mail;
+
+use super::conns::ConnKey;
+use super::{owner, Shard, MAIL_BATCH};
+
+impl Shard {
+    /// Takes mail from every other shard (at most [`MAIL_BATCH`] per peer).
+    pub(super) fn drain_mail(&mut self) -> bool {
+        let mut any = false;
+        for from in 0..self.post.shards() {
+            if from == self.id {
+                continue;
+            }
+            for _ in 0..MAIL_BATCH {
+                let Some(m) = self.post.recv(from) else {
+                    break;
+                };
+                any = true;
+                self.on_mail(m);
+                self.drain_local();
+            }
+        }
+        any
+    }
+
+    /// Handles the mail this shard sent itself, until none is left.
+    pub(super) fn drain_local(&mut self) {
+        while let Some(m) = self.post.next_local() {
+            self.on_mail(m);
+        }
+    }
+
+    fn on_mail(&mut self, mail: Mail) {
+        match mail {
+            Mail::Deliver(msg) => self.post.fan_out(msg, true),
+            Mail::Publish { reply, items } => owner::publish(
+                &mut self.hub,
+                &mut self.post,
+                &self.metrics,
+                self.now,
+                reply,
+                items,
+            ),
+            Mail::Subscribe {
+                from,
+                conn,
+                at,
+                channel,
+                since,
+                client,
+            } => owner::subscribe(
+                &mut self.hub,
+                &mut self.post,
+                self.now,
+                from,
+                conn,
+                at,
+                channel,
+                since,
+                client,
+            ),
+            Mail::Unsubscribe { from, channel } => self.hub.owner_unsubscribe(&channel, from),
+            Mail::Left { channel, client } => {
+                owner::left(&mut self.hub, &mut self.post, self.now, &channel, client)
+            }
+            Mail::PresenceQuery { reply, channel } => {
+                owner::presence(&self.hub, &mut self.post, reply, channel)
+            }
+            Mail::Published { reply, ids } => {
+                let key = ConnKey::from_handle(reply.conn);
+                self.dispatch(key, |p, ctx| p.handle_published(ctx, reply.token, &ids));
+            }
+            Mail::Replayed { conn, at, replay } => {
+                let key = ConnKey::from_handle(conn);
+                self.dispatch(key, |p, ctx| p.handle_replay(ctx, at, replay));
+            }
+            Mail::Presence {
+                reply,
+                channel,
+                clients,
+            } => {
+                let key = ConnKey::from_handle(reply.conn);
+                self.dispatch(key, |p, ctx| {
+                    p.handle_presence(ctx, reply.token, &channel, &clients)
+                });
+            }
+        }
+    }
+}

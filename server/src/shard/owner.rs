@@ -1,0 +1,133 @@
+//! The owner side of the channel model: what a shard does with mail about
+//! the channels it owns — publishing, subscriptions, presence.
+//!
+//! Every channel has one owner shard (`hub::ChannelName::owner`). The
+//! owner assigns ids and keeps history and presence; it answers a
+//! subscription with the replay its subscriber must see first, and sends
+//! each published message once to every other shard with subscribers. A
+//! shard handles this mail the same way whether it came from another shard
+//! or from itself (see `post`).
+//!
+//! The publisher is answered first: the ids go back before the message goes
+//! out to other shards, and before the owner's own fan-out, which the
+//! shard runs only after the turn's answers are on their way.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use codec::ws::DataKind;
+
+use crate::bus::{ConnHandle, Mail, ReplyTo};
+use crate::hub::{
+    ChannelName, ClientId, Event, Hub, Message, MsgId, PublishItem, ShardSet, SubRef,
+};
+use crate::metrics::ShardMetrics;
+
+use super::conns::Subscriber;
+use super::post::Post;
+
+/// The hub of a shard.
+pub type ShardHub = Hub<Subscriber>;
+
+/// Publishes `items` (channels this shard owns) and answers `reply`.
+pub fn publish(
+    hub: &mut ShardHub,
+    post: &mut Post,
+    metrics: &ShardMetrics,
+    now: Instant,
+    reply: ReplyTo,
+    items: Vec<PublishItem>,
+) {
+    let mut ids: Vec<(u32, MsgId)> = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let (msg, interested) = if item.ephemeral {
+            hub.publish_live(
+                &item.channel,
+                item.kind,
+                item.payload,
+                Event::Ephemeral,
+                now,
+            )
+        } else {
+            ShardMetrics::add(&metrics.published, 1);
+            hub.publish(&item.channel, item.kind, item.payload, now)
+        };
+        ids.push((item.index, msg.id));
+        out.push((msg, interested));
+    }
+    post.send(reply.shard, Mail::Published { reply, ids });
+    for (msg, interested) in out {
+        deliver(post, msg, interested);
+    }
+}
+
+/// Sends a message to every interested shard and holds it for this
+/// shard's fan-out.
+fn deliver(post: &mut Post, msg: std::sync::Arc<Message>, interested: ShardSet) {
+    for shard in interested.iter() {
+        post.send(shard, Mail::Deliver(msg.clone()));
+    }
+    post.fan_out(msg, false);
+}
+
+/// A connection of shard `from` subscribes: answer with its replay, and
+/// announce the client to the channel if it joins the presence.
+#[allow(clippy::too_many_arguments)]
+pub fn subscribe(
+    hub: &mut ShardHub,
+    post: &mut Post,
+    now: Instant,
+    from: usize,
+    conn: ConnHandle,
+    at: SubRef,
+    channel: ChannelName,
+    since: Option<MsgId>,
+    client: Option<ClientId>,
+) {
+    let replay = hub.owner_subscribe(&channel, from, since);
+    post.send(from, Mail::Replayed { conn, at, replay });
+    if let Some(client) = client {
+        if hub.presence_join(&channel, client) {
+            announce(hub, post, now, &channel, Event::Joined(client));
+        }
+    }
+}
+
+/// A client left a channel's presence.
+pub fn left(
+    hub: &mut ShardHub,
+    post: &mut Post,
+    now: Instant,
+    channel: &ChannelName,
+    client: ClientId,
+) {
+    if hub.presence_leave(channel, client) {
+        announce(hub, post, now, channel, Event::Left(client));
+    }
+}
+
+/// Answers who is present on a channel.
+pub fn presence(hub: &ShardHub, post: &mut Post, reply: ReplyTo, channel: ChannelName) {
+    let clients = hub.presence(&channel);
+    post.send(
+        reply.shard,
+        Mail::Presence {
+            reply,
+            channel,
+            clients,
+        },
+    );
+}
+
+/// Tells the channel's subscribers about a presence change.
+fn announce(
+    hub: &mut ShardHub,
+    post: &mut Post,
+    now: Instant,
+    channel: &ChannelName,
+    event: Event,
+) {
+    let (msg, interested) = hub.publish_live(channel, DataKind::Text, Bytes::new(), event, now);
+    deliver(post, msg, interested);
+}

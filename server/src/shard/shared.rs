@@ -1,0 +1,45 @@
+//! What every shard of a node shares, read-only after start (but for the
+//! mail queues, the doorbells' flags and the counters, which are built for
+//! concurrent use).
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use crate::bus::Mailboxes;
+use crate::capacity::Plan;
+use crate::config::Settings;
+use crate::hub::Epoch;
+use crate::metrics::{self, NodeGauges, ShardMetrics};
+
+/// See the module docs.
+#[derive(Debug)]
+pub struct Shared {
+    /// The configuration.
+    pub settings: Settings,
+    /// The capacity plan.
+    pub plan: Plan,
+    /// The node's epoch.
+    pub epoch: Epoch,
+    /// Cross-shard queues and doorbells.
+    pub mail: Arc<Mailboxes>,
+    /// Every shard's counters, for `/metrics`.
+    pub metrics: Vec<Arc<ShardMetrics>>,
+    /// Set on SIGTERM/SIGINT.
+    pub shutdown: AtomicBool,
+}
+
+impl Shared {
+    /// The node's metrics in Prometheus text format: every shard's
+    /// counters (relaxed reads of atomics only their shard writes) and the
+    /// node-wide gauges.
+    pub fn render_metrics(&self) -> String {
+        let node = NodeGauges {
+            capacity: self.plan.capacity(),
+            mailbox_depth: (0..self.mail.shards())
+                .map(|s| self.mail.depth(s) as u64)
+                .collect(),
+            rss_bytes: uring::sys::rss_bytes(),
+        };
+        metrics::render(&self.metrics, &node)
+    }
+}

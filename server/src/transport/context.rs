@@ -1,0 +1,140 @@
+//! What a protocol state machine may ask of the connection it runs on, and
+//! the small types every state shares.
+//!
+//! A protocol never sees a socket, a ring, a clock or another shard. It is
+//! driven by calls (`handle_*` on [`super::Protocol`]) that bring bytes, time
+//! and deliveries in, and it acts only through a [`Context`]: queue output,
+//! subscribe and unsubscribe in the hub, set its one deadline, and send
+//! requests to channel owners (publish, presence), whose answers come back
+//! as further calls. The shard implements `Context` for the connection it
+//! is dispatching to; the tests implement it in memory with a virtual
+//! clock.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::config::Settings;
+use crate::hub::{ChannelName, ClientId, Epoch, MsgId, PublishItem, SubRef};
+use crate::metrics::ShardMetrics;
+
+use super::framing::Format;
+
+/// Time as protocols see it: ticks since the shard started.
+pub type Tick = u32;
+
+/// The length of a tick: the resolution of every protocol deadline.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// `d` in ticks, at least one.
+pub fn ticks(d: Duration) -> Tick {
+    (d.as_millis() / TICK.as_millis()).clamp(1, u128::from(u32::MAX / 2)) as Tick
+}
+
+/// A subscription request (see [`Context::subscribe`]).
+#[derive(Debug, Clone)]
+pub struct Subscribe {
+    /// The channel.
+    pub channel: ChannelName,
+    /// How deliveries are framed for this connection.
+    pub format: Format,
+    /// Resume after this id (`None`: from now on).
+    pub since: Option<MsgId>,
+    /// Whether the connection joins the channel's presence.
+    pub presence: bool,
+}
+
+/// What a protocol may ask of its connection. See the module docs.
+///
+/// Every call concerns the connection the protocol runs on; answers to
+/// requests (`subscribe`, `publish`, `query_presence`) arrive later as
+/// `handle_replay`, `handle_published` and `handle_presence`, never during
+/// the call that asked.
+pub trait Context {
+    /// The current tick.
+    fn now(&self) -> Tick;
+
+    /// The node's configuration.
+    fn settings(&self) -> &Settings;
+
+    /// The shard's counters.
+    fn metrics(&self) -> &ShardMetrics;
+
+    /// Queues bytes for the peer, after everything queued before. A
+    /// connection whose peer does not read is told so by
+    /// `handle_slow_consumer` (not during this call).
+    fn send(&mut self, bytes: Bytes);
+
+    /// Drops output that is queued but not yet handed to the kernel.
+    fn discard_output(&mut self);
+
+    /// Whether output is queued or in flight.
+    fn output_pending(&self) -> bool;
+
+    /// Asks for `handle_timer` at tick `at`, replacing any earlier wish;
+    /// `None` cancels it. A connection has one deadline.
+    fn set_timer(&mut self, at: Option<Tick>);
+
+    /// Asks the driver to feed this connection's kept input again (bytes
+    /// that waited behind an answer), once the current call returns.
+    fn resume_input(&mut self);
+
+    /// Adds a pending subscription; the channel owner's replay arrives as
+    /// `handle_replay` with the returned reference.
+    fn subscribe(&mut self, request: Subscribe) -> SubRef;
+
+    /// Makes a pending subscription live after sequence number `last_seq`
+    /// (called on its replay). `false` when the subscription is gone.
+    fn set_live(&mut self, at: SubRef, last_seq: u64) -> bool;
+
+    /// The sequence number a live subscription delivers after; `None`
+    /// while it waits for its replay.
+    fn position(&self, at: SubRef) -> Option<u64>;
+
+    /// Removes a subscription (leaving the channel's presence if it had
+    /// joined it).
+    fn unsubscribe(&mut self, at: SubRef, presence: bool);
+
+    /// Sends messages to their channels' owners; the ids arrive as
+    /// `handle_published` with the returned token.
+    fn publish(&mut self, items: Vec<PublishItem>) -> u32;
+
+    /// Asks a channel's owner who is present; the answer arrives as
+    /// `handle_presence` with the returned token.
+    fn query_presence(&mut self, channel: ChannelName) -> u32;
+
+    /// This connection's identity in presence lists.
+    fn client_id(&self) -> ClientId;
+
+    /// The node's epoch (the first half of every id).
+    fn epoch(&self) -> Epoch;
+
+    /// Whether the node is shutting down (answers then close the
+    /// connection).
+    fn draining(&self) -> bool;
+
+    /// The node's metrics in Prometheus text format.
+    fn render_metrics(&self) -> String;
+}
+
+/// How a connection ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finish {
+    /// Send what is queued (within `--close-timeout`), then close.
+    AfterFlush,
+    /// Close now; queued bytes are dropped.
+    Now,
+}
+
+/// What a state did with the bytes it was given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Used this many bytes; hand the rest to the connection's (possibly
+    /// new) state.
+    Continue(usize),
+    /// Used this many bytes; the rest waits for more input or for an
+    /// answer, and is kept by the driver.
+    Wait(usize),
+    /// The connection reads nothing more: drop the rest.
+    Discard,
+}
