@@ -57,7 +57,18 @@ struct Ringcast {
 
 impl Ringcast {
     fn start(args: &[&str]) -> Ringcast {
-        let mut child = Command::new(ringcast_binary())
+        Self::start_with(args, None)
+    }
+
+    /// Like [`Ringcast::start`], with the server's `RLIMIT_NOFILE` set to
+    /// `nofile`: each ring's socket table is capped by it, so a small limit
+    /// makes a shard create (and move accepting between) many rings.
+    fn start_with(args: &[&str], nofile: Option<u64>) -> Ringcast {
+        let mut cmd = Command::new(ringcast_binary());
+        if let Some(n) = nofile {
+            ringcast_uring::child::limit_open_files(&mut cmd, n);
+        }
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--shards", "2", "--log", "warn"])
             .args(args)
             .stdout(Stdio::piped())
@@ -90,6 +101,28 @@ impl Ringcast {
 
     fn pid(&self) -> String {
         self.child.id().to_string()
+    }
+
+    /// The sum over shards of a counter from `/metrics`.
+    fn metric(&self, name: &str) -> u64 {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&self.addr).expect("connect for /metrics");
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).expect("read /metrics");
+        text.lines()
+            .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
+            .map(|l| {
+                l.rsplit(' ')
+                    .next()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("bad metric line {l:?}"))
+            })
+            .sum()
     }
 }
 
@@ -177,6 +210,41 @@ fn idle_holds_every_connection_and_answers_pings() {
     let mix = j["mix"].as_array().unwrap();
     let counts: Vec<u64> = mix.iter().map(|m| n(m, "open_at_end_of_hold")).collect();
     assert_eq!(counts, vec![100, 60, 20, 20], "{j:#}");
+}
+
+/// Accepting moves to another ring every 640 connections here (the open
+/// files limit of 1,024 caps each ring's socket table): a fast ramp of
+/// 40,000 crosses some 60 ring changes. Every connection must be accepted
+/// by the accept the shard armed, without the once-a-second listener
+/// self-check ever having to re-arm one (`ringcast_accept_rearms_total`),
+/// and without a connection lost to a full table (`accept_errors`).
+#[test]
+fn a_ramp_across_many_ring_changes_never_needs_the_accept_self_check() {
+    let rc = Ringcast::start_with(&[], Some(1024));
+    let url = format!("ws://{}/ws/{{ch}}", rc.addr);
+    let (code, j) = load(&[
+        "idle",
+        "--transport",
+        "ws",
+        "--url",
+        &url,
+        "--conns",
+        "40000",
+        "--hold",
+        "1500ms",
+        "--channels",
+        "10",
+    ]);
+    assert_eq!(code, 0, "{j:#}");
+    assert_eq!(n(&j, "connected"), 40_000, "{j:#}");
+    assert_eq!(n(&j, "failed"), 0, "{j:#}");
+    assert!(
+        rc.metric("ringcast_rings") >= 40,
+        "the ramp crossed many rings: {}",
+        rc.metric("ringcast_rings")
+    );
+    assert_eq!(rc.metric("ringcast_accept_rearms_total"), 0);
+    assert_eq!(rc.metric("ringcast_accept_errors_total"), 0);
 }
 
 #[test]
