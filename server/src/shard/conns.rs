@@ -422,11 +422,6 @@ impl Conns {
         }
     }
 
-    /// Whether connections got bytes this turn that have not left yet.
-    pub fn has_dirty(&self) -> bool {
-        !self.dirty.is_empty()
-    }
-
     /// Starts a send for every connection that got bytes this turn.
     /// Connections whose protocol is draining and that have nothing left to
     /// send are added to `drained` (the caller closes them).

@@ -29,11 +29,9 @@ impl Shard {
                 return false;
             }
             // The publisher first: answers queued this turn go to the
-            // kernel (and replies to other shards are signalled) before the
+            // kernel, and shards sent replies are woken, before the
             // fan-out's sends.
-            if self.conns.has_dirty() {
-                self.flush();
-            }
+            self.flush();
             let mut fanouts = self.post.take_fanouts();
             for f in fanouts.drain(..) {
                 self.deliver(&f.msg, f.remote);
