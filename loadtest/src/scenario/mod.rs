@@ -657,12 +657,16 @@ pub fn measured_human(m: &Measured) -> String {
             0.0
         }
     ));
+    let ack = m.publish.ack.summary();
     s.push_str(&format!(
-        "  publisher: {} sent, {} ok, errors {:?}, max lag {:.1} ms\n",
+        "  publisher: {} sent, {} ok, errors {:?}, max lag {:.1} ms; answered (from intended send) p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n",
         group(m.publish.sent),
         group(m.publish.ok),
         m.publish.errors,
-        m.publish.max_lag_ms
+        m.publish.max_lag_ms,
+        ack.p50_ms,
+        ack.p99_ms,
+        ack.max_ms
     ));
     s.push_str(&cpu_line(&m.cpu, delivered));
     s
