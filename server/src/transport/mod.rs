@@ -18,6 +18,9 @@
 //! * [`sse`] — Server-Sent Events; [`poll`] — long and short polling.
 //! * [`framing`] — how a message looks on each transport, encoded once per
 //!   message and shard.
+//! * `testing` (tests only) — an in-memory node driving these states as
+//!   the shard does, with a virtual clock and client helpers; `tests` are
+//!   the protocol tests built on it.
 //!
 //! Imports point down this list's reverse: `protocol` knows every state,
 //! `http` knows the requests it routes to, and no state knows `protocol`.
@@ -33,6 +36,11 @@ pub mod publish;
 pub mod response;
 pub mod sse;
 pub mod ws;
+
+#[cfg(test)]
+mod testing;
+#[cfg(test)]
+mod tests;
 
 pub use context::{ticks, Context, Finish, Subscribe, Tick, TICK};
 pub use framing::{Encodings, Format};

@@ -1,0 +1,155 @@
+//! HTTP/1.1 connections: the handshake timeout (a head that stops
+//! arriving gets `408`, a silent peer is closed), the keep-alive idle
+//! timeout, pipelined publishes answered in request order, body limits,
+//! and malformed requests.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use crate::metrics::Refusal;
+use crate::transport::testing::{get, post, Node, EPOCH};
+
+/// Heads have one second (ten ticks); idle connections three.
+fn node() -> Node {
+    Node::with(|s| {
+        s.handshake_timeout = Duration::from_secs(1);
+        s.idle_timeout = Duration::from_secs(3);
+    })
+}
+
+fn refused(node: &Node, why: Refusal) -> u64 {
+    node.metrics().refused[why as usize].load(Relaxed)
+}
+
+#[test]
+fn a_head_that_stops_arriving_gets_408_at_the_handshake_timeout() {
+    let mut node = node();
+    let c = node.connect();
+    node.advance(3);
+    node.input(c, b"GET /healthz HTTP/1.1\r\n");
+    node.advance(3);
+    node.input(c, b"Host: x\r\n"); // trickling in buys no time
+    node.advance(3);
+    assert_eq!(node.output(c), b"");
+    node.advance(1);
+    let r = node.response(c);
+    assert_eq!(r.status, 408);
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert_eq!(r.text(), "request timeout\n");
+    assert!(node.is_closed(c));
+    assert_eq!(refused(&node, Refusal::Timeout), 1);
+}
+
+#[test]
+fn a_silent_connection_is_closed_at_the_handshake_timeout() {
+    let mut node = node();
+    let c = node.connect();
+    node.advance(9);
+    assert!(!node.is_closed(c));
+    node.advance(1);
+    assert!(node.is_closed(c));
+    assert_eq!(node.output(c), b"", "nothing to answer");
+    assert_eq!(refused(&node, Refusal::Timeout), 1);
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let mut node = node();
+    let c = node.connect();
+    node.advance(5);
+    node.input(c, &get("/healthz", &[]));
+    assert_eq!(node.response(c).status, 200);
+    // Another request within the idle timeout starts it again.
+    node.advance(29);
+    node.input(c, &get("/healthz", &[]));
+    assert_eq!(node.response(c).status, 200);
+    node.advance(29);
+    assert!(!node.is_closed(c));
+    node.advance(1);
+    assert!(node.is_closed(c), "idle for the whole --idle-timeout");
+    assert_eq!(node.output(c), b"");
+    assert_eq!(refused(&node, Refusal::Timeout), 0, "not a refusal");
+}
+
+#[test]
+fn pipelined_publishes_are_answered_in_request_order() {
+    let mut node = Node::new();
+    let c = node.connect();
+    let mut input = Vec::new();
+    for body in ["one", "two", "three"] {
+        input.extend(post("/pub/a", "text/plain", body.as_bytes()));
+    }
+    input.extend(get("/healthz", &[]));
+    // The owner's ids come back newest request first, as they may from
+    // several owners.
+    node.hold_mail();
+    node.input(c, &input);
+    assert_eq!(node.output(c), b"");
+    node.release_mail_reversed();
+    let answers = node.responses(c);
+    let bodies: Vec<String> = answers.iter().map(|r| r.text().to_string()).collect();
+    let id = |seq: u64| format!("{{\"id\":\"{EPOCH:012x}-{seq}\"}}\n");
+    // The last request was published first (id 1); each answer still goes
+    // to its own request, in request order; the health check waited.
+    assert_eq!(bodies, [id(3), id(2), id(1), "ok\n".into()]);
+    assert!(answers.iter().all(|r| r.status == 200));
+}
+
+#[test]
+fn a_publish_body_over_the_limit_is_413() {
+    let mut node = Node::with(|s| {
+        s.max_message_size = 100;
+        s.max_batch_size = 200;
+    });
+    let c = node.connect();
+    node.input(c, &post("/pub/a", "text/plain", &[b'x'; 100]));
+    assert_eq!(node.response(c).status, 200, "at the limit");
+    node.input(c, &post("/pub/a", "text/plain", &[b'x'; 101]));
+    let r = node.response(c);
+    assert_eq!(r.status, 413);
+    assert_eq!(
+        r.text(),
+        "body of 101 bytes is over the limit of 100 bytes\n"
+    );
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(node.is_closed(c));
+
+    // A chunked body, as soon as its chunks go over.
+    let c = node.connect();
+    let mut chunked =
+        b"POST /pub/a HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    chunked.extend(b"65\r\n");
+    chunked.extend([b'x'; 0x65]);
+    node.input(c, &chunked);
+    assert_eq!(node.response(c).status, 413);
+    assert!(node.is_closed(c));
+
+    // A batch has its own limit.
+    let c = node.connect();
+    let line = format!("\"{}\"\n", "y".repeat(50));
+    node.input(
+        c,
+        &post("/pub/a", "application/x-ndjson", line.repeat(3).as_bytes()),
+    );
+    assert_eq!(node.response(c).status, 200);
+    node.input(
+        c,
+        &post("/pub/a", "application/x-ndjson", line.repeat(4).as_bytes()),
+    );
+    assert_eq!(node.response(c).status, 413);
+}
+
+#[test]
+fn a_bad_request_line_is_400_and_closes() {
+    let mut node = Node::new();
+    let c = node.connect();
+    let mut input = b"GET /healthz\r\n\r\n".to_vec();
+    input.extend(get("/healthz", &[]));
+    node.input(c, &input);
+    let r = node.response(c);
+    assert_eq!(r.status, 400);
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(node.is_closed(c));
+    assert_eq!(node.output(c), b"", "what followed is not read");
+    assert_eq!(refused(&node, Refusal::BadRequest), 1);
+}

@@ -1,0 +1,13 @@
+//! Protocol tests on the in-memory node (`super::testing`): no sockets and
+//! no sleeps; time moves only when a test calls `Node::advance`, so every
+//! deadline is checked to the tick. One concept per file.
+
+mod close;
+mod heartbeat;
+mod http;
+mod mux;
+mod plans;
+mod poll;
+mod slow_consumer;
+mod split;
+mod sse;
