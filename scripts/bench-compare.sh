@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# Two ringcast builds side by side: the same ringcast-load runs against each,
+# in alternating rounds, so that both see the same (noisy) machine.
+#
+#   scripts/bench-compare.sh OLD_BIN NEW_BIN [OUT_DIR] [SUITE...]
+#
+# OLD_BIN and NEW_BIN are ringcast server binaries (e.g. a release build of
+# an earlier commit copied aside, and target/release/ringcast). The harness
+# is this tree's release ringcast-load. SUITE selects some of:
+#   ack        publish answer latency with 10,000 subscribers on one channel
+#              (100 publishes at 10/s), 3 rounds
+#   broadcast  1 channel × 10,000 subscribers at 100 publishes/s (1,000,000
+#              deliveries/s offered, 20 s), 3 rounds
+#   channels   100 channels × 100 subscribers at 100 publishes/s, 3 rounds
+#   idle1m     1,000,000 idle WebSockets, server RSS per connection, 1 round
+# (default: all). Every run is bounded by `timeout`. Each run's JSON goes to
+# OUT_DIR (default bench-results/compare-<date>) with its exact command in
+# commands.txt; a table of medians is printed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OLD=$(realpath "$1")
+NEW=$(realpath "$2")
+shift 2
+OUT=${1:-bench-results/compare-$(date -u +%Y%m%d-%H%M%S)}
+shift || true
+SUITES=("$@")
+[ ${#SUITES[@]} -eq 0 ] && SUITES=(ack broadcast channels idle1m)
+mkdir -p "$OUT"
+
+cargo build --release -q -p ringcast-load
+LOAD=target/release/ringcast-load
+PORT=18300
+SERVER=
+
+stop_server() {
+    if [ -n "$SERVER" ] && kill -0 "$SERVER" 2>/dev/null; then
+        kill "$SERVER"
+        wait "$SERVER" 2>/dev/null || true
+    fi
+    SERVER=
+}
+trap stop_server EXIT
+
+# start_server BIN ARGS...: a fresh server on a new port; sets SERVER and BASE.
+start_server() {
+    stop_server
+    PORT=$((PORT + 1))
+    local bin=$1
+    shift
+    "$bin" --listen 127.0.0.1:$PORT "$@" >"$OUT/server-$PORT.log" 2>&1 &
+    SERVER=$!
+    BASE=127.0.0.1:$PORT
+    for _ in $(seq 1 100); do
+        if curl -sf "http://$BASE/healthz" >/dev/null 2>&1; then
+            return
+        fi
+        sleep 0.1
+    done
+    echo "server $bin did not start" >&2
+    exit 1
+}
+
+# run NAME TIMEOUT ringcast-load-args...
+run() {
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: ringcast-load $* --server-pid PID --json" | tee -a "$OUT/commands.txt"
+    timeout "$limit" $LOAD "$@" --server-pid "$SERVER" --json >"$OUT/$name.json" 2>"$OUT/$name.err" || {
+        echo "   (exit $?; see $OUT/$name.err)"
+    }
+}
+
+# both NAME TIMEOUT SERVER-ARGS -- LOAD-ARGS: one round on each build, old first.
+both() {
+    local name=$1 limit=$2
+    shift 2
+    local sargs=()
+    while [ "$1" != "--" ]; do
+        sargs+=("$1")
+        shift
+    done
+    shift
+    for which in old new; do
+        local bin=$OLD
+        [ $which = new ] && bin=$NEW
+        start_server "$bin" "${sargs[@]}"
+        run "$name-$which" "$limit" "${@//BASE/$BASE}"
+        stop_server
+        sleep 2
+    done
+}
+
+for suite in "${SUITES[@]}"; do
+    case $suite in
+    ack)
+        for r in 1 2 3; do
+            both ack-r$r 120 --shards 2 -- fanout --transport ws --sub-url "ws://BASE/ws/{ch}" --pub-url "http://BASE/pub/{ch}" --subs 10000 --channels 1 --msgs 100 --rate 10
+        done
+        ;;
+    broadcast)
+        for r in 1 2 3; do
+            both broadcast-r$r 180 --shards 2 -- fanout --transport ws --sub-url "ws://BASE/ws/{ch}" --pub-url "http://BASE/pub/{ch}" --subs 10000 --channels 1 --msgs 2000 --rate 100
+        done
+        ;;
+    channels)
+        for r in 1 2 3; do
+            both channels-r$r 180 --shards 2 -- fanout --transport ws --sub-url "ws://BASE/ws/{ch}" --pub-url "http://BASE/pub/{ch}" --subs 10000 --channels 100 --msgs 2000 --rate 100
+        done
+        ;;
+    idle1m)
+        both idle1m 400 --shards 2 -- idle --transport ws --url "ws://BASE/ws/{ch}" --conns 1000000 --hold 20 --channels 1000 --metrics-url "http://BASE/metrics"
+        ;;
+    *)
+        echo "unknown suite $suite" >&2
+        exit 2
+        ;;
+    esac
+done
+
+python3 - "$OUT" <<'EOF'
+import glob, json, os, statistics, sys
+out = sys.argv[1]
+rows = {}
+for f in sorted(glob.glob(os.path.join(out, "*.json"))):
+    name = os.path.basename(f)[:-5]
+    try:
+        d = json.load(open(f))
+    except Exception:
+        continue
+    base, which = name.rsplit("-", 1)
+    suite = base.split("-r")[0]
+    rows.setdefault((suite, which), []).append(d)
+
+def med(ds, get):
+    vals = [v for v in (get(d) for d in ds) if v is not None]
+    return statistics.median(vals) if vals else None
+
+def g(*path):
+    def f(d):
+        for p in path:
+            if not isinstance(d, dict) or p not in d:
+                return None
+            d = d[p]
+        return d
+    return f
+
+cpu_per_delivery_us = lambda d: (g("cpu", "server_cpu_s_per_1000_deliveries")(d) or 0) * 1e3 or None
+fields = [
+    ("runs", lambda d: 1),
+    ("deliveries/s", g("deliveries_per_s")),
+    ("lost", g("lost")),
+    ("p50 ms", g("latency", "p50_ms")),
+    ("p99 ms", g("latency", "p99_ms")),
+    ("answer p50 ms", g("publish", "ack", "p50_ms")),
+    ("answer p99 ms", g("publish", "ack", "p99_ms")),
+    ("server µs/delivery", cpu_per_delivery_us),
+    ("connected", g("connected")),
+    ("RSS B/conn", g("memory", "server_rss_per_conn_bytes")),
+]
+print("\nmedians over rounds (old = first binary, new = second)")
+for (suite, which), ds in sorted(rows.items()):
+    parts = []
+    for label, get in fields:
+        v = len(ds) if label == "runs" else med(ds, get)
+        if v is None:
+            continue
+        parts.append(f"{label} {v:,.3f}" if isinstance(v, float) else f"{label} {v:,}")
+    print(f"{suite:10} {which:4} " + " | ".join(parts))
+EOF
+echo "results in $OUT"
