@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use codec::ws::DataKind;
 
-use crate::transport::testing::{close, get, Node, WsFrame};
+use crate::transport::testing::{close, default_settings, get, upgrade, Node, WsFrame};
 
 const LIMIT: usize = 1024;
 
@@ -97,4 +97,36 @@ fn a_reader_that_keeps_reading_is_unaffected() {
     assert!(!node.is_closed(fast));
     assert_eq!(node.subscriptions("feed"), 1, "only the slow one left");
     assert_eq!(node.metrics().slow_consumers.load(Relaxed), 1);
+}
+
+#[test]
+#[ignore = "bug: a message of --max-message-size (the default --max-outbound) closes every reader as a slow consumer"]
+fn a_message_of_the_largest_size_reaches_a_reader() {
+    // The defaults: 1 MiB messages, 1 MiB outbound.
+    let defaults = default_settings();
+    assert_eq!(defaults.max_message_size, defaults.max_outbound);
+    let mut node = Node::new();
+    let c = node.open_ws("/ws/big");
+    let payload = vec![7u8; defaults.max_message_size];
+    node.publish("big", DataKind::Binary, &payload);
+    assert_eq!(node.metrics().slow_consumers.load(Relaxed), 0);
+    assert_eq!(node.frames(c), [WsFrame::Binary(payload)]);
+}
+
+#[test]
+#[ignore = "bug: a replay over --max-outbound closes a reader as a slow consumer, and drops its 101"]
+fn a_resume_longer_than_the_limit_reaches_a_reader() {
+    let mut node = node();
+    let first = node.publish("feed", DataKind::Binary, &PAYLOAD);
+    for _ in 0..9 {
+        node.publish("feed", DataKind::Binary, &PAYLOAD);
+    }
+    // Nine messages after `first` are in history: 2736 bytes of frames.
+    let c = node.connect();
+    node.input(c, &upgrade(&format!("/ws/feed?since={first}")));
+    assert_eq!(node.metrics().slow_consumers.load(Relaxed), 0);
+    // As it stands the `101` itself is dropped with the replay, and the
+    // peer reads a close frame where it expects the response.
+    assert_eq!(node.response(c).status, 101);
+    assert_eq!(node.frames(c).len(), 9);
 }
