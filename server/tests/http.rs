@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::{RawWs, Server};
 
 #[tokio::test]
@@ -259,18 +257,13 @@ async fn refusals_name_their_cause() {
 #[tokio::test]
 async fn slow_heads_time_out_with_408() {
     let server = Server::start(&["--handshake-timeout", "300ms", "--idle-timeout", "300ms"]);
-    // A partial head that never completes.
+    // A partial head that never completes (answered at the handshake
+    // timeout: the tick-exact rule is `transport::tests::http`).
     let mut c = RawWs::tcp(server.addr).await;
-    let start = Instant::now();
     c.send_raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await;
     let (head, body) = c.read_response().await;
     assert!(head.starts_with("HTTP/1.1 408 "), "{head}");
     assert_eq!(body, "request timeout\n");
-    assert!(
-        start.elapsed() >= Duration::from_millis(250),
-        "{:?}",
-        start.elapsed()
-    );
     // A connection that sends nothing is closed quietly.
     let mut silent = RawWs::tcp(server.addr).await;
     assert_eq!(silent.recv().await, common::Got::Eof);

@@ -5,7 +5,7 @@
 mod common;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use common::{publish, Server};
@@ -324,30 +324,20 @@ async fn resume_after_forced_disconnects_delivers_every_message_once_on_every_tr
 async fn long_poll_holds_answers_promptly_and_times_out_with_204() {
     let server = Server::start(&["--poll-max-timeout", "2s"]);
     let client = reqwest::Client::new();
-    // Timeout: 204 with the cursor.
-    let start = Instant::now();
+    // Timeout: 204 with the cursor. When each answer comes, to the tick, is
+    // checked by `transport::tests::poll`; this checks the wiring.
     let (status, etag, body) = poll(&client, &server.url("/poll/lp?timeout=1"), None).await;
     assert_eq!((status, body), (204, None));
     assert!(etag.starts_with('"') && etag.contains('-'), "{etag}");
-    assert!(
-        start.elapsed() >= Duration::from_millis(900),
-        "{:?}",
-        start.elapsed()
-    );
     // A timeout over the limit is capped, not refused.
-    let start = Instant::now();
     let (status, _, _) = poll(&client, &server.url("/poll/lp?timeout=600"), None).await;
     assert_eq!(status, 204);
-    assert!(start.elapsed() < Duration::from_secs(4));
     // Held, then answered by a publish.
     let cursor = unquote(&etag).to_string();
     let url = server.url(&format!("/poll/lp?since={cursor}&timeout=30"));
     let held = tokio::spawn({
         let client = client.clone();
-        async move {
-            let r = poll(&client, &url, None).await;
-            (r, Instant::now())
-        }
+        async move { poll(&client, &url, None).await }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
@@ -357,14 +347,12 @@ async fn long_poll_holds_answers_promptly_and_times_out_with_204() {
         1
     );
     let id = publish(&server, "lp", "text/plain", "wake").await;
-    let published_at = Instant::now();
-    let ((status, etag, body), answered_at) = held.await.unwrap();
+    let (status, etag, body) = held.await.unwrap();
     assert_eq!(status, 200);
     let body = body.unwrap();
     assert_eq!(body["messages"][0]["data"], "wake");
     assert_eq!(body["next"], id.as_str());
     assert_eq!(unquote(&etag), id);
-    assert!(answered_at.duration_since(published_at) < Duration::from_millis(500));
     // The client's connections were reused (keep-alive): few accepts for
     // all these polls.
     let accepts = server.metric("ringcast_accepts_total", "").await;
@@ -467,7 +455,8 @@ async fn sse_resets_and_heartbeats() {
     );
     assert_eq!(next_event(&mut s).await.data, "m3");
     assert_eq!(next_event(&mut s).await.data, "m4");
-    // Heartbeat comments keep arriving on the raw stream.
+    // Heartbeat comments keep arriving on the raw stream (one per
+    // interval, to the tick: `transport::tests::sse`).
     let resp = reqwest::Client::new()
         .get(server.url("/sse/quiet"))
         .send()
@@ -475,8 +464,7 @@ async fn sse_resets_and_heartbeats() {
         .unwrap();
     let mut raw = resp.bytes_stream();
     let mut text = String::new();
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while text.matches(":\n").count() < 2 && Instant::now() < deadline {
+    while text.matches(":\n").count() < 2 {
         let chunk = tokio::time::timeout(WAIT, raw.next())
             .await
             .unwrap()

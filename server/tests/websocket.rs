@@ -396,9 +396,9 @@ async fn pings_are_sent_and_silent_peers_are_closed() {
             }
         }
     });
-    // A peer that never sends anything is dropped after two intervals.
+    // A peer that never sends anything is dropped (after two intervals:
+    // the tick-exact rule is `transport::tests::heartbeat`).
     let mut dead = RawWs::connect(server.addr, "/ws/hb").await;
-    let start = Instant::now();
     assert_eq!(dead.recv().await, Got::Ping(vec![]));
     loop {
         match dead.recv().await {
@@ -407,11 +407,6 @@ async fn pings_are_sent_and_silent_peers_are_closed() {
             other => panic!("expected the connection to drop, got {other:?}"),
         }
     }
-    let took = start.elapsed();
-    assert!(
-        took >= Duration::from_millis(500) && took < Duration::from_secs(3),
-        "{took:?}"
-    );
     assert_eq!(server.metric("ringcast_ping_timeouts_total", "").await, 1);
     // Meanwhile the answering peer is still served.
     tokio::time::sleep(Duration::from_millis(700)).await;
