@@ -42,12 +42,19 @@ pub struct Session {
     subs: HashMap<ChannelName, MuxSub>,
     /// Answers awaited from channel owners, by token.
     pending: HashMap<u32, Pending>,
+    /// Replays still on their way for subscriptions that were dropped
+    /// before theirs arrived, by channel. A channel's owner answers in
+    /// order, so the next replay for such a channel is a stale one — even
+    /// when a new subscription reuses the old one's `SubRef`.
+    stale: HashMap<ChannelName, u32>,
     errors: u32,
 }
 
 #[derive(Debug)]
 struct MuxSub {
     at: SubRef,
+    /// The replay has not arrived yet.
+    awaiting_replay: bool,
     rid: Option<Value>,
 }
 
@@ -180,6 +187,9 @@ impl Session {
                 let sub = self.subs.remove(&channel).ok_or_else(|| {
                     refused("not_subscribed", format!("not subscribed to {channel}"))
                 })?;
+                if sub.awaiting_replay {
+                    *self.stale.entry(channel.clone()).or_default() += 1;
+                }
                 ctx.unsubscribe(sub.at, true);
                 send(
                     ctx,
@@ -227,7 +237,14 @@ impl Session {
             since,
             presence: true,
         });
-        self.subs.insert(channel, MuxSub { at, rid });
+        self.subs.insert(
+            channel,
+            MuxSub {
+                at,
+                awaiting_replay: true,
+                rid,
+            },
+        );
         Ok(())
     }
 
@@ -282,12 +299,24 @@ impl Session {
     /// The owner's answer to a `subscribe`: `subscribed`, the reset signal
     /// and history, then live.
     pub fn handle_replay(&mut self, ctx: &mut impl Context, at: SubRef, replay: Replay) {
-        let Some(sub) = self.subs.get_mut(&replay.channel).filter(|s| s.at == at) else {
+        if let Some(n) = self.stale.get_mut(&replay.channel) {
+            *n -= 1;
+            if *n == 0 {
+                self.stale.remove(&replay.channel);
+            }
+            return;
+        }
+        let Some(sub) = self
+            .subs
+            .get_mut(&replay.channel)
+            .filter(|s| s.at == at && s.awaiting_replay)
+        else {
             return;
         };
         if !ctx.set_live(at, replay.last_seq) {
             return;
         }
+        sub.awaiting_replay = false;
         let rid = sub.rid.take();
         let ch = replay.channel.as_str();
         send(ctx, with_rid(json!({"type": "subscribed", "ch": ch}), rid));

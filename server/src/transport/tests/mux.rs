@@ -180,7 +180,6 @@ fn ten_invalid_commands_in_a_row_close_with_1008() {
 }
 
 #[test]
-#[ignore = "bug: a stale replay is taken for a new subscription that reuses its SubRef: `subscribed` and history twice"]
 fn a_resubscribe_before_the_first_replay_is_answered_once() {
     let mut node = node();
     let ids: Vec<MsgId> = (0..3)
