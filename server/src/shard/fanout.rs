@@ -29,9 +29,9 @@ impl Shard {
                 return false;
             }
             // The publisher first: answers queued this turn go to the
-            // kernel, and shards sent replies are woken, before the
+            // kernel, and shards sent answers are woken, before the
             // fan-out's sends.
-            self.flush();
+            self.flush_answers();
             let mut fanouts = self.post.take_fanouts();
             for f in fanouts.drain(..) {
                 self.deliver(&f.msg, f.remote);

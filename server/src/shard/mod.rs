@@ -225,8 +225,21 @@ impl Shard {
     }
 
     /// Starts a send for every connection with bytes queued, closes the
-    /// draining ones that have nothing left, and submits every ring.
+    /// draining ones that have nothing left, submits every ring, and wakes
+    /// the shards sent mail.
     fn flush(&mut self) {
+        self.submit_output();
+        self.post.wake_peers();
+    }
+
+    /// [`Shard::flush`] without waking shards that were only sent
+    /// deliveries: what runs before this shard's own fan-out.
+    fn flush_answers(&mut self) {
+        self.submit_output();
+        self.post.wake_answered();
+    }
+
+    fn submit_output(&mut self) {
         self.conns.flush(&mut self.drained);
         for key in std::mem::take(&mut self.drained) {
             self.close_now(key);
@@ -241,7 +254,6 @@ impl Shard {
                 }
             }
         }
-        self.post.wake_peers();
     }
 
     fn end_turn(&mut self) {

@@ -39,6 +39,9 @@ pub struct Post {
     fanouts: Vec<Fanout>,
     /// Peers sent mail this turn (bit per shard).
     to_wake: u64,
+    /// Of those, peers sent an answer someone waits for (a publish's ids,
+    /// a replay, a presence list): woken before the fan-out, not after.
+    answered: u64,
 }
 
 impl Post {
@@ -50,6 +53,7 @@ impl Post {
             local: VecDeque::new(),
             fanouts: Vec::new(),
             to_wake: 0,
+            answered: 0,
         }
     }
 
@@ -68,6 +72,9 @@ impl Post {
         if to == self.me {
             self.local.push_back(mail);
         } else {
+            if !matches!(mail, Mail::Deliver(_)) {
+                self.answered |= 1 << to;
+            }
             self.mail.send(self.me, to, mail);
             self.to_wake |= 1 << to;
         }
@@ -109,9 +116,23 @@ impl Post {
 
     /// Rings the doorbell of every peer sent mail since the last call.
     pub fn wake_peers(&mut self) {
-        while self.to_wake != 0 {
-            let to = self.to_wake.trailing_zeros() as usize;
-            self.to_wake &= self.to_wake - 1;
+        self.wake(self.to_wake);
+    }
+
+    /// Rings the doorbell of the peers sent anything but deliveries since
+    /// the last call (the rest are woken by [`Post::wake_peers`] at the end
+    /// of the turn, after this shard's own fan-out, as a delivery is not
+    /// more urgent there than here).
+    pub fn wake_answered(&mut self) {
+        self.wake(self.answered);
+    }
+
+    fn wake(&mut self, mut peers: u64) {
+        self.to_wake &= !peers;
+        self.answered &= !peers;
+        while peers != 0 {
+            let to = peers.trailing_zeros() as usize;
+            peers &= peers - 1;
             self.mail.wake(to);
         }
     }
