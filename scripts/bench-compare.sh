@@ -16,6 +16,14 @@
 # (default: all). Every run is bounded by `timeout`. Each run's JSON goes to
 # OUT_DIR (default bench-results/compare-<date>) with its exact command in
 # commands.txt; a table of medians is printed at the end.
+#
+# Server CPU is reported two ways. ringcast-load's figure comes from
+# /proc/PID/stat, which leaves out softirq time: on loopback the receiving
+# socket's processing often runs as a softirq in the sender's context, so
+# that figure moves when the timing of sends changes, without the server's
+# threads running any longer. With `perf` on the PATH, each run also records
+# `perf stat -e task-clock` over the server's threads for the whole run
+# (`perf µs/delivery` in the table).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,9 +74,18 @@ run() {
     local name=$1 limit=$2
     shift 2
     echo "== $name: ringcast-load $* --server-pid PID --json" | tee -a "$OUT/commands.txt"
+    local perf=
+    if command -v perf >/dev/null 2>&1; then
+        perf stat -e task-clock -p "$SERVER" -x, -o "$OUT/$name.perf" &
+        perf=$!
+    fi
     timeout "$limit" $LOAD "$@" --server-pid "$SERVER" --json >"$OUT/$name.json" 2>"$OUT/$name.err" || {
         echo "   (exit $?; see $OUT/$name.err)"
     }
+    if [ -n "$perf" ]; then
+        kill -INT $perf 2>/dev/null || true
+        wait $perf 2>/dev/null || true
+    fi
 }
 
 # both NAME TIMEOUT SERVER-ARGS -- LOAD-ARGS: one round on each build, old first.
@@ -130,6 +147,14 @@ for f in sorted(glob.glob(os.path.join(out, "*.json"))):
         continue
     base, which = name.rsplit("-", 1)
     suite = base.split("-r")[0]
+    d["perf_task_clock_ms"] = None
+    try:
+        for line in open(os.path.join(out, name + ".perf")):
+            parts = line.strip().split(",")
+            if len(parts) > 2 and parts[2] == "task-clock":
+                d["perf_task_clock_ms"] = float(parts[0])
+    except (OSError, ValueError):
+        pass
     rows.setdefault((suite, which), []).append(d)
 
 def med(ds, get):
@@ -155,6 +180,7 @@ fields = [
     ("answer p50 ms", g("publish", "ack", "p50_ms")),
     ("answer p99 ms", g("publish", "ack", "p99_ms")),
     ("server µs/delivery", cpu_per_delivery_us),
+    ("perf µs/delivery", lambda d: d["perf_task_clock_ms"] * 1e3 / d["received"] if d.get("perf_task_clock_ms") and d.get("received") else None),
     ("connected", g("connected")),
     ("RSS B/conn", g("memory", "server_rss_per_conn_bytes")),
 ]
