@@ -12,7 +12,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 VENV := .venv
 
-.PHONY: run test fmt-check clippy unit selfcheck python-clients bench fuzz
+.PHONY: run test fmt-check clippy unit selfcheck python-clients bench fuzz autobahn
 
 # Extra flags for the server: make run ARGS="--listen 127.0.0.1:9000 --shards 4"
 ARGS ?=
@@ -57,3 +57,9 @@ bench:
 FUZZ_SECONDS ?= 60
 fuzz:
 	./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# WebSocket conformance (Autobahn|Testsuite 1-7, 10) against a release build;
+# needs Python 2.7 (see scripts/autobahn.sh).
+autobahn:
+	$(CARGO) build --release -p ringcast
+	./scripts/autobahn.sh $(TARGET_DIR)/release/ringcast
