@@ -225,6 +225,8 @@ async fn refusals_name_their_cause() {
         (b"GET / HTTP/2.0\r\nHost: x\r\n\r\n".to_vec(), "505", "only HTTP/1.0 and HTTP/1.1"),
         (b"GET / HTTP/1.1\r\n\r\n".to_vec(), "400", "without Host"),
         (b"GET /a b c HTTP/1.1\r\n\r\n".to_vec(), "400", "malformed request line"),
+        (b"0 \x07\x01\x02".to_vec(), "400", "malformed request line"),
+        (b"G3T / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(), "400", "malformed request line"),
         (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), "501", "only chunked"),
         (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), "400", "conflicting message framing"),
         (b"POST /pub/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n".to_vec(), "400", "chunk size is not hexadecimal"),

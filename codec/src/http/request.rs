@@ -507,7 +507,7 @@ pub fn parse_request<'b>(
         Ok(httparse::Status::Partial) => {
             if let Some(method) = req.method {
                 // The method token is complete once httparse reports it.
-                Method::from_token(method).ok_or(HttpError::MethodNotAllowed)?;
+                Method::from_token(method).ok_or(unknown_method(method))?;
             }
             if window.len() >= limits.max_head_bytes {
                 return Err(HttpError::HeadTooLarge);
@@ -518,10 +518,21 @@ pub fn parse_request<'b>(
     }
 }
 
+/// The error for a method token ringcast does not serve: `405` for a word
+/// (`PUT`, `PATCH`, a lowercase `get`), `400` for a token no client would
+/// send as a method (`0`, `G3T`): that is garbage, not a request.
+fn unknown_method(token: &str) -> HttpError {
+    if token.bytes().all(|b| b.is_ascii_alphabetic()) {
+        HttpError::MethodNotAllowed
+    } else {
+        HttpError::BadRequestLine
+    }
+}
+
 fn map_parse_error(e: httparse::Error, req: &httparse::Request<'_, '_>, buf: &[u8]) -> HttpError {
     if let Some(method) = req.method {
         if Method::from_token(method).is_none() {
-            return HttpError::MethodNotAllowed;
+            return unknown_method(method);
         }
     }
     match e {
@@ -548,10 +559,8 @@ fn map_parse_error(e: httparse::Error, req: &httparse::Request<'_, '_>, buf: &[u
 }
 
 fn build_head<'b>(req: &httparse::Request<'_, 'b>) -> Result<RequestHead<'b>, HttpError> {
-    let method = req
-        .method
-        .and_then(Method::from_token)
-        .ok_or(HttpError::MethodNotAllowed)?;
+    let token = req.method.ok_or(HttpError::BadRequestLine)?;
+    let method = Method::from_token(token).ok_or(unknown_method(token))?;
     let version = match req.version {
         Some(0) => Version::Http10,
         Some(1) => Version::Http11,
@@ -747,6 +756,19 @@ Sec-WebSocket-Version: 13\r\n\
             Err(HttpError::MethodNotAllowed)
         );
         assert_eq!(HttpError::MethodNotAllowed.status().code(), 405);
+        // A token that is not a word is not a method at all: garbage.
+        for garbage in [
+            &b"0 \x07\x01"[..],
+            b"0 ",
+            b"G3T / HTTP/1.1\r\n\r\n",
+            b"!#$ /",
+        ] {
+            assert_eq!(
+                parse(garbage),
+                Err(HttpError::BadRequestLine),
+                "{garbage:?}"
+            );
+        }
         for ok in ["GET", "HEAD", "POST", "OPTIONS"] {
             let req = format!("{ok} / HTTP/1.1\r\nHost: x\r\n\r\n");
             assert_eq!(complete(req.as_bytes()).0.method.as_str(), ok);
