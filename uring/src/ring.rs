@@ -651,6 +651,26 @@ impl Ring {
         self.push_chain(vec![c, cl]);
     }
 
+    /// Sets `TCP_NODELAY` on the socket in `slot` (a socket option set
+    /// through io_uring, `IORING_OP_URING_CMD`; Linux 6.7 or newer). Its
+    /// success posts nothing; a failure posts `-errno` tagged `tag`.
+    pub fn set_tcp_nodelay(&mut self, slot: u32, tag: UserData) {
+        // The option value is a static: valid for as long as the kernel
+        // may read it.
+        static ONE: libc::c_int = 1;
+        let e = opcode::SetSockOpt::new(
+            types::Fixed(slot),
+            libc::IPPROTO_TCP as u32,
+            libc::TCP_NODELAY as u32,
+            (&raw const ONE).cast(),
+            std::mem::size_of::<libc::c_int>() as u32,
+        )
+        .build()
+        .flags(squeue::Flags::SKIP_SUCCESS)
+        .user_data(tag.raw());
+        self.push(e);
+    }
+
     /// Arms a read of `efd` whose completion is tagged `tag`. Returns
     /// `false` (and arms nothing) while an earlier read is still pending:
     /// the ring owns one read target.

@@ -79,6 +79,12 @@ fn accepts_receives_and_sends_owned_buffers() {
     assert!(accepted.more(), "multishot accept stays armed");
     let slot = accepted.result() as u32;
 
+    // TCP_NODELAY: success posts nothing, a bad slot posts its error.
+    d.ring.set_tcp_nodelay(slot, UserData::new(OTHER, slot, 2));
+    d.ring.set_tcp_nodelay(15, UserData::new(OTHER, 15, 3));
+    let failed = d.wait_for(|c| c.user_data() == UserData::new(OTHER, 15, 3));
+    assert_eq!(failed.result(), -9, "EBADF for an empty slot");
+
     d.ring.recv_multi(slot, UserData::new(RECV, slot, 1));
     client.write_all(b"hello").unwrap();
     let mut got = d.wait_for(|c| c.user_data().op() == RECV);
@@ -115,6 +121,12 @@ fn accepts_receives_and_sends_owned_buffers() {
     );
     let closed = d.wait_for(|c| c.user_data().op() == CLOSE);
     assert_eq!(closed.result(), 0);
+    assert!(
+        !d.held
+            .iter()
+            .any(|c| c.user_data() == UserData::new(OTHER, slot, 2)),
+        "setting TCP_NODELAY on the accepted socket succeeded silently"
+    );
     let mut rest = Vec::new();
     assert_eq!(
         client.read_to_end(&mut rest).unwrap(),
