@@ -80,10 +80,31 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_MAX_BATCH_SIZE", value_parser = parse_size, value_name = "SIZE")]
     pub max_batch_size: Option<u64>,
 
-    /// Outbound bytes a connection may have queued; a subscriber that falls
-    /// further behind is closed with 1008 (slow consumer). [default: 1MiB]
+    /// Bytes queued for one connection beyond which further messages wait
+    /// in their channel's history: the connection is then fed from history
+    /// at its socket's pace (a burst never closes a reader that keeps
+    /// reading). At least one message is always queued. [default: 1MiB]
     #[arg(long, env = "RINGCAST_MAX_OUTBOUND", value_parser = parse_size, value_name = "SIZE")]
     pub max_outbound: Option<u64>,
+
+    /// A subscription whose oldest undelivered message has waited this long
+    /// is a slow consumer: a WebSocket is closed with 1008 "lagging: resume
+    /// from <id>", an event stream gets `event: reset` and ends. [default: 10s]
+    #[arg(long, env = "RINGCAST_MAX_LAG", value_parser = parse_duration, value_name = "DURATION")]
+    pub max_lag: Option<Duration>,
+
+    /// Node-wide cap on the bytes of encoded messages kept alive only by
+    /// connections' queues (beyond what channel history holds). Over it,
+    /// publishes are refused with 503 and Retry-After until readers catch
+    /// up or are closed. [default: 256MiB]
+    #[arg(long, env = "RINGCAST_MAX_PINNED", value_parser = parse_size, value_name = "SIZE")]
+    pub max_pinned: Option<u64>,
+
+    /// Leave Nagle's algorithm on (no `TCP_NODELAY` on accepted sockets).
+    /// With it on, a small frame sent while the previous one is
+    /// unacknowledged can wait for a delayed ACK.
+    #[arg(long, env = "RINGCAST_NO_TCP_NODELAY")]
+    pub no_tcp_nodelay: bool,
 
     /// Largest HTTP request head (431 beyond). [default: 8KiB]
     #[arg(long, env = "RINGCAST_MAX_HEAD_SIZE", value_parser = parse_size, value_name = "SIZE")]
@@ -174,6 +195,9 @@ struct FileConfig {
     max_message_size: Option<toml::Value>,
     max_batch_size: Option<toml::Value>,
     max_outbound: Option<toml::Value>,
+    max_lag: Option<String>,
+    max_pinned: Option<toml::Value>,
+    no_tcp_nodelay: Option<bool>,
     max_head_size: Option<toml::Value>,
     history_size: Option<usize>,
     history_ttl: Option<String>,
@@ -214,8 +238,14 @@ pub struct Settings {
     pub max_message_size: usize,
     /// Largest batch body.
     pub max_batch_size: usize,
-    /// Per-connection outbound limit.
+    /// Bytes queued per connection before messages wait in history.
     pub max_outbound: usize,
+    /// Longest a subscription's oldest undelivered message may wait.
+    pub max_lag: Duration,
+    /// Node-wide cap on bytes kept alive only by queues.
+    pub max_pinned: usize,
+    /// Set `TCP_NODELAY` on accepted sockets.
+    pub tcp_nodelay: bool,
     /// Largest request head.
     pub max_head_size: usize,
     /// History length.
@@ -336,6 +366,15 @@ impl Settings {
                 .max_outbound
                 .or(file_size(file.max_outbound, "max-outbound")?)
                 .unwrap_or(1 << 20) as usize,
+            max_lag: cli
+                .max_lag
+                .or(file_duration(file.max_lag, "max-lag")?)
+                .unwrap_or(Duration::from_secs(10)),
+            max_pinned: cli
+                .max_pinned
+                .or(file_size(file.max_pinned, "max-pinned")?)
+                .unwrap_or(256 << 20) as usize,
+            tcp_nodelay: !(cli.no_tcp_nodelay || file.no_tcp_nodelay.unwrap_or(false)),
             max_head_size: cli
                 .max_head_size
                 .or(file_size(file.max_head_size, "max-head-size")?)
@@ -381,6 +420,15 @@ impl Settings {
         Ok(s)
     }
 
+    /// Bytes queued for one connection beyond which it is a slow
+    /// consumer. Fan-outs stop at `--max-outbound` (the rest waits in
+    /// history); a connection's own output (answers, echoes, one replay) is
+    /// bounded by what a valid peer can make it send, so only a peer that
+    /// sends without reading gets past this.
+    pub fn outbound_hard_limit(&self) -> usize {
+        2 * self.max_outbound + self.max_message_size + (64 << 10)
+    }
+
     fn check(&self) -> Result<(), ConfigError> {
         let fail = |m: &str| Err(ConfigError(m.into()));
         if self.shards == 0 || self.shards > 64 {
@@ -397,6 +445,9 @@ impl Settings {
         }
         if self.ping_interval < Duration::from_millis(200) {
             return fail("--ping-interval must be at least 200ms");
+        }
+        if self.max_lag < Duration::from_millis(200) {
+            return fail("--max-lag must be at least 200ms");
         }
         for (name, d) in [
             ("--handshake-timeout", self.handshake_timeout),

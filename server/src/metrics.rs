@@ -26,9 +26,14 @@ pub enum Refusal {
     TooLarge,
     /// Request head did not arrive in time.
     Timeout,
+    /// A publish while readers that are behind pin more than
+    /// `--max-pinned`.
+    Overloaded,
+    /// A request while the node drains.
+    Draining,
 }
 
-const REFUSALS: [(Refusal, &str); 7] = [
+const REFUSALS: [(Refusal, &str); 9] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -36,6 +41,8 @@ const REFUSALS: [(Refusal, &str); 7] = [
     (Refusal::NotFound, "not_found"),
     (Refusal::TooLarge, "too_large"),
     (Refusal::Timeout, "timeout"),
+    (Refusal::Overloaded, "overloaded"),
+    (Refusal::Draining, "draining"),
 ];
 
 /// Transports, for the connection gauge.
@@ -78,7 +85,7 @@ pub struct ShardMetrics {
     /// a listener that accepted none for a second).
     pub accept_rearms: AtomicU64,
     /// Refused requests by reason.
-    pub refused: [AtomicU64; 7],
+    pub refused: [AtomicU64; 9],
     /// WebSocket handshakes completed.
     pub upgrades: AtomicU64,
     /// Messages published on channels this shard owns.
@@ -89,8 +96,20 @@ pub struct ShardMetrics {
     pub bytes_in: AtomicU64,
     /// Bytes sent.
     pub bytes_out: AtomicU64,
-    /// Connections closed for not reading fast enough.
+    /// Connections closed for sending without reading (their own output
+    /// over the hard limit).
     pub slow_consumers: AtomicU64,
+    /// Subscriptions that fell behind their socket (and caught up from
+    /// history, or were closed for lagging).
+    pub fell_behind: AtomicU64,
+    /// Readers closed because a message waited longer than `--max-lag`.
+    pub lagging_closes: AtomicU64,
+    /// Live-only messages (ephemeral, presence) a subscription that was
+    /// behind did not get.
+    pub live_only_skipped: AtomicU64,
+    /// Bytes of messages this shard keeps for subscriptions that are
+    /// behind (`hub::backlog`).
+    pub pinned_bytes: AtomicU64,
     /// Connections closed for not answering pings.
     pub ping_timeouts: AtomicU64,
     /// WebSocket protocol violations by peers.
@@ -162,7 +181,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
         }
     }
     type Field = fn(&ShardMetrics) -> &AtomicU64;
-    let counters: [(&str, &str, Field); 14] = [
+    let counters: [(&str, &str, Field); 18] = [
         ("accepts_total", "Connections accepted.", |m| &m.accepts),
         ("accept_errors_total", "Accept failures.", |m| {
             &m.accept_errors
@@ -189,8 +208,28 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
         ("bytes_out_total", "Bytes sent.", |m| &m.bytes_out),
         (
             "slow_consumer_closes_total",
-            "Connections closed because their outbound queue overflowed.",
+            "Connections closed for sending without reading (their own output over the hard limit).",
             |m| &m.slow_consumers,
+        ),
+        (
+            "fell_behind_total",
+            "Times a subscription's connection had a full window and its messages waited in history.",
+            |m| &m.fell_behind,
+        ),
+        (
+            "lagging_closes_total",
+            "Readers closed because their oldest undelivered message waited longer than --max-lag.",
+            |m| &m.lagging_closes,
+        ),
+        (
+            "live_only_skipped_total",
+            "Live-only messages (ephemeral, presence) not sent to subscriptions that were behind.",
+            |m| &m.live_only_skipped,
+        ),
+        (
+            "pinned_bytes",
+            "Bytes of messages kept for subscriptions that are behind (at most what they add to history); publishes are refused over --max-pinned.",
+            |m| &m.pinned_bytes,
         ),
         (
             "ping_timeouts_total",

@@ -49,7 +49,7 @@ impl std::fmt::Display for NodeError {
 impl std::error::Error for NodeError {}
 
 /// Runs a node until SIGTERM or SIGINT has drained it.
-pub fn run(settings: Settings) -> Result<(), NodeError> {
+pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     let nofile = match sys::raise_nofile_to_hard() {
         Ok((soft, _)) => soft,
         Err(e) => {
@@ -80,6 +80,18 @@ pub fn run(settings: Settings) -> Result<(), NodeError> {
             "this kernel's io_uring lacks {} (IORING_OP_*): Linux 6.1 or newer is required",
             missing.join(", ")
         )));
+    }
+    if settings.tcp_nodelay
+        && !probe
+            .unsupported(&[Opcode::UringCmd])
+            .map_err(|e| NodeError(e.to_string()))?
+            .is_empty()
+    {
+        tracing::warn!(
+            "this kernel cannot set socket options through io_uring (Linux 6.7+): \
+             accepted sockets keep Nagle's algorithm (no TCP_NODELAY)"
+        );
+        settings.tcp_nodelay = false;
     }
     drop(probe);
 
@@ -259,15 +271,17 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         }
     }
     out.push_str(&format!(
-        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, outbound {} per connection, head {}\n",
+        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag){}\n",
         s.history_size,
         humantime::format_duration(s.history_ttl),
         humantime::format_duration(s.ping_interval),
         humantime::format_duration(s.ping_interval * 2),
         human_size(s.max_message_size),
         human_size(s.max_batch_size),
-        human_size(s.max_outbound),
         human_size(s.max_head_size),
+        human_size(s.max_outbound),
+        humantime::format_duration(s.max_lag),
+        if s.tcp_nodelay { "; TCP_NODELAY" } else { "; Nagle on (--no-tcp-nodelay)" },
     ));
     out.push_str(&format!(
         "  subscribe    ws://{example}/ws/{{channel}}   (?since=ID to resume, ?format=json for ids)\n  publish      curl -H 'Content-Type: text/plain' -d hello http://{example}/pub/{{channel}}\n  health       http://{example}/healthz   metrics: http://{example}/metrics{}\n",

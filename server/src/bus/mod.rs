@@ -77,6 +77,15 @@ pub enum Mail {
         /// History to send first, and the live starting point.
         replay: Replay,
     },
+    /// A subscription of this shard that fell behind catches up (a shard
+    /// sends this to itself): from the shard's backlog, or else from the
+    /// owner's history, as a [`Mail::Subscribe`] from its cursor.
+    CatchUp {
+        /// The subscriber.
+        conn: ConnHandle,
+        /// Its subscription.
+        at: SubRef,
+    },
     /// Shard `from` has no subscribers of `channel` left.
     Unsubscribe {
         /// The shard.

@@ -30,8 +30,10 @@
 //!   so an old id can never be mistaken for a new one.
 //! * This module does no I/O and reads no clock: callers pass `now`.
 
+pub mod backlog;
 pub mod channel;
 pub mod id;
+pub mod message;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -42,60 +44,10 @@ use codec::ws::DataKind;
 use hashbrown::HashMap;
 use slab::Slab;
 
+pub use backlog::Backlogs;
 pub use channel::ChannelName;
 pub use id::{Epoch, MsgId};
-
-/// A published message, shared by every shard that delivers it.
-#[derive(Debug)]
-pub struct Message {
-    /// Its channel.
-    pub channel: ChannelName,
-    /// Its id.
-    pub id: MsgId,
-    /// Text (UTF-8, checked at publish) or binary.
-    pub kind: DataKind,
-    /// The payload as published.
-    pub payload: Bytes,
-    /// The payload as one WebSocket frame, encoded once by the owner.
-    pub ws_frame: Bytes,
-    /// When the owner accepted it (for history expiry).
-    pub published_at: Instant,
-    /// What kind of event it is.
-    pub event: Event,
-}
-
-/// What a [`Message`] announces.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
-    /// A published message: it has an id and lives in history.
-    Stored,
-    /// A live-only message (typing indicators…): delivered to subscribers
-    /// that are live now, never stored, no id (`seq` 0).
-    Ephemeral,
-    /// A multiplexed-WebSocket client subscribed (presence).
-    Joined(ClientId),
-    /// A multiplexed-WebSocket client unsubscribed or left (presence).
-    Left(ClientId),
-}
-
-impl Message {
-    /// Whether it has an id and can be resumed from.
-    pub fn is_stored(&self) -> bool {
-        self.event == Event::Stored
-    }
-}
-
-/// Identifies a client in presence lists and events, printed as 16 hex
-/// digits. Unique among the node's live connections (the shard derives it
-/// from its connection key).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientId(pub u64);
-
-impl std::fmt::Display for ClientId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
+pub use message::{ClientId, Event, Message};
 
 /// How long history is kept.
 #[derive(Debug, Clone, Copy)]
@@ -109,14 +61,64 @@ pub struct HistoryLimits {
 /// Sentinel for a subscription waiting for its replay.
 pub const PENDING: u64 = u64::MAX;
 
+/// Flag on [`Sub::live_after`]: the subscription fell behind its
+/// connection's socket. Deliveries skip it; the value's low bits are its
+/// cursor (the last sequence number queued to it), from which it catches up
+/// through the owner's history at the socket's pace.
+pub const BEHIND: u64 = 1 << 63;
+
+/// Flag on [`Sub::live_after`], with [`BEHIND`]: its catch-up is on its way.
+pub const CATCHING_UP: u64 = 1 << 62;
+
+/// Where a subscription stands, from its [`Sub::live_after`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Waiting for its first replay.
+    Pending,
+    /// Live: delivered every message after this sequence number.
+    Live(u64),
+    /// Behind at this cursor; `true` while a catch-up is on its way.
+    Behind(u64, bool),
+}
+
+impl Standing {
+    /// Reads a `live_after` value.
+    pub fn of(live_after: u64) -> Standing {
+        if live_after == PENDING {
+            Standing::Pending
+        } else if live_after & BEHIND != 0 {
+            Standing::Behind(
+                live_after & !(BEHIND | CATCHING_UP),
+                live_after & CATCHING_UP != 0,
+            )
+        } else {
+            Standing::Live(live_after)
+        }
+    }
+}
+
 /// One local subscription.
 #[derive(Debug, Clone, Copy)]
 pub struct Sub<S> {
     /// Who subscribed, as the shard names it.
     pub subscriber: S,
     /// Deliver only messages with a higher sequence number; [`PENDING`]
-    /// until the owner's replay arrived.
+    /// until the owner's replay arrived; [`BEHIND`] (with the cursor) while
+    /// it catches up (see [`Standing`]). Any value with the top bit set is
+    /// skipped by deliveries.
     pub live_after: u64,
+}
+
+impl<S> Sub<S> {
+    /// Whether deliveries reach it.
+    pub fn is_live(&self) -> bool {
+        self.live_after & BEHIND == 0
+    }
+
+    /// Where it stands.
+    pub fn standing(&self) -> Standing {
+        Standing::of(self.live_after)
+    }
 }
 
 /// Where a local subscription lives in its shard's hub: the channel's and
@@ -163,6 +165,9 @@ pub enum ResetReason {
     Evicted,
     /// The id was never issued for this channel.
     Unknown,
+    /// The subscriber fell behind by more than `--max-lag`; the stream ends
+    /// and the client resumes after `since`.
+    Lagging,
 }
 
 impl ResetReason {
@@ -172,6 +177,7 @@ impl ResetReason {
             ResetReason::Epoch => "epoch",
             ResetReason::Evicted => "evicted",
             ResetReason::Unknown => "unknown",
+            ResetReason::Lagging => "lagging",
         }
     }
 }
@@ -187,7 +193,8 @@ pub struct Reset {
     pub missed: Option<u64>,
 }
 
-/// The owner's answer to a subscription.
+/// The owner's answer to a subscription, or to a subscription's catch-up:
+/// what its subscriber must be sent before it can go live.
 #[derive(Debug, Clone)]
 pub struct Replay {
     /// The channel.
@@ -198,6 +205,28 @@ pub struct Replay {
     pub reset: Option<Reset>,
     /// The last sequence number issued when the replay was taken.
     pub last_seq: u64,
+    /// `None` when the messages reach `last_seq`, so the subscription can
+    /// go live after it. Otherwise the replay stopped at its byte budget:
+    /// the subscription continues from its last message, and this is when
+    /// the first message left out was published (how long the
+    /// subscriber's oldest undelivered message has waited).
+    pub rest_since: Option<Instant>,
+}
+
+impl Replay {
+    /// Whether the messages reach `last_seq`.
+    pub fn is_complete(&self) -> bool {
+        self.rest_since.is_none()
+    }
+
+    /// Where the subscription stands once the replay is sent: live after
+    /// `last_seq`, or behind at the replay's last message.
+    pub fn standing(&self) -> Standing {
+        match self.messages.last() {
+            Some(m) if !self.is_complete() => Standing::Behind(m.id.seq, false),
+            _ => Standing::Live(self.last_seq),
+        }
+    }
 }
 
 /// What became of a channel when a local subscription was removed.
@@ -252,6 +281,7 @@ pub struct Hub<S> {
     channels: Slab<Channel<S>>,
     seq_floor: u64,
     stats: HubStats,
+    backlogs: Backlogs,
 }
 
 impl<S: Copy + PartialEq> Hub<S> {
@@ -267,6 +297,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             channels: Slab::new(),
             seq_floor: 0,
             stats: HubStats::default(),
+            backlogs: Backlogs::default(),
         }
     }
 
@@ -345,17 +376,51 @@ impl<S: Copy + PartialEq> Hub<S> {
     /// no longer exists or belongs to someone else than `subscriber` (its
     /// subscriber left meanwhile and the slot was reused).
     pub fn set_live(&mut self, at: SubRef, subscriber: &S, last_seq: u64) -> bool {
-        match self
-            .channels
-            .get_mut(at.chan as usize)
-            .and_then(|c| c.subs.get_mut(at.sub as usize))
-        {
+        self.set_standing(at, subscriber, Standing::Live(last_seq))
+    }
+
+    /// Sets where a subscription of `subscriber` stands (see [`Standing`]).
+    /// `false` when it no longer exists or belongs to someone else.
+    pub fn set_standing(&mut self, at: SubRef, subscriber: &S, standing: Standing) -> bool {
+        match self.sub_mut(at) {
             Some(s) if s.subscriber == *subscriber => {
-                s.live_after = last_seq;
+                let was_behind = matches!(s.standing(), Standing::Behind(..));
+                s.live_after = match standing {
+                    Standing::Pending => PENDING,
+                    Standing::Live(seq) => seq,
+                    Standing::Behind(cursor, false) => cursor | BEHIND,
+                    Standing::Behind(cursor, true) => cursor | BEHIND | CATCHING_UP,
+                };
+                match (was_behind, matches!(standing, Standing::Behind(..))) {
+                    (false, true) => self.backlogs.fell_behind(at.chan),
+                    (true, false) => self.backlogs.caught_up(at.chan),
+                    _ => {}
+                }
                 true
             }
             _ => false,
         }
+    }
+
+    /// Takes a replay (or a catch-up) for subscription `at` of
+    /// `subscriber`, before its messages are sent: it now stands where
+    /// [`Replay::standing`] says. Returns where it stood before, or `None`
+    /// when it no longer exists or belongs to someone else.
+    pub fn take_replay(&mut self, at: SubRef, subscriber: &S, replay: &Replay) -> Option<Standing> {
+        let before = self
+            .sub(at)
+            .filter(|s| s.subscriber == *subscriber)?
+            .standing();
+        self.set_standing(at, subscriber, replay.standing());
+        Some(before)
+    }
+
+    /// One local subscription, mutably.
+    pub fn sub_mut(&mut self, at: SubRef) -> Option<&mut Sub<S>> {
+        self.channels
+            .get_mut(at.chan as usize)?
+            .subs
+            .get_mut(at.sub as usize)
     }
 
     /// Removes a local subscription of `subscriber`.
@@ -371,7 +436,11 @@ impl<S: Copy + PartialEq> Hub<S> {
         {
             return Unsubscribed::Kept;
         }
-        ch.subs.remove(sub as usize);
+        let removed = ch.subs.remove(sub as usize);
+        if let Standing::Behind(..) = removed.standing() {
+            self.backlogs.caught_up(chan);
+        }
+        let ch = &self.channels[chan as usize];
         let outcome = if ch.subs.is_empty() && ch.owned.is_none() {
             Unsubscribed::LastLocal(ch.name.clone())
         } else {
@@ -379,6 +448,40 @@ impl<S: Copy + PartialEq> Hub<S> {
         };
         self.collect_if_unused(chan);
         outcome
+    }
+
+    /// A stored message of local channel `chan` reached this shard: kept
+    /// for the catch-ups of its subscriptions that are behind, if any (see
+    /// [`backlog`]).
+    pub fn keep_for_behind(&mut self, chan: u32, msg: &Arc<Message>) {
+        self.backlogs.keep(chan, msg);
+    }
+
+    /// The next messages for subscription `at`, behind at `cursor`, from
+    /// this shard's backlog: at most `budget` bytes of frames, always at
+    /// least one. `None` when the backlog does not reach back to the
+    /// cursor: the owner's history has what follows it.
+    pub fn catch_up_locally(&self, at: SubRef, cursor: u64, budget: usize) -> Option<Replay> {
+        let channel = self.channel_name(at.chan)?;
+        let up = self.backlogs.catch_up(at.chan, cursor, budget)?;
+        Some(Replay {
+            channel,
+            messages: up.messages,
+            reset: None,
+            last_seq: up.last_seq,
+            rest_since: up.rest_since,
+        })
+    }
+
+    /// Drops what channel `chan` keeps for subscriptions behind up to
+    /// `cursor`, the oldest cursor among them.
+    pub fn trim_backlog(&mut self, chan: u32, cursor: u64) {
+        self.backlogs.trim(chan, cursor);
+    }
+
+    /// The bytes this shard's backlogs keep alive.
+    pub fn pinned(&self) -> usize {
+        self.backlogs.pinned()
     }
 
     /// The local subscribers of a channel, by name.
@@ -392,6 +495,24 @@ impl<S: Copy + PartialEq> Hub<S> {
             .get(at.chan as usize)?
             .subs
             .get(at.sub as usize)
+    }
+
+    /// The local subscriptions of channel `chan`, with where each lives.
+    pub fn subs_at(&self, chan: u32) -> impl Iterator<Item = (SubRef, &Sub<S>)> {
+        self.channels
+            .get(chan as usize)
+            .into_iter()
+            .flat_map(move |c| {
+                c.subs.iter().map(move |(i, s)| {
+                    (
+                        SubRef {
+                            chan,
+                            sub: i as u32,
+                        },
+                        s,
+                    )
+                })
+            })
     }
 
     /// The local subscribers of channel `chan`.
@@ -410,12 +531,16 @@ impl<S: Copy + PartialEq> Hub<S> {
     // ---- owner side --------------------------------------------------------
 
     /// On the owner: registers interest from shard `from` (which may be this
-    /// shard) and returns what the new subscriber must be sent first.
+    /// shard) and returns what a subscriber resuming after `since` must be
+    /// sent first — at most `budget` bytes of messages (by their WebSocket
+    /// frames), and always at least one. A subscriber that fell behind
+    /// catches up the same way, from its cursor.
     pub fn owner_subscribe(
         &mut self,
         name: &ChannelName,
         from: usize,
         since: Option<MsgId>,
+        budget: usize,
     ) -> Replay {
         debug_assert!(self.owns(name));
         let idx = self.entry(name);
@@ -433,6 +558,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             messages: Vec::new(),
             reset: None,
             last_seq: owned.last_seq,
+            rest_since: None,
         };
         let Some(since) = since else {
             return replay;
@@ -461,12 +587,15 @@ impl<S: Copy + PartialEq> Hub<S> {
             (None, since.seq)
         };
         replay.reset = reset;
-        replay.messages = owned
-            .history
-            .iter()
-            .filter(|m| m.id.seq > after)
-            .cloned()
-            .collect();
+        let mut bytes = 0usize;
+        for m in owned.history.iter().filter(|m| m.id.seq > after) {
+            if !replay.messages.is_empty() && bytes + m.ws_frame.len() > budget {
+                replay.rest_since = Some(m.published_at);
+                break;
+            }
+            bytes += m.ws_frame.len();
+            replay.messages.push(m.clone());
+        }
         replay
     }
 
@@ -712,7 +841,7 @@ mod tests {
             epoch: h.epoch(),
             seq: 2,
         };
-        let r = h.owner_subscribe(&ch, 0, Some(since));
+        let r = h.owner_subscribe(&ch, 0, Some(since), usize::MAX);
         assert_eq!(seqs(&r), [3, 4, 5]);
         assert_eq!((r.reset, r.last_seq), (None, 5));
         let r = h.owner_subscribe(
@@ -722,9 +851,10 @@ mod tests {
                 epoch: h.epoch(),
                 seq: 5,
             }),
+            usize::MAX,
         );
         assert!(r.messages.is_empty() && r.reset.is_none());
-        let r = h.owner_subscribe(&ch, 0, None);
+        let r = h.owner_subscribe(&ch, 0, None, usize::MAX);
         assert!(r.messages.is_empty() && r.reset.is_none() && r.last_seq == 5);
         // "from the start": seq 0 of the current epoch.
         let r = h.owner_subscribe(
@@ -734,6 +864,7 @@ mod tests {
                 epoch: h.epoch(),
                 seq: 0,
             }),
+            usize::MAX,
         );
         assert_eq!(seqs(&r), [1, 2, 3, 4, 5]);
         assert_eq!(r.reset, None);
@@ -753,7 +884,7 @@ mod tests {
             epoch: h.epoch(),
             seq: 1,
         };
-        let r = h.owner_subscribe(&ch, 0, Some(since));
+        let r = h.owner_subscribe(&ch, 0, Some(since), usize::MAX);
         assert_eq!(
             r.reset,
             Some(Reset {
@@ -771,6 +902,7 @@ mod tests {
                 epoch: h.epoch(),
                 seq: 3,
             }),
+            usize::MAX,
         );
         assert_eq!((r.reset, seqs(&r)), (None, vec![4, 5, 6]));
         // Another epoch: everything, with the reason.
@@ -778,7 +910,7 @@ mod tests {
             epoch: Epoch::from_bits(8),
             seq: 5,
         };
-        let r = h.owner_subscribe(&ch, 0, Some(old));
+        let r = h.owner_subscribe(&ch, 0, Some(old), usize::MAX);
         assert_eq!(r.reset.unwrap().reason, ResetReason::Epoch);
         assert_eq!(seqs(&r), [4, 5, 6]);
         // An id from the future.
@@ -787,7 +919,7 @@ mod tests {
             seq: 99,
         };
         assert_eq!(
-            h.owner_subscribe(&ch, 0, Some(future))
+            h.owner_subscribe(&ch, 0, Some(future), usize::MAX)
                 .reset
                 .unwrap()
                 .reason,
@@ -820,7 +952,7 @@ mod tests {
             epoch: h.epoch(),
             seq: 2,
         };
-        let r = h.owner_subscribe(&ch, 0, Some(since));
+        let r = h.owner_subscribe(&ch, 0, Some(since), usize::MAX);
         assert_eq!(
             r.reset,
             Some(Reset {
@@ -844,7 +976,7 @@ mod tests {
             owner.publish(&ch, DataKind::Text, Bytes::new(), now).1,
             ShardSet(0)
         );
-        owner.owner_subscribe(&ch, 1, None);
+        owner.owner_subscribe(&ch, 1, None, usize::MAX);
         assert_eq!(
             owner.publish(&ch, DataKind::Text, Bytes::new(), now).1,
             ShardSet(0b10)
@@ -899,6 +1031,7 @@ mod tests {
                 epoch: h.epoch(),
                 seq: 0,
             }),
+            usize::MAX,
         );
         assert_eq!(seqs(&r), [1], "ephemeral messages never enter history");
         assert_eq!(
@@ -924,6 +1057,59 @@ mod tests {
     }
 
     #[test]
+    fn replays_stop_at_their_budget_and_say_where_to_continue() {
+        let mut h = hub(0, 1, 10);
+        let ch = name("a");
+        let now = Instant::now();
+        for _ in 0..5 {
+            h.publish(&ch, DataKind::Binary, Bytes::from(vec![0u8; 100]), now);
+        }
+        let frame = 102; // a 100-byte payload's frame
+        let from = |seq| {
+            Some(MsgId {
+                epoch: Epoch::from_bits(7),
+                seq,
+            })
+        };
+        let r = h.owner_subscribe(&ch, 0, from(0), 2 * frame);
+        assert_eq!((seqs(&r), r.is_complete()), (vec![1, 2], false));
+        assert_eq!(r.standing(), Standing::Behind(2, false));
+        let r = h.owner_subscribe(&ch, 0, from(2), 2 * frame);
+        assert_eq!((seqs(&r), r.is_complete()), (vec![3, 4], false));
+        let r = h.owner_subscribe(&ch, 0, from(4), 2 * frame);
+        assert_eq!((seqs(&r), r.is_complete()), (vec![5], true));
+        assert_eq!(r.standing(), Standing::Live(5));
+        // A budget smaller than one message still moves on by one.
+        let r = h.owner_subscribe(&ch, 0, from(0), 1);
+        assert_eq!((seqs(&r), r.is_complete()), (vec![1], false));
+        // Nothing to send: live at the end.
+        let r = h.owner_subscribe(&ch, 0, None, 1);
+        assert_eq!((r.messages.len(), r.standing()), (0, Standing::Live(5)));
+    }
+
+    #[test]
+    fn standings_round_trip_through_live_after() {
+        let mut h = hub(0, 1, 10);
+        let at = h.add_sub(&name("a"), 1);
+        assert_eq!(h.sub(at).unwrap().standing(), Standing::Pending);
+        for st in [
+            Standing::Live(0),
+            Standing::Live(41),
+            Standing::Behind(7, false),
+            Standing::Behind(7, true),
+        ] {
+            assert!(h.set_standing(at, &1, st));
+            let sub = h.sub(at).unwrap();
+            assert_eq!(sub.standing(), st);
+            assert_eq!(sub.is_live(), matches!(st, Standing::Live(_)));
+        }
+        assert!(
+            !h.set_standing(at, &2, Standing::Live(1)),
+            "not its subscription"
+        );
+    }
+
+    #[test]
     fn disabled_history_still_assigns_ids() {
         let mut h = hub(0, 1, 0);
         let ch = name("a");
@@ -936,6 +1122,7 @@ mod tests {
                 epoch: h.epoch(),
                 seq: 0,
             }),
+            usize::MAX,
         );
         assert_eq!(r.reset.unwrap().missed, Some(1));
     }

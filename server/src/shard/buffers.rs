@@ -1,47 +1,85 @@
 //! A busy connection's buffers: the bytes queued for it, what the kernel
 //! is sending, and received bytes its protocol could not use yet.
 //!
+//! Each queued buffer carries the sequence number of the message it holds
+//! (0 for anything else: a response, a ping, an id line), so that when the
+//! queue is dropped — a reader closed for lagging — the shard can tell the
+//! first message the peer may not have received whole.
+//!
 //! An idle connection has none of this (the box is returned to a per-shard
 //! pool), which is what keeps an idle slot small.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
+use uring::MAX_IOV;
 
 /// See the module docs.
 #[derive(Debug, Default)]
 pub struct Buffers {
     /// Buffers not yet handed to the kernel, in order.
     pub out: VecDeque<Bytes>,
+    /// The message sequence number of each buffer in `out` (0: not a
+    /// message).
+    seqs: VecDeque<u64>,
     /// Their total length.
     pub queued: usize,
     /// Bytes of the send in flight.
     pub inflight: usize,
+    /// The sequence numbers of the buffers in the send in flight, in order.
+    inflight_seqs: Vec<u64>,
     /// Received bytes not consumed yet (a partial head, frame or body, or
     /// requests pipelined behind an answer).
     pub input: BytesMut,
 }
 
 impl Buffers {
-    /// Queues `bytes` after everything queued before.
-    pub fn push(&mut self, bytes: Bytes) {
+    /// Queues `bytes` (message `seq`, or 0) after everything queued before.
+    pub fn push(&mut self, bytes: Bytes, seq: u64) {
         self.queued += bytes.len();
         self.out.push_back(bytes);
+        self.seqs.push_back(seq);
     }
 
-    /// Puts bytes the kernel did not take back at the head of the queue,
-    /// in order.
-    pub fn push_front_all(&mut self, unsent: impl DoubleEndedIterator<Item = Bytes>) {
-        for b in unsent.rev() {
+    /// Records that the first `n` queued buffers were handed to the kernel
+    /// as one send of `len` bytes (they have left `out` already).
+    pub fn sent(&mut self, n: usize, len: usize) {
+        self.queued -= len;
+        self.inflight = len;
+        self.inflight_seqs.clear();
+        self.inflight_seqs.extend(self.seqs.drain(..n));
+    }
+
+    /// The send in flight completed; `unsent` are the bytes the kernel did
+    /// not take (after a short write), which go back in front of anything
+    /// queued since, in order.
+    pub fn completed(&mut self, unsent: Vec<Bytes>) {
+        self.inflight = 0;
+        let n = unsent.len();
+        let from = self.inflight_seqs.len() - n.min(self.inflight_seqs.len());
+        for (b, &seq) in unsent.into_iter().zip(&self.inflight_seqs[from..]).rev() {
             self.queued += b.len();
             self.out.push_front(b);
+            self.seqs.push_front(seq);
         }
+        self.inflight_seqs.clear();
     }
 
-    /// Drops what is queued but not in flight.
-    pub fn discard_queued(&mut self) {
+    /// Drops what is queued but not in flight. Returns the lowest sequence
+    /// number of a message the peer may not have received whole: dropped,
+    /// or in the send still in flight.
+    pub fn discard_queued(&mut self) -> Option<u64> {
+        let first = self
+            .inflight_seqs
+            .iter()
+            .chain(&self.seqs)
+            .copied()
+            .filter(|&seq| seq != 0)
+            .min();
         self.out.clear();
+        self.seqs.clear();
         self.queued = 0;
+        first
     }
 
     /// Bytes queued or in flight.
@@ -56,11 +94,50 @@ impl Buffers {
     }
 
     /// Empties the box for reuse; `false` if it grew too large to keep.
-    pub fn reset(&mut self, max_queue: usize) -> bool {
+    pub fn reset(&mut self) -> bool {
         self.out.clear();
+        self.seqs.clear();
         self.queued = 0;
         self.inflight = 0;
+        self.inflight_seqs.clear();
         self.input = BytesMut::new();
-        self.out.capacity() <= max_queue
+        self.out.capacity() <= MAX_IOV && self.seqs.capacity() <= MAX_IOV
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    #[test]
+    fn a_discard_names_the_first_message_not_surely_delivered() {
+        let mut q = Buffers::default();
+        q.push(b("head"), 0);
+        q.push(b("m5"), 5);
+        q.push(b("m6"), 6);
+        assert_eq!(q.outbound(), 8);
+        // Two buffers leave in one send; m6 waits.
+        let first: Vec<Bytes> = q.out.drain(..2).collect();
+        q.sent(first.len(), 6);
+        assert_eq!((q.queued, q.inflight), (2, 6));
+        // The send in flight may not complete: m5 is the first at risk.
+        let mut copy = Buffers {
+            inflight_seqs: q.inflight_seqs.clone(),
+            seqs: q.seqs.clone(),
+            ..Default::default()
+        };
+        assert_eq!(copy.discard_queued(), Some(5));
+        // It completes short: "m5" was not taken and goes back in front.
+        q.completed(vec![b("m5")]);
+        assert_eq!(q.out, [b("m5"), b("m6")]);
+        assert_eq!(q.discard_queued(), Some(5));
+        assert_eq!(q.outbound(), 0);
+        // Nothing but responses queued: no message at risk.
+        q.push(b("pong"), 0);
+        assert_eq!(q.discard_queued(), None);
     }
 }

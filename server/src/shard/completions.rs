@@ -58,6 +58,14 @@ impl Shard {
                 }
                 self.acceptor.on_closed(&mut self.conns, r);
             }
+            Some(Op::SockOpt) => {
+                // Only a failure posts; the connection works on, with Nagle.
+                tracing::debug!(
+                    shard = self.id,
+                    "setting TCP_NODELAY failed: {}",
+                    std::io::Error::from_raw_os_error(-c.result())
+                );
+            }
             Some(Op::Wake | Op::Shutdown | Op::Cancel) | None => {}
         }
     }

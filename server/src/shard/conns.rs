@@ -103,14 +103,17 @@ impl ConnKey {
     }
 }
 
-/// What a hub subscription of this shard records: who, and how its
-/// deliveries are framed.
+/// What a hub subscription of this shard records: who, how its
+/// deliveries are framed, and since when it has been behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Subscriber {
     /// The subscribed connection.
     pub key: ConnKey,
     /// Its framing.
     pub format: Format,
+    /// The tick it last fell behind (meaningful while it is behind): its
+    /// oldest undelivered message has waited since about then.
+    pub behind_since: Tick,
 }
 
 /// Bit flags of [`Conn::flags`].
@@ -121,6 +124,8 @@ mod flags {
     pub const SENDING: u8 = 2;
     /// Queued on the shard's list of connections to flush.
     pub const DIRTY: u8 = 4;
+    /// A subscription fell behind: catch up once the queue has drained.
+    pub const BEHIND: u8 = 8;
 }
 
 /// The state of one connection slot.
@@ -188,8 +193,20 @@ pub enum Queued {
     Ok,
     /// The connection is gone.
     Gone,
-    /// Its outbound bytes are over the limit: a slow consumer.
+    /// Its outbound bytes are over the hard limit: a slow consumer.
     Overflow,
+}
+
+/// What became of a message offered to a subscriber.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Queued.
+    Queued,
+    /// The connection's queue is full (`--max-outbound`): the message
+    /// waits in history.
+    Full,
+    /// The connection is gone.
+    Gone,
 }
 
 /// What a send completion asks of the shard.
@@ -216,9 +233,29 @@ pub struct Conns {
     /// reused: connections hold `Option<Box<Buffers>>` to stay small.
     #[allow(clippy::vec_box)]
     spare: Vec<Box<Buffers>>,
-    /// Outbound limit per connection.
-    max_outbound: usize,
+    /// Bytes a fan-out may queue for one connection (`--max-outbound`).
+    window: usize,
+    /// Bytes beyond which a connection's own output (answers, echoes,
+    /// replays) makes it a slow consumer: a peer that sends without
+    /// reading.
+    hard_limit: usize,
+    /// Set `TCP_NODELAY` on accepted sockets.
+    nodelay: bool,
+    /// Connections whose queue drained while a subscription was behind.
+    hungry: Vec<ConnKey>,
     metrics: Arc<ShardMetrics>,
+}
+
+/// How a shard's connections send.
+#[derive(Debug, Clone, Copy)]
+pub struct OutputPlan {
+    /// Bytes a fan-out may queue for one connection.
+    pub window: usize,
+    /// Bytes beyond which a connection's own output makes it a slow
+    /// consumer.
+    pub hard_limit: usize,
+    /// Set `TCP_NODELAY` on accepted sockets.
+    pub nodelay: bool,
 }
 
 impl Conns {
@@ -226,7 +263,7 @@ impl Conns {
     pub fn new(
         plan: Plan,
         buffers: BufferPlan,
-        max_outbound: usize,
+        output: OutputPlan,
         metrics: Arc<ShardMetrics>,
     ) -> Result<Conns, SetupError> {
         let mut conns = Conns {
@@ -235,7 +272,10 @@ impl Conns {
             buffers,
             dirty: Vec::new(),
             spare: Vec::new(),
-            max_outbound,
+            window: output.window,
+            hard_limit: output.hard_limit,
+            nodelay: output.nodelay,
+            hungry: Vec::new(),
             metrics,
         };
         conns.add_ring(None)?;
@@ -321,6 +361,9 @@ impl Conns {
         conn.gen = gen;
         conn.flags = flags::LIVE;
         cr.used += 1;
+        if self.nodelay {
+            cr.ring.set_tcp_nodelay(slot, Op::SockOpt.tag(slot, gen));
+        }
         cr.ring.recv_multi(slot, Op::Recv.tag(slot, gen));
         ConnKey::new(r as u8, slot, gen)
     }
@@ -356,7 +399,7 @@ impl Conns {
     }
 
     fn give_back(&mut self, mut b: Box<Buffers>) {
-        if self.spare.len() < SPARE_BUFFERS && b.reset(uring::MAX_IOV) {
+        if self.spare.len() < SPARE_BUFFERS && b.reset() {
             self.spare.push(b);
         }
     }
@@ -392,9 +435,11 @@ impl Conns {
 
     // ---- output --------------------------------------------------------------
 
-    /// Queues `bytes` for `key`; it leaves at the end of the turn.
-    pub fn queue(&mut self, key: ConnKey, bytes: Bytes) -> Queued {
-        let max = self.max_outbound;
+    /// Queues the connection's own output (message `seq`, or 0) for
+    /// `key`; it leaves at the end of the turn. Only a peer that sends
+    /// without reading gets past the hard limit.
+    pub fn queue(&mut self, key: ConnKey, bytes: Bytes, seq: u64) -> Queued {
+        let hard_limit = self.hard_limit;
         let spare = &mut self.spare;
         let Some(conn) = live(&mut self.rings, key) else {
             return Queued::Gone;
@@ -402,8 +447,8 @@ impl Conns {
         let b = conn
             .buffers
             .get_or_insert_with(|| spare.pop().unwrap_or_default());
-        b.push(bytes);
-        let over = b.outbound() > max;
+        b.push(bytes, seq);
+        let over = b.outbound() > hard_limit;
         if !conn.has(flags::SENDING | flags::DIRTY) {
             conn.flags |= flags::DIRTY;
             self.dirty.push(key);
@@ -415,11 +460,55 @@ impl Conns {
         }
     }
 
-    /// Drops what is queued for `key` but not yet in flight.
-    pub fn discard_queued(&mut self, key: ConnKey) {
-        if let Some(b) = live(&mut self.rings, key).and_then(|c| c.buffers.as_mut()) {
-            b.discard_queued();
+    /// Offers a delivery (message `seq`) to `key`: queued, unless the
+    /// connection already has a full window (`--max-outbound`) queued or
+    /// in flight — then the message stays in history and the subscription
+    /// catches up when the socket has taken the queue. A connection with
+    /// nothing outstanding always takes one message, however large.
+    pub fn offer(&mut self, key: ConnKey, bytes: Bytes, seq: u64) -> Offered {
+        let Some(conn) = self.get(key) else {
+            return Offered::Gone;
+        };
+        let outbound = conn.outbound();
+        if outbound > 0 && outbound + bytes.len() > self.window {
+            return Offered::Full;
         }
+        self.queue(key, bytes, seq);
+        Offered::Queued
+    }
+
+    /// Whether a delivery of `len` bytes would find `key`'s window full.
+    pub fn window_full(&self, key: ConnKey, len: usize) -> bool {
+        let outbound = self.outbound(key);
+        outbound > 0 && outbound + len > self.window
+    }
+
+    /// A subscription of `key` fell behind: once its queue has gone to the
+    /// kernel, the connection is *hungry* (see [`Conns::take_hungry`]).
+    pub fn mark_behind(&mut self, key: ConnKey) {
+        if let Some(conn) = self.get_mut(key) {
+            conn.flags |= flags::BEHIND;
+        }
+    }
+
+    /// Connections whose queue went to the kernel while a subscription
+    /// was behind: time to catch up from history.
+    pub fn take_hungry(&mut self, out: &mut Vec<ConnKey>) {
+        out.append(&mut self.hungry);
+    }
+
+    /// Whether some connection is hungry.
+    pub fn has_hungry(&self) -> bool {
+        !self.hungry.is_empty()
+    }
+
+    /// Drops what is queued for `key` but not yet in flight. Returns the
+    /// lowest sequence number of a message the peer may not have received
+    /// whole (see [`Buffers::discard_queued`]).
+    pub fn discard_queued(&mut self, key: ConnKey) -> Option<u64> {
+        live(&mut self.rings, key)
+            .and_then(|c| c.buffers.as_mut())
+            .and_then(|b| b.discard_queued())
     }
 
     /// Starts a send for every connection that got bytes this turn.
@@ -465,14 +554,24 @@ impl Conns {
                     self.spare.push(b);
                 }
             }
+            if conn.has(flags::BEHIND) {
+                conn.flags &= !flags::BEHIND;
+                self.hungry.push(key);
+            }
             return !draining;
         };
+        let n = b.out.len().min(max);
         let len = cr
             .ring
             .send_from(key.slot(), Op::Send as u8, key.0, &mut b.out);
-        b.queued -= len;
-        b.inflight = len;
+        b.sent(n, len);
         conn.flags |= flags::SENDING;
+        if b.out.is_empty() && conn.has(flags::BEHIND) {
+            // Everything queued is on its way: ask for more now, so it is
+            // here by the time the socket has taken this send.
+            conn.flags &= !flags::BEHIND;
+            self.hungry.push(key);
+        }
         true
     }
 
@@ -494,12 +593,14 @@ impl Conns {
         let b = conn
             .buffers
             .get_or_insert_with(|| spare.pop().unwrap_or_default());
-        b.inflight = 0;
-        if done.is_short() {
-            // The socket buffer filled: what the kernel did not take goes
-            // back in front of anything queued since, in order.
-            b.push_front_all(done.unsent());
-        }
+        // After a short write (the socket buffer filled), what the kernel
+        // did not take goes back in front of anything queued since.
+        let unsent = if done.is_short() {
+            done.unsent().collect()
+        } else {
+            Vec::new()
+        };
+        b.completed(unsent);
         if self.start_send(key) {
             SendDone::Sent
         } else {

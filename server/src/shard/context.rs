@@ -8,13 +8,17 @@
 //! shard owns the channel) to itself; either way the answer comes back as a
 //! later call on the protocol, never during this one.
 
+use std::time::Instant;
+
 use bytes::Bytes;
 
 use crate::bus::{Mail, ReplyTo};
 use crate::config::Settings;
-use crate::hub::{ChannelName, ClientId, Epoch, PublishItem, SubRef, Unsubscribed, PENDING};
+use crate::hub::{
+    ChannelName, ClientId, Epoch, PublishItem, Replay, Standing, SubRef, Unsubscribed,
+};
 use crate::metrics::ShardMetrics;
-use crate::transport::{Context, Subscribe, Tick};
+use crate::transport::{tick_at, waiting_since, Context, Subscribe, Tick};
 
 use super::conns::{ConnKey, Conns, Queued, Subscriber};
 use super::owner::ShardHub;
@@ -39,6 +43,8 @@ pub struct ConnCtx<'a> {
     pub key: ConnKey,
     /// The current tick.
     pub now: Tick,
+    /// When tick 0 was.
+    pub started: Instant,
     /// The node is draining.
     pub draining: bool,
     /// What every shard shares.
@@ -53,6 +59,8 @@ pub struct ConnCtx<'a> {
     pub post: &'a mut Post,
     /// The shard's request counter.
     pub next_token: &'a mut u32,
+    /// Subscriptions that fell behind, for the shard's lag check.
+    pub behind: &'a mut Vec<(ConnKey, SubRef)>,
     /// What the call asked of the driver.
     pub requests: Requests,
 }
@@ -99,14 +107,18 @@ impl Context for ConnCtx<'_> {
     }
 
     fn send(&mut self, bytes: Bytes) {
-        if self.conns.queue(self.key, bytes) == Queued::Overflow {
+        self.send_message(bytes, 0);
+    }
+
+    fn send_message(&mut self, bytes: Bytes, seq: u64) {
+        if self.conns.queue(self.key, bytes, seq) == Queued::Overflow {
             self.requests.slow = true;
         }
     }
 
-    fn discard_output(&mut self) {
-        self.conns.discard_queued(self.key);
+    fn discard_output(&mut self) -> Option<u64> {
         self.requests.slow = false;
+        self.conns.discard_queued(self.key)
     }
 
     fn output_pending(&self) -> bool {
@@ -127,6 +139,7 @@ impl Context for ConnCtx<'_> {
             Subscriber {
                 key: self.key,
                 format: request.format,
+                behind_since: 0,
             },
         );
         let me = self.post.me();
@@ -146,19 +159,72 @@ impl Context for ConnCtx<'_> {
         at
     }
 
-    fn set_live(&mut self, at: SubRef, last_seq: u64) -> bool {
-        match self.own_sub(at) {
-            Some(s) => self.hub.set_live(at, &s, last_seq),
-            None => false,
+    fn accept_replay(&mut self, at: SubRef, replay: &Replay) -> bool {
+        let Some(s) = self.own_sub(at) else {
+            return false;
+        };
+        let Some(before) = self.hub.take_replay(at, &s, replay) else {
+            return false;
+        };
+        if let Standing::Behind(..) = replay.standing() {
+            let was_behind = matches!(before, Standing::Behind(..));
+            let since = waiting_since(
+                was_behind.then_some(s.behind_since),
+                self.now,
+                replay.rest_since.map(|t| tick_at(self.started, t)),
+            );
+            if let Some(sub) = self.hub.sub_mut(at) {
+                sub.subscriber.behind_since = since;
+            }
+            if !was_behind {
+                self.behind.push((self.key, at));
+            }
+            self.conns.mark_behind(self.key);
         }
+        true
     }
 
     fn position(&self, at: SubRef) -> Option<u64> {
         self.own_sub(at)?;
+        match self.hub.sub(at)?.standing() {
+            Standing::Live(seq) => Some(seq),
+            _ => None,
+        }
+    }
+
+    fn cursor(&self, at: SubRef) -> Option<u64> {
+        self.own_sub(at)?;
+        match self.hub.sub(at)?.standing() {
+            Standing::Live(seq) | Standing::Behind(seq, _) => Some(seq),
+            Standing::Pending => None,
+        }
+    }
+
+    fn needs_catch_up(&self, at: SubRef) -> bool {
+        self.own_sub(at).is_some()
+            && self
+                .hub
+                .sub(at)
+                .is_some_and(|s| matches!(s.standing(), Standing::Behind(_, false)))
+    }
+
+    fn catch_up(&mut self, at: SubRef) {
+        let Some(s) = self.own_sub(at) else {
+            return;
+        };
+        let Some(Standing::Behind(cursor, false)) = self.hub.sub(at).map(|s| s.standing()) else {
+            return;
+        };
         self.hub
-            .sub(at)
-            .map(|s| s.live_after)
-            .filter(|&seq| seq != PENDING)
+            .set_standing(at, &s, Standing::Behind(cursor, true));
+        let me = self.post.me();
+        let conn = self.key.handle();
+        self.post.send(me, Mail::CatchUp { conn, at });
+    }
+
+    fn channel(&self, at: SubRef) -> Option<ChannelName> {
+        self.own_sub(at)?;
+        self.hub.channel_name(at.chan)
     }
 
     fn unsubscribe(&mut self, at: SubRef, presence: bool) {
@@ -217,6 +283,10 @@ impl Context for ConnCtx<'_> {
 
     fn epoch(&self) -> Epoch {
         self.hub.epoch()
+    }
+
+    fn overloaded(&self) -> bool {
+        self.shared.overloaded()
     }
 
     fn draining(&self) -> bool {

@@ -7,14 +7,28 @@
 //! reference to the same bytes; only the formats that need per-connection
 //! work (a multi-channel SSE stream's cursor, a held poll's answer) go
 //! through the subscriber's protocol state.
+//!
+//! # Delivery by cursor
+//! A subscriber whose connection already has a full window queued or in
+//! flight (`--max-outbound`) is not sent the message: the subscription
+//! *falls behind* at its cursor (the last message queued to it) and the
+//! message stays where every message already is, in its channel's history.
+//! When the socket has taken the queue, the subscription catches up from
+//! history in window-sized steps (`Protocol::handle_drained`,
+//! `Context::catch_up`) and goes live again once it reaches the end. So a
+//! reader is fed at its socket's pace: a burst costs it nothing but a few
+//! catch-ups, and a reader that stops reading costs one window, not a copy
+//! of every message. Live-only messages (ephemeral, presence) are not in
+//! history: a subscription that is behind misses them.
 
 use std::sync::Arc;
 
-use crate::hub::{Message, PENDING};
+use crate::bus::{ConnHandle, Mail};
+use crate::hub::{Message, MsgId, Standing, SubRef};
 use crate::metrics::ShardMetrics;
 use crate::transport::{Encodings, Format};
 
-use super::conns::{ConnKey, Queued};
+use super::conns::{ConnKey, Offered, Subscriber};
 use super::Shard;
 
 /// Rounds of fan-out per turn (a delivery can lead to more: a poll answered
@@ -47,35 +61,120 @@ impl Shard {
         let Some(chan) = self.hub.local_channel(&msg.channel) else {
             return;
         };
+        let seq = if msg.is_stored() { msg.id.seq } else { 0 };
         let mut enc = Encodings::new(msg, remote);
-        let mut per_connection: Vec<(ConnKey, Format)> = Vec::new();
-        let mut slow = Vec::new();
+        let mut per_connection: Vec<(SubRef, Subscriber)> = Vec::new();
+        let mut full: Vec<(SubRef, Subscriber)> = Vec::new();
         let mut delivered = 0u64;
-        for s in self.hub.subs(chan) {
+        let mut skipped = 0u64;
+        for (at, s) in self.hub.subs_at(chan) {
             let sub = s.subscriber;
-            if !sub.format.wants(msg.event) || s.live_after == PENDING {
+            if !s.is_live() {
+                let behind = matches!(s.standing(), Standing::Behind(..));
+                if seq == 0 && behind && sub.format.wants(msg.event) {
+                    skipped += 1; // live-only: not in history to catch up from
+                }
                 continue;
             }
-            if msg.is_stored() && s.live_after >= msg.id.seq {
+            if !sub.format.wants(msg.event) {
+                continue;
+            }
+            if msg.is_stored() && s.live_after >= seq {
                 continue; // already covered by the subscriber's replay
             }
             if !sub.format.is_shared() {
-                per_connection.push((sub.key, sub.format));
+                per_connection.push((at, sub));
                 continue;
             }
-            match self.conns.queue(sub.key, enc.get(sub.format)) {
-                Queued::Ok => delivered += 1,
-                Queued::Overflow => slow.push(sub.key),
-                Queued::Gone => {}
+            match self.conns.offer(sub.key, enc.get(sub.format), seq) {
+                Offered::Queued => delivered += 1,
+                Offered::Full => full.push((at, sub)),
+                Offered::Gone => {}
             }
         }
         ShardMetrics::add(&self.metrics.deliveries, delivered);
-        for (key, format) in per_connection {
-            let shared = enc.get(format);
-            self.dispatch(key, |p, ctx| p.handle_delivery(ctx, msg, &shared));
+        ShardMetrics::add(&self.metrics.live_only_skipped, skipped);
+        for (at, sub) in per_connection {
+            let shared = enc.get(sub.format);
+            if sub.format != Format::Poll && self.conns.window_full(sub.key, shared.len()) {
+                full.push((at, sub));
+                continue;
+            }
+            self.dispatch(sub.key, |p, ctx| p.handle_delivery(ctx, msg, &shared));
         }
-        for key in slow {
-            self.slow_consumer(key);
+        for (at, sub) in full {
+            self.fall_behind(at, sub, msg);
         }
+        if msg.is_stored() {
+            self.hub.keep_for_behind(chan, msg);
+        }
+    }
+
+    /// `sub`'s connection has a full window: leave `msg` in history and
+    /// mark the subscription behind at the message before it (see the
+    /// module docs).
+    fn fall_behind(&mut self, at: SubRef, mut sub: Subscriber, msg: &Message) {
+        if !msg.is_stored() {
+            // Not in history: a reader that is behind misses it.
+            ShardMetrics::add(&self.metrics.live_only_skipped, 1);
+            return;
+        }
+        sub.behind_since = self.tick;
+        if let Some(s) = self.hub.sub_mut(at) {
+            s.subscriber = sub;
+        }
+        let standing = Standing::Behind(msg.id.seq - 1, false);
+        if self.hub.set_standing(at, &sub, standing) {
+            ShardMetrics::add(&self.metrics.fell_behind, 1);
+            self.conns.mark_behind(sub.key);
+            self.behind.push((sub.key, at));
+        }
+    }
+
+    /// A subscription that fell behind catches up (`Mail::CatchUp`): from
+    /// this shard's backlog when it reaches back to the cursor, else from
+    /// the owner's history.
+    pub(super) fn catch_up(&mut self, conn: ConnHandle, at: SubRef) {
+        let key = ConnKey::from_handle(conn);
+        let Some(Standing::Behind(cursor, true)) = (self.hub.sub(at))
+            .filter(|s| s.subscriber.key == key)
+            .map(|s| s.standing())
+        else {
+            return;
+        };
+        let budget = self.shared.settings.max_outbound;
+        if let Some(replay) = self.hub.catch_up_locally(at, cursor, budget) {
+            self.dispatch(key, |p, ctx| p.handle_replay(ctx, at, replay));
+            return;
+        }
+        let Some(channel) = self.hub.channel_name(at.chan) else {
+            return;
+        };
+        let since = MsgId {
+            epoch: self.hub.epoch(),
+            seq: cursor,
+        };
+        let owner = self.hub.owner(&channel);
+        let subscribe = Mail::Subscribe {
+            from: self.id,
+            conn,
+            at,
+            channel,
+            since: Some(since),
+            client: None,
+        };
+        self.post.send(owner, subscribe);
+    }
+
+    /// Connections whose queue has gone to the kernel while a subscription
+    /// was behind: let their protocols catch up.
+    pub(super) fn feed_hungry(&mut self) {
+        let mut hungry = std::mem::take(&mut self.hungry);
+        self.conns.take_hungry(&mut hungry);
+        for key in hungry.drain(..) {
+            self.dispatch(key, |p, ctx| p.handle_drained(ctx));
+            self.drain_local();
+        }
+        self.hungry = hungry;
     }
 }

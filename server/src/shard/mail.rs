@@ -56,6 +56,7 @@ impl Shard {
                 &mut self.hub,
                 &mut self.post,
                 self.now,
+                self.shared.settings.max_outbound,
                 from,
                 conn,
                 at,
@@ -63,6 +64,7 @@ impl Shard {
                 since,
                 client,
             ),
+            Mail::CatchUp { conn, at } => self.catch_up(conn, at),
             Mail::Unsubscribe { from, channel } => self.hub.owner_unsubscribe(&channel, from),
             Mail::Left { channel, client } => {
                 owner::left(&mut self.hub, &mut self.post, self.now, &channel, client)

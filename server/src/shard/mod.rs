@@ -44,12 +44,14 @@ mod completions;
 pub mod conns;
 mod context;
 mod fanout;
+mod lag;
 mod mail;
 mod op;
 mod owner;
 mod post;
 pub mod shared;
 mod shutdown;
+mod tally;
 mod timers;
 mod wheel;
 
@@ -60,17 +62,18 @@ use std::time::{Duration, Instant};
 
 use uring::{Completion, SetupError};
 
-use crate::hub::{HistoryLimits, Hub};
+use crate::hub::{HistoryLimits, Hub, SubRef};
 use crate::metrics::ShardMetrics;
 use crate::transport::{Protocol, Tick, TICK};
 
 use acceptor::Acceptor;
-use conns::{BufferPlan, ConnKey, Conns};
+use conns::{BufferPlan, ConnKey, Conns, OutputPlan};
 use context::{ConnCtx, Requests};
 use op::Op;
 use owner::ShardHub;
 use post::Post;
 use shared::Shared;
+use tally::Tally;
 use timers::Timers;
 
 /// Completions handled per ring per reaping round.
@@ -110,6 +113,14 @@ pub struct Shard {
     drained: Vec<ConnKey>,
     /// Connections whose deadline came this turn.
     due: Vec<ConnKey>,
+    /// Subscriptions that fell behind, checked once a second (`lag`).
+    behind: Vec<(ConnKey, SubRef)>,
+    /// Connections whose queue drained while a subscription was behind.
+    hungry: Vec<ConnKey>,
+    /// Readers closed for lagging, logged as a summary.
+    lag_tally: Tally,
+    /// Connections closed for sending without reading, likewise.
+    slow_tally: Tally,
     cqes: Vec<Completion>,
     drain: Option<Drain>,
     last_housekeeping: Instant,
@@ -130,7 +141,12 @@ impl Shard {
             count: s.recv_buffers,
             size: s.recv_buffer_size,
         };
-        let conns = Conns::new(shared.plan, buffers, s.max_outbound, metrics.clone())?;
+        let output = OutputPlan {
+            window: s.max_outbound,
+            hard_limit: s.outbound_hard_limit(),
+            nodelay: s.tcp_nodelay,
+        };
+        let conns = Conns::new(shared.plan, buffers, output, metrics.clone())?;
         let limits = HistoryLimits {
             max_messages: s.history_size,
             max_age: s.history_ttl,
@@ -152,6 +168,10 @@ impl Shard {
             rearm: Vec::new(),
             drained: Vec::new(),
             due: Vec::new(),
+            behind: Vec::new(),
+            hungry: Vec::new(),
+            lag_tally: Tally::new(id, "readers closed for lagging:", "oldest lag"),
+            slow_tally: Tally::new(id, "slow consumers closed:", "largest queue (MB)"),
             cqes: Vec::with_capacity(CQE_BATCH),
             drain: None,
             last_housekeeping: now,
@@ -168,6 +188,7 @@ impl Shard {
                 (self.now.duration_since(self.started).as_millis() / TICK.as_millis()) as Tick;
             let mut busy = self.drain_mail();
             busy |= self.reap_rings();
+            self.feed_hungry();
             self.run_timers();
             if self.now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
                 self.housekeeping();
@@ -177,6 +198,8 @@ impl Shard {
             }
             busy |= self.run_fanouts();
             self.end_turn();
+            // Queues that drained at the flush catch up in the next turn.
+            busy |= self.conns.has_hungry();
             if !busy {
                 self.sleep();
             }
@@ -262,6 +285,8 @@ impl Shard {
             .ring
             .arm_wake_read(doorbell, Op::Wake.tag(0, 0));
         self.flush();
+        // What backlogs pin, for the node-wide cap publishers check.
+        ShardMetrics::set(&self.metrics.pinned_bytes, self.hub.pinned() as u64);
     }
 
     fn sleep(&mut self) {
@@ -287,6 +312,7 @@ impl Shard {
             self.acceptor
                 .check(&mut self.conns, &self.metrics, self.now);
         }
+        self.check_lagging();
         self.hub.expire(self.now);
         let stats = self.hub.stats();
         ShardMetrics::set(&self.metrics.history_evictions, stats.evictions);
@@ -308,6 +334,7 @@ impl Shard {
         let mut ctx = ConnCtx {
             key,
             now: self.tick,
+            started: self.started,
             draining: self.drain.is_some(),
             shared: &self.shared,
             conns: &mut self.conns,
@@ -315,17 +342,13 @@ impl Shard {
             hub: &mut self.hub,
             post: &mut self.post,
             next_token: &mut self.next_token,
+            behind: &mut self.behind,
             requests: Requests::default(),
         };
         let r = f(&mut proto, &mut ctx);
         if ctx.requests.slow {
             let queued = ctx.conns.outbound(key);
-            note_slow_consumer(
-                self.id,
-                &self.metrics,
-                queued,
-                self.shared.settings.max_outbound,
-            );
+            note_slow_consumer(&mut self.slow_tally, &self.metrics, self.now, queued);
             proto.handle_slow_consumer(&mut ctx);
         }
         let resume = ctx.requests.resume;
@@ -356,19 +379,6 @@ impl Shard {
         self.conns.release(key);
     }
 
-    /// A subscriber's queue went over the outbound limit while a fan-out
-    /// queued to it: its protocol decides how it ends.
-    fn slow_consumer(&mut self, key: ConnKey) {
-        let queued = self.conns.outbound(key);
-        note_slow_consumer(
-            self.id,
-            &self.metrics,
-            queued,
-            self.shared.settings.max_outbound,
-        );
-        self.dispatch(key, |p, ctx| p.handle_slow_consumer(ctx));
-    }
-
     /// A new connection in slot `slot` of ring `r`.
     fn open(&mut self, r: usize, slot: u32) {
         let key = self.conns.install(r, slot);
@@ -376,12 +386,12 @@ impl Shard {
     }
 }
 
-/// Counts and logs a connection closed for not reading.
-fn note_slow_consumer(shard: usize, metrics: &ShardMetrics, queued: usize, limit: usize) {
+/// Counts and logs (as a summary) a connection closed for sending without
+/// reading.
+fn note_slow_consumer(tally: &mut Tally, metrics: &ShardMetrics, now: Instant, queued: usize) {
     ShardMetrics::add(&metrics.slow_consumers, 1);
-    tracing::info!(
-        shard,
-        queued,
-        "closing a slow consumer: {queued} bytes queued, limit {limit} (--max-outbound)"
-    );
+    let mb = Duration::from_secs_f64(queued as f64 / 1e6);
+    tally.note(now, mb, || {
+        format!("closing a slow consumer: it sends without reading; {queued} bytes queued for it")
+    });
 }

@@ -21,6 +21,9 @@ pub enum Op {
     Wake = 6,
     /// Cancellation request; its own completion is ignored.
     Cancel = 7,
+    /// A socket option set on a new connection (posts only on failure);
+    /// index = slot.
+    SockOpt = 8,
 }
 
 impl Op {
@@ -35,6 +38,7 @@ impl Op {
             5 => Op::Close,
             6 => Op::Wake,
             7 => Op::Cancel,
+            8 => Op::SockOpt,
             _ => return None,
         })
     }

@@ -71,13 +71,16 @@ fn deliver(post: &mut Post, msg: std::sync::Arc<Message>, interested: ShardSet) 
     post.fan_out(msg, false);
 }
 
-/// A connection of shard `from` subscribes: answer with its replay, and
-/// announce the client to the channel if it joins the presence.
+/// A connection of shard `from` subscribes, or one of its subscriptions
+/// catches up: answer with the replay (at most `budget` bytes of
+/// messages), and announce the client to the channel if it joins the
+/// presence.
 #[allow(clippy::too_many_arguments)]
 pub fn subscribe(
     hub: &mut ShardHub,
     post: &mut Post,
     now: Instant,
+    budget: usize,
     from: usize,
     conn: ConnHandle,
     at: SubRef,
@@ -85,7 +88,7 @@ pub fn subscribe(
     since: Option<MsgId>,
     client: Option<ClientId>,
 ) {
-    let replay = hub.owner_subscribe(&channel, from, since);
+    let replay = hub.owner_subscribe(&channel, from, since, budget);
     post.send(from, Mail::Replayed { conn, at, replay });
     if let Some(client) = client {
         if hub.presence_join(&channel, client) {

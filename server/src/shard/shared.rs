@@ -29,6 +29,15 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether readers that are behind pin more than `--max-pinned` bytes
+    /// node-wide: publishers are refused until they catch up or are closed.
+    pub fn overloaded(&self) -> bool {
+        let pinned: u64 = (self.metrics.iter())
+            .map(|m| m.pinned_bytes.load(std::sync::atomic::Ordering::Relaxed))
+            .sum();
+        pinned > self.settings.max_pinned as u64
+    }
+
     /// The node's metrics in Prometheus text format: every shard's
     /// counters (relaxed reads of atomics only their shard writes) and the
     /// node-wide gauges.

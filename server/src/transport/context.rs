@@ -10,12 +10,12 @@
 //! is dispatching to; the tests implement it in memory with a virtual
 //! clock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::config::Settings;
-use crate::hub::{ChannelName, ClientId, Epoch, MsgId, PublishItem, SubRef};
+use crate::hub::{ChannelName, ClientId, Epoch, MsgId, PublishItem, Replay, SubRef};
 use crate::metrics::ShardMetrics;
 
 use super::framing::Format;
@@ -30,6 +30,28 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub fn ticks(d: Duration) -> Tick {
     (d.as_millis() / TICK.as_millis()).clamp(1, u128::from(u32::MAX / 2)) as Tick
 }
+
+/// The tick of instant `t`, on a clock whose tick 0 was `started`.
+pub fn tick_at(started: Instant, t: Instant) -> Tick {
+    (t.saturating_duration_since(started).as_millis() / TICK.as_millis()) as Tick
+}
+
+/// Since when a subscription that is behind after taking a replay has been
+/// waiting for its oldest undelivered message — what `--max-lag` limits.
+///
+/// That message was published at `rest_published` (the first message a
+/// cut replay left out), but the wait counts only from when this
+/// subscriber could first have had it: when it fell behind (`behind_since`,
+/// if it already was) or now (a subscriber resuming from far back is not
+/// lagging for what was published before it came).
+pub fn waiting_since(behind_since: Option<Tick>, now: Tick, rest_published: Option<Tick>) -> Tick {
+    let floor = behind_since.unwrap_or(now);
+    rest_published.map_or(floor, |t| t.max(floor))
+}
+
+/// What a refusal for load (publishes while readers that are behind pin
+/// too much, requests while the node drains) tells the client to wait.
+pub const RETRY_AFTER_SECS: u32 = 1;
 
 /// A subscription request (see [`Context::subscribe`]).
 #[derive(Debug, Clone)]
@@ -65,8 +87,16 @@ pub trait Context {
     /// `handle_slow_consumer` (not during this call).
     fn send(&mut self, bytes: Bytes);
 
+    /// Queues one message (sequence number `seq`) for the peer, like
+    /// [`Context::send`]; the driver remembers which message the bytes are,
+    /// so that [`Context::discard_output`] can tell where the peer stands.
+    fn send_message(&mut self, bytes: Bytes, seq: u64);
+
     /// Drops output that is queued but not yet handed to the kernel.
-    fn discard_output(&mut self);
+    /// Returns the lowest sequence number of a message the peer may not
+    /// have received whole: one dropped, or in a send the kernel has not
+    /// completed (`None` when every message queued was delivered).
+    fn discard_output(&mut self) -> Option<u64>;
 
     /// Whether output is queued or in flight.
     fn output_pending(&self) -> bool;
@@ -83,13 +113,31 @@ pub trait Context {
     /// `handle_replay` with the returned reference.
     fn subscribe(&mut self, request: Subscribe) -> SubRef;
 
-    /// Makes a pending subscription live after sequence number `last_seq`
-    /// (called on its replay). `false` when the subscription is gone.
-    fn set_live(&mut self, at: SubRef, last_seq: u64) -> bool;
+    /// Takes a replay (or a catch-up) for a subscription, before its
+    /// messages are sent: the subscription goes live after the replay's
+    /// last sequence number, or — a replay cut at its byte budget — stays
+    /// behind at its last message, to catch up when the connection's
+    /// output drains (`handle_drained`). `false` when the subscription is
+    /// gone.
+    fn accept_replay(&mut self, at: SubRef, replay: &Replay) -> bool;
 
     /// The sequence number a live subscription delivers after; `None`
-    /// while it waits for its replay.
+    /// while it waits for its replay or catches up.
     fn position(&self, at: SubRef) -> Option<u64>;
+
+    /// The last sequence number queued to a subscription (live or behind).
+    fn cursor(&self, at: SubRef) -> Option<u64>;
+
+    /// Whether a subscription fell behind and waits to catch up.
+    fn needs_catch_up(&self, at: SubRef) -> bool;
+
+    /// The channel of a subscription.
+    fn channel(&self, at: SubRef) -> Option<ChannelName>;
+
+    /// Asks the channel's owner for the next messages after a behind
+    /// subscription's cursor (at most `--max-outbound` bytes); they arrive
+    /// as `handle_replay`.
+    fn catch_up(&mut self, at: SubRef);
 
     /// Removes a subscription (leaving the channel's presence if it had
     /// joined it).
@@ -108,6 +156,11 @@ pub trait Context {
 
     /// The node's epoch (the first half of every id).
     fn epoch(&self) -> Epoch;
+
+    /// Whether readers that are behind pin more than `--max-pinned` bytes
+    /// node-wide: publishes are refused (with a retry hint) until they
+    /// catch up or are closed.
+    fn overloaded(&self) -> bool;
 
     /// Whether the node is shutting down (answers then close the
     /// connection).

@@ -38,7 +38,7 @@ use codec::Status;
 use crate::hub::MsgId;
 use crate::metrics::Refusal;
 
-use super::context::{ticks, Context, Finish, Step};
+use super::context::{ticks, Context, Finish, Step, RETRY_AFTER_SECS};
 use super::poll;
 use super::publish::{self, Body, Pending, MAX_PIPELINED_PUBLISHES};
 use super::response::{self, Answer, Refused};
@@ -347,20 +347,31 @@ impl Http {
             Ok(parsed) => parsed,
             Err(refused) => return self.refuse(ctx, &refused),
         };
-        let ids = vec![None; items.len()];
-        let token = ctx.publish(items);
-        ctx.set_timer(None);
         let keep_alive = self.has(flag::KEEP_ALIVE);
-        self.busy
-            .get_or_insert_with(Default::default)
-            .publishes
-            .push_back(Pending {
-                token,
-                ids,
+        self.flags &= !flag::PARTIAL;
+        ctx.set_timer(None);
+        let busy = self.busy.get_or_insert_with(Default::default);
+        if ctx.overloaded() {
+            // Answered in its turn, after the publishes before it.
+            ctx.metrics().refuse(Refusal::Overloaded);
+            busy.publishes.push_back(Pending {
+                token: 0,
+                ids: Vec::new(),
                 batch,
                 keep_alive,
+                overloaded: true,
             });
-        self.flags &= !flag::PARTIAL;
+            return self.answer_publishes(ctx);
+        }
+        let ids = vec![None; items.len()];
+        let token = ctx.publish(items);
+        busy.publishes.push_back(Pending {
+            token,
+            ids,
+            batch,
+            keep_alive,
+            overloaded: false,
+        });
         Outcome::Stay
     }
 
@@ -376,25 +387,47 @@ impl Http {
         let Some(busy) = self.busy.as_mut() else {
             return Outcome::Stay;
         };
-        if let Some(p) = busy.publishes.iter_mut().find(|p| p.token == token) {
+        if let Some(p) = (busy.publishes.iter_mut()).find(|p| p.token == token && !p.overloaded) {
             p.fill(ids);
         }
+        self.answer_publishes(ctx)
+    }
+
+    /// Answers the publishes at the head of the queue that are complete
+    /// (ids all known, or refused for load), in request order.
+    fn answer_publishes(&mut self, ctx: &mut impl Context) -> Outcome {
+        let Some(busy) = self.busy.as_mut() else {
+            return Outcome::Stay;
+        };
         while busy.publishes.front().is_some_and(Pending::is_complete) {
             let p = busy.publishes.pop_front().expect("checked above");
             let answer = Answer {
                 keep_alive: p.keep_alive,
                 head_only: false,
             };
-            let body = p.answer_body();
-            response::respond(
-                ctx,
-                answer,
-                StatusCode::OK,
-                "application/json",
-                &body,
-                &[],
-                true,
-            );
+            if p.overloaded {
+                let retry = RETRY_AFTER_SECS.to_string();
+                let reason =
+                    "overloaded: readers that are behind hold more than --max-pinned; retry later";
+                response::error(
+                    ctx,
+                    answer,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    reason,
+                    &[("Retry-After", &retry)],
+                );
+            } else {
+                let body = p.answer_body();
+                response::respond(
+                    ctx,
+                    answer,
+                    StatusCode::OK,
+                    "application/json",
+                    &body,
+                    &[],
+                    true,
+                );
+            }
             if !p.keep_alive {
                 return Outcome::Finish(Finish::AfterFlush);
             }

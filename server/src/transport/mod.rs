@@ -42,6 +42,6 @@ mod testing;
 #[cfg(test)]
 mod tests;
 
-pub use context::{ticks, Context, Finish, Subscribe, Tick, TICK};
+pub use context::{tick_at, ticks, waiting_since, Context, Finish, Subscribe, Tick, TICK};
 pub use framing::{Encodings, Format};
 pub use protocol::Protocol;

@@ -26,10 +26,14 @@ use hashbrown::HashMap;
 use serde_json::{json, Value};
 
 use crate::hub::{ChannelName, ClientId, MsgId, PublishItem, Replay, SubRef};
-use crate::metrics::ShardMetrics;
+use crate::metrics::{Refusal, ShardMetrics};
 
-use super::context::{Context, Subscribe};
+use super::context::{Context, Subscribe, RETRY_AFTER_SECS};
 use super::framing::{self, Format};
+
+/// The error code of a publish refused because readers that are behind
+/// pin more than `--max-pinned`; it carries `"retry_after"` (seconds).
+const OVERLOADED: &str = "overloaded";
 
 /// Invalid commands in a row after which the connection is closed.
 pub const MAX_CONSECUTIVE_ERRORS: u32 = 10;
@@ -53,8 +57,10 @@ pub struct Session {
 #[derive(Debug)]
 struct MuxSub {
     at: SubRef,
-    /// The replay has not arrived yet.
-    awaiting_replay: bool,
+    /// A replay (the first, or a catch-up) is on its way.
+    replay_in_flight: bool,
+    /// `subscribed` has been answered.
+    answered: bool,
     rid: Option<Value>,
 }
 
@@ -134,15 +140,17 @@ impl Session {
                 Verdict::Continue
             }
             Err(Refused(code, reason)) => {
-                self.errors += 1;
+                // Refusing a publish for the node's load is not the
+                // client's error.
+                if code != OVERLOADED {
+                    self.errors += 1;
+                }
                 tracing::debug!(code, "multiplexed command refused: {reason}");
-                send(
-                    ctx,
-                    with_rid(
-                        json!({"type": "error", "code": code, "reason": reason}),
-                        rid,
-                    ),
-                );
+                let mut answer = json!({"type": "error", "code": code, "reason": reason});
+                if code == OVERLOADED {
+                    answer["retry_after"] = json!(RETRY_AFTER_SECS);
+                }
+                send(ctx, with_rid(answer, rid));
                 if self.errors >= MAX_CONSECUTIVE_ERRORS {
                     Verdict::TooManyErrors
                 } else {
@@ -187,7 +195,7 @@ impl Session {
                 let sub = self.subs.remove(&channel).ok_or_else(|| {
                     refused("not_subscribed", format!("not subscribed to {channel}"))
                 })?;
-                if sub.awaiting_replay {
+                if sub.replay_in_flight {
                     *self.stale.entry(channel.clone()).or_default() += 1;
                 }
                 ctx.unsubscribe(sub.at, true);
@@ -241,7 +249,8 @@ impl Session {
             channel,
             MuxSub {
                 at,
-                awaiting_replay: true,
+                replay_in_flight: true,
+                answered: false,
                 rid,
             },
         );
@@ -278,6 +287,13 @@ impl Session {
                 ),
             ));
         }
+        if ctx.overloaded() {
+            ctx.metrics().refuse(Refusal::Overloaded);
+            return Err(refused(
+                OVERLOADED,
+                format!("readers that are behind hold more than --max-pinned; retry in {RETRY_AFTER_SECS} s"),
+            ));
+        }
         let token = ctx.publish(vec![PublishItem {
             index: 0,
             channel: channel.clone(),
@@ -309,24 +325,38 @@ impl Session {
         let Some(sub) = self
             .subs
             .get_mut(&replay.channel)
-            .filter(|s| s.at == at && s.awaiting_replay)
+            .filter(|s| s.at == at && s.replay_in_flight)
         else {
             return;
         };
-        if !ctx.set_live(at, replay.last_seq) {
+        if !ctx.accept_replay(at, &replay) {
             return;
         }
-        sub.awaiting_replay = false;
-        let rid = sub.rid.take();
-        let ch = replay.channel.as_str();
-        send(ctx, with_rid(json!({"type": "subscribed", "ch": ch}), rid));
+        sub.replay_in_flight = false;
+        if !sub.answered {
+            sub.answered = true;
+            let rid = sub.rid.take();
+            let ch = replay.channel.as_str();
+            send(ctx, with_rid(json!({"type": "subscribed", "ch": ch}), rid));
+        }
         if let Some(reset) = replay.reset {
             ctx.send(framing::reset_frame(&replay.channel, &reset, ctx.epoch()));
         }
         for m in &replay.messages {
-            ctx.send(framing::message_frame(m));
+            ctx.send_message(framing::message_frame(m), m.id.seq);
         }
         ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
+    }
+
+    /// The connection's output drained: subscriptions that fell behind
+    /// catch up.
+    pub fn handle_drained(&mut self, ctx: &mut impl Context) {
+        for sub in self.subs.values_mut() {
+            if !sub.replay_in_flight && ctx.needs_catch_up(sub.at) {
+                ctx.catch_up(sub.at);
+                sub.replay_in_flight = true;
+            }
+        }
     }
 
     /// An owner assigned the id of a `publish`.

@@ -163,7 +163,7 @@ impl Poll {
             };
             if !self.short {
                 // Hold: the next delivery answers it.
-                ctx.set_live(at, replay.last_seq);
+                ctx.accept_replay(at, &replay);
                 return Outcome::Held;
             }
             if self.if_none_match {

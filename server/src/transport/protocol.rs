@@ -167,6 +167,35 @@ impl Protocol {
         }
     }
 
+    /// The connection's output drained, and some of its subscriptions fell
+    /// behind meanwhile (their messages wait in history): they catch up.
+    pub fn handle_drained(&mut self, ctx: &mut impl Context) {
+        match self {
+            Protocol::Ws(ws) => ws.handle_drained(ctx),
+            Protocol::Sse(s) => s.handle_drained(ctx),
+            Protocol::SseMulti(s) => s.handle_drained(ctx),
+            _ => {}
+        }
+    }
+
+    /// Subscription `at` has been behind for longer than `--max-lag`: the
+    /// peer is not keeping up. A WebSocket closes with 1008 and where to
+    /// resume; an event stream says `event: reset` and ends.
+    pub fn handle_lagging(&mut self, ctx: &mut impl Context, at: SubRef) {
+        match self {
+            Protocol::Ws(ws) => ws.handle_lagging(ctx, at),
+            Protocol::Sse(s) => {
+                let how = s.handle_lagging(ctx, at);
+                self.finish(ctx, how);
+            }
+            Protocol::SseMulti(s) => {
+                let how = s.handle_lagging(ctx, at);
+                self.finish(ctx, how);
+            }
+            _ => {}
+        }
+    }
+
     /// Channel owners assigned the ids of a publish made with `token`.
     pub fn handle_published(&mut self, ctx: &mut impl Context, token: u32, ids: &[(u32, MsgId)]) {
         match self {

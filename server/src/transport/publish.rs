@@ -241,12 +241,15 @@ pub struct Pending {
     pub batch: bool,
     /// The request asked to keep the connection open.
     pub keep_alive: bool,
+    /// Refused because readers that are behind pin more than
+    /// `--max-pinned`: answered `503` with `Retry-After`, in its turn.
+    pub overloaded: bool,
 }
 
 impl Pending {
     /// Whether every id has arrived.
     pub fn is_complete(&self) -> bool {
-        self.ids.iter().all(Option::is_some)
+        self.overloaded || self.ids.iter().all(Option::is_some)
     }
 
     /// Records the ids an owner assigned.

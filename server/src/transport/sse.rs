@@ -26,7 +26,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use codec::http::{query, Method, RequestHead, ResponseHead, StatusCode};
 
-use crate::hub::{ChannelName, Epoch, Message, MsgId, Replay, SubRef, PENDING};
+use crate::hub::{ChannelName, Epoch, Message, MsgId, Replay, Reset, ResetReason, SubRef, PENDING};
 use crate::metrics::{Refusal, ShardMetrics};
 
 use super::context::{ticks, Context, Finish, Subscribe};
@@ -252,7 +252,7 @@ impl Sse {
 
     /// The owner's answer: the reset signal and history, then live.
     pub fn handle_replay(&mut self, ctx: &mut impl Context, at: SubRef, replay: Replay) {
-        if at != self.sub || !ctx.set_live(at, replay.last_seq) {
+        if at != self.sub || !ctx.accept_replay(at, &replay) {
             return;
         }
         let epoch = ctx.epoch();
@@ -274,9 +274,25 @@ impl Sse {
             ));
         }
         for m in &replay.messages {
-            ctx.send(framing::sse_event(m));
+            ctx.send_message(framing::sse_event(m), m.id.seq);
         }
         ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
+    }
+
+    /// The connection's output drained: catch up if behind.
+    pub fn handle_drained(&mut self, ctx: &mut impl Context) {
+        if self.sub != SubRef::NONE && ctx.needs_catch_up(self.sub) {
+            ctx.catch_up(self.sub);
+        }
+    }
+
+    /// The stream fell behind by more than `--max-lag`: drop what is
+    /// queued, say so, and end (see [`lagging`]).
+    pub fn handle_lagging(&mut self, ctx: &mut impl Context, at: SubRef) -> Finish {
+        let undelivered = ctx.discard_output();
+        let since = undelivered.map(|seq| seq - 1).or_else(|| ctx.cursor(at));
+        lagging(ctx, at, since);
+        Finish::AfterFlush
     }
 
     /// The connection is going away: leave the channel (once).
@@ -286,6 +302,26 @@ impl Sse {
             ctx.unsubscribe(sub, false);
         }
     }
+}
+
+/// The end of a stream that fell behind by more than `--max-lag`:
+/// `event: reset` with reason `lagging` and, as `since`, the last message
+/// of channel `at` known delivered. It carries no `id:` line: the client's
+/// own `Last-Event-ID` — what it really received — is where it resumes.
+fn lagging(ctx: &mut impl Context, at: SubRef, since: Option<u64>) {
+    let Some(channel) = ctx.channel(at) else {
+        return;
+    };
+    let epoch = ctx.epoch();
+    let reset = Reset {
+        reason: ResetReason::Lagging,
+        since: MsgId {
+            epoch,
+            seq: since.unwrap_or(0),
+        },
+        missed: None,
+    };
+    ctx.send(framing::sse_reset(&channel, &reset, epoch, None));
 }
 
 /// One channel of a multi-channel stream.
@@ -329,7 +365,7 @@ impl SseMulti {
         let Some(i) = self.channels.iter().position(|c| c.sub == at) else {
             return;
         };
-        if !ctx.set_live(at, replay.last_seq) {
+        if !ctx.accept_replay(at, &replay) {
             return;
         }
         let epoch = ctx.epoch();
@@ -348,9 +384,11 @@ impl SseMulti {
         for m in &replay.messages {
             self.channels[i].seq = m.id.seq;
             ctx.send(Bytes::from(format!("id:{}\n", self.cursor(epoch))));
-            ctx.send(framing::sse_multi_body(m));
+            ctx.send_message(framing::sse_multi_body(m), m.id.seq);
         }
-        self.channels[i].seq = replay.last_seq;
+        if replay.is_complete() {
+            self.channels[i].seq = replay.last_seq;
+        }
         ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
     }
 
@@ -367,6 +405,31 @@ impl SseMulti {
         }
         ctx.send(body);
         ShardMetrics::add(&ctx.metrics().deliveries, 1);
+    }
+
+    /// The connection's output drained: channels that fell behind catch up.
+    pub fn handle_drained(&mut self, ctx: &mut impl Context) {
+        for c in &self.channels {
+            if ctx.needs_catch_up(c.sub) {
+                ctx.catch_up(c.sub);
+            }
+        }
+    }
+
+    /// Channel `at` fell behind by more than `--max-lag`: drop what is
+    /// queued, say so, and end. Which events of each channel the client
+    /// received is not known here; its `Last-Event-ID` (the composite
+    /// cursor of the last event it got) resumes every channel exactly.
+    pub fn handle_lagging(&mut self, ctx: &mut impl Context, at: SubRef) -> Finish {
+        ctx.discard_output();
+        let since = self
+            .channels
+            .iter()
+            .find(|c| c.sub == at)
+            .map(|c| c.seq)
+            .filter(|&seq| seq != PENDING);
+        lagging(ctx, at, since);
+        Finish::AfterFlush
     }
 
     /// The connection is going away: leave every channel.

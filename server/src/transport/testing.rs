@@ -14,9 +14,15 @@
 //!   come back as later calls, never during the call that asked.
 //! * Output is queued during a *turn* and flushed at its end. A peer that
 //!   reads gets everything flushed; a peer that stopped reading
-//!   ([`Node::stop_reading`]) leaves it queued, where it counts toward
-//!   `--max-outbound` as the shard's outbound queue does. Going over the
-//!   limit tells the protocol it has a slow consumer.
+//!   ([`Node::stop_reading`]) leaves it queued, as a socket that does not
+//!   take bytes does.
+//! * Deliveries go by cursor (`shard/fanout.rs`): a fan-out finds a full
+//!   window (`--max-outbound` queued) and the subscription falls behind;
+//!   once the queue is flushed, the connection is *hungry* and its
+//!   protocol catches up from history (`handle_drained`). Once a second
+//!   (every 10th tick) subscriptions behind for `--max-lag` are lagging
+//!   (`shard/lag.rs`). A connection's own output past the hard limit
+//!   (`Settings::outbound_hard_limit`) makes it a slow consumer.
 //! * A protocol that is `Closed` is closed at once, dropping what is
 //!   queued; one that is `Draining` is closed once its output is flushed.
 //! * Published messages are held until the turn's answers are flushed, then
@@ -44,12 +50,12 @@ use serde_json::Value;
 use crate::bus::{ConnHandle, Mail, ReplyTo};
 use crate::config::{Cli, Settings};
 use crate::hub::{
-    ChannelName, ClientId, Epoch, Event, HistoryLimits, Hub, Message, MsgId, PublishItem, SubRef,
-    PENDING,
+    ChannelName, ClientId, Epoch, Event, HistoryLimits, Hub, Message, MsgId, PublishItem, Replay,
+    Standing, SubRef,
 };
 use crate::metrics::{NodeGauges, ShardMetrics};
 
-use super::context::{Context, Subscribe, Tick, TICK};
+use super::context::{tick_at, ticks, waiting_since, Context, Subscribe, Tick, TICK};
 use super::framing::{Encodings, Format};
 use super::protocol::Protocol;
 
@@ -65,12 +71,13 @@ pub fn default_settings() -> Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnId(usize);
 
-/// What a hub subscription records, as in the shard: who, and how its
-/// deliveries are framed.
+/// What a hub subscription records, as in the shard: who, how its
+/// deliveries are framed, and since when it has been behind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Subscriber {
     conn: usize,
     format: Format,
+    behind_since: Tick,
 }
 
 /// One connection: its protocol and what its socket would hold.
@@ -78,9 +85,12 @@ struct Subscriber {
 struct Conn {
     proto: Protocol,
     /// Output queued and not yet flushed to the peer (the shard's outbound
-    /// queue); its length counts toward `--max-outbound`.
-    queued: Vec<Bytes>,
+    /// queue), with the message sequence number of each buffer (0: not a
+    /// message).
+    queued: Vec<(Bytes, u64)>,
     queued_len: usize,
+    /// A subscription fell behind: catch up once the queue is flushed.
+    behind: bool,
     /// Output the peer has received and the test has not taken yet.
     received: Vec<u8>,
     /// Input the protocol has not used yet.
@@ -106,6 +116,10 @@ pub struct Node {
     mail_held: bool,
     /// Deliveries held for the end of the turn.
     fanouts: Vec<Arc<Message>>,
+    /// Subscriptions that fell behind, for the lag check.
+    behind: Vec<(usize, SubRef)>,
+    /// Connections whose queue was flushed while a subscription was behind.
+    hungry: Vec<usize>,
     next_token: u32,
     draining: bool,
 }
@@ -135,6 +149,8 @@ impl Node {
             mail: VecDeque::new(),
             mail_held: false,
             fanouts: Vec::new(),
+            behind: Vec::new(),
+            hungry: Vec::new(),
             next_token: 1,
             draining: false,
         }
@@ -149,6 +165,7 @@ impl Node {
             proto: Protocol::Closed,
             queued: Vec::new(),
             queued_len: 0,
+            behind: false,
             received: Vec::new(),
             kept: BytesMut::new(),
             timer: None,
@@ -195,6 +212,7 @@ impl Node {
             }
             // The shard's once-a-second housekeeping.
             if now % 10 == 0 {
+                self.check_lagging();
                 let at = self.instant();
                 self.hub.expire(at);
             }
@@ -217,6 +235,23 @@ impl Node {
         id
     }
 
+    /// Publishes several messages in one turn, as a publisher pipelining
+    /// them does: the fan-out meets them all at once. Returns their ids.
+    pub fn publish_burst(&mut self, channel: &str, payloads: &[&[u8]]) -> Vec<MsgId> {
+        let name = ChannelName::new(channel).expect("a valid channel name");
+        let at = self.instant();
+        let mut ids = Vec::new();
+        for p in payloads {
+            ShardMetrics::add(&self.metrics.published, 1);
+            let (msg, _) =
+                (self.hub).publish(&name, DataKind::Binary, Bytes::copy_from_slice(p), at);
+            ids.push(msg.id);
+            self.fanouts.push(msg);
+        }
+        self.end_turn();
+        ids
+    }
+
     /// [`Node::publish`] of a text message.
     pub fn publish_text(&mut self, channel: &str, text: &str) -> MsgId {
         self.publish(channel, DataKind::Text, text.as_bytes())
@@ -235,6 +270,23 @@ impl Node {
     /// The peer stops reading: output stays queued from now on.
     pub fn stop_reading(&mut self, conn: ConnId) {
         self.conns[conn.0].reading = false;
+    }
+
+    /// A peer that does not read takes `n` bytes of what is queued for it
+    /// (whole buffers, at least one), as a socket draining a little.
+    pub fn read_some(&mut self, conn: ConnId, n: usize) {
+        let c = &mut self.conns[conn.0];
+        let mut taken = 0;
+        while taken < n && !c.queued.is_empty() {
+            let (b, _) = c.queued.remove(0);
+            taken += b.len();
+            c.queued_len -= b.len();
+            c.received.extend_from_slice(&b);
+        }
+        if c.queued.is_empty() && std::mem::take(&mut c.behind) {
+            self.hungry.push(conn.0);
+        }
+        self.end_turn();
     }
 
     /// The peer reads again, and gets what was queued.
@@ -427,25 +479,33 @@ impl Node {
         conn.proto = Protocol::Closed;
         conn.queued.clear();
         conn.queued_len = 0;
+        conn.behind = false;
         conn.kept.clear();
         conn.timer = None;
     }
 
-    /// Queues output, as `Conns::queue`: `Overflow` once the queue is over
-    /// `--max-outbound`.
-    fn queue(&mut self, c: usize, bytes: Bytes) -> Queued {
-        let max = self.settings.max_outbound;
+    /// Queues a connection's own output (message `seq`, or 0), as
+    /// `Conns::queue`: `Overflow` once the queue is over the hard limit.
+    fn queue(&mut self, c: usize, bytes: Bytes, seq: u64) -> Queued {
+        let max = self.settings.outbound_hard_limit();
         let conn = &mut self.conns[c];
         if !conn.open {
             return Queued::Gone;
         }
         conn.queued_len += bytes.len();
-        conn.queued.push(bytes);
+        conn.queued.push((bytes, seq));
         if conn.queued_len > max {
             Queued::Overflow
         } else {
             Queued::Ok
         }
+    }
+
+    /// Whether a delivery of `len` bytes finds `c`'s window full
+    /// (`Conns::window_full`).
+    fn window_full(&self, c: usize, len: usize) -> bool {
+        let queued = self.conns[c].queued_len;
+        queued > 0 && queued + len > self.settings.max_outbound
     }
 
     /// Received bytes, after any kept ones (`Shard::on_input`).
@@ -510,7 +570,8 @@ impl Node {
                 client,
                 ..
             } => {
-                let replay = self.hub.owner_subscribe(&channel, 0, since);
+                let budget = self.settings.max_outbound;
+                let replay = self.hub.owner_subscribe(&channel, 0, since, budget);
                 self.mail.push_back(Mail::Replayed {
                     conn,
                     at: sub,
@@ -575,6 +636,7 @@ impl Node {
                 });
             }
             Mail::Deliver(msg) => self.fanouts.push(msg),
+            Mail::CatchUp { conn, at } => self.catch_up(conn, at),
         }
     }
 
@@ -587,12 +649,23 @@ impl Node {
 
     /// The end of a turn: the answers go out, then the held deliveries
     /// (which may lead to more), each round flushed.
+    /// Connections whose queue was flushed while a subscription was
+    /// behind catch up (`Shard::feed_hungry`), each round flushed too.
     fn end_turn(&mut self) {
         self.flush();
-        while !self.fanouts.is_empty() {
-            for msg in std::mem::take(&mut self.fanouts) {
-                self.deliver(&msg);
-                self.drain_local();
+        loop {
+            if !self.fanouts.is_empty() {
+                for msg in std::mem::take(&mut self.fanouts) {
+                    self.deliver(&msg);
+                    self.drain_local();
+                }
+            } else if !self.hungry.is_empty() {
+                for c in std::mem::take(&mut self.hungry) {
+                    self.dispatch(c, |p, ctx| p.handle_drained(ctx));
+                    self.drain_local();
+                }
+            } else {
+                return;
             }
             self.flush();
         }
@@ -607,10 +680,13 @@ impl Node {
                 continue;
             }
             if conn.reading {
-                for b in conn.queued.drain(..) {
+                for (b, _) in conn.queued.drain(..) {
                     conn.received.extend_from_slice(&b);
                 }
                 conn.queued_len = 0;
+                if std::mem::take(&mut conn.behind) {
+                    self.hungry.push(c);
+                }
             }
             if conn.proto.is_draining() && conn.queued_len == 0 {
                 self.close_now(c);
@@ -618,39 +694,134 @@ impl Node {
         }
     }
 
-    /// Sends a message to the channel's subscribers (`Shard::deliver`).
+    /// Sends a message to the channel's subscribers (`Shard::deliver`):
+    /// queued where the window has room, otherwise the subscription falls
+    /// behind.
     fn deliver(&mut self, msg: &Arc<Message>) {
         let Some(chan) = self.hub.local_channel(&msg.channel) else {
             return;
         };
+        let seq = if msg.is_stored() { msg.id.seq } else { 0 };
         let mut enc = Encodings::new(msg, false);
-        let subs: Vec<Subscriber> = (self.hub.subs(chan))
-            .filter(|s| s.subscriber.format.wants(msg.event) && s.live_after != PENDING)
-            .filter(|s| !msg.is_stored() || s.live_after < msg.id.seq)
-            .map(|s| s.subscriber)
+        let behind = (self.hub.subs(chan))
+            .filter(|s| matches!(s.standing(), Standing::Behind(..)))
+            .filter(|s| s.subscriber.format.wants(msg.event))
+            .count();
+        if !msg.is_stored() {
+            ShardMetrics::add(&self.metrics.live_only_skipped, behind as u64);
+        }
+        let subs: Vec<(SubRef, Subscriber)> = (self.hub.subs_at(chan))
+            .filter(|(_, s)| s.is_live() && s.subscriber.format.wants(msg.event))
+            .filter(|(_, s)| !msg.is_stored() || s.live_after < seq)
+            .map(|(at, s)| (at, s.subscriber))
             .collect();
-        let mut per_connection = Vec::new();
-        let mut slow = Vec::new();
         let mut delivered = 0;
-        for sub in subs {
-            if !sub.format.is_shared() {
-                per_connection.push(sub);
-                continue;
-            }
-            match self.queue(sub.conn, enc.get(sub.format)) {
-                Queued::Ok => delivered += 1,
-                Queued::Overflow => slow.push(sub.conn),
-                Queued::Gone => {}
+        for (at, sub) in subs {
+            let shared = enc.get(sub.format);
+            let windowed = sub.format != Format::Poll;
+            if windowed && self.window_full(sub.conn, shared.len()) {
+                self.fall_behind(at, sub, msg);
+            } else if sub.format.is_shared() {
+                if self.queue(sub.conn, shared, seq) == Queued::Ok {
+                    delivered += 1;
+                }
+            } else {
+                self.dispatch(sub.conn, |p, ctx| p.handle_delivery(ctx, msg, &shared));
             }
         }
         ShardMetrics::add(&self.metrics.deliveries, delivered);
-        for sub in per_connection {
-            let shared = enc.get(sub.format);
-            self.dispatch(sub.conn, |p, ctx| p.handle_delivery(ctx, msg, &shared));
+        if msg.is_stored() {
+            self.hub.keep_for_behind(chan, msg);
         }
-        for c in slow {
-            ShardMetrics::add(&self.metrics.slow_consumers, 1);
-            self.dispatch(c, |p, ctx| p.handle_slow_consumer(ctx));
+    }
+
+    /// A subscription that fell behind catches up (`Shard::catch_up`):
+    /// from the backlog, else from the owner's history.
+    fn catch_up(&mut self, conn: ConnHandle, at: SubRef) {
+        let c = conn.0 as usize;
+        let Some(Standing::Behind(cursor, true)) = (self.hub.sub(at))
+            .filter(|s| s.subscriber.conn == c)
+            .map(|s| s.standing())
+        else {
+            return;
+        };
+        let budget = self.settings.max_outbound;
+        if let Some(replay) = self.hub.catch_up_locally(at, cursor, budget) {
+            self.dispatch(c, |p, ctx| p.handle_replay(ctx, at, replay));
+            return;
+        }
+        let Some(channel) = self.hub.channel_name(at.chan) else {
+            return;
+        };
+        let since = MsgId {
+            epoch: self.hub.epoch(),
+            seq: cursor,
+        };
+        self.mail.push_back(Mail::Subscribe {
+            from: 0,
+            conn,
+            at,
+            channel,
+            since: Some(since),
+            client: None,
+        });
+    }
+
+    /// `sub`'s window is full: the message waits in history and the
+    /// subscription falls behind (`Shard::fall_behind`).
+    fn fall_behind(&mut self, at: SubRef, mut sub: Subscriber, msg: &Message) {
+        if !msg.is_stored() {
+            ShardMetrics::add(&self.metrics.live_only_skipped, 1);
+            return;
+        }
+        sub.behind_since = self.now;
+        if let Some(s) = self.hub.sub_mut(at) {
+            s.subscriber = sub;
+        }
+        if self
+            .hub
+            .set_standing(at, &sub, Standing::Behind(msg.id.seq - 1, false))
+        {
+            ShardMetrics::add(&self.metrics.fell_behind, 1);
+            self.conns[sub.conn].behind = true;
+            self.behind.push((sub.conn, at));
+        }
+    }
+
+    /// The once-a-second lag check (`Shard::check_lagging`).
+    fn check_lagging(&mut self) {
+        let max = ticks(self.settings.max_lag);
+        for (c, at) in std::mem::take(&mut self.behind) {
+            let since = match self.hub.sub(at) {
+                Some(s) if s.subscriber.conn == c => match s.standing() {
+                    Standing::Behind(..) => Some(s.subscriber.behind_since),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let Some(since) = since else {
+                continue; // caught up, or gone
+            };
+            if self.now.saturating_sub(since) < max {
+                self.behind.push((c, at));
+                continue;
+            }
+            ShardMetrics::add(&self.metrics.lagging_closes, 1);
+            self.dispatch(c, |p, ctx| p.handle_lagging(ctx, at));
+            self.drain_local();
+        }
+        // What no subscription behind needs any more (`Shard::trim_backlogs`).
+        let mut oldest: std::collections::HashMap<u32, u64> = Default::default();
+        for &(c, at) in &self.behind {
+            if let Some(s) = self.hub.sub(at).filter(|s| s.subscriber.conn == c) {
+                if let Standing::Behind(cursor, _) = s.standing() {
+                    let o = oldest.entry(at.chan).or_insert(cursor);
+                    *o = (*o).min(cursor);
+                }
+            }
+        }
+        for (chan, cursor) in oldest {
+            self.hub.trim_backlog(chan, cursor);
         }
     }
 }
@@ -712,16 +883,25 @@ impl Context for Ctx<'_> {
     }
 
     fn send(&mut self, bytes: Bytes) {
-        if self.node.queue(self.conn, bytes) == Queued::Overflow {
+        self.send_message(bytes, 0);
+    }
+
+    fn send_message(&mut self, bytes: Bytes, seq: u64) {
+        if self.node.queue(self.conn, bytes, seq) == Queued::Overflow {
             self.slow = true;
         }
     }
 
-    fn discard_output(&mut self) {
+    fn discard_output(&mut self) -> Option<u64> {
         let conn = &mut self.node.conns[self.conn];
+        let first = (conn.queued.iter())
+            .map(|&(_, seq)| seq)
+            .filter(|&seq| seq != 0)
+            .min();
         conn.queued.clear();
         conn.queued_len = 0;
         self.slow = false;
+        first
     }
 
     fn output_pending(&self) -> bool {
@@ -740,6 +920,7 @@ impl Context for Ctx<'_> {
         let subscriber = Subscriber {
             conn: self.conn,
             format: request.format,
+            behind_since: 0,
         };
         let at = self.node.hub.add_sub(&request.channel, subscriber);
         let client = request.presence.then(|| self.client_id());
@@ -754,18 +935,69 @@ impl Context for Ctx<'_> {
         at
     }
 
-    fn set_live(&mut self, at: SubRef, last_seq: u64) -> bool {
-        match self.own_sub(at) {
-            Some(s) => self.node.hub.set_live(at, &s, last_seq),
-            None => false,
+    fn accept_replay(&mut self, at: SubRef, replay: &Replay) -> bool {
+        let Some(s) = self.own_sub(at) else {
+            return false;
+        };
+        let Some(before) = self.node.hub.take_replay(at, &s, replay) else {
+            return false;
+        };
+        if let Standing::Behind(..) = replay.standing() {
+            let was_behind = matches!(before, Standing::Behind(..));
+            let since = waiting_since(
+                was_behind.then_some(s.behind_since),
+                self.node.now,
+                replay.rest_since.map(|t| tick_at(self.node.start, t)),
+            );
+            if let Some(sub) = self.node.hub.sub_mut(at) {
+                sub.subscriber.behind_since = since;
+            }
+            if !was_behind {
+                self.node.behind.push((self.conn, at));
+            }
+            self.node.conns[self.conn].behind = true;
         }
+        true
     }
 
     fn position(&self, at: SubRef) -> Option<u64> {
         self.own_sub(at)?;
-        (self.node.hub.sub(at))
-            .map(|s| s.live_after)
-            .filter(|&seq| seq != PENDING)
+        match self.node.hub.sub(at)?.standing() {
+            Standing::Live(seq) => Some(seq),
+            _ => None,
+        }
+    }
+
+    fn cursor(&self, at: SubRef) -> Option<u64> {
+        self.own_sub(at)?;
+        match self.node.hub.sub(at)?.standing() {
+            Standing::Live(seq) | Standing::Behind(seq, _) => Some(seq),
+            Standing::Pending => None,
+        }
+    }
+
+    fn needs_catch_up(&self, at: SubRef) -> bool {
+        self.own_sub(at).is_some()
+            && (self.node.hub.sub(at))
+                .is_some_and(|s| matches!(s.standing(), Standing::Behind(_, false)))
+    }
+
+    fn channel(&self, at: SubRef) -> Option<ChannelName> {
+        self.own_sub(at)?;
+        self.node.hub.channel_name(at.chan)
+    }
+
+    fn catch_up(&mut self, at: SubRef) {
+        let Some(s) = self.own_sub(at) else {
+            return;
+        };
+        let Some(Standing::Behind(cursor, false)) = self.node.hub.sub(at).map(|s| s.standing())
+        else {
+            return;
+        };
+        (self.node.hub).set_standing(at, &s, Standing::Behind(cursor, true));
+        let conn = ConnHandle(self.conn as u64);
+        self.node.mail.push_back(Mail::CatchUp { conn, at });
     }
 
     fn unsubscribe(&mut self, at: SubRef, presence: bool) {
@@ -801,6 +1033,10 @@ impl Context for Ctx<'_> {
 
     fn epoch(&self) -> Epoch {
         self.node.hub.epoch()
+    }
+
+    fn overloaded(&self) -> bool {
+        self.node.hub.pinned() > self.node.settings.max_pinned
     }
 
     fn draining(&self) -> bool {

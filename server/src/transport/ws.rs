@@ -355,7 +355,7 @@ impl Ws {
             }
             return;
         }
-        if at != self.sub || !ctx.set_live(at, replay.last_seq) {
+        if at != self.sub || !ctx.accept_replay(at, &replay) {
             return;
         }
         let raw = self.kind == Kind::Raw;
@@ -363,13 +363,58 @@ impl Ws {
             ctx.send(framing::reset_frame(&replay.channel, &reset, ctx.epoch()));
         }
         for m in &replay.messages {
-            ctx.send(if raw {
+            let frame = if raw {
                 m.ws_frame.clone()
             } else {
                 framing::message_frame(m)
-            });
+            };
+            ctx.send_message(frame, m.id.seq);
         }
         ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
+    }
+
+    /// The connection's output drained: a subscription that fell behind
+    /// catches up.
+    pub fn handle_drained(&mut self, ctx: &mut impl Context) {
+        if self.closing {
+            return;
+        }
+        if let Some(session) = self.mux() {
+            session.handle_drained(ctx);
+        } else if self.sub != SubRef::NONE && ctx.needs_catch_up(self.sub) {
+            ctx.catch_up(self.sub);
+        }
+    }
+
+    /// Subscription `at` has waited longer than `--max-lag` for its oldest
+    /// message to go out: drop what is queued and close with 1008, saying
+    /// where to resume (a multiplexed client resumes each channel from the
+    /// last id it has).
+    pub fn handle_lagging(&mut self, ctx: &mut impl Context, at: SubRef) {
+        if self.closing {
+            return;
+        }
+        let undelivered = ctx.discard_output();
+        if self.kind == Kind::Mux {
+            self.initiate_close(
+                ctx,
+                CloseCode::POLICY_VIOLATION,
+                "lagging: resume each channel from the last id received",
+            );
+            return;
+        }
+        let Some(resume) = undelivered.map(|seq| seq - 1).or_else(|| ctx.cursor(at)) else {
+            return;
+        };
+        let id = MsgId {
+            epoch: ctx.epoch(),
+            seq: resume,
+        };
+        self.initiate_close(
+            ctx,
+            CloseCode::POLICY_VIOLATION,
+            &format!("lagging: resume from {id}"),
+        );
     }
 
     /// An owner assigned the ids of a client's publish.

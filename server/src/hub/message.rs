@@ -1,0 +1,63 @@
+//! What a channel carries: a published message, shared by reference by
+//! every shard and connection that delivers it, and the events announced
+//! with it.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+use codec::ws::DataKind;
+
+use super::channel::ChannelName;
+use super::id::MsgId;
+
+/// A published message, shared by every shard that delivers it.
+#[derive(Debug)]
+pub struct Message {
+    /// Its channel.
+    pub channel: ChannelName,
+    /// Its id.
+    pub id: MsgId,
+    /// Text (UTF-8, checked at publish) or binary.
+    pub kind: DataKind,
+    /// The payload as published.
+    pub payload: Bytes,
+    /// The payload as one WebSocket frame, encoded once by the owner.
+    pub ws_frame: Bytes,
+    /// When the owner accepted it (for history expiry).
+    pub published_at: Instant,
+    /// What kind of event it is.
+    pub event: Event,
+}
+
+/// What a [`Message`] announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A published message: it has an id and lives in history.
+    Stored,
+    /// A live-only message (typing indicators…): delivered to subscribers
+    /// that are live now, never stored, no id (`seq` 0).
+    Ephemeral,
+    /// A multiplexed-WebSocket client subscribed (presence).
+    Joined(ClientId),
+    /// A multiplexed-WebSocket client unsubscribed or left (presence).
+    Left(ClientId),
+}
+
+impl Message {
+    /// Whether it has an id and can be resumed from.
+    pub fn is_stored(&self) -> bool {
+        self.event == Event::Stored
+    }
+}
+
+/// Identifies a client in presence lists and events, printed as 16 hex
+/// digits. Unique among the node's live connections (the shard derives it
+/// from its connection key).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientId(pub u64);
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
