@@ -19,15 +19,19 @@ use uring::MAX_IOV;
 pub struct Buffers {
     /// Buffers not yet handed to the kernel, in order.
     pub out: VecDeque<Bytes>,
-    /// The message sequence number of each buffer in `out` (0: not a
-    /// message).
-    seqs: VecDeque<u64>,
+    /// The message sequence number (0: not a message) and length of each
+    /// buffer in `out`.
+    seqs: VecDeque<(u64, usize)>,
+    /// The first buffer of `out` is the rest of one the kernel took part
+    /// of: it must go out before anything else can, discard or not.
+    front_partial: bool,
     /// Their total length.
     pub queued: usize,
     /// Bytes of the send in flight.
     pub inflight: usize,
-    /// The sequence numbers of the buffers in the send in flight, in order.
-    inflight_seqs: Vec<u64>,
+    /// The sequence numbers and lengths of the buffers in the send in
+    /// flight, in order.
+    inflight_seqs: Vec<(u64, usize)>,
     /// Received bytes not consumed yet (a partial head, frame or body, or
     /// requests pipelined behind an answer).
     pub input: BytesMut,
@@ -37,8 +41,8 @@ impl Buffers {
     /// Queues `bytes` (message `seq`, or 0) after everything queued before.
     pub fn push(&mut self, bytes: Bytes, seq: u64) {
         self.queued += bytes.len();
+        self.seqs.push_back((seq, bytes.len()));
         self.out.push_back(bytes);
-        self.seqs.push_back(seq);
     }
 
     /// Records that the first `n` queued buffers were handed to the kernel
@@ -48,6 +52,7 @@ impl Buffers {
         self.inflight = len;
         self.inflight_seqs.clear();
         self.inflight_seqs.extend(self.seqs.drain(..n));
+        self.front_partial = false;
     }
 
     /// The send in flight completed; `unsent` are the bytes the kernel did
@@ -57,28 +62,31 @@ impl Buffers {
         self.inflight = 0;
         let n = unsent.len();
         let from = self.inflight_seqs.len() - n.min(self.inflight_seqs.len());
-        for (b, &seq) in unsent.into_iter().zip(&self.inflight_seqs[from..]).rev() {
+        if let (Some(first), Some(&(_, len))) = (unsent.first(), self.inflight_seqs.get(from)) {
+            self.front_partial = first.len() < len;
+        }
+        for (b, &(seq, _)) in unsent.into_iter().zip(&self.inflight_seqs[from..]).rev() {
             self.queued += b.len();
+            self.seqs.push_front((seq, b.len()));
             self.out.push_front(b);
-            self.seqs.push_front(seq);
         }
         self.inflight_seqs.clear();
     }
 
-    /// Drops what is queued but not in flight. Returns the lowest sequence
-    /// number of a message the peer may not have received whole: dropped,
-    /// or in the send still in flight.
+    /// Drops what is queued but not in flight — all but the rest of a
+    /// buffer the kernel took part of, which the peer needs to see its
+    /// frame end. Returns the lowest sequence number of a message the peer
+    /// may not have received whole: dropped, or in the send still in
+    /// flight.
     pub fn discard_queued(&mut self) -> Option<u64> {
-        let first = self
-            .inflight_seqs
-            .iter()
-            .chain(&self.seqs)
-            .copied()
+        let first = (self.inflight_seqs.iter().chain(&self.seqs))
+            .map(|&(seq, _)| seq)
             .filter(|&seq| seq != 0)
             .min();
-        self.out.clear();
-        self.seqs.clear();
-        self.queued = 0;
+        let keep = usize::from(self.front_partial).min(self.out.len());
+        self.out.truncate(keep);
+        self.seqs.truncate(keep);
+        self.queued = self.out.iter().map(Bytes::len).sum();
         first
     }
 
@@ -100,6 +108,7 @@ impl Buffers {
         self.queued = 0;
         self.inflight = 0;
         self.inflight_seqs.clear();
+        self.front_partial = false;
         self.input = BytesMut::new();
         self.out.capacity() <= MAX_IOV && self.seqs.capacity() <= MAX_IOV
     }
@@ -136,6 +145,18 @@ mod tests {
         assert_eq!(q.out, [b("m5"), b("m6")]);
         assert_eq!(q.discard_queued(), Some(5));
         assert_eq!(q.outbound(), 0);
+        // The kernel takes half of a frame: its other half stays through a
+        // discard, or the peer would read a torn frame.
+        q.push(b("m7m7"), 7);
+        q.push(b("m8"), 8);
+        let two: Vec<Bytes> = q.out.drain(..2).collect();
+        q.sent(two.len(), 6);
+        q.completed(vec![b("m7"), b("m8")]);
+        assert_eq!(q.discard_queued(), Some(7));
+        assert_eq!((q.out.len(), q.outbound()), (1, 2));
+        q.out.clear();
+        q.seqs.clear();
+        q.queued = 0;
         // Nothing but responses queued: no message at risk.
         q.push(b("pong"), 0);
         assert_eq!(q.discard_queued(), None);
