@@ -33,7 +33,8 @@ pub enum Refusal {
     Draining,
 }
 
-const REFUSALS: [(Refusal, &str); 9] = [
+/// Every refusal reason with its label.
+pub const REFUSALS: [(Refusal, &str); 9] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -110,6 +111,12 @@ pub struct ShardMetrics {
     /// Bytes of messages this shard keeps for subscriptions that are
     /// behind (`hub::backlog`).
     pub pinned_bytes: AtomicU64,
+    /// Notices (a 1008 close frame, an `event: reset`) to readers closed
+    /// as lagging or slow that the kernel took before the socket closed.
+    pub close_notices_sent: AtomicU64,
+    /// Such notices still queued when the socket closed (the peer's
+    /// receive buffer stayed full for `--close-timeout`).
+    pub close_notices_lost: AtomicU64,
     /// Connections closed for not answering pings.
     pub ping_timeouts: AtomicU64,
     /// WebSocket protocol violations by peers.
@@ -133,6 +140,11 @@ impl ShardMetrics {
     /// Sets a gauge.
     pub fn set(gauge: &AtomicU64, v: u64) {
         gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// Every refusal counter, in [`REFUSALS`] order.
+    pub fn refusals(&self) -> [u64; REFUSALS.len()] {
+        std::array::from_fn(|i| self.refused[REFUSALS[i].0 as usize].load(Ordering::Relaxed))
     }
 
     /// One more open connection of `t`.
@@ -181,7 +193,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
         }
     }
     type Field = fn(&ShardMetrics) -> &AtomicU64;
-    let counters: [(&str, &str, Field); 18] = [
+    let counters: [(&str, &str, Field); 20] = [
         ("accepts_total", "Connections accepted.", |m| &m.accepts),
         ("accept_errors_total", "Accept failures.", |m| {
             &m.accept_errors
@@ -225,6 +237,16 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
             "live_only_skipped_total",
             "Live-only messages (ephemeral, presence) not sent to subscriptions that were behind.",
             |m| &m.live_only_skipped,
+        ),
+        (
+            "close_notices_sent_total",
+            "Close frames or resets to readers closed as lagging or slow that went out before the socket closed.",
+            |m| &m.close_notices_sent,
+        ),
+        (
+            "close_notices_lost_total",
+            "Close frames or resets to readers closed as lagging or slow still queued when the socket closed.",
+            |m| &m.close_notices_lost,
         ),
         (
             "pinned_bytes",

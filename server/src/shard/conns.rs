@@ -126,6 +126,9 @@ mod flags {
     pub const DIRTY: u8 = 4;
     /// A subscription fell behind: catch up once the queue has drained.
     pub const BEHIND: u8 = 8;
+    /// Its reader was closed as lagging or slow, and told so: when the
+    /// socket closes, count whether the notice went out.
+    pub const NOTICE: u8 = 16;
 }
 
 /// The state of one connection slot.
@@ -387,6 +390,14 @@ impl Conns {
         let gen = conn.gen;
         let old = std::mem::replace(conn, Conn::free());
         conn.gen = gen;
+        if old.has(flags::NOTICE) {
+            let counter = if old.outbound() == 0 {
+                &self.metrics.close_notices_sent
+            } else {
+                &self.metrics.close_notices_lost
+            };
+            ShardMetrics::add(counter, 1);
+        }
         if let Some(b) = old.buffers {
             self.give_back(b);
         }
@@ -488,6 +499,15 @@ impl Conns {
     pub fn mark_behind(&mut self, key: ConnKey) {
         if let Some(conn) = self.get_mut(key) {
             conn.flags |= flags::BEHIND;
+        }
+    }
+
+    /// `key`'s reader was closed as lagging or slow and a notice (a close
+    /// frame, an `event: reset`) queued: count, when the socket closes,
+    /// whether the kernel took it.
+    pub fn watch_notice(&mut self, key: ConnKey) {
+        if let Some(conn) = self.get_mut(key) {
+            conn.flags |= flags::NOTICE;
         }
     }
 

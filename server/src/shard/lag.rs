@@ -44,7 +44,7 @@ impl Shard {
             ShardMetrics::add(&self.metrics.lagging_closes, 1);
             let lag = TICK * lag;
             let limit = self.shared.settings.max_lag;
-            self.lag_tally.note(self.now, lag, || {
+            self.lag_tally.note(self.now, lag.as_secs_f64(), || {
                 format!(
                     "closing a reader that fell behind: its oldest undelivered message has waited {:.1} s (--max-lag {})",
                     lag.as_secs_f64(),
@@ -52,6 +52,7 @@ impl Shard {
                 )
             });
             self.dispatch(key, |p, ctx| p.handle_lagging(ctx, at));
+            self.conns.watch_notice(key); // gone already if it had no notice
             self.drain_local();
         }
         // Entries added meanwhile (a catch-up that stopped short) stay.

@@ -73,7 +73,7 @@ use op::Op;
 use owner::ShardHub;
 use post::Post;
 use shared::Shared;
-use tally::Tally;
+use tally::{RefusalSummary, Tally};
 use timers::Timers;
 
 /// Completions handled per ring per reaping round.
@@ -121,6 +121,8 @@ pub struct Shard {
     lag_tally: Tally,
     /// Connections closed for sending without reading, likewise.
     slow_tally: Tally,
+    /// Refused requests, logged as a summary.
+    refusals: RefusalSummary,
     cqes: Vec<Completion>,
     drain: Option<Drain>,
     last_housekeeping: Instant,
@@ -170,8 +172,9 @@ impl Shard {
             due: Vec::new(),
             behind: Vec::new(),
             hungry: Vec::new(),
-            lag_tally: Tally::new(id, "readers closed for lagging:", "oldest lag"),
-            slow_tally: Tally::new(id, "slow consumers closed:", "largest queue (MB)"),
+            lag_tally: Tally::new(id, "readers closed for lagging:", ("oldest lag", "s")),
+            slow_tally: Tally::new(id, "slow consumers closed:", ("largest queue", "MB")),
+            refusals: RefusalSummary::new(id, now, &shared.metrics[id]),
             cqes: Vec::with_capacity(CQE_BATCH),
             drain: None,
             last_housekeeping: now,
@@ -313,6 +316,7 @@ impl Shard {
                 .check(&mut self.conns, &self.metrics, self.now);
         }
         self.check_lagging();
+        self.refusals.roll(self.now, &self.metrics);
         self.hub.expire(self.now);
         let stats = self.hub.stats();
         ShardMetrics::set(&self.metrics.history_evictions, stats.evictions);
@@ -350,6 +354,9 @@ impl Shard {
             let queued = ctx.conns.outbound(key);
             note_slow_consumer(&mut self.slow_tally, &self.metrics, self.now, queued);
             proto.handle_slow_consumer(&mut ctx);
+            if !proto.is_closed() {
+                ctx.conns.watch_notice(key); // a close frame is on its way
+            }
         }
         let resume = ctx.requests.resume;
         let after = proto.gauge();
@@ -390,8 +397,7 @@ impl Shard {
 /// reading.
 fn note_slow_consumer(tally: &mut Tally, metrics: &ShardMetrics, now: Instant, queued: usize) {
     ShardMetrics::add(&metrics.slow_consumers, 1);
-    let mb = Duration::from_secs_f64(queued as f64 / 1e6);
-    tally.note(now, mb, || {
+    tally.note(now, queued as f64 / 1e6, || {
         format!("closing a slow consumer: it sends without reading; {queued} bytes queued for it")
     });
 }

@@ -403,18 +403,17 @@ impl Ws {
             );
             return;
         }
-        let Some(resume) = undelivered.map(|seq| seq - 1).or_else(|| ctx.cursor(at)) else {
-            return;
+        let reason = match undelivered.map(|seq| seq - 1).or_else(|| ctx.cursor(at)) {
+            Some(seq) => {
+                let id = MsgId {
+                    epoch: ctx.epoch(),
+                    seq,
+                };
+                format!("lagging: resume from {id}")
+            }
+            None => "lagging".to_string(),
         };
-        let id = MsgId {
-            epoch: ctx.epoch(),
-            seq: resume,
-        };
-        self.initiate_close(
-            ctx,
-            CloseCode::POLICY_VIOLATION,
-            &format!("lagging: resume from {id}"),
-        );
+        self.initiate_close(ctx, CloseCode::POLICY_VIOLATION, &reason);
     }
 
     /// An owner assigned the ids of a client's publish.
