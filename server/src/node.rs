@@ -11,7 +11,7 @@
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 
 use uring::{sys, Opcode, Ring, RingConfig};
@@ -109,6 +109,7 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
         mail: mail.clone(),
         metrics,
         shutdown: AtomicBool::new(false),
+        draining_shards: AtomicU64::new(u64::MAX >> (64 - shards)),
     });
     install_signal_handler(shared.clone())?;
 

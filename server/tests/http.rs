@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use common::{RawWs, Server};
 
 #[tokio::test]
@@ -290,4 +292,59 @@ async fn options_answers_allow() {
     let (head, _) = refused(&server, b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 204 "), "{head}");
     assert!(head.contains("Allow: GET, HEAD, POST, OPTIONS"));
+}
+
+#[tokio::test]
+async fn while_draining_healthz_says_draining_and_new_connections_get_503() {
+    // A WebSocket that never answers the 1001 keeps the node draining for
+    // --close-timeout.
+    let mut server = Server::start(&["--close-timeout", "3s", "--drain-timeout", "5s"]);
+    let _deaf = RawWs::connect(server.addr, "/ws/a").await;
+    server.send_sigterm();
+    // A new connection per request: a pooled one may be an idle
+    // connection the drain closes.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut health = None;
+    for _ in 0..100 {
+        let r = client.get(server.url("/healthz")).send().await.unwrap();
+        if r.status() != 200 {
+            health = Some(r);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let health = health.expect("/healthz never stopped answering 200");
+    assert_eq!(health.status(), 503);
+    assert_eq!(health.headers()["connection"], "close");
+    assert_eq!(health.text().await.unwrap(), "draining\n");
+    // A new WebSocket is refused, with why and when to retry.
+    let mut ws = RawWs::tcp(server.addr).await;
+    ws.send_raw(b"GET /ws/a HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").await;
+    let (head, body) = ws.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 503 "), "{head}");
+    assert!(head.contains("Connection: close\r\n"), "{head}");
+    assert!(head.contains("Retry-After: 1\r\n"), "{head}");
+    assert!(body.contains("shutting down"), "{body}");
+    assert_eq!(ws.recv().await, common::Got::Eof);
+    // So is a publish; the metrics still answer, and count the refusals.
+    let publish = client
+        .post(server.url("/pub/a"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(publish.status(), 503);
+    assert!(
+        server
+            .metric("ringcast_requests_refused_total", "reason=\"draining\"")
+            .await
+            >= 3
+    );
+    let status = tokio::task::spawn_blocking(move || server.wait_exit(Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }

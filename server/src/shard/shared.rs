@@ -2,7 +2,7 @@
 //! mail queues, the doorbells' flags and the counters, which are built for
 //! concurrent use).
 
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use crate::bus::Mailboxes;
@@ -26,6 +26,10 @@ pub struct Shared {
     pub metrics: Vec<Arc<ShardMetrics>>,
     /// Set on SIGTERM/SIGINT.
     pub shutdown: AtomicBool,
+    /// While draining: a bit per shard that still has connections. The
+    /// shards stop together once it is empty, so none closes its listener
+    /// (resetting what waits in its backlog) while others still answer.
+    pub draining_shards: AtomicU64,
 }
 
 impl Shared {

@@ -3,7 +3,7 @@
 //!
 //! | Route | Method | What |
 //! |---|---|---|
-//! | `/healthz` | GET, HEAD | `200 ok` once the node accepts connections |
+//! | `/healthz` | GET, HEAD | `200 ok` once the node accepts connections; `503 draining` while it shuts down |
 //! | `/metrics` | GET, HEAD | Prometheus text |
 //! | `/ws/{channel}`, `/ws`, `/echo` | GET (upgrade) | WebSocket (`super::ws`) |
 //! | `/sse/{channel}`, `/sse?ch=…` | GET, HEAD | event stream (`super::sse`) |
@@ -199,6 +199,9 @@ impl Http {
                 Outcome::Finish(Finish::AfterFlush)
             }
         };
+        if ctx.draining() && head.path != "/metrics" {
+            return self.refuse_draining(ctx, head);
+        }
         match head.path {
             "/healthz" if get_or_head => {
                 response::respond(
@@ -253,6 +256,27 @@ impl Http {
                 self.after_response(ctx)
             }
         }
+    }
+
+    /// While the node drains, every request but `/metrics` gets `503` and
+    /// `Connection: close`: `/healthz` says `draining`, so load balancers
+    /// move away; anything else is told to retry, on another node.
+    fn refuse_draining(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
+        ctx.metrics().refuse(Refusal::Draining);
+        tracing::debug!(path = head.path, "refused during drain");
+        let answer = Answer {
+            keep_alive: false,
+            ..self.answer()
+        };
+        let retry = RETRY_AFTER_SECS.to_string();
+        let extra = [("Retry-After", retry.as_str())];
+        let reason = if head.path == "/healthz" {
+            "draining"
+        } else {
+            "draining: this node is shutting down; retry on another node"
+        };
+        response::error(ctx, answer, StatusCode::SERVICE_UNAVAILABLE, reason, &extra);
+        Outcome::Finish(Finish::AfterFlush)
     }
 
     fn stream(
@@ -462,11 +486,14 @@ impl Http {
         Outcome::Finish(Finish::Now)
     }
 
-    /// The node is shutting down: an idle connection closes now; one with
-    /// a request in progress finishes it (and is answered
-    /// `Connection: close`).
+    /// The node is shutting down: an idle keep-alive connection closes
+    /// now; one with a request in progress finishes it (and is answered
+    /// `Connection: close`); a new one that has sent nothing yet is
+    /// answered `503` when its request comes (within the handshake
+    /// timeout).
     pub fn handle_shutdown(&mut self) -> Outcome {
-        if self.busy.is_none() && !self.has(flag::PARTIAL) {
+        let idle = self.busy.is_none() && !self.has(flag::PARTIAL);
+        if idle && self.has(flag::SERVED) {
             Outcome::Finish(Finish::Now)
         } else {
             Outcome::Stay

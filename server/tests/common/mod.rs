@@ -110,13 +110,24 @@ impl Server {
 
     /// Sends SIGTERM and waits (up to `within`) for the process to exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut().unwrap();
+        self.send_sigterm();
+        self.wait_exit(within)
+    }
+
+    /// Sends SIGTERM: the node starts draining.
+    pub fn send_sigterm(&self) {
+        let child = self.child.as_ref().unwrap();
         // std has no way to send SIGTERM; the `kill` command keeps the tests
         // free of unsafe code.
         Command::new("kill")
             .args(["-TERM", &child.id().to_string()])
             .status()
             .unwrap();
+    }
+
+    /// Waits (up to `within`) for the process to exit.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut().unwrap();
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = child.try_wait().unwrap() {
@@ -125,6 +136,19 @@ impl Server {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// The server's resident set size now, from `/proc`.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("the server is running");
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status");
+        kib * 1024
     }
 
     /// A metric's value summed over its label sets.

@@ -153,3 +153,46 @@ fn a_bad_request_line_is_400_and_closes() {
     assert_eq!(node.output(c), b"", "what followed is not read");
     assert_eq!(refused(&node, Refusal::BadRequest), 1);
 }
+
+#[test]
+fn while_draining_requests_get_503_with_connection_close_but_metrics_answer() {
+    let mut node = node();
+    // Connected just before the drain, its request not sent yet: it is
+    // answered, not dropped. An idle keep-alive connection is closed.
+    let early = node.connect();
+    let idle = node.connect();
+    node.input(idle, &get("/healthz", &[]));
+    assert_eq!(node.response(idle).status, 200);
+    node.shutdown();
+    assert!(node.is_closed(idle));
+    node.input(early, &get("/healthz", &[]));
+    assert_eq!(node.response(early).status, 503);
+    for (target, body) in [
+        ("/healthz", "draining\n"),
+        (
+            "/ws/a",
+            "draining: this node is shutting down; retry on another node\n",
+        ),
+        (
+            "/poll/a",
+            "draining: this node is shutting down; retry on another node\n",
+        ),
+    ] {
+        let c = node.connect();
+        node.input(c, &get(target, &[]));
+        let r = node.response(c);
+        assert_eq!((r.status, r.text()), (503, body), "{target}");
+        assert_eq!(r.header("Connection"), Some("close"));
+        assert_eq!(r.header("Retry-After"), Some("1"));
+        assert!(node.is_closed(c), "{target}");
+    }
+    let c = node.connect();
+    node.input(c, &post("/pub/a", "text/plain", b"x"));
+    assert_eq!(node.response(c).status, 503);
+    assert_eq!(refused(&node, Refusal::Draining), 5);
+    let c = node.connect();
+    node.input(c, &get("/metrics", &[]));
+    let r = node.response(c);
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("reason=\"draining\"} 5"), "{}", r.text());
+}
