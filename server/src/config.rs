@@ -106,6 +106,15 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_NO_TCP_NODELAY")]
     pub no_tcp_nodelay: bool,
 
+    /// `TCP_NOTSENT_LOWAT` on accepted sockets: the kernel takes no more
+    /// output for a connection while this much waits for the peer's
+    /// receive window. A reader that stops then holds its window plus this
+    /// in the kernel, not a send buffer grown to megabytes; what it has
+    /// not taken waits in the node, shared. 0 leaves the kernel's default.
+    /// [default: 128KiB]
+    #[arg(long, env = "RINGCAST_TCP_NOTSENT_LOWAT", value_parser = parse_size, value_name = "SIZE")]
+    pub tcp_notsent_lowat: Option<u64>,
+
     /// Largest HTTP request head (431 beyond). [default: 8KiB]
     #[arg(long, env = "RINGCAST_MAX_HEAD_SIZE", value_parser = parse_size, value_name = "SIZE")]
     pub max_head_size: Option<u64>,
@@ -198,6 +207,7 @@ struct FileConfig {
     max_lag: Option<String>,
     max_pinned: Option<toml::Value>,
     no_tcp_nodelay: Option<bool>,
+    tcp_notsent_lowat: Option<toml::Value>,
     max_head_size: Option<toml::Value>,
     history_size: Option<usize>,
     history_ttl: Option<String>,
@@ -246,6 +256,8 @@ pub struct Settings {
     pub max_pinned: usize,
     /// Set `TCP_NODELAY` on accepted sockets.
     pub tcp_nodelay: bool,
+    /// `TCP_NOTSENT_LOWAT` for accepted sockets (0: the kernel's default).
+    pub tcp_notsent_lowat: usize,
     /// Largest request head.
     pub max_head_size: usize,
     /// History length.
@@ -375,6 +387,10 @@ impl Settings {
                 .or(file_size(file.max_pinned, "max-pinned")?)
                 .unwrap_or(256 << 20) as usize,
             tcp_nodelay: !(cli.no_tcp_nodelay || file.no_tcp_nodelay.unwrap_or(false)),
+            tcp_notsent_lowat: cli
+                .tcp_notsent_lowat
+                .or(file_size(file.tcp_notsent_lowat, "tcp-notsent-lowat")?)
+                .unwrap_or(128 << 10) as usize,
             max_head_size: cli
                 .max_head_size
                 .or(file_size(file.max_head_size, "max-head-size")?)

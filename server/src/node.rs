@@ -81,7 +81,7 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
             missing.join(", ")
         )));
     }
-    if settings.tcp_nodelay
+    if (settings.tcp_nodelay || settings.tcp_notsent_lowat > 0)
         && !probe
             .unsupported(&[Opcode::UringCmd])
             .map_err(|e| NodeError(e.to_string()))?
@@ -89,9 +89,11 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     {
         tracing::warn!(
             "this kernel cannot set socket options through io_uring (Linux 6.7+): \
-             accepted sockets keep Nagle's algorithm (no TCP_NODELAY)"
+             accepted sockets keep Nagle's algorithm and the kernel's send buffering \
+             (no TCP_NODELAY, no TCP_NOTSENT_LOWAT)"
         );
         settings.tcp_nodelay = false;
+        settings.tcp_notsent_lowat = 0;
     }
     drop(probe);
 
@@ -272,7 +274,7 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         }
     }
     out.push_str(&format!(
-        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag){}\n",
+        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag); pinned at most {}\n  sockets      {}{}\n",
         s.history_size,
         humantime::format_duration(s.history_ttl),
         humantime::format_duration(s.ping_interval),
@@ -282,7 +284,13 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         human_size(s.max_head_size),
         human_size(s.max_outbound),
         humantime::format_duration(s.max_lag),
-        if s.tcp_nodelay { "; TCP_NODELAY" } else { "; Nagle on (--no-tcp-nodelay)" },
+        human_size(s.max_pinned),
+        if s.tcp_nodelay { "TCP_NODELAY" } else { "Nagle on (--no-tcp-nodelay)" },
+        if s.tcp_notsent_lowat > 0 {
+            format!(", TCP_NOTSENT_LOWAT {}", human_size(s.tcp_notsent_lowat))
+        } else {
+            String::new()
+        },
     ));
     out.push_str(&format!(
         "  subscribe    ws://{example}/ws/{{channel}}   (?since=ID to resume, ?format=json for ids)\n  publish      curl -H 'Content-Type: text/plain' -d hello http://{example}/pub/{{channel}}\n  health       http://{example}/healthz   metrics: http://{example}/metrics{}\n",

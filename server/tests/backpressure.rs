@@ -367,3 +367,83 @@ async fn readers_that_stop_are_closed_for_lagging_without_holding_up_the_others(
         "p99 {p99_crowded} µs with non-readers, {p99_alone} µs without"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_event_stream_lags_out_with_a_reset_and_resumes_without_loss() {
+    use eventsource_stream::Eventsource;
+    // 9.6 MB: more than the socket's buffers take (the sender's grows to
+    // 4 MiB here), so the stream really falls behind.
+    const MESSAGES: usize = 600;
+    let server = Server::start(&[
+        "--max-lag",
+        "1s",
+        "--max-outbound",
+        "64KiB",
+        "--history-size",
+        "1000",
+    ]);
+    let text = |i: usize| format!("{i:08}{}", ".".repeat(MESSAGE - 8));
+    let open = |last: Option<String>| {
+        let mut req = reqwest::Client::new().get(server.url("/sse/paused"));
+        if let Some(id) = last {
+            req = req.header("Last-Event-ID", id);
+        }
+        async move {
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.bytes_stream().eventsource()
+        }
+    };
+    // The stream is opened, then not read while the messages go by: the
+    // client's buffers and the socket's fill, and it lags out.
+    let mut stream = open(None).await;
+    for i in 0..MESSAGES {
+        common::publish(&server, "paused", "text/plain", text(i)).await;
+    }
+    let mut closed = 0;
+    for _ in 0..100 {
+        closed = server.metric("ringcast_lagging_closes_total", "").await;
+        if closed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(closed, 1);
+    // Reading again: messages in order, then the reset, then the end.
+    let mut got = 0;
+    let mut last_id = None;
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the stream stalled");
+        let Some(event) = event else {
+            panic!("the stream ended without a reset after {got} messages");
+        };
+        let event = event.expect("a valid event stream");
+        if event.event == "reset" {
+            let data: serde_json::Value = serde_json::from_str(&event.data).unwrap();
+            assert_eq!(data["reason"], "lagging");
+            assert_eq!(event.id, last_id.clone().unwrap_or_default());
+            break;
+        }
+        assert_eq!(&event.data[..8], format!("{got:08}"));
+        last_id = Some(event.id.clone());
+        got += 1;
+    }
+    assert!(got < MESSAGES, "a window, not everything: {got}");
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after the reset"
+    );
+    // Reconnecting as a browser does, with the last id it received: the
+    // rest, in order.
+    let mut again = open(last_id).await;
+    for i in got..MESSAGES {
+        let event = tokio::time::timeout(Duration::from_secs(10), again.next())
+            .await
+            .expect("the resumed stream stalled")
+            .expect("the resumed stream ended")
+            .expect("a valid event stream");
+        assert_eq!(&event.data[..8], format!("{i:08}"), "{}", event.event);
+    }
+}

@@ -46,6 +46,6 @@ mod user_data;
 
 pub use bufring::{BufRing, RecvBuf};
 pub use eventfd::EventFd;
-pub use ring::{Completion, Opcode, Ring, RingConfig, SetupError};
+pub use ring::{Completion, Opcode, Ring, RingConfig, SetupError, TcpOption};
 pub use send::{ConnectChain, FinishedSend, MAX_IOV};
 pub use user_data::UserData;

@@ -194,6 +194,20 @@ impl Opcode {
     }
 }
 
+/// A TCP socket option [`Ring::set_tcp_option`] sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpOption {
+    /// `TCP_NODELAY`: small writes go out at once, not held back until the
+    /// previous segment is acknowledged (Nagle's algorithm).
+    NoDelay,
+    /// `TCP_NOTSENT_LOWAT` of this many bytes: the socket takes no more
+    /// writes while that much is waiting for the peer's receive window.
+    /// Bytes in flight are not limited; a peer that stops reading holds
+    /// its window plus this much in the kernel, instead of a send buffer
+    /// grown to `tcp_wmem`'s maximum.
+    NotSentLowat(u32),
+}
+
 /// Sizes of a ring's queues, file table and receive buffers.
 #[derive(Debug, Clone, Copy)]
 pub struct RingConfig {
@@ -233,6 +247,12 @@ pub struct Ring {
     wake_target: Box<UnsafeCell<u64>>,
     /// The tag of the pending eventfd read, if one is armed.
     wake_pending: Option<UserData>,
+    /// Values of socket options set through the ring
+    /// ([`Ring::set_tcp_option`]), which the kernel reads when it runs the
+    /// entry: boxed (so a value stays put when the vector grows), and kept
+    /// for the ring's life.
+    #[allow(clippy::vec_box)]
+    option_values: Vec<Box<libc::c_int>>,
     slots: u32,
 }
 
@@ -284,6 +304,7 @@ impl Ring {
             bufs,
             wake_target: Box::new(UnsafeCell::new(0)),
             wake_pending: None,
+            option_values: Vec::new(),
             slots: config.slots,
         })
     }
@@ -651,18 +672,32 @@ impl Ring {
         self.push_chain(vec![c, cl]);
     }
 
-    /// Sets `TCP_NODELAY` on the socket in `slot` (a socket option set
-    /// through io_uring, `IORING_OP_URING_CMD`; Linux 6.7 or newer). Its
-    /// success posts nothing; a failure posts `-errno` tagged `tag`.
-    pub fn set_tcp_nodelay(&mut self, slot: u32, tag: UserData) {
-        // The option value is a static: valid for as long as the kernel
-        // may read it.
-        static ONE: libc::c_int = 1;
+    /// Sets a TCP option on the socket in `slot` (through io_uring,
+    /// `IORING_OP_URING_CMD`; Linux 6.7 or newer). Its success posts
+    /// nothing; a failure posts `-errno` tagged `tag`.
+    pub fn set_tcp_option(&mut self, slot: u32, option: TcpOption, tag: UserData) {
+        let (name, value) = match option {
+            TcpOption::NoDelay => (libc::TCP_NODELAY, 1),
+            TcpOption::NotSentLowat(bytes) => (
+                libc::TCP_NOTSENT_LOWAT,
+                libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX),
+            ),
+        };
+        // The kernel reads the value when it runs the entry, so it lives
+        // in a box the ring keeps (one per distinct value).
+        let at = match self.option_values.iter().position(|v| **v == value) {
+            Some(i) => i,
+            None => {
+                self.option_values.push(Box::new(value));
+                self.option_values.len() - 1
+            }
+        };
+        let ptr: *const libc::c_int = &*self.option_values[at];
         let e = opcode::SetSockOpt::new(
             types::Fixed(slot),
             libc::IPPROTO_TCP as u32,
-            libc::TCP_NODELAY as u32,
-            (&raw const ONE).cast(),
+            name as u32,
+            ptr.cast(),
             std::mem::size_of::<libc::c_int>() as u32,
         )
         .build()

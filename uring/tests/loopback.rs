@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ringcast_uring::{sys, Completion, ConnectChain, Ring, RingConfig, UserData};
+use ringcast_uring::{sys, Completion, ConnectChain, Ring, RingConfig, TcpOption, UserData};
 
 const ACCEPT: u8 = 1;
 const RECV: u8 = 2;
@@ -79,9 +79,14 @@ fn accepts_receives_and_sends_owned_buffers() {
     assert!(accepted.more(), "multishot accept stays armed");
     let slot = accepted.result() as u32;
 
-    // TCP_NODELAY: success posts nothing, a bad slot posts its error.
-    d.ring.set_tcp_nodelay(slot, UserData::new(OTHER, slot, 2));
-    d.ring.set_tcp_nodelay(15, UserData::new(OTHER, 15, 3));
+    // TCP options: success posts nothing, a bad slot posts its error.
+    d.ring
+        .set_tcp_option(slot, TcpOption::NoDelay, UserData::new(OTHER, slot, 2));
+    let lowat = TcpOption::NotSentLowat(64 * 1024);
+    d.ring
+        .set_tcp_option(slot, lowat, UserData::new(OTHER, slot, 2));
+    d.ring
+        .set_tcp_option(15, TcpOption::NoDelay, UserData::new(OTHER, 15, 3));
     let failed = d.wait_for(|c| c.user_data() == UserData::new(OTHER, 15, 3));
     assert_eq!(failed.result(), -9, "EBADF for an empty slot");
 

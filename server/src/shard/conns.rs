@@ -34,7 +34,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use uring::{Completion, EventFd, Ring, RingConfig, SetupError};
+use uring::{Completion, EventFd, Ring, RingConfig, SetupError, TcpOption};
 
 use crate::bus::ConnHandle;
 use crate::capacity::Plan;
@@ -244,6 +244,8 @@ pub struct Conns {
     hard_limit: usize,
     /// Set `TCP_NODELAY` on accepted sockets.
     nodelay: bool,
+    /// `TCP_NOTSENT_LOWAT` for accepted sockets (0: not set).
+    notsent_lowat: u32,
     /// Connections whose queue drained while a subscription was behind.
     hungry: Vec<ConnKey>,
     metrics: Arc<ShardMetrics>,
@@ -259,6 +261,8 @@ pub struct OutputPlan {
     pub hard_limit: usize,
     /// Set `TCP_NODELAY` on accepted sockets.
     pub nodelay: bool,
+    /// `TCP_NOTSENT_LOWAT` for accepted sockets (0: not set).
+    pub notsent_lowat: u32,
 }
 
 impl Conns {
@@ -278,6 +282,7 @@ impl Conns {
             window: output.window,
             hard_limit: output.hard_limit,
             nodelay: output.nodelay,
+            notsent_lowat: output.notsent_lowat,
             hungry: Vec::new(),
             metrics,
         };
@@ -364,8 +369,16 @@ impl Conns {
         conn.gen = gen;
         conn.flags = flags::LIVE;
         cr.used += 1;
+        // Small frames go out at once; a reader that stops makes the
+        // kernel hold its receive window plus `notsent_lowat`, not a send
+        // buffer grown to megabytes (the rest waits in the backlog).
+        let tag = Op::SockOpt.tag(slot, gen);
         if self.nodelay {
-            cr.ring.set_tcp_nodelay(slot, Op::SockOpt.tag(slot, gen));
+            cr.ring.set_tcp_option(slot, TcpOption::NoDelay, tag);
+        }
+        if self.notsent_lowat > 0 {
+            let lowat = TcpOption::NotSentLowat(self.notsent_lowat);
+            cr.ring.set_tcp_option(slot, lowat, tag);
         }
         cr.ring.recv_multi(slot, Op::Recv.tag(slot, gen));
         ConnKey::new(r as u8, slot, gen)
@@ -677,6 +690,13 @@ mod tests {
             std::mem::size_of::<Protocol>() <= 32,
             "{}",
             std::mem::size_of::<Protocol>()
+        );
+        eprintln!(
+            "Conn {} B, Protocol {} B, hub Sub {} B, Buffers {} B",
+            std::mem::size_of::<Conn>(),
+            std::mem::size_of::<Protocol>(),
+            std::mem::size_of::<crate::hub::Sub<Subscriber>>(),
+            std::mem::size_of::<Buffers>()
         );
     }
 }

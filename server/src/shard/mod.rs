@@ -147,6 +147,7 @@ impl Shard {
             window: s.max_outbound,
             hard_limit: s.outbound_hard_limit(),
             nodelay: s.tcp_nodelay,
+            notsent_lowat: u32::try_from(s.tcp_notsent_lowat).unwrap_or(u32::MAX),
         };
         let conns = Conns::new(shared.plan, buffers, output, metrics.clone())?;
         let limits = HistoryLimits {
