@@ -13,7 +13,12 @@
 #              deliveries/s offered, 20 s), 3 rounds
 #   channels   100 channels × 100 subscribers at 100 publishes/s, 3 rounds
 #   idle1m     1,000,000 idle WebSockets, server RSS per connection, 1 round
-# (default: all). Every run is bounded by `timeout`. Each run's JSON goes to
+#   small100   delivery latency of 64-byte messages, 100 subscribers of one
+#              channel at 100 messages/s each (10 s), 3 rounds
+#   small500   the same at 500 messages/s each
+# (default: ack broadcast channels idle1m). To compare one build with
+# itself under other flags, pass a wrapper script as OLD_BIN or NEW_BIN
+# (`exec /path/ringcast "$@" --no-tcp-nodelay`: `exec` keeps the PID). Every run is bounded by `timeout`. Each run's JSON goes to
 # OUT_DIR (default bench-results/compare-<date>) with its exact command in
 # commands.txt; a table of medians is printed at the end.
 #
@@ -123,6 +128,12 @@ for suite in "${SUITES[@]}"; do
     channels)
         for r in 1 2 3; do
             both channels-r$r 180 --shards 2 -- fanout --transport ws --sub-url "ws://BASE/ws/{ch}" --pub-url "http://BASE/pub/{ch}" --subs 10000 --channels 100 --msgs 2000 --rate 100
+        done
+        ;;
+    small100 | small500)
+        rate=${suite#small}
+        for r in 1 2 3; do
+            both $suite-r$r 120 --shards 2 -- fanout --transport ws --sub-url "ws://BASE/ws/{ch}" --pub-url "http://BASE/pub/{ch}" --subs 100 --channels 1 --msgs $((rate * 10)) --rate "$rate" --size 64
         done
         ;;
     idle1m)
