@@ -298,14 +298,15 @@ async fn readers_that_stop_are_closed_for_lagging_without_holding_up_the_others(
     let crowded = readers_through(&server, "crowd", READERS, 5 * RATE, RATE).await;
     // Every non-reader is closed for lagging, within --max-lag of falling
     // behind (plus the once-a-second check).
-    let mut closed = 0;
-    while started.elapsed() < Duration::from_secs(15) {
-        closed = server.metric("ringcast_lagging_closes_total", "").await;
-        if closed >= NON_READERS as u64 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let within = Duration::from_secs(15).saturating_sub(started.elapsed());
+    let closed = (server)
+        .wait_metric(
+            "ringcast_lagging_closes_total",
+            "",
+            NON_READERS as u64,
+            within,
+        )
+        .await;
     assert_eq!(closed, NON_READERS as u64);
     assert_eq!(
         server
@@ -400,14 +401,14 @@ async fn a_paused_event_stream_lags_out_with_a_reset_and_resumes_without_loss() 
     for i in 0..MESSAGES {
         common::publish(&server, "paused", "text/plain", text(i)).await;
     }
-    let mut closed = 0;
-    for _ in 0..100 {
-        closed = server.metric("ringcast_lagging_closes_total", "").await;
-        if closed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let closed = (server)
+        .wait_metric(
+            "ringcast_lagging_closes_total",
+            "",
+            1,
+            Duration::from_secs(5),
+        )
+        .await;
     assert_eq!(closed, 1);
     // Reading again: messages in order, then the reset, then the end.
     let mut got = 0;

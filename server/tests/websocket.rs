@@ -445,14 +445,14 @@ async fn a_reader_that_stops_lags_out_with_where_to_resume_and_the_fast_one_keep
     }
     // Within --max-lag and the once-a-second check, the slow one is closed
     // for lagging; nothing is closed as a slow consumer.
-    let mut lagging = 0;
-    for _ in 0..100 {
-        lagging = server.metric("ringcast_lagging_closes_total", "").await;
-        if lagging > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let lagging = (server)
+        .wait_metric(
+            "ringcast_lagging_closes_total",
+            "",
+            1,
+            Duration::from_secs(5),
+        )
+        .await;
     assert_eq!(lagging, 1);
     assert_eq!(
         server

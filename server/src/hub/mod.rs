@@ -229,6 +229,20 @@ impl Replay {
     }
 }
 
+/// Where a catch-up comes from (see [`Hub::catch_up_from`]).
+#[derive(Debug)]
+pub enum CatchUpFrom {
+    /// This shard's backlog: the replay to hand the subscriber.
+    Backlog(Replay),
+    /// The owner's history: ask it for what follows `since`.
+    Owner {
+        /// The channel.
+        channel: ChannelName,
+        /// The subscription's cursor.
+        since: MsgId,
+    },
+}
+
 /// What became of a channel when a local subscription was removed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Unsubscribed {
@@ -457,19 +471,38 @@ impl<S: Copy + PartialEq> Hub<S> {
         self.backlogs.keep(chan, msg);
     }
 
-    /// The next messages for subscription `at`, behind at `cursor`, from
-    /// this shard's backlog: at most `budget` bytes of frames, always at
-    /// least one. `None` when the backlog does not reach back to the
-    /// cursor: the owner's history has what follows it.
-    pub fn catch_up_locally(&self, at: SubRef, cursor: u64, budget: usize) -> Option<Replay> {
+    /// Where the catch-up of subscription `at` comes from — it is behind
+    /// with its catch-up asked for, and `is_mine` says its subscriber is
+    /// the one asking: the next messages after its cursor from this
+    /// shard's backlog (at most `budget` bytes of frames, always at least
+    /// one), or, when the backlog does not reach back to the cursor, the
+    /// owner's history. `None` when there is nothing to catch up.
+    pub fn catch_up_from(
+        &self,
+        at: SubRef,
+        is_mine: impl Fn(&S) -> bool,
+        budget: usize,
+    ) -> Option<CatchUpFrom> {
+        let sub = self.sub(at).filter(|s| is_mine(&s.subscriber))?;
+        let Standing::Behind(cursor, true) = sub.standing() else {
+            return None;
+        };
         let channel = self.channel_name(at.chan)?;
-        let up = self.backlogs.catch_up(at.chan, cursor, budget)?;
-        Some(Replay {
-            channel,
-            messages: up.messages,
-            reset: None,
-            last_seq: up.last_seq,
-            rest_since: up.rest_since,
+        Some(match self.backlogs.catch_up(at.chan, cursor, budget) {
+            Some(up) => CatchUpFrom::Backlog(Replay {
+                channel,
+                messages: up.messages,
+                reset: None,
+                last_seq: up.last_seq,
+                rest_since: up.rest_since,
+            }),
+            None => CatchUpFrom::Owner {
+                channel,
+                since: MsgId {
+                    epoch: self.epoch,
+                    seq: cursor,
+                },
+            },
         })
     }
 

@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use crate::bus::{ConnHandle, Mail};
-use crate::hub::{Message, MsgId, Standing, SubRef};
+use crate::hub::{CatchUpFrom, Message, Standing, SubRef};
 use crate::metrics::ShardMetrics;
 use crate::transport::{Encodings, Format};
 
@@ -136,34 +136,25 @@ impl Shard {
     /// the owner's history.
     pub(super) fn catch_up(&mut self, conn: ConnHandle, at: SubRef) {
         let key = ConnKey::from_handle(conn);
-        let Some(Standing::Behind(cursor, true)) = (self.hub.sub(at))
-            .filter(|s| s.subscriber.key == key)
-            .map(|s| s.standing())
-        else {
-            return;
-        };
         let budget = self.shared.settings.max_outbound;
-        if let Some(replay) = self.hub.catch_up_locally(at, cursor, budget) {
-            self.dispatch(key, |p, ctx| p.handle_replay(ctx, at, replay));
-            return;
+        match self.hub.catch_up_from(at, |s| s.key == key, budget) {
+            Some(CatchUpFrom::Backlog(replay)) => {
+                self.dispatch(key, |p, ctx| p.handle_replay(ctx, at, replay));
+            }
+            Some(CatchUpFrom::Owner { channel, since }) => {
+                let owner = self.hub.owner(&channel);
+                let subscribe = Mail::Subscribe {
+                    from: self.id,
+                    conn,
+                    at,
+                    channel,
+                    since: Some(since),
+                    client: None,
+                };
+                self.post.send(owner, subscribe);
+            }
+            None => {}
         }
-        let Some(channel) = self.hub.channel_name(at.chan) else {
-            return;
-        };
-        let since = MsgId {
-            epoch: self.hub.epoch(),
-            seq: cursor,
-        };
-        let owner = self.hub.owner(&channel);
-        let subscribe = Mail::Subscribe {
-            from: self.id,
-            conn,
-            at,
-            channel,
-            since: Some(since),
-            client: None,
-        };
-        self.post.send(owner, subscribe);
     }
 
     /// Connections whose queue has gone to the kernel while a subscription

@@ -50,8 +50,8 @@ use serde_json::Value;
 use crate::bus::{ConnHandle, Mail, ReplyTo};
 use crate::config::{Cli, Settings};
 use crate::hub::{
-    ChannelName, ClientId, Epoch, Event, HistoryLimits, Hub, Message, MsgId, PublishItem, Replay,
-    Standing, SubRef,
+    CatchUpFrom, ChannelName, ClientId, Epoch, Event, HistoryLimits, Hub, Message, MsgId,
+    PublishItem, Replay, Standing, SubRef,
 };
 use crate::metrics::{NodeGauges, ShardMetrics};
 
@@ -739,32 +739,24 @@ impl Node {
     /// from the backlog, else from the owner's history.
     fn catch_up(&mut self, conn: ConnHandle, at: SubRef) {
         let c = conn.0 as usize;
-        let Some(Standing::Behind(cursor, true)) = (self.hub.sub(at))
-            .filter(|s| s.subscriber.conn == c)
-            .map(|s| s.standing())
-        else {
-            return;
-        };
         let budget = self.settings.max_outbound;
-        if let Some(replay) = self.hub.catch_up_locally(at, cursor, budget) {
-            self.dispatch(c, |p, ctx| p.handle_replay(ctx, at, replay));
-            return;
+        match self.hub.catch_up_from(at, |s| s.conn == c, budget) {
+            Some(CatchUpFrom::Backlog(replay)) => {
+                self.dispatch(c, |p, ctx| p.handle_replay(ctx, at, replay));
+            }
+            Some(CatchUpFrom::Owner { channel, since }) => {
+                let (from, since, client) = (0, Some(since), None);
+                (self.mail).push_back(Mail::Subscribe {
+                    from,
+                    conn,
+                    at,
+                    channel,
+                    since,
+                    client,
+                });
+            }
+            None => {}
         }
-        let Some(channel) = self.hub.channel_name(at.chan) else {
-            return;
-        };
-        let since = MsgId {
-            epoch: self.hub.epoch(),
-            seq: cursor,
-        };
-        self.mail.push_back(Mail::Subscribe {
-            from: 0,
-            conn,
-            at,
-            channel,
-            since: Some(since),
-            client: None,
-        });
     }
 
     /// `sub`'s window is full: the message waits in history and the

@@ -138,6 +138,25 @@ impl Server {
         None
     }
 
+    /// Polls a metric (summed as [`Server::metric`]) every 50 ms until it
+    /// reaches `at_least` or `within` has passed; returns its last value.
+    pub async fn wait_metric(
+        &self,
+        name: &str,
+        filter: &str,
+        at_least: u64,
+        within: Duration,
+    ) -> u64 {
+        let deadline = Instant::now() + within;
+        loop {
+            let v = self.metric(name, filter).await;
+            if v >= at_least || Instant::now() >= deadline {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// The server's resident set size now, from `/proc`.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
