@@ -168,6 +168,13 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_NO_ECHO")]
     pub no_echo: bool,
 
+    /// The transports clients may use, comma-separated: `ws` (WebSocket,
+    /// `/ws` and `/ws/{channel}`), `sse`, `longpoll`, `poll` (short
+    /// polling). A transport left out answers `501` naming it, which
+    /// clients take as "fall back to the next". [default: ws,sse,longpoll,poll]
+    #[arg(long, env = "RINGCAST_TRANSPORTS", value_parser = Transports::parse, value_name = "LIST")]
+    pub transports: Option<Transports>,
+
     /// Receive buffers per ring (a power of two); shared by all of the
     /// ring's connections. Many small buffers suit what idle connections
     /// receive (pongs, short requests) best. [default: 1024]
@@ -220,6 +227,7 @@ struct FileConfig {
     max_subscriptions: Option<usize>,
     client_publish: Option<bool>,
     no_echo: Option<bool>,
+    transports: Option<String>,
     recv_buffers: Option<u16>,
     recv_buffer_size: Option<toml::Value>,
     log: Option<String>,
@@ -282,6 +290,8 @@ pub struct Settings {
     pub client_publish: bool,
     /// `/echo` enabled.
     pub echo: bool,
+    /// The transports clients may use.
+    pub transports: Transports,
     /// Receive buffers per ring.
     pub recv_buffers: u16,
     /// Receive buffer size.
@@ -425,6 +435,12 @@ impl Settings {
                 .unwrap_or(256),
             client_publish: cli.client_publish || file.client_publish.unwrap_or(false),
             echo: !(cli.no_echo || file.no_echo.unwrap_or(false)),
+            transports: match (cli.transports, file.transports) {
+                (Some(t), _) => t,
+                (None, Some(s)) => Transports::parse(&s)
+                    .map_err(|e| ConfigError(format!("transports in the config file: {e}")))?,
+                (None, None) => Transports::ALL,
+            },
             recv_buffers: cli.recv_buffers.or(file.recv_buffers).unwrap_or(1024),
             recv_buffer_size: cli
                 .recv_buffer_size
@@ -495,6 +511,73 @@ impl Settings {
             return fail("at least one --listen address is needed");
         }
         Ok(())
+    }
+}
+
+/// The transports a node offers (`--transports`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    /// WebSocket: `/ws/{channel}` and the multiplexed `/ws`.
+    pub ws: bool,
+    /// Server-Sent Events.
+    pub sse: bool,
+    /// Long polling (`/poll/…` with a timeout).
+    pub longpoll: bool,
+    /// Short polling (`/poll/…?timeout=0`).
+    pub poll: bool,
+}
+
+impl Transports {
+    /// Every transport.
+    pub const ALL: Transports = Transports {
+        ws: true,
+        sse: true,
+        longpoll: true,
+        poll: true,
+    };
+
+    /// Parses a comma-separated list of `ws`, `sse`, `longpoll`, `poll`.
+    pub fn parse(s: &str) -> Result<Transports, String> {
+        let mut t = Transports {
+            ws: false,
+            sse: false,
+            longpoll: false,
+            poll: false,
+        };
+        for name in s.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            match name {
+                "ws" => t.ws = true,
+                "sse" => t.sse = true,
+                "longpoll" => t.longpoll = true,
+                "poll" => t.poll = true,
+                other => {
+                    return Err(format!(
+                        "unknown transport {other:?}: expected ws, sse, longpoll or poll"
+                    ))
+                }
+            }
+        }
+        if t == (Transports {
+            ws: false,
+            sse: false,
+            longpoll: false,
+            poll: false,
+        }) {
+            return Err("name at least one transport (ws, sse, longpoll, poll)".into());
+        }
+        Ok(t)
+    }
+
+    /// The list, as `--transports` takes it.
+    pub fn names(&self) -> String {
+        let all = [
+            (self.ws, "ws"),
+            (self.sse, "sse"),
+            (self.longpoll, "longpoll"),
+            (self.poll, "poll"),
+        ];
+        let on: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
+        on.join(",")
     }
 }
 
@@ -584,6 +667,24 @@ mod tests {
         let cli = Cli::try_parse_from(["ringcast", "--config", path.to_str().unwrap()]).unwrap();
         let err = Settings::resolve(cli).unwrap_err().to_string();
         assert!(err.contains("no-such-option"), "{err}");
+    }
+
+    #[test]
+    fn transports_are_a_list_of_known_names() {
+        assert_eq!(
+            Transports::parse("ws,sse,longpoll,poll"),
+            Ok(Transports::ALL)
+        );
+        let t = Transports::parse(" sse , poll ").unwrap();
+        assert!(!t.ws && t.sse && !t.longpoll && t.poll);
+        assert_eq!(t.names(), "sse,poll");
+        let err = Transports::parse("ws,carrier-pigeon").unwrap_err();
+        assert!(err.contains("carrier-pigeon"), "{err}");
+        assert!(Transports::parse(",").is_err(), "at least one");
+        let cli = Cli::try_parse_from(["ringcast", "--transports", "ws"]).unwrap();
+        assert_eq!(Settings::resolve(cli).unwrap().transports.names(), "ws");
+        let cli = Cli::try_parse_from(["ringcast", "--transports", "udp"]).unwrap_err();
+        assert!(cli.to_string().contains("unknown transport"), "{cli}");
     }
 
     #[test]

@@ -31,10 +31,12 @@ pub enum Refusal {
     Overloaded,
     /// A request while the node drains.
     Draining,
+    /// A transport turned off with `--transports`.
+    TransportOff,
 }
 
 /// Every refusal reason with its label.
-pub const REFUSALS: [(Refusal, &str); 9] = [
+pub const REFUSALS: [(Refusal, &str); 10] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -44,6 +46,7 @@ pub const REFUSALS: [(Refusal, &str); 9] = [
     (Refusal::Timeout, "timeout"),
     (Refusal::Overloaded, "overloaded"),
     (Refusal::Draining, "draining"),
+    (Refusal::TransportOff, "transport_off"),
 ];
 
 /// Transports, for the connection gauge.
@@ -86,7 +89,7 @@ pub struct ShardMetrics {
     /// a listener that accepted none for a second).
     pub accept_rearms: AtomicU64,
     /// Refused requests by reason.
-    pub refused: [AtomicU64; 9],
+    pub refused: [AtomicU64; 10],
     /// WebSocket handshakes completed.
     pub upgrades: AtomicU64,
     /// Messages published on channels this shard owns.

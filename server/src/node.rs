@@ -274,7 +274,7 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         }
     }
     out.push_str(&format!(
-        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag); pinned at most {}\n  sockets      {}{}\n",
+        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag); pinned at most {}\n  sockets      {}{}\n  transports   {}\n",
         s.history_size,
         humantime::format_duration(s.history_ttl),
         humantime::format_duration(s.ping_interval),
@@ -291,6 +291,7 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         } else {
             String::new()
         },
+        s.transports.names(),
     ));
     out.push_str(&format!(
         "  subscribe    ws://{example}/ws/{{channel}}   (?since=ID to resume, ?format=json for ids)\n  publish      curl -H 'Content-Type: text/plain' -d hello http://{example}/pub/{{channel}}\n  health       http://{example}/healthz   metrics: http://{example}/metrics{}\n",

@@ -88,6 +88,7 @@ fn help_explains_every_option_with_its_default() {
         "--max-lag",
         "--max-pinned",
         "--no-tcp-nodelay",
+        "--transports",
         "--tcp-notsent-lowat",
         "--max-head-size",
         "--history-size",

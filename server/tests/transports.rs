@@ -751,3 +751,46 @@ async fn bad_input_gets_its_documented_error() {
     let r = client.post(server.url("/sse/a")).send().await.unwrap();
     assert_eq!(r.status(), 405);
 }
+
+#[tokio::test]
+async fn transports_turned_off_answer_501_and_the_rest_work() {
+    let server = Server::start(&["--transports", "sse,poll"]);
+    // A WebSocket client sees the handshake refused, with the reason.
+    match tokio_tungstenite::connect_async(server.ws_url("/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 501);
+            let body = String::from_utf8(resp.body().clone().unwrap_or_default()).unwrap();
+            assert_eq!(
+                body,
+                "the ws transport is off on this node; it offers sse,poll\n"
+            );
+        }
+        other => panic!("expected 501, got {other:?}"),
+    }
+    let long = reqwest::get(server.url("/poll/a?timeout=5")).await.unwrap();
+    assert_eq!(long.status(), 501);
+    assert!(long
+        .text()
+        .await
+        .unwrap()
+        .contains("the longpoll transport is off"));
+    let short = reqwest::get(server.url("/poll/a?timeout=0")).await.unwrap();
+    assert_eq!(short.status(), 200);
+    let mut events = sse(&server, "/sse/a", None).await;
+    publish(&server, "a", "text/plain", "still here").await;
+    assert_eq!(next_event(&mut events).await.data, "still here");
+    assert_eq!(
+        server
+            .metric(
+                "ringcast_requests_refused_total",
+                "reason=\"transport_off\""
+            )
+            .await,
+        2
+    );
+    assert!(
+        server.banner.contains("transports   sse,poll"),
+        "{}",
+        server.banner
+    );
+}

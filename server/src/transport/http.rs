@@ -236,6 +236,11 @@ impl Http {
                 response::respond(ctx, answer, StatusCode::NO_CONTENT, "", b"", &allow, true);
                 self.after_response(ctx)
             }
+            "/ws" | "/sse" if !offered(ctx, &head.path[1..]) => {
+                self.transport_off(ctx, &head.path[1..])
+            }
+            p if p.starts_with("/ws/") && !offered(ctx, "ws") => self.transport_off(ctx, "ws"),
+            p if p.starts_with("/sse/") && !offered(ctx, "sse") => self.transport_off(ctx, "sse"),
             "/ws" => upgrade(ctx, ws::App::Mux),
             p if p.starts_with("/ws/") => match ws::subscribe_plan(head, &p["/ws/".len()..]) {
                 Ok(plan) => upgrade(ctx, ws::App::Subscriber(plan)),
@@ -245,6 +250,12 @@ impl Http {
             p if p.starts_with("/sse/") => self.stream(ctx, head, Some(&p["/sse/".len()..])),
             p if p.starts_with("/poll/") => {
                 match poll::plan(head, &p["/poll/".len()..], ctx.settings()) {
+                    Ok(plan) if plan.timeout.is_zero() && !offered(ctx, "poll") => {
+                        self.transport_off(ctx, "poll")
+                    }
+                    Ok(plan) if !plan.timeout.is_zero() && !offered(ctx, "longpoll") => {
+                        self.transport_off(ctx, "longpoll")
+                    }
                     Ok(plan) => Outcome::Route(Route::Poll(plan, answer)),
                     Err(refused) => self.refuse(ctx, &refused),
                 }
@@ -256,6 +267,18 @@ impl Http {
                 self.after_response(ctx)
             }
         }
+    }
+
+    /// A transport turned off with `--transports`: `501`, naming it and
+    /// what the node offers, so that a client falls back to the next.
+    fn transport_off(&mut self, ctx: &mut impl Context, name: &str) -> Outcome {
+        ctx.metrics().refuse(Refusal::TransportOff);
+        let offered = ctx.settings().transports.names();
+        let reason = format!("the {name} transport is off on this node; it offers {offered}");
+        tracing::debug!("refused: {reason}");
+        let answer = self.answer();
+        response::error(ctx, answer, StatusCode::NOT_IMPLEMENTED, &reason, &[]);
+        self.after_response(ctx)
     }
 
     /// While the node drains, every request but `/metrics` gets `503` and
@@ -498,5 +521,18 @@ impl Http {
         } else {
             Outcome::Stay
         }
+    }
+}
+
+/// Whether the node offers transport `name` (`ws`, `sse`, `longpoll`,
+/// `poll`; see `--transports`).
+fn offered(ctx: &impl Context, name: &str) -> bool {
+    let t = ctx.settings().transports;
+    match name {
+        "ws" => t.ws,
+        "sse" => t.sse,
+        "longpoll" => t.longpoll,
+        "poll" => t.poll,
+        _ => true,
     }
 }

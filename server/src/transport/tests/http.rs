@@ -196,3 +196,43 @@ fn while_draining_requests_get_503_with_connection_close_but_metrics_answer() {
     assert_eq!(r.status, 200);
     assert!(r.text().contains("reason=\"draining\"} 5"), "{}", r.text());
 }
+
+#[test]
+fn a_transport_turned_off_answers_501_naming_what_the_node_offers() {
+    use crate::config::Transports;
+    let mut node = Node::with(|s| {
+        s.transports = Transports::parse("sse,poll").unwrap();
+    });
+    let off = "is off on this node; it offers sse,poll\n";
+    for (target, name) in [
+        ("/ws/a", "ws"),
+        ("/ws", "ws"),
+        ("/poll/a?timeout=5", "longpoll"),
+        ("/poll/a", "longpoll"),
+    ] {
+        let c = node.connect();
+        node.input(c, &get(target, &[]));
+        let r = node.response(c);
+        assert_eq!(r.status, 501, "{target}");
+        assert_eq!(r.text(), format!("the {name} transport {off}"), "{target}");
+    }
+    assert_eq!(refused(&node, Refusal::TransportOff), 4);
+    // What is on works.
+    let c = node.connect();
+    node.input(c, &get("/poll/a?timeout=0", &[]));
+    assert_eq!(node.response(c).status, 200);
+    node.input(c, &get("/sse/a", &[]));
+    assert_eq!(node.response(c).status, 200);
+    let mut node = Node::with(|s| s.transports = Transports::parse("ws,longpoll").unwrap());
+    for (target, name) in [
+        ("/sse/a", "sse"),
+        ("/sse?ch=a,b", "sse"),
+        ("/poll/a?timeout=0", "poll"),
+    ] {
+        let c = node.connect();
+        node.input(c, &get(target, &[]));
+        let r = node.response(c);
+        let reason = format!("the {name} transport is off on this node; it offers ws,longpoll\n");
+        assert_eq!((r.status, r.text()), (501, reason.as_str()), "{target}");
+    }
+}
