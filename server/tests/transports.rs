@@ -794,3 +794,51 @@ async fn transports_turned_off_answer_501_and_the_rest_work() {
         server.banner
     );
 }
+
+#[tokio::test]
+async fn one_poll_follows_several_channels_with_a_composite_cursor() {
+    let server = Server::start(&[]);
+    let client = reqwest::Client::new();
+    let a1 = publish(&server, "pa", "text/plain", "a1").await;
+    let epoch = a1.split('-').next().unwrap().to_string();
+    // Short poll from the start of both: what each has, and the cursor.
+    let since = format!("{epoch};pa=0,pb=0");
+    let r = client
+        .get(server.url(&format!("/poll?ch=pa,pb&since={since}&timeout=0")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["messages"][0]["id"], a1.as_str());
+    assert_eq!(body["messages"][0]["ch"], "pa");
+    let next = body["next"].as_str().unwrap().to_string();
+    assert_eq!(etag, format!("\"{next}\""));
+    // Nothing new: 304 for the same cursor as If-None-Match.
+    let r = client
+        .get(server.url("/poll?ch=pa,pb&timeout=0"))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    // A long poll held on both is answered by a message on the second.
+    let held = tokio::spawn({
+        let url = server.url(&format!("/poll?ch=pa,pb&since={next}&timeout=20"));
+        async move { reqwest::get(url).await.unwrap() }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let b1 = publish(&server, "pb", "text/plain", "b1").await;
+    let r = tokio::time::timeout(WAIT, held).await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["messages"][0]["id"], b1.as_str());
+    assert_eq!(body["messages"][0]["ch"], "pb");
+    let b_seq = b1.rsplit('-').next().unwrap();
+    let a_seq = a1.rsplit('-').next().unwrap();
+    assert_eq!(
+        body["next"],
+        format!("{epoch};pa={a_seq},pb={b_seq}").as_str()
+    );
+}

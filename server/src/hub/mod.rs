@@ -607,17 +607,24 @@ impl<S: Copy + PartialEq> Hub<S> {
                 missed,
             })
         };
+        // `<epoch>-0` is "from this channel's first message", whatever its
+        // sequence number (channels created later on a shard start higher).
+        let after = if since.seq == 0 {
+            owned.first_seq - 1
+        } else {
+            since.seq
+        };
         let (reset, after) = if since.epoch != epoch {
             (reset(ResetReason::Epoch, None), 0)
-        } else if since.seq > owned.last_seq {
+        } else if after > owned.last_seq {
             (reset(ResetReason::Unknown, None), 0)
-        } else if since.seq + 1 < owned.first_seq {
+        } else if after + 1 < owned.first_seq {
             // From an earlier incarnation of the channel.
             (reset(ResetReason::Evicted, None), 0)
-        } else if since.seq + 1 < oldest {
-            (reset(ResetReason::Evicted, Some(oldest - since.seq - 1)), 0)
+        } else if after + 1 < oldest {
+            (reset(ResetReason::Evicted, Some(oldest - after - 1)), 0)
         } else {
-            (None, since.seq)
+            (None, after)
         };
         replay.reset = reset;
         let mut bytes = 0usize;
@@ -901,6 +908,16 @@ mod tests {
         );
         assert_eq!(seqs(&r), [1, 2, 3, 4, 5]);
         assert_eq!(r.reset, None);
+        // So is it for a channel whose first id is not 1 (created after
+        // others on its shard).
+        let other = name("other");
+        h.publish(&other, DataKind::Text, Bytes::new(), now);
+        let start = MsgId {
+            epoch: h.epoch(),
+            seq: 0,
+        };
+        let r = h.owner_subscribe(&other, 0, Some(start), usize::MAX);
+        assert_eq!((seqs(&r), r.reset), (vec![6], None));
     }
 
     #[test]

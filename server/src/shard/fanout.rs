@@ -26,7 +26,7 @@ use std::sync::Arc;
 use crate::bus::{ConnHandle, Mail};
 use crate::hub::{CatchUpFrom, Message, Standing, SubRef};
 use crate::metrics::ShardMetrics;
-use crate::transport::{Encodings, Format};
+use crate::transport::Encodings;
 
 use super::conns::{ConnKey, Offered, Subscriber};
 use super::Shard;
@@ -96,7 +96,7 @@ impl Shard {
         ShardMetrics::add(&self.metrics.live_only_skipped, skipped);
         for (at, sub) in per_connection {
             let shared = enc.get(sub.format);
-            if sub.format != Format::Poll && self.conns.window_full(sub.key, shared.len()) {
+            if !sub.format.is_poll() && self.conns.window_full(sub.key, shared.len()) {
                 full.push((at, sub));
                 continue;
             }

@@ -39,6 +39,9 @@ pub enum Format {
     SseMulti,
     /// A held long poll: answered by the first message, then removed.
     Poll,
+    /// A held long poll of several channels: likewise, its answer built
+    /// around the message with the poll's composite cursor.
+    PollMany,
 }
 
 impl Format {
@@ -46,7 +49,7 @@ impl Format {
     pub fn wants(self, event: Event) -> bool {
         match event {
             Event::Stored => true,
-            Event::Ephemeral => self != Format::Poll,
+            Event::Ephemeral => !self.is_poll(),
             Event::Joined(_) | Event::Left(_) => self == Format::Mux,
         }
     }
@@ -55,7 +58,13 @@ impl Format {
     /// (queued by the fan-out); otherwise the protocol state builds them
     /// (`handle_delivery`).
     pub fn is_shared(self) -> bool {
-        !matches!(self, Format::SseMulti | Format::Poll)
+        !matches!(self, Format::SseMulti | Format::Poll | Format::PollMany)
+    }
+
+    /// Whether it answers a poll: the answer goes whole, whatever the
+    /// connection's window (it is bounded by `--poll-batch`).
+    pub fn is_poll(self) -> bool {
+        matches!(self, Format::Poll | Format::PollMany)
     }
 }
 
@@ -110,6 +119,8 @@ impl<'m> Encodings<'m> {
             Format::Sse => self.sse.get_or_insert_with(|| sse_event(msg)),
             Format::SseMulti => self.sse_multi.get_or_insert_with(|| sse_multi_body(msg)),
             Format::Poll => self.poll.get_or_insert_with(|| poll_body(msg)),
+            // Built by the poll itself, with its composite cursor.
+            Format::PollMany => return Bytes::new(),
         }
         .clone()
     }

@@ -30,6 +30,7 @@
 //! with nothing in progress is closed after `--idle-timeout`.
 
 use std::collections::VecDeque;
+use std::time::Duration;
 
 use bytes::Bytes;
 use codec::http::{parse_request, responses, Limits, Method, RequestHead, StatusCode};
@@ -66,8 +67,10 @@ pub enum Route {
     Ws(ws::App),
     /// An event stream.
     Sse(sse::Plan),
-    /// A poll.
+    /// A poll of one channel.
     Poll(poll::Plan, Answer),
+    /// A poll of several channels.
+    PollMany(poll::ManyPlan, Answer),
 }
 
 /// What became of the connection after an event.
@@ -250,16 +253,20 @@ impl Http {
             p if p.starts_with("/sse/") => self.stream(ctx, head, Some(&p["/sse/".len()..])),
             p if p.starts_with("/poll/") => {
                 match poll::plan(head, &p["/poll/".len()..], ctx.settings()) {
-                    Ok(plan) if plan.timeout.is_zero() && !offered(ctx, "poll") => {
-                        self.transport_off(ctx, "poll")
-                    }
-                    Ok(plan) if !plan.timeout.is_zero() && !offered(ctx, "longpoll") => {
-                        self.transport_off(ctx, "longpoll")
-                    }
-                    Ok(plan) => Outcome::Route(Route::Poll(plan, answer)),
+                    Ok(plan) => match poll_kind(ctx, plan.timeout) {
+                        Err(off) => self.transport_off(ctx, off),
+                        Ok(()) => Outcome::Route(Route::Poll(plan, answer)),
+                    },
                     Err(refused) => self.refuse(ctx, &refused),
                 }
             }
+            "/poll" => match poll::plan_many(head, ctx.settings()) {
+                Ok(plan) => match poll_kind(ctx, plan.timeout) {
+                    Err(off) => self.transport_off(ctx, off),
+                    Ok(()) => Outcome::Route(Route::PollMany(plan, answer)),
+                },
+                Err(refused) => self.refuse(ctx, &refused),
+            },
             p if p == "/pub" || p.starts_with("/pub/") => self.start_publish(ctx, head),
             _ => {
                 ctx.metrics().refuse(Refusal::NotFound);
@@ -526,6 +533,22 @@ impl Http {
 
 /// Whether the node offers transport `name` (`ws`, `sse`, `longpoll`,
 /// `poll`; see `--transports`).
+/// Whether the node offers the kind of poll a plan asks for: a zero
+/// timeout is a short poll, anything else a long poll. `Err` names the
+/// transport that is off.
+fn poll_kind(ctx: &impl Context, timeout: Duration) -> Result<(), &'static str> {
+    let name = if timeout.is_zero() {
+        "poll"
+    } else {
+        "longpoll"
+    };
+    if offered(ctx, name) {
+        Ok(())
+    } else {
+        Err(name)
+    }
+}
+
 fn offered(ctx: &impl Context, name: &str) -> bool {
     let t = ctx.settings().transports;
     match name {

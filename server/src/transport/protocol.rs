@@ -301,6 +301,9 @@ impl Protocol {
             http::Outcome::Route(Route::Poll(plan, answer)) => {
                 *self = Protocol::Poll(Poll::start(ctx, plan, answer));
             }
+            http::Outcome::Route(Route::PollMany(plan, answer)) => {
+                *self = Protocol::Poll(Poll::start_many(ctx, plan, answer));
+            }
         }
     }
 

@@ -20,17 +20,17 @@
 //! [`plan`] reads a request into what the stream needs, or a refusal;
 //! [`Sse`] and [`SseMulti`] are the two stream states.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use codec::http::{query, Method, RequestHead, ResponseHead, StatusCode};
+use codec::http::{Method, RequestHead, ResponseHead, StatusCode};
 
 use crate::hub::{ChannelName, Epoch, Message, MsgId, Replay, Reset, ResetReason, SubRef, PENDING};
 use crate::metrics::{Refusal, ShardMetrics};
 
 use super::context::{ticks, Context, Finish, Subscribe};
 use super::framing::{self, Format};
+use super::params;
 use super::response::Refused;
 
 /// What a valid SSE request asks for.
@@ -61,51 +61,13 @@ pub fn plan(
             "event streams use GET",
         ));
     }
-    let names: Vec<String> = match raw_channel {
-        Some(raw) => vec![raw.to_string()],
-        None => match head.query_param("ch") {
-            Ok(Some(list)) => list
-                .split(',')
-                .filter(|c| !c.is_empty())
-                .map(str::to_string)
-                .collect(),
-            Ok(None) => Vec::new(),
-            Err(e) => {
-                return Err(Refused::bad(
-                    Refusal::BadChannel,
-                    format!("invalid ch: {e}"),
-                ))
-            }
-        },
-    };
-    let mut channels: Vec<ChannelName> = Vec::new();
-    for raw in &names {
-        let decoded = if raw_channel.is_some() {
-            query::percent_decode(raw).map(|c| c.into_owned())
-        } else {
-            Ok(raw.clone())
-        };
-        match decoded
-            .map_err(|e| e.to_string())
-            .and_then(|n| ChannelName::new(&n).map_err(|e| e.to_string()))
-        {
-            Ok(c) if !channels.contains(&c) => channels.push(c),
-            Ok(_) => {}
-            Err(reason) => return Err(Refused::bad(Refusal::BadChannel, reason)),
+    let channels = match raw_channel {
+        Some(raw) => {
+            vec![ChannelName::from_path(raw).map_err(|r| Refused::bad(Refusal::BadChannel, r))?]
         }
-    }
-    if channels.is_empty() {
-        return Err(Refused::bad(
-            Refusal::BadChannel,
-            "name at least one channel: /sse/{channel} or /sse?ch=a,b",
-        ));
-    }
-    if channels.len() > max_channels {
-        return Err(Refused::bad(
-            Refusal::BadChannel,
-            format!("at most {max_channels} channels per stream"),
-        ));
-    }
+        None => params::channel_list(head, max_channels, "/sse/{channel} or /sse?ch=a,b")
+            .map_err(|r| Refused::bad(Refusal::BadChannel, r))?,
+    };
     // ?since= wins over Last-Event-ID.
     let since = match head.query_param("since") {
         Ok(Some(s)) => Some(s.into_owned()),
@@ -125,15 +87,8 @@ pub fn plan(
     let positions = match since {
         None => vec![None; channels.len()],
         Some(s) if s.contains(';') => {
-            let list = parse_cursor(&s).map_err(|r| Refused::bad(Refusal::BadSince, r))?;
-            channels
-                .iter()
-                .map(|c| {
-                    list.iter()
-                        .find(|(n, _)| n == c.as_str())
-                        .map(|(_, id)| *id)
-                })
-                .collect()
+            let list = params::parse_cursor(&s).map_err(|r| Refused::bad(Refusal::BadSince, r))?;
+            params::positions(&list, &channels)
         }
         Some(s) if channels.len() == 1 => {
             vec![Some(s.parse::<MsgId>().map_err(|e| {
@@ -152,19 +107,6 @@ pub fn plan(
         positions,
         head_only: head.method == Method::Head,
     })
-}
-
-/// Parses a composite cursor `<epoch>;<ch>=<seq>,…` into per-channel ids.
-pub fn parse_cursor(s: &str) -> Result<Vec<(String, MsgId)>, String> {
-    let bad = || format!("invalid stream cursor {s:?}: expected <epoch>;<channel>=<seq>,…");
-    let (epoch, rest) = s.split_once(';').ok_or_else(bad)?;
-    let mut out = Vec::new();
-    for part in rest.split(',').filter(|p| !p.is_empty()) {
-        let (ch, seq) = part.rsplit_once('=').ok_or_else(bad)?;
-        let id: MsgId = format!("{epoch}-{seq}").parse().map_err(|_| bad())?;
-        out.push((ch.to_string(), id));
-    }
-    Ok(out)
 }
 
 /// A stream that started: one channel, several, or none (`HEAD`).
@@ -343,16 +285,8 @@ pub struct SseMulti {
 impl SseMulti {
     /// The composite cursor of the stream.
     fn cursor(&self, epoch: Epoch) -> String {
-        let mut s = format!("{epoch};");
-        let mut first = true;
-        for c in self.channels.iter().filter(|c| c.seq != PENDING) {
-            if !first {
-                s.push(',');
-            }
-            first = false;
-            let _ = write!(s, "{}={}", c.name, c.seq);
-        }
-        s
+        let known = self.channels.iter().filter(|c| c.seq != PENDING);
+        params::format_cursor(epoch, known.map(|c| (&c.name, c.seq)))
     }
 
     /// The heartbeat is due.
@@ -461,12 +395,12 @@ mod tests {
         };
         let c = stream.cursor(epoch);
         assert_eq!(c, "000000000abc;a=5,x@y.z=9");
-        let parsed = parse_cursor(&c).unwrap();
+        let parsed = params::parse_cursor(&c).unwrap();
         assert_eq!(parsed[0], ("a".into(), MsgId { epoch, seq: 5 }));
         assert_eq!(parsed[1], ("x@y.z".into(), MsgId { epoch, seq: 9 }));
-        assert!(parse_cursor("nope").is_err());
-        assert!(parse_cursor("000000000abc;a").is_err());
-        assert!(parse_cursor("000000000abc;a=x").is_err());
-        assert_eq!(parse_cursor("000000000abc;").unwrap(), []);
+        assert!(params::parse_cursor("nope").is_err());
+        assert!(params::parse_cursor("000000000abc;a").is_err());
+        assert!(params::parse_cursor("000000000abc;a=x").is_err());
+        assert_eq!(params::parse_cursor("000000000abc;").unwrap(), []);
     }
 }

@@ -718,7 +718,7 @@ impl Node {
         let mut delivered = 0;
         for (at, sub) in subs {
             let shared = enc.get(sub.format);
-            let windowed = sub.format != Format::Poll;
+            let windowed = !sub.format.is_poll();
             if windowed && self.window_full(sub.conn, shared.len()) {
                 self.fall_behind(at, sub, msg);
             } else if sub.format.is_shared() {

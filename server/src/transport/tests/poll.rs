@@ -177,3 +177,152 @@ fn shutdown_answers_a_held_poll_with_204_and_closes() {
     assert_eq!(r.header("Connection"), Some("close"));
     assert!(node.is_closed(c), "closed once the answer is flushed");
 }
+
+// ---- several channels in one poll ---------------------------------------------
+
+fn cursor(parts: &[(&str, u64)]) -> String {
+    let list: Vec<String> = parts.iter().map(|(c, s)| format!("{c}={s}")).collect();
+    format!(
+        "{:012x};{}",
+        crate::transport::testing::EPOCH,
+        list.join(",")
+    )
+}
+
+#[test]
+fn a_poll_of_several_channels_answers_what_each_has_with_a_composite_cursor() {
+    let mut node = Node::new();
+    let a1 = node.publish_text("a", "a1");
+    let b1 = node.publish_text("b", "b1");
+    let b2 = node.publish_text("b", "b2");
+    let c = node.connect();
+    let since = cursor(&[("a", 0), ("b", 0)]);
+    node.input(
+        c,
+        &get(&format!("/poll?ch=a,b&since={since}&timeout=0"), &[]),
+    );
+    let r = node.response(c);
+    assert_eq!(r.status, 200);
+    let next = cursor(&[("a", a1.seq), ("b", b2.seq)]);
+    assert_eq!(r.header("ETag"), Some(format!("\"{next}\"").as_str()));
+    assert_eq!(
+        r.json(),
+        json!({"messages": [
+                  {"id": a1.to_string(), "ch": "a", "data": "a1"},
+                  {"id": b1.to_string(), "ch": "b", "data": "b1"},
+                  {"id": b2.to_string(), "ch": "b", "data": "b2"}],
+               "next": next})
+    );
+    // Nothing new since: with the cursor as If-None-Match, a 304.
+    let inm = format!("\"{next}\"");
+    node.input(
+        c,
+        &get("/poll?ch=a,b&timeout=0", &[("If-None-Match", &inm)]),
+    );
+    let r = node.response(c);
+    assert_eq!((r.status, r.body.len()), (304, 0));
+    assert_eq!(r.header("ETag"), Some(inm.as_str()));
+    assert_eq!(node.subscriptions("a") + node.subscriptions("b"), 0);
+}
+
+#[test]
+fn a_held_poll_of_several_channels_is_answered_by_the_first_message_on_any() {
+    let mut node = Node::new();
+    let a1 = node.publish_text("a", "a1");
+    let c = node.connect();
+    let since = cursor(&[("a", a1.seq)]);
+    // `b` is not in the cursor: it starts from now on.
+    node.input(
+        c,
+        &get(&format!("/poll?ch=a,b&since={since}&timeout=30"), &[]),
+    );
+    node.advance(50);
+    assert_eq!(node.output(c), b"", "held");
+    let b1 = node.publish_text("b", "wake");
+    let r = node.response(c);
+    assert_eq!(r.status, 200);
+    let next = cursor(&[("a", a1.seq), ("b", b1.seq)]);
+    assert_eq!(
+        r.json(),
+        json!({"messages": [{"id": b1.to_string(), "ch": "b", "data": "wake"}], "next": next})
+    );
+    assert_eq!(node.subscriptions("a") + node.subscriptions("b"), 0);
+    // Timing out: 204 with the cursor unchanged.
+    node.input(
+        c,
+        &get(&format!("/poll?ch=a,b&since={next}&timeout=2"), &[]),
+    );
+    node.advance(20);
+    let r = node.response(c);
+    assert_eq!(r.status, 204);
+    assert_eq!(r.header("ETag"), Some(format!("\"{next}\"").as_str()));
+}
+
+#[test]
+fn a_poll_of_several_channels_stops_at_the_batch_and_reports_lost_positions() {
+    let mut node = Node::with(|s| s.poll_batch = 2);
+    let ids: Vec<_> = (0..3)
+        .map(|i| node.publish_text("a", &format!("m{i}")))
+        .collect();
+    let b1 = node.publish_text("b", "b1");
+    let c = node.connect();
+    let since = cursor(&[("a", 0), ("b", 0)]);
+    node.input(
+        c,
+        &get(&format!("/poll?ch=a,b&since={since}&timeout=0"), &[]),
+    );
+    let body = node.response(c).json();
+    let shown: Vec<&str> = (body["messages"].as_array().unwrap().iter())
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, ["m0", "m1"], "a full batch");
+    // `b` was not reached: it stays where it was; `a` moves to what was shown.
+    let next = cursor(&[("a", ids[1].seq), ("b", 0)]);
+    assert_eq!(body["next"], next.as_str());
+    node.input(
+        c,
+        &get(&format!("/poll?ch=a,b&since={next}&timeout=0"), &[]),
+    );
+    let body = node.response(c).json();
+    let shown: Vec<&str> = (body["messages"].as_array().unwrap().iter())
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(shown, ["m2", "b1"]);
+    assert_eq!(
+        body["next"],
+        cursor(&[("a", ids[2].seq), ("b", b1.seq)]).as_str()
+    );
+    // A cursor from another epoch: each channel reports its reset, then
+    // what history has.
+    let old = "000000000001;a=1,b=1";
+    node.input(c, &get(&format!("/poll?ch=a,b&since={old}&timeout=0"), &[]));
+    let body = node.response(c).json();
+    let resets = body["resets"].as_array().unwrap();
+    assert_eq!(resets.len(), 2);
+    assert_eq!(
+        (resets[0]["ch"].as_str(), resets[0]["reason"].as_str()),
+        (Some("a"), Some("epoch"))
+    );
+}
+
+#[test]
+fn polls_of_several_channels_refuse_bad_requests_with_their_reason() {
+    let mut node = Node::new();
+    for (target, reason) in [
+        (
+            "/poll?timeout=0",
+            "name at least one channel: /poll?ch=a,b\n",
+        ),
+        (
+            "/poll?ch=a&since=nope",
+            "invalid stream cursor \"nope\": expected <epoch>;<channel>=<seq>,…\n",
+        ),
+        ("/poll?ch=a%20b", "channel name may only contain"),
+    ] {
+        let c = node.connect();
+        node.input(c, &get(target, &[]));
+        let r = node.response(c);
+        assert_eq!(r.status, 400, "{target}");
+        assert!(r.text().starts_with(reason), "{target}: {}", r.text());
+    }
+}
