@@ -1,0 +1,235 @@
+// Type declarations for ringcast.js, the browser client of ringcast.
+// docs/client.md is the guide; docs/protocol.md the wire reference.
+
+/** Transport names, best first. */
+export type TransportName = "ws" | "sse" | "longpoll" | "poll";
+
+/** Connection states. */
+export type State = "connecting" | "open" | "reconnecting" | "closed";
+
+/** A message as handlers receive it. */
+export interface Message {
+  /** The channel. */
+  ch: string;
+  /** `<epoch>-<seq>`; `null` for ephemeral messages. */
+  id: string | null;
+  /** Text payloads as strings, binary payloads as bytes. */
+  data: string | Uint8Array;
+  /** Set (true) on ephemeral messages: no id, no history, no resume. */
+  ephemeral?: true;
+}
+
+/** The `reset` event: a subscription's position could not be honoured. */
+export interface ResetEvent {
+  ch: string;
+  /** `epoch`: the node restarted (the client adopts the new epoch);
+   * `evicted`: messages left history; `unknown`: the position was beyond
+   * anything the channel issued. */
+  reason: "epoch" | "evicted" | "unknown";
+  /** How many messages were lost, when known. */
+  missed: number | null;
+  /** The position the node could not resume from. */
+  since: string | null;
+}
+
+/** The `presence` event (over the WebSocket transport only). */
+export interface PresenceEvent {
+  ch: string;
+  type: "joined" | "left";
+  /** The client id (16 hex digits) of a multiplexed connection. */
+  client: string;
+}
+
+export interface Stats {
+  /** Times the connection was opened again after the first time. */
+  reconnects: number;
+  /** Milliseconds: the last `/ws` ping, else the last short poll, stream
+   * open, publish or presence query; `null` until measured. */
+  rtt: number | null;
+  /** Messages delivered (not counting ephemeral ones). */
+  messages: number;
+  /** Messages dropped as already seen. */
+  duplicates: number;
+}
+
+export type ErrorKind =
+  | "refused"
+  | "unavailable"
+  | "network"
+  | "timeout"
+  | "closed"
+  | "lagging"
+  | "protocol"
+  | "request"
+  | "handler"
+  | "unsupported"
+  | "client-closed"
+  | "error";
+
+/** Every error the client reports (events and rejections). */
+export class RingcastError extends Error {
+  constructor(message: string, props?: Partial<Pick<RingcastError, "kind" | "transport" | "status" | "code" | "retryAfter" | "probe">> & { cause?: unknown });
+  name: "RingcastError";
+  kind: ErrorKind;
+  /** The transport involved, if any. */
+  transport?: TransportName;
+  /** The HTTP status of a refusal. */
+  status?: number;
+  /** The `/ws` error code (`forbidden`, `too_large`, `overloaded`, …). */
+  code?: string;
+  /** Seconds the node asked to wait (`503`, `overloaded`). */
+  retryAfter?: number;
+  /** The failure was a probe for a better transport; the connection is fine. */
+  probe?: boolean;
+}
+
+export interface Options {
+  /** Transports to try, in order; a subset restricts. Default all four. */
+  transports?: TransportName[];
+  /** Sent as the `token` query parameter when given (server auth is to come). */
+  token?: string;
+  /** Short polling interval, ms (×4 while the page is hidden). Default 1000. */
+  pollInterval?: number;
+  /** Reconnect delay bounds, ms, full jitter. Default {min: 500, max: 30000}. */
+  backoff?: { min?: number; max?: number };
+  /** One connection per browser, shared by the tabs of this origin (needs
+   * Web Locks and BroadcastChannel). Default true where available. */
+  shared?: boolean;
+  /** A transport not open within this many ms is given up. Default 5000. */
+  openTimeout?: number;
+  /** How often to try a better transport while on a fallback, ms. Default 30000. */
+  probeInterval?: number;
+  /** Application ping interval on `/ws`, ms. Default 15000. */
+  pingInterval?: number;
+  /** A `/ws` silent this long after a ping is dead, ms. Default 10000. */
+  pingTimeout?: number;
+  /** An event stream silent this long (heartbeats included) is dead, ms. Default 45000. */
+  sseTimeout?: number;
+  /** How long the node may hold a long poll, ms (whole seconds are sent). Default 25000. */
+  longPollTimeout?: number;
+  /** Deadline of publish, presence and short-poll requests, ms. Default 10000. */
+  requestTimeout?: number;
+  /** A connection open this long resets the backoff, ms. Default 5000. */
+  healthyAfter?: number;
+
+  // The environment, injectable for tests and other runtimes.
+  WebSocket?: { new (url: string): WebSocket } | null;
+  fetch?: typeof fetch | null;
+  BroadcastChannel?: { new (name: string): BroadcastChannel } | null;
+  locks?: LockManager | null;
+  /** Where the transport that worked is remembered (default sessionStorage). */
+  storage?: Pick<Storage, "getItem" | "setItem"> | null;
+  /** The random source of the backoff jitter (default Math.random). */
+  random?: () => number;
+  document?: Pick<Document, "visibilityState" | "addEventListener" | "removeEventListener"> | null;
+  window?: Pick<Window, "addEventListener" | "removeEventListener"> | null;
+}
+
+export interface SubscribeOptions {
+  /** Resume after this message id; `<epoch>-0` for all of the channel's
+   * history. Without it, from now. */
+  since?: string;
+}
+
+export interface PublishOptions {
+  /** Deliver only to subscribers live now (not polls); no id, no history. */
+  ephemeral?: boolean;
+}
+
+export class Subscription {
+  readonly ch: string;
+  /** The id of the last message delivered (or the `since` given): store it
+   * to resume with `{since}` after a reload. */
+  readonly lastId: string | null;
+  /** False once unsubscribed or the client closed. */
+  readonly active: boolean;
+  unsubscribe(): void;
+}
+
+export interface EventMap {
+  state: State;
+  transport: TransportName;
+  reset: ResetEvent;
+  presence: PresenceEvent;
+  error: RingcastError | TypeError;
+}
+
+export class Client {
+  readonly state: State;
+  readonly transport: TransportName | null;
+  readonly stats: Stats;
+  /** This connection's id in presence lists and events (16 hex digits)
+   * while on the WebSocket; otherwise null. Shared tabs are one client. */
+  readonly clientId: string | null;
+  /** Whether this client shares one connection with the other tabs. */
+  readonly shared: boolean;
+  subscribe(ch: string, handler: (msg: Message) => void | Promise<void>, options?: SubscribeOptions): Subscription;
+  publish(ch: string, data: string | ArrayBuffer | ArrayBufferView, options?: PublishOptions): Promise<{ id: string | null }>;
+  /** The clients of multiplexed (`/ws`) connections subscribed to `ch`. */
+  presence(ch: string): Promise<string[]>;
+  on<K extends keyof EventMap>(event: K, listener: (arg: EventMap[K]) => void): this;
+  off<K extends keyof EventMap>(event: K, listener: (arg: EventMap[K]) => void): this;
+  close(): void;
+}
+
+/** Connects to the node at `url` (`http(s)://host:port[/prefix]`); without
+ * it, to the node this module was loaded from. */
+export function connect(url?: string, options?: Options): Client;
+export default connect;
+
+export const TRANSPORTS: readonly TransportName[];
+export const DEFAULTS: Readonly<Required<Pick<Options, "pollInterval" | "openTimeout" | "probeInterval" | "pingInterval" | "pingTimeout" | "sseTimeout" | "longPollTimeout" | "requestTimeout" | "healthyAfter">> & { transports: readonly TransportName[]; backoff: Readonly<{ min: number; max: number }> }>;
+
+// ---- pure helpers (exported for tests and tools) ------------------------------------
+
+/** A position in a channel: the parsed form of a message id. */
+export interface Position {
+  epoch: string;
+  seq: number;
+}
+
+export interface NormalizedReset {
+  ch: string;
+  reason: string;
+  since: Position | null;
+  sinceId: string | null;
+  missed: number | null;
+  epoch: string | null;
+}
+
+/** Full-jitter delay before attempt `attempt` (0-based), ms. */
+export function backoffDelay(attempt: number, bounds?: { min: number; max: number }, random?: () => number): number;
+export function isChannelName(name: unknown): boolean;
+export function normalizeBase(url?: string): string;
+export function base64ToBytes(text: string): Uint8Array;
+export function bytesToBase64(bytes: Uint8Array): string;
+export function parseId(id: unknown): Position | null;
+export function formatId(pos: Position): string;
+export function encodeCursor(epoch: string, entries: Iterable<[string, number]>): string | null;
+export function parseCursor(text: unknown): { epoch: string; positions: Map<string, number> } | null;
+export function acceptsId(pos: Position | null, id: Position): boolean;
+export function olderPosition(a: Position | null, b: Position | null, serverEpoch?: string | null): Position | null;
+export function normalizeReset(raw: Record<string, unknown>, fallbackEpoch?: string | null): NormalizedReset;
+export function applyReset(pos: Position | null, reset: NormalizedReset): { applied: boolean; pos: Position | null; missed: number | null };
+
+export interface SseEvent {
+  type: string;
+  /** `null` for an event with an `id:` and no `data:`. */
+  data: string | null;
+  id: string;
+  hasId: boolean;
+}
+
+export interface SseHandlers {
+  onEvent?(event: SseEvent): void;
+  onComment?(text: string): void;
+  onRetry?(ms: number): void;
+}
+
+export class SseParser {
+  constructor(handlers?: SseHandlers);
+  feed(text: string): void;
+  end(): void;
+}
+
+export function createSseDecoder(handlers?: SseHandlers): { push(bytes: Uint8Array): void; end(): void };

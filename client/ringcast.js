@@ -1,0 +1,2739 @@
+// ringcast.js — the browser client of ringcast.
+//
+// One plain ES module, no build step and no dependencies; a node serves it
+// at `GET /client.js`, so the client a page loads always speaks the protocol
+// of the node it talks to. docs/protocol.md is the wire reference and
+// docs/client.md the user guide.
+//
+// # Overview
+//
+// A page calls `connect(url, options)` and gets a `Client`. The client keeps
+// ONE connection to the node for every channel it follows, over the best
+// transport that works: the multiplexed WebSocket (`/ws`), one multi-channel
+// Server-Sent Events stream (`/sse?ch=a,b`), long polling or short polling
+// (`/poll?ch=a,b`). The module is layered, bottom up:
+//
+//  1. Helpers — errors, backoff, base64, URLs, a tiny event emitter.
+//  2. Ids, cursors and positions — pure functions: parse ids and composite
+//     cursors, decide whether a message is new, apply a server `reset`.
+//  3. SSE parser — an incremental `text/event-stream` parser.
+//  4. Transports — `ws`, `sse`, `longpoll`, `poll`. Each one opens, keeps
+//     its subscriptions in step with the connection, and reports what the
+//     server sends through a small `link` interface. None of them decides
+//     what to do on failure.
+//  5. HTTP requests — publish and presence when not on a WebSocket.
+//  6. Connection — the only place with policy: fallback order, reconnect
+//     with backoff, probing for a better transport, resume positions,
+//     de-duplication, dead-connection detection timers.
+//  7. Leader election — with `shared`, the tabs of a browser elect a leader
+//     (Web Locks) that holds the one Connection and relays over a
+//     `BroadcastChannel`.
+//  8. Client — the public API: subscriptions, handlers, events.
+//
+// # Invariants
+//
+// * A position is `{epoch, seq}`: the last message a subscription accepted,
+//   or where it asked to start. A message is accepted iff it is from the
+//   position's epoch and its seq is greater; the position is stored before
+//   the handler runs, so a handler that throws neither skips nor repeats.
+// * Every subscription keeps its own position, and so does every interest
+//   the Connection serves (a mirror, updated by the same rules). The
+//   Connection resumes each channel from the OLDEST position any interest
+//   has: nobody misses a message, and everyone drops what they already had.
+// * Transports may overlap (probing, re-opening a stream with new
+//   channels): de-duplication makes overlap harmless, so the client always
+//   opens the new before it closes the old.
+// * Nothing throws into the page: every failure is an `error` event (and a
+//   rejected promise for `publish`/`presence`). Every internal promise has a
+//   handler.
+//
+// # Limits
+//
+// * Sequence numbers are JavaScript numbers (exact up to 2^53).
+// * A channel followed "from now" has no position until the server tells
+//   one (a message, an SSE/poll cursor). Over `/ws`, and on an event stream
+//   that has not yet carried an event, such a channel resumes "from now"
+//   after a reconnect: messages published during the gap are not replayed.
+// * An event stream or poll carries at most `--max-stream-channels`
+//   channels (default 32); `/ws` at most `--max-subscriptions` (256).
+
+// =============================================================================
+// 1. Helpers
+// =============================================================================
+
+/** Transport names, best first. */
+export const TRANSPORTS = Object.freeze(["ws", "sse", "longpoll", "poll"]);
+
+/** Option defaults (times in milliseconds). */
+export const DEFAULTS = Object.freeze({
+  transports: TRANSPORTS,
+  pollInterval: 1000,
+  backoff: Object.freeze({ min: 500, max: 30000 }),
+  openTimeout: 5000,
+  probeInterval: 30000,
+  pingInterval: 15000,
+  pingTimeout: 10000,
+  sseTimeout: 45000,
+  longPollTimeout: 25000,
+  requestTimeout: 10000,
+  healthyAfter: 5000,
+});
+
+/** The smallest reconnect delay: full jitter can draw ~0, and reconnecting
+ * at once to a node that just dropped everyone is how herds start. */
+const BACKOFF_FLOOR_MS = 100;
+/** Extra time a long poll gets beyond the time the server may hold it. */
+const LONG_POLL_MARGIN_MS = 10000;
+/** Short polling slows down by this factor while the page is hidden. */
+const HIDDEN_POLL_FACTOR = 4;
+/** How much of a refusal's body goes into an error message. */
+const MAX_REASON_CHARS = 300;
+
+const CHANNEL_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
+
+/**
+ * Every error the client reports. `kind` says what went wrong, so code can
+ * react without parsing messages:
+ *
+ * * `refused` — the server answered with an error status (or a WebSocket
+ *   handshake failed); `status` is set for HTTP.
+ * * `unavailable` — `503`/`429`: the node is draining or overloaded;
+ *   `retryAfter` (seconds) when it said.
+ * * `network` — the server could not be reached.
+ * * `timeout` — no answer in time (open, ping, request, idle stream).
+ * * `closed` — an open connection was lost.
+ * * `lagging` — the server dropped a reader that fell behind (the client
+ *   resumes from its positions and loses nothing still in history).
+ * * `protocol` — the server sent something this client does not understand.
+ * * `request` — `publish`/`presence` refused (`code` for `/ws` errors).
+ * * `handler` — a subscription handler or event listener threw (`cause`).
+ * * `unsupported` — the runtime lacks what a transport needs.
+ * * `client-closed` — the client was closed.
+ */
+export class RingcastError extends Error {
+  constructor(message, props = {}) {
+    super(message, props.cause !== undefined ? { cause: props.cause } : undefined);
+    this.name = "RingcastError";
+    this.kind = props.kind ?? "error";
+    for (const k of ["transport", "status", "code", "retryAfter", "probe"]) {
+      if (props[k] !== undefined) this[k] = props[k];
+    }
+  }
+}
+
+/**
+ * The reconnect delay before attempt `attempt` (0-based): "full jitter",
+ * uniformly random in [0, min(max, min·2^attempt)), but never below a small
+ * floor (100 ms, or `min` if smaller). Spreading reconnects over the whole
+ * window is what keeps a node that restarts from being hit by every client
+ * at the same instant. `random` is injectable for tests.
+ */
+export function backoffDelay(attempt, bounds = DEFAULTS.backoff, random = Math.random) {
+  const { min, max } = bounds;
+  const cap = Math.min(max, min * 2 ** Math.min(Math.max(attempt, 0), 30));
+  const floor = Math.min(min, BACKOFF_FLOOR_MS);
+  return Math.max(floor, Math.floor(random() * cap));
+}
+
+/** Whether `name` is a valid channel name (see docs/protocol.md). */
+export function isChannelName(name) {
+  return typeof name === "string" && CHANNEL_RE.test(name);
+}
+
+/** Decodes base64 (as the server sends binary payloads) to bytes. */
+export function base64ToBytes(text) {
+  const bin = atob(text);
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+/** Encodes bytes as base64 (binary publishes over `/ws`). */
+export function bytesToBase64(bytes) {
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) {
+    bin += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+  }
+  return btoa(bin);
+}
+
+/** A publishable payload: a string, or bytes as a `Uint8Array`. */
+function toPayload(data) {
+  if (typeof data === "string") return data;
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  throw new TypeError("publish data must be a string, an ArrayBuffer or a typed array (JSON.stringify objects)");
+}
+
+/** A random id for this tab's instance of the client. */
+function randomId() {
+  const c = globalThis.crypto;
+  if (c && typeof c.getRandomValues === "function") {
+    const b = c.getRandomValues(new Uint8Array(8));
+    return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+  }
+  return Math.random().toString(16).slice(2) + Date.now().toString(16);
+}
+
+/** A short, stable hash (FNV-1a) so a token never appears in a lock name. */
+function hash(text) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16);
+}
+
+/** Runs `fn` later without letting an exception escape into the page. */
+function later(fn) {
+  queueMicrotask(() => {
+    try {
+      fn();
+    } catch {
+      // Callers only pass functions that report their own failures.
+    }
+  });
+}
+
+/** The body of a refusal, trimmed for an error message. */
+async function reasonOf(res) {
+  try {
+    const text = (await res.text()).trim();
+    return text.length > MAX_REASON_CHARS ? text.slice(0, MAX_REASON_CHARS) + "…" : text;
+  } catch {
+    return "";
+  }
+}
+
+/** The error for a refused HTTP request. */
+async function refusal(what, res, props = {}) {
+  const reason = await reasonOf(res);
+  const retry = Number(res.headers?.get?.("retry-after"));
+  const unavailable = res.status === 503 || res.status === 429;
+  return new RingcastError(`${what} refused: ${res.status}${reason ? " " + reason : ""}`, {
+    kind: unavailable ? "unavailable" : "refused",
+    status: res.status,
+    retryAfter: unavailable && Number.isFinite(retry) && retry >= 0 ? retry : undefined,
+    ...props,
+  });
+}
+
+/** The error for a fetch that threw. */
+function fetchFailure(what, err, timedOutAfter, props = {}) {
+  if (timedOutAfter != null) {
+    return new RingcastError(`${what} timed out after ${timedOutAfter} ms`, { kind: "timeout", ...props });
+  }
+  const detail = err?.cause?.message || err?.message || String(err);
+  return new RingcastError(`${what} failed: ${detail}`, { kind: "network", cause: err, ...props });
+}
+
+/**
+ * `fetch` with a deadline that covers the response head and, when `read` is
+ * given, reading the body with it (a stalled body must time out too).
+ * Resolves with `read(res)`, or the response; rejects with a RingcastError
+ * (`timeout` or `network`). `ctl` lets the caller abort too (then the
+ * rejection is an AbortError the caller recognises).
+ */
+async function fetchWithin(deps, what, url, init, ms, ctl = new AbortController(), read = null) {
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    ctl.abort();
+  }, ms);
+  try {
+    const res = await deps.fetch(url, { ...init, signal: ctl.signal });
+    return read ? await read(res) : res;
+  } catch (err) {
+    if (!timedOut && ctl.signal.aborted) throw err;
+    if (err instanceof RingcastError) throw err;
+    throw fetchFailure(what, err, timedOut ? ms : null);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * The node's URLs. `base` is normalized to http(s) with no trailing slash
+ * (a `ws:` URL is accepted too); the token, when given, goes into every
+ * query as `token` (headers would need a CORS preflight).
+ */
+class Endpoints {
+  constructor(base, token) {
+    this.base = base;
+    this.token = token;
+  }
+
+  /** `base + path + ?query`, parameters in order, skipping null values. */
+  http(path, params = {}) {
+    const q = [];
+    for (const [k, v] of Object.entries(params)) {
+      if (v == null) continue;
+      // Channel lists keep their commas literal: names never contain one.
+      q.push(k === "ch" ? `ch=${v.map(encodeURIComponent).join(",")}` : `${k}=${encodeURIComponent(v)}`);
+    }
+    if (this.token != null) q.push(`token=${encodeURIComponent(this.token)}`);
+    return this.base + path + (q.length ? "?" + q.join("&") : "");
+  }
+
+  ws(path, params) {
+    return this.http(path, params).replace(/^http/, "ws");
+  }
+}
+
+/** Normalizes the URL given to `connect` to `http(s)://host[:port][/prefix]`. */
+export function normalizeBase(url) {
+  let where = url;
+  if (where === undefined) {
+    // Served by the node itself: the node is where this module came from.
+    const self = new URL(import.meta.url);
+    if (self.protocol !== "http:" && self.protocol !== "https:") {
+      throw new TypeError("connect(url): url is required when the client is not loaded from a node");
+    }
+    where = self.origin + self.pathname.replace(/\/[^/]*$/, "");
+  }
+  const loc = globalThis.location?.href;
+  const u = loc ? new URL(where, loc) : new URL(where);
+  if (u.protocol === "ws:") u.protocol = "http:";
+  else if (u.protocol === "wss:") u.protocol = "https:";
+  if (u.protocol !== "http:" && u.protocol !== "https:") {
+    throw new TypeError(`connect(url): unsupported protocol ${u.protocol}`);
+  }
+  return u.origin + u.pathname.replace(/\/+$/, "");
+}
+
+/**
+ * A minimal event emitter. A listener that throws does not stop the others:
+ * its exception goes to `onListenerError` (the client turns it into an
+ * `error` event), so user code never breaks the client.
+ */
+class Emitter {
+  #listeners = new Map();
+  #onListenerError;
+
+  constructor(onListenerError = () => {}) {
+    this.#onListenerError = onListenerError;
+  }
+
+  on(event, fn) {
+    if (typeof fn !== "function") throw new TypeError("listener must be a function");
+    if (!this.#listeners.has(event)) this.#listeners.set(event, new Set());
+    this.#listeners.get(event).add(fn);
+  }
+
+  off(event, fn) {
+    this.#listeners.get(event)?.delete(fn);
+  }
+
+  has(event) {
+    return (this.#listeners.get(event)?.size ?? 0) > 0;
+  }
+
+  emit(event, arg) {
+    const set = this.#listeners.get(event);
+    if (!set) return;
+    for (const fn of [...set]) {
+      try {
+        fn(arg);
+      } catch (err) {
+        this.#onListenerError(event, err);
+      }
+    }
+  }
+
+  clear() {
+    this.#listeners.clear();
+  }
+}
+
+/** What the module uses from its environment; every item is injectable. */
+function environment(options) {
+  const g = globalThis;
+  let storage = options.storage;
+  if (storage === undefined) {
+    try {
+      storage = g.sessionStorage ?? null; // throws in sandboxed frames
+    } catch {
+      storage = null;
+    }
+  }
+  return {
+    fetch: options.fetch ?? (typeof g.fetch === "function" ? g.fetch.bind(g) : null),
+    WebSocket: options.WebSocket ?? g.WebSocket ?? null,
+    BroadcastChannel: options.BroadcastChannel ?? g.BroadcastChannel ?? null,
+    locks: options.locks ?? g.navigator?.locks ?? null,
+    storage,
+    random: options.random ?? Math.random,
+    document: options.document !== undefined ? options.document : g.document ?? null,
+    // Workers have no window, but their global scope fires "online" too.
+    window: options.window !== undefined ? options.window : g.window ?? (typeof g.addEventListener === "function" ? g : null),
+  };
+}
+
+// =============================================================================
+// 2. Ids, cursors and positions
+// =============================================================================
+//
+// A message id is `<epoch>-<seq>`: 12 hex digits, random at each start of the
+// node, and a per-channel sequence number. A position is the parsed form,
+// `{epoch, seq}`; `<epoch>-0` means "from the channel's first message in
+// history". A composite cursor names a position in several channels of one
+// epoch: `<epoch>;<ch>=<seq>,…`.
+
+const ID_RE = /^([0-9a-fA-F]{12})-(\d{1,20})$/;
+
+/** Parses a message id to a position, or `null` if it is not one. */
+export function parseId(id) {
+  if (typeof id !== "string") return null;
+  const m = ID_RE.exec(id);
+  if (!m) return null;
+  const seq = Number(m[2]);
+  if (!Number.isSafeInteger(seq)) return null;
+  return { epoch: m[1].toLowerCase(), seq };
+}
+
+/** Formats a position as a message id. */
+export function formatId(pos) {
+  return `${pos.epoch}-${pos.seq}`;
+}
+
+/**
+ * Encodes a composite cursor from an epoch and `[channel, seq]` pairs, or
+ * returns `null` when there are none (no cursor: every channel from now).
+ */
+export function encodeCursor(epoch, entries) {
+  const parts = [];
+  for (const [ch, seq] of entries) parts.push(`${ch}=${seq}`);
+  return parts.length ? `${epoch};${parts.join(",")}` : null;
+}
+
+/**
+ * Parses a composite cursor to `{epoch, positions: Map<channel, seq>}`, or
+ * `null` if malformed. Follows the server: split at the first `;`, entries
+ * at `,`, each at its last `=`.
+ */
+export function parseCursor(text) {
+  if (typeof text !== "string") return null;
+  const semi = text.indexOf(";");
+  if (semi < 0) return null;
+  const epoch = text.slice(0, semi);
+  if (!/^[0-9a-fA-F]{12}$/.test(epoch)) return null;
+  const positions = new Map();
+  for (const part of text.slice(semi + 1).split(",")) {
+    if (!part) continue;
+    const eq = part.lastIndexOf("=");
+    if (eq <= 0) return null;
+    const seqText = part.slice(eq + 1);
+    if (!/^\d{1,20}$/.test(seqText)) return null;
+    const seq = Number(seqText);
+    if (!Number.isSafeInteger(seq)) return null;
+    positions.set(part.slice(0, eq), seq);
+  }
+  return { epoch: epoch.toLowerCase(), positions };
+}
+
+/** Whether a subscription at `pos` (`null`: no position yet) takes the
+ * message `id`. A message from another epoch is never taken: when the node
+ * restarts it first sends a `reset`, which moves the position to the new
+ * epoch; a message from an epoch the position has not reached is a straggler
+ * of a connection being replaced. */
+export function acceptsId(pos, id) {
+  if (!pos) return true;
+  if (pos.epoch !== id.epoch) return false;
+  return id.seq > pos.seq;
+}
+
+/**
+ * The older of two positions — the one to resume from so that neither
+ * misses anything. A position in an epoch other than the node's current one
+ * (`serverEpoch`, when known) is older than any in the current one. `null`
+ * (from now) is newer than anything.
+ */
+export function olderPosition(a, b, serverEpoch = null) {
+  if (!a) return b;
+  if (!b) return a;
+  if (a.epoch !== b.epoch) {
+    if (a.epoch === serverEpoch) return b;
+    return a;
+  }
+  return a.seq <= b.seq ? a : b;
+}
+
+/**
+ * Normalizes a reset from any transport to
+ * `{ch, reason, since, sinceId, missed, epoch}` (`since` parsed; `epoch`
+ * from the reset itself, or the cursor of the answer that carried it).
+ */
+export function normalizeReset(raw, fallbackEpoch = null) {
+  return {
+    ch: raw.ch,
+    reason: raw.reason,
+    sinceId: typeof raw.since === "string" ? raw.since : null,
+    since: parseId(raw.since),
+    missed: typeof raw.missed === "number" ? raw.missed : null,
+    epoch: typeof raw.epoch === "string" ? raw.epoch.toLowerCase() : fallbackEpoch,
+  };
+}
+
+/**
+ * Applies a server reset to one position. Returns `{applied, pos, missed}`:
+ * whether this position lost messages (and so should hear about it), where
+ * it stands now, and how many it missed (`null`: unknown).
+ *
+ * The server answers one subscription per channel, made from the OLDEST
+ * position of all who follow it, so a reset names that position (`since`);
+ * each position works out its own loss. The rules are idempotent: a reset
+ * that arrives twice (overlapping connections) applies once.
+ *
+ * * `epoch`: the node restarted; a position in another epoch lost
+ *   everything; it moves to `<new epoch>-0` (the node sends all it has).
+ * * `unknown`: `since` is beyond anything the channel issued; a position at
+ *   or beyond it is as bogus; it moves to seq 0 (take all history).
+ * * `evicted`: messages after `since` left history. With `missed` known the
+ *   oldest kept is `since + missed + 1`, and this position lost
+ *   `oldest - pos - 1` (if any); without, the channel was forgotten and
+ *   started over, and a position at or past `since` moves to seq 0.
+ * * `lagging` is not a loss (the transport reconnects); it never gets here.
+ */
+export function applyReset(pos, r) {
+  const none = { applied: false, pos, missed: null };
+  if (!pos) return none;
+  switch (r.reason) {
+    case "epoch":
+      if (!r.epoch || pos.epoch === r.epoch) return none;
+      return { applied: true, pos: { epoch: r.epoch, seq: 0 }, missed: null };
+    case "unknown":
+      if (!r.since || pos.epoch !== r.since.epoch || pos.seq < r.since.seq) return none;
+      return { applied: true, pos: { epoch: pos.epoch, seq: 0 }, missed: null };
+    case "evicted": {
+      if (!r.since || pos.epoch !== r.since.epoch) return none;
+      if (r.missed == null) {
+        if (pos.seq < r.since.seq) return none;
+        return { applied: true, pos: { epoch: pos.epoch, seq: 0 }, missed: null };
+      }
+      if (r.since.seq === 0) {
+        // "From the first message": the server counted from the channel's
+        // first seq, which a client does not know; only a position there too
+        // can tell what it missed.
+        return pos.seq === 0 ? { applied: true, pos, missed: r.missed } : none;
+      }
+      const oldest = r.since.seq + r.missed + 1;
+      const missed = oldest - pos.seq - 1;
+      if (missed <= 0) return none;
+      return { applied: true, pos: { epoch: pos.epoch, seq: oldest - 1 }, missed };
+    }
+    default:
+      return none;
+  }
+}
+
+/** A message as delivered to handlers, from its wire form (`/ws` envelope
+ * or poll entry): `{ch, id, data, ephemeral?}`, base64 decoded. */
+function messageFromWire(m) {
+  const msg = {
+    ch: m.ch,
+    id: typeof m.id === "string" ? m.id : null,
+    data: m.encoding === "base64" ? base64ToBytes(String(m.data ?? "")) : m.data,
+  };
+  if (m.ephemeral || msg.id === null) msg.ephemeral = true;
+  return msg;
+}
+
+// =============================================================================
+// 3. SSE parser
+// =============================================================================
+
+/**
+ * An incremental `text/event-stream` parser (the WHATWG algorithm). Feed it
+ * text as it arrives, in chunks of any size: a line or a field split across
+ * chunks, and a CRLF split between two, come out the same as whole.
+ *
+ * Handlers (all optional):
+ * * `onEvent({type, data, id, hasId})` — a dispatched event: `type` defaults
+ *   to `"message"`, `data` lines are joined with `\n`, `id` is the stream's
+ *   last event id (which persists across events), `hasId` says whether THIS
+ *   event carried an `id:` line. Unlike a browser's EventSource, an event
+ *   with an `id:` but no `data:` is reported too, with `data: null`: it
+ *   moves the stream's position.
+ * * `onComment(text)` — a `:` line (heartbeats).
+ * * `onRetry(ms)` — a valid `retry:` field.
+ */
+export class SseParser {
+  #h;
+  #line = "";
+  #skipLF = false;
+  #started = false;
+  #data = [];
+  #type = "";
+  #lastId = "";
+  #hasId = false;
+
+  constructor(handlers = {}) {
+    this.#h = handlers;
+  }
+
+  /** Parses the next chunk of text. */
+  feed(text) {
+    const n = text.length;
+    let i = 0;
+    if (n === 0) return;
+    if (!this.#started) {
+      this.#started = true;
+      if (text.charCodeAt(0) === 0xfeff) i = 1; // a leading BOM is not data
+    }
+    if (this.#skipLF) {
+      this.#skipLF = false;
+      if (i < n && text.charCodeAt(i) === 10) i++; // the LF of a CRLF split between chunks
+    }
+    while (i < n) {
+      let j = i;
+      while (j < n) {
+        const c = text.charCodeAt(j);
+        if (c === 10 || c === 13) break;
+        j++;
+      }
+      if (j === n) {
+        this.#line += text.slice(i);
+        return;
+      }
+      const line = this.#line + text.slice(i, j);
+      this.#line = "";
+      if (text.charCodeAt(j) === 13) {
+        if (j + 1 < n) {
+          if (text.charCodeAt(j + 1) === 10) j++;
+        } else {
+          this.#skipLF = true;
+        }
+      }
+      i = j + 1;
+      this.#processLine(line);
+    }
+  }
+
+  /** The stream ended: an event without its blank line is discarded. */
+  end() {
+    this.#line = "";
+    this.#data = [];
+    this.#type = "";
+    this.#hasId = false;
+  }
+
+  #processLine(line) {
+    if (line === "") return this.#dispatch();
+    if (line.charCodeAt(0) === 58) return this.#h.onComment?.(line.slice(1));
+    const colon = line.indexOf(":");
+    let field = line;
+    let value = "";
+    if (colon >= 0) {
+      field = line.slice(0, colon);
+      value = line.slice(colon + 1);
+      if (value.charCodeAt(0) === 32) value = value.slice(1);
+    }
+    switch (field) {
+      case "event":
+        this.#type = value;
+        break;
+      case "data":
+        this.#data.push(value);
+        break;
+      case "id":
+        if (!value.includes("\0")) {
+          this.#lastId = value;
+          this.#hasId = true;
+        }
+        break;
+      case "retry":
+        if (/^\d+$/.test(value)) this.#h.onRetry?.(Number(value));
+        break;
+      default:
+        break; // unknown fields are ignored
+    }
+  }
+
+  #dispatch() {
+    const hasId = this.#hasId;
+    this.#hasId = false;
+    const type = this.#type;
+    this.#type = "";
+    if (this.#data.length === 0) {
+      if (hasId) this.#h.onEvent?.({ type: type || "message", data: null, id: this.#lastId, hasId });
+      return;
+    }
+    const data = this.#data.join("\n");
+    this.#data = [];
+    this.#h.onEvent?.({ type: type || "message", data, id: this.#lastId, hasId });
+  }
+}
+
+/**
+ * An SSE parser fed with bytes: UTF-8 decoded incrementally, so a
+ * character split between two network reads is decoded whole.
+ */
+export function createSseDecoder(handlers) {
+  const decoder = new TextDecoder("utf-8");
+  const parser = new SseParser(handlers);
+  return {
+    push(bytes) {
+      parser.feed(decoder.decode(bytes, { stream: true }));
+    },
+    end() {
+      parser.feed(decoder.decode());
+      parser.end();
+    },
+  };
+}
+
+// =============================================================================
+// 4. Transports
+// =============================================================================
+//
+// A transport is created by the Connection with a `link`:
+//
+//   link.opts, link.deps, link.urls        options, environment, Endpoints
+//   link.channels() -> [{ch, since}]       what to follow, from where (ids)
+//   link.cursor() -> string|null           the same as a composite cursor
+//   link.opened()                          usable (once)
+//   link.verified()                        the server accepted it (once)
+//   link.failed(err)                       failed or lost (once; then silent)
+//   link.message(msg), link.reset(r), link.cursorSeen(text),
+//   link.subscribedAt(ch, id), link.presenceEvent(e), link.rtt(ms),
+//   link.clientId(id)                      this connection in presence lists
+//   link.warn(err)                         non-fatal problems
+//
+// and offers `open()`, `sync(resub)` (the channels or their positions
+// changed; `resub` names channels to subscribe again from an older
+// position), `close()`, and for `ws` `publish`/`presence`.
+//
+// "Opened" and "verified" differ for HTTP transports with nothing to follow:
+// they hold no request, so they are usable at once but unproven until the
+// first answer. Only a verified transport is remembered or switched to.
+
+/** What every transport shares: the once-only reporting. */
+class TransportBase {
+  constructor(name, link) {
+    this.name = name;
+    this.link = link;
+    this.closed = false;
+    this.isOpen = false;
+    this.isVerified = false;
+  }
+
+  _opened() {
+    if (this.closed || this.isOpen) return;
+    this.isOpen = true;
+    this.link.opened();
+  }
+
+  _verified() {
+    if (this.closed || this.isVerified) return;
+    this.isVerified = true;
+    this._opened();
+    if (!this.closed) this.link.verified();
+  }
+
+  /** Reports the failure once, after the current call stack (so a failure
+   * during `open()` never re-enters the Connection), and shuts down. */
+  _fail(err) {
+    if (this.closed) return;
+    err.transport ??= this.name;
+    this.close();
+    later(() => this.link.failed(err));
+  }
+
+  close() {
+    this.closed = true;
+  }
+}
+
+/**
+ * The multiplexed WebSocket, `GET /ws`: JSON text frames, one connection for
+ * every channel. Open = socket open and every initial `subscribe` answered.
+ * Dead-connection detection: an application `ping` every `pingInterval`;
+ * if nothing at all arrives within `pingTimeout` after it, the socket is
+ * dead (a TCP connection can stay "open" for minutes after a network change).
+ */
+class WsTransport extends TransportBase {
+  #ws = null;
+  #rid = 0;
+  /** Channels subscribed (or being) on this socket, with the position used. */
+  #subs = new Map();
+  /** `subscribe` rids awaiting `subscribed`, for errors naming them. */
+  #subRids = new Map();
+  /** Channels whose first `subscribed` is awaited before "open". */
+  #awaiting = new Set();
+  /** publish/presence requests by rid. */
+  #pending = new Map();
+  #timers = { open: null, ping: null, pong: null, error: null };
+  #lastRx = 0;
+  #ping = null;
+  #socketOpen = false;
+
+  constructor(link) {
+    super("ws", link);
+  }
+
+  open() {
+    const { deps, opts, urls } = this.link;
+    if (typeof deps.WebSocket !== "function") {
+      return this._fail(new RingcastError("ws unavailable: no WebSocket in this runtime", { kind: "unsupported" }));
+    }
+    try {
+      this.#ws = new deps.WebSocket(urls.ws("/ws"));
+    } catch (err) {
+      return this._fail(new RingcastError(`ws refused: ${err.message}`, { kind: "refused", cause: err }));
+    }
+    const ws = this.#ws;
+    ws.binaryType = "arraybuffer";
+    this.#timers.open = setTimeout(() => {
+      this._fail(new RingcastError(`ws timed out: not open within ${opts.openTimeout} ms`, { kind: "timeout" }));
+    }, opts.openTimeout);
+    ws.onopen = () => this.#onOpen();
+    ws.onmessage = (ev) => this.#onFrame(ev);
+    ws.onclose = (ev) => this.#onClose(ev);
+    ws.onerror = () => this.#onError();
+  }
+
+  /** Browsers follow `error` with `close` (which has the code); some
+   * runtimes (Node's undici) do not after a failed handshake. Before open,
+   * an error is the refusal; after, give `close` a moment to explain. */
+  #onError() {
+    if (this.closed) return;
+    if (!this.#socketOpen) {
+      return this._fail(new RingcastError("ws refused: the handshake failed", { kind: "refused" }));
+    }
+    clearTimeout(this.#timers.error);
+    this.#timers.error = setTimeout(() => {
+      this._fail(new RingcastError("ws closed: error without close", { kind: "closed" }));
+    }, 250);
+  }
+
+  #onOpen() {
+    if (this.closed) return;
+    this.#socketOpen = true;
+    this.#lastRx = Date.now();
+    for (const { ch, since } of this.link.channels()) {
+      this.#awaiting.add(ch);
+      this.#subscribe(ch, since);
+    }
+    this.#schedulePing();
+    this.#checkOpen();
+  }
+
+  #checkOpen() {
+    if (this.#awaiting.size === 0 && !this.closed && !this.isOpen) {
+      clearTimeout(this.#timers.open);
+      this._verified();
+    }
+  }
+
+  #send(obj) {
+    if (!this.#ws || this.#ws.readyState !== 1) return false;
+    try {
+      this.#ws.send(JSON.stringify(obj));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  #subscribe(ch, since) {
+    const rid = ++this.#rid;
+    this.#subs.set(ch, since);
+    this.#subRids.set(rid, ch);
+    const cmd = { type: "subscribe", ch, rid };
+    if (since) cmd.since = since;
+    this.#send(cmd);
+  }
+
+  sync(resub = new Set()) {
+    if (this.closed || !this.#ws || this.#ws.readyState !== 1) return; // on open it subscribes afresh
+    const want = new Map(this.link.channels().map((c) => [c.ch, c.since]));
+    for (const ch of [...this.#subs.keys()]) {
+      if (!want.has(ch)) {
+        this.#subs.delete(ch);
+        this.#awaiting.delete(ch);
+        this.#send({ type: "unsubscribe", ch });
+      }
+    }
+    for (const [ch, since] of want) {
+      if (!this.#subs.has(ch)) {
+        this.#subscribe(ch, since);
+      } else if (resub.has(ch)) {
+        // The server answers in order: the old subscription's messages end
+        // at `unsubscribed`, the new one replays from the older position.
+        this.#send({ type: "unsubscribe", ch });
+        this.#subscribe(ch, since);
+      }
+    }
+    this.#checkOpen();
+  }
+
+  #onFrame(ev) {
+    if (this.closed) return;
+    this.#lastRx = Date.now();
+    if (typeof ev.data !== "string") return; // /ws speaks text frames only
+    let m;
+    try {
+      m = JSON.parse(ev.data);
+    } catch {
+      return this.link.warn(new RingcastError("ws: a frame that is not JSON", { kind: "protocol" }));
+    }
+    if (!m || typeof m !== "object") return;
+    switch (m.type) {
+      case "message":
+        try {
+          this.link.message(messageFromWire(m));
+        } catch (err) {
+          this.link.warn(new RingcastError(`ws: bad message on ${m.ch}: ${err.message}`, { kind: "protocol" }));
+        }
+        break;
+      case "reset":
+        this.link.reset(normalizeReset(m));
+        break;
+      case "joined":
+      case "left":
+        this.link.presenceEvent({ ch: m.ch, type: m.type, client: m.client });
+        break;
+      case "subscribed":
+        this.#subRids.delete(m.rid);
+        if (typeof m.client === "string") this.link.clientId(m.client);
+        // A future server may say where the subscription starts.
+        if (typeof m.id === "string") this.link.subscribedAt(m.ch, m.id);
+        if (this.#awaiting.delete(m.ch)) this.#checkOpen();
+        break;
+      case "published":
+        this.#settle(m.rid, null, { id: typeof m.id === "string" ? m.id : null });
+        break;
+      case "presence":
+        this.#settle(m.rid, null, Array.isArray(m.clients) ? m.clients : []);
+        break;
+      case "pong":
+        if (this.#ping && m.rid === this.#ping.rid) {
+          this.link.rtt(Date.now() - this.#ping.at);
+          this.#ping = null;
+        }
+        break;
+      case "error":
+        this.#onServerError(m);
+        break;
+      default:
+        break; // "unsubscribed", and whatever a newer server adds
+    }
+  }
+
+  #onServerError(m) {
+    const reason = `${m.code}: ${m.reason}`;
+    const props = { kind: "request", code: m.code, transport: "ws" };
+    if (typeof m.retry_after === "number") props.retryAfter = m.retry_after;
+    const p = this.#pending.get(m.rid);
+    if (p) return this.#settle(m.rid, new RingcastError(`${p.what} refused: ${reason}`, props));
+    const ch = this.#subRids.get(m.rid);
+    if (ch !== undefined) {
+      this.#subRids.delete(m.rid);
+      // `already_subscribed` after an unsubscribe/subscribe pair is benign.
+      if (m.code !== "already_subscribed") {
+        this.link.warn(new RingcastError(`subscribe to ${ch} refused: ${reason}`, props));
+      }
+      if (this.#awaiting.delete(ch)) this.#checkOpen();
+      return;
+    }
+    this.link.warn(new RingcastError(`ws: server error ${reason}`, props));
+  }
+
+  #request(what, cmd) {
+    return new Promise((resolve, reject) => {
+      const rid = ++this.#rid;
+      const timer = setTimeout(() => {
+        this.#settle(rid, new RingcastError(`${what} timed out after ${this.link.opts.requestTimeout} ms`, { kind: "timeout", transport: "ws" }));
+      }, this.link.opts.requestTimeout);
+      this.#pending.set(rid, { what, resolve, reject, timer, at: Date.now() });
+      if (!this.#send({ ...cmd, rid })) {
+        this.#settle(rid, new RingcastError(`${what} failed: the WebSocket is not open`, { kind: "closed", transport: "ws" }));
+      }
+    });
+  }
+
+  #settle(rid, err, value) {
+    const p = this.#pending.get(rid);
+    if (!p) return;
+    this.#pending.delete(rid);
+    clearTimeout(p.timer);
+    if (err) p.reject(err);
+    else p.resolve(value);
+  }
+
+  publish(ch, data, ephemeral) {
+    const cmd = { type: "publish", ch };
+    if (typeof data === "string") cmd.data = data;
+    else cmd.data_base64 = bytesToBase64(data);
+    if (ephemeral) cmd.ephemeral = true;
+    return this.#request(`publish to ${ch}`, cmd);
+  }
+
+  presence(ch) {
+    return this.#request(`presence of ${ch}`, { type: "presence", ch });
+  }
+
+  #schedulePing() {
+    const { pingInterval, pingTimeout } = this.link.opts;
+    clearTimeout(this.#timers.ping);
+    this.#timers.ping = setTimeout(() => {
+      if (this.closed) return;
+      const at = Date.now();
+      this.#ping = { rid: ++this.#rid, at };
+      this.#send({ type: "ping", rid: this.#ping.rid });
+      this.#timers.pong = setTimeout(() => {
+        // Anything received since the ping proves the peer alive: a pong
+        // can queue behind a burst of messages.
+        if (this.#lastRx < at) {
+          this._fail(new RingcastError(`ws: no answer to ping within ${pingTimeout} ms`, { kind: "timeout" }));
+        } else {
+          this.#schedulePing();
+        }
+      }, pingTimeout);
+    }, pingInterval);
+  }
+
+  #onClose(ev) {
+    if (this.closed) return;
+    const code = ev?.code ?? 1006;
+    const reason = ev?.reason ? ` ${ev.reason}` : "";
+    if (!this.#socketOpen) {
+      // Browsers hide the handshake's status: closed before open is refused.
+      return this._fail(new RingcastError(`ws refused: closed before open (${code}${reason})`, { kind: "refused" }));
+    }
+    if (!this.isOpen) {
+      return this._fail(new RingcastError(`ws closed while subscribing: ${code}${reason}`, { kind: code === 1001 ? "unavailable" : "closed" }));
+    }
+    const lagging = code === 1008 && /^lagging/.test(ev?.reason ?? "");
+    const kind = lagging ? "lagging" : code === 1001 ? "unavailable" : "closed";
+    this._fail(new RingcastError(`ws closed: ${code}${reason}`, { kind }));
+  }
+
+  close() {
+    if (this.closed) return;
+    super.close();
+    for (const t of Object.values(this.#timers)) clearTimeout(t);
+    for (const rid of [...this.#pending.keys()]) {
+      this.#settle(rid, new RingcastError("the WebSocket closed before the answer came", { kind: "closed", transport: "ws" }));
+    }
+    const ws = this.#ws;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      ws.onerror = () => {};
+      try {
+        ws.close(1000);
+      } catch {
+        // already closing
+      }
+    }
+  }
+}
+
+/**
+ * Server-Sent Events over `fetch` with a streaming body — not EventSource,
+ * which hides the status (a `501` must mean "fall back"), hides heartbeat
+ * comments (needed to tell a quiet stream from a dead one), and cannot send
+ * headers. ONE stream carries every channel: `GET /sse?ch=a,b&since=<cursor>`.
+ *
+ * When the channels change the stream is re-opened with the current cursor;
+ * the old stream keeps delivering until the new one answers `200`
+ * (make-before-break; de-duplication absorbs the overlap). A stream silent
+ * for `sseTimeout` (heartbeats included) is dead.
+ *
+ * With one channel the server uses its one-channel format (plain ids,
+ * `event:binary`); with several, `event:<ch>[;binary]` and the composite
+ * cursor as `id:`. Both are read here.
+ */
+class SseTransport extends TransportBase {
+  /** The stream being read, and the one being opened to replace it. */
+  #active = null;
+  #pending = null;
+  /** The channels of the newest stream, to tell when a sync changes nothing. */
+  #names = null;
+
+  constructor(link) {
+    super("sse", link);
+  }
+
+  open() {
+    this.#reopen();
+  }
+
+  sync(resub = new Set()) {
+    if (this.closed) return;
+    const names = this.link.channels().map((c) => c.ch).join(",");
+    if (names === this.#names && resub.size === 0) return; // already asked for exactly this
+    this.#reopen();
+  }
+
+  #reopen() {
+    const channels = this.link.channels().map((c) => c.ch);
+    this.#names = channels.join(",");
+    this.#pending?.kill();
+    this.#pending = null;
+    if (channels.length === 0) {
+      this.#active?.kill();
+      this.#active = null;
+      this._opened(); // nothing to follow: usable, unproven
+      return;
+    }
+    const stream = { ctl: new AbortController(), dead: false, timer: null, channels };
+    stream.kill = () => {
+      stream.dead = true;
+      clearTimeout(stream.timer);
+      stream.ctl.abort();
+    };
+    this.#pending = stream;
+    this.#run(stream).catch((err) => {
+      if (!stream.dead) this._fail(fetchFailure("sse", err, null));
+    });
+  }
+
+  async #run(s) {
+    const { deps, opts, urls } = this.link;
+    if (typeof deps.fetch !== "function") {
+      return this._fail(new RingcastError("sse unavailable: no fetch in this runtime", { kind: "unsupported" }));
+    }
+    const url = urls.http("/sse", { ch: s.channels, since: this.link.cursor() });
+    const started = Date.now();
+    let res;
+    try {
+      // The deadline covers the head, and the reason of a refusal.
+      res = await fetchWithin(deps, "sse", url, { cache: "no-store" }, opts.openTimeout, s.ctl, async (r) => {
+        if (r.status !== 200) throw await refusal("sse", r);
+        if (!r.body) throw new RingcastError("sse: no response body", { kind: "unsupported" });
+        return r;
+      });
+    } catch (err) {
+      if (s.dead) return;
+      return this._fail(err instanceof RingcastError ? err : fetchFailure("sse", err, null));
+    }
+    if (s.dead) return void res.body.cancel().catch(() => {});
+    // The new stream is live: it replaces the old one.
+    this.#active?.kill();
+    this.#active = s;
+    this.#pending = null;
+    this.link.rtt(Date.now() - started);
+    this._verified();
+    await this.#read(s, res.body);
+  }
+
+  async #read(s, body) {
+    const { sseTimeout } = this.link.opts;
+    const single = s.channels.length === 1 ? s.channels[0] : null;
+    const decoder = createSseDecoder({
+      onEvent: (ev) => {
+        if (!s.dead) this.#event(s, ev, single);
+      },
+    });
+    const reader = body.getReader();
+    const idle = () => {
+      clearTimeout(s.timer);
+      s.timer = setTimeout(() => {
+        if (s.dead) return;
+        s.kill();
+        this._fail(new RingcastError(`sse: nothing received for ${sseTimeout} ms`, { kind: "timeout" }));
+      }, sseTimeout);
+    };
+    idle();
+    for (;;) {
+      let chunk;
+      try {
+        chunk = await reader.read();
+      } catch (err) {
+        if (s.dead) return;
+        return this._fail(fetchFailure("sse stream", err, null, { kind: "closed" }));
+      }
+      if (s.dead) return void reader.cancel().catch(() => {});
+      if (chunk.done) {
+        decoder.end();
+        if (s.dead) return;
+        return this._fail(new RingcastError("sse stream ended", { kind: "closed" }));
+      }
+      idle();
+      decoder.push(chunk.value);
+    }
+  }
+
+  #event(s, ev, single) {
+    const link = this.link;
+    // The position this event carries, as a composite cursor.
+    let cursor = null;
+    if (ev.hasId) {
+      if (single) {
+        const pos = parseId(ev.id);
+        cursor = pos ? encodeCursor(pos.epoch, [[single, pos.seq]]) : null;
+      } else {
+        cursor = ev.id;
+      }
+    }
+    if (ev.data === null) {
+      if (cursor) link.cursorSeen(cursor);
+      return;
+    }
+    if (ev.type === "reset" && (single || isResetEvent(ev.data, s.channels))) {
+      let raw;
+      try {
+        raw = JSON.parse(ev.data);
+      } catch {
+        return link.warn(new RingcastError("sse: a reset that is not JSON", { kind: "protocol" }));
+      }
+      if (single && raw.ch == null) raw.ch = single;
+      if (raw.reason === "lagging") {
+        s.kill();
+        return this._fail(new RingcastError(`sse: the server dropped the stream as lagging on ${raw.ch}`, { kind: "lagging" }));
+      }
+      link.reset(normalizeReset(raw));
+      if (cursor) link.cursorSeen(cursor);
+      return;
+    }
+    let ch;
+    let binary;
+    if (single) {
+      ch = single;
+      binary = ev.type === "binary";
+    } else {
+      binary = ev.type.endsWith(";binary");
+      ch = binary ? ev.type.slice(0, -7) : ev.type;
+    }
+    let id = null;
+    if (cursor) {
+      const c = parseCursor(cursor);
+      const seq = c?.positions.get(ch);
+      if (seq != null) id = `${c.epoch}-${seq}`;
+    }
+    let data;
+    try {
+      data = binary ? base64ToBytes(ev.data) : ev.data;
+    } catch {
+      return link.warn(new RingcastError(`sse: bad base64 on ${ch}`, { kind: "protocol" }));
+    }
+    const msg = { ch, id, data };
+    if (id === null) msg.ephemeral = true; // events without id: are ephemeral
+    link.message(msg);
+    if (cursor) link.cursorSeen(cursor);
+  }
+
+  close() {
+    if (this.closed) return;
+    super.close();
+    this.#active?.kill();
+    this.#pending?.kill();
+    this.#active = this.#pending = null;
+  }
+}
+
+/** Whether an `event:reset` of a multi-channel stream is the server's reset
+ * and not a message on a channel named "reset" (the names collide; a reset
+ * is a JSON object naming one of the stream's channels and a reason). */
+function isResetEvent(data, channels) {
+  if (!channels.includes("reset")) return true;
+  try {
+    const v = JSON.parse(data);
+    return v !== null && typeof v === "object" && typeof v.reason === "string" && channels.includes(v.ch) && typeof v.since === "string";
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Polling, `GET /poll?ch=a,b&since=<cursor>&timeout=S`, in a loop: long
+ * polling holds each request up to `longPollTimeout` (and polls again at
+ * once), short polling asks with `timeout=0` every `pollInterval` (×4 while
+ * the page is hidden) and at once after an answer with messages.
+ *
+ * Verification: a long poll's first request asks `timeout=1`, so a node
+ * that refuses long polling says so at once, and one that accepts answers
+ * within a second. Every request has an abort deadline (the hold plus a
+ * margin for long polls). Changing channels aborts the request in flight
+ * and asks again: the cursor only moves on answers, so nothing is lost.
+ */
+class PollTransport extends TransportBase {
+  #long;
+  #ctl = null;
+  /** The channels of the request in flight (or of the last one). */
+  #names = null;
+  #abortedForSync = false;
+  #wake = null;
+  #sleepTimer = null;
+
+  constructor(link, long) {
+    super(long ? "longpoll" : "poll", link);
+    this.#long = long;
+  }
+
+  open() {
+    this.#loop().catch((err) => this._fail(err instanceof RingcastError ? err : fetchFailure(this.name, err, null)));
+  }
+
+  sync(resub = new Set()) {
+    if (this.closed) return;
+    const names = this.link.channels().map((c) => c.ch).join(",");
+    if (names === this.#names && resub.size === 0) return; // the next poll asks the same
+    if (this.#ctl) {
+      this.#abortedForSync = true;
+      this.#ctl.abort();
+    }
+    this.wake();
+  }
+
+  /** Cuts a wait short (channels changed, page visible again). */
+  wake() {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+
+  #sleep(ms) {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(this.#sleepTimer);
+        this.#wake = null;
+        resolve();
+      };
+      this.#wake = done;
+      if (ms != null) this.#sleepTimer = setTimeout(done, ms);
+    });
+  }
+
+  #hidden() {
+    return this.link.deps.document?.visibilityState === "hidden";
+  }
+
+  async #loop() {
+    const { deps, opts, urls } = this.link;
+    if (typeof deps.fetch !== "function") {
+      throw new RingcastError(`${this.name} unavailable: no fetch in this runtime`, { kind: "unsupported" });
+    }
+    while (!this.closed) {
+      const channels = this.link.channels().map((c) => c.ch);
+      if (channels.length === 0) {
+        this.#names = "";
+        this._opened(); // nothing to follow: usable, unproven
+        await this.#sleep(null);
+        continue;
+      }
+      const timeout = this.#long ? (this.isVerified ? Math.max(1, Math.round(opts.longPollTimeout / 1000)) : 1) : 0;
+      const deadline = this.#long ? timeout * 1000 + LONG_POLL_MARGIN_MS : opts.requestTimeout;
+      const url = urls.http("/poll", { ch: channels, since: this.link.cursor(), timeout });
+      this.#names = channels.join(",");
+      const ctl = (this.#ctl = new AbortController());
+      this.#abortedForSync = false;
+      const started = Date.now();
+      let res;
+      let body = null;
+      let refused = null;
+      try {
+        [res, body, refused] = await fetchWithin(deps, this.name, url, { cache: "no-store" }, deadline, ctl, async (r) => {
+          if (r.status === 200) return [r, await r.json(), null];
+          if (r.status === 204 || r.status === 304) return [r, null, null];
+          return [r, null, await refusal(this.name, r)];
+        });
+      } catch (err) {
+        if (this.closed) return;
+        if (this.#abortedForSync) continue;
+        throw err instanceof RingcastError ? err : fetchFailure(this.name, err, null);
+      } finally {
+        this.#ctl = null;
+      }
+      if (this.closed) return;
+      if (this.#abortedForSync) continue;
+      if (refused) throw refused;
+      if (!this.#long) this.link.rtt(Date.now() - started);
+      this._verified();
+      let got = 0;
+      if (body) {
+        got = this.#answer(body);
+      } else {
+        // 204/304: the cursor is in the ETag (exposed to scripts by CORS).
+        const tag = res.headers.get("etag");
+        if (tag) this.link.cursorSeen(tag.replace(/^W\//, "").replace(/^"|"$/g, ""));
+      }
+      if (this.closed) return;
+      if (this.#long) {
+        // A long poll that answers at once with nothing is not holding
+        // (a proxy in the way?): do not spin.
+        if (got === 0 && res.status === 200 && Date.now() - started < 100) await this.#sleep(opts.pollInterval);
+      } else if (got === 0) {
+        await this.#sleep(opts.pollInterval * (this.#hidden() ? HIDDEN_POLL_FACTOR : 1));
+      }
+    }
+  }
+
+  /** Handles a `200` answer; returns how many messages it had. */
+  #answer(body) {
+    const link = this.link;
+    const epoch = parseCursor(body.next)?.epoch ?? null;
+    // Resets first: they move positions before the history that follows.
+    for (const r of Array.isArray(body.resets) ? body.resets : body.reset ? [body.reset] : []) {
+      link.reset(normalizeReset(r, epoch));
+    }
+    const messages = Array.isArray(body.messages) ? body.messages : [];
+    for (const m of messages) {
+      if (this.closed) return 0;
+      try {
+        link.message(messageFromWire(m));
+      } catch (err) {
+        link.warn(new RingcastError(`${this.name}: bad message on ${m?.ch}: ${err.message}`, { kind: "protocol" }));
+      }
+    }
+    if (typeof body.next === "string") link.cursorSeen(body.next);
+    return messages.length;
+  }
+
+  close() {
+    if (this.closed) return;
+    super.close();
+    this.#ctl?.abort();
+    this.wake();
+  }
+}
+
+/** Creates the transport `name`. */
+function createTransport(name, link) {
+  switch (name) {
+    case "ws":
+      return new WsTransport(link);
+    case "sse":
+      return new SseTransport(link);
+    case "longpoll":
+      return new PollTransport(link, true);
+    case "poll":
+      return new PollTransport(link, false);
+    default:
+      throw new TypeError(`unknown transport ${name}`);
+  }
+}
+
+// =============================================================================
+// 5. HTTP requests: publish and presence
+// =============================================================================
+//
+// CORS-simple on purpose, so no preflight doubles their latency: a text
+// publish is `text/plain;charset=UTF-8`, a binary one has no Content-Type at
+// all (the node takes anything not `text/*` as binary), and nothing else
+// goes into headers.
+
+async function httpPublish(deps, urls, opts, ch, data, ephemeral) {
+  const what = `publish to ${ch}`;
+  const url = urls.http(`/pub/${encodeURIComponent(ch)}`, { ephemeral: ephemeral ? 1 : null });
+  const init = typeof data === "string"
+    ? { method: "POST", body: data, headers: { "Content-Type": "text/plain;charset=UTF-8" } }
+    : { method: "POST", body: data };
+  const body = await fetchWithin(deps, what, url, init, opts.requestTimeout, undefined, (res) => answerOf(what, res));
+  return { id: typeof body?.id === "string" ? body.id : null };
+}
+
+/** The JSON of a `200`, or the refusal as an error. */
+async function answerOf(what, res) {
+  if (res.status !== 200) throw await refusal(what, res, { kind: res.status === 503 || res.status === 429 ? "unavailable" : "request" });
+  return res.json().catch(() => null);
+}
+
+async function httpPresence(deps, urls, opts, ch) {
+  const what = `presence of ${ch}`;
+  const url = urls.http(`/presence/${encodeURIComponent(ch)}`);
+  const body = await fetchWithin(deps, what, url, { cache: "no-store" }, opts.requestTimeout, undefined, (res) => answerOf(what, res));
+  return Array.isArray(body?.clients) ? body.clients : [];
+}
+
+// =============================================================================
+// 6. Connection: fallback, backoff, probing, positions
+// =============================================================================
+
+/**
+ * The one connection to the node, on whichever transport works, for a set
+ * of *interests* (subscriptions of this tab, or of every tab when this tab
+ * leads). Events: `message`, `reset`, `fill` (`{ch, pos}`: a position for
+ * interests that had none), `presence`, `status` (`{state, transport,
+ * stats}`), `error`.
+ *
+ * Policy:
+ * * **Fallback.** A round tries the transports in order, starting at the
+ *   one that last worked this session (then wrapping round to the better
+ *   ones). A transport that fails to open — refused, not open in time —
+ *   hands over to the next at once. Unreachable or unavailable nodes
+ *   (`network`, `503`) end the round: the next transport would fare no
+ *   better.
+ * * **Backoff.** Between rounds, and after losing an open connection,
+ *   wait `backoffDelay(attempt)`; `attempt` starts over once a connection
+ *   has been open for `healthyAfter` (5 s): a node that accepts and drops
+ *   at once is not hammered.
+ * * **Probing.** On a transport other than the first, try the better ones
+ *   every `probeInterval` in parallel; one that opens — every channel
+ *   subscribed from the current positions — replaces the current one, which
+ *   is then closed. Overlap is de-duplicated; nothing is lost because the
+ *   old transport runs until the new one covers everything.
+ * * **Positions.** Each interest has a position; a channel resumes from the
+ *   oldest. A message goes out if some interest takes it.
+ */
+class Connection {
+  #opts;
+  #deps;
+  #urls;
+  #emitter = new Emitter();
+  /** ch -> {interests: Map<key, pos|null>, head: pos|null} */
+  #channels = new Map();
+  #channelOf = new Map();
+  #serverEpoch = null;
+  #state = "connecting";
+  #transportName = null;
+  /** This connection's id in presence lists (`/ws` only). */
+  #clientId = null;
+  #current = null;
+  #probe = null;
+  #probeIndex = 0;
+  #round = [];
+  #attempt = 0;
+  #everOpen = false;
+  #closed = false;
+  #lastError = null;
+  #timers = { retry: null, probe: null, healthy: null, sync: null };
+  #resub = new Set();
+  #stats = { reconnects: 0, rtt: null, messages: 0, duplicates: 0 };
+  #storageKey;
+  #onOnline = () => this.#retryNow();
+  #onVisibility = () => {
+    if (this.#deps.document?.visibilityState === "visible") this.#current?.wake?.();
+  };
+
+  /** `resumed`: another connection served these interests before (a new
+   * leader tab): the state is "reconnecting" until open. */
+  constructor(urls, opts, deps, { resumed = false } = {}) {
+    this.#urls = urls;
+    this.#opts = opts;
+    this.#deps = deps;
+    this.#everOpen = resumed;
+    if (resumed) this.#state = "reconnecting";
+    this.#storageKey = `ringcast:transport:${urls.base}|${opts.transports.join(",")}`;
+  }
+
+  on(event, fn) {
+    this.#emitter.on(event, fn);
+  }
+
+  get state() {
+    return this.#state;
+  }
+
+  get transport() {
+    return this.#transportName;
+  }
+
+  get clientId() {
+    return this.#transportName === "ws" ? this.#clientId : null;
+  }
+
+  get stats() {
+    return { ...this.#stats };
+  }
+
+  /** Starts connecting — after the current task, so that listeners and
+   * subscriptions added right after `connect()` see every event and go
+   * into the first request. */
+  start() {
+    queueMicrotask(() => this.#start());
+  }
+
+  #start() {
+    if (this.#closed) return;
+    this.#deps.window?.addEventListener?.("online", this.#onOnline);
+    this.#deps.document?.addEventListener?.("visibilitychange", this.#onVisibility);
+    this.#status();
+    this.#newRound();
+  }
+
+  // ---- interests and positions -------------------------------------------------
+
+  /**
+   * Adds an interest in `ch` from `pos` (`null`: from now). Returns its
+   * start: `pos`, or for "from now" the latest position this connection has
+   * delivered on the channel (so history replayed for others is not "new"
+   * to it), or `null` if it has none.
+   */
+  addInterest(key, ch, pos) {
+    let c = this.#channels.get(ch);
+    const fresh = !c;
+    if (fresh) {
+      c = { interests: new Map(), head: null };
+      this.#channels.set(ch, c);
+    }
+    const before = fresh ? null : this.#resumePoint(c);
+    const start = pos ?? c.head;
+    c.interests.set(key, start);
+    this.#channelOf.set(key, ch);
+    if (fresh) {
+      this.#scheduleSync();
+    } else {
+      const after = this.#resumePoint(c);
+      const older = after && (!before || (after !== before && olderPosition(before, after, this.#serverEpoch) === after));
+      if (older) this.#scheduleSync(ch);
+    }
+    return start;
+  }
+
+  removeInterest(key) {
+    const ch = this.#channelOf.get(key);
+    if (ch === undefined) return;
+    this.#channelOf.delete(key);
+    const c = this.#channels.get(ch);
+    c.interests.delete(key);
+    if (c.interests.size === 0) {
+      this.#channels.delete(ch);
+      this.#scheduleSync();
+    }
+  }
+
+  /** Removes every interest whose key starts with `prefix` (a tab gone). */
+  removeInterestsOf(prefix) {
+    for (const key of [...this.#channelOf.keys()]) if (key.startsWith(prefix)) this.removeInterest(key);
+  }
+
+  #resumePoint(c) {
+    let p = null;
+    for (const pos of c.interests.values()) p = olderPosition(p, pos, this.#serverEpoch);
+    return p;
+  }
+
+  /** What transports follow: `[{ch, since}]`, since an id or null. */
+  #channelList() {
+    const out = [];
+    for (const [ch, c] of this.#channels) {
+      const p = this.#resumePoint(c);
+      out.push({ ch, since: p ? formatId(p) : null });
+    }
+    return out;
+  }
+
+  /**
+   * The composite cursor for event streams and polls. A cursor has ONE
+   * epoch: a channel whose resume point is in another (a `since` from before
+   * a restart) cannot be named in it, so the reset the node would send is
+   * made here, and the channel is named from its first message.
+   */
+  #cursor() {
+    const points = [];
+    for (const [ch, c] of this.#channels) {
+      const p = this.#resumePoint(c);
+      if (p) points.push([ch, p]);
+    }
+    if (points.length === 0) return null;
+    let epoch = this.#serverEpoch;
+    if (!epoch) {
+      const count = new Map();
+      for (const [, p] of points) count.set(p.epoch, (count.get(p.epoch) ?? 0) + 1);
+      epoch = [...count].sort((a, b) => b[1] - a[1])[0][0];
+    }
+    const entries = [];
+    for (const [ch, p] of points) {
+      let seq = p.seq;
+      if (p.epoch !== epoch) {
+        this.#applyReset({ ch, reason: "epoch", since: p, sinceId: formatId(p), missed: null, epoch }, true);
+        seq = 0;
+      }
+      entries.push([ch, seq]);
+    }
+    return encodeCursor(epoch, entries);
+  }
+
+  #onMessage(msg) {
+    const c = this.#channels.get(msg.ch);
+    if (!c) return; // unsubscribed meanwhile
+    if (msg.id === null) return this.#emitter.emit("message", msg); // ephemeral: no position
+    const id = parseId(msg.id);
+    if (!id) return this.#warn(new RingcastError(`bad message id ${msg.id} on ${msg.ch}`, { kind: "protocol" }));
+    let taken = false;
+    for (const [key, pos] of c.interests) {
+      if (acceptsId(pos, id)) {
+        c.interests.set(key, id);
+        taken = true;
+      }
+    }
+    if (!taken) {
+      this.#stats.duplicates++;
+      return;
+    }
+    this.#serverEpoch = id.epoch;
+    if (!c.head || c.head.epoch !== id.epoch || id.seq > c.head.seq) c.head = id;
+    this.#stats.messages++;
+    this.#emitter.emit("message", msg);
+  }
+
+  #applyReset(r, synthetic = false) {
+    if (r.epoch) this.#serverEpoch = r.epoch;
+    const c = this.#channels.get(r.ch);
+    if (!c) return;
+    let applied = false;
+    for (const [key, pos] of c.interests) {
+      const res = applyReset(pos, r);
+      if (res.applied) {
+        c.interests.set(key, res.pos);
+        applied = true;
+      }
+    }
+    if (r.reason === "epoch" && r.epoch && c.head && c.head.epoch !== r.epoch) c.head = { epoch: r.epoch, seq: 0 };
+    if (!applied) return;
+    // A reset made while building a request reaches listeners after it.
+    if (synthetic) later(() => this.#emitter.emit("reset", r));
+    else this.#emitter.emit("reset", r);
+  }
+
+  /** Fills the position of interests that had none (from now). */
+  #fill(ch, pos) {
+    const c = this.#channels.get(ch);
+    if (!c) return;
+    let filled = false;
+    for (const [key, p] of c.interests) {
+      if (p === null) {
+        c.interests.set(key, pos);
+        filled = true;
+      }
+    }
+    if (!c.head) c.head = pos;
+    if (filled) this.#emitter.emit("fill", { ch, pos });
+  }
+
+  #onCursor(text) {
+    const cur = parseCursor(text);
+    if (!cur) return;
+    this.#serverEpoch = cur.epoch;
+    for (const [ch, seq] of cur.positions) this.#fill(ch, { epoch: cur.epoch, seq });
+  }
+
+  // ---- transports ------------------------------------------------------------------
+
+  /** The link a transport reports through; silent once it is replaced. */
+  #link(getT) {
+    const live = () => {
+      const t = getT();
+      return !this.#closed && t && (t === this.#current || t === this.#probe);
+    };
+    return {
+      opts: this.#opts,
+      deps: this.#deps,
+      urls: this.#urls,
+      channels: () => this.#channelList(),
+      cursor: () => this.#cursor(),
+      opened: () => live() && this.#onOpened(getT()),
+      verified: () => live() && this.#onVerified(getT()),
+      failed: (err) => live() && this.#onFailed(getT(), err),
+      // Ephemeral messages have no id to de-duplicate: only the current
+      // transport delivers them (a probe overlaps it).
+      message: (m) => live() && !(m.id === null && getT() === this.#probe) && this.#onMessage(m),
+      reset: (r) => live() && this.#applyReset(r),
+      cursorSeen: (text) => live() && this.#onCursor(text),
+      subscribedAt: (ch, id) => {
+        const pos = parseId(id);
+        if (live() && pos) this.#fill(ch, pos);
+      },
+      presenceEvent: (e) => live() && this.#emitter.emit("presence", e),
+      clientId: (id) => {
+        if (!live() || id === this.#clientId) return;
+        this.#clientId = id;
+        this.#status();
+      },
+      rtt: (ms) => {
+        if (!live()) return;
+        this.#stats.rtt = ms;
+        this.#status();
+      },
+      warn: (err) => live() && this.#warn(err),
+    };
+  }
+
+  #make(name) {
+    let t = null;
+    t = createTransport(name, this.#link(() => t));
+    return t;
+  }
+
+  /** Transports in the order a round tries them. */
+  #order() {
+    const list = this.#opts.transports;
+    let remembered = null;
+    try {
+      remembered = this.#deps.storage?.getItem(this.#storageKey) ?? null;
+    } catch {
+      // storage refused: no memory this session
+    }
+    const i = Math.max(0, list.indexOf(remembered));
+    return [...list.slice(i), ...list.slice(0, i)];
+  }
+
+  #remember(name) {
+    try {
+      this.#deps.storage?.setItem(this.#storageKey, name);
+    } catch {
+      // storage full or refused
+    }
+  }
+
+  #newRound() {
+    this.#round = this.#order();
+    this.#tryNext();
+  }
+
+  #tryNext() {
+    if (this.#closed) return;
+    const name = this.#round.shift();
+    if (name === undefined) return this.#scheduleRetry();
+    const t = this.#make(name);
+    this.#current = t;
+    t.open();
+  }
+
+  #scheduleRetry() {
+    if (this.#closed) return;
+    this.#current = null;
+    this.#transportName = null;
+    this.#state = this.#everOpen ? "reconnecting" : "connecting";
+    this.#status();
+    let delay = backoffDelay(this.#attempt++, this.#opts.backoff, this.#deps.random);
+    const retryAfter = this.#lastError?.retryAfter;
+    if (typeof retryAfter === "number") delay = Math.max(delay, Math.min(retryAfter * 1000, this.#opts.backoff.max));
+    clearTimeout(this.#timers.retry);
+    this.#timers.retry = setTimeout(() => {
+      this.#timers.retry = null;
+      this.#newRound();
+    }, delay);
+  }
+
+  /** The network came back: skip the rest of the backoff. */
+  #retryNow() {
+    if (this.#closed || this.#timers.retry === null) return;
+    clearTimeout(this.#timers.retry);
+    this.#timers.retry = null;
+    this.#newRound();
+  }
+
+  #onOpened(t) {
+    if (t !== this.#current) return; // a probe must be verified to count
+    if (this.#state === "open" && this.#transportName === t.name) return;
+    if (this.#everOpen) this.#stats.reconnects++;
+    this.#everOpen = true;
+    this.#state = "open";
+    this.#transportName = t.name;
+    clearTimeout(this.#timers.healthy);
+    this.#timers.healthy = setTimeout(() => {
+      this.#attempt = 0;
+    }, this.#opts.healthyAfter);
+    this.#status();
+    this.#scheduleProbe();
+  }
+
+  #onVerified(t) {
+    if (t === this.#probe) return this.#switchTo(t);
+    this.#round = [];
+    this.#remember(t.name);
+  }
+
+  #onFailed(t, err) {
+    if (t === this.#probe) {
+      this.#probe = null;
+      err.probe = true;
+      this.#warn(err);
+      this.#probeIndex++;
+      return this.#probeNext();
+    }
+    this.#current = null;
+    this.#lastError = err;
+    this.#warn(err);
+    clearTimeout(this.#timers.healthy);
+    this.#stopProbe();
+    if (!t.isVerified && err.kind !== "network" && err.kind !== "unavailable") {
+      // Refused or too slow before it ever worked: the next transport.
+      if (this.#state === "open") {
+        this.#state = this.#everOpen ? "reconnecting" : "connecting";
+        this.#transportName = null;
+        this.#status();
+      }
+      return this.#tryNext();
+    }
+    // Lost after it worked, or the node is unreachable: back off, then a
+    // new round from the transport that worked.
+    this.#round = [];
+    this.#scheduleRetry();
+  }
+
+  #scheduleProbe() {
+    clearTimeout(this.#timers.probe);
+    this.#timers.probe = null;
+    if (this.#closed || !this.#current || this.#probe) return;
+    if (this.#opts.transports.indexOf(this.#current.name) <= 0) return;
+    this.#timers.probe = setTimeout(() => {
+      this.#timers.probe = null;
+      this.#probeIndex = 0;
+      this.#probeNext();
+    }, this.#opts.probeInterval);
+  }
+
+  #probeNext() {
+    if (this.#closed || !this.#current) return;
+    const list = this.#opts.transports;
+    const limit = list.indexOf(this.#current.name);
+    while (this.#probeIndex < limit) {
+      const name = list[this.#probeIndex];
+      // An HTTP transport with nothing to follow cannot prove itself.
+      if (name === "ws" || this.#channels.size > 0) {
+        const t = this.#make(name);
+        this.#probe = t;
+        t.open();
+        return;
+      }
+      this.#probeIndex++;
+    }
+    this.#scheduleProbe();
+  }
+
+  #stopProbe() {
+    clearTimeout(this.#timers.probe);
+    this.#timers.probe = null;
+    this.#probe?.close();
+    this.#probe = null;
+  }
+
+  #switchTo(t) {
+    const old = this.#current;
+    this.#probe = null;
+    this.#current = t;
+    old?.close();
+    this.#remember(t.name);
+    this.#transportName = t.name;
+    this.#state = "open";
+    this.#status();
+    this.#scheduleProbe();
+  }
+
+  #scheduleSync(resubChannel) {
+    if (resubChannel !== undefined) this.#resub.add(resubChannel);
+    if (this.#timers.sync !== null || this.#closed) return;
+    // Coalesce: subscribing to ten channels in a row re-opens a stream once.
+    this.#timers.sync = setTimeout(() => {
+      this.#timers.sync = null;
+      const resub = this.#resub;
+      this.#resub = new Set();
+      this.#current?.sync(resub);
+      this.#probe?.sync(resub);
+    }, 0);
+  }
+
+  // ---- requests --------------------------------------------------------------------
+
+  async publish(ch, data, ephemeral) {
+    if (this.#closed) throw closedError();
+    const t = this.#current;
+    if (t?.name === "ws" && t.isOpen) return t.publish(ch, data, ephemeral);
+    const started = Date.now();
+    const out = await httpPublish(this.#deps, this.#urls, this.#opts, ch, data, ephemeral);
+    this.#stats.rtt = Date.now() - started;
+    this.#status();
+    return out;
+  }
+
+  async presence(ch) {
+    if (this.#closed) throw closedError();
+    const t = this.#current;
+    if (t?.name === "ws" && t.isOpen) return t.presence(ch);
+    const started = Date.now();
+    const out = await httpPresence(this.#deps, this.#urls, this.#opts, ch);
+    this.#stats.rtt = Date.now() - started;
+    this.#status();
+    return out;
+  }
+
+  // ---- events and shutdown ---------------------------------------------------------
+
+  #status() {
+    const clientId = this.#transportName === "ws" ? this.#clientId : null;
+    this.#emitter.emit("status", { state: this.#state, transport: this.#transportName, clientId, stats: this.stats });
+  }
+
+  #warn(err) {
+    this.#emitter.emit("error", err);
+  }
+
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const t of Object.values(this.#timers)) clearTimeout(t);
+    this.#deps.window?.removeEventListener?.("online", this.#onOnline);
+    this.#deps.document?.removeEventListener?.("visibilitychange", this.#onVisibility);
+    this.#current?.close();
+    this.#probe?.close();
+    this.#current = this.#probe = null;
+    this.#state = "closed";
+    this.#transportName = null;
+    this.#status();
+    this.#emitter.clear();
+  }
+}
+
+function closedError() {
+  return new RingcastError("the client is closed", { kind: "client-closed" });
+}
+
+/** Runs a Connection for this tab alone (`shared: false`). */
+class LocalBackend {
+  #conn;
+  #sink;
+
+  constructor(sink, urls, opts, deps) {
+    this.#sink = sink;
+    this.#conn = new Connection(urls, opts, deps);
+    wireConnection(this.#conn, sink);
+    this.#conn.start();
+  }
+
+  subscribe(key, ch, pos) {
+    this.#sink.started(key, this.#conn.addInterest(key, ch, pos));
+  }
+
+  unsubscribe(key) {
+    this.#conn.removeInterest(key);
+  }
+
+  publish(ch, data, ephemeral) {
+    return this.#conn.publish(ch, data, ephemeral);
+  }
+
+  presence(ch) {
+    return this.#conn.presence(ch);
+  }
+
+  stats() {
+    return this.#conn.stats;
+  }
+
+  close() {
+    this.#conn.close();
+  }
+}
+
+/** Forwards a Connection's events to a sink (and optionally elsewhere). */
+function wireConnection(conn, sink, also = () => {}) {
+  conn.on("message", (m) => {
+    sink.message(m);
+    also("msg", { m });
+  });
+  conn.on("reset", (r) => {
+    sink.reset(r);
+    also("reset", { r });
+  });
+  conn.on("fill", (f) => {
+    sink.fill(f);
+    also("fill", { f });
+  });
+  conn.on("presence", (e) => {
+    sink.presence(e);
+    also("presence", { e });
+  });
+  conn.on("status", (s) => {
+    sink.status(s);
+    also("status", { s });
+  });
+  conn.on("error", (err) => {
+    sink.error(err);
+    also("error", { err: serializeError(err) });
+  });
+}
+
+// =============================================================================
+// 7. Leader election: one connection per browser
+// =============================================================================
+//
+// Tabs of one origin that connect to the same node with the same transport
+// list (and token) share ONE connection. Each tab holds a lock of its own for
+// its life (`<key>:tab:<id>`) and queues for the leader lock (`<key>:leader`);
+// the Web Locks API grants it to one tab at a time and releases it when that
+// tab closes or crashes — no heartbeats, no timeouts.
+//
+// The leader runs the Connection, with an interest per subscription of
+// every tab, and relays over a BroadcastChannel: messages, resets, position
+// fills, presence events, status and errors. Followers send it
+// subscriptions (`sub`, answered `subok` with the start of a "from now"
+// subscription), `unsub`, requests (`req`/`res`: publish, presence) and
+// `bye`. A leader learns that a follower is gone by queueing for its tab
+// lock.
+//
+// Every tab keeps its own positions and de-duplicates, so when the leader
+// goes, the next one — whose Connection starts empty — asks the others to
+// announce their subscriptions with their positions (`leader`), and every
+// channel resumes from the oldest: no loss, and no duplicate reaches a
+// handler.
+//
+// Requests to a leader that vanishes are answered as follows: a presence
+// query is asked again of the next leader; a publish is rejected (the old
+// leader may or may not have sent it, and publishing twice is worse). With
+// no leader at all, a follower publishes and queries over HTTP itself.
+
+class SharedBackend {
+  #sink;
+  #urls;
+  #opts;
+  #deps;
+  #key;
+  #tab = randomId();
+  #bc;
+  #leaderId = null;
+  #conn = null;
+  #closed = false;
+  #tabLockAbort = new AbortController();
+  #leaderLockAbort = new AbortController();
+  #releaseTab = null;
+  #releaseLeader = null;
+  /** This tab's subscriptions: key -> ch (positions come from the sink). */
+  #local = new Map();
+  /** Followers watched by this leader: tab -> AbortController. */
+  #watched = new Map();
+  /** Requests sent to a leader: rid -> {op, ch, data, ephemeral, leader, resolve, reject, timer}. */
+  #requests = new Map();
+  #rid = 0;
+  /** A connection was open once: a new leader is reconnecting, not connecting. */
+  #sawOpen = false;
+
+  constructor(sink, urls, opts, deps) {
+    this.#sink = {
+      ...sink,
+      status: (s) => {
+        if (s.state === "open") this.#sawOpen = true;
+        sink.status(s);
+      },
+    };
+    this.#urls = urls;
+    this.#opts = opts;
+    this.#deps = deps;
+    this.#key = `ringcast:${urls.base}|${opts.transports.join(",")}|${opts.token != null ? hash(String(opts.token)) : ""}`;
+    this.#bc = new deps.BroadcastChannel(this.#key);
+    this.#bc.onmessage = (ev) => {
+      try {
+        this.#onMessage(ev.data);
+      } catch (err) {
+        sink.error(new RingcastError(`shared: ${err.message}`, { kind: "protocol", cause: err }));
+      }
+    };
+    this.#sink.status({ state: "connecting", transport: null, stats: null });
+    this.#start();
+  }
+
+  #lockError(err) {
+    if (this.#closed || err?.name === "AbortError") return;
+    this.#sink.error(new RingcastError(`shared: lock failed: ${err?.message ?? err}`, { kind: "unsupported", cause: err }));
+  }
+
+  #start() {
+    const locks = this.#deps.locks;
+    // The tab lock first: a leader must never find it free while we live.
+    locks
+      .request(`${this.#key}:tab:${this.#tab}`, { signal: this.#tabLockAbort.signal }, () => {
+        if (this.#closed) return undefined;
+        this.#post({ t: "hello" });
+        locks
+          .request(`${this.#key}:leader`, { signal: this.#leaderLockAbort.signal }, () => {
+            if (this.#closed) return undefined;
+            this.#lead();
+            return new Promise((resolve) => (this.#releaseLeader = resolve));
+          })
+          .catch((err) => this.#lockError(err));
+        return new Promise((resolve) => (this.#releaseTab = resolve));
+      })
+      .catch((err) => this.#lockError(err));
+  }
+
+  #post(msg) {
+    if (this.#closed && msg.t !== "bye" && msg.t !== "leaving") return;
+    try {
+      this.#bc.postMessage({ ...msg, from: this.#tab });
+    } catch (err) {
+      this.#sink.error(new RingcastError(`shared: could not relay: ${err.message}`, { kind: "protocol", cause: err }));
+    }
+  }
+
+  get #leading() {
+    return this.#conn !== null;
+  }
+
+  // ---- as leader -------------------------------------------------------------------
+
+  #lead() {
+    this.#leaderId = this.#tab;
+    const conn = new Connection(this.#urls, this.#opts, this.#deps, { resumed: this.#sawOpen });
+    this.#conn = conn;
+    // Relayed only while it is this tab's connection: its own shutdown
+    // ("closed") is not the followers' state.
+    wireConnection(conn, this.#sink, (t, body) => this.#conn === conn && this.#post({ t, ...body }));
+    for (const [key, ch] of this.#local) {
+      this.#sink.started(key, this.#conn.addInterest(`${this.#tab}/${key}`, ch, this.#sink.position(key)));
+    }
+    // Requests that were waiting on the previous leader.
+    for (const [rid, r] of this.#requests) {
+      this.#requests.delete(rid);
+      clearTimeout(r.timer);
+      if (r.op === "presence") this.#conn.presence(r.ch).then(r.resolve, r.reject);
+      else r.reject(leaderGone(r.ch));
+    }
+    this.#conn.start();
+    this.#post({ t: "leader", s: this.#statusOf() });
+  }
+
+  #statusOf() {
+    return { state: this.#conn.state, transport: this.#conn.transport, clientId: this.#conn.clientId, stats: this.#conn.stats };
+  }
+
+  /** Queues for a follower's tab lock: granted when that tab is gone. */
+  #watch(tab) {
+    if (tab === this.#tab || this.#watched.has(tab)) return;
+    const ctl = new AbortController();
+    this.#watched.set(tab, ctl);
+    this.#deps.locks
+      .request(`${this.#key}:tab:${tab}`, { signal: ctl.signal }, () => {
+        this.#dropTab(tab);
+      })
+      .catch((err) => this.#lockError(err));
+  }
+
+  #dropTab(tab) {
+    this.#watched.get(tab)?.abort();
+    this.#watched.delete(tab);
+    this.#conn?.removeInterestsOf(`${tab}/`);
+  }
+
+  #leaderHandle(msg) {
+    switch (msg.t) {
+      case "hello":
+        this.#post({ t: "leader", to: msg.from, s: this.#statusOf() });
+        break;
+      case "sub": {
+        this.#watch(msg.from);
+        const start = this.#conn.addInterest(`${msg.from}/${msg.key}`, msg.ch, parseId(msg.pos));
+        this.#post({ t: "subok", to: msg.from, key: msg.key, start });
+        break;
+      }
+      case "unsub":
+        this.#conn.removeInterest(`${msg.from}/${msg.key}`);
+        break;
+      case "req": {
+        const answer = (ok, value) => this.#post({ t: "res", to: msg.from, rid: msg.rid, ok, value });
+        const p = msg.op === "publish" ? this.#conn.publish(msg.ch, msg.data, msg.ephemeral) : this.#conn.presence(msg.ch);
+        p.then(
+          (v) => answer(true, v),
+          (err) => answer(false, serializeError(err)),
+        );
+        break;
+      }
+      case "bye":
+        this.#dropTab(msg.from);
+        break;
+      default:
+        break;
+    }
+  }
+
+  // ---- as follower -----------------------------------------------------------------
+
+  #announce() {
+    for (const [key, ch] of this.#local) this.#sendSub(key, ch);
+  }
+
+  #sendSub(key, ch) {
+    const pos = this.#sink.position(key);
+    this.#post({ t: "sub", to: this.#leaderId, key, ch, pos: pos ? formatId(pos) : null });
+  }
+
+  #followerHandle(msg) {
+    if (msg.t === "leader") {
+      if (msg.from === this.#leaderId && msg.to && msg.to !== this.#tab) return;
+      const changed = msg.from !== this.#leaderId;
+      this.#leaderId = msg.from;
+      if (changed || msg.to === this.#tab) {
+        this.#announce();
+        for (const [rid, r] of this.#requests) {
+          if (r.leader === msg.from) continue;
+          if (r.op === "presence") {
+            r.leader = msg.from;
+            this.#post({ t: "req", to: msg.from, rid, op: r.op, ch: r.ch });
+          } else {
+            this.#settle(rid, false, leaderGone(r.ch));
+          }
+        }
+      }
+      if (msg.s) this.#sink.status(msg.s);
+      return;
+    }
+    if (msg.from !== this.#leaderId) return; // only the leader speaks
+    if (msg.to && msg.to !== this.#tab) return;
+    switch (msg.t) {
+      case "msg":
+        this.#sink.message(msg.m);
+        break;
+      case "reset":
+        this.#sink.reset(msg.r);
+        break;
+      case "fill":
+        this.#sink.fill(msg.f);
+        break;
+      case "presence":
+        this.#sink.presence(msg.e);
+        break;
+      case "status":
+        this.#sink.status(msg.s);
+        break;
+      case "error":
+        this.#sink.error(deserializeError(msg.err));
+        break;
+      case "subok":
+        this.#sink.started(msg.key, msg.start);
+        break;
+      case "res":
+        this.#settle(msg.rid, msg.ok, msg.ok ? msg.value : deserializeError(msg.value));
+        break;
+      case "leaving":
+        this.#leaderId = null;
+        this.#sink.status({ state: "reconnecting", transport: null, stats: null });
+        break;
+      default:
+        break;
+    }
+  }
+
+  #onMessage(msg) {
+    if (this.#closed || !msg || typeof msg !== "object" || msg.from === this.#tab) return;
+    if (this.#leading) {
+      if (msg.to && msg.to !== this.#tab) return;
+      this.#leaderHandle(msg);
+    } else {
+      this.#followerHandle(msg);
+    }
+  }
+
+  #request(op, ch, data, ephemeral) {
+    if (this.#closed) return Promise.reject(closedError());
+    if (this.#leading) return op === "publish" ? this.#conn.publish(ch, data, ephemeral) : this.#conn.presence(ch);
+    if (this.#leaderId === null) {
+      // No leader to ask: do it over HTTP from here.
+      return op === "publish"
+        ? httpPublish(this.#deps, this.#urls, this.#opts, ch, data, ephemeral)
+        : httpPresence(this.#deps, this.#urls, this.#opts, ch);
+    }
+    return new Promise((resolve, reject) => {
+      const rid = `${this.#tab}:${++this.#rid}`;
+      const timer = setTimeout(() => {
+        this.#settle(rid, false, new RingcastError(`${op} of ${ch}: no answer from the leader tab within ${this.#opts.requestTimeout} ms`, { kind: "timeout" }));
+      }, this.#opts.requestTimeout);
+      this.#requests.set(rid, { op, ch, resolve, reject, timer, leader: this.#leaderId });
+      this.#post({ t: "req", to: this.#leaderId, rid, op, ch, data, ephemeral });
+    });
+  }
+
+  #settle(rid, ok, value) {
+    const r = this.#requests.get(rid);
+    if (!r) return;
+    this.#requests.delete(rid);
+    clearTimeout(r.timer);
+    if (ok) r.resolve(value);
+    else r.reject(value);
+  }
+
+  // ---- backend API -----------------------------------------------------------------
+
+  subscribe(key, ch, pos) {
+    this.#local.set(key, ch);
+    if (this.#leading) {
+      this.#sink.started(key, this.#conn.addInterest(`${this.#tab}/${key}`, ch, pos));
+    } else if (this.#leaderId !== null) {
+      this.#sendSub(key, ch);
+    } // else: announced when a leader speaks
+  }
+
+  unsubscribe(key) {
+    this.#local.delete(key);
+    if (this.#leading) this.#conn.removeInterest(`${this.#tab}/${key}`);
+    else if (this.#leaderId !== null) this.#post({ t: "unsub", to: this.#leaderId, key });
+  }
+
+  publish(ch, data, ephemeral) {
+    return this.#request("publish", ch, data, ephemeral);
+  }
+
+  presence(ch) {
+    return this.#request("presence", ch);
+  }
+
+  /** The leader's own statistics, live; a follower has the last relayed. */
+  stats() {
+    return this.#conn?.stats ?? null;
+  }
+
+  close() {
+    if (this.#closed) return;
+    if (this.#leading) {
+      const conn = this.#conn;
+      this.#conn = null;
+      conn.close();
+      this.#post({ t: "leaving" });
+    } else {
+      this.#post({ t: "bye" });
+    }
+    this.#closed = true;
+    for (const ctl of this.#watched.values()) ctl.abort();
+    this.#watched.clear();
+    for (const rid of [...this.#requests.keys()]) this.#settle(rid, false, closedError());
+    this.#leaderLockAbort.abort();
+    this.#tabLockAbort.abort();
+    this.#releaseLeader?.();
+    this.#releaseTab?.();
+    try {
+      this.#bc.close();
+    } catch {
+      // already closed
+    }
+  }
+}
+
+function leaderGone(ch) {
+  return new RingcastError(`publish to ${ch}: the leader tab went away before answering; it may or may not have been published`, { kind: "closed" });
+}
+
+/** Errors cross the BroadcastChannel as plain objects. */
+function serializeError(err) {
+  const out = { message: err?.message ?? String(err) };
+  for (const k of ["kind", "transport", "status", "code", "retryAfter", "probe"]) if (err?.[k] !== undefined) out[k] = err[k];
+  return out;
+}
+
+function deserializeError(e) {
+  return new RingcastError(e?.message ?? "unknown error", e ?? {});
+}
+
+// =============================================================================
+// 8. Client: the public API
+// =============================================================================
+
+/**
+ * One subscription: a handler for a channel, with its own position. Its
+ * position moves BEFORE the handler runs, so a handler that throws (the
+ * exception goes to the client's `error` event) neither makes the message
+ * come again nor loses the next one.
+ */
+export class Subscription {
+  #client;
+  /** @internal */ _key;
+  /** @internal */ _handler;
+  /** @internal */ _pos;
+  /** @internal "From now" and waiting for the start position. */ _pending;
+  #active = true;
+
+  /** @internal */
+  constructor(client, key, ch, handler, pos) {
+    this.#client = client;
+    this._key = key;
+    this.ch = ch;
+    this._handler = handler;
+    this._pos = pos;
+    this._pending = pos === null;
+  }
+
+  /** The id of the last message delivered (or the `since` it started from):
+   * store it to resume after a reload with `{since: sub.lastId}`. */
+  get lastId() {
+    return this._pos ? formatId(this._pos) : null;
+  }
+
+  /** False once unsubscribed (or the client closed). */
+  get active() {
+    return this.#active;
+  }
+
+  unsubscribe() {
+    if (!this.#active) return;
+    this.#active = false;
+    this.#client._drop(this);
+  }
+
+  /** @internal */
+  _end() {
+    this.#active = false;
+  }
+}
+
+/**
+ * A connection to a ringcast node. Create it with `connect(url, options)`.
+ * Events: `state`, `transport`, `reset`, `presence`, `error`.
+ */
+export class Client {
+  #emitter;
+  #backend;
+  #subs = new Map();
+  #byChannel = new Map();
+  #nextKey = 0;
+  #state = "connecting";
+  #transport = null;
+  #clientId = null;
+  /** The last transport announced: reconnecting on the same one is no news. */
+  #announced = null;
+  #stats = { reconnects: 0, rtt: null, messages: 0, duplicates: 0 };
+  #closed = false;
+  /** The scope of this client; `shared` tells whether tabs share a connection. */
+  shared;
+
+  constructor(url, options = {}) {
+    const opts = normalizeOptions(options);
+    const deps = environment(options);
+    const urls = new Endpoints(normalizeBase(url), opts.token);
+    this.#emitter = new Emitter((event, err) => this.#listenerFailed(event, err));
+    const canShare = typeof deps.BroadcastChannel === "function" && deps.locks && typeof deps.locks.request === "function";
+    this.shared = (options.shared ?? true) && Boolean(canShare);
+    const sink = {
+      message: (m) => this.#deliver(m),
+      reset: (r) => this.#reset(r),
+      fill: (f) => this.#fill(f),
+      presence: (e) => this.#emit("presence", e),
+      status: (s) => this.#status(s),
+      error: (err) => this.#emit("error", err),
+      started: (key, pos) => this.#started(key, pos),
+      position: (key) => this.#subs.get(key)?._pos ?? null,
+    };
+    this.#backend = this.shared ? new SharedBackend(sink, urls, opts, deps) : new LocalBackend(sink, urls, opts, deps);
+  }
+
+  /** `"connecting" | "open" | "reconnecting" | "closed"`. */
+  get state() {
+    return this.#state;
+  }
+
+  /** The transport in use (`"ws" | "sse" | "longpoll" | "poll"`), or null. */
+  get transport() {
+    return this.#transport;
+  }
+
+  /** This connection's client id as presence lists and `presence` events
+   * name it (16 hex digits), while on the WebSocket; otherwise null. In a
+   * shared tab, the leader's connection: the tabs are one client. */
+  get clientId() {
+    return this.#clientId;
+  }
+
+  /** `{reconnects, rtt, messages, duplicates}` of the connection (the
+   * leader's, in a shared tab). `rtt`: ms of the last ping on ws, else of
+   * the last short poll, stream open, publish or presence query. */
+  get stats() {
+    return this.#backend.stats?.() ?? { ...this.#stats };
+  }
+
+  /**
+   * Follows `ch`: `handler({ch, id, data, ephemeral?})` runs for every
+   * message, in order, once. `since`: a message id to resume after (or
+   * `<epoch>-0` for all the channel's history); without it, from now.
+   */
+  subscribe(ch, handler, options = {}) {
+    if (this.#closed) throw closedError();
+    if (!isChannelName(ch)) throw new TypeError(`invalid channel name ${JSON.stringify(ch)}: 1–128 of A-Z a-z 0-9 _ - . : @`);
+    if (typeof handler !== "function") throw new TypeError("subscribe(ch, handler): handler must be a function");
+    let pos = null;
+    if (options.since != null) {
+      pos = parseId(options.since);
+      if (!pos) throw new TypeError(`invalid since ${JSON.stringify(options.since)}: expected <12 hex digits>-<seq>`);
+    }
+    const key = String(++this.#nextKey);
+    const sub = new Subscription(this, key, ch, handler, pos);
+    this.#subs.set(key, sub);
+    if (!this.#byChannel.has(ch)) this.#byChannel.set(ch, new Set());
+    this.#byChannel.get(ch).add(sub);
+    this.#backend.subscribe(key, ch, pos);
+    return sub;
+  }
+
+  /**
+   * Publishes `data` (a string, or bytes) to `ch`; resolves `{id}` (`null`
+   * for ephemeral messages). Over the WebSocket when that is the transport,
+   * else `POST /pub/{ch}`. Never retried: a publish whose answer was lost
+   * may have happened.
+   */
+  async publish(ch, data, options = {}) {
+    try {
+      if (this.#closed) throw closedError();
+      if (!isChannelName(ch)) throw new TypeError(`invalid channel name ${JSON.stringify(ch)}`);
+      return await this.#backend.publish(ch, toPayload(data), Boolean(options.ephemeral));
+    } catch (err) {
+      throw this.#requestFailed(err);
+    }
+  }
+
+  /** The clients of multiplexed connections subscribed to `ch`. */
+  async presence(ch) {
+    try {
+      if (this.#closed) throw closedError();
+      if (!isChannelName(ch)) throw new TypeError(`invalid channel name ${JSON.stringify(ch)}`);
+      return await this.#backend.presence(ch);
+    } catch (err) {
+      throw this.#requestFailed(err);
+    }
+  }
+
+  /** Listens to `state`, `transport`, `reset`, `presence` or `error`. */
+  on(event, fn) {
+    this.#emitter.on(event, fn);
+    return this;
+  }
+
+  off(event, fn) {
+    this.#emitter.off(event, fn);
+    return this;
+  }
+
+  /** Ends everything: the connection (or this tab's part in the shared
+   * one), the leader lock, every subscription. Later calls reject. */
+  close() {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#backend.close();
+    for (const sub of this.#subs.values()) sub._end();
+    this.#subs.clear();
+    this.#byChannel.clear();
+    this.#transport = null;
+    this.#clientId = null;
+    this.#setState("closed");
+    this.#emitter.clear();
+  }
+
+  // ---- from the backend ------------------------------------------------------------
+
+  /** @internal */
+  _drop(sub) {
+    if (!this.#subs.delete(sub._key)) return;
+    const set = this.#byChannel.get(sub.ch);
+    set?.delete(sub);
+    if (set?.size === 0) this.#byChannel.delete(sub.ch);
+    if (!this.#closed) this.#backend.unsubscribe(sub._key);
+  }
+
+  #started(key, pos) {
+    const sub = this.#subs.get(key);
+    if (!sub || !sub._pending) return;
+    sub._pending = false;
+    if (!sub._pos && pos) sub._pos = { epoch: pos.epoch, seq: pos.seq };
+  }
+
+  #deliver(m) {
+    if (this.#closed) return;
+    const subs = this.#byChannel.get(m.ch);
+    if (!subs) return;
+    const id = m.id === null ? null : parseId(m.id);
+    if (m.id !== null && !id) return;
+    for (const sub of [...subs]) {
+      if (!sub.active || sub._pending) continue;
+      if (id) {
+        if (!acceptsId(sub._pos, id)) continue;
+        sub._pos = id; // before the handler: see Subscription
+      }
+      this.#call(sub, m);
+    }
+  }
+
+  #call(sub, m) {
+    try {
+      const r = sub._handler(m);
+      if (r && typeof r.then === "function") r.then(undefined, (err) => this.#handlerFailed(sub, m, err));
+    } catch (err) {
+      this.#handlerFailed(sub, m, err);
+    }
+  }
+
+  #handlerFailed(sub, m, err) {
+    this.#emit("error", new RingcastError(`handler for ${sub.ch} threw on ${m.id ?? "an ephemeral message"}: ${err?.message ?? err}`, { kind: "handler", cause: err }));
+  }
+
+  #reset(r) {
+    const subs = this.#byChannel.get(r.ch);
+    if (!subs) return;
+    let report = null;
+    for (const sub of subs) {
+      if (sub._pending) continue;
+      const res = applyReset(sub._pos, r);
+      if (res.applied) {
+        sub._pos = res.pos;
+        report ??= res;
+      }
+    }
+    if (report) this.#emit("reset", { ch: r.ch, reason: r.reason, missed: report.missed, since: r.sinceId });
+  }
+
+  #fill({ ch, pos }) {
+    for (const sub of this.#byChannel.get(ch) ?? []) {
+      if (!sub._pending && sub._pos === null) sub._pos = { epoch: pos.epoch, seq: pos.seq };
+    }
+  }
+
+  #status(s) {
+    if (this.#closed) return;
+    if (s.stats) this.#stats = { ...s.stats };
+    if (s.clientId !== undefined) this.#clientId = s.clientId;
+    if (s.transport !== undefined) this.#transport = s.transport;
+    if (s.transport && s.transport !== this.#announced) {
+      this.#announced = s.transport;
+      this.#emit("transport", s.transport);
+    }
+    this.#setState(s.state);
+  }
+
+  #setState(state) {
+    if (state === this.#state) return;
+    this.#state = state;
+    this.#emit("state", state);
+  }
+
+  #emit(event, arg) {
+    this.#emitter.emit(event, arg);
+  }
+
+  #requestFailed(err) {
+    const e = err instanceof RingcastError || err instanceof TypeError ? err : new RingcastError(err?.message ?? String(err), { kind: "request", cause: err });
+    if (e.kind !== "client-closed") this.#emit("error", e);
+    return e;
+  }
+
+  #listenerFailed(event, err) {
+    const e = new RingcastError(`a "${event}" listener threw: ${err?.message ?? err}`, { kind: "handler", cause: err });
+    if (event !== "error" && this.#emitter.has("error")) this.#emitter.emit("error", e);
+    else globalThis.console?.error?.(e); // an error listener that throws has nowhere else to go
+  }
+}
+
+/** Validates and completes the options. */
+function normalizeOptions(o) {
+  const num = (name, min = 0) => {
+    const v = o[name] ?? DEFAULTS[name];
+    if (typeof v !== "number" || !Number.isFinite(v) || v < min) throw new TypeError(`option ${name} must be a number ≥ ${min}`);
+    return v;
+  };
+  const transports = [...new Set(o.transports ?? DEFAULTS.transports)];
+  if (transports.length === 0) throw new TypeError("option transports must name at least one transport");
+  for (const t of transports) if (!TRANSPORTS.includes(t)) throw new TypeError(`unknown transport ${JSON.stringify(t)}: expected ${TRANSPORTS.join(", ")}`);
+  const backoff = { ...DEFAULTS.backoff, ...(o.backoff ?? {}) };
+  if (!(backoff.min > 0) || !(backoff.max >= backoff.min)) throw new TypeError("option backoff needs 0 < min ≤ max");
+  return {
+    transports,
+    token: o.token ?? null,
+    backoff,
+    pollInterval: num("pollInterval", 1),
+    openTimeout: num("openTimeout", 1),
+    probeInterval: num("probeInterval", 1),
+    pingInterval: num("pingInterval", 1),
+    pingTimeout: num("pingTimeout", 1),
+    sseTimeout: num("sseTimeout", 1),
+    longPollTimeout: num("longPollTimeout", 1000),
+    requestTimeout: num("requestTimeout", 1),
+    healthyAfter: num("healthyAfter", 0),
+  };
+}
+
+/**
+ * Connects to the ringcast node at `url` (`http(s)://host:port`, optionally
+ * with a path prefix; omitted, the node this module was loaded from).
+ */
+export function connect(url, options = {}) {
+  return new Client(url, options);
+}
+
+export default connect;

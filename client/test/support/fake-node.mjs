@@ -1,0 +1,532 @@
+// An in-memory ringcast node for the client's unit tests: an injectable
+// `fetch` (SSE, polling, publish, presence) and `WebSocket` (the multiplexed
+// `/ws`), both backed by one model of channels, ids, history and resets as
+// docs/protocol.md describes them. Not a test file itself.
+
+const enc = new TextEncoder();
+
+function randomEpoch() {
+  return Array.from({ length: 12 }, () => "0123456789abcdef"[Math.floor(Math.random() * 16)]).join("");
+}
+
+function parseSince(text) {
+  const m = /^([0-9a-f]{12})-(\d+)$/.exec(text ?? "");
+  return m ? { epoch: m[1], seq: Number(m[2]) } : null;
+}
+
+function parseCursor(text) {
+  const semi = text.indexOf(";");
+  const epoch = text.slice(0, semi);
+  const out = new Map();
+  for (const part of text.slice(semi + 1).split(",")) {
+    if (!part) continue;
+    const eq = part.lastIndexOf("=");
+    out.set(part.slice(0, eq), { epoch, seq: Number(part.slice(eq + 1)) });
+  }
+  return out;
+}
+
+export class FakeNode {
+  constructor({ epoch = randomEpoch(), historySize = 128 } = {}) {
+    this.epoch = epoch;
+    this.historySize = historySize;
+    this.channels = new Map();
+    this.off = new Set();
+    this.down = false;
+    /** Every request: {method, path, params, transport}. */
+    this.log = [];
+    this.streams = new Set();
+    this.polls = new Set();
+    this.sockets = new Set();
+    this.nextClient = 1;
+    /** Hooks a test may set: (req) => Response | undefined. */
+    this.intercept = null;
+    this.fetch = this.fetch.bind(this);
+    const node = this;
+    this.WebSocket = class extends FakeWebSocket {
+      constructor(url) {
+        super(node, url);
+      }
+    };
+  }
+
+  channel(ch) {
+    if (!this.channels.has(ch)) this.channels.set(ch, { last: 0, first: 1, history: [] });
+    return this.channels.get(ch);
+  }
+
+  /** Publishes like `POST /pub`; returns the id (null when ephemeral). */
+  publish(ch, data, { binary = false, ephemeral = false } = {}) {
+    const c = this.channel(ch);
+    let msg;
+    if (ephemeral) {
+      msg = { ch, id: null, seq: null, data, binary, ephemeral: true };
+    } else {
+      c.last += 1;
+      msg = { ch, id: `${this.epoch}-${c.last}`, seq: c.last, data, binary };
+      c.history.push(msg);
+      if (c.history.length > this.historySize) c.history.shift();
+    }
+    for (const s of [...this.streams]) s.deliver(msg);
+    for (const p of [...this.polls]) p.deliver(msg);
+    for (const w of [...this.sockets]) w.deliver(msg);
+    return msg.id;
+  }
+
+  /** Forgets history older than the last `keep` messages of `ch`. */
+  evict(ch, keep) {
+    const c = this.channel(ch);
+    c.history = c.history.slice(-keep);
+  }
+
+  /** A restart: new epoch, no channels, every connection dropped. */
+  restart() {
+    this.epoch = randomEpoch();
+    this.channels.clear();
+    this.dropAll();
+  }
+
+  dropAll() {
+    for (const s of [...this.streams]) s.end();
+    for (const p of [...this.polls]) p.finish(204);
+    for (const w of [...this.sockets]) w.serverClose(1006, "");
+  }
+
+  /** The replay of `ch` from `since`: {reset, messages, last}. */
+  replay(ch, since) {
+    const c = this.channel(ch);
+    if (!since) return { reset: null, messages: [], last: c.last };
+    const oldest = c.history.length ? c.history[0].seq : c.last + 1;
+    let after = since.seq === 0 ? c.first - 1 : since.seq;
+    let reset = null;
+    const mk = (reason, missed) => ({ ch, reason, since: `${since.epoch}-${since.seq}`, missed, epoch: this.epoch });
+    if (since.epoch !== this.epoch) {
+      reset = mk("epoch", null);
+      after = 0;
+    } else if (after > c.last) {
+      reset = mk("unknown", null);
+      after = 0;
+    } else if (after + 1 < oldest) {
+      reset = mk("evicted", oldest - after - 1);
+      after = 0;
+    }
+    return { reset, messages: c.history.filter((m) => m.seq > after), last: c.last };
+  }
+
+  transportOff(name) {
+    return this.off.has(name);
+  }
+
+  async fetch(url, init = {}) {
+    const u = new URL(url);
+    const params = Object.fromEntries(u.searchParams);
+    const method = init.method ?? "GET";
+    let transport = null;
+    if (u.pathname === "/sse") transport = "sse";
+    else if (u.pathname === "/poll") transport = params.timeout === "0" ? "poll" : "longpoll";
+    const req = { method, path: u.pathname, params, transport, url, init };
+    this.log.push(req);
+    if (init.signal?.aborted) throw new DOMException("aborted", "AbortError");
+    if (this.down) throw new TypeError("fetch failed");
+    const hooked = this.intercept?.(req);
+    if (hooked) return hooked;
+    if (transport && this.transportOff(transport)) {
+      const offers = ["ws", "sse", "longpoll", "poll"].filter((t) => !this.off.has(t)).join(",");
+      return new Response(`the ${transport} transport is off on this node; it offers ${offers}`, { status: 501 });
+    }
+    if (transport === "sse") return this.#sse(params, init.signal);
+    if (u.pathname === "/poll") return this.#poll(params, init.signal);
+    if (u.pathname.startsWith("/pub/")) {
+      const ch = decodeURIComponent(u.pathname.slice(5));
+      const ct = init.headers?.["Content-Type"] ?? "";
+      const binary = !ct.startsWith("text/");
+      const data = binary ? new Uint8Array(init.body) : String(init.body);
+      const id = this.publish(ch, data, { binary, ephemeral: params.ephemeral === "1" });
+      return Response.json({ id });
+    }
+    if (u.pathname.startsWith("/presence/")) {
+      const ch = decodeURIComponent(u.pathname.slice(10));
+      const clients = [...this.sockets].filter((w) => w.subs.has(ch)).map((w) => w.client);
+      return Response.json({ ch, clients });
+    }
+    return new Response("not found", { status: 404 });
+  }
+
+  #positions(params) {
+    const channels = params.ch.split(",");
+    const cursor = params.since ? parseCursor(params.since) : new Map();
+    return channels.map((ch) => ({ ch, since: cursor.get(ch) ?? null }));
+  }
+
+  #sse(params, signal) {
+    const node = this;
+    const wanted = this.#positions(params);
+    const single = wanted.length === 1 ? wanted[0].ch : null;
+    const seqs = new Map();
+    let ctl;
+    const stream = {
+      channels: wanted.map((w) => w.ch),
+      closed: false,
+      send(text) {
+        if (!this.closed) ctl.enqueue(enc.encode(text));
+      },
+      cursor() {
+        const parts = [...seqs].map(([ch, s]) => `${ch}=${s}`);
+        return `${node.epoch};${parts.join(",")}`;
+      },
+      event(msg) {
+        let out = "";
+        if (single) {
+          if (msg.id) out += `id:${msg.id}\n`;
+          if (msg.binary) out += "event:binary\n";
+        } else {
+          if (msg.id) {
+            seqs.set(msg.ch, msg.seq);
+            out += `id:${this.cursor()}\n`;
+          }
+          out += `event:${msg.ch}${msg.binary ? ";binary" : ""}\n`;
+        }
+        const data = msg.binary ? Buffer.from(msg.data).toString("base64") : msg.data;
+        for (const line of data.split(/\r\n|\r|\n/)) out += `data:${line}\n`;
+        this.send(out + "\n");
+      },
+      deliver(msg) {
+        if (this.channels.includes(msg.ch)) this.event(msg);
+      },
+      comment() {
+        this.send(":\n");
+      },
+      end() {
+        if (this.closed) return;
+        this.closed = true;
+        node.streams.delete(this);
+        try {
+          ctl.close();
+        } catch {}
+      },
+    };
+    const body = new ReadableStream({
+      start(c) {
+        ctl = c;
+      },
+      cancel() {
+        stream.closed = true;
+        node.streams.delete(stream);
+      },
+    });
+    signal?.addEventListener("abort", () => {
+      if (stream.closed) return;
+      stream.closed = true;
+      node.streams.delete(stream);
+      try {
+        ctl.error(new DOMException("aborted", "AbortError"));
+      } catch {}
+    });
+    stream.send("retry:3000\n\n");
+    for (const { ch, since } of wanted) {
+      const r = this.replay(ch, since);
+      if (r.reset) stream.send(`event:reset\ndata:${JSON.stringify(r.reset)}\n\n`);
+      for (const m of r.messages) stream.event(m);
+      if (!seqs.has(ch)) seqs.set(ch, r.last);
+    }
+    this.streams.add(stream);
+    return new Response(body, { status: 200, headers: { "Content-Type": "text/event-stream" } });
+  }
+
+  #poll(params, signal) {
+    const wanted = this.#positions(params);
+    const timeout = Number(params.timeout ?? 30);
+    const next = new Map();
+    const messages = [];
+    const resets = [];
+    for (const { ch, since } of wanted) {
+      const r = this.replay(ch, since);
+      if (r.reset) {
+        resets.push({ ch, reason: r.reset.reason, since: r.reset.since, missed: r.reset.missed });
+        next.set(ch, 0);
+      }
+      for (const m of r.messages) messages.push(m);
+      next.set(ch, r.messages.length ? r.messages.at(-1).seq : since && !r.reset ? since.seq : r.last);
+    }
+    const cursor = () => `${this.epoch};${[...next].map(([c, s]) => `${c}=${s}`).join(",")}`;
+    const wire = (m) => {
+      const o = { ch: m.ch, id: m.id, data: m.binary ? Buffer.from(m.data).toString("base64") : m.data };
+      if (m.binary) o.encoding = "base64";
+      return o;
+    };
+    const answer = (list) => {
+      const body = { messages: list.map(wire), next: cursor() };
+      if (resets.length) body.resets = resets;
+      return Response.json(body, { headers: { ETag: `"${cursor()}"` } });
+    };
+    if (messages.length || resets.length || timeout === 0) return answer(messages);
+    return new Promise((resolve, reject) => {
+      const node = this;
+      const held = {
+        deliver(msg) {
+          if (msg.id === null || !wanted.some((w) => w.ch === msg.ch)) return;
+          next.set(msg.ch, msg.seq);
+          this.done();
+          resolve(answer([msg]));
+        },
+        finish(status) {
+          this.done();
+          resolve(new Response(null, { status, headers: { ETag: `"${cursor()}"` } }));
+        },
+        done() {
+          clearTimeout(timer);
+          node.polls.delete(this);
+        },
+      };
+      const timer = setTimeout(() => held.finish(204), timeout * 1000);
+      signal?.addEventListener("abort", () => {
+        held.done();
+        reject(new DOMException("aborted", "AbortError"));
+      });
+      this.polls.add(held);
+    });
+  }
+}
+
+/** The multiplexed `/ws` of the fake node, seen through the browser API. */
+export class FakeWebSocket {
+  static CONNECTING = 0;
+  static OPEN = 1;
+  static CLOSING = 2;
+  static CLOSED = 3;
+
+  constructor(node, url) {
+    this.node = node;
+    this.url = url;
+    this.readyState = 0;
+    this.sent = [];
+    this.subs = new Set();
+    this.client = String(node.nextClient++).padStart(16, "0");
+    this.answerPings = true;
+    const u = new URL(url);
+    node.log.push({ method: "GET", path: u.pathname, params: Object.fromEntries(u.searchParams), transport: "ws", url });
+    setTimeout(() => {
+      if (this.readyState !== 0) return;
+      if (node.down || node.off.has("ws") || node.wsHang) {
+        if (node.wsHang) return; // never opens: the client's openTimeout decides
+        // Node's undici reports a failed handshake with error and no close.
+        if (node.wsErrorOnly) return this.onerror?.({});
+        return this.serverClose(1006, "");
+      }
+      this.readyState = 1;
+      node.sockets.add(this);
+      this.onopen?.({});
+    }, 1);
+  }
+
+  frame(obj) {
+    if (this.readyState !== 1) return;
+    const data = JSON.stringify(obj);
+    setTimeout(() => this.readyState === 1 && this.onmessage?.({ data }), 0);
+  }
+
+  send(text) {
+    if (this.readyState !== 1) throw new Error("not open");
+    this.sent.push(JSON.parse(text));
+    const m = JSON.parse(text);
+    const withRid = (o) => (m.rid !== undefined ? { ...o, rid: m.rid } : o);
+    switch (m.type) {
+      case "ping":
+        if (this.answerPings) this.frame(withRid({ type: "pong" }));
+        break;
+      case "subscribe": {
+        if (this.subs.has(m.ch)) return this.frame(withRid({ type: "error", code: "already_subscribed", reason: `already subscribed to ${m.ch}` }));
+        this.subs.add(m.ch);
+        this.frame(withRid({ type: "subscribed", ch: m.ch, client: this.client }));
+        const r = this.node.replay(m.ch, m.since ? parseSince(m.since) : null);
+        if (r.reset) this.frame({ type: "reset", ...r.reset });
+        for (const msg of r.messages) this.deliver(msg);
+        break;
+      }
+      case "unsubscribe":
+        this.subs.delete(m.ch);
+        this.frame(withRid({ type: "unsubscribed", ch: m.ch }));
+        break;
+      case "publish": {
+        if (this.node.forbidPublish) return this.frame(withRid({ type: "error", code: "forbidden", reason: "clients may not publish on this server (--client-publish)" }));
+        const binary = m.data_base64 !== undefined;
+        const data = binary ? new Uint8Array(Buffer.from(m.data_base64, "base64")) : m.data;
+        const id = this.node.publish(m.ch, data, { binary, ephemeral: Boolean(m.ephemeral) });
+        this.frame(withRid({ type: "published", ch: m.ch, id }));
+        break;
+      }
+      case "presence": {
+        const clients = [...this.node.sockets].filter((w) => w.subs.has(m.ch)).map((w) => w.client);
+        this.frame(withRid({ type: "presence", ch: m.ch, clients }));
+        break;
+      }
+      default:
+        this.frame(withRid({ type: "error", code: "unknown_type", reason: "?" }));
+    }
+  }
+
+  deliver(msg) {
+    if (!this.subs.has(msg.ch)) return;
+    const o = { type: "message", ch: msg.ch, id: msg.id };
+    if (msg.binary) {
+      o.data = Buffer.from(msg.data).toString("base64");
+      o.encoding = "base64";
+    } else {
+      o.data = msg.data;
+    }
+    if (msg.ephemeral) o.ephemeral = true;
+    this.frame(o);
+  }
+
+  /** The server closes (or the network drops) the socket. */
+  serverClose(code, reason) {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.node.sockets.delete(this);
+    setTimeout(() => this.onclose?.({ code, reason }), 0);
+  }
+
+  close() {
+    if (this.readyState === 3) return;
+    this.readyState = 3;
+    this.node.sockets.delete(this);
+  }
+}
+
+/**
+ * Web Locks, exclusive mode only, enough for leader election. `tab()` gives a
+ * per-tab view whose `kill()` acts as the browser does when a tab dies: its
+ * locks are released and its queued requests dropped.
+ */
+export class FakeLocks {
+  #held = new Map();
+  #queues = new Map();
+
+  tab() {
+    const mine = new Set();
+    const self = this;
+    let dead = false;
+    return {
+      request(name, options, callback) {
+        if (typeof options === "function") {
+          callback = options;
+          options = {};
+        }
+        return self.#request(name, options, callback, mine, () => dead);
+      },
+      kill() {
+        dead = true;
+        for (const entry of [...mine]) entry.drop();
+      },
+    };
+  }
+
+  #request(name, options, callback, mine, isDead) {
+    return new Promise((resolve, reject) => {
+      const entry = { name, callback, resolve, reject, mine, isDead };
+      entry.drop = () => {
+        mine.delete(entry);
+        const q = this.#queues.get(name) ?? [];
+        const i = q.indexOf(entry);
+        if (i >= 0) q.splice(i, 1);
+        if (this.#held.get(name) === entry) this.#release(name);
+      };
+      if (options.signal) {
+        if (options.signal.aborted) return reject(new DOMException("aborted", "AbortError"));
+        options.signal.addEventListener("abort", () => {
+          const q = this.#queues.get(name) ?? [];
+          const i = q.indexOf(entry);
+          if (i >= 0) {
+            q.splice(i, 1);
+            mine.delete(entry);
+            reject(new DOMException("aborted", "AbortError"));
+          }
+        });
+      }
+      mine.add(entry);
+      if (!this.#queues.has(name)) this.#queues.set(name, []);
+      this.#queues.get(name).push(entry);
+      this.#pump(name);
+    });
+  }
+
+  #pump(name) {
+    if (this.#held.has(name)) return;
+    const q = this.#queues.get(name);
+    const entry = q?.shift();
+    if (!entry) return;
+    this.#held.set(name, entry);
+    Promise.resolve()
+      .then(() => (entry.isDead() ? undefined : entry.callback({ name, mode: "exclusive" })))
+      .then(
+        (v) => {
+          if (this.#held.get(name) === entry) this.#release(name);
+          entry.mine.delete(entry);
+          entry.resolve(v);
+        },
+        (e) => {
+          if (this.#held.get(name) === entry) this.#release(name);
+          entry.mine.delete(entry);
+          entry.reject(e);
+        },
+      );
+  }
+
+  #release(name) {
+    this.#held.delete(name);
+    queueMicrotask(() => this.#pump(name));
+  }
+
+  holder(name) {
+    return this.#held.has(name);
+  }
+}
+
+/** A BroadcastChannel class for one tab, whose channels `kill()` closes. */
+export function tabChannels() {
+  const open = new Set();
+  class TabBroadcastChannel extends BroadcastChannel {
+    constructor(name) {
+      super(name);
+      open.add(this);
+    }
+    close() {
+      open.delete(this);
+      super.close();
+    }
+  }
+  return {
+    BroadcastChannel: TabBroadcastChannel,
+    kill() {
+      for (const bc of [...open]) {
+        bc.onmessage = null;
+        bc.close();
+      }
+    },
+  };
+}
+
+/** Resolves when `pred()` is true, polling; rejects after `ms`. */
+export async function until(pred, ms = 3000, what = "condition") {
+  const end = Date.now() + ms;
+  while (!pred()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** A Storage-like map (sessionStorage). */
+export class MemoryStorage {
+  #m = new Map();
+  getItem(k) {
+    return this.#m.has(k) ? this.#m.get(k) : null;
+  }
+  setItem(k, v) {
+    this.#m.set(k, String(v));
+  }
+  removeItem(k) {
+    this.#m.delete(k);
+  }
+}
