@@ -168,6 +168,19 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_NO_ECHO")]
     pub no_echo: bool,
 
+    /// Web origins whose pages may use the node, comma-separated
+    /// (`https://app.example.com,http://localhost:3000`), or `*` for any.
+    /// Requests carrying an `Origin` that is neither listed nor the node's
+    /// own get `403` — WebSocket handshakes included; listed origins may
+    /// send credentials, `*` may not. [default: *]
+    #[arg(long, env = "RINGCAST_ALLOWED_ORIGINS", value_parser = AllowedOrigins::parse, value_name = "LIST")]
+    pub allowed_origins: Option<AllowedOrigins>,
+
+    /// Serve the chat demo at `GET /` (and let `/ws` clients publish, as
+    /// `--client-publish` does).
+    #[arg(long, env = "RINGCAST_DEMO")]
+    pub demo: bool,
+
     /// The transports clients may use, comma-separated: `ws` (WebSocket,
     /// `/ws` and `/ws/{channel}`), `sse`, `longpoll`, `poll` (short
     /// polling). A transport left out answers `501` naming it, which
@@ -227,6 +240,8 @@ struct FileConfig {
     max_subscriptions: Option<usize>,
     client_publish: Option<bool>,
     no_echo: Option<bool>,
+    allowed_origins: Option<String>,
+    demo: Option<bool>,
     transports: Option<String>,
     recv_buffers: Option<u16>,
     recv_buffer_size: Option<toml::Value>,
@@ -290,6 +305,10 @@ pub struct Settings {
     pub client_publish: bool,
     /// `/echo` enabled.
     pub echo: bool,
+    /// Origins whose pages may use the node (CORS, WebSocket `Origin`).
+    pub allowed_origins: AllowedOrigins,
+    /// `GET /` serves the chat demo.
+    pub demo: bool,
     /// The transports clients may use.
     pub transports: Transports,
     /// Receive buffers per ring.
@@ -349,6 +368,7 @@ impl Settings {
             .poll_max_timeout
             .or(file_duration(file.poll_max_timeout, "poll-max-timeout")?)
             .unwrap_or(Duration::from_secs(120));
+        let demo = cli.demo || file.demo.unwrap_or(false);
         let s = Settings {
             listen,
             shards: cli.shards.or(file.shards).unwrap_or_else(online_cpus),
@@ -433,8 +453,15 @@ impl Settings {
                 .max_subscriptions
                 .or(file.max_subscriptions)
                 .unwrap_or(256),
-            client_publish: cli.client_publish || file.client_publish.unwrap_or(false),
+            client_publish: cli.client_publish || file.client_publish.unwrap_or(false) || demo,
             echo: !(cli.no_echo || file.no_echo.unwrap_or(false)),
+            allowed_origins: match (cli.allowed_origins, file.allowed_origins) {
+                (Some(o), _) => o,
+                (None, Some(s)) => AllowedOrigins::parse(&s)
+                    .map_err(|e| ConfigError(format!("allowed-origins in the config file: {e}")))?,
+                (None, None) => AllowedOrigins::Any,
+            },
+            demo,
             transports: match (cli.transports, file.transports) {
                 (Some(t), _) => t,
                 (None, Some(s)) => Transports::parse(&s)
@@ -578,6 +605,62 @@ impl Transports {
         ];
         let on: Vec<&str> = all.iter().filter(|(on, _)| *on).map(|(_, n)| *n).collect();
         on.join(",")
+    }
+}
+
+/// The web origins whose pages may use the node (`--allowed-origins`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// Any origin (`*`); browsers then send no credentials.
+    Any,
+    /// These origins (`scheme://host[:port]`, lowercase), each of which may
+    /// send credentials.
+    List(Vec<String>),
+}
+
+impl AllowedOrigins {
+    /// Parses `*` or a comma-separated list of origins. An origin is what a
+    /// browser sends in `Origin`: scheme, host and port only, so a path, a
+    /// trailing `/` or a missing scheme is refused rather than never
+    /// matching.
+    pub fn parse(s: &str) -> Result<AllowedOrigins, String> {
+        let s = s.trim();
+        if s == "*" {
+            return Ok(AllowedOrigins::Any);
+        }
+        let mut list = Vec::new();
+        for origin in s.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            if origin == "*" {
+                return Err("`*` stands alone: it allows every origin".into());
+            }
+            let Some((scheme, rest)) = origin.split_once("://") else {
+                return Err(format!(
+                    "origin {origin:?} has no scheme: write it as the browser sends it, e.g. https://app.example.com"
+                ));
+            };
+            let scheme_ok = !scheme.is_empty()
+                && (scheme.bytes()).all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+            let host_ok = !rest.is_empty()
+                && (rest.bytes()).all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
+            if !scheme_ok || !host_ok {
+                return Err(format!(
+                    "origin {origin:?} is not scheme://host[:port] (no path, no trailing /)"
+                ));
+            }
+            list.push(origin.to_ascii_lowercase());
+        }
+        if list.is_empty() {
+            return Err("name at least one origin, or `*` for any".into());
+        }
+        Ok(AllowedOrigins::List(list))
+    }
+
+    /// As the banner shows it.
+    pub fn describe(&self) -> String {
+        match self {
+            AllowedOrigins::Any => "*".into(),
+            AllowedOrigins::List(list) => list.join(","),
+        }
     }
 }
 

@@ -33,10 +33,12 @@ pub enum Refusal {
     Draining,
     /// A transport turned off with `--transports`.
     TransportOff,
+    /// An `Origin` that `--allowed-origins` does not list.
+    Origin,
 }
 
 /// Every refusal reason with its label.
-pub const REFUSALS: [(Refusal, &str); 10] = [
+pub const REFUSALS: [(Refusal, &str); 11] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -47,6 +49,7 @@ pub const REFUSALS: [(Refusal, &str); 10] = [
     (Refusal::Overloaded, "overloaded"),
     (Refusal::Draining, "draining"),
     (Refusal::TransportOff, "transport_off"),
+    (Refusal::Origin, "origin"),
 ];
 
 /// Transports, for the connection gauge.
@@ -89,7 +92,7 @@ pub struct ShardMetrics {
     /// a listener that accepted none for a second).
     pub accept_rearms: AtomicU64,
     /// Refused requests by reason.
-    pub refused: [AtomicU64; 10],
+    pub refused: [AtomicU64; REFUSALS.len()],
     /// WebSocket handshakes completed.
     pub upgrades: AtomicU64,
     /// Messages published on channels this shard owns.

@@ -274,7 +274,7 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         }
     }
     out.push_str(&format!(
-        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag); pinned at most {}\n  sockets      {}{}\n  transports   {}\n",
+        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag); pinned at most {}\n  sockets      {}{}\n  transports   {}\n  origins      {}{}\n",
         s.history_size,
         humantime::format_duration(s.history_ttl),
         humantime::format_duration(s.ping_interval),
@@ -292,7 +292,14 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
             String::new()
         },
         s.transports.names(),
+        s.allowed_origins.describe(),
+        if s.client_publish { "; /ws clients may publish" } else { "" },
     ));
+    if s.demo {
+        out.push_str(&format!(
+            "  demo         http://{example}/   client: http://{example}/client.js\n"
+        ));
+    }
     out.push_str(&format!(
         "  subscribe    ws://{example}/ws/{{channel}}   (?since=ID to resume, ?format=json for ids)\n  publish      curl -H 'Content-Type: text/plain' -d hello http://{example}/pub/{{channel}}\n  health       http://{example}/healthz   metrics: http://{example}/metrics{}\n",
         if s.echo { format!("   echo: ws://{example}/echo") } else { String::new() }

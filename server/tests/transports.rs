@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{publish, Server};
+use common::{publish, RawWs, Server};
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::{json, Value};
@@ -120,9 +120,20 @@ async fn every_transport_sees_the_same_messages_with_the_same_ids() {
     let mut ws = ws_json(&server, &format!("/ws/{ch}?format=json")).await;
     let mut mux = ws_json(&server, "/ws").await;
     send_json(&mut mux, json!({"type": "subscribe", "ch": ch, "rid": 1})).await;
+    let subscribed = recv_json(&mut mux).await;
+    let me = subscribed["client"]
+        .as_str()
+        .expect("the client's presence id");
+    let epoch = subscribed["id"]
+        .as_str()
+        .unwrap()
+        .split('-')
+        .next()
+        .unwrap();
+    // Nothing to replay: the answer states where the subscription starts.
     assert_eq!(
-        recv_json(&mut mux).await,
-        json!({"type": "subscribed", "ch": ch, "rid": 1})
+        subscribed,
+        json!({"type": "subscribed", "ch": ch, "client": me, "id": format!("{epoch}-0"), "rid": 1})
     );
     let mut events = sse(&server, &format!("/sse/{ch}"), None).await;
     // The first poll learns the cursor; then the test polls from it.
@@ -486,10 +497,10 @@ async fn multiplexed_protocol_commands_and_errors() {
         json!({"type": "pong", "rid": "p1"})
     );
     send_json(&mut ws, json!({"type": "subscribe", "ch": "m", "rid": 7})).await;
-    assert_eq!(
-        recv_json(&mut ws).await,
-        json!({"type": "subscribed", "ch": "m", "rid": 7})
-    );
+    let subscribed = recv_json(&mut ws).await;
+    assert_eq!(subscribed["rid"], 7);
+    assert_eq!(subscribed["ch"], "m");
+    assert_eq!(subscribed["client"].as_str().map(str::len), Some(16));
     let joined = recv_json(&mut ws).await;
     assert_eq!(joined["type"], "joined");
     send_json(
@@ -767,6 +778,13 @@ async fn transports_turned_off_answer_501_and_the_rest_work() {
         }
         other => panic!("expected 501, got {other:?}"),
     }
+    // … and closed, as every refused handshake is.
+    let mut raw = RawWs::tcp(server.addr).await;
+    raw.send_raw(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        .await;
+    let (head, _) = raw.read_response().await;
+    assert!(head.starts_with("HTTP/1.1 501"), "{head}");
+    assert!(head.contains("Connection: close"), "{head}");
     let long = reqwest::get(server.url("/poll/a?timeout=5")).await.unwrap();
     assert_eq!(long.status(), 501);
     assert!(long
@@ -786,7 +804,7 @@ async fn transports_turned_off_answer_501_and_the_rest_work() {
                 "reason=\"transport_off\""
             )
             .await,
-        2
+        3
     );
     assert!(
         server.banner.contains("transports   sse,poll"),

@@ -124,9 +124,14 @@ def sse_stream(addr):
         assert r.headers["Content-Type"] == "text/event-stream"
         first = publish(addr, "stream", "line one\nline two")
         lines = []
-        while len([l for l in lines if l == ""]) < 2:
+        while "data:line two" not in lines or lines[-1] != "":
             lines.append(r.readline().decode().rstrip("\n"))
-        assert lines == ["retry:3000", "", f"id:{first}", "data:line one", "data:line two", ""], lines
+        # The stream states its starting position (an id-only event that
+        # dispatches nothing), then the message, split on its line break.
+        epoch = first.split("-")[0]
+        assert lines[:2] == ["retry:3000", ""], lines
+        assert lines[2].startswith(f"id:{epoch}-") and lines[3] == "", lines
+        assert lines[-4:] == [f"id:{first}", "data:line one", "data:line two", ""], lines
 
 
 async def shutdown_sends_1001(proc, addr):

@@ -121,6 +121,8 @@ pub enum HeaderName {
     SecWebSocketProtocol,
     SecWebSocketExtensions,
     Expect,
+    AccessControlRequestMethod,
+    AccessControlRequestHeaders,
 }
 
 impl HeaderName {
@@ -143,11 +145,13 @@ impl HeaderName {
             HeaderName::SecWebSocketProtocol => "Sec-WebSocket-Protocol",
             HeaderName::SecWebSocketExtensions => "Sec-WebSocket-Extensions",
             HeaderName::Expect => "Expect",
+            HeaderName::AccessControlRequestMethod => "Access-Control-Request-Method",
+            HeaderName::AccessControlRequestHeaders => "Access-Control-Request-Headers",
         }
     }
 
     fn lookup(name: &str) -> Option<HeaderName> {
-        const ALL: [HeaderName; 16] = [
+        const ALL: [HeaderName; 18] = [
             HeaderName::Host,
             HeaderName::Origin,
             HeaderName::LastEventId,
@@ -164,6 +168,8 @@ impl HeaderName {
             HeaderName::SecWebSocketProtocol,
             HeaderName::SecWebSocketExtensions,
             HeaderName::Expect,
+            HeaderName::AccessControlRequestMethod,
+            HeaderName::AccessControlRequestHeaders,
         ];
         ALL.into_iter()
             .find(|h| h.as_str().eq_ignore_ascii_case(name))
@@ -250,6 +256,9 @@ impl HttpError {
                 HeaderName::SecWebSocketKey => "duplicate Sec-WebSocket-Key header",
                 HeaderName::SecWebSocketVersion => "duplicate Sec-WebSocket-Version header",
                 HeaderName::Expect => "duplicate Expect header",
+                HeaderName::AccessControlRequestMethod => {
+                    "duplicate Access-Control-Request-Method header"
+                }
                 _ => "duplicate header",
             },
             HttpError::TooManyHeaderLines(_) => "list header repeated on too many lines",
@@ -351,6 +360,10 @@ pub struct Headers<'b> {
     pub sec_websocket_version: Option<&'b [u8]>,
     /// `Expect` (`100-continue` is the only expectation defined).
     pub expect: Option<&'b [u8]>,
+    /// A CORS preflight's `Access-Control-Request-Method`.
+    pub access_control_request_method: Option<&'b [u8]>,
+    /// A CORS preflight's `Access-Control-Request-Headers`.
+    pub access_control_request_headers: TokenList<'b>,
     pub if_none_match: TokenList<'b>,
     pub accept: TokenList<'b>,
     pub connection: TokenList<'b>,
@@ -384,6 +397,12 @@ impl<'b> Headers<'b> {
                 Self::set_once(&mut self.sec_websocket_version, value, name)
             }
             HeaderName::Expect => Self::set_once(&mut self.expect, value, name),
+            HeaderName::AccessControlRequestMethod => {
+                Self::set_once(&mut self.access_control_request_method, value, name)
+            }
+            HeaderName::AccessControlRequestHeaders => {
+                self.access_control_request_headers.push(value, name)
+            }
             HeaderName::ContentLength => {
                 let n = parse_content_length(trim_ows(value))?;
                 match self.content_length {

@@ -237,10 +237,21 @@ pub fn sse_multi_body(msg: &Message) -> Bytes {
     .expect("channel names never contain line breaks")
 }
 
+/// An event with only an `id:`: it dispatches nothing, but moves the
+/// stream's position (the browser's `Last-Event-ID`). Sent once a
+/// subscription that found nothing to replay is in place, so a stream that
+/// started "from now" and reconnects before its first message resumes from
+/// here rather than from a later "now".
+pub fn sse_position(id: &str) -> Bytes {
+    debug_assert!(!id.contains(['\r', '\n']));
+    Bytes::from(format!("id:{id}\n\n"))
+}
+
 /// The `event:reset` of a lost position, with `id` (the stream's position)
 /// when no history follows to set it.
 pub fn sse_reset(channel: &ChannelName, reset: &Reset, epoch: Epoch, id: Option<&str>) -> Bytes {
     let data = json!({
+        "type": "reset",
         "ch": channel.as_str(),
         "reason": reset.reason.as_str(),
         "since": reset.since.to_string(),

@@ -9,7 +9,13 @@
 //! | `/sse/{channel}`, `/sse?ch=…` | GET, HEAD | event stream (`super::sse`) |
 //! | `/poll/{channel}` | GET, HEAD | long or short poll (`super::poll`) |
 //! | `/pub/{channel}`, `/pub` | POST | publish (`super::publish`) |
-//! | any | OPTIONS | `204` with `Allow` |
+//! | `/presence/{channel}` | GET, HEAD | the channel's presence, from every shard |
+//! | `/client.js`, `/client.d.ts`, `/` (`--demo`) | GET, HEAD | built-in files (`super::assets`) |
+//! | any | OPTIONS | `204` with `Allow`; CORS preflights get `super::cors` headers |
+//!
+//! Every request's `Origin` is checked first (`super::cors`): one that
+//! `--allowed-origins` does not allow gets `403`, WebSocket handshakes
+//! included.
 //!
 //! A request that upgrades or starts a stream or a poll ends this state:
 //! [`Http::handle_input`] returns the [`Route`] and the protocol moves on.
@@ -36,10 +42,13 @@ use bytes::Bytes;
 use codec::http::{parse_request, responses, Limits, Method, RequestHead, StatusCode};
 use codec::Status;
 
-use crate::hub::MsgId;
+use crate::hub::{ChannelName, ClientId, MsgId};
 use crate::metrics::Refusal;
 
+use super::assets::{self, Asset};
 use super::context::{ticks, Context, Finish, Step, RETRY_AFTER_SECS};
+use super::cors::{self, Grant};
+use super::framing;
 use super::poll;
 use super::publish::{self, Body, Pending, MAX_PIPELINED_PUBLISHES};
 use super::response::{self, Answer, Refused};
@@ -90,14 +99,39 @@ pub enum Outcome {
 struct Busy {
     /// A publish body being read.
     body: Option<Body>,
-    /// Publishes waiting for ids, in request order.
-    publishes: VecDeque<Pending>,
+    /// Requests waiting for channel owners, in request order.
+    waiting: VecDeque<Waiting>,
+}
+
+/// A request waiting for channel owners: answered in request order.
+#[derive(Debug)]
+enum Waiting {
+    /// A publish, for its ids.
+    Publish(Pending),
+    /// `GET /presence/{channel}`, for the channel's clients.
+    Presence {
+        token: u32,
+        answer: Answer,
+        /// The answer's body, once the owner replied.
+        body: Option<Bytes>,
+    },
+}
+
+impl Waiting {
+    fn is_complete(&self) -> bool {
+        match self {
+            Waiting::Publish(p) => p.is_complete(),
+            Waiting::Presence { body, .. } => body.is_some(),
+        }
+    }
 }
 
 /// An HTTP/1.1 connection waiting for or reading a request.
 #[derive(Debug)]
 pub struct Http {
     flags: u8,
+    /// What the current request's origin is granted.
+    cors: Grant,
     busy: Option<Box<Busy>>,
 }
 
@@ -108,6 +142,7 @@ impl Http {
         ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().handshake_timeout)));
         Http {
             flags: 0,
+            cors: Grant::Plain,
             busy: None,
         }
     }
@@ -116,6 +151,7 @@ impl Http {
     pub fn after_poll(ctx: &mut impl Context) -> Http {
         let mut http = Http {
             flags: flag::SERVED | flag::KEEP_ALIVE,
+            cors: Grant::Plain,
             busy: None,
         };
         http.wait_for_next(ctx);
@@ -130,11 +166,13 @@ impl Http {
         Answer {
             keep_alive: self.has(flag::KEEP_ALIVE),
             head_only: self.has(flag::HEAD),
+            cors: self.cors,
         }
     }
 
-    fn pending_publishes(&self) -> usize {
-        self.busy.as_ref().map_or(0, |b| b.publishes.len())
+    /// Requests waiting for channel owners.
+    fn waiting(&self) -> usize {
+        self.busy.as_ref().map_or(0, |b| b.waiting.len())
     }
 
     /// Bytes from the peer.
@@ -156,6 +194,7 @@ impl Http {
                 (Step::Wait(0), Outcome::Stay)
             }
             Err(e) => {
+                self.cors = Grant::Plain;
                 ctx.metrics().refuse(Refusal::BadRequest);
                 tracing::debug!("refused request: {e}");
                 let extra: &[(&str, &str)] = if e.status() == StatusCode::METHOD_NOT_ALLOWED {
@@ -173,13 +212,14 @@ impl Http {
             Ok(Status::Complete((head, used))) => {
                 // Requests behind unanswered publishes wait, so answers stay
                 // in request order; more publishes may go ahead, up to a cap.
-                let pending = self.pending_publishes();
+                let pending = self.waiting();
                 let is_publish = head.method == Method::Post
                     && (head.path == "/pub" || head.path.starts_with("/pub/"));
                 if pending > 0 && (!is_publish || pending >= MAX_PIPELINED_PUBLISHES) {
                     return (Step::Wait(0), Outcome::Stay);
                 }
                 self.flags = flag::SERVED;
+                self.cors = Grant::Plain;
                 if head.keep_alive() && !ctx.draining() {
                     self.flags |= flag::KEEP_ALIVE;
                 }
@@ -194,7 +234,6 @@ impl Http {
 
     fn route(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
         let get_or_head = matches!(head.method, Method::Get | Method::Head);
-        let answer = self.answer();
         let upgrade = |ctx: &mut _, app| {
             if ws::accept_upgrade(ctx, head) {
                 Outcome::Route(Route::Ws(app))
@@ -202,6 +241,21 @@ impl Http {
                 Outcome::Finish(Finish::AfterFlush)
             }
         };
+        match cors::check(head, &ctx.settings().allowed_origins) {
+            Ok(grant) => self.cors = grant,
+            // The client and the demo are public: any page may load them
+            // (and then learn from the node why it may not connect).
+            Err(_) if assets::find(head.path, ctx.settings().demo).is_some() => {
+                self.cors = Grant::Any
+            }
+            // The refusal itself is readable by the page, so its script can
+            // show why; nothing else is.
+            Err(refused) => {
+                self.cors = Grant::Any;
+                return self.refuse(ctx, &refused);
+            }
+        }
+        let answer = self.answer();
         if ctx.draining() && head.path != "/metrics" {
             return self.refuse_draining(ctx, head);
         }
@@ -235,10 +289,20 @@ impl Http {
                 upgrade(ctx, ws::App::Echo)
             }
             _ if head.method == Method::Options => {
-                let allow = [("Allow", ALLOW)];
-                response::respond(ctx, answer, StatusCode::NO_CONTENT, "", b"", &allow, true);
+                let [m, h, a] = cors::preflight_headers(ALLOW);
+                let extra: &[(&str, &str)] = if cors::is_preflight(head) {
+                    &[("Allow", ALLOW), m, h, a]
+                } else {
+                    &[("Allow", ALLOW)]
+                };
+                response::respond(ctx, answer, StatusCode::NO_CONTENT, "", b"", extra, true);
                 self.after_response(ctx)
             }
+            p if assets::find(p, ctx.settings().demo).is_some() && get_or_head => {
+                let asset = assets::find(p, ctx.settings().demo).expect("found above");
+                self.serve_asset(ctx, head, asset)
+            }
+            p if p.starts_with("/presence/") => self.query_presence(ctx, head, &p[10..]),
             "/ws" | "/sse" if !offered(ctx, &head.path[1..]) => {
                 self.transport_off(ctx, &head.path[1..])
             }
@@ -283,8 +347,15 @@ impl Http {
         let offered = ctx.settings().transports.names();
         let reason = format!("the {name} transport is off on this node; it offers {offered}");
         tracing::debug!("refused: {reason}");
-        let answer = self.answer();
+        // A refused WebSocket handshake closes, as every other does.
+        let answer = Answer {
+            keep_alive: self.answer().keep_alive && name != "ws",
+            ..self.answer()
+        };
         response::error(ctx, answer, StatusCode::NOT_IMPLEMENTED, &reason, &[]);
+        if name == "ws" {
+            return Outcome::Finish(Finish::AfterFlush);
+        }
         self.after_response(ctx)
     }
 
@@ -316,7 +387,10 @@ impl Http {
         raw: Option<&str>,
     ) -> Outcome {
         match sse::plan(head, raw, ctx.settings().max_stream_channels) {
-            Ok(plan) => Outcome::Route(Route::Sse(plan)),
+            Ok(plan) => Outcome::Route(Route::Sse(sse::Plan {
+                cors: self.cors,
+                ..plan
+            })),
             Err(refused) => self.refuse(ctx, &refused),
         }
     }
@@ -339,7 +413,7 @@ impl Http {
 
     fn wait_for_next(&mut self, ctx: &mut impl Context) {
         self.flags &= !flag::PARTIAL;
-        if self.pending_publishes() == 0 {
+        if self.waiting() == 0 {
             ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().idle_timeout)));
         }
     }
@@ -401,31 +475,37 @@ impl Http {
             Ok(parsed) => parsed,
             Err(refused) => return self.refuse(ctx, &refused),
         };
-        let keep_alive = self.has(flag::KEEP_ALIVE);
+        let answer = Answer {
+            head_only: false,
+            ..self.answer()
+        };
+        let ephemeral = !batch && items.iter().all(|i| i.ephemeral);
         self.flags &= !flag::PARTIAL;
         ctx.set_timer(None);
         let busy = self.busy.get_or_insert_with(Default::default);
         if ctx.overloaded() {
             // Answered in its turn, after the publishes before it.
             ctx.metrics().refuse(Refusal::Overloaded);
-            busy.publishes.push_back(Pending {
+            busy.waiting.push_back(Waiting::Publish(Pending {
                 token: 0,
                 ids: Vec::new(),
                 batch,
-                keep_alive,
+                answer,
+                ephemeral,
                 overloaded: true,
-            });
-            return self.answer_publishes(ctx);
+            }));
+            return self.answer_waiting(ctx);
         }
         let ids = vec![None; items.len()];
         let token = ctx.publish(items);
-        busy.publishes.push_back(Pending {
+        busy.waiting.push_back(Waiting::Publish(Pending {
             token,
             ids,
             batch,
-            keep_alive,
+            answer,
+            ephemeral,
             overloaded: false,
-        });
+        }));
         Outcome::Stay
     }
 
@@ -441,57 +521,144 @@ impl Http {
         let Some(busy) = self.busy.as_mut() else {
             return Outcome::Stay;
         };
-        if let Some(p) = (busy.publishes.iter_mut()).find(|p| p.token == token && !p.overloaded) {
+        let found = busy.waiting.iter_mut().find_map(|w| match w {
+            Waiting::Publish(p) if p.token == token && !p.overloaded => Some(p),
+            _ => None,
+        });
+        if let Some(p) = found {
             p.fill(ids);
         }
-        self.answer_publishes(ctx)
+        self.answer_waiting(ctx)
     }
 
-    /// Answers the publishes at the head of the queue that are complete
-    /// (ids all known, or refused for load), in request order.
-    fn answer_publishes(&mut self, ctx: &mut impl Context) -> Outcome {
+    /// A channel owner answered a presence query made with `token`.
+    pub fn handle_presence(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        channel: &ChannelName,
+        clients: &[ClientId],
+    ) -> Outcome {
         let Some(busy) = self.busy.as_mut() else {
             return Outcome::Stay;
         };
-        while busy.publishes.front().is_some_and(Pending::is_complete) {
-            let p = busy.publishes.pop_front().expect("checked above");
-            let answer = Answer {
-                keep_alive: p.keep_alive,
-                head_only: false,
-            };
-            if p.overloaded {
-                let retry = RETRY_AFTER_SECS.to_string();
-                let reason =
-                    "overloaded: readers that are behind hold more than --max-pinned; retry later";
-                response::error(
-                    ctx,
-                    answer,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    reason,
-                    &[("Retry-After", &retry)],
-                );
-            } else {
-                let body = p.answer_body();
-                response::respond(
-                    ctx,
-                    answer,
-                    StatusCode::OK,
-                    "application/json",
-                    &body,
-                    &[],
-                    true,
-                );
+        for w in busy.waiting.iter_mut() {
+            if let Waiting::Presence { token: t, body, .. } = w {
+                if *t == token && body.is_none() {
+                    let clients: Vec<String> = clients.iter().map(ClientId::to_string).collect();
+                    let json = serde_json::json!({ "ch": channel.as_str(), "clients": clients });
+                    *body = Some(framing::json_body(&json));
+                }
             }
-            if !p.keep_alive {
+        }
+        self.answer_waiting(ctx)
+    }
+
+    /// Answers the requests at the head of the queue that are complete
+    /// (ids all known, refused for load, or presence known), in request
+    /// order.
+    fn answer_waiting(&mut self, ctx: &mut impl Context) -> Outcome {
+        let Some(busy) = self.busy.as_mut() else {
+            return Outcome::Stay;
+        };
+        while busy.waiting.front().is_some_and(Waiting::is_complete) {
+            let answer = match busy.waiting.pop_front().expect("checked above") {
+                Waiting::Publish(p) if p.overloaded => {
+                    let retry = RETRY_AFTER_SECS.to_string();
+                    let reason =
+                        "overloaded: readers that are behind hold more than --max-pinned; retry later";
+                    let status = StatusCode::SERVICE_UNAVAILABLE;
+                    response::error(ctx, p.answer, status, reason, &[("Retry-After", &retry)]);
+                    p.answer
+                }
+                Waiting::Publish(p) => {
+                    let body = p.answer_body();
+                    let ct = "application/json";
+                    response::respond(ctx, p.answer, StatusCode::OK, ct, &body, &[], true);
+                    p.answer
+                }
+                Waiting::Presence { answer, body, .. } => {
+                    let body = body.expect("complete");
+                    let ct = "application/json";
+                    response::respond(ctx, answer, StatusCode::OK, ct, &body, &[], true);
+                    answer
+                }
+            };
+            if !answer.keep_alive {
                 return Outcome::Finish(Finish::AfterFlush);
             }
         }
-        if busy.publishes.is_empty() && busy.body.is_none() {
+        if busy.waiting.is_empty() && busy.body.is_none() {
             self.busy = None;
             self.wait_for_next(ctx);
             ctx.resume_input();
         }
         Outcome::Stay
+    }
+
+    // ---- presence and built-in files -----------------------------------------------
+
+    /// `GET /presence/{channel}`: asks the channel's owner, which knows
+    /// the clients on every shard; answered `{"ch":…,"clients":[…]}`.
+    fn query_presence(
+        &mut self,
+        ctx: &mut impl Context,
+        head: &RequestHead<'_>,
+        raw: &str,
+    ) -> Outcome {
+        if !matches!(head.method, Method::Get | Method::Head) {
+            ctx.metrics().refuse(Refusal::BadRequest);
+            let answer = Answer {
+                keep_alive: false,
+                ..self.answer()
+            };
+            let allow = [("Allow", "GET, HEAD, OPTIONS")];
+            let reason = "method not allowed for this path";
+            response::error(ctx, answer, StatusCode::METHOD_NOT_ALLOWED, reason, &allow);
+            return Outcome::Finish(Finish::AfterFlush);
+        }
+        let channel = match ChannelName::from_path(raw) {
+            Ok(channel) => channel,
+            Err(reason) => return self.refuse(ctx, &Refused::bad(Refusal::BadChannel, reason)),
+        };
+        let token = ctx.query_presence(channel);
+        let answer = self.answer();
+        let busy = self.busy.get_or_insert_with(Default::default);
+        busy.waiting.push_back(Waiting::Presence {
+            token,
+            answer,
+            body: None,
+        });
+        Outcome::Stay
+    }
+
+    /// A built-in file, or `304` when the browser's copy is current.
+    fn serve_asset(
+        &mut self,
+        ctx: &mut impl Context,
+        head: &RequestHead<'_>,
+        asset: &'static Asset,
+    ) -> Outcome {
+        let answer = self.answer();
+        let extra = [
+            ("ETag", asset.etag()),
+            ("Cache-Control", asset.cache_control),
+        ];
+        if asset.is_fresh(head) {
+            response::respond(
+                ctx,
+                answer,
+                StatusCode::NOT_MODIFIED,
+                "",
+                b"",
+                &extra,
+                false,
+            );
+        } else {
+            let (ct, body) = (asset.content_type, asset.body);
+            response::respond(ctx, answer, StatusCode::OK, ct, body, &extra, false);
+        }
+        self.after_response(ctx)
     }
 
     // ---- time and shutdown -------------------------------------------------------
@@ -506,7 +673,7 @@ impl Http {
             ctx.send(Bytes::from_static(responses::REQUEST_TIMEOUT));
             return Outcome::Finish(Finish::AfterFlush);
         }
-        if self.pending_publishes() > 0 {
+        if self.waiting() > 0 {
             return Outcome::Stay;
         }
         if !self.has(flag::SERVED) {
@@ -531,8 +698,6 @@ impl Http {
     }
 }
 
-/// Whether the node offers transport `name` (`ws`, `sse`, `longpoll`,
-/// `poll`; see `--transports`).
 /// Whether the node offers the kind of poll a plan asks for: a zero
 /// timeout is a short poll, anything else a long poll. `Err` names the
 /// transport that is off.
@@ -549,6 +714,8 @@ fn poll_kind(ctx: &impl Context, timeout: Duration) -> Result<(), &'static str> 
     }
 }
 
+/// Whether the node offers transport `name` (`ws`, `sse`, `longpoll`,
+/// `poll`; see `--transports`).
 fn offered(ctx: &impl Context, name: &str) -> bool {
     let t = ctx.settings().transports;
     match name {

@@ -337,7 +337,19 @@ impl Session {
             sub.answered = true;
             let rid = sub.rid.take();
             let ch = replay.channel.as_str();
-            send(ctx, with_rid(json!({"type": "subscribed", "ch": ch}), rid));
+            let client = ctx.client_id().to_string();
+            let mut answer = json!({"type": "subscribed", "ch": ch, "client": client});
+            if replay.reset.is_none() && replay.messages.is_empty() {
+                // Nothing to replay: the position the subscription starts
+                // from, so a client that reconnects before the first
+                // message resumes from here, not from a later "now".
+                let here = MsgId {
+                    epoch: ctx.epoch(),
+                    seq: replay.last_seq,
+                };
+                answer["id"] = json!(here.to_string());
+            }
+            send(ctx, with_rid(answer, rid));
         }
         if let Some(reset) = replay.reset {
             ctx.send(framing::reset_frame(&replay.channel, &reset, ctx.epoch()));

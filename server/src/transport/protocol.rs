@@ -216,8 +216,13 @@ impl Protocol {
         channel: &ChannelName,
         clients: &[ClientId],
     ) {
-        if let Protocol::Ws(ws) = self {
-            ws.handle_presence(ctx, token, channel, clients);
+        match self {
+            Protocol::Http(h) => {
+                let outcome = h.handle_presence(ctx, token, channel, clients);
+                self.after_http(ctx, outcome);
+            }
+            Protocol::Ws(ws) => ws.handle_presence(ctx, token, channel, clients),
+            _ => {}
         }
     }
 

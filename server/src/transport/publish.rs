@@ -31,7 +31,7 @@ use crate::hub::{ChannelName, MsgId, PublishItem};
 use crate::metrics::Refusal;
 
 use super::framing;
-use super::response::Refused;
+use super::response::{Answer, Refused};
 
 /// Most publishes one connection may have waiting for ids; beyond it the
 /// connection stops reading until answers go out (TCP pushes back).
@@ -40,8 +40,8 @@ pub const MAX_PIPELINED_PUBLISHES: usize = 1024;
 /// What a `POST` publishes once its body is complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
-    /// One message to this channel.
-    Single(ChannelName, DataKind),
+    /// One message to this channel; ephemeral with `?ephemeral=1`.
+    Single(ChannelName, DataKind, bool),
     /// Newline-delimited JSON, each line one message; lines name their
     /// channel unless a default is given.
     Batch(Option<ChannelName>),
@@ -107,7 +107,18 @@ pub fn plan(head: &RequestHead<'_>, settings: &Settings) -> Result<Plan, Refused
                 } else {
                     DataKind::Binary
                 };
-                Target::Single(channel, kind)
+                let ephemeral = match head.query_param("ephemeral") {
+                    Ok(None) => false,
+                    Ok(Some(v)) if v == "1" || v == "true" => true,
+                    Ok(Some(v)) if v == "0" || v == "false" => false,
+                    _ => {
+                        return Err(Refused::bad(
+                            Refusal::BadRequest,
+                            "ephemeral must be 1, true, 0 or false",
+                        ))
+                    }
+                };
+                Target::Single(channel, kind, ephemeral)
             }
         }
     };
@@ -201,7 +212,7 @@ impl Body {
     pub fn into_items(self, max_message: usize) -> Result<(Vec<PublishItem>, bool), Refused> {
         let payload = self.data.freeze();
         match self.target {
-            Target::Single(channel, kind) => {
+            Target::Single(channel, kind, ephemeral) => {
                 if kind == DataKind::Text && std::str::from_utf8(&payload).is_err() {
                     return Err(Refused::bad(
                         Refusal::BadRequest,
@@ -213,7 +224,7 @@ impl Body {
                     channel,
                     kind,
                     payload,
-                    ephemeral: false,
+                    ephemeral,
                 };
                 Ok((vec![item], false))
             }
@@ -239,8 +250,10 @@ pub struct Pending {
     pub ids: Vec<Option<MsgId>>,
     /// Answer with `{"ids": [...]}` rather than `{"id": ...}`.
     pub batch: bool,
-    /// The request asked to keep the connection open.
-    pub keep_alive: bool,
+    /// How the request wants its answer.
+    pub answer: Answer,
+    /// Ephemeral messages: answered with a `null` id.
+    pub ephemeral: bool,
     /// Refused because readers that are behind pin more than
     /// `--max-pinned`: answered `503` with `Retry-After`, in its turn.
     pub overloaded: bool,
@@ -268,7 +281,9 @@ impl Pending {
             .iter()
             .map(|id| id.map(|id| id.to_string()).unwrap_or_default())
             .collect();
-        let body = if self.batch {
+        let body = if self.ephemeral {
+            serde_json::json!({ "id": null })
+        } else if self.batch {
             serde_json::json!({ "ids": ids })
         } else {
             serde_json::json!({ "id": ids.first().cloned().unwrap_or_default() })

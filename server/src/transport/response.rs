@@ -5,11 +5,12 @@
 //! debug log line, and is counted in `ringcast_requests_refused_total`.
 
 use bytes::BytesMut;
-use codec::http::{responses, ResponseHead, StatusCode};
+use codec::http::{ResponseHead, StatusCode};
 
 use crate::metrics::Refusal;
 
 use super::context::Context;
+use super::cors::{self, Grant};
 
 /// How the request being answered wants its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +19,8 @@ pub struct Answer {
     pub keep_alive: bool,
     /// The request was `HEAD`: head only.
     pub head_only: bool,
+    /// What the request's origin is granted (CORS headers).
+    pub cors: Grant,
 }
 
 /// Writes a complete response. `no_store` adds `Cache-Control: no-store`
@@ -48,6 +51,7 @@ pub fn respond(
     for (name, value) in extra {
         h = h.header(name, value);
     }
+    h = cors::headers(answer.cors, &ctx.settings().allowed_origins, h);
     if h.finish().is_err() {
         tracing::error!("response header with forbidden bytes; sending 500");
         out.clear();
@@ -60,7 +64,7 @@ pub fn respond(
     ctx.send(out.freeze());
 }
 
-/// Writes a plain-text error response naming `reason`.
+/// Writes a plain-text error response naming `reason` (one line).
 pub fn error(
     ctx: &mut impl Context,
     answer: Answer,
@@ -68,16 +72,11 @@ pub fn error(
     reason: &str,
     extra: &[(&str, &str)],
 ) {
-    let mut out = BytesMut::new();
-    responses::error(
-        &mut out,
-        status,
-        reason,
-        !answer.keep_alive,
-        extra,
-        !answer.head_only,
-    );
-    ctx.send(out.freeze());
+    let mut body = String::with_capacity(reason.len() + 1);
+    body.push_str(reason);
+    body.push('\n');
+    let ct = "text/plain; charset=utf-8";
+    respond(ctx, answer, status, ct, body.as_bytes(), extra, false);
 }
 
 /// Why a request is refused: the counter, the status and the reason sent.

@@ -29,6 +29,7 @@ use crate::hub::{ChannelName, Epoch, Message, MsgId, Replay, Reset, ResetReason,
 use crate::metrics::{Refusal, ShardMetrics};
 
 use super::context::{ticks, Context, Finish, Subscribe};
+use super::cors::{self, Grant};
 use super::framing::{self, Format};
 use super::params;
 use super::response::Refused;
@@ -42,6 +43,8 @@ pub struct Plan {
     pub positions: Vec<Option<MsgId>>,
     /// A `HEAD` request: the response head only.
     pub head_only: bool,
+    /// What the request's origin is granted (set by the router).
+    pub cors: Grant,
 }
 
 /// Reads an SSE request: `GET /sse/{channel}` (`raw_channel`, the path's
@@ -68,6 +71,15 @@ pub fn plan(
         None => params::channel_list(head, max_channels, "/sse/{channel} or /sse?ch=a,b")
             .map_err(|r| Refused::bad(Refusal::BadChannel, r))?,
     };
+    // A multi-channel stream names each event after its channel, and
+    // `event:reset` is the reset signal: a channel of that name would be
+    // read as one.
+    if channels.len() > 1 && channels.iter().any(|c| c.as_str() == "reset") {
+        return Err(Refused::bad(
+            Refusal::BadChannel,
+            "a channel named reset cannot share a stream (its events would read as resets); use /sse/reset",
+        ));
+    }
     // ?since= wins over Last-Event-ID.
     let since = match head.query_param("since") {
         Ok(Some(s)) => Some(s.into_owned()),
@@ -106,6 +118,7 @@ pub fn plan(
         channels,
         positions,
         head_only: head.method == Method::Head,
+        cors: Grant::Plain,
     })
 }
 
@@ -123,10 +136,11 @@ pub enum Started {
 /// Answers the request with the stream's head and subscribes.
 pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
     let mut out = BytesMut::with_capacity(256);
-    let head_ok = ResponseHead::new(&mut out, StatusCode::OK)
+    let head = ResponseHead::new(&mut out, StatusCode::OK)
         .header("Content-Type", "text/event-stream")
         .header("Cache-Control", "no-cache")
-        .header("X-Accel-Buffering", "no")
+        .header("X-Accel-Buffering", "no");
+    let head_ok = cors::headers(plan.cors, &ctx.settings().allowed_origins, head)
         .finish()
         .is_ok();
     debug_assert!(head_ok, "static header values");
@@ -217,6 +231,13 @@ impl Sse {
         }
         for m in &replay.messages {
             ctx.send_message(framing::sse_event(m), m.id.seq);
+        }
+        if replay.reset.is_none() && replay.messages.is_empty() {
+            let here = MsgId {
+                epoch,
+                seq: replay.last_seq,
+            };
+            ctx.send(framing::sse_position(&here.to_string()));
         }
         ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
     }
@@ -322,6 +343,9 @@ impl SseMulti {
         }
         if replay.is_complete() {
             self.channels[i].seq = replay.last_seq;
+        }
+        if replay.reset.is_none() && replay.messages.is_empty() {
+            ctx.send(framing::sse_position(&self.cursor(epoch)));
         }
         ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
     }

@@ -39,7 +39,7 @@ fn a_session_subscribes_publishes_asks_who_is_here_and_unsubscribes() {
     assert_eq!(
         node.json(c),
         [
-            json!({"type": "subscribed", "ch": "room", "rid": 1}),
+            json!({"type": "subscribed", "ch": "room", "client": me, "rid": 1}),
             json!({"type": "message", "ch": "room", "id": second.to_string(), "data": "two"}),
             json!({"type": "joined", "ch": "room", "client": me}),
         ]
@@ -186,6 +186,7 @@ fn a_resubscribe_before_the_first_replay_is_answered_once() {
         .map(|i| node.publish_text("room", &i.to_string()))
         .collect();
     let c = node.open_ws("/ws");
+    let me = node.client_id(c).to_string();
     // Three commands in one read: the owner's first replay arrives after
     // the unsubscribe, for a subscription that no longer exists.
     let input = [
@@ -203,7 +204,7 @@ fn a_resubscribe_before_the_first_replay_is_answered_once() {
         answers,
         [
             json!({"type": "unsubscribed", "ch": "room", "rid": 2}),
-            json!({"type": "subscribed", "ch": "room", "rid": 3}),
+            json!({"type": "subscribed", "ch": "room", "client": me, "rid": 3}),
             json!({"type": "message", "ch": "room", "id": ids[2].to_string(), "data": "2"}),
         ]
     );

@@ -128,6 +128,14 @@ fn sse_refuses_bad_cursors_and_too_many_channels() {
         refusal(sse_plan("POST /sse/news HTTP/1.1", "", 2)),
         (StatusCode::METHOD_NOT_ALLOWED, Refusal::BadRequest)
     );
+    // In a shared stream a channel named `reset` would read as resets; on
+    // its own stream it is an ordinary channel.
+    assert_eq!(
+        refusal(sse_plan("GET /sse?ch=a,reset HTTP/1.1", "", 4)),
+        bad_channel
+    );
+    assert!(sse_plan("GET /sse/reset HTTP/1.1", "", 4).is_ok());
+    assert!(sse_plan("GET /sse?ch=reset HTTP/1.1", "", 4).is_ok());
 }
 
 // ---- poll::plan -----------------------------------------------------------------

@@ -93,12 +93,11 @@ fn several_channels_resume_from_the_composite_cursor() {
     let b2 = node.publish_text("b", "b2");
     let cursor = |a: MsgId, b: MsgId| format!("{EPOCH:012x};a={},b={}", a.seq, b.seq);
     let multi = |items: &[SseItem]| -> Vec<(String, String, String)> {
-        items
-            .iter()
-            .map(|item| {
-                let e = item.event().expect("an event").clone();
-                (e.id.unwrap(), e.event.unwrap(), e.data.unwrap())
-            })
+        (items.iter())
+            .map(|item| item.event().expect("an event").clone())
+            // (Position-only events are the subject of their own test.)
+            .filter(|e| e.data.is_some())
+            .map(|e| (e.id.unwrap(), e.event.unwrap(), e.data.unwrap()))
             .collect()
     };
 
@@ -147,7 +146,7 @@ fn a_position_history_lost_gets_a_reset_then_what_is_left() {
     assert_eq!(id, None, "the history that follows sets the position");
     assert_eq!(
         data,
-        json!({"ch": "news", "reason": "evicted", "since": ids[0].to_string(),
+        json!({"type": "reset", "ch": "news", "reason": "evicted", "since": ids[0].to_string(),
                "missed": 2, "epoch": format!("{EPOCH:012x}")})
     );
     let rest: Vec<_> = items[1..]
@@ -186,12 +185,57 @@ fn a_reset_with_no_history_left_carries_the_streams_position() {
             &format!("{EPOCH:012x};news={}", ids[0].seq),
         )],
     );
-    assert_eq!(items.len(), 1, "{items:?}");
-    let (id, _) = reset(&items[0]);
+    assert_eq!(items.len(), 2, "{items:?}");
+    // `other` had nothing to replay: its position alone, first.
+    let position = items[0].event().unwrap();
+    assert_eq!(
+        (position.event.as_deref(), position.data.as_deref()),
+        (None, None)
+    );
+    let (id, _) = reset(&items[1]);
     assert_eq!(
         id,
         Some(format!("{EPOCH:012x};other=3,news={}", ids[2].seq))
     );
+}
+
+#[test]
+fn a_stream_from_now_states_its_position_before_any_message() {
+    // Without it, a stream that reconnects before its first message would
+    // resume from a later "now" and miss what was published in between.
+    let mut node = Node::new();
+    let ids = publish_n(&mut node, "news", 2);
+    let (c, items) = open(&mut node, "/sse/news", &[]);
+    let position = items.iter().find_map(SseItem::event).expect("an event");
+    assert_eq!(position.id, Some(ids[1].to_string()));
+    assert_eq!(
+        (position.event.as_deref(), position.data.as_deref()),
+        (None, None)
+    );
+    node.hang_up(c);
+
+    let (_, items) = open(&mut node, "/sse?ch=news,quiet", &[]);
+    let ids_seen: Vec<String> = (items.iter())
+        .filter_map(SseItem::event)
+        .map(|e| e.id.clone().unwrap())
+        .collect();
+    // One per channel as its replay arrives; the last holds both.
+    assert_eq!(ids_seen.len(), 2, "{items:?}");
+    let last = params_of(&ids_seen[1]);
+    assert_eq!(last[0], ("news".to_string(), ids[1].seq));
+    // A new channel starts above every seq its owner issued.
+    assert_eq!(last[1].0, "quiet");
+}
+
+/// The channels and positions of a composite cursor.
+fn params_of(cursor: &str) -> Vec<(String, u64)> {
+    let (_, list) = cursor.split_once(';').unwrap();
+    (list.split(','))
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_string(), v.parse().unwrap())
+        })
+        .collect()
 }
 
 #[test]
