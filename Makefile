@@ -12,14 +12,14 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 VENV := .venv
 
-.PHONY: run test fmt-check clippy unit selfcheck python-clients bench fuzz autobahn
+.PHONY: run test fmt-check clippy unit selfcheck python-clients client-unit browser bench fuzz autobahn
 
 # Extra flags for the server: make run ARGS="--listen 127.0.0.1:9000 --shards 4"
 ARGS ?=
 run:
-	$(CARGO) run --release -p ringcast -- $(ARGS)
+	$(CARGO) run --release -p ringcast -- --demo $(ARGS)
 
-test: fmt-check clippy unit selfcheck python-clients
+test: fmt-check clippy unit selfcheck python-clients client-unit browser
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -48,6 +48,18 @@ $(VENV)/.installed: tests/python/requirements.txt
 python-clients: $(VENV)/.installed
 	$(CARGO) build -p ringcast
 	RINGCAST_BIN=$(TARGET_DIR)/debug/ringcast $(VENV)/bin/python tests/python/ws_clients.py
+
+# The browser client's own logic (backoff, cursors, de-duplication, the
+# SSE parser), with Node's built-in test runner.
+client-unit:
+	node --test client/test/
+
+# The client and the demo in real Chromium (Debian's, installed on first
+# use with playwright-core from npm), against a debug build of the node.
+browser:
+	./scripts/browser-deps.sh
+	$(CARGO) build -p ringcast
+	cd tests/browser && RINGCAST_BIN=$(abspath $(TARGET_DIR))/debug/ringcast node --test --test-concurrency=1 --test-timeout=120000 ./
 
 # criterion benchmarks; results go to docs/benchmarks.md by hand, with the date.
 bench:
