@@ -250,8 +250,9 @@ impl Http {
             }
             // The refusal itself is readable by the page, so its script can
             // show why; nothing else is.
-            Err(refused) => {
+            Err(cors::NotAllowed(reason)) => {
                 self.cors = Grant::Any;
+                let refused = Refused::new(Refusal::Origin, cors::NotAllowed::STATUS, reason);
                 return self.refuse(ctx, &refused);
             }
         }
