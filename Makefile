@@ -14,10 +14,13 @@ VENV := .venv
 
 .PHONY: run test fmt-check clippy unit selfcheck python-clients client-unit browser bench fuzz autobahn
 
-# Extra flags for the server: make run ARGS="--listen 127.0.0.1:9000 --shards 4"
+# make run serves the demo on loopback, where publishing needs no key.
+# Other flags: make run ARGS="--shards 4"; another address:
+# make run RUN_ARGS="--listen 0.0.0.0:8080 --demo" ARGS="--publish-key-file keys.txt"
+RUN_ARGS ?= --listen 127.0.0.1:8080 --demo
 ARGS ?=
 run:
-	$(CARGO) run --release -p ringcast -- --demo $(ARGS)
+	$(CARGO) run --release -p ringcast -- $(RUN_ARGS) $(ARGS)
 
 test: fmt-check clippy unit selfcheck python-clients client-unit browser
 

@@ -14,6 +14,8 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 
+use crate::auth::PublishKeys;
+
 /// ringcast — an edge push server on a thread-per-core io_uring runtime.
 ///
 /// Clients subscribe over WebSocket (`/ws/{channel}`, or the multiplexed
@@ -176,6 +178,35 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_ALLOWED_ORIGINS", value_parser = AllowedOrigins::parse, value_name = "LIST")]
     pub allowed_origins: Option<AllowedOrigins>,
 
+    /// A key that publishing over HTTP (`POST /pub…`) must present as
+    /// `Authorization: Bearer <key>`; repeat for several (to rotate: add the
+    /// new key, move publishers, drop the old). At least 16 characters.
+    /// Without any key, publishing is open to whoever reaches the node, so
+    /// the node refuses to start on a non-loopback address unless
+    /// `--insecure-public-publish` is given.
+    #[arg(
+        long,
+        env = "RINGCAST_PUBLISH_KEY",
+        value_delimiter = ',',
+        value_name = "KEY"
+    )]
+    pub publish_key: Vec<String>,
+
+    /// A file of publish keys, one per line (`#` comments); repeat for
+    /// several. Keeps keys out of the process list.
+    #[arg(
+        long,
+        env = "RINGCAST_PUBLISH_KEY_FILE",
+        value_delimiter = ',',
+        value_name = "FILE"
+    )]
+    pub publish_key_file: Vec<PathBuf>,
+
+    /// Let anyone who reaches the node publish over HTTP, even on a
+    /// non-loopback address with no `--publish-key`.
+    #[arg(long, env = "RINGCAST_INSECURE_PUBLIC_PUBLISH")]
+    pub insecure_public_publish: bool,
+
     /// Serve the chat demo at `GET /` (and let `/ws` clients publish, as
     /// `--client-publish` does).
     #[arg(long, env = "RINGCAST_DEMO")]
@@ -241,6 +272,9 @@ struct FileConfig {
     client_publish: Option<bool>,
     no_echo: Option<bool>,
     allowed_origins: Option<String>,
+    publish_key: Option<Vec<String>>,
+    publish_key_file: Option<Vec<PathBuf>>,
+    insecure_public_publish: Option<bool>,
     demo: Option<bool>,
     transports: Option<String>,
     recv_buffers: Option<u16>,
@@ -307,6 +341,10 @@ pub struct Settings {
     pub echo: bool,
     /// Origins whose pages may use the node (CORS, WebSocket `Origin`).
     pub allowed_origins: AllowedOrigins,
+    /// Keys for publishing over HTTP (none: open).
+    pub publish_keys: PublishKeys,
+    /// Publishing without keys on a non-loopback address was asked for.
+    pub insecure_public_publish: bool,
     /// `GET /` serves the chat demo.
     pub demo: bool,
     /// The transports clients may use.
@@ -461,6 +499,21 @@ impl Settings {
                     .map_err(|e| ConfigError(format!("allowed-origins in the config file: {e}")))?,
                 (None, None) => AllowedOrigins::Any,
             },
+            publish_keys: {
+                let flags = if cli.publish_key.is_empty() {
+                    file.publish_key.unwrap_or_default()
+                } else {
+                    cli.publish_key
+                };
+                let files = if cli.publish_key_file.is_empty() {
+                    file.publish_key_file.unwrap_or_default()
+                } else {
+                    cli.publish_key_file
+                };
+                PublishKeys::load(&flags, &files).map_err(ConfigError)?
+            },
+            insecure_public_publish: cli.insecure_public_publish
+                || file.insecure_public_publish.unwrap_or(false),
             demo,
             transports: match (cli.transports, file.transports) {
                 (Some(t), _) => t,
@@ -486,6 +539,37 @@ impl Settings {
     /// sends without reading gets past this.
     pub fn outbound_hard_limit(&self) -> usize {
         2 * self.max_outbound + self.max_message_size + (64 << 10)
+    }
+
+    /// Who may publish over HTTP, as the banner says it; `Err` when
+    /// anyone could, on an address others can reach, without the operator
+    /// having said so (`--insecure-public-publish`). Checked at start-up,
+    /// not by [`Settings::resolve`], so tests and tools can build settings
+    /// for any address.
+    pub fn publishing(&self) -> Result<String, ConfigError> {
+        if !self.publish_keys.is_empty() {
+            return Ok(format!(
+                "HTTP publishing needs a key ({} configured)",
+                self.publish_keys.len()
+            ));
+        }
+        let exposed: Vec<String> = (self.listen.iter())
+            .filter(|a| !a.ip().is_loopback())
+            .map(ToString::to_string)
+            .collect();
+        if exposed.is_empty() {
+            Ok("HTTP publishing open to local clients (loopback only, no --publish-key)".into())
+        } else if self.insecure_public_publish {
+            Ok(format!(
+                "HTTP publishing OPEN TO ANYONE who reaches {} (--insecure-public-publish)",
+                exposed.join(", ")
+            ))
+        } else {
+            Err(ConfigError(format!(
+                "no --publish-key: anyone who reaches {} could publish. Give --publish-key or --publish-key-file, listen on a loopback address, or pass --insecure-public-publish",
+                exposed.join(", ")
+            )))
+        }
     }
 
     fn check(&self) -> Result<(), ConfigError> {

@@ -12,7 +12,7 @@
 //! transport  sans-io protocol state machines (HTTP, WebSocket, /ws,
 //!            SSE, polling) over `Context`
 //! hub        the channel model: names, ids, history, presence
-//! ─────────  config, capacity, metrics (leaves every layer may use)
+//! ─────────  auth, config, capacity, metrics (leaves every layer may use)
 //! uring, codec   (crates) io_uring machinery; HTTP/1.1, WebSocket and SSE codecs
 //! ```
 //!
@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod bus;
 pub mod capacity;
 pub mod config;

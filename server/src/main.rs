@@ -20,6 +20,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = settings.publishing() {
+        eprintln!("ringcast: configuration error: {e}");
+        return ExitCode::from(2);
+    }
     let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).unwrap_or_else(|e| {
         eprintln!(
             "ringcast: invalid --log filter {:?} ({e}); using info",

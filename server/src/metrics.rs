@@ -35,10 +35,14 @@ pub enum Refusal {
     TransportOff,
     /// An `Origin` that `--allowed-origins` does not list.
     Origin,
+    /// No credentials where they are needed (`401`).
+    Unauthorized,
+    /// Credentials that are not valid (`403`).
+    Forbidden,
 }
 
 /// Every refusal reason with its label.
-pub const REFUSALS: [(Refusal, &str); 11] = [
+pub const REFUSALS: [(Refusal, &str); 13] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -50,6 +54,8 @@ pub const REFUSALS: [(Refusal, &str); 11] = [
     (Refusal::Draining, "draining"),
     (Refusal::TransportOff, "transport_off"),
     (Refusal::Origin, "origin"),
+    (Refusal::Unauthorized, "unauthorized"),
+    (Refusal::Forbidden, "forbidden"),
 ];
 
 /// Transports, for the connection gauge.

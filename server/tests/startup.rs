@@ -56,6 +56,56 @@ fn configuration_errors_exit_2_and_name_the_option() {
 }
 
 #[test]
+fn an_open_node_on_a_reachable_address_refuses_to_start_unless_told() {
+    // No publish key, and an address others can reach: exit 2, saying how
+    // to fix it.
+    let out = ringcast().args(["--listen", "0.0.0.0:0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no --publish-key: anyone who reaches 0.0.0.0:0 could publish"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--insecure-public-publish"), "{stderr}");
+    // Told, it starts, and the banner says so plainly.
+    let server = Server::start(&["--listen", "0.0.0.0:0", "--insecure-public-publish"]);
+    assert!(
+        server
+            .banner
+            .contains("publishing   HTTP publishing OPEN TO ANYONE who reaches 0.0.0.0:0"),
+        "{}",
+        server.banner
+    );
+    drop(server);
+    // With a key, or on loopback only, there is nothing to be told.
+    let key = "0123456789abcdef0123";
+    let server = Server::start(&["--listen", "0.0.0.0:0", "--publish-key", key]);
+    assert!(
+        server
+            .banner
+            .contains("publishing   HTTP publishing needs a key (1 configured)"),
+        "{}",
+        server.banner
+    );
+    drop(server);
+    let server = Server::start(&[]);
+    assert!(
+        server
+            .banner
+            .contains("open to local clients (loopback only"),
+        "{}",
+        server.banner
+    );
+    // A key too short to be one is a configuration error.
+    let out = ringcast()
+        .args(["--publish-key", "secret"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16 characters"));
+}
+
+#[test]
 fn an_address_in_use_is_reported() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -396,6 +396,25 @@ impl Http {
         }
     }
 
+    /// A refusal for credentials: as any refusal (counted, logged at
+    /// `debug` and in the shard's ten-second summary at `info`, so a flood
+    /// of bad keys cannot fill the disk), and a `401` says how to
+    /// authenticate (`WWW-Authenticate`).
+    fn refuse_auth(&mut self, ctx: &mut impl Context, refused: &Refused) -> Outcome {
+        if refused.status != StatusCode::UNAUTHORIZED {
+            return self.refuse(ctx, refused);
+        }
+        ctx.metrics().refuse(refused.why);
+        tracing::debug!("refused publish: 401 {}", refused.reason);
+        let answer = Answer {
+            keep_alive: false,
+            ..self.answer()
+        };
+        let challenge = [("WWW-Authenticate", "Bearer realm=\"ringcast publish\"")];
+        response::error(ctx, answer, refused.status, &refused.reason, &challenge);
+        Outcome::Finish(Finish::AfterFlush)
+    }
+
     fn refuse(&mut self, ctx: &mut impl Context, refused: &Refused) -> Outcome {
         response::refuse(ctx, self.answer(), refused);
         Outcome::Finish(Finish::AfterFlush)
@@ -422,6 +441,11 @@ impl Http {
     // ---- publishing --------------------------------------------------------------
 
     fn start_publish(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
+        if head.method == Method::Post {
+            if let Err(refused) = publish::authorize(head, &ctx.settings().publish_keys) {
+                return self.refuse_auth(ctx, &refused);
+            }
+        }
         let plan = match publish::plan(head, ctx.settings()) {
             Ok(plan) => plan,
             Err(refused) => {

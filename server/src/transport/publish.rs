@@ -26,6 +26,7 @@ use codec::http::{
 };
 use codec::ws::DataKind;
 
+use crate::auth::{KeyCheck, PublishKeys};
 use crate::config::Settings;
 use crate::hub::{ChannelName, MsgId, PublishItem};
 use crate::metrics::Refusal;
@@ -73,6 +74,26 @@ pub struct Plan {
     pub body: Body,
     /// The client sent `Expect: 100-continue` and a body follows.
     pub send_continue: bool,
+}
+
+/// Checks a publish request's credentials against `--publish-key`: `401`
+/// without `Authorization: Bearer …`, `403` with anything but a configured
+/// key. Checked before anything else about the request, so that callers
+/// without a key learn nothing of its limits.
+pub fn authorize(head: &RequestHead<'_>, keys: &PublishKeys) -> Result<(), Refused> {
+    match keys.check(head.headers.authorization) {
+        KeyCheck::Open | KeyCheck::Valid => Ok(()),
+        KeyCheck::Missing => Err(Refused::new(
+            Refusal::Unauthorized,
+            StatusCode::UNAUTHORIZED,
+            "publishing needs Authorization: Bearer <publish key>",
+        )),
+        KeyCheck::Wrong => Err(Refused::new(
+            Refusal::Forbidden,
+            StatusCode::FORBIDDEN,
+            "publish key rejected: not one of this node's --publish-key",
+        )),
+    }
 }
 
 /// Reads a publish request's head (`POST /pub/{channel}` or `POST /pub`).
