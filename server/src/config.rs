@@ -9,12 +9,13 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::auth::PublishKeys;
+use crate::auth::{PublishKeys, Verifier};
 
 /// ringcast — an edge push server on a thread-per-core io_uring runtime.
 ///
@@ -202,6 +203,22 @@ pub struct Cli {
     )]
     pub publish_key_file: Vec<PathBuf>,
 
+    /// Secret for client tokens signed with HS256 (at least 32 bytes).
+    /// With a token key configured, subscribing on any transport needs a
+    /// valid token whose `channels` claim covers the channel.
+    #[arg(long, env = "RINGCAST_JWT_SECRET", value_name = "SECRET")]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file with the public key of client tokens signed with RS256
+    /// (an RSA key) or ES256 (an EC P-256 key).
+    #[arg(long, env = "RINGCAST_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Also accept a client token as `?token=` in the URL. Off by default:
+    /// URLs end up in proxy and access logs.
+    #[arg(long, env = "RINGCAST_ALLOW_TOKEN_IN_QUERY")]
+    pub allow_token_in_query: bool,
+
     /// Let anyone who reaches the node publish over HTTP, even on a
     /// non-loopback address with no `--publish-key`.
     #[arg(long, env = "RINGCAST_INSECURE_PUBLIC_PUBLISH")]
@@ -273,6 +290,9 @@ struct FileConfig {
     no_echo: Option<bool>,
     allowed_origins: Option<String>,
     publish_key: Option<Vec<String>>,
+    jwt_secret: Option<String>,
+    jwt_public_key: Option<PathBuf>,
+    allow_token_in_query: Option<bool>,
     publish_key_file: Option<Vec<PathBuf>>,
     insecure_public_publish: Option<bool>,
     demo: Option<bool>,
@@ -343,6 +363,10 @@ pub struct Settings {
     pub allowed_origins: AllowedOrigins,
     /// Keys for publishing over HTTP (none: open).
     pub publish_keys: PublishKeys,
+    /// Verifies client tokens (none: tokens are neither needed nor read).
+    pub verifier: Option<Arc<Verifier>>,
+    /// `?token=` is accepted.
+    pub allow_token_in_query: bool,
     /// Publishing without keys on a non-loopback address was asked for.
     pub insecure_public_publish: bool,
     /// `GET /` serves the chat demo.
@@ -512,6 +536,14 @@ impl Settings {
                 };
                 PublishKeys::load(&flags, &files).map_err(ConfigError)?
             },
+            verifier: Verifier::load(
+                cli.jwt_secret.or(file.jwt_secret).as_deref(),
+                cli.jwt_public_key.or(file.jwt_public_key).as_deref(),
+            )
+            .map_err(ConfigError)?
+            .map(Arc::new),
+            allow_token_in_query: cli.allow_token_in_query
+                || file.allow_token_in_query.unwrap_or(false),
             insecure_public_publish: cli.insecure_public_publish
                 || file.insecure_public_publish.unwrap_or(false),
             demo,

@@ -274,7 +274,7 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         }
     }
     out.push_str(&format!(
-        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag); pinned at most {}\n  sockets      {}{}\n  transports   {}\n  origins      {}{}\n  publishing   {}\n",
+        "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag); pinned at most {}\n  sockets      {}{}\n  transports   {}\n  origins      {}{}\n  publishing   {}\n  tokens       {}\n",
         s.history_size,
         humantime::format_duration(s.history_ttl),
         humantime::format_duration(s.ping_interval),
@@ -295,6 +295,14 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         s.allowed_origins.describe(),
         if s.client_publish { "; /ws clients may publish" } else { "" },
         s.publishing().unwrap_or_else(|e| e.0),
+        match &s.verifier {
+            Some(v) => format!(
+                "required to subscribe ({}){}",
+                v.algorithms(),
+                if s.allow_token_in_query { "; ?token= accepted" } else { "" }
+            ),
+            None => "not checked: anyone may subscribe (--jwt-secret, --jwt-public-key)".into(),
+        },
     ));
     if s.demo {
         out.push_str(&format!(

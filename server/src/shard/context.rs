@@ -98,6 +98,11 @@ impl Context for ConnCtx<'_> {
         self.now
     }
 
+    fn unix_time(&self) -> u64 {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        now.map_or(0, |d| d.as_secs())
+    }
+
     fn settings(&self) -> &Settings {
         &self.shared.settings
     }

@@ -76,6 +76,10 @@ pub trait Context {
     /// The current tick.
     fn now(&self) -> Tick;
 
+    /// Wall-clock seconds since the Unix epoch: what token expiry is
+    /// measured in. Read when a token is checked, never per delivery.
+    fn unix_time(&self) -> u64;
+
     /// The node's configuration.
     fn settings(&self) -> &Settings;
 

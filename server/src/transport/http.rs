@@ -35,13 +35,16 @@
 //! a head or body that stops arriving gets `408`; a kept-alive connection
 //! with nothing in progress is closed after `--idle-timeout`.
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use codec::http::{parse_request, responses, Limits, Method, RequestHead, StatusCode};
 use codec::Status;
 
+use crate::auth::{self, Access, TokenError};
 use crate::hub::{ChannelName, ClientId, MsgId};
 use crate::metrics::Refusal;
 
@@ -309,9 +312,21 @@ impl Http {
             }
             p if p.starts_with("/ws/") && !offered(ctx, "ws") => self.transport_off(ctx, "ws"),
             p if p.starts_with("/sse/") && !offered(ctx, "sse") => self.transport_off(ctx, "sse"),
-            "/ws" => upgrade(ctx, ws::App::Mux),
+            "/ws" => match presented_access(ctx, head) {
+                Ok(access) => upgrade(ctx, ws::App::Mux(access)),
+                Err(refused) => self.refuse_auth(ctx, &refused),
+            },
             p if p.starts_with("/ws/") => match ws::subscribe_plan(head, &p["/ws/".len()..]) {
-                Ok(plan) => upgrade(ctx, ws::App::Subscriber(plan)),
+                Ok(plan) => match read_access(ctx, head, [&plan.channel]) {
+                    Ok(access) => upgrade(
+                        ctx,
+                        ws::App::Subscriber(ws::SubscribePlan {
+                            expires: access.map(|a| a.exp),
+                            ..plan
+                        }),
+                    ),
+                    Err(refused) => self.refuse_auth(ctx, &refused),
+                },
                 Err(refused) => self.refuse(ctx, &refused),
             },
             "/sse" => self.stream(ctx, head, None),
@@ -320,7 +335,10 @@ impl Http {
                 match poll::plan(head, &p["/poll/".len()..], ctx.settings()) {
                     Ok(plan) => match poll_kind(ctx, plan.timeout) {
                         Err(off) => self.transport_off(ctx, off),
-                        Ok(()) => Outcome::Route(Route::Poll(plan, answer)),
+                        Ok(()) => match read_access(ctx, head, [&plan.channel]) {
+                            Ok(_) => Outcome::Route(Route::Poll(plan, answer)),
+                            Err(refused) => self.refuse_auth(ctx, &refused),
+                        },
                     },
                     Err(refused) => self.refuse(ctx, &refused),
                 }
@@ -328,7 +346,10 @@ impl Http {
             "/poll" => match poll::plan_many(head, ctx.settings()) {
                 Ok(plan) => match poll_kind(ctx, plan.timeout) {
                     Err(off) => self.transport_off(ctx, off),
-                    Ok(()) => Outcome::Route(Route::PollMany(plan, answer)),
+                    Ok(()) => match read_access(ctx, head, &plan.channels) {
+                        Ok(_) => Outcome::Route(Route::PollMany(plan, answer)),
+                        Err(refused) => self.refuse_auth(ctx, &refused),
+                    },
                 },
                 Err(refused) => self.refuse(ctx, &refused),
             },
@@ -388,10 +409,14 @@ impl Http {
         raw: Option<&str>,
     ) -> Outcome {
         match sse::plan(head, raw, ctx.settings().max_stream_channels) {
-            Ok(plan) => Outcome::Route(Route::Sse(sse::Plan {
-                cors: self.cors,
-                ..plan
-            })),
+            Ok(plan) => match read_access(ctx, head, &plan.channels) {
+                Ok(access) => Outcome::Route(Route::Sse(sse::Plan {
+                    cors: self.cors,
+                    expires: access.map(|a| a.exp),
+                    ..plan
+                })),
+                Err(refused) => self.refuse_auth(ctx, &refused),
+            },
             Err(refused) => self.refuse(ctx, &refused),
         }
     }
@@ -405,12 +430,12 @@ impl Http {
             return self.refuse(ctx, refused);
         }
         ctx.metrics().refuse(refused.why);
-        tracing::debug!("refused publish: 401 {}", refused.reason);
+        tracing::debug!("refused request: 401 {}", refused.reason);
         let answer = Answer {
             keep_alive: false,
             ..self.answer()
         };
-        let challenge = [("WWW-Authenticate", "Bearer realm=\"ringcast publish\"")];
+        let challenge = [("WWW-Authenticate", "Bearer realm=\"ringcast\"")];
         response::error(ctx, answer, refused.status, &refused.reason, &challenge);
         Outcome::Finish(Finish::AfterFlush)
     }
@@ -646,6 +671,9 @@ impl Http {
             Ok(channel) => channel,
             Err(reason) => return self.refuse(ctx, &Refused::bad(Refusal::BadChannel, reason)),
         };
+        if let Err(refused) = read_access(ctx, head, [&channel]) {
+            return self.refuse_auth(ctx, &refused);
+        }
         let token = ctx.query_presence(channel);
         let answer = self.answer();
         let busy = self.busy.get_or_insert_with(Default::default);
@@ -721,6 +749,63 @@ impl Http {
             Outcome::Stay
         }
     }
+}
+
+/// The client token a request presents: `Authorization: Bearer`, or
+/// `?token=` where the operator allows it (`--allow-token-in-query`).
+fn token_of<'h>(ctx: &impl Context, head: &'h RequestHead<'_>) -> Option<Cow<'h, str>> {
+    if let Some(token) = auth::bearer_token(head.headers.authorization) {
+        return Some(Cow::Borrowed(token));
+    }
+    if !ctx.settings().allow_token_in_query {
+        return None;
+    }
+    head.query_param("token").ok().flatten()
+}
+
+fn token_refusal(e: &TokenError) -> Refused {
+    Refused::new(Refusal::Unauthorized, StatusCode::UNAUTHORIZED, e.reason())
+}
+
+/// What the request's token grants, if it presents one: `Ok(None)` when
+/// the node checks no tokens or none came (a `/ws` client may still send
+/// `auth`); `401` for a token that is not valid.
+fn presented_access(
+    ctx: &impl Context,
+    head: &RequestHead<'_>,
+) -> Result<Option<Arc<Access>>, Refused> {
+    let Some(verifier) = ctx.settings().verifier.as_deref() else {
+        return Ok(None);
+    };
+    match token_of(ctx, head) {
+        None => Ok(None),
+        Some(token) => verifier
+            .verify(&token)
+            .map(Some)
+            .map_err(|e| token_refusal(&e)),
+    }
+}
+
+/// Checks that the request may read `channels`: `Ok(None)` when the node
+/// checks no tokens; `401` without a valid token; `403` naming the first
+/// channel the token does not allow.
+fn read_access<'c>(
+    ctx: &impl Context,
+    head: &RequestHead<'_>,
+    channels: impl IntoIterator<Item = &'c ChannelName>,
+) -> Result<Option<Arc<Access>>, Refused> {
+    if ctx.settings().verifier.is_none() {
+        return Ok(None);
+    }
+    let access = presented_access(ctx, head)?.ok_or_else(|| token_refusal(&TokenError::Missing))?;
+    if let Some(denied) = channels.into_iter().find(|c| !access.may_read(c.as_str())) {
+        return Err(Refused::new(
+            Refusal::Forbidden,
+            StatusCode::FORBIDDEN,
+            format!("the token does not allow channel {denied}"),
+        ));
+    }
+    Ok(Some(access))
 }
 
 /// Whether the node offers the kind of poll a plan asks for: a zero

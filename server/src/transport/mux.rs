@@ -21,10 +21,13 @@
 //! WebSocket state (`super::ws`) hands it whole messages and the owners'
 //! answers, and it acts through the [`Context`].
 
-use codec::ws::DataKind;
+use std::sync::Arc;
+
+use codec::ws::{CloseCode, DataKind};
 use hashbrown::HashMap;
 use serde_json::{json, Value};
 
+use crate::auth::{Access, TokenError};
 use crate::hub::{ChannelName, ClientId, MsgId, PublishItem, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics};
 
@@ -52,7 +55,19 @@ pub struct Session {
     /// when a new subscription reuses the old one's `SubRef`.
     stale: HashMap<ChannelName, u32>,
     errors: u32,
+    /// What the client's token grants (from the handshake's
+    /// `Authorization`, or an `auth` command); `None` until one is
+    /// presented. Only read when the node checks tokens.
+    access: Option<Arc<Access>>,
+    /// A command decided the connection ends (a rejected token).
+    closing: Option<(CloseCode, String)>,
 }
+
+/// Close code for a token that expired (at `auth`, or during the
+/// connection).
+pub const TOKEN_EXPIRED: CloseCode = CloseCode(4001);
+/// Close code for a token that is not valid.
+pub const TOKEN_REJECTED: CloseCode = CloseCode(4003);
 
 #[derive(Debug)]
 struct MuxSub {
@@ -77,13 +92,14 @@ enum Pending {
 }
 
 /// What the WebSocket must do after a message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[must_use]
 pub enum Verdict {
     /// Carry on.
     Continue,
-    /// Too many invalid commands in a row: close with 1008.
-    TooManyErrors,
+    /// Close with this code and reason: too many invalid commands in a row
+    /// (1008), a token that expired (4001) or was rejected (4003).
+    Close(CloseCode, String),
 }
 
 /// A command refused, with the code and reason sent back.
@@ -105,6 +121,20 @@ fn send(ctx: &mut impl Context, v: Value) {
 }
 
 impl Session {
+    /// A session whose handshake presented `access` (a valid token).
+    pub fn new(access: Option<Arc<Access>>) -> Session {
+        Session {
+            access,
+            ..Session::default()
+        }
+    }
+
+    /// When the client's token expires (seconds since the epoch), if the
+    /// node checks tokens and one was presented.
+    pub fn token_expiry(&self) -> Option<u64> {
+        self.access.as_ref().map(|a| a.exp)
+    }
+
     /// A complete data message from the client.
     pub fn handle_message(
         &mut self,
@@ -137,7 +167,10 @@ impl Session {
         match result {
             Ok(()) => {
                 self.errors = 0;
-                Verdict::Continue
+                match self.closing.take() {
+                    Some((code, reason)) => Verdict::Close(code, reason),
+                    None => Verdict::Continue,
+                }
             }
             Err(Refused(code, reason)) => {
                 // Refusing a publish for the node's load is not the
@@ -152,7 +185,8 @@ impl Session {
                 }
                 send(ctx, with_rid(answer, rid));
                 if self.errors >= MAX_CONSECUTIVE_ERRORS {
-                    Verdict::TooManyErrors
+                    let reason = "too many invalid commands".to_string();
+                    Verdict::Close(CloseCode::POLICY_VIOLATION, reason)
                 } else {
                     Verdict::Continue
                 }
@@ -176,8 +210,10 @@ impl Session {
                 send(ctx, with_rid(json!({"type": "pong"}), rid));
                 Ok(())
             }
+            "auth" | "refresh" => self.authenticate(ctx, cmd, rid),
             "subscribe" => {
                 let channel = channel_of(cmd)?;
+                self.may_read(ctx, &channel)?;
                 let since = match cmd.remove("since") {
                     None | Some(Value::Null) => None,
                     Some(Value::String(s)) => Some(
@@ -208,6 +244,7 @@ impl Session {
             "publish" => self.publish(ctx, cmd, rid),
             "presence" => {
                 let channel = channel_of(cmd)?;
+                self.may_read(ctx, &channel)?;
                 let token = ctx.query_presence(channel);
                 self.pending.insert(token, Pending::Presence { rid });
                 Ok(())
@@ -216,6 +253,82 @@ impl Session {
                 "unknown_type",
                 format!("unknown command type {other:?}"),
             )),
+        }
+    }
+
+    /// `auth` / `refresh`: a token for this connection (again: a newer
+    /// one before the old expires). A token that is not valid closes the
+    /// connection (4001 expired, 4003 otherwise), after an error naming why;
+    /// the subscriptions made under an earlier token stay.
+    fn authenticate(
+        &mut self,
+        ctx: &mut impl Context,
+        cmd: &mut serde_json::Map<String, Value>,
+        rid: Option<Value>,
+    ) -> Result<(), Refused> {
+        let Some(verifier) = ctx.settings().verifier.clone() else {
+            return Err(refused(
+                "bad_request",
+                "this node does not check tokens (no --jwt-secret or --jwt-public-key)",
+            ));
+        };
+        let Some(Value::String(token)) = cmd.remove("token") else {
+            return Err(refused("bad_request", "missing \"token\" (a string)"));
+        };
+        match verifier.verify(&token) {
+            Ok(access) => {
+                if let Some(old) = &self.access {
+                    if old.sub != access.sub {
+                        return Err(refused(
+                            "token_rejected",
+                            "a refreshed token must name the same sub",
+                        ));
+                    }
+                }
+                let answer =
+                    json!({"type": "authed", "sub": access.sub.as_deref(), "exp": access.exp});
+                self.access = Some(access);
+                send(ctx, with_rid(answer, rid));
+                Ok(())
+            }
+            Err(e) => {
+                ctx.metrics().refuse(Refusal::Unauthorized);
+                tracing::debug!("/ws token rejected: {}", e.reason());
+                let answer =
+                    json!({"type": "error", "code": "token_rejected", "reason": e.reason()});
+                send(ctx, with_rid(answer, rid));
+                let code = if e == TokenError::Expired {
+                    TOKEN_EXPIRED
+                } else {
+                    TOKEN_REJECTED
+                };
+                let reason = if e == TokenError::Expired {
+                    "token expired".to_string()
+                } else {
+                    format!("token rejected: {}", e.reason())
+                };
+                self.closing = Some((code, reason));
+                Ok(())
+            }
+        }
+    }
+
+    /// Whether the client may read `channel`: always when the node checks
+    /// no tokens; otherwise once a token allows it.
+    fn may_read(&self, ctx: &impl Context, channel: &ChannelName) -> Result<(), Refused> {
+        if ctx.settings().verifier.is_none() {
+            return Ok(());
+        }
+        match &self.access {
+            None => Err(refused(
+                "unauthorized",
+                "authenticate first: send {\"type\":\"auth\",\"token\":…}",
+            )),
+            Some(a) if !a.may_read(channel.as_str()) => Err(refused(
+                "forbidden",
+                format!("the token does not allow channel {channel}"),
+            )),
+            Some(_) => Ok(()),
         }
     }
 
@@ -263,13 +376,16 @@ impl Session {
         cmd: &mut serde_json::Map<String, Value>,
         rid: Option<Value>,
     ) -> Result<(), Refused> {
-        if !ctx.settings().client_publish {
-            return Err(refused(
-                "forbidden",
-                "clients may not publish on this server (--client-publish)",
-            ));
-        }
         let channel = channel_of(cmd)?;
+        let by_token = (self.access.as_ref()).is_some_and(|a| a.may_publish(channel.as_str()));
+        if !ctx.settings().client_publish && !by_token {
+            let reason = if ctx.settings().verifier.is_some() {
+                format!("the token does not allow publishing to {channel} (its publish claim)")
+            } else {
+                "clients may not publish on this server (--client-publish)".into()
+            };
+            return Err(refused("forbidden", reason));
+        }
         let ephemeral = match cmd.remove("ephemeral") {
             None | Some(Value::Null) => false,
             Some(Value::Bool(b)) => b,

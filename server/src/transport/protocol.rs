@@ -127,8 +127,14 @@ impl Protocol {
                 let finish = ws.handle_timer(ctx);
                 self.finish_if(ctx, finish);
             }
-            Protocol::Sse(s) => s.handle_timer(ctx),
-            Protocol::SseMulti(s) => s.handle_timer(ctx),
+            Protocol::Sse(s) => {
+                let finish = s.handle_timer(ctx);
+                self.finish_if(ctx, finish);
+            }
+            Protocol::SseMulti(s) => {
+                let finish = s.handle_timer(ctx);
+                self.finish_if(ctx, finish);
+            }
             Protocol::Poll(p) => {
                 let outcome = p.handle_timer(ctx);
                 self.after_poll(ctx, outcome);

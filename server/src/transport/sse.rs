@@ -45,6 +45,9 @@ pub struct Plan {
     pub head_only: bool,
     /// What the request's origin is granted (set by the router).
     pub cors: Grant,
+    /// When the client's token expires, seconds since the epoch (set by
+    /// the router when the node checks tokens).
+    pub expires: Option<u64>,
 }
 
 /// Reads an SSE request: `GET /sse/{channel}` (`raw_channel`, the path's
@@ -119,6 +122,7 @@ pub fn plan(
         positions,
         head_only: head.method == Method::Head,
         cors: Grant::Plain,
+        expires: None,
     })
 }
 
@@ -155,8 +159,10 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
         .min(u128::from(u32::MAX)) as u32;
     codec::sse::retry(&mut out, retry);
     ctx.send(out.freeze());
-    let heartbeat = ticks(ctx.settings().sse_heartbeat);
-    ctx.set_timer(Some(ctx.now() + heartbeat));
+    let expires = plan
+        .expires
+        .map_or(0, |e| e.min(u64::from(u32::MAX)) as u32);
+    set_timer(ctx, expires);
     if plan.channels.len() == 1 {
         let channel = plan.channels.into_iter().next().expect("one channel");
         let sub = ctx.subscribe(Subscribe {
@@ -165,10 +171,11 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
             since: plan.positions[0],
             presence: false,
         });
-        return Started::One(Sse { sub });
+        return Started::One(Sse { sub, expires });
     }
     let mut stream = SseMulti {
         channels: Vec::with_capacity(plan.channels.len()),
+        expires,
     };
     for (channel, since) in plan.channels.into_iter().zip(plan.positions) {
         let sub = ctx.subscribe(Subscribe {
@@ -186,11 +193,32 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
     Started::Multi(Box::new(stream))
 }
 
-/// Sends a heartbeat comment and schedules the next.
-fn heartbeat(ctx: &mut impl Context) {
+/// The event that ends a stream whose token expired (browsers' EventSource
+/// fires it as an `error` event with this data; then the stream ends).
+const TOKEN_EXPIRED: &[u8] =
+    b"event:error\ndata:{\"type\":\"error\",\"code\":\"token_expired\",\"reason\":\"token expired\"}\n\n";
+
+/// The next heartbeat, or the token's expiry if that comes first.
+fn set_timer(ctx: &mut impl Context, expires: u32) {
+    let mut next = ticks(ctx.settings().sse_heartbeat);
+    if expires != 0 {
+        let left = u64::from(expires).saturating_sub(ctx.unix_time());
+        next = next.min(ticks(std::time::Duration::from_secs(left)).max(1));
+    }
+    ctx.set_timer(Some(ctx.now() + next));
+}
+
+/// The timer: the token expired (say so; the stream ends), or a heartbeat
+/// comment is due.
+fn heartbeat(ctx: &mut impl Context, expires: u32) -> Option<Finish> {
+    if expires != 0 && ctx.unix_time() >= u64::from(expires) {
+        tracing::debug!("event stream ends: its token expired");
+        ctx.send(Bytes::from_static(TOKEN_EXPIRED));
+        return Some(Finish::AfterFlush);
+    }
     ctx.send(Bytes::from_static(codec::sse::HEARTBEAT));
-    let interval = ticks(ctx.settings().sse_heartbeat);
-    ctx.set_timer(Some(ctx.now() + interval));
+    set_timer(ctx, expires);
+    None
 }
 
 /// A one-channel stream. Live deliveries are the shared encoding
@@ -198,12 +226,14 @@ fn heartbeat(ctx: &mut impl Context) {
 #[derive(Debug)]
 pub struct Sse {
     sub: SubRef,
+    /// The token's expiry, seconds since the epoch (0: none).
+    expires: u32,
 }
 
 impl Sse {
-    /// The heartbeat is due.
-    pub fn handle_timer(&mut self, ctx: &mut impl Context) {
-        heartbeat(ctx);
+    /// The heartbeat is due, or the token's expiry.
+    pub fn handle_timer(&mut self, ctx: &mut impl Context) -> Option<Finish> {
+        heartbeat(ctx, self.expires)
     }
 
     /// The owner's answer: the reset signal and history, then live.
@@ -301,6 +331,8 @@ struct StreamChannel {
 #[derive(Debug)]
 pub struct SseMulti {
     channels: Vec<StreamChannel>,
+    /// The token's expiry, seconds since the epoch (0: none).
+    expires: u32,
 }
 
 impl SseMulti {
@@ -310,9 +342,9 @@ impl SseMulti {
         params::format_cursor(epoch, known.map(|c| (&c.name, c.seq)))
     }
 
-    /// The heartbeat is due.
-    pub fn handle_timer(&mut self, ctx: &mut impl Context) {
-        heartbeat(ctx);
+    /// The heartbeat is due, or the token's expiry.
+    pub fn handle_timer(&mut self, ctx: &mut impl Context) -> Option<Finish> {
+        heartbeat(ctx, self.expires)
     }
 
     /// The owner's answer for one channel of the stream.
@@ -416,6 +448,7 @@ mod tests {
         };
         let stream = SseMulti {
             channels: vec![ch("a", 5), ch("b:c", PENDING), ch("x@y.z", 9)],
+            expires: 0,
         };
         let c = stream.cursor(epoch);
         assert_eq!(c, "000000000abc;a=5,x@y.z=9");

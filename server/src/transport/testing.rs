@@ -109,6 +109,8 @@ pub struct Node {
     /// What tick 0 is, for the hub's history ages.
     start: Instant,
     now: Tick,
+    /// Wall-clock seconds at tick 0 (token expiry).
+    unix_base: u64,
     conns: Vec<Conn>,
     /// Mail the shard sent itself, oldest first.
     mail: VecDeque<Mail>,
@@ -145,6 +147,10 @@ impl Node {
             metrics: Arc::default(),
             start: Instant::now(),
             now: 0,
+            unix_base: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
             conns: Vec::new(),
             mail: VecDeque::new(),
             mail_held: false,
@@ -864,6 +870,11 @@ impl Ctx<'_> {
 impl Context for Ctx<'_> {
     fn now(&self) -> Tick {
         self.node.now
+    }
+
+    fn unix_time(&self) -> u64 {
+        // The wall clock when the node was made, moved by the virtual one.
+        self.node.unix_base + u64::from(self.node.now) * TICK.as_millis() as u64 / 1000
     }
 
     fn settings(&self) -> &Settings {

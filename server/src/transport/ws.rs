@@ -31,6 +31,8 @@
 //! server closes TCP. After sending its close frame the server waits
 //! `--close-timeout` for the peer's.
 
+use std::sync::Arc;
+
 use bytes::{Bytes, BytesMut};
 use codec::http::RequestHead;
 use codec::ws::{
@@ -39,12 +41,13 @@ use codec::ws::{
 };
 use codec::Status;
 
+use crate::auth::Access;
 use crate::hub::{ChannelName, ClientId, MsgId, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics, Transport};
 
 use super::context::{ticks, Context, Finish, Step, Subscribe, Tick};
 use super::framing::{self, Format};
-use super::mux::{Session, Verdict};
+use super::mux::{Session, Verdict, TOKEN_EXPIRED};
 use super::params;
 use super::response::Refused;
 
@@ -57,6 +60,9 @@ pub struct SubscribePlan {
     pub format: Format,
     /// Resume point.
     pub since: Option<MsgId>,
+    /// When the client's token expires, seconds since the epoch (set by
+    /// the router when the node checks tokens).
+    pub expires: Option<u64>,
 }
 
 /// Reads a `/ws/{channel}` request (`raw_channel` is the path's last
@@ -80,6 +86,7 @@ pub fn subscribe_plan(head: &RequestHead<'_>, raw_channel: &str) -> Result<Subsc
         channel,
         format,
         since,
+        expires: None,
     })
 }
 
@@ -112,8 +119,9 @@ pub enum App {
     Subscriber(SubscribePlan),
     /// `/echo`.
     Echo,
-    /// `/ws`.
-    Mux,
+    /// `/ws`, with what the handshake's token grants (if the node checks
+    /// tokens and one came with it).
+    Mux(Option<Arc<Access>>),
 }
 
 /// What the connection is, in one byte (the state is kept small: it lives
@@ -156,6 +164,9 @@ pub struct Ws {
     kind: Kind,
     /// We sent a close frame and wait for the peer's.
     closing: bool,
+    /// A `/ws/{channel}` subscriber's token expiry, seconds since the epoch
+    /// (0: none; `/ws` keeps its token in the session).
+    expires: u32,
     extra: Option<Box<Extra>>,
 }
 
@@ -169,11 +180,15 @@ impl Ws {
             last_rx: now,
             kind: Kind::Echo,
             closing: false,
+            expires: 0,
             extra: None,
         };
         match app {
             App::Echo => {}
             App::Subscriber(plan) => {
+                ws.expires = plan
+                    .expires
+                    .map_or(0, |e| e.min(u64::from(u32::MAX)) as u32);
                 ws.kind = if plan.format == Format::WsJson {
                     Kind::Json
                 } else {
@@ -186,13 +201,16 @@ impl Ws {
                     presence: false,
                 });
             }
-            App::Mux => {
+            App::Mux(access) => {
                 ws.kind = Kind::Mux;
                 ws.extra = Some(Box::new(Extra {
-                    mux: Some(Session::default()),
+                    mux: Some(Session::new(access)),
                     ..Extra::default()
                 }));
             }
+        }
+        if ws.token_expiry().is_some() {
+            ws.schedule(ctx);
         }
         ws
     }
@@ -254,14 +272,12 @@ impl Ws {
                 let message = extra.assembler.push(kind, payload, last)?;
                 match (self.kind, extra.mux.as_mut()) {
                     (Kind::Mux, Some(session)) => {
-                        if session.handle_message(ctx, message.kind, &message.payload)
-                            == Verdict::TooManyErrors
-                        {
-                            self.initiate_close(
-                                ctx,
-                                CloseCode::POLICY_VIOLATION,
-                                "too many invalid commands",
-                            );
+                        let expiry = session.token_expiry();
+                        let verdict = session.handle_message(ctx, message.kind, &message.payload);
+                        if let Verdict::Close(code, reason) = verdict {
+                            self.initiate_close(ctx, code, &reason);
+                        } else if session.token_expiry() != expiry {
+                            self.schedule(ctx); // a token came, or a newer one
                         }
                     }
                     _ => ctx.send(encode::message(message.kind, &message.payload)),
@@ -332,6 +348,12 @@ impl Ws {
         if self.closing {
             return Some(Finish::Now);
         }
+        let expires = self.token_expiry();
+        if expires.is_some_and(|e| ctx.unix_time() >= e) {
+            tracing::debug!("closing a WebSocket: its token expired");
+            self.initiate_close(ctx, TOKEN_EXPIRED, "token expired");
+            return None;
+        }
         let interval = ticks(ctx.settings().ping_interval);
         if ctx.now().saturating_sub(self.last_rx) >= 2 * interval {
             ShardMetrics::add(&ctx.metrics().ping_timeouts, 1);
@@ -339,8 +361,27 @@ impl Ws {
             return Some(Finish::Now);
         }
         ctx.send(Bytes::from_static(&[0x89, 0x00]));
-        ctx.set_timer(Some(ctx.now() + interval));
+        self.schedule(ctx);
         None
+    }
+
+    /// The timer: the next ping, or the token's expiry if that comes
+    /// first.
+    fn schedule(&self, ctx: &mut impl Context) {
+        let mut next = ticks(ctx.settings().ping_interval);
+        if let Some(e) = self.token_expiry() {
+            let left = e.saturating_sub(ctx.unix_time());
+            next = next.min(ticks(std::time::Duration::from_secs(left)).max(1));
+        }
+        ctx.set_timer(Some(ctx.now() + next));
+    }
+
+    /// When the client's token expires, if the node checks tokens.
+    fn token_expiry(&self) -> Option<u64> {
+        match self.kind {
+            Kind::Mux => self.extra.as_ref()?.mux.as_ref()?.token_expiry(),
+            _ => (self.expires != 0).then_some(u64::from(self.expires)),
+        }
     }
 
     /// The owner's answer to a subscription: the reset signal and history

@@ -1,0 +1,350 @@
+//! Client tokens: JWTs that say who a client is and which channels it may
+//! read and publish to. Verified once — when a request or connection
+//! presents one — never per delivery.
+//!
+//! Keys: `--jwt-secret` (HS256) and/or `--jwt-public-key` (a PEM file: an
+//! RSA key verifies RS256, an EC P-256 key ES256). Only those algorithms
+//! are accepted, so a token signed with another — `alg: none` included —
+//! is refused whatever it claims.
+//!
+//! Claims:
+//! * `exp` (required): expiry, seconds since the epoch. No leeway: the
+//!   node's clock is the judge, so keep it synchronised.
+//! * `sub`: the client's identity.
+//! * `channels`: what the client may read — names, or prefixes ending in
+//!   `*` (`chat:*`; `*` alone is every channel). Absent: nothing.
+//! * `publish`: what it may publish to over `/ws`, in the same form.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+/// Verifies client tokens with the configured keys.
+pub struct Verifier {
+    keys: Vec<(DecodingKey, Validation)>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let algs: Vec<_> = self.keys.iter().map(|(_, v)| v.algorithms[0]).collect();
+        write!(f, "Verifier({algs:?})")
+    }
+}
+
+/// What a valid token grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// The client's identity (`sub`).
+    pub sub: Option<Box<str>>,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+    read: Patterns,
+    publish: Patterns,
+}
+
+/// Why a token was refused; each has its own reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenError {
+    /// None was presented where one is required.
+    Missing,
+    /// Past its `exp`.
+    Expired,
+    /// The signature does not verify with any configured key.
+    BadSignature,
+    /// Signed with an algorithm the node does not accept (`none`, or one
+    /// for which it has no key).
+    Algorithm,
+    /// Not a JWT, or claims of the wrong shape (the detail says which).
+    Malformed(String),
+}
+
+impl TokenError {
+    /// The reason sent to the client and logged.
+    pub fn reason(&self) -> String {
+        match self {
+            TokenError::Missing => "token required: send Authorization: Bearer <token>".into(),
+            TokenError::Expired => "token expired".into(),
+            TokenError::BadSignature => "token signature invalid".into(),
+            TokenError::Algorithm => {
+                "token algorithm not accepted (the node verifies HS256, RS256 or ES256 with its own keys)".into()
+            }
+            TokenError::Malformed(detail) => format!("token malformed: {detail}"),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    exp: Option<u64>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    channels: Vec<String>,
+    #[serde(default)]
+    publish: Vec<String>,
+}
+
+impl Verifier {
+    /// The verifier for the configured keys; `None` when there are none
+    /// (tokens are then neither needed nor read).
+    pub fn load(
+        secret: Option<&str>,
+        public_key: Option<&Path>,
+    ) -> Result<Option<Verifier>, String> {
+        let mut keys = Vec::new();
+        if let Some(secret) = secret {
+            if secret.len() < 32 {
+                return Err("--jwt-secret must be at least 32 bytes (HS256 needs a key as long as its hash)".into());
+            }
+            keys.push((
+                DecodingKey::from_secret(secret.as_bytes()),
+                validation(Algorithm::HS256),
+            ));
+        }
+        if let Some(path) = public_key {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read --jwt-public-key {}: {e}", path.display()))?;
+            let key = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                (k, validation(Algorithm::RS256))
+            } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
+                (k, validation(Algorithm::ES256))
+            } else {
+                return Err(format!(
+                    "--jwt-public-key {}: not an RSA or EC public key in PEM",
+                    path.display()
+                ));
+            };
+            keys.push(key);
+        }
+        Ok((!keys.is_empty()).then_some(Verifier { keys }))
+    }
+
+    /// The algorithms it accepts, as the banner shows them.
+    pub fn algorithms(&self) -> String {
+        let names: Vec<String> = self
+            .keys
+            .iter()
+            .map(|(_, v)| format!("{:?}", v.algorithms[0]))
+            .collect();
+        names.join(", ")
+    }
+
+    /// Verifies `token`: what it grants, or why not.
+    pub fn verify(&self, token: &str) -> Result<Arc<Access>, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            // A header that names an algorithm jsonwebtoken does not know
+            // (`none`) is a refused algorithm, not a malformed token.
+            if names_an_algorithm(token) {
+                TokenError::Algorithm
+            } else {
+                TokenError::Malformed(describe(e.kind()))
+            }
+        })?;
+        let Some((key, validation)) = self
+            .keys
+            .iter()
+            .find(|(_, v)| v.algorithms.contains(&header.alg))
+        else {
+            return Err(TokenError::Algorithm);
+        };
+        let data =
+            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+                ErrorKind::ExpiredSignature => TokenError::Expired,
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => TokenError::Algorithm,
+                other => TokenError::Malformed(describe(other)),
+            })?;
+        let c = data.claims;
+        let exp = c
+            .exp
+            .ok_or_else(|| TokenError::Malformed("missing claim exp".into()))?;
+        Ok(Arc::new(Access {
+            sub: c.sub.map(String::into_boxed_str),
+            exp,
+            read: Patterns::parse(&c.channels),
+            publish: Patterns::parse(&c.publish),
+        }))
+    }
+}
+
+/// Whether the token's header is JSON with an `alg` string.
+fn names_an_algorithm(token: &str) -> bool {
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(json) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&json).is_ok_and(|h| h["alg"].is_string())
+}
+
+fn validation(alg: Algorithm) -> Validation {
+    let mut v = Validation::new(alg);
+    v.leeway = 0;
+    v.set_required_spec_claims(&["exp"]);
+    v
+}
+
+fn describe(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::InvalidToken => "not a JWT (header.claims.signature)".into(),
+        ErrorKind::Base64(_) => "bad base64".into(),
+        ErrorKind::Json(e) => format!("bad JSON ({e})"),
+        ErrorKind::MissingRequiredClaim(c) => format!("missing claim {c}"),
+        ErrorKind::InvalidClaimFormat(c) => format!("claim {c} has the wrong type"),
+        ErrorKind::ImmatureSignature => "not valid yet (nbf)".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Access {
+    /// Whether the token lets its holder read `channel`.
+    pub fn may_read(&self, channel: &str) -> bool {
+        self.read.matches(channel)
+    }
+
+    /// Whether the token lets its holder publish to `channel`.
+    pub fn may_publish(&self, channel: &str) -> bool {
+        self.publish.matches(channel)
+    }
+
+    /// Whether it has expired at `unix_secs`.
+    pub fn expired_at(&self, unix_secs: u64) -> bool {
+        self.exp <= unix_secs
+    }
+}
+
+/// Channel names and prefixes (`chat:*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Patterns {
+    exact: Vec<Box<str>>,
+    prefixes: Vec<Box<str>>,
+}
+
+impl Patterns {
+    fn parse(list: &[String]) -> Patterns {
+        let mut p = Patterns::default();
+        for item in list {
+            match item.strip_suffix('*') {
+                Some(prefix) => p.prefixes.push(prefix.into()),
+                None => p.exact.push(item.as_str().into()),
+            }
+        }
+        p
+    }
+
+    fn matches(&self, channel: &str) -> bool {
+        self.exact.iter().any(|e| &**e == channel)
+            || self.prefixes.iter().any(|p| channel.starts_with(&**p))
+    }
+}
+
+/// The bearer token of an `Authorization` header value, if it is one.
+pub fn bearer_token(authorization: Option<&[u8]>) -> Option<&str> {
+    let credential = super::keys::bearer(authorization?)?;
+    std::str::from_utf8(credential)
+        .ok()
+        .filter(|t| !t.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    use serde_json::json;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn hs256(claims: serde_json::Value) -> String {
+        encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn verifier() -> Verifier {
+        Verifier::load(Some(SECRET), None).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_valid_token_grants_its_channels_and_nothing_else() {
+        let t = hs256(
+            json!({"sub": "ann", "exp": now() + 60, "channels": ["chat:*", "news"], "publish": ["chat:room1"]}),
+        );
+        let a = verifier().verify(&t).unwrap();
+        assert_eq!(a.sub.as_deref(), Some("ann"));
+        assert!(a.may_read("chat:room1") && a.may_read("chat:") && a.may_read("news"));
+        assert!(!a.may_read("newsroom") && !a.may_read("secret"));
+        assert!(a.may_publish("chat:room1") && !a.may_publish("chat:room2"));
+        let everything = hs256(json!({"exp": now() + 60, "channels": ["*"]}));
+        assert!(verifier().verify(&everything).unwrap().may_read("anything"));
+    }
+
+    #[test]
+    fn each_bad_token_has_its_own_reason() {
+        let v = verifier();
+        let expired = hs256(json!({"exp": now() - 1, "channels": ["*"]}));
+        assert_eq!(v.verify(&expired), Err(TokenError::Expired));
+        let other_key = encode(
+            &Header::new(Algorithm::HS256),
+            &json!({"exp": now() + 60}),
+            &EncodingKey::from_secret(b"another secret, another secret!!"),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&other_key), Err(TokenError::BadSignature));
+        // A tampered claim breaks the signature.
+        let good = hs256(json!({"exp": now() + 60, "channels": ["a"]}));
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let forged = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            json!({"exp": now() + 60, "channels": ["*"]}).to_string(),
+        );
+        parts[1] = &forged;
+        assert_eq!(v.verify(&parts.join(".")), Err(TokenError::BadSignature));
+        // `alg: none`, unsigned.
+        let none_header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r#"{"alg":"none","typ":"JWT"}"#,
+        );
+        let unsigned = format!("{none_header}.{forged}.");
+        assert_eq!(v.verify(&unsigned), Err(TokenError::Algorithm));
+        // RS256 with no RSA key configured.
+        let rs_header = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            r#"{"alg":"RS256","typ":"JWT"}"#,
+        );
+        assert_eq!(
+            v.verify(&format!("{rs_header}.{forged}.c2ln")),
+            Err(TokenError::Algorithm)
+        );
+        assert!(matches!(
+            v.verify("not a token"),
+            Err(TokenError::Malformed(_))
+        ));
+        let no_exp = hs256(json!({"sub": "x"}));
+        assert_eq!(
+            v.verify(&no_exp),
+            Err(TokenError::Malformed("missing claim exp".into()))
+        );
+    }
+
+    #[test]
+    fn keys_are_checked_at_load() {
+        assert!(Verifier::load(Some("short"), None)
+            .unwrap_err()
+            .contains("32 bytes"));
+        assert!(Verifier::load(None, None).unwrap().is_none());
+        let missing = Verifier::load(None, Some(Path::new("/nonexistent.pem")));
+        assert!(missing.unwrap_err().contains("cannot read"));
+    }
+}
