@@ -85,6 +85,11 @@ pub struct Common {
     /// Query parameter that resumes a subscription.
     #[arg(long, default_value = "since", value_name = "NAME")]
     pub resume_param: String,
+    /// A header every subscriber request carries (WebSocket handshakes,
+    /// event streams, polls), e.g. `Authorization: Bearer <jwt>`.
+    /// Repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE", value_parser = parse_header)]
+    pub headers: Vec<String>,
     /// Give up on a run after this long, whatever it is doing.
     #[arg(long, default_value = "15m", value_parser = parse_secs, value_name = "DURATION")]
     pub max_time: f64,
@@ -366,6 +371,21 @@ pub fn parse_ms(s: &str) -> Result<f64, String> {
             .map_err(|_| format!("{s:?} is not a duration"));
     }
     parse_secs(s).map(|v| v * 1e3)
+}
+
+/// Checks a `Name: value` header line.
+fn parse_header(s: &str) -> Result<String, String> {
+    let (name, value) = s
+        .split_once(':')
+        .ok_or_else(|| format!("header {s:?}: expected `Name: value`"))?;
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        return Err(format!("header {s:?}: invalid name"));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n') {
+        return Err(format!("header {s:?}: line breaks in the value"));
+    }
+    Ok(format!("{}: {}", name, value.trim()))
 }
 
 #[cfg(test)]

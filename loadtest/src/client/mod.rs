@@ -119,6 +119,8 @@ pub struct FleetConfig {
     pub poll_interval: Duration,
     /// Resume query parameter.
     pub resume_param: String,
+    /// Extra header lines for every subscriber request (`Name: value`).
+    pub headers: Vec<String>,
     /// The share of `addr`'s source endpoints this fleet may bind (fleets
     /// running side by side get disjoint shares); `None`: all of them.
     pub endpoint_range: Option<(u64, u64)>,

@@ -170,6 +170,12 @@ impl Worker {
         super::check_opcodes(&ring)?;
         let host: Arc<str> = Arc::from(cfg.url.host.as_str());
         let resume: Arc<str> = Arc::from(cfg.resume_param.as_str());
+        let headers: Arc<str> = cfg
+            .headers
+            .iter()
+            .map(|h| format!("{h}\r\n"))
+            .collect::<String>()
+            .into();
         // One request context per channel this worker serves.
         let channels = cfg.channels.max(1);
         let needed = u64::from(spec.count).min(u64::from(channels));
@@ -181,6 +187,7 @@ impl Worker {
                 host: host.clone(),
                 target: Arc::from(cfg.url.target(&name, &[]).as_str()),
                 resume_param: resume.clone(),
+                headers: headers.clone(),
                 want_ids: cfg.want_ids,
                 poll_timeout_s: cfg.poll_timeout_s,
                 poll_interval: cfg.poll_interval,

@@ -292,6 +292,7 @@ impl Ctx {
             poll_timeout_s: c.poll_timeout.round().max(1.0) as u32,
             poll_interval: Duration::from_secs_f64(c.poll_interval.max(0.01)),
             resume_param: c.resume_param.clone(),
+            headers: c.headers.clone(),
             endpoint_range: None,
         })
     }

@@ -87,6 +87,8 @@ pub struct RequestCtx {
     pub target: Arc<str>,
     /// Query parameter carrying the resume position (`since`).
     pub resume_param: Arc<str>,
+    /// Extra header lines, each ending in CRLF (`--header`).
+    pub headers: Arc<str>,
     /// Extract message ids (needed to resume; costs an allocation per message).
     pub want_ids: bool,
     /// Long-poll timeout in seconds.

@@ -103,7 +103,11 @@ impl PollClient {
         };
         self.requests += 1;
         out.extend_from_slice(
-            format!("GET {target} HTTP/1.1\r\nHost: {}\r\n{inm}\r\n", ctx.host).as_bytes(),
+            format!(
+                "GET {target} HTTP/1.1\r\nHost: {}\r\n{}{inm}\r\n",
+                ctx.host, ctx.headers
+            )
+            .as_bytes(),
         );
     }
 
@@ -213,6 +217,7 @@ mod tests {
             host: Arc::from("h"),
             target: Arc::from("/poll/c"),
             resume_param: Arc::from("since"),
+            headers: Arc::from(""),
             want_ids: true,
             poll_timeout_s: 25,
             poll_interval: Duration::from_millis(500),

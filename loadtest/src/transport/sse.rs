@@ -47,8 +47,8 @@ impl SseClient {
             .unwrap_or_default();
         out.extend_from_slice(
             format!(
-                "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{last}\r\n",
-                ctx.target, ctx.host
+                "GET {} HTTP/1.1\r\nHost: {}\r\nAccept: text/event-stream\r\nCache-Control: no-cache\r\n{}{last}\r\n",
+                ctx.target, ctx.host, ctx.headers
             )
             .as_bytes(),
         );
@@ -240,6 +240,7 @@ mod tests {
                 host: "h".into(),
                 target: "/sse/c".into(),
                 resume_param: "since".into(),
+                headers: "".into(),
                 want_ids: true,
                 poll_timeout_s: 1,
                 poll_interval: std::time::Duration::from_secs(1),

@@ -49,8 +49,8 @@ impl WsClient {
         out.extend_from_slice(
             format!(
                 "GET {target} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                ctx.host
+                 Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
+                ctx.host, ctx.headers
             )
             .as_bytes(),
         );
@@ -194,6 +194,7 @@ mod tests {
             host: Arc::from("h:1"),
             target: Arc::from("/ws/c?format=json"),
             resume_param: Arc::from("since"),
+            headers: Arc::from("Authorization: Bearer t\r\n"),
             want_ids: true,
             poll_timeout_s: 30,
             poll_interval: Duration::from_secs(1),
@@ -212,6 +213,11 @@ mod tests {
         WsClient::new(true).request(&ctx(), Some("e-3"), &mut req);
         let req = String::from_utf8(req).unwrap();
         assert!(req.starts_with("GET /ws/c?format=json&since=e-3 HTTP/1.1\r\nHost: h:1\r\n"));
+        // --header lines go into the handshake, before the blank line.
+        assert!(
+            req.ends_with("Sec-WebSocket-Version: 13\r\nAuthorization: Bearer t\r\n\r\n"),
+            "{req}"
+        );
 
         let mut stream = b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n".to_vec();
         stream.extend(frame(1, br#"{"id":"e-4","data":"rcl1:1:0:5;"}"#));
