@@ -125,7 +125,7 @@ async fn listed_origins_get_cors_with_credentials_and_others_403_before_anything
         .unwrap()
         .to_lowercase();
     assert!(allowed.contains("authorization") && allowed.contains("content-type"));
-    assert_eq!(header(h, "access-control-max-age"), Some("600"));
+    assert_eq!(header(h, "access-control-max-age"), Some("7200"));
 
     // An event stream from a listed origin carries the headers too.
     let r = get_from(&server, "/sse/room", "https://other.test").await;

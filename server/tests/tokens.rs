@@ -352,10 +352,79 @@ async fn a_token_that_expires_ends_the_connection_and_a_refresh_keeps_it() {
     assert_eq!(recv(&mut kept).await.unwrap()["code"], "token_rejected");
     let (code, why) = recv(&mut lapsed).await.unwrap_err();
     assert_eq!((u16::from(code), why.as_str()), (4001, "token expired"));
-    // The refreshed one is still there and serves.
+    // The refreshed one is still there and serves. A refresh with a bad
+    // token is refused, and the token in place stays.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    send(&mut kept, json!({"type": "ping", "rid": 3})).await;
+    send(
+        &mut kept,
+        json!({"type": "refresh", "token": "garbage", "rid": 3}),
+    )
+    .await;
+    assert_eq!(recv(&mut kept).await.unwrap()["code"], "token_rejected");
+    send(&mut kept, json!({"type": "ping", "rid": 4})).await;
     assert_eq!(recv(&mut kept).await.unwrap()["type"], "pong");
+    // A newer token that allows less ends what it no longer allows.
+    for ch in ["room:1", "room:2"] {
+        send(&mut kept, json!({"type": "subscribe", "ch": ch})).await;
+        assert_eq!(recv(&mut kept).await.unwrap()["type"], "subscribed");
+    }
+    let narrower =
+        token(json!({"sub": "cy", "exp": get_current_timestamp() + 60, "channels": ["room:2"]}));
+    send(&mut kept, json!({"type": "refresh", "token": narrower})).await;
+    assert_eq!(recv(&mut kept).await.unwrap()["type"], "authed");
+    let dropped = recv(&mut kept).await.unwrap();
+    assert_eq!(
+        dropped,
+        json!({"type": "unsubscribed", "ch": "room:1", "reason": "the token does not allow channel room:1"})
+    );
+    publish(&server, "room:1", "text/plain", "not for cy").await;
+    publish(&server, "room:2", "text/plain", "for cy").await;
+    assert_eq!(recv(&mut kept).await.unwrap()["data"], "for cy");
+}
+
+#[tokio::test]
+async fn a_token_with_a_publish_claim_may_publish_over_http_too() {
+    let key = "backend-key-0123456789";
+    let server = Server::start(&["--jwt-secret", SECRET, "--publish-key", key]);
+    let writer =
+        token(json!({"sub": "eve", "exp": get_current_timestamp() + 60, "publish": ["room:1"]}));
+    let post = |path: &'static str, auth: String, ct: &'static str| {
+        let server = &server;
+        async move {
+            reqwest::Client::new()
+                .post(server.url(path))
+                .header("Authorization", auth)
+                .header("Content-Type", ct)
+                .body("{\"ch\":\"room:1\",\"data\":\"x\"}")
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        post("/pub/room:1", bearer(&writer), "text/plain")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        post("/pub/room:1", bearer(key), "text/plain")
+            .await
+            .status(),
+        200
+    );
+    let (status, body) = refused(post("/pub/room:2", bearer(&writer), "text/plain").await).await;
+    assert_eq!(status, 403);
+    assert!(
+        body.starts_with("the token does not allow publishing to room:2"),
+        "{body}"
+    );
+    // Batches need a key: their lines may name any channel.
+    let r = post("/pub/room:1", bearer(&writer), "application/x-ndjson").await;
+    assert_eq!(r.status(), 403);
+    let expired = token(json!({"exp": get_current_timestamp() - 1, "publish": ["room:1"]}));
+    let (status, body) = refused(post("/pub/room:1", bearer(&expired), "text/plain").await).await;
+    assert_eq!((status, body.as_str()), (401, "token expired\n"));
 }
 
 #[tokio::test]

@@ -682,12 +682,12 @@ mod tests {
         // Reported in docs/benchmarks.md and docs/architecture.md; every
         // byte here is paid by every idle connection.
         assert!(
-            std::mem::size_of::<Conn>() <= 64,
+            std::mem::size_of::<Conn>() <= 48,
             "{}",
             std::mem::size_of::<Conn>()
         );
         assert!(
-            std::mem::size_of::<Protocol>() <= 32,
+            std::mem::size_of::<Protocol>() <= 24,
             "{}",
             std::mem::size_of::<Protocol>()
         );

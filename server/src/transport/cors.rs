@@ -30,8 +30,9 @@ use crate::config::AllowedOrigins;
 pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID, If-None-Match";
 /// The response headers scripts may read.
 const EXPOSE_HEADERS: &str = "ETag, Retry-After";
-/// How long a browser may cache a preflight's answer, in seconds.
-const MAX_AGE: &str = "600";
+/// How long a browser may cache a preflight's answer, in seconds
+/// (Chromium's cap: a token-carrying client preflights each URL once).
+const MAX_AGE: &str = "7200";
 
 /// What the request's origin is granted; travels with the answer.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -467,7 +467,7 @@ impl Http {
 
     fn start_publish(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
         if head.method == Method::Post {
-            if let Err(refused) = publish::authorize(head, &ctx.settings().publish_keys) {
+            if let Err(refused) = publish::authorize(head, ctx.settings()) {
                 return self.refuse_auth(ctx, &refused);
             }
         }

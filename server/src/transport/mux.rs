@@ -228,13 +228,12 @@ impl Session {
             }
             "unsubscribe" => {
                 let channel = channel_of(cmd)?;
-                let sub = self.subs.remove(&channel).ok_or_else(|| {
-                    refused("not_subscribed", format!("not subscribed to {channel}"))
-                })?;
-                if sub.replay_in_flight {
-                    *self.stale.entry(channel.clone()).or_default() += 1;
+                if !self.drop_sub(ctx, &channel) {
+                    return Err(refused(
+                        "not_subscribed",
+                        format!("not subscribed to {channel}"),
+                    ));
                 }
-                ctx.unsubscribe(sub.at, true);
                 send(
                     ctx,
                     with_rid(json!({"type": "unsubscribed", "ch": channel.as_str()}), rid),
@@ -257,9 +256,12 @@ impl Session {
     }
 
     /// `auth` / `refresh`: a token for this connection (again: a newer
-    /// one before the old expires). A token that is not valid closes the
-    /// connection (4001 expired, 4003 otherwise), after an error naming why;
-    /// the subscriptions made under an earlier token stay.
+    /// one before the old expires). A token that is not valid gets an
+    /// error naming why; it closes the connection (4001 expired, 4003
+    /// otherwise) unless a valid token is already in place, which then
+    /// stays until it expires. A newer token that allows fewer channels
+    /// ends the subscriptions it no longer allows (`unsubscribed` with the
+    /// reason).
     fn authenticate(
         &mut self,
         ctx: &mut impl Context,
@@ -287,8 +289,20 @@ impl Session {
                 }
                 let answer =
                     json!({"type": "authed", "sub": access.sub.as_deref(), "exp": access.exp});
+                let dropped: Vec<ChannelName> = (self.subs.keys())
+                    .filter(|ch| !access.may_read(ch.as_str()))
+                    .cloned()
+                    .collect();
                 self.access = Some(access);
                 send(ctx, with_rid(answer, rid));
+                for channel in dropped {
+                    self.drop_sub(ctx, &channel);
+                    let reason = format!("the token does not allow channel {channel}");
+                    send(
+                        ctx,
+                        json!({"type": "unsubscribed", "ch": channel.as_str(), "reason": reason}),
+                    );
+                }
                 Ok(())
             }
             Err(e) => {
@@ -297,6 +311,11 @@ impl Session {
                 let answer =
                     json!({"type": "error", "code": "token_rejected", "reason": e.reason()});
                 send(ctx, with_rid(answer, rid));
+                let still_valid =
+                    (self.access.as_ref()).is_some_and(|a| !a.expired_at(ctx.unix_time()));
+                if still_valid {
+                    return Ok(()); // the token in place stays, until it expires
+                }
                 let code = if e == TokenError::Expired {
                     TOKEN_EXPIRED
                 } else {
@@ -311,6 +330,18 @@ impl Session {
                 Ok(())
             }
         }
+    }
+
+    /// Ends the subscription to `channel`; `false` if there was none.
+    fn drop_sub(&mut self, ctx: &mut impl Context, channel: &ChannelName) -> bool {
+        let Some(sub) = self.subs.remove(channel) else {
+            return false;
+        };
+        if sub.replay_in_flight {
+            *self.stale.entry(channel.clone()).or_default() += 1;
+        }
+        ctx.unsubscribe(sub.at, true);
+        true
     }
 
     /// Whether the client may read `channel`: always when the node checks

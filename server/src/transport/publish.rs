@@ -26,7 +26,7 @@ use codec::http::{
 };
 use codec::ws::DataKind;
 
-use crate::auth::{KeyCheck, PublishKeys};
+use crate::auth::{self, KeyCheck};
 use crate::config::Settings;
 use crate::hub::{ChannelName, MsgId, PublishItem};
 use crate::metrics::Refusal;
@@ -76,12 +76,43 @@ pub struct Plan {
     pub send_continue: bool,
 }
 
-/// Checks a publish request's credentials against `--publish-key`: `401`
-/// without `Authorization: Bearer …`, `403` with anything but a configured
-/// key. Checked before anything else about the request, so that callers
-/// without a key learn nothing of its limits.
-pub fn authorize(head: &RequestHead<'_>, keys: &PublishKeys) -> Result<(), Refused> {
-    match keys.check(head.headers.authorization) {
+/// Checks a publish request's credentials: a `--publish-key`, or — for
+/// one message to one channel (`POST /pub/{channel}`, not a batch) — a
+/// client token whose `publish` claim covers the channel, so a page not on
+/// `/ws` may publish what it could publish there. `401` without
+/// `Authorization: Bearer …` or with a token that is not valid, `403` with
+/// anything else. Checked before anything else about the request, so that
+/// callers without a key learn nothing of its limits.
+pub fn authorize(head: &RequestHead<'_>, settings: &Settings) -> Result<(), Refused> {
+    let check = settings.publish_keys.check(head.headers.authorization);
+    if matches!(check, KeyCheck::Open | KeyCheck::Valid) {
+        return Ok(());
+    }
+    let single = head.path.strip_prefix("/pub/").filter(|_| !is_ndjson(head));
+    let token = auth::bearer_token(head.headers.authorization);
+    if let (Some(verifier), Some(raw), Some(token)) = (settings.verifier.as_deref(), single, token)
+    {
+        // Something with two dots is meant as a token; anything else is a
+        // (wrong) key.
+        if token.bytes().filter(|&b| b == b'.').count() == 2 {
+            let channel =
+                ChannelName::from_path(raw).map_err(|r| Refused::bad(Refusal::BadChannel, r))?;
+            return match verifier.verify(token) {
+                Ok(access) if access.may_publish(channel.as_str()) => Ok(()),
+                Ok(_) => Err(Refused::new(
+                    Refusal::Forbidden,
+                    StatusCode::FORBIDDEN,
+                    format!("the token does not allow publishing to {channel} (its publish claim)"),
+                )),
+                Err(e) => Err(Refused::new(
+                    Refusal::Unauthorized,
+                    StatusCode::UNAUTHORIZED,
+                    e.reason(),
+                )),
+            };
+        }
+    }
+    match check {
         KeyCheck::Open | KeyCheck::Valid => Ok(()),
         KeyCheck::Missing => Err(Refused::new(
             Refusal::Unauthorized,
@@ -96,6 +127,16 @@ pub fn authorize(head: &RequestHead<'_>, keys: &PublishKeys) -> Result<(), Refus
     }
 }
 
+/// The body is newline-delimited JSON (a batch).
+fn is_ndjson(head: &RequestHead<'_>) -> bool {
+    head.headers.content_type.is_some_and(|ct| {
+        let ct = ct.split(|&b| b == b';').next().unwrap_or_default();
+        let ct = ct.trim_ascii();
+        ct.eq_ignore_ascii_case(b"application/x-ndjson")
+            || ct.eq_ignore_ascii_case(b"application/jsonl")
+    })
+}
+
 /// Reads a publish request's head (`POST /pub/{channel}` or `POST /pub`).
 pub fn plan(head: &RequestHead<'_>, settings: &Settings) -> Result<Plan, Refused> {
     if head.method != Method::Post {
@@ -105,12 +146,7 @@ pub fn plan(head: &RequestHead<'_>, settings: &Settings) -> Result<Plan, Refused
             "publish with POST",
         ));
     }
-    let ndjson = head.headers.content_type.is_some_and(|ct| {
-        let ct = ct.split(|&b| b == b';').next().unwrap_or_default();
-        let ct = ct.trim_ascii();
-        ct.eq_ignore_ascii_case(b"application/x-ndjson")
-            || ct.eq_ignore_ascii_case(b"application/jsonl")
-    });
+    let ndjson = is_ndjson(head);
     let target = match head.path.strip_prefix("/pub/") {
         None => Target::Batch(None),
         Some(raw) => {

@@ -77,10 +77,17 @@ pub fn plan(
     // A multi-channel stream names each event after its channel, and
     // `event:reset` is the reset signal: a channel of that name would be
     // read as one.
-    if channels.len() > 1 && channels.iter().any(|c| c.as_str() == "reset") {
+    if let Some(reserved) = (channels.len() > 1)
+        .then(|| {
+            channels
+                .iter()
+                .find(|c| matches!(c.as_str(), "reset" | "error"))
+        })
+        .flatten()
+    {
         return Err(Refused::bad(
             Refusal::BadChannel,
-            "a channel named reset cannot share a stream (its events would read as resets); use /sse/reset",
+            format!("a channel named {reserved} cannot share a stream (its events would read as the stream's own {reserved} events); use /sse/{reserved}"),
         ));
     }
     // ?since= wins over Last-Event-ID.

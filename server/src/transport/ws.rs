@@ -146,11 +146,17 @@ struct Extra {
     assembler: Assembler,
     /// The multiplexed session.
     mux: Option<Session>,
+    /// A `/ws/{channel}` subscriber's token expiry, seconds since the
+    /// epoch (0: none; `/ws` keeps its token in the session).
+    expires: u32,
 }
 
 impl Extra {
     fn is_idle(&self) -> bool {
-        self.decoder.is_none() && self.assembler.is_empty() && self.mux.is_none()
+        self.decoder.is_none()
+            && self.assembler.is_empty()
+            && self.mux.is_none()
+            && self.expires == 0
     }
 }
 
@@ -164,9 +170,6 @@ pub struct Ws {
     kind: Kind,
     /// We sent a close frame and wait for the peer's.
     closing: bool,
-    /// A `/ws/{channel}` subscriber's token expiry, seconds since the epoch
-    /// (0: none; `/ws` keeps its token in the session).
-    expires: u32,
     extra: Option<Box<Extra>>,
 }
 
@@ -180,15 +183,19 @@ impl Ws {
             last_rx: now,
             kind: Kind::Echo,
             closing: false,
-            expires: 0,
             extra: None,
         };
         match app {
             App::Echo => {}
             App::Subscriber(plan) => {
-                ws.expires = plan
-                    .expires
-                    .map_or(0, |e| e.min(u64::from(u32::MAX)) as u32);
+                if let Some(e) = plan.expires {
+                    // Kept on the heap: only connections that presented a
+                    // token pay for it (every idle one pays for `Ws`).
+                    ws.extra = Some(Box::new(Extra {
+                        expires: e.min(u64::from(u32::MAX)) as u32,
+                        ..Extra::default()
+                    }));
+                }
                 ws.kind = if plan.format == Format::WsJson {
                     Kind::Json
                 } else {
@@ -380,7 +387,10 @@ impl Ws {
     fn token_expiry(&self) -> Option<u64> {
         match self.kind {
             Kind::Mux => self.extra.as_ref()?.mux.as_ref()?.token_expiry(),
-            _ => (self.expires != 0).then_some(u64::from(self.expires)),
+            _ => {
+                let expires = self.extra.as_ref()?.expires;
+                (expires != 0).then_some(u64::from(expires))
+            }
         }
     }
 

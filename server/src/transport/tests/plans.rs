@@ -134,6 +134,10 @@ fn sse_refuses_bad_cursors_and_too_many_channels() {
         refusal(sse_plan("GET /sse?ch=a,reset HTTP/1.1", "", 4)),
         bad_channel
     );
+    assert_eq!(
+        refusal(sse_plan("GET /sse?ch=error,a HTTP/1.1", "", 4)),
+        bad_channel
+    );
     assert!(sse_plan("GET /sse/reset HTTP/1.1", "", 4).is_ok());
     assert!(sse_plan("GET /sse?ch=reset HTTP/1.1", "", 4).is_ok());
 }
