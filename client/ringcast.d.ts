@@ -63,20 +63,31 @@ export type ErrorKind =
   | "request"
   | "handler"
   | "unsupported"
+  | "token"
   | "client-closed"
   | "error";
 
+/** A token, or a provider of one, called before each connection attempt
+ * (`null`, `undefined` or `""` from a provider: no token). */
+export type Token = string | (() => string | null | undefined | Promise<string | null | undefined>);
+
 /** Every error the client reports (events and rejections). */
 export class RingcastError extends Error {
-  constructor(message: string, props?: Partial<Pick<RingcastError, "kind" | "transport" | "status" | "code" | "retryAfter" | "probe">> & { cause?: unknown });
+  constructor(message: string, props?: Partial<Pick<RingcastError, "kind" | "transport" | "status" | "code" | "channel" | "retryAfter" | "probe">> & { cause?: unknown });
   name: "RingcastError";
   kind: ErrorKind;
   /** The transport involved, if any. */
   transport?: TransportName;
-  /** The HTTP status of a refusal. */
+  /** The HTTP status of a refusal (401: the token is missing, expired or
+   * not valid; 403: refused, e.g. a channel the token does not allow). */
   status?: number;
-  /** The `/ws` error code (`forbidden`, `too_large`, `overloaded`, …). */
+  /** The `/ws` error code (`forbidden`, `too_large`, `overloaded`, …); for a
+   * refused token `token_rejected`, `token_expired` or `unauthorized` (on
+   * any transport: an event stream ended for `token_expired` carries it too). */
   code?: string;
+  /** The channel a token does not allow (`403`, or `forbidden` on `/ws`):
+   * left out until the token changes; the other channels carry on. */
+  channel?: string;
   /** Seconds the node asked to wait (`503`, `overloaded`). */
   retryAfter?: number;
   /** The failure was a probe for a better transport; the connection is fine. */
@@ -86,8 +97,11 @@ export class RingcastError extends Error {
 export interface Options {
   /** Transports to try, in order; a subset restricts. Default all four. */
   transports?: TransportName[];
-  /** Sent as the `token` query parameter when given (server auth is to come). */
-  token?: string;
+  /** The client's token (a JWT): a string, or a function returning one (or
+   * a Promise of one), called before each connection attempt. Sent as
+   * `Authorization: Bearer` on HTTP, as the `auth` frame on `/ws`; never in a
+   * URL. Replace it with `Client.setToken`. */
+  token?: Token | null;
   /** Short polling interval, ms (×4 while the page is hidden). Default 1000. */
   pollInterval?: number;
   /** Reconnect delay bounds, ms, full jitter. Default {min: 500, max: 30000}. */
@@ -167,6 +181,13 @@ export class Client {
   publish(ch: string, data: string | ArrayBuffer | ArrayBufferView, options?: PublishOptions): Promise<{ id: string | null }>;
   /** The clients of multiplexed (`/ws`) connections subscribed to `ch`. */
   presence(ch: string): Promise<string[]>;
+  /** Replaces the token without dropping anything: `refresh` on `/ws`, the
+   * event stream re-opened from the current positions, polls and requests
+   * use it next; a backoff after a refused token ends at once. A function is
+   * called at once (and before later connection attempts). `null`: no token
+   * from now on. In a shared tab it reaches the leader, and every tab.
+   * Throws a `TypeError` for anything else, and once closed. */
+  setToken(token: Token | null): void;
   on<K extends keyof EventMap>(event: K, listener: (arg: EventMap[K]) => void): this;
   off<K extends keyof EventMap>(event: K, listener: (arg: EventMap[K]) => void): this;
   close(): void;

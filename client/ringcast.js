@@ -13,7 +13,7 @@
 // Server-Sent Events stream (`/sse?ch=a,b`), long polling or short polling
 // (`/poll?ch=a,b`). The module is layered, bottom up:
 //
-//  1. Helpers — errors, backoff, base64, URLs, a tiny event emitter.
+//  1. Helpers — errors, backoff, base64, URLs, tokens, a tiny event emitter.
 //  2. Ids, cursors and positions — pure functions: parse ids and composite
 //     cursors, decide whether a message is new, apply a server `reset`.
 //  3. SSE parser — an incremental `text/event-stream` parser.
@@ -91,6 +91,9 @@ const MAX_REASON_CHARS = 300;
 
 const CHANNEL_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
 
+/** What a RingcastError may carry besides its message and kind. */
+const ERROR_PROPS = ["transport", "status", "code", "channel", "retryAfter", "probe"];
+
 /**
  * Every error the client reports. `kind` says what went wrong, so code can
  * react without parsing messages:
@@ -108,14 +111,20 @@ const CHANNEL_RE = /^[A-Za-z0-9_.:@-]{1,128}$/;
  * * `request` — `publish`/`presence` refused (`code` for `/ws` errors).
  * * `handler` — a subscription handler or event listener threw (`cause`).
  * * `unsupported` — the runtime lacks what a transport needs.
+ * * `token` — the token provider threw, rejected, timed out or gave
+ *   something other than a string.
  * * `client-closed` — the client was closed.
+ *
+ * A refusal of the token carries `status` 401/403 (HTTP) or `code`
+ * `token_rejected`/`token_expired`/`unauthorized` (`/ws`); one that names a
+ * channel the token does not allow carries `channel`.
  */
 export class RingcastError extends Error {
   constructor(message, props = {}) {
     super(message, props.cause !== undefined ? { cause: props.cause } : undefined);
     this.name = "RingcastError";
     this.kind = props.kind ?? "error";
-    for (const k of ["transport", "status", "code", "retryAfter", "probe"]) {
+    for (const k of ERROR_PROPS) {
       if (props[k] !== undefined) this[k] = props[k];
     }
   }
@@ -174,16 +183,6 @@ function randomId() {
     return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
   }
   return Math.random().toString(16).slice(2) + Date.now().toString(16);
-}
-
-/** A short, stable hash (FNV-1a) so a token never appears in a lock name. */
-function hash(text) {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < text.length; i++) {
-    h ^= text.charCodeAt(i);
-    h = Math.imul(h, 0x01000193) >>> 0;
-  }
-  return h.toString(16);
 }
 
 /** Runs `fn` later without letting an exception escape into the page. */
@@ -256,13 +255,12 @@ async function fetchWithin(deps, what, url, init, ms, ctl = new AbortController(
 
 /**
  * The node's URLs. `base` is normalized to http(s) with no trailing slash
- * (a `ws:` URL is accepted too); the token, when given, goes into every
- * query as `token` (headers would need a CORS preflight).
+ * (a `ws:` URL is accepted too). The token never goes into a URL: URLs end
+ * up in proxy and access logs (see `withToken`).
  */
 class Endpoints {
-  constructor(base, token) {
+  constructor(base) {
     this.base = base;
-    this.token = token;
   }
 
   /** `base + path + ?query`, parameters in order, skipping null values. */
@@ -273,7 +271,6 @@ class Endpoints {
       // Channel lists keep their commas literal: names never contain one.
       q.push(k === "ch" ? `ch=${v.map(encodeURIComponent).join(",")}` : `${k}=${encodeURIComponent(v)}`);
     }
-    if (this.token != null) q.push(`token=${encodeURIComponent(this.token)}`);
     return this.base + path + (q.length ? "?" + q.join("&") : "");
   }
 
@@ -301,6 +298,162 @@ export function normalizeBase(url) {
     throw new TypeError(`connect(url): unsupported protocol ${u.protocol}`);
   }
   return u.origin + u.pathname.replace(/\/+$/, "");
+}
+
+// ---- tokens ----------------------------------------------------------------------
+//
+// The `token` option is a string, or a provider: a function returning one
+// (or a Promise of one), called before each connection attempt so an app can
+// hand over a fresh JWT. HTTP requests carry it as `Authorization: Bearer`
+// (only when there is one: without a token every request stays CORS-simple
+// and preflight-free); `/ws` sends it as its first frame, since browsers
+// cannot put headers on a WebSocket. docs/client.md § Tokens.
+
+/** Codes of `/ws` errors and closes that refuse the connection's token. */
+const TOKEN_CODES = new Set(["token_rejected", "token_expired", "unauthorized"]);
+
+/** Throws a TypeError unless `token` is a valid `token` option. */
+function checkToken(token, what) {
+  if (token == null || typeof token === "string" || typeof token === "function") return;
+  throw new TypeError(`${what} must be a string, a function returning one (or a Promise of one), or null`);
+}
+
+/**
+ * Where the token comes from, and the last one obtained. `current` is what
+ * requests carry between connection attempts; `obtain()` asks the provider
+ * again (if there is one). A change of source bumps `#version`, so the late
+ * answer of a provider that was replaced meanwhile is not taken.
+ */
+class TokenSource {
+  #source = null;
+  #current = null;
+  #version = 0;
+  #pending = null;
+
+  constructor(source) {
+    this.set(source);
+  }
+
+  /** The token to send now (`null`: none). */
+  get current() {
+    return this.#current;
+  }
+
+  get isProvider() {
+    return typeof this.#source === "function";
+  }
+
+  /** A new source (`setToken`). A provider keeps the old token current
+   * until it answers. */
+  set(source) {
+    this.#source = source ?? null;
+    this.#version++;
+    this.#pending = null;
+    if (!this.isProvider) this.#current = this.#source || null;
+  }
+
+  /** A token another tab obtained. A provider of this tab stays, and is
+   * asked again at this tab's next connection attempt (if it leads). */
+  adopt(token) {
+    this.#version++;
+    this.#pending = null;
+    this.#current = token || null;
+    if (!this.isProvider) this.#source = this.#current;
+  }
+
+  /** Asks the provider (concurrent callers share one call) and resolves
+   * with the token to use; without a provider, the token as it is. Rejects
+   * with a `token` error when the provider throws, rejects, gives no answer
+   * within `ms`, or answers something other than a string (`null` or `""`
+   * mean "no token"). */
+  obtain(ms) {
+    if (!this.isProvider) return Promise.resolve(this.#current);
+    if (this.#pending) return this.#pending;
+    const version = this.#version;
+    const provider = this.#source;
+    let timer = null;
+    const deadline = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new RingcastError(`token provider gave no token within ${ms} ms`, { kind: "token" })), ms);
+    });
+    const p = Promise.race([Promise.resolve().then(() => provider()), deadline])
+      .then((token) => {
+        if (token != null && typeof token !== "string") {
+          throw new RingcastError(`token provider gave ${typeof token}, not a string`, { kind: "token" });
+        }
+        if (version === this.#version) this.#current = token || null;
+        return this.#current;
+      })
+      .catch((err) => {
+        if (err instanceof RingcastError) throw err;
+        throw new RingcastError(`token provider failed: ${err?.message ?? err}`, { kind: "token", cause: err });
+      })
+      .finally(() => {
+        clearTimeout(timer);
+        if (this.#pending === p) this.#pending = null;
+      });
+    this.#pending = p;
+    return p;
+  }
+
+  /** The token for a request: the current one, or the provider's first. */
+  forRequest(ms) {
+    return this.isProvider && this.#current === null ? this.obtain(ms) : Promise.resolve(this.#current);
+  }
+}
+
+/** `init` with `Authorization: Bearer <token>` added, when there is a token
+ * (and `extra` headers with it). */
+function withToken(init, token, extra = null) {
+  if (token == null) return init;
+  return { ...init, headers: { ...(init.headers ?? {}), ...(extra ?? {}), Authorization: `Bearer ${token}` } };
+}
+
+/**
+ * Where a stream or poll request carries its cursor: `{since, header}`.
+ * Without a token, in `since=` — a header would cost a preflight. With one
+ * the request is preflighted anyway, and browsers cache a preflight per
+ * URL: a cursor in the URL would make nearly every poll a new URL, and so
+ * two round trips. In `header` (`Last-Event-ID` for a stream,
+ * `If-None-Match` for a poll — both read by the node, and allowed by its
+ * preflight answer) the URL stays the same from one request to the next.
+ */
+function cursorPlacement(token, cursor, headerName) {
+  if (token == null || cursor == null) return { since: cursor, header: null };
+  const value = headerName === "If-None-Match" ? `"${cursor}"` : cursor;
+  return { since: null, header: { [headerName]: value } };
+}
+
+/**
+ * Whether a transport's failure is a refusal of its credentials (or of the
+ * page's origin): `401`, a `403` (one naming a channel never gets here, see
+ * `refusedChannel`), or a `/ws` token error or close. Every transport
+ * presents the same token from the same page, so falling back to another
+ * would only be refused again: the client backs off, asks the provider
+ * again, and retries the same transport.
+ */
+function isAuthFailure(err) {
+  return err != null && (err.status === 401 || err.status === 403 || TOKEN_CODES.has(err.code));
+}
+
+/** The channel a `403` says the token does not allow, if it is one of
+ * `channels` (`the token does not allow channel <name>`). */
+function refusedChannel(err, channels) {
+  if (err?.status !== 403) return null;
+  const m = /\bchannel ([A-Za-z0-9_.:@-]{1,128})\s*$/.exec(err.message);
+  return m && channels.includes(m[1]) ? m[1] : null;
+}
+
+/** The error for a token the node refused on `/ws`: `closeCode` from the
+ * close that ended it (4001, 4003) when known, `reason` from the close or
+ * the `error` frame (`token rejected: ` is not repeated). */
+function tokenRefusal(closeCode, reason) {
+  const why = String(reason ?? "").replace(/^token rejected:\s*/, "");
+  const expired = closeCode === 4001 || (closeCode == null && why === "token expired");
+  return new RingcastError(`token rejected: ${closeCode != null ? closeCode + " " : ""}${why}`.trim(), {
+    kind: "refused",
+    code: expired ? "token_expired" : "token_rejected",
+    transport: "ws",
+  });
 }
 
 /**
@@ -691,6 +844,7 @@ export function createSseDecoder(handlers) {
 // A transport is created by the Connection with a `link`:
 //
 //   link.opts, link.deps, link.urls        options, environment, Endpoints
+//   link.token() -> string|null            the token to present now
 //   link.channels() -> [{ch, since}]       what to follow, from where (ids)
 //   link.cursor() -> string|null           the same as a composite cursor
 //   link.opened()                          usable (once)
@@ -699,11 +853,15 @@ export function createSseDecoder(handlers) {
 //   link.message(msg), link.reset(r), link.cursorSeen(text),
 //   link.subscribedAt(ch, id), link.presenceEvent(e), link.rtt(ms),
 //   link.clientId(id)                      this connection in presence lists
+//   link.channelRefused(ch, err, token)    the token does not allow `ch`
+//                                          (-> true: the Connection leaves
+//                                          it out until the token changes)
 //   link.warn(err)                         non-fatal problems
 //
 // and offers `open()`, `sync(resub)` (the channels or their positions
 // changed; `resub` names channels to subscribe again from an older
-// position), `close()`, and for `ws` `publish`/`presence`.
+// position), `tokenChanged()` (`setToken`: present the new token), `close()`,
+// and for `ws` `publish`/`presence`.
 //
 // "Opened" and "verified" differ for HTTP transports with nothing to follow:
 // they hold no request, so they are usable at once but unproven until the
@@ -748,10 +906,18 @@ class TransportBase {
 
 /**
  * The multiplexed WebSocket, `GET /ws`: JSON text frames, one connection for
- * every channel. Open = socket open and every initial `subscribe` answered.
- * Dead-connection detection: an application `ping` every `pingInterval`;
- * if nothing at all arrives within `pingTimeout` after it, the socket is
- * dead (a TCP connection can stay "open" for minutes after a network change).
+ * every channel. Open = socket open, the token accepted, and every initial
+ * `subscribe` answered. Dead-connection detection: an application `ping`
+ * every `pingInterval`; if nothing at all arrives within `pingTimeout` after
+ * it, the socket is dead (a TCP connection can stay "open" for minutes after
+ * a network change).
+ *
+ * Token: browsers cannot put headers on a WebSocket, so with a token the
+ * first frame is `{"type":"auth","token",rid}`, and nothing is subscribed
+ * before the node answers `authed` (a node that checks tokens refuses a
+ * subscribe that comes first). A refused token gets an `error`
+ * (`token_rejected`) and a close (4001 expired, 4003 rejected); a token that
+ * expires later closes with 4001. `tokenChanged()` sends `refresh`.
  */
 class WsTransport extends TransportBase {
   #ws = null;
@@ -764,10 +930,21 @@ class WsTransport extends TransportBase {
   #awaiting = new Set();
   /** publish/presence requests by rid. */
   #pending = new Map();
-  #timers = { open: null, ping: null, pong: null, error: null };
+  #timers = { open: null, ping: null, pong: null, error: null, rejected: null };
   #lastRx = 0;
   #ping = null;
   #socketOpen = false;
+  /** The rid of the `auth` awaiting its answer. */
+  #authRid = null;
+  /** `refresh` rids awaiting their answer. */
+  #refreshRids = new Set();
+  /** The node took the token (or none was needed): subscribes may go. */
+  #admitted = false;
+  /** The token the node has from this socket. */
+  #sentToken = null;
+  /** A token error (`{m, during: "auth"|"refresh"}`), held a moment for the
+   * close that usually follows it and says more. */
+  #rejected = null;
 
   constructor(link) {
     super("ws", link);
@@ -812,6 +989,18 @@ class WsTransport extends TransportBase {
     if (this.closed) return;
     this.#socketOpen = true;
     this.#lastRx = Date.now();
+    const token = this.link.token();
+    if (token == null) return this.#admit();
+    this.#authRid = ++this.#rid;
+    this.#sentToken = token;
+    this.#send({ type: "auth", token, rid: this.#authRid });
+    // The open timer keeps running: an `auth` left unanswered is a
+    // connection that does not open.
+  }
+
+  /** The token is accepted (or none is needed): subscribe everything. */
+  #admit() {
+    this.#admitted = true;
     for (const { ch, since } of this.link.channels()) {
       this.#awaiting.add(ch);
       this.#subscribe(ch, since);
@@ -821,7 +1010,7 @@ class WsTransport extends TransportBase {
   }
 
   #checkOpen() {
-    if (this.#awaiting.size === 0 && !this.closed && !this.isOpen) {
+    if (this.#admitted && this.#awaiting.size === 0 && !this.closed && !this.isOpen) {
       clearTimeout(this.#timers.open);
       this._verified();
     }
@@ -847,7 +1036,8 @@ class WsTransport extends TransportBase {
   }
 
   sync(resub = new Set()) {
-    if (this.closed || !this.#ws || this.#ws.readyState !== 1) return; // on open it subscribes afresh
+    // Before open (or before the token is accepted), `#admit` subscribes afresh.
+    if (this.closed || !this.#admitted || !this.#ws || this.#ws.readyState !== 1) return;
     const want = new Map(this.link.channels().map((c) => [c.ch, c.since]));
     for (const ch of [...this.#subs.keys()]) {
       if (!want.has(ch)) {
@@ -867,6 +1057,20 @@ class WsTransport extends TransportBase {
       }
     }
     this.#checkOpen();
+  }
+
+  /** `setToken`: the node gets the new token at once (`refresh`), and keeps
+   * the connection and its subscriptions. Before the socket is open there
+   * is nothing to do (`auth` sends the newest); while `auth` is answered,
+   * the refresh follows `authed`. */
+  tokenChanged() {
+    if (this.closed || !this.#admitted) return;
+    const token = this.link.token();
+    if (token == null || token === this.#sentToken) return;
+    const rid = ++this.#rid;
+    this.#refreshRids.add(rid);
+    this.#sentToken = token;
+    this.#send({ type: "refresh", token, rid });
   }
 
   #onFrame(ev) {
@@ -894,6 +1098,15 @@ class WsTransport extends TransportBase {
       case "joined":
       case "left":
         this.link.presenceEvent({ ch: m.ch, type: m.type, client: m.client });
+        break;
+      case "authed":
+        if (m.rid === this.#authRid) {
+          this.#authRid = null;
+          this.#admit();
+          this.tokenChanged(); // a token set while `auth` was answered
+        } else {
+          this.#refreshRids.delete(m.rid);
+        }
         break;
       case "subscribed":
         this.#subRids.delete(m.rid);
@@ -926,19 +1139,62 @@ class WsTransport extends TransportBase {
     const reason = `${m.code}: ${m.reason}`;
     const props = { kind: "request", code: m.code, transport: "ws" };
     if (typeof m.retry_after === "number") props.retryAfter = m.retry_after;
+    if (m.rid != null && m.rid === this.#authRid) return this.#onAuthError(m, reason, props);
+    if (this.#refreshRids.delete(m.rid)) {
+      // The connection carries on under the old token, unless the node
+      // closes it (it does for a token that is not valid: 4001/4003, and
+      // then the close is the one report).
+      const err = new RingcastError(`token rejected: ${m.reason}`, { kind: "refused", code: m.code, transport: "ws" });
+      return this.#holdRejection(m, "refresh", () => this.link.warn(err));
+    }
     const p = this.#pending.get(m.rid);
     if (p) return this.#settle(m.rid, new RingcastError(`${p.what} refused: ${reason}`, props));
     const ch = this.#subRids.get(m.rid);
     if (ch !== undefined) {
       this.#subRids.delete(m.rid);
-      // `already_subscribed` after an unsubscribe/subscribe pair is benign.
-      if (m.code !== "already_subscribed") {
+      if (m.code === "unauthorized") {
+        // The node wants a token before anything (none was set): the
+        // connection is refused, not the channel.
+        return this._fail(new RingcastError(`ws refused: ${reason}`, { kind: "refused", code: m.code }));
+      }
+      if (m.code === "forbidden") {
+        // The token does not allow this channel. It is not subscribed; the
+        // Connection leaves it out until the token changes.
+        this.#subs.delete(ch);
+        const err = new RingcastError(`subscribe to ${ch} refused: ${reason}`, { ...props, kind: "refused" });
+        if (!this.link.channelRefused(ch, err, this.#sentToken)) this.link.warn(err);
+      } else if (m.code !== "already_subscribed") {
+        // `already_subscribed` after an unsubscribe/subscribe pair is benign.
         this.link.warn(new RingcastError(`subscribe to ${ch} refused: ${reason}`, props));
       }
       if (this.#awaiting.delete(ch)) this.#checkOpen();
       return;
     }
     this.link.warn(new RingcastError(`ws: server error ${reason}`, props));
+  }
+
+  #onAuthError(m, reason, props) {
+    this.#authRid = null;
+    if (TOKEN_CODES.has(m.code)) {
+      // The node closes right after (4001 expired, 4003 rejected), and the
+      // close code says more: give it a moment to arrive.
+      return this.#holdRejection(m, "auth", () => this._fail(tokenRefusal(null, m.reason)));
+    }
+    // Anything else (`bad_request`: a node that checks no tokens) refuses
+    // the command, not the connection: say so, and carry on without.
+    this.link.warn(new RingcastError(`ws: the node did not take the token: ${reason}`, props));
+    this.#admit();
+  }
+
+  /** Reports a token error after a moment, unless a close (which closes
+   * this transport, and its timers) reports it first. */
+  #holdRejection(m, during, report) {
+    this.#rejected = { m, during };
+    clearTimeout(this.#timers.rejected);
+    this.#timers.rejected = setTimeout(() => {
+      this.#rejected = null;
+      report();
+    }, 250);
   }
 
   #request(what, cmd) {
@@ -1003,6 +1259,16 @@ class WsTransport extends TransportBase {
       // Browsers hide the handshake's status: closed before open is refused.
       return this._fail(new RingcastError(`ws refused: closed before open (${code}${reason})`, { kind: "refused" }));
     }
+    if (code === 4003 || (code === 4001 && !this.isOpen)) {
+      // The token was refused (at `auth`, or a `refresh`), or had expired.
+      return this._fail(tokenRefusal(code, ev?.reason));
+    }
+    if (code === 4001) {
+      // The token expired during the connection: the Connection asks the
+      // provider for a new one and resumes.
+      return this._fail(new RingcastError(`ws closed: ${code}${reason}`, { kind: "closed", code: "token_expired" }));
+    }
+    if (this.#rejected?.during === "auth") return this._fail(tokenRefusal(null, this.#rejected.m.reason));
     if (!this.isOpen) {
       return this._fail(new RingcastError(`ws closed while subscribing: ${code}${reason}`, { kind: code === 1001 ? "unavailable" : "closed" }));
     }
@@ -1045,6 +1311,14 @@ class WsTransport extends TransportBase {
  * With one channel the server uses its one-channel format (plain ids,
  * `event:binary`); with several, `event:<ch>[;binary]` and the composite
  * cursor as `id:`. Both are read here.
+ *
+ * Token: `Authorization: Bearer` on every stream request. A new token
+ * (`tokenChanged`) re-opens the stream the same make-before-break way, from
+ * the current positions. A token that expires while the stream runs ends it
+ * with `event:error` (`{"code":"token_expired"}`), which fails the transport
+ * so the Connection gets a fresh token and resumes. A `403` naming a channel
+ * is reported through `link.channelRefused`, and the stream re-opened
+ * without it.
  */
 class SseTransport extends TransportBase {
   /** The stream being read, and the one being opened to replace it. */
@@ -1068,6 +1342,13 @@ class SseTransport extends TransportBase {
     this.#reopen();
   }
 
+  tokenChanged() {
+    if (this.closed) return;
+    const newest = this.#pending ?? this.#active;
+    if (newest && newest.token === this.link.token()) return; // already presented
+    this.#reopen();
+  }
+
   #reopen() {
     const channels = this.link.channels().map((c) => c.ch);
     this.#names = channels.join(",");
@@ -1079,7 +1360,7 @@ class SseTransport extends TransportBase {
       this._opened(); // nothing to follow: usable, unproven
       return;
     }
-    const stream = { ctl: new AbortController(), dead: false, timer: null, channels };
+    const stream = { ctl: new AbortController(), dead: false, timer: null, channels, token: this.link.token() };
     stream.kill = () => {
       stream.dead = true;
       clearTimeout(stream.timer);
@@ -1096,18 +1377,29 @@ class SseTransport extends TransportBase {
     if (typeof deps.fetch !== "function") {
       return this._fail(new RingcastError("sse unavailable: no fetch in this runtime", { kind: "unsupported" }));
     }
-    const url = urls.http("/sse", { ch: s.channels, since: this.link.cursor() });
+    const token = s.token;
+    const { since, header } = cursorPlacement(token, this.link.cursor(), "Last-Event-ID");
+    const url = urls.http("/sse", { ch: s.channels, since });
     const started = Date.now();
     let res;
     try {
       // The deadline covers the head, and the reason of a refusal.
-      res = await fetchWithin(deps, "sse", url, { cache: "no-store" }, opts.openTimeout, s.ctl, async (r) => {
+      res = await fetchWithin(deps, "sse", url, withToken({ cache: "no-store" }, token, header), opts.openTimeout, s.ctl, async (r) => {
         if (r.status !== 200) throw await refusal("sse", r);
         if (!r.body) throw new RingcastError("sse: no response body", { kind: "unsupported" });
         return r;
       });
     } catch (err) {
       if (s.dead) return;
+      const ch = refusedChannel(err, s.channels);
+      if (ch) {
+        // The token does not allow `ch`: the other channels go on, on the
+        // stream already running, or on one re-opened without it.
+        s.kill();
+        if (this.#pending === s) this.#pending = null;
+        this.#names = this.#active ? this.#active.channels.join(",") : null;
+        if (this.link.channelRefused(ch, err, token)) return;
+      }
       return this._fail(err instanceof RingcastError ? err : fetchFailure("sse", err, null));
     }
     if (s.dead) return void res.body.cancel().catch(() => {});
@@ -1172,6 +1464,19 @@ class SseTransport extends TransportBase {
     if (ev.data === null) {
       if (cursor) link.cursorSeen(cursor);
       return;
+    }
+    if (ev.type === "error" && (single || isErrorEvent(ev, s.channels))) {
+      // The node says why it ends the stream, right before it does.
+      let raw = null;
+      try {
+        raw = JSON.parse(ev.data);
+      } catch {
+        // the reason is the text itself
+      }
+      const code = typeof raw?.code === "string" ? raw.code : undefined;
+      const reason = typeof raw?.reason === "string" ? raw.reason : code ?? ev.data;
+      s.kill();
+      return this._fail(new RingcastError(`sse: ${reason}`, { kind: code === "token_rejected" ? "refused" : "closed", code }));
     }
     if (ev.type === "reset" && (single || isResetEvent(ev.data, s.channels))) {
       let raw;
@@ -1238,6 +1543,20 @@ function isResetEvent(data, channels) {
   }
 }
 
+/** Whether an `event:error` of a multi-channel stream is the server's and not
+ * a message on a channel named "error": the server's carries no `id:` and is
+ * a JSON object with `type: "error"` and a `code`. */
+function isErrorEvent(ev, channels) {
+  if (!channels.includes("error")) return true;
+  if (ev.hasId) return false;
+  try {
+    const v = JSON.parse(ev.data);
+    return v !== null && typeof v === "object" && v.type === "error" && typeof v.code === "string";
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Polling, `GET /poll?ch=a,b&since=<cursor>&timeout=S`, in a loop: long
  * polling holds each request up to `longPollTimeout` (and polls again at
@@ -1249,6 +1568,10 @@ function isResetEvent(data, channels) {
  * within a second. Every request has an abort deadline (the hold plus a
  * margin for long polls). Changing channels aborts the request in flight
  * and asks again: the cursor only moves on answers, so nothing is lost.
+ *
+ * Token: `Authorization: Bearer` on every request; a new token is simply
+ * used by the next one. A `403` naming a channel leaves that channel out
+ * (`link.channelRefused`) and polls on for the others.
  */
 class PollTransport extends TransportBase {
   #long;
@@ -1317,7 +1640,9 @@ class PollTransport extends TransportBase {
       }
       const timeout = this.#long ? (this.isVerified ? Math.max(1, Math.round(opts.longPollTimeout / 1000)) : 1) : 0;
       const deadline = this.#long ? timeout * 1000 + LONG_POLL_MARGIN_MS : opts.requestTimeout;
-      const url = urls.http("/poll", { ch: channels, since: this.link.cursor(), timeout });
+      const token = this.link.token();
+      const { since, header } = cursorPlacement(token, this.link.cursor(), "If-None-Match");
+      const url = urls.http("/poll", { ch: channels, since, timeout });
       this.#names = channels.join(",");
       const ctl = (this.#ctl = new AbortController());
       this.#abortedForSync = false;
@@ -1326,7 +1651,7 @@ class PollTransport extends TransportBase {
       let body = null;
       let refused = null;
       try {
-        [res, body, refused] = await fetchWithin(deps, this.name, url, { cache: "no-store" }, deadline, ctl, async (r) => {
+        [res, body, refused] = await fetchWithin(deps, this.name, url, withToken({ cache: "no-store" }, token, header), deadline, ctl, async (r) => {
           if (r.status === 200) return [r, await r.json(), null];
           if (r.status === 204 || r.status === 304) return [r, null, null];
           return [r, null, await refusal(this.name, r)];
@@ -1340,7 +1665,11 @@ class PollTransport extends TransportBase {
       }
       if (this.closed) return;
       if (this.#abortedForSync) continue;
-      if (refused) throw refused;
+      if (refused) {
+        const ch = refusedChannel(refused, channels);
+        if (ch && this.link.channelRefused(ch, refused, token)) continue; // the next poll leaves it out
+        throw refused;
+      }
       if (!this.#long) this.link.rtt(Date.now() - started);
       this._verified();
       let got = 0;
@@ -1411,18 +1740,40 @@ function createTransport(name, link) {
 // 5. HTTP requests: publish and presence
 // =============================================================================
 //
-// CORS-simple on purpose, so no preflight doubles their latency: a text
-// publish is `text/plain;charset=UTF-8`, a binary one has no Content-Type at
-// all (the node takes anything not `text/*` as binary), and nothing else
-// goes into headers.
+// CORS-simple when there is no token, so no preflight doubles their
+// latency: a text publish is `text/plain;charset=UTF-8`, a binary one has no
+// Content-Type at all (the node takes anything not `text/*` as binary), and
+// nothing else goes into headers. With a token, `Authorization` makes them
+// preflighted (the node answers preflights allowing it, and browsers cache
+// the answer for its `Access-Control-Max-Age`).
 
-async function httpPublish(deps, urls, opts, ch, data, ephemeral) {
+/**
+ * Sends a request with the token (`send(token)`). A `401` is decided before
+ * the node reads the request — nothing happened — so with a provider that
+ * gives a different token the request is sent once more; a publish is never
+ * repeated for any other reason.
+ */
+async function withFreshToken(tokens, opts, send) {
+  const token = await tokens.forRequest(opts.requestTimeout);
+  try {
+    return await send(token);
+  } catch (err) {
+    if (err?.status !== 401 || !tokens.isProvider) throw err;
+    const fresh = await tokens.obtain(opts.requestTimeout);
+    if (fresh === token) throw err;
+    return send(fresh);
+  }
+}
+
+async function httpPublish(deps, urls, opts, tokens, ch, data, ephemeral) {
   const what = `publish to ${ch}`;
   const url = urls.http(`/pub/${encodeURIComponent(ch)}`, { ephemeral: ephemeral ? 1 : null });
   const init = typeof data === "string"
     ? { method: "POST", body: data, headers: { "Content-Type": "text/plain;charset=UTF-8" } }
     : { method: "POST", body: data };
-  const body = await fetchWithin(deps, what, url, init, opts.requestTimeout, undefined, (res) => answerOf(what, res));
+  const body = await withFreshToken(tokens, opts, (token) =>
+    fetchWithin(deps, what, url, withToken(init, token), opts.requestTimeout, undefined, (res) => answerOf(what, res)),
+  );
   return { id: typeof body?.id === "string" ? body.id : null };
 }
 
@@ -1432,10 +1783,12 @@ async function answerOf(what, res) {
   return res.json().catch(() => null);
 }
 
-async function httpPresence(deps, urls, opts, ch) {
+async function httpPresence(deps, urls, opts, tokens, ch) {
   const what = `presence of ${ch}`;
   const url = urls.http(`/presence/${encodeURIComponent(ch)}`);
-  const body = await fetchWithin(deps, what, url, { cache: "no-store" }, opts.requestTimeout, undefined, (res) => answerOf(what, res));
+  const body = await withFreshToken(tokens, opts, (token) =>
+    fetchWithin(deps, what, url, withToken({ cache: "no-store" }, token), opts.requestTimeout, undefined, (res) => answerOf(what, res)),
+  );
   return Array.isArray(body?.clients) ? body.clients : [];
 }
 
@@ -1468,11 +1821,24 @@ async function httpPresence(deps, urls, opts, ch) {
  *   old transport runs until the new one covers everything.
  * * **Positions.** Each interest has a position; a channel resumes from the
  *   oldest. A message goes out if some interest takes it.
+ * * **Tokens.** A provider is asked before each round and each probe. A
+ *   refused token (`401`, `403`, `/ws` 4001/4003/`token_rejected`) is no
+ *   reason to fall back — every transport presents the same token — so it
+ *   ends the round: back off, ask the provider again, and retry the same
+ *   transport. A channel the token does not allow is left out (and
+ *   reported) until the token changes; the others carry on.
  */
 class Connection {
   #opts;
   #deps;
   #urls;
+  #tokens;
+  /** Channels the node refused for the token then presented: ch -> token. */
+  #refused = new Map();
+  /** The transport the next round starts with, after a refused token. */
+  #resumeAt = null;
+  /** Bumped by every round, so a provider's late answer starts no stale one. */
+  #roundGen = 0;
   #emitter = new Emitter();
   /** ch -> {interests: Map<key, pos|null>, head: pos|null} */
   #channels = new Map();
@@ -1500,11 +1866,13 @@ class Connection {
   };
 
   /** `resumed`: another connection served these interests before (a new
-   * leader tab): the state is "reconnecting" until open. */
-  constructor(urls, opts, deps, { resumed = false } = {}) {
+   * leader tab): the state is "reconnecting" until open. `tokens`: the
+   * TokenSource of the tab that runs it. */
+  constructor(urls, opts, deps, { resumed = false, tokens = new TokenSource(opts.token) } = {}) {
     this.#urls = urls;
     this.#opts = opts;
     this.#deps = deps;
+    this.#tokens = tokens;
     this.#everOpen = resumed;
     if (resumed) this.#state = "reconnecting";
     this.#storageKey = `ringcast:transport:${urls.base}|${opts.transports.join(",")}`;
@@ -1582,6 +1950,7 @@ class Connection {
     c.interests.delete(key);
     if (c.interests.size === 0) {
       this.#channels.delete(ch);
+      this.#refused.delete(ch);
       this.#scheduleSync();
     }
   }
@@ -1597,10 +1966,18 @@ class Connection {
     return p;
   }
 
+  /** The channels to follow: all but those refused for the current token. */
+  *#followed() {
+    for (const [ch, c] of this.#channels) {
+      if (this.#refused.has(ch) && this.#refused.get(ch) === this.#tokens.current) continue;
+      yield [ch, c];
+    }
+  }
+
   /** What transports follow: `[{ch, since}]`, since an id or null. */
   #channelList() {
     const out = [];
-    for (const [ch, c] of this.#channels) {
+    for (const [ch, c] of this.#followed()) {
       const p = this.#resumePoint(c);
       out.push({ ch, since: p ? formatId(p) : null });
     }
@@ -1615,7 +1992,7 @@ class Connection {
    */
   #cursor() {
     const points = [];
-    for (const [ch, c] of this.#channels) {
+    for (const [ch, c] of this.#followed()) {
       const p = this.#resumePoint(c);
       if (p) points.push([ch, p]);
     }
@@ -1714,6 +2091,7 @@ class Connection {
       opts: this.#opts,
       deps: this.#deps,
       urls: this.#urls,
+      token: () => this.#tokens.current,
       channels: () => this.#channelList(),
       cursor: () => this.#cursor(),
       opened: () => live() && this.#onOpened(getT()),
@@ -1739,6 +2117,15 @@ class Connection {
         this.#stats.rtt = ms;
         this.#status();
       },
+      channelRefused: (ch, err, token) => {
+        if (!live() || !this.#channels.has(ch)) return false;
+        this.#refused.set(ch, token ?? null);
+        err.channel = ch;
+        err.transport ??= getT().name;
+        this.#warn(err);
+        this.#scheduleSync();
+        return true;
+      },
       warn: (err) => live() && this.#warn(err),
     };
   }
@@ -1758,7 +2145,8 @@ class Connection {
     } catch {
       // storage refused: no memory this session
     }
-    const i = Math.max(0, list.indexOf(remembered));
+    const i = Math.max(0, list.indexOf(this.#resumeAt ?? remembered));
+    this.#resumeAt = null;
     return [...list.slice(i), ...list.slice(0, i)];
   }
 
@@ -1771,8 +2159,22 @@ class Connection {
   }
 
   #newRound() {
+    const gen = ++this.#roundGen;
     this.#round = this.#order();
-    this.#tryNext();
+    if (!this.#tokens.isProvider) return this.#tryNext();
+    // A connection attempt: the provider may hand over a fresh token.
+    this.#tokens.obtain(this.#opts.requestTimeout).then(
+      () => {
+        if (gen === this.#roundGen) this.#tryNext();
+      },
+      (err) => {
+        if (this.#closed || gen !== this.#roundGen) return;
+        this.#lastError = err;
+        this.#warn(err);
+        this.#round = [];
+        this.#scheduleRetry();
+      },
+    );
   }
 
   #tryNext() {
@@ -1842,6 +2244,14 @@ class Connection {
     this.#warn(err);
     clearTimeout(this.#timers.healthy);
     this.#stopProbe();
+    if (isAuthFailure(err)) {
+      // Every transport presents the same token (and page origin): another
+      // would be refused too. Back off, get a token again (the next round
+      // asks the provider), and retry this transport.
+      this.#round = [];
+      this.#resumeAt = t.name;
+      return this.#scheduleRetry();
+    }
     if (!t.isVerified && err.kind !== "network" && err.kind !== "unavailable") {
       // Refused or too slow before it ever worked: the next transport.
       if (this.#state === "open") {
@@ -1870,21 +2280,34 @@ class Connection {
   }
 
   #probeNext() {
-    if (this.#closed || !this.#current) return;
+    if (this.#closed || !this.#current || this.#probe) return;
     const list = this.#opts.transports;
     const limit = list.indexOf(this.#current.name);
     while (this.#probeIndex < limit) {
       const name = list[this.#probeIndex];
       // An HTTP transport with nothing to follow cannot prove itself.
-      if (name === "ws" || this.#channels.size > 0) {
-        const t = this.#make(name);
-        this.#probe = t;
-        t.open();
-        return;
-      }
+      if (name === "ws" || this.#channels.size > 0) return this.#startProbe(name);
       this.#probeIndex++;
     }
     this.#scheduleProbe();
+  }
+
+  /** Opens a probe — a connection attempt too: a provider is asked first. */
+  #startProbe(name) {
+    const current = this.#current;
+    const go = () => {
+      if (this.#closed || this.#current !== current || this.#probe) return;
+      const t = this.#make(name);
+      this.#probe = t;
+      t.open();
+    };
+    if (!this.#tokens.isProvider) return go();
+    this.#tokens.obtain(this.#opts.requestTimeout).then(go, (err) => {
+      if (this.#closed || this.#current !== current || this.#probe) return;
+      err.probe = true;
+      this.#warn(err);
+      this.#scheduleProbe();
+    });
   }
 
   #stopProbe() {
@@ -1919,6 +2342,22 @@ class Connection {
     }, 0);
   }
 
+  // ---- tokens ----------------------------------------------------------------------
+
+  /**
+   * The token changed (`setToken`, here or in another tab): present it now —
+   * `refresh` on `/ws`, a re-opened stream on SSE; polls use it next time.
+   * Channels refused under the old token are asked again, and a backoff
+   * after a refused token is cut short: waiting serves nobody now.
+   */
+  tokenChanged() {
+    if (this.#closed) return;
+    this.#current?.tokenChanged?.();
+    this.#probe?.tokenChanged?.();
+    this.#scheduleSync();
+    if (isAuthFailure(this.#lastError) || this.#lastError?.kind === "token") this.#retryNow();
+  }
+
   // ---- requests --------------------------------------------------------------------
 
   async publish(ch, data, ephemeral) {
@@ -1926,7 +2365,7 @@ class Connection {
     const t = this.#current;
     if (t?.name === "ws" && t.isOpen) return t.publish(ch, data, ephemeral);
     const started = Date.now();
-    const out = await httpPublish(this.#deps, this.#urls, this.#opts, ch, data, ephemeral);
+    const out = await httpPublish(this.#deps, this.#urls, this.#opts, this.#tokens, ch, data, ephemeral);
     this.#stats.rtt = Date.now() - started;
     this.#status();
     return out;
@@ -1937,7 +2376,7 @@ class Connection {
     const t = this.#current;
     if (t?.name === "ws" && t.isOpen) return t.presence(ch);
     const started = Date.now();
-    const out = await httpPresence(this.#deps, this.#urls, this.#opts, ch);
+    const out = await httpPresence(this.#deps, this.#urls, this.#opts, this.#tokens, ch);
     this.#stats.rtt = Date.now() - started;
     this.#status();
     return out;
@@ -1978,12 +2417,24 @@ function closedError() {
 class LocalBackend {
   #conn;
   #sink;
+  #opts;
+  #tokens;
 
   constructor(sink, urls, opts, deps) {
     this.#sink = sink;
-    this.#conn = new Connection(urls, opts, deps);
+    this.#opts = opts;
+    this.#tokens = new TokenSource(opts.token);
+    this.#conn = new Connection(urls, opts, deps, { tokens: this.#tokens });
     wireConnection(this.#conn, sink);
     this.#conn.start();
+  }
+
+  setToken(source) {
+    this.#tokens.set(source);
+    this.#tokens.obtain(this.#opts.requestTimeout).then(
+      () => this.#conn.tokenChanged(),
+      (err) => this.#sink.error(err),
+    );
   }
 
   subscribe(key, ch, pos) {
@@ -2044,10 +2495,10 @@ function wireConnection(conn, sink, also = () => {}) {
 // =============================================================================
 //
 // Tabs of one origin that connect to the same node with the same transport
-// list (and token) share ONE connection. Each tab holds a lock of its own for
-// its life (`<key>:tab:<id>`) and queues for the leader lock (`<key>:leader`);
-// the Web Locks API grants it to one tab at a time and releases it when that
-// tab closes or crashes — no heartbeats, no timeouts.
+// list share ONE connection (and the leader's token). Each tab holds a lock
+// of its own for its life (`<key>:tab:<id>`) and queues for the leader lock
+// (`<key>:leader`); the Web Locks API grants it to one tab at a time and
+// releases it when that tab closes or crashes — no heartbeats, no timeouts.
 //
 // The leader runs the Connection, with an interest per subscription of
 // every tab, and relays over a BroadcastChannel: messages, resets, position
@@ -2067,6 +2518,15 @@ function wireConnection(conn, sink, also = () => {}) {
 // query is asked again of the next leader; a publish is rejected (the old
 // leader may or may not have sent it, and publishing twice is worse). With
 // no leader at all, a follower publishes and queries over HTTP itself.
+//
+// Tokens: the connection presents the leader's. `setToken` in any tab
+// obtains the token (calling a provider there) and sends the string to
+// every tab (`token`): the leader presents it at once, the others keep it,
+// so whichever leads next starts with the newest. Tokens are not part of
+// the lock name: each tab usually has a JWT of its own for the same user,
+// and keying on it would give every tab its own connection. A provider
+// function cannot cross a BroadcastChannel: the leader asks its own when it
+// needs a fresh token.
 
 class SharedBackend {
   #sink;
@@ -2092,6 +2552,7 @@ class SharedBackend {
   #rid = 0;
   /** A connection was open once: a new leader is reconnecting, not connecting. */
   #sawOpen = false;
+  #tokens;
 
   constructor(sink, urls, opts, deps) {
     this.#sink = {
@@ -2104,7 +2565,8 @@ class SharedBackend {
     this.#urls = urls;
     this.#opts = opts;
     this.#deps = deps;
-    this.#key = `ringcast:${urls.base}|${opts.transports.join(",")}|${opts.token != null ? hash(String(opts.token)) : ""}`;
+    this.#tokens = new TokenSource(opts.token);
+    this.#key = `ringcast:${urls.base}|${opts.transports.join(",")}`;
     this.#bc = new deps.BroadcastChannel(this.#key);
     this.#bc.onmessage = (ev) => {
       try {
@@ -2158,7 +2620,7 @@ class SharedBackend {
 
   #lead() {
     this.#leaderId = this.#tab;
-    const conn = new Connection(this.#urls, this.#opts, this.#deps, { resumed: this.#sawOpen });
+    const conn = new Connection(this.#urls, this.#opts, this.#deps, { resumed: this.#sawOpen, tokens: this.#tokens });
     this.#conn = conn;
     // Relayed only while it is this tab's connection: its own shutdown
     // ("closed") is not the followers' state.
@@ -2299,6 +2761,12 @@ class SharedBackend {
 
   #onMessage(msg) {
     if (this.#closed || !msg || typeof msg !== "object" || msg.from === this.#tab) return;
+    if (msg.t === "token") {
+      // From any tab, for every tab: see "Tokens" above.
+      this.#tokens.adopt(typeof msg.token === "string" ? msg.token : null);
+      this.#conn?.tokenChanged();
+      return;
+    }
     if (this.#leading) {
       if (msg.to && msg.to !== this.#tab) return;
       this.#leaderHandle(msg);
@@ -2313,8 +2781,8 @@ class SharedBackend {
     if (this.#leaderId === null) {
       // No leader to ask: do it over HTTP from here.
       return op === "publish"
-        ? httpPublish(this.#deps, this.#urls, this.#opts, ch, data, ephemeral)
-        : httpPresence(this.#deps, this.#urls, this.#opts, ch);
+        ? httpPublish(this.#deps, this.#urls, this.#opts, this.#tokens, ch, data, ephemeral)
+        : httpPresence(this.#deps, this.#urls, this.#opts, this.#tokens, ch);
     }
     return new Promise((resolve, reject) => {
       const rid = `${this.#tab}:${++this.#rid}`;
@@ -2360,6 +2828,18 @@ class SharedBackend {
     return this.#request("presence", ch);
   }
 
+  setToken(source) {
+    this.#tokens.set(source);
+    this.#tokens.obtain(this.#opts.requestTimeout).then(
+      (token) => {
+        if (this.#closed) return;
+        this.#post({ t: "token", token });
+        this.#conn?.tokenChanged();
+      },
+      (err) => this.#sink.error(err),
+    );
+  }
+
   /** The leader's own statistics, live; a follower has the last relayed. */
   stats() {
     return this.#conn?.stats ?? null;
@@ -2398,7 +2878,7 @@ function leaderGone(ch) {
 /** Errors cross the BroadcastChannel as plain objects. */
 function serializeError(err) {
   const out = { message: err?.message ?? String(err) };
-  for (const k of ["kind", "transport", "status", "code", "retryAfter", "probe"]) if (err?.[k] !== undefined) out[k] = err[k];
+  for (const k of ["kind", ...ERROR_PROPS]) if (err?.[k] !== undefined) out[k] = err[k];
   return out;
 }
 
@@ -2480,7 +2960,7 @@ export class Client {
   constructor(url, options = {}) {
     const opts = normalizeOptions(options);
     const deps = environment(options);
-    const urls = new Endpoints(normalizeBase(url), opts.token);
+    const urls = new Endpoints(normalizeBase(url));
     this.#emitter = new Emitter((event, err) => this.#listenerFailed(event, err));
     const canShare = typeof deps.BroadcastChannel === "function" && deps.locks && typeof deps.locks.request === "function";
     this.shared = (options.shared ?? true) && Boolean(canShare);
@@ -2569,6 +3049,21 @@ export class Client {
     } catch (err) {
       throw this.#requestFailed(err);
     }
+  }
+
+  /**
+   * Replaces the token (a string, or a provider function; `null`: none)
+   * without dropping anything: a provider is called at once; on `/ws` the
+   * node gets it as `refresh`, an event stream is re-opened with it from the
+   * current positions (make-before-break: no loss, no repeat), polls and
+   * requests use it next. A connection backing off after a refused token
+   * retries at once. In a shared tab it reaches the leader (and every tab).
+   * Failures of the provider go to the `error` event (`kind: "token"`).
+   */
+  setToken(token) {
+    if (this.#closed) throw closedError();
+    checkToken(token, "setToken(token): token");
+    this.#backend.setToken(token);
   }
 
   /** Listens to `state`, `transport`, `reset`, `presence` or `error`. */
@@ -2712,6 +3207,7 @@ function normalizeOptions(o) {
   for (const t of transports) if (!TRANSPORTS.includes(t)) throw new TypeError(`unknown transport ${JSON.stringify(t)}: expected ${TRANSPORTS.join(", ")}`);
   const backoff = { ...DEFAULTS.backoff, ...(o.backoff ?? {}) };
   if (!(backoff.min > 0) || !(backoff.max >= backoff.min)) throw new TypeError("option backoff needs 0 < min ≤ max");
+  checkToken(o.token, "option token");
   return {
     transports,
     token: o.token ?? null,

@@ -2,6 +2,16 @@
 // `fetch` (SSE, polling, publish, presence) and `WebSocket` (the multiplexed
 // `/ws`), both backed by one model of channels, ids, history and resets as
 // docs/protocol.md describes them. Not a test file itself.
+//
+// Client tokens are modelled as a node with a JWT key checks them: set
+// `node.tokens` to a Map of the valid ones (token -> {sub, channels?}) and
+// every read needs one — `Authorization: Bearer` on HTTP (401 without a
+// valid one, 403 naming the first channel it does not allow), `auth` as the
+// first `/ws` frame (`authed`, or `error` token_rejected then close 4001/
+// 4003). `node.expire(token)` makes a token expire: its SSE streams end
+// with `event:error` token_expired, its sockets close with 4001, and its
+// next request gets 401. HTTP publishing is the backend's API (publish
+// keys): tokens are not checked there.
 
 const enc = new TextEncoder();
 
@@ -41,6 +51,14 @@ export class FakeNode {
     this.nextClient = 1;
     /** Hooks a test may set: (req) => Response | undefined. */
     this.intercept = null;
+    /** Valid client tokens (token -> {sub, channels?}); null: none checked. */
+    this.tokens = null;
+    this.expiredTokens = new Set();
+    /** Every `auth`/`refresh` a socket sent, and how long `authed` takes. */
+    this.auths = [];
+    this.authDelay = 0;
+    /** How `/ws` refuses a token: "both" (error, then close), "error", "close". */
+    this.wsRejectWith = "both";
     this.fetch = this.fetch.bind(this);
     const node = this;
     this.WebSocket = class extends FakeWebSocket {
@@ -117,6 +135,43 @@ export class FakeNode {
     return this.off.has(name);
   }
 
+  /** Checks a token: `{grant}` or `{error, expired}`. */
+  verify(token) {
+    if (token == null) return { error: "token required: send Authorization: Bearer <token>" };
+    if (this.expiredTokens.has(token)) return { error: "token expired", expired: true };
+    const grant = this.tokens.get(token);
+    if (!grant) return { error: "token signature invalid" };
+    return { grant };
+  }
+
+  allows(grant, ch) {
+    return !grant.channels || grant.channels.includes(ch);
+  }
+
+  /** The token expires now: what uses it is told and closed. */
+  expire(token) {
+    this.tokens.delete(token);
+    this.expiredTokens.add(token);
+    for (const s of [...this.streams]) {
+      if (s.token !== token) continue;
+      s.send(`event:error\ndata:${JSON.stringify({ type: "error", code: "token_expired", reason: "token expired" })}\n\n`);
+      s.end();
+    }
+    for (const w of [...this.sockets]) if (w.token === token) w.serverClose(4001, "token expired");
+  }
+
+  /** The HTTP side of token checking: a refusal, or null. */
+  #authorize(req, channels) {
+    const header = req.init.headers?.Authorization ?? null;
+    const token = header ? /^Bearer (.+)$/i.exec(header)?.[1] ?? null : null;
+    const v = this.verify(token);
+    if (v.error) return new Response(v.error, { status: 401, headers: { "WWW-Authenticate": 'Bearer realm="ringcast"' } });
+    const denied = channels.find((ch) => !this.allows(v.grant, ch));
+    if (denied) return new Response(`the token does not allow channel ${denied}`, { status: 403 });
+    req.token = token;
+    return null;
+  }
+
   async fetch(url, init = {}) {
     const u = new URL(url);
     const params = Object.fromEntries(u.searchParams);
@@ -124,7 +179,12 @@ export class FakeNode {
     let transport = null;
     if (u.pathname === "/sse") transport = "sse";
     else if (u.pathname === "/poll") transport = params.timeout === "0" ? "poll" : "longpoll";
-    const req = { method, path: u.pathname, params, transport, url, init };
+    const headers = init.headers ?? {};
+    // The cursor: `since=` wins, else `Last-Event-ID` (SSE) or the entity
+    // tag of `If-None-Match` (polls), as the node reads them.
+    const inm = /^(?:W\/)?"([^"]*)"/.exec(headers["If-None-Match"] ?? "")?.[1];
+    const since = params.since ?? (transport === "sse" ? headers["Last-Event-ID"] : inm) ?? null;
+    const req = { method, path: u.pathname, params, transport, url, init, auth: headers.Authorization ?? null, since };
     this.log.push(req);
     if (init.signal?.aborted) throw new DOMException("aborted", "AbortError");
     if (this.down) throw new TypeError("fetch failed");
@@ -134,8 +194,13 @@ export class FakeNode {
       const offers = ["ws", "sse", "longpoll", "poll"].filter((t) => !this.off.has(t)).join(",");
       return new Response(`the ${transport} transport is off on this node; it offers ${offers}`, { status: 501 });
     }
-    if (transport === "sse") return this.#sse(params, init.signal);
-    if (u.pathname === "/poll") return this.#poll(params, init.signal);
+    if (this.tokens && (transport || u.pathname.startsWith("/presence/"))) {
+      const channels = transport ? params.ch.split(",") : [decodeURIComponent(u.pathname.slice(10))];
+      const refused = this.#authorize(req, channels);
+      if (refused) return refused;
+    }
+    if (transport === "sse") return this.#sse({ ...params, since }, init.signal, req.token);
+    if (u.pathname === "/poll") return this.#poll({ ...params, since }, init.signal);
     if (u.pathname.startsWith("/pub/")) {
       const ch = decodeURIComponent(u.pathname.slice(5));
       const ct = init.headers?.["Content-Type"] ?? "";
@@ -158,7 +223,7 @@ export class FakeNode {
     return channels.map((ch) => ({ ch, since: cursor.get(ch) ?? null }));
   }
 
-  #sse(params, signal) {
+  #sse(params, signal, token = null) {
     const node = this;
     const wanted = this.#positions(params);
     const single = wanted.length === 1 ? wanted[0].ch : null;
@@ -166,6 +231,7 @@ export class FakeNode {
     let ctl;
     const stream = {
       channels: wanted.map((w) => w.ch),
+      token,
       closed: false,
       send(text) {
         if (!this.closed) ctl.enqueue(enc.encode(text));
@@ -303,6 +369,9 @@ export class FakeWebSocket {
     this.subs = new Set();
     this.client = String(node.nextClient++).padStart(16, "0");
     this.answerPings = true;
+    /** What this socket's token grants (null until `auth`), and the token. */
+    this.grant = null;
+    this.token = null;
     const u = new URL(url);
     node.log.push({ method: "GET", path: u.pathname, params: Object.fromEntries(u.searchParams), transport: "ws", url });
     setTimeout(() => {
@@ -330,11 +399,41 @@ export class FakeWebSocket {
     this.sent.push(JSON.parse(text));
     const m = JSON.parse(text);
     const withRid = (o) => (m.rid !== undefined ? { ...o, rid: m.rid } : o);
+    const checks = this.node.tokens !== null;
+    if (checks && !this.grant && (m.type === "subscribe" || m.type === "presence")) {
+      return this.frame(withRid({ type: "error", code: "unauthorized", reason: 'authenticate first: send {"type":"auth","token":…}' }));
+    }
     switch (m.type) {
       case "ping":
         if (this.answerPings) this.frame(withRid({ type: "pong" }));
         break;
+      case "auth":
+      case "refresh": {
+        this.node.auths.push({ type: m.type, token: m.token, socket: this, at: Date.now() });
+        if (!checks) return this.frame(withRid({ type: "error", code: "bad_request", reason: "this node does not check tokens (no --jwt-secret or --jwt-public-key)" }));
+        const v = this.node.verify(m.token);
+        if (v.error) {
+          const how = this.node.wsRejectWith;
+          if (how !== "close") this.frame(withRid({ type: "error", code: "token_rejected", reason: v.error }));
+          if (how !== "error") {
+            // After the error frame (timers run in order).
+            setTimeout(() => this.serverClose(v.expired ? 4001 : 4003, v.expired ? "token expired" : `token rejected: ${v.error}`), 0);
+          }
+          return;
+        }
+        if (this.grant && this.grant.sub !== v.grant.sub) {
+          return this.frame(withRid({ type: "error", code: "token_rejected", reason: "a refreshed token must name the same sub" }));
+        }
+        this.grant = v.grant;
+        this.token = m.token;
+        const answer = withRid({ type: "authed", sub: v.grant.sub ?? null, exp: Math.floor(Date.now() / 1000) + 3600 });
+        setTimeout(() => this.frame(answer), this.node.authDelay);
+        break;
+      }
       case "subscribe": {
+        if (checks && !this.node.allows(this.grant, m.ch)) {
+          return this.frame(withRid({ type: "error", code: "forbidden", reason: `the token does not allow channel ${m.ch}` }));
+        }
         if (this.subs.has(m.ch)) return this.frame(withRid({ type: "error", code: "already_subscribed", reason: `already subscribed to ${m.ch}` }));
         this.subs.add(m.ch);
         this.frame(withRid({ type: "subscribed", ch: m.ch, client: this.client }));
