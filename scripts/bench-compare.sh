@@ -16,7 +16,13 @@
 #   small100   delivery latency of 64-byte messages, 100 subscribers of one
 #              channel at 100 messages/s each (10 s), 3 rounds
 #   small500   the same at 500 messages/s each
-# (default: ack broadcast channels idle1m). To compare one build with
+#   idle200k   200,000 idle WebSockets (hold 5 s), connect rate and
+#              handshake latency, 3 rounds
+# (default: ack broadcast channels idle1m). NEW_HEADER (an environment
+# variable, e.g. "Authorization: Bearer <jwt>") is sent by every
+# subscriber of the new build's runs (ringcast-load --header): with a
+# wrapper that starts the new build with --jwt-secret, this measures what
+# token checks cost. To compare one build with
 # itself under other flags, pass a wrapper script as OLD_BIN or NEW_BIN
 # (`exec /path/ringcast "$@" --no-tcp-nodelay`: `exec` keeps the PID). Every run is bounded by `timeout`. Each run's JSON goes to
 # OUT_DIR (default bench-results/compare-<date>) with its exact command in
@@ -107,7 +113,11 @@ both() {
         local bin=$OLD
         [ $which = new ] && bin=$NEW
         start_server "$bin" "${sargs[@]}"
-        run "$name-$which" "$limit" "${@//BASE/$BASE}"
+        local extra=()
+        if [ $which = new ] && [ -n "${NEW_HEADER:-}" ]; then
+            extra=(--header "$NEW_HEADER")
+        fi
+        run "$name-$which" "$limit" "${@//BASE/$BASE}" "${extra[@]}"
         stop_server
         sleep 2
     done
@@ -134,6 +144,11 @@ for suite in "${SUITES[@]}"; do
         rate=${suite#small}
         for r in 1 2 3; do
             both $suite-r$r 120 --shards 2 -- fanout --transport ws --sub-url "ws://BASE/ws/{ch}" --pub-url "http://BASE/pub/{ch}" --subs 100 --channels 1 --msgs $((rate * 10)) --rate "$rate" --size 64
+        done
+        ;;
+    idle200k)
+        for r in 1 2 3; do
+            both idle200k-r$r 120 --shards 2 -- idle --transport ws --url "ws://BASE/ws/{ch}" --conns 200000 --hold 5 --channels 1000 --metrics-url "http://BASE/metrics"
         done
         ;;
     idle1m)
@@ -193,6 +208,9 @@ fields = [
     ("server µs/delivery", cpu_per_delivery_us),
     ("perf µs/delivery", lambda d: d["perf_task_clock_ms"] * 1e3 / d["received"] if d.get("perf_task_clock_ms") and d.get("received") else None),
     ("connected", g("connected")),
+    ("connects/s", g("connect_rate_per_s")),
+    ("connect p50 ms", g("connect_time", "p50_ms")),
+    ("connect p99 ms", g("connect_time", "p99_ms")),
     ("RSS B/conn", g("memory", "server_rss_per_conn_bytes")),
 ]
 print("\nmedians over rounds (old = first binary, new = second)")
