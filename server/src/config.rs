@@ -161,6 +161,12 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_MAX_SUBSCRIPTIONS", value_name = "N")]
     pub max_subscriptions: Option<usize>,
 
+    /// Publishes one multiplexed WebSocket may make per second, with
+    /// bursts of as many (a token bucket); beyond it a publish gets the
+    /// `rate_limited` error with `retry_after`. [default: 50]
+    #[arg(long, env = "RINGCAST_MAX_PUBLISH_RATE", value_name = "N")]
+    pub max_publish_rate: Option<u32>,
+
     /// Let multiplexed-WebSocket clients publish (`{"type":"publish"}`).
     /// Off by default: until auth lands, anyone who can connect could
     /// publish.
@@ -286,6 +292,7 @@ struct FileConfig {
     poll_batch: Option<usize>,
     max_stream_channels: Option<usize>,
     max_subscriptions: Option<usize>,
+    max_publish_rate: Option<u32>,
     client_publish: Option<bool>,
     no_echo: Option<bool>,
     allowed_origins: Option<String>,
@@ -355,6 +362,8 @@ pub struct Settings {
     pub max_stream_channels: usize,
     /// Subscriptions per multiplexed WebSocket.
     pub max_subscriptions: usize,
+    /// Publishes per second per multiplexed WebSocket (and its burst).
+    pub max_publish_rate: u32,
     /// Multiplexed clients may publish.
     pub client_publish: bool,
     /// `/echo` enabled.
@@ -515,6 +524,7 @@ impl Settings {
                 .max_subscriptions
                 .or(file.max_subscriptions)
                 .unwrap_or(256),
+            max_publish_rate: cli.max_publish_rate.or(file.max_publish_rate).unwrap_or(50),
             client_publish: cli.client_publish || file.client_publish.unwrap_or(false) || demo,
             echo: !(cli.no_echo || file.no_echo.unwrap_or(false)),
             allowed_origins: match (cli.allowed_origins, file.allowed_origins) {
@@ -644,6 +654,9 @@ impl Settings {
         }
         if self.poll_timeout > self.poll_max_timeout {
             return fail("--poll-timeout must not exceed --poll-max-timeout");
+        }
+        if self.max_publish_rate == 0 {
+            return fail("--max-publish-rate must be at least 1 (leave out --client-publish to forbid publishing)");
         }
         if self.poll_batch == 0 || self.max_stream_channels == 0 || self.max_subscriptions == 0 {
             return fail(

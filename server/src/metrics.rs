@@ -39,10 +39,12 @@ pub enum Refusal {
     Unauthorized,
     /// Credentials that are not valid (`403`).
     Forbidden,
+    /// Over a per-connection rate (`/ws` publishes).
+    RateLimited,
 }
 
 /// Every refusal reason with its label.
-pub const REFUSALS: [(Refusal, &str); 13] = [
+pub const REFUSALS: [(Refusal, &str); 14] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -56,6 +58,7 @@ pub const REFUSALS: [(Refusal, &str); 13] = [
     (Refusal::Origin, "origin"),
     (Refusal::Unauthorized, "unauthorized"),
     (Refusal::Forbidden, "forbidden"),
+    (Refusal::RateLimited, "rate_limited"),
 ];
 
 /// Transports, for the connection gauge.
@@ -85,8 +88,11 @@ const TRANSPORTS: [(Transport, &str); 6] = [
     (Transport::LongPoll, "longpoll"),
 ];
 
-/// One shard's counters. Written only by that shard.
+/// One shard's counters. Written only by that shard, and aligned to its
+/// own cache lines: two shards' counters sharing a line would make every
+/// delivery on one shard invalidate the other's cache (false sharing).
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct ShardMetrics {
     /// Open connections by transport.
     pub connections: [AtomicU64; 6],

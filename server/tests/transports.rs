@@ -860,3 +860,40 @@ async fn one_poll_follows_several_channels_with_a_composite_cursor() {
         format!("{epoch};pa={a_seq},pb={b_seq}").as_str()
     );
 }
+
+#[tokio::test]
+async fn ws_publishes_over_the_rate_get_rate_limited_and_the_connection_stays() {
+    let server = Server::start(&["--client-publish", "--max-publish-rate", "3"]);
+    let mut ws = ws_json(&server, "/ws").await;
+    for i in 0..10 {
+        send_json(
+            &mut ws,
+            json!({"type": "publish", "ch": "busy", "data": "x", "rid": i}),
+        )
+        .await;
+    }
+    let (mut published, mut limited) = (0, 0);
+    for _ in 0..10 {
+        let answer = recv_json(&mut ws).await;
+        match answer["type"].as_str() {
+            Some("published") => published += 1,
+            Some("error") => {
+                assert_eq!(answer["code"], "rate_limited", "{answer}");
+                assert_eq!(answer["retry_after"], 1);
+                limited += 1;
+            }
+            _ => panic!("unexpected {answer}"),
+        }
+    }
+    // The burst allowance (3), give or take what refilled meanwhile.
+    assert!((3..=4).contains(&published), "{published} published");
+    assert_eq!(published + limited, 10);
+    send_json(&mut ws, json!({"type": "ping"})).await;
+    assert_eq!(recv_json(&mut ws).await["type"], "pong");
+    assert_eq!(
+        server
+            .metric("ringcast_requests_refused_total", "reason=\"rate_limited\"")
+            .await,
+        limited
+    );
+}

@@ -31,12 +31,16 @@ use crate::auth::{Access, TokenError};
 use crate::hub::{ChannelName, ClientId, MsgId, PublishItem, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics};
 
-use super::context::{Context, Subscribe, RETRY_AFTER_SECS};
+use super::context::{Context, Subscribe, Tick, RETRY_AFTER_SECS, TICK};
 use super::framing::{self, Format};
 
 /// The error code of a publish refused because readers that are behind
 /// pin more than `--max-pinned`; it carries `"retry_after"` (seconds).
 const OVERLOADED: &str = "overloaded";
+
+/// The error code of a publish over `--max-publish-rate`; it carries
+/// `"retry_after"` (seconds).
+const RATE_LIMITED: &str = "rate_limited";
 
 /// Invalid commands in a row after which the connection is closed.
 pub const MAX_CONSECUTIVE_ERRORS: u32 = 10;
@@ -61,6 +65,8 @@ pub struct Session {
     access: Option<Arc<Access>>,
     /// A command decided the connection ends (a rejected token).
     closing: Option<(CloseCode, String)>,
+    /// Publishes allowed now (`--max-publish-rate`), as of `refilled`.
+    bucket: Option<(f32, Tick)>,
 }
 
 /// Close code for a token that expired (at `auth`, or during the
@@ -173,14 +179,14 @@ impl Session {
                 }
             }
             Err(Refused(code, reason)) => {
-                // Refusing a publish for the node's load is not the
-                // client's error.
-                if code != OVERLOADED {
+                // Refusing a publish for the node's load, or for its pace,
+                // is not a protocol error: it does not count toward a close.
+                if code != OVERLOADED && code != RATE_LIMITED {
                     self.errors += 1;
                 }
                 tracing::debug!(code, "multiplexed command refused: {reason}");
                 let mut answer = json!({"type": "error", "code": code, "reason": reason});
-                if code == OVERLOADED {
+                if code == OVERLOADED || code == RATE_LIMITED {
                     answer["retry_after"] = json!(RETRY_AFTER_SECS);
                 }
                 send(ctx, with_rid(answer, rid));
@@ -332,6 +338,22 @@ impl Session {
         }
     }
 
+    /// Takes one publish from the connection's bucket, refilled at
+    /// `--max-publish-rate` per second up to that many; `false` if empty.
+    fn take_publish_token(&mut self, ctx: &impl Context) -> bool {
+        let rate = ctx.settings().max_publish_rate as f32;
+        let now = ctx.now();
+        let (tokens, then) = self.bucket.unwrap_or((rate, now));
+        let elapsed = now.saturating_sub(then) as f32 * TICK.as_secs_f32();
+        let tokens = (tokens + elapsed * rate).min(rate);
+        if tokens < 1.0 {
+            self.bucket = Some((tokens, now));
+            return false;
+        }
+        self.bucket = Some((tokens - 1.0, now));
+        true
+    }
+
     /// Ends the subscription to `channel`; `false` if there was none.
     fn drop_sub(&mut self, ctx: &mut impl Context, channel: &ChannelName) -> bool {
         let Some(sub) = self.subs.remove(channel) else {
@@ -432,6 +454,14 @@ impl Session {
                     "message of {} bytes is over the limit of {max} bytes",
                     payload.len()
                 ),
+            ));
+        }
+        if !self.take_publish_token(ctx) {
+            ctx.metrics().refuse(Refusal::RateLimited);
+            let rate = ctx.settings().max_publish_rate;
+            return Err(refused(
+                RATE_LIMITED,
+                format!("over {rate} publishes per second on this connection (--max-publish-rate)"),
             ));
         }
         if ctx.overloaded() {

@@ -209,3 +209,49 @@ fn a_resubscribe_before_the_first_replay_is_answered_once() {
         ]
     );
 }
+
+#[test]
+fn publishes_over_the_rate_are_refused_with_a_retry_and_never_close() {
+    let mut node = Node::with(|s| {
+        s.client_publish = true;
+        s.max_publish_rate = 5;
+    });
+    let c = node.open_ws("/ws");
+    let publish = |node: &mut Node, rid: u32| {
+        command(
+            node,
+            c,
+            json!({"type": "publish", "ch": "room", "data": "x", "rid": rid}),
+        );
+        node.json(c)
+    };
+    // A burst of the rate goes through.
+    for rid in 0..5 {
+        let answers = publish(&mut node, rid);
+        assert_eq!(answers[0]["type"], "published", "{answers:?}");
+    }
+    // Then each one is refused, however many: pace is not a protocol error.
+    for rid in 5..30 {
+        let answers = publish(&mut node, rid);
+        assert_eq!(
+            answers,
+            [
+                json!({"type": "error", "code": "rate_limited", "retry_after": 1, "rid": rid,
+                    "reason": "over 5 publishes per second on this connection (--max-publish-rate)"})
+            ]
+        );
+    }
+    assert!(!node.is_closed(c));
+    // A second later the bucket has refilled.
+    node.advance(10);
+    for rid in 30..35 {
+        assert_eq!(publish(&mut node, rid)[0]["type"], "published");
+    }
+    assert_eq!(publish(&mut node, 35)[0]["code"], "rate_limited");
+    let refused = node.metrics().refusals();
+    let i = crate::metrics::REFUSALS
+        .iter()
+        .position(|(_, name)| *name == "rate_limited")
+        .unwrap();
+    assert_eq!(refused[i], 26);
+}
