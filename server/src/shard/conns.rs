@@ -692,11 +692,12 @@ mod tests {
             std::mem::size_of::<Protocol>()
         );
         eprintln!(
-            "Conn {} B, Protocol {} B, hub Sub {} B, Buffers {} B",
+            "Conn {} B, Protocol {} B, hub Sub {} B, Buffers {} B, WebSocket extra {} B",
             std::mem::size_of::<Conn>(),
             std::mem::size_of::<Protocol>(),
             std::mem::size_of::<crate::hub::Sub<Subscriber>>(),
-            std::mem::size_of::<Buffers>()
+            std::mem::size_of::<Buffers>(),
+            crate::transport::ws::EXTRA_SIZE,
         );
     }
 }

@@ -144,12 +144,19 @@ struct Extra {
     decoder: Option<FrameDecoder>,
     /// Reassembly of a fragmented message (echo, multiplexed).
     assembler: Assembler,
-    /// The multiplexed session.
-    mux: Option<Session>,
+    /// The multiplexed session (boxed: a token-carrying `/ws/{channel}`
+    /// subscriber keeps an `Extra` for its expiry, and should not pay for a
+    /// session).
+    mux: Option<Box<Session>>,
     /// A `/ws/{channel}` subscriber's token expiry, seconds since the
     /// epoch (0: none; `/ws` keeps its token in the session).
     expires: u32,
 }
+
+/// What a WebSocket that needs more than [`Ws`] keeps on the heap (a
+/// fragmented message, a session, a token's expiry): reported by the size
+/// test beside `Conn`.
+pub const EXTRA_SIZE: usize = std::mem::size_of::<Extra>();
 
 impl Extra {
     fn is_idle(&self) -> bool {
@@ -211,7 +218,7 @@ impl Ws {
             App::Mux(access) => {
                 ws.kind = Kind::Mux;
                 ws.extra = Some(Box::new(Extra {
-                    mux: Some(Session::new(access)),
+                    mux: Some(Box::new(Session::new(access))),
                     ..Extra::default()
                 }));
             }
@@ -223,7 +230,7 @@ impl Ws {
     }
 
     fn mux(&mut self) -> Option<&mut Session> {
-        self.extra.as_mut().and_then(|e| e.mux.as_mut())
+        self.extra.as_mut().and_then(|e| e.mux.as_deref_mut())
     }
 
     /// Bytes from the peer.
@@ -277,7 +284,7 @@ impl Ws {
                 }
                 let extra = self.extra.get_or_insert_with(Default::default);
                 let message = extra.assembler.push(kind, payload, last)?;
-                match (self.kind, extra.mux.as_mut()) {
+                match (self.kind, extra.mux.as_deref_mut()) {
                     (Kind::Mux, Some(session)) => {
                         let expiry = session.token_expiry();
                         let verdict = session.handle_message(ctx, message.kind, &message.payload);
