@@ -242,7 +242,10 @@ impl Protocol {
                 self.after_http(ctx, outcome);
             }
             Protocol::Ws(ws) => ws.handle_shutdown(ctx),
-            Protocol::Sse(_) | Protocol::SseMulti(_) => self.finish(ctx, sse::FINISH),
+            Protocol::Sse(_) | Protocol::SseMulti(_) => {
+                let finish = sse::shutdown(ctx);
+                self.finish(ctx, finish);
+            }
             Protocol::Poll(p) => {
                 let outcome = p.handle_timer(ctx);
                 self.after_poll(ctx, outcome);

@@ -437,9 +437,22 @@ impl SseMulti {
     }
 }
 
-/// How a stream ends when the node drains or the peer does not read:
-/// at once (an event stream has nothing to finish).
-pub const FINISH: Finish = Finish::Now;
+/// The node shuts down: the stream ends with a `retry:` hint — come back
+/// after `--sse-retry` plus up to as much again, spread by connection, so
+/// that a node's readers do not all reconnect to the next node in the same
+/// instant — once it is flushed (within `--close-timeout`).
+pub fn shutdown(ctx: &mut impl Context) -> Finish {
+    let base = ctx
+        .settings()
+        .sse_retry
+        .as_millis()
+        .min(u128::from(u32::MAX / 2)) as u64;
+    let spread = (ctx.client_id().0.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 32) % (base + 1);
+    let mut out = BytesMut::with_capacity(24);
+    codec::sse::retry(&mut out, (base + spread) as u32);
+    ctx.send(out.freeze());
+    Finish::AfterFlush
+}
 
 #[cfg(test)]
 mod tests {

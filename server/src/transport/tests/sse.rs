@@ -254,3 +254,25 @@ fn heartbeat_comments_come_on_the_timer() {
     }
     assert_eq!(node.take_output(c), b"");
 }
+
+#[test]
+fn a_shutdown_ends_a_stream_with_a_spread_retry_hint() {
+    let mut node = Node::with(|s| s.sse_retry = Duration::from_secs(3));
+    let (one, _) = open(&mut node, "/sse/news", &[]);
+    let (two, _) = open(&mut node, "/sse?ch=a,b", &[]);
+    node.shutdown();
+    let mut hints = Vec::new();
+    for c in [one, two] {
+        let text = String::from_utf8(node.output(c).to_vec()).unwrap();
+        let ms: u64 = (text
+            .strip_prefix("retry:")
+            .and_then(|t| t.strip_suffix("\n\n")))
+        .unwrap_or_else(|| panic!("not a lone retry hint: {text:?}"))
+        .parse()
+        .unwrap();
+        assert!((3000..=6000).contains(&ms), "{ms}");
+        hints.push(ms);
+        assert!(node.is_closed(c), "closed once the hint is flushed");
+    }
+    assert_ne!(hints[0], hints[1], "spread by connection");
+}
