@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{publish, Server};
+use common::{publish, recv_json, Server, Ws};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
@@ -40,14 +40,7 @@ async fn get_from(server: &Server, path: &str, origin: &str) -> reqwest::Respons
 
 /// A WebSocket handshake to `path` sending `Origin: origin`: the socket,
 /// or the HTTP status and body of the refusal.
-async fn ws_with_origin(
-    server: &Server,
-    path: &str,
-    origin: &str,
-) -> Result<
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
-    (u16, String),
-> {
+async fn ws_with_origin(server: &Server, path: &str, origin: &str) -> Result<Ws, (u16, String)> {
     let mut req = server.ws_url(path).into_client_request().unwrap();
     req.headers_mut().insert("Origin", origin.parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
@@ -60,23 +53,6 @@ async fn ws_with_origin(
             ))
         }
         Err(e) => panic!("handshake failed otherwise: {e}"),
-    }
-}
-
-async fn recv_json<S>(ws: &mut S) -> Value
-where
-    S: StreamExt<Item = Result<Message, tungstenite::Error>> + Unpin,
-{
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("no frame within 10 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-        assert!(!m.is_close(), "closed: {m:?}");
     }
 }
 

@@ -8,32 +8,13 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{publish, Server};
+use common::{publish, recv_message, Server};
 use eventsource_stream::Eventsource;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-async fn next_json<S>(ws: &mut S) -> Value
-where
-    S: StreamExt<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("no frame within 10 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            let v: Value = serde_json::from_str(&t).unwrap();
-            if v["type"] != "joined" && v["type"] != "left" {
-                return v;
-            }
-        }
-    }
-}
 
 fn assert_epoch_reset(v: &Value, since: &str) {
     assert_eq!(v["reason"], "epoch", "{v}");
@@ -131,7 +112,7 @@ async fn after_kill_9_every_transport_is_told_reset_epoch_then_served() {
         tokio_tungstenite::connect_async(node.ws_url(&format!("/ws/a?format=json&since={a}")))
             .await
             .unwrap();
-    let first = next_json(&mut ws).await;
+    let first = recv_message(&mut ws).await;
     assert_eq!(first["type"], "reset");
     assert_epoch_reset(&first, &a);
 
@@ -144,8 +125,8 @@ async fn after_kill_9_every_transport_is_told_reset_epoch_then_served() {
     ))
     .await
     .unwrap();
-    assert_eq!(next_json(&mut mux).await["type"], "subscribed");
-    let reset = next_json(&mut mux).await;
+    assert_eq!(recv_message(&mut mux).await["type"], "subscribed");
+    let reset = recv_message(&mut mux).await;
     assert_eq!(reset["type"], "reset");
     assert_epoch_reset(&reset, &b);
 
@@ -162,12 +143,12 @@ async fn after_kill_9_every_transport_is_told_reset_epoch_then_served() {
         (e.id.as_str(), e.data.as_str()),
         (fresh_a.as_str(), "after a")
     );
-    let m = next_json(&mut ws).await;
+    let m = recv_message(&mut ws).await;
     assert_eq!(
         (m["id"].as_str(), m["data"].as_str()),
         (Some(fresh_a.as_str()), Some("after a"))
     );
-    let m = next_json(&mut mux).await;
+    let m = recv_message(&mut mux).await;
     assert_eq!(
         (m["id"].as_str(), m["data"].as_str()),
         (Some(fresh_b.as_str()), Some("after b"))

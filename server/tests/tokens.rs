@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{publish, Server};
+use common::{publish, Server, Ws};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -16,9 +16,6 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 const SECRET: &str = "a-secret-of-at-least-32-bytes-long!";
 const WAIT: Duration = Duration::from_secs(10);
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn token(claims: Value) -> String {
     encode(

@@ -8,14 +8,11 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use base64::Engine;
-use common::{publish, RawWs, Server};
+use common::{publish, recv_json, recv_message, RawWs, Server, Ws};
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{SinkExt, Stream, StreamExt};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -57,30 +54,6 @@ async fn ws_json(server: &Server, path: &str) -> Ws {
         .await
         .expect("upgrade")
         .0
-}
-
-async fn recv_json(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("no frame within 10 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-        assert!(!m.is_close(), "closed: {m:?}");
-    }
-}
-
-/// The next `message` event, skipping presence events.
-async fn recv_message(ws: &mut Ws) -> Value {
-    loop {
-        let m = recv_json(ws).await;
-        if m["type"] != "joined" && m["type"] != "left" {
-            return m;
-        }
-    }
 }
 
 async fn send_json(ws: &mut Ws, v: Value) {

@@ -21,24 +21,29 @@ pub struct Asset {
     pub cache_control: &'static str,
     /// The content.
     pub body: &'static [u8],
+    /// Its entity tag, computed on first use.
+    tag: OnceLock<String>,
 }
 
-const CLIENT: Asset = Asset {
+static CLIENT: Asset = Asset {
     content_type: "text/javascript; charset=utf-8",
     cache_control: "public, max-age=60",
     body: include_bytes!("../../../client/ringcast.js"),
+    tag: OnceLock::new(),
 };
 
-const CLIENT_TYPES: Asset = Asset {
+static CLIENT_TYPES: Asset = Asset {
     content_type: "application/typescript; charset=utf-8",
     cache_control: "public, max-age=60",
     body: include_bytes!("../../../client/ringcast.d.ts"),
+    tag: OnceLock::new(),
 };
 
-const DEMO: Asset = Asset {
+static DEMO: Asset = Asset {
     content_type: "text/html; charset=utf-8",
     cache_control: "no-cache",
     body: include_bytes!("../../../demo/index.html"),
+    tag: OnceLock::new(),
 };
 
 /// The asset at `path`, if any (the demo only with `--demo`).
@@ -53,18 +58,12 @@ pub fn find(path: &str, demo: bool) -> Option<&'static Asset> {
 
 impl Asset {
     /// The quoted entity tag of the content.
-    pub fn etag(&'static self) -> &'static str {
-        static TAGS: OnceLock<[String; 3]> = OnceLock::new();
-        let tags = TAGS.get_or_init(|| [&CLIENT, &CLIENT_TYPES, &DEMO].map(|a| tag_of(a.body)));
-        let i = [&CLIENT, &CLIENT_TYPES, &DEMO]
-            .iter()
-            .position(|a| std::ptr::eq(a.body, self.body))
-            .expect("every asset is listed");
-        &tags[i]
+    pub fn etag(&self) -> &str {
+        self.tag.get_or_init(|| tag_of(self.body))
     }
 
     /// Whether the request's `If-None-Match` names the current content.
-    pub fn is_fresh(&'static self, head: &RequestHead<'_>) -> bool {
+    pub fn is_fresh(&self, head: &RequestHead<'_>) -> bool {
         let etag = self.etag();
         let bare = etag.trim_matches('"');
         head.headers.if_none_match.items().any(|item| {

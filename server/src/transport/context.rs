@@ -49,6 +49,24 @@ pub fn waiting_since(behind_since: Option<Tick>, now: Tick, rest_published: Opti
     rest_published.map_or(floor, |t| t.max(floor))
 }
 
+/// The next deadline of a connection that wakes every `interval` and must
+/// also act when its token expires (`expires`, seconds since the epoch):
+/// whichever comes first, at least a tick away.
+pub fn sooner_of(ctx: &impl Context, interval: Duration, expires: Option<u64>) -> Tick {
+    let mut next = ticks(interval);
+    if let Some(e) = expires {
+        let left = e.saturating_sub(ctx.unix_time());
+        next = next.min(ticks(Duration::from_secs(left)).max(1));
+    }
+    ctx.now() + next
+}
+
+/// A token expiry as kept in a connection's state: seconds since the
+/// epoch in 32 bits (until 2106), 0 for none.
+pub fn compact_expiry(expires: Option<u64>) -> u32 {
+    expires.map_or(0, |e| e.min(u64::from(u32::MAX)) as u32)
+}
+
 /// What a refusal for load (publishes while readers that are behind pin
 /// too much, requests while the node drains) tells the client to wait.
 pub const RETRY_AFTER_SECS: u32 = 1;

@@ -263,6 +263,9 @@ impl Http {
         if ctx.draining() && head.path != "/metrics" {
             return self.refuse_draining(ctx, head);
         }
+        if let Some(asset) = assets::find(head.path, ctx.settings().demo).filter(|_| get_or_head) {
+            return self.serve_asset(ctx, head, asset);
+        }
         match head.path {
             "/healthz" if get_or_head => {
                 response::respond(
@@ -301,10 +304,6 @@ impl Http {
                 };
                 response::respond(ctx, answer, StatusCode::NO_CONTENT, "", b"", extra, true);
                 self.after_response(ctx)
-            }
-            p if assets::find(p, ctx.settings().demo).is_some() && get_or_head => {
-                let asset = assets::find(p, ctx.settings().demo).expect("found above");
-                self.serve_asset(ctx, head, asset)
             }
             p if p.starts_with("/presence/") => self.query_presence(ctx, head, &p[10..]),
             "/ws" | "/sse" if !offered(ctx, &head.path[1..]) => {
@@ -426,22 +425,26 @@ impl Http {
     /// of bad keys cannot fill the disk), and a `401` says how to
     /// authenticate (`WWW-Authenticate`).
     fn refuse_auth(&mut self, ctx: &mut impl Context, refused: &Refused) -> Outcome {
-        if refused.status != StatusCode::UNAUTHORIZED {
-            return self.refuse(ctx, refused);
-        }
-        ctx.metrics().refuse(refused.why);
-        tracing::debug!("refused request: 401 {}", refused.reason);
-        let answer = Answer {
-            keep_alive: false,
-            ..self.answer()
-        };
         let challenge = [("WWW-Authenticate", "Bearer realm=\"ringcast\"")];
-        response::error(ctx, answer, refused.status, &refused.reason, &challenge);
-        Outcome::Finish(Finish::AfterFlush)
+        let extra: &[_] = if refused.status == StatusCode::UNAUTHORIZED {
+            &challenge
+        } else {
+            &[]
+        };
+        self.refuse_with(ctx, refused, extra)
     }
 
     fn refuse(&mut self, ctx: &mut impl Context, refused: &Refused) -> Outcome {
-        response::refuse(ctx, self.answer(), refused);
+        self.refuse_with(ctx, refused, &[])
+    }
+
+    fn refuse_with(
+        &mut self,
+        ctx: &mut impl Context,
+        refused: &Refused,
+        extra: &[(&str, &str)],
+    ) -> Outcome {
+        response::refuse_with(ctx, self.answer(), refused, extra);
         Outcome::Finish(Finish::AfterFlush)
     }
 
@@ -473,19 +476,10 @@ impl Http {
         }
         let plan = match publish::plan(head, ctx.settings()) {
             Ok(plan) => plan,
-            Err(refused) => {
-                if refused.status == StatusCode::METHOD_NOT_ALLOWED {
-                    ctx.metrics().refuse(refused.why);
-                    let answer = Answer {
-                        keep_alive: false,
-                        ..self.answer()
-                    };
-                    let allow = [("Allow", "POST, OPTIONS")];
-                    response::error(ctx, answer, refused.status, &refused.reason, &allow);
-                    return Outcome::Finish(Finish::AfterFlush);
-                }
-                return self.refuse(ctx, &refused);
+            Err(refused) if refused.status == StatusCode::METHOD_NOT_ALLOWED => {
+                return self.refuse_with(ctx, &refused, &[("Allow", "POST, OPTIONS")]);
             }
+            Err(refused) => return self.refuse(ctx, &refused),
         };
         if plan.send_continue {
             ctx.send(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
@@ -657,15 +651,13 @@ impl Http {
         raw: &str,
     ) -> Outcome {
         if !matches!(head.method, Method::Get | Method::Head) {
-            ctx.metrics().refuse(Refusal::BadRequest);
-            let answer = Answer {
-                keep_alive: false,
-                ..self.answer()
-            };
-            let allow = [("Allow", "GET, HEAD, OPTIONS")];
-            let reason = "method not allowed for this path";
-            response::error(ctx, answer, StatusCode::METHOD_NOT_ALLOWED, reason, &allow);
-            return Outcome::Finish(Finish::AfterFlush);
+            let status = StatusCode::METHOD_NOT_ALLOWED;
+            let refused = Refused::new(
+                Refusal::BadRequest,
+                status,
+                "method not allowed for this path",
+            );
+            return self.refuse_with(ctx, &refused, &[("Allow", "GET, HEAD, OPTIONS")]);
         }
         let channel = match ChannelName::from_path(raw) {
             Ok(channel) => channel,

@@ -322,17 +322,10 @@ impl Session {
                 if still_valid {
                     return Ok(()); // the token in place stays, until it expires
                 }
-                let code = if e == TokenError::Expired {
-                    TOKEN_EXPIRED
-                } else {
-                    TOKEN_REJECTED
-                };
-                let reason = if e == TokenError::Expired {
-                    "token expired".to_string()
-                } else {
-                    format!("token rejected: {}", e.reason())
-                };
-                self.closing = Some((code, reason));
+                self.closing = Some(match e {
+                    TokenError::Expired => (TOKEN_EXPIRED, "token expired".into()),
+                    e => (TOKEN_REJECTED, format!("token rejected: {}", e.reason())),
+                });
                 Ok(())
             }
         }

@@ -110,6 +110,17 @@ impl Refused {
 /// `Connection: close`. The caller then finishes the connection after the
 /// answer is flushed.
 pub fn refuse(ctx: &mut impl Context, answer: Answer, refused: &Refused) {
+    refuse_with(ctx, answer, refused, &[]);
+}
+
+/// [`refuse`], with `extra` headers (`Allow` for a `405`,
+/// `WWW-Authenticate` for a `401`).
+pub fn refuse_with(
+    ctx: &mut impl Context,
+    answer: Answer,
+    refused: &Refused,
+    extra: &[(&str, &str)],
+) {
     ctx.metrics().refuse(refused.why);
     tracing::debug!(
         "refused request: {} {}",
@@ -120,5 +131,5 @@ pub fn refuse(ctx: &mut impl Context, answer: Answer, refused: &Refused) {
         keep_alive: false,
         ..answer
     };
-    error(ctx, closing, refused.status, &refused.reason, &[]);
+    error(ctx, closing, refused.status, &refused.reason, extra);
 }

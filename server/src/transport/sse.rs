@@ -28,7 +28,7 @@ use codec::http::{Method, RequestHead, ResponseHead, StatusCode};
 use crate::hub::{ChannelName, Epoch, Message, MsgId, Replay, Reset, ResetReason, SubRef, PENDING};
 use crate::metrics::{Refusal, ShardMetrics};
 
-use super::context::{ticks, Context, Finish, Subscribe};
+use super::context::{compact_expiry, sooner_of, Context, Finish, Subscribe};
 use super::cors::{self, Grant};
 use super::framing::{self, Format};
 use super::params;
@@ -166,9 +166,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
         .min(u128::from(u32::MAX)) as u32;
     codec::sse::retry(&mut out, retry);
     ctx.send(out.freeze());
-    let expires = plan
-        .expires
-        .map_or(0, |e| e.min(u64::from(u32::MAX)) as u32);
+    let expires = compact_expiry(plan.expires);
     set_timer(ctx, expires);
     if plan.channels.len() == 1 {
         let channel = plan.channels.into_iter().next().expect("one channel");
@@ -207,12 +205,9 @@ const TOKEN_EXPIRED: &[u8] =
 
 /// The next heartbeat, or the token's expiry if that comes first.
 fn set_timer(ctx: &mut impl Context, expires: u32) {
-    let mut next = ticks(ctx.settings().sse_heartbeat);
-    if expires != 0 {
-        let left = u64::from(expires).saturating_sub(ctx.unix_time());
-        next = next.min(ticks(std::time::Duration::from_secs(left)).max(1));
-    }
-    ctx.set_timer(Some(ctx.now() + next));
+    let expires = (expires != 0).then_some(u64::from(expires));
+    let at = sooner_of(ctx, ctx.settings().sse_heartbeat, expires);
+    ctx.set_timer(Some(at));
 }
 
 /// The timer: the token expired (say so; the stream ends), or a heartbeat

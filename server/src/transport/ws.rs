@@ -45,7 +45,7 @@ use crate::auth::Access;
 use crate::hub::{ChannelName, ClientId, MsgId, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics, Transport};
 
-use super::context::{ticks, Context, Finish, Step, Subscribe, Tick};
+use super::context::{compact_expiry, sooner_of, ticks, Context, Finish, Step, Subscribe, Tick};
 use super::framing::{self, Format};
 use super::mux::{Session, Verdict, TOKEN_EXPIRED};
 use super::params;
@@ -199,7 +199,7 @@ impl Ws {
                     // Kept on the heap: only connections that presented a
                     // token pay for it (every idle one pays for `Ws`).
                     ws.extra = Some(Box::new(Extra {
-                        expires: e.min(u64::from(u32::MAX)) as u32,
+                        expires: compact_expiry(Some(e)),
                         ..Extra::default()
                     }));
                 }
@@ -382,12 +382,8 @@ impl Ws {
     /// The timer: the next ping, or the token's expiry if that comes
     /// first.
     fn schedule(&self, ctx: &mut impl Context) {
-        let mut next = ticks(ctx.settings().ping_interval);
-        if let Some(e) = self.token_expiry() {
-            let left = e.saturating_sub(ctx.unix_time());
-            next = next.min(ticks(std::time::Duration::from_secs(left)).max(1));
-        }
-        ctx.set_timer(Some(ctx.now() + next));
+        let at = sooner_of(ctx, ctx.settings().ping_interval, self.token_expiry());
+        ctx.set_timer(Some(at));
     }
 
     /// When the client's token expires, if the node checks tokens.

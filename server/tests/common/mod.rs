@@ -400,3 +400,34 @@ impl RawWs {
         reason
     }
 }
+
+/// A WebSocket client connection (tokio-tungstenite).
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next JSON text frame (within 10 s); a close frame fails the test.
+pub async fn recv_json(ws: &mut Ws) -> serde_json::Value {
+    use futures_util::StreamExt;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("no frame within 10 s")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+        assert!(!m.is_close(), "closed: {m:?}");
+    }
+}
+
+/// The next JSON text frame that is not a presence event (`joined`,
+/// `left`).
+pub async fn recv_message(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let m = recv_json(ws).await;
+        if m["type"] != "joined" && m["type"] != "left" {
+            return m;
+        }
+    }
+}
