@@ -16,6 +16,7 @@ use clap::Parser;
 use serde::Deserialize;
 
 use crate::auth::{PublishKeys, Verifier};
+use crate::policy::{HistoryLimits, Namespace, Namespaces, Policy};
 
 /// ringcast — an edge push server on a thread-per-core io_uring runtime.
 ///
@@ -307,6 +308,19 @@ struct FileConfig {
     recv_buffers: Option<u16>,
     recv_buffer_size: Option<toml::Value>,
     log: Option<String>,
+    namespace: Option<Vec<FileNamespace>>,
+}
+
+/// A `[[namespace]]` table: a prefix and what differs from the defaults.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileNamespace {
+    prefix: String,
+    token: Option<bool>,
+    publish: Option<bool>,
+    presence: Option<bool>,
+    history_size: Option<usize>,
+    history_ttl: Option<String>,
 }
 
 /// The resolved configuration the node runs with.
@@ -374,6 +388,9 @@ pub struct Settings {
     pub publish_keys: PublishKeys,
     /// Verifies client tokens (none: tokens are neither needed nor read).
     pub verifier: Option<Arc<Verifier>>,
+    /// Channel policy by namespace (`[[namespace]]` in the config file),
+    /// over defaults from the options above.
+    pub namespaces: Arc<Namespaces>,
     /// `?token=` is accepted.
     pub allow_token_in_query: bool,
     /// Publishing without keys on a non-loopback address was asked for.
@@ -440,7 +457,8 @@ impl Settings {
             .or(file_duration(file.poll_max_timeout, "poll-max-timeout")?)
             .unwrap_or(Duration::from_secs(120));
         let demo = cli.demo || file.demo.unwrap_or(false);
-        let s = Settings {
+        let file_namespaces = file.namespace.unwrap_or_default();
+        let mut s = Settings {
             listen,
             shards: cli.shards.or(file.shards).unwrap_or_else(online_cpus),
             max_connections: cli
@@ -569,9 +587,64 @@ impl Settings {
                 .or(file_size(file.recv_buffer_size, "recv-buffer-size")?)
                 .unwrap_or(512) as u32,
             log: cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+            namespaces: Arc::new(Namespaces::uniform(Policy {
+                token: false,
+                publish: false,
+                presence: true,
+                history: HistoryLimits {
+                    max_messages: 0,
+                    max_age: Duration::ZERO,
+                },
+            })),
         };
+        s.namespaces = Arc::new(s.channel_policy(file_namespaces)?);
         s.check()?;
         Ok(s)
+    }
+
+    /// The namespaces of the config file over the defaults the options
+    /// give: a token when the node has JWT keys, publishing as
+    /// `--client-publish` says, presence visible, `--history-size` and
+    /// `--history-ttl`.
+    fn channel_policy(&self, file: Vec<FileNamespace>) -> Result<Namespaces, ConfigError> {
+        let default = self.default_policy();
+        let mut spaces = Vec::with_capacity(file.len());
+        for n in file {
+            let what = format!("namespace {:?}", n.prefix);
+            if n.token == Some(true) && self.verifier.is_none() {
+                return Err(ConfigError(format!(
+                    "{what} requires a token, but the node has no JWT keys (--jwt-secret or --jwt-public-key)"
+                )));
+            }
+            let policy = Policy {
+                token: n.token.unwrap_or(default.token),
+                publish: n.publish.unwrap_or(default.publish),
+                presence: n.presence.unwrap_or(default.presence),
+                history: HistoryLimits {
+                    max_messages: n.history_size.unwrap_or(default.history.max_messages),
+                    max_age: file_duration(n.history_ttl, &format!("{what} history-ttl"))?
+                        .unwrap_or(default.history.max_age),
+                },
+            };
+            spaces.push(Namespace {
+                prefix: n.prefix.into(),
+                policy,
+            });
+        }
+        Namespaces::new(default, spaces).map_err(ConfigError)
+    }
+
+    /// What channels in no namespace get.
+    pub fn default_policy(&self) -> Policy {
+        Policy {
+            token: self.verifier.is_some(),
+            publish: self.client_publish,
+            presence: true,
+            history: HistoryLimits {
+                max_messages: self.history_size,
+                max_age: self.history_ttl,
+            },
+        }
     }
 
     /// Bytes queued for one connection beyond which it is a slow

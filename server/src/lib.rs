@@ -12,7 +12,8 @@
 //! transport  sans-io protocol state machines (HTTP, WebSocket, /ws,
 //!            SSE, polling) over `Context`
 //! hub        the channel model: names, ids, history, presence
-//! ─────────  auth, config, capacity, metrics (leaves every layer may use)
+//! ─────────  auth, config, policy, capacity, metrics (leaves every layer
+//!            may use)
 //! uring, codec   (crates) io_uring machinery; HTTP/1.1, WebSocket and SSE codecs
 //! ```
 //!
@@ -29,5 +30,6 @@ pub mod config;
 pub mod hub;
 pub mod metrics;
 pub mod node;
+pub mod policy;
 pub mod shard;
 pub mod transport;

@@ -297,13 +297,16 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         s.publishing().unwrap_or_else(|e| e.0),
         match &s.verifier {
             Some(v) => format!(
-                "required to subscribe ({}){}",
+                "verified ({}){}",
                 v.algorithms(),
                 if s.allow_token_in_query { "; ?token= accepted" } else { "" }
             ),
             None => "not checked: anyone may subscribe (--jwt-secret, --jwt-public-key)".into(),
         },
     ));
+    for line in s.namespaces.describe() {
+        out.push_str(&format!("  policy       {line}\n"));
+    }
     if s.demo {
         out.push_str(&format!(
             "  demo         http://{example}/   client: http://{example}/client.js\n"

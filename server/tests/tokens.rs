@@ -98,9 +98,7 @@ async fn recv(ws: &mut Ws) -> Result<Value, (CloseCode, String)> {
 async fn every_transport_needs_a_token_for_the_channel() {
     let server = Server::start(&["--jwt-secret", SECRET]);
     assert!(
-        server
-            .banner
-            .contains("tokens       required to subscribe (HS256)"),
+        server.banner.contains("tokens       verified (HS256)"),
         "{}",
         server.banner
     );

@@ -37,26 +37,21 @@ pub mod message;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use codec::ws::DataKind;
 use hashbrown::HashMap;
 use slab::Slab;
 
+use crate::policy::Namespaces;
+
 pub use backlog::Backlogs;
 pub use channel::ChannelName;
 pub use id::{Epoch, MsgId};
 pub use message::{ClientId, Event, Message};
 
-/// How long history is kept.
-#[derive(Debug, Clone, Copy)]
-pub struct HistoryLimits {
-    /// Most messages kept per channel (0 disables history and resume).
-    pub max_messages: usize,
-    /// Oldest message kept.
-    pub max_age: Duration,
-}
+pub use crate::policy::HistoryLimits;
 
 /// Sentinel for a subscription waiting for its replay.
 pub const PENDING: u64 = u64::MAX;
@@ -265,6 +260,8 @@ struct Owned {
     history: VecDeque<Arc<Message>>,
     /// Bit per shard with subscribers (the owner's own bit is never set).
     interested: u64,
+    /// Its namespace's history limits, looked up once at creation.
+    limits: HistoryLimits,
 }
 
 #[derive(Debug)]
@@ -290,7 +287,7 @@ pub struct Hub<S> {
     shard: usize,
     shards: usize,
     epoch: Epoch,
-    limits: HistoryLimits,
+    namespaces: Arc<Namespaces>,
     index: HashMap<ChannelName, u32>,
     channels: Slab<Channel<S>>,
     seq_floor: u64,
@@ -299,14 +296,15 @@ pub struct Hub<S> {
 }
 
 impl<S: Copy + PartialEq> Hub<S> {
-    /// The hub of shard `shard` out of `shards`.
-    pub fn new(shard: usize, shards: usize, epoch: Epoch, limits: HistoryLimits) -> Self {
+    /// The hub of shard `shard` out of `shards`; each channel keeps the
+    /// history its namespace sets.
+    pub fn new(shard: usize, shards: usize, epoch: Epoch, namespaces: Arc<Namespaces>) -> Self {
         assert!(shards <= 64, "interest sets hold 64 shards");
         Hub {
             shard,
             shards,
             epoch,
-            limits,
+            namespaces,
             index: HashMap::new(),
             channels: Slab::new(),
             seq_floor: 0,
@@ -350,6 +348,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             last_seq: self.seq_floor,
             history: VecDeque::new(),
             interested: 0,
+            limits: self.namespaces.of(name.as_str()).history,
         });
         let idx = self.channels.insert(Channel {
             name: name.clone(),
@@ -661,7 +660,6 @@ impl<S: Copy + PartialEq> Hub<S> {
         debug_assert!(self.owns(name));
         let idx = self.entry(name);
         let epoch = self.epoch;
-        let limits = self.limits;
         let owned = self.channels[idx as usize]
             .owned
             .as_mut()
@@ -680,9 +678,9 @@ impl<S: Copy + PartialEq> Hub<S> {
             event: Event::Stored,
         });
         let mut evicted = 0;
-        if limits.max_messages > 0 {
+        if owned.limits.max_messages > 0 {
             owned.history.push_back(msg.clone());
-            while owned.history.len() > limits.max_messages {
+            while owned.history.len() > owned.limits.max_messages {
                 owned.history.pop_front();
                 evicted += 1;
             }
@@ -772,11 +770,11 @@ impl<S: Copy + PartialEq> Hub<S> {
     /// Drops history older than the age limit and forgets channels nobody
     /// uses. Call about once a second.
     pub fn expire(&mut self, now: Instant) {
-        let max_age = self.limits.max_age;
         let mut idle = Vec::new();
         let mut evicted = 0;
         for (idx, ch) in self.channels.iter_mut() {
             if let Some(owned) = ch.owned.as_mut() {
+                let max_age = owned.limits.max_age;
                 while owned
                     .history
                     .front()
@@ -815,6 +813,7 @@ impl ShardSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// Subscribers in these tests are plain numbers.
     fn hub(shard: usize, shards: usize, max_messages: usize) -> Hub<u32> {
@@ -822,10 +821,15 @@ mod tests {
             shard,
             shards,
             Epoch::from_bits(7),
-            HistoryLimits {
-                max_messages,
-                max_age: Duration::from_secs(60),
-            },
+            Arc::new(Namespaces::uniform(crate::policy::Policy {
+                token: false,
+                publish: false,
+                presence: true,
+                history: HistoryLimits {
+                    max_messages,
+                    max_age: Duration::from_secs(60),
+                },
+            })),
         )
     }
 

@@ -62,7 +62,7 @@ use std::time::{Duration, Instant};
 
 use uring::{Completion, SetupError};
 
-use crate::hub::{HistoryLimits, Hub, SubRef};
+use crate::hub::{Hub, SubRef};
 use crate::metrics::ShardMetrics;
 use crate::transport::{Protocol, Tick, TICK};
 
@@ -150,11 +150,7 @@ impl Shard {
             notsent_lowat: u32::try_from(s.tcp_notsent_lowat).unwrap_or(u32::MAX),
         };
         let conns = Conns::new(shared.plan, buffers, output, metrics.clone())?;
-        let limits = HistoryLimits {
-            max_messages: s.history_size,
-            max_age: s.history_ttl,
-        };
-        let hub = Hub::new(id, shared.mail.shards(), shared.epoch, limits);
+        let hub = Hub::new(id, shared.mail.shards(), shared.epoch, s.namespaces.clone());
         let now = Instant::now();
         Ok(Shard {
             id,

@@ -666,6 +666,13 @@ impl Http {
         if let Err(refused) = read_access(ctx, head, [&channel]) {
             return self.refuse_auth(ctx, &refused);
         }
+        let namespaces = &ctx.settings().namespaces;
+        if !namespaces.of(channel.as_str()).presence {
+            let space = namespaces.name_of(channel.as_str());
+            let reason = format!("presence is not visible on {channel} (namespace {space})");
+            let refused = Refused::new(Refusal::Forbidden, StatusCode::FORBIDDEN, reason);
+            return self.refuse(ctx, &refused);
+        }
         let token = ctx.query_presence(channel);
         let answer = self.answer();
         let busy = self.busy.get_or_insert_with(Default::default);
@@ -778,19 +785,27 @@ fn presented_access(
     }
 }
 
-/// Checks that the request may read `channels`: `Ok(None)` when the node
-/// checks no tokens; `401` without a valid token; `403` naming the first
-/// channel the token does not allow.
+/// Checks that the request may read `channels`: `Ok(None)` when none of
+/// their namespaces needs a token; `401` without a valid token; `403`
+/// naming the first channel that needs one the token does not allow.
 fn read_access<'c>(
     ctx: &impl Context,
     head: &RequestHead<'_>,
     channels: impl IntoIterator<Item = &'c ChannelName>,
 ) -> Result<Option<Arc<Access>>, Refused> {
-    if ctx.settings().verifier.is_none() {
+    let namespaces = &ctx.settings().namespaces;
+    if !namespaces.any_token() {
+        return Ok(None);
+    }
+    let mut guarded = channels
+        .into_iter()
+        .filter(|c| namespaces.of(c.as_str()).token)
+        .peekable();
+    if guarded.peek().is_none() {
         return Ok(None);
     }
     let access = presented_access(ctx, head)?.ok_or_else(|| token_refusal(&TokenError::Missing))?;
-    if let Some(denied) = channels.into_iter().find(|c| !access.may_read(c.as_str())) {
+    if let Some(denied) = guarded.find(|c| !access.may_read(c.as_str())) {
         return Err(Refused::new(
             Refusal::Forbidden,
             StatusCode::FORBIDDEN,

@@ -250,6 +250,7 @@ impl Session {
             "presence" => {
                 let channel = channel_of(cmd)?;
                 self.may_read(ctx, &channel)?;
+                presence_visible(ctx, &channel)?;
                 let token = ctx.query_presence(channel);
                 self.pending.insert(token, Pending::Presence { rid });
                 Ok(())
@@ -355,14 +356,15 @@ impl Session {
         if sub.replay_in_flight {
             *self.stale.entry(channel.clone()).or_default() += 1;
         }
-        ctx.unsubscribe(sub.at, true);
+        let presence = ctx.settings().namespaces.of(channel.as_str()).presence;
+        ctx.unsubscribe(sub.at, presence);
         true
     }
 
-    /// Whether the client may read `channel`: always when the node checks
-    /// no tokens; otherwise once a token allows it.
+    /// Whether the client may read `channel`: always when its namespace
+    /// needs no token; otherwise once a token allows it.
     fn may_read(&self, ctx: &impl Context, channel: &ChannelName) -> Result<(), Refused> {
-        if ctx.settings().verifier.is_none() {
+        if !ctx.settings().namespaces.of(channel.as_str()).token {
             return Ok(());
         }
         match &self.access {
@@ -402,7 +404,7 @@ impl Session {
             channel: channel.clone(),
             format: Format::Mux,
             since,
-            presence: true,
+            presence: ctx.settings().namespaces.of(channel.as_str()).presence,
         });
         self.subs.insert(
             channel,
@@ -424,13 +426,20 @@ impl Session {
     ) -> Result<(), Refused> {
         let channel = channel_of(cmd)?;
         let by_token = (self.access.as_ref()).is_some_and(|a| a.may_publish(channel.as_str()));
-        if !ctx.settings().client_publish && !by_token {
+        let namespaces = &ctx.settings().namespaces;
+        if !namespaces.of(channel.as_str()).publish && !by_token {
             let reason = if ctx.settings().verifier.is_some() {
                 format!("the token does not allow publishing to {channel} (its publish claim)")
-            } else {
+            } else if namespaces.spaces().is_empty() {
                 "clients may not publish on this server (--client-publish)".into()
+            } else {
+                let space = namespaces.name_of(channel.as_str());
+                format!("clients may not publish to {channel} (namespace {space})")
             };
             return Err(refused("forbidden", reason));
+        }
+        if namespaces.of(channel.as_str()).publish {
+            self.may_read(ctx, &channel)?;
         }
         let ephemeral = match cmd.remove("ephemeral") {
             None | Some(Value::Null) => false,
@@ -585,11 +594,25 @@ impl Session {
 
     /// The connection is going away: leave every channel.
     pub fn release(&mut self, ctx: &mut impl Context) {
-        for (_, sub) in self.subs.drain() {
-            ctx.unsubscribe(sub.at, true);
+        for (channel, sub) in self.subs.drain() {
+            let presence = ctx.settings().namespaces.of(channel.as_str()).presence;
+            ctx.unsubscribe(sub.at, presence);
         }
         self.pending.clear();
     }
+}
+
+/// Refuses a presence query on a channel whose namespace hides presence.
+fn presence_visible(ctx: &impl Context, channel: &ChannelName) -> Result<(), Refused> {
+    let namespaces = &ctx.settings().namespaces;
+    if namespaces.of(channel.as_str()).presence {
+        return Ok(());
+    }
+    let space = namespaces.name_of(channel.as_str());
+    Err(refused(
+        "forbidden",
+        format!("presence is not visible on {channel} (namespace {space})"),
+    ))
 }
 
 fn channel_of(cmd: &mut serde_json::Map<String, Value>) -> Result<ChannelName, Refused> {

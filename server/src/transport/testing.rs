@@ -50,10 +50,11 @@ use serde_json::Value;
 use crate::bus::{ConnHandle, Mail, ReplyTo};
 use crate::config::{Cli, Settings};
 use crate::hub::{
-    CatchUpFrom, ChannelName, ClientId, Epoch, Event, HistoryLimits, Hub, Message, MsgId,
-    PublishItem, Replay, Standing, SubRef,
+    CatchUpFrom, ChannelName, ClientId, Epoch, Event, Hub, Message, MsgId, PublishItem, Replay,
+    Standing, SubRef,
 };
 use crate::metrics::{NodeGauges, ShardMetrics};
+use crate::policy::Namespaces;
 
 use super::context::{tick_at, ticks, waiting_since, Context, Subscribe, Tick, TICK};
 use super::framing::{Encodings, Format};
@@ -137,12 +138,12 @@ impl Node {
     pub fn with(adjust: impl FnOnce(&mut Settings)) -> Node {
         let mut settings = default_settings();
         adjust(&mut settings);
-        let limits = HistoryLimits {
-            max_messages: settings.history_size,
-            max_age: settings.history_ttl,
-        };
+        if settings.namespaces.spaces().is_empty() {
+            // The defaults follow what `adjust` changed (keys, history…).
+            settings.namespaces = Arc::new(Namespaces::uniform(settings.default_policy()));
+        }
         Node {
-            hub: Hub::new(0, 1, Epoch::from_bits(EPOCH), limits),
+            hub: Hub::new(0, 1, Epoch::from_bits(EPOCH), settings.namespaces.clone()),
             settings,
             metrics: Arc::default(),
             start: Instant::now(),

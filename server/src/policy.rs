@@ -1,0 +1,212 @@
+//! Channel policy by namespace: what the node allows on a channel, decided
+//! by the longest configured prefix its name starts with.
+//!
+//! Each namespace (`[[namespace]]` in the TOML config) says whether a
+//! token is required to read, whether clients may publish over `/ws`,
+//! whether presence is visible, and how much history is kept. A channel
+//! that matches no namespace gets the defaults, which come from the
+//! top-level options (`--history-size`, `--history-ttl`,
+//! `--client-publish`, and a token whenever the node has JWT keys) and
+//! which the banner prints.
+//!
+//! Looked up when a request or command names a channel, and once when the
+//! owner creates a channel (for its history) — never per delivery.
+//!
+//! A leaf: it knows nothing of connections or the hub.
+
+use std::time::Duration;
+
+/// How long a channel's history is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Most messages kept per channel (0 disables history and resume).
+    pub max_messages: usize,
+    /// Oldest message kept.
+    pub max_age: Duration,
+}
+
+/// What the node allows on the channels of one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Reading needs a token that lists the channel (`channels` claim).
+    pub token: bool,
+    /// Any client that may read the channel may also publish to it over
+    /// `/ws`. Without it, only a token whose `publish` claim lists the
+    /// channel may.
+    pub publish: bool,
+    /// Subscribers appear in presence, and presence may be queried.
+    pub presence: bool,
+    /// History kept for resume.
+    pub history: HistoryLimits,
+}
+
+/// One configured namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespace {
+    /// Channels whose names start with this belong to it (`chat:`).
+    pub prefix: Box<str>,
+    /// What they allow.
+    pub policy: Policy,
+}
+
+/// The node's namespaces and the defaults for channels in none of them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Namespaces {
+    default: Policy,
+    /// Longest prefix first, so the first match is the most specific.
+    spaces: Vec<Namespace>,
+}
+
+impl Namespaces {
+    /// Namespaces over `default`; `Err` names a prefix given twice or
+    /// empty.
+    pub fn new(default: Policy, mut spaces: Vec<Namespace>) -> Result<Namespaces, String> {
+        spaces.sort_by(|a, b| {
+            b.prefix
+                .len()
+                .cmp(&a.prefix.len())
+                .then(a.prefix.cmp(&b.prefix))
+        });
+        if spaces.iter().any(|n| n.prefix.is_empty()) {
+            return Err(
+                "a namespace needs a non-empty prefix (the defaults cover every other channel)"
+                    .into(),
+            );
+        }
+        if let Some(pair) = spaces.windows(2).find(|w| w[0].prefix == w[1].prefix) {
+            return Err(format!(
+                "namespace {:?} is configured twice",
+                pair[0].prefix
+            ));
+        }
+        Ok(Namespaces { default, spaces })
+    }
+
+    /// Only the defaults: every channel is treated alike.
+    pub fn uniform(default: Policy) -> Namespaces {
+        Namespaces {
+            default,
+            spaces: Vec::new(),
+        }
+    }
+
+    /// The policy of `channel`.
+    pub fn of(&self, channel: &str) -> &Policy {
+        self.spaces
+            .iter()
+            .find(|n| channel.starts_with(&*n.prefix))
+            .map_or(&self.default, |n| &n.policy)
+    }
+
+    /// The namespace `channel` belongs to, as refusals name it.
+    pub fn name_of(&self, channel: &str) -> &str {
+        self.spaces
+            .iter()
+            .find(|n| channel.starts_with(&*n.prefix))
+            .map_or("(default)", |n| &n.prefix)
+    }
+
+    /// The defaults.
+    pub fn default_policy(&self) -> &Policy {
+        &self.default
+    }
+
+    /// The configured namespaces, longest prefix first.
+    pub fn spaces(&self) -> &[Namespace] {
+        &self.spaces
+    }
+
+    /// Whether any channel may need a token.
+    pub fn any_token(&self) -> bool {
+        self.default.token || self.spaces.iter().any(|n| n.policy.token)
+    }
+
+    /// One line per namespace and one for the defaults, for the banner.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!("channels by default: {}", self.default)];
+        for n in &self.spaces {
+            lines.push(format!("namespace {:?}: {}", n.prefix, n.policy));
+        }
+        lines
+    }
+}
+
+impl std::fmt::Display for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, {}, presence {}, history {} messages for {}",
+            if self.token {
+                "token required"
+            } else {
+                "no token needed"
+            },
+            if self.publish {
+                "clients may publish"
+            } else {
+                "clients may not publish (but by a token's publish claim)"
+            },
+            if self.presence { "visible" } else { "hidden" },
+            self.history.max_messages,
+            humantime::format_duration(self.history.max_age),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(token: bool, history: usize) -> Policy {
+        Policy {
+            token,
+            publish: false,
+            presence: true,
+            history: HistoryLimits {
+                max_messages: history,
+                max_age: Duration::from_secs(60),
+            },
+        }
+    }
+
+    fn space(prefix: &str, p: Policy) -> Namespace {
+        Namespace {
+            prefix: prefix.into(),
+            policy: p,
+        }
+    }
+
+    #[test]
+    fn the_longest_prefix_decides() {
+        let ns = Namespaces::new(
+            policy(true, 10),
+            vec![
+                space("chat:", policy(false, 20)),
+                space("chat:vip:", policy(true, 30)),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ns.of("chat:room").history.max_messages, 20);
+        assert_eq!(ns.of("chat:vip:room").history.max_messages, 30);
+        assert_eq!(ns.of("news").history.max_messages, 10);
+        assert_eq!(
+            ns.of("chat").history.max_messages,
+            10,
+            "a prefix is not a name"
+        );
+        assert_eq!(ns.name_of("chat:vip:x"), "chat:vip:");
+        assert_eq!(ns.name_of("other"), "(default)");
+        assert!(ns.any_token());
+    }
+
+    #[test]
+    fn duplicate_and_empty_prefixes_are_refused() {
+        let dup = Namespaces::new(
+            policy(false, 1),
+            vec![space("a:", policy(false, 1)), space("a:", policy(true, 1))],
+        );
+        assert!(dup.unwrap_err().contains("twice"));
+        let empty = Namespaces::new(policy(false, 1), vec![space("", policy(false, 1))]);
+        assert!(empty.unwrap_err().contains("non-empty"));
+    }
+}
