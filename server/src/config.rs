@@ -226,6 +226,16 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_ALLOW_TOKEN_IN_QUERY")]
     pub allow_token_in_query: bool,
 
+    /// How long a ticket from `POST /ticket` stays valid (it is good for
+    /// one request). [default: 30s]
+    #[arg(long, env = "RINGCAST_TICKET_TTL", value_parser = parse_duration, value_name = "DURATION")]
+    pub ticket_ttl: Option<Duration>,
+
+    /// Most tickets outstanding on the node; `POST /ticket` gets 503 past
+    /// it. [default: 100000]
+    #[arg(long, env = "RINGCAST_MAX_TICKETS", value_name = "N")]
+    pub max_tickets: Option<usize>,
+
     /// Let anyone who reaches the node publish over HTTP, even on a
     /// non-loopback address with no `--publish-key`.
     #[arg(long, env = "RINGCAST_INSECURE_PUBLIC_PUBLISH")]
@@ -301,6 +311,8 @@ struct FileConfig {
     jwt_secret: Option<String>,
     jwt_public_key: Option<PathBuf>,
     allow_token_in_query: Option<bool>,
+    ticket_ttl: Option<String>,
+    max_tickets: Option<usize>,
     publish_key_file: Option<Vec<PathBuf>>,
     insecure_public_publish: Option<bool>,
     demo: Option<bool>,
@@ -393,6 +405,10 @@ pub struct Settings {
     pub namespaces: Arc<Namespaces>,
     /// `?token=` is accepted.
     pub allow_token_in_query: bool,
+    /// How long a ticket stays valid.
+    pub ticket_ttl: Duration,
+    /// Most tickets outstanding.
+    pub max_tickets: usize,
     /// Publishing without keys on a non-loopback address was asked for.
     pub insecure_public_publish: bool,
     /// `GET /` serves the chat demo.
@@ -572,6 +588,11 @@ impl Settings {
             .map(Arc::new),
             allow_token_in_query: cli.allow_token_in_query
                 || file.allow_token_in_query.unwrap_or(false),
+            ticket_ttl: cli
+                .ticket_ttl
+                .or(file_duration(file.ticket_ttl, "ticket-ttl")?)
+                .unwrap_or(Duration::from_secs(30)),
+            max_tickets: cli.max_tickets.or(file.max_tickets).unwrap_or(100_000),
             insecure_public_publish: cli.insecure_public_publish
                 || file.insecure_public_publish.unwrap_or(false),
             demo,
@@ -735,6 +756,9 @@ impl Settings {
             return fail(
                 "--poll-batch, --max-stream-channels and --max-subscriptions must be at least 1",
             );
+        }
+        if self.ticket_ttl < Duration::from_secs(1) || self.max_tickets == 0 {
+            return fail("--ticket-ttl must be at least 1s and --max-tickets at least 1");
         }
         if self.listen.is_empty() {
             return fail("at least one --listen address is needed");

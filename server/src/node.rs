@@ -16,6 +16,7 @@ use std::sync::{mpsc, Arc};
 
 use uring::{sys, Opcode, Ring, RingConfig};
 
+use crate::auth::Tickets;
 use crate::bus::Mailboxes;
 use crate::capacity::{group, Plan};
 use crate::config::Settings;
@@ -106,6 +107,7 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
         .collect();
     let shared = Arc::new(Shared {
         settings: settings.clone(),
+        tickets: Tickets::new(settings.ticket_ttl, settings.max_tickets),
         plan,
         epoch: Epoch::random(),
         mail: mail.clone(),

@@ -457,3 +457,111 @@ async fn the_publish_claim_lets_a_client_publish_over_ws() {
     .await;
     assert_eq!(recv(&mut mux).await.unwrap()["code"], "forbidden");
 }
+
+/// `POST /ticket` trades a token for a single-use ticket that a client
+/// which cannot set headers puts in its URL.
+#[tokio::test]
+async fn a_ticket_stands_in_for_the_token_once() {
+    let server = Server::start(&["--jwt-secret", SECRET, "--ticket-ttl", "2s"]);
+    let ann = reader("ann", 60);
+    let http = reqwest::Client::new();
+    let ticket = |auth: Option<String>| {
+        let mut req = http.post(server.url("/ticket"));
+        if let Some(t) = auth {
+            req = req.header("Authorization", bearer(&t));
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let status = r.status().as_u16();
+            let no_store = r.headers().get("cache-control").cloned();
+            (status, r.text().await.unwrap(), no_store)
+        }
+    };
+    let take = |(status, body, no_store): (u16, String, Option<reqwest::header::HeaderValue>)| {
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(no_store.unwrap(), "no-store");
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["expires_in"], 2);
+        v["ticket"].as_str().unwrap().to_string()
+    };
+
+    // An event stream, once.
+    let t = take(ticket(Some(ann.clone())).await);
+    assert_eq!(t.len(), 22, "128 bits, base64url");
+    let stream = get(&server, &format!("/sse/room:1?ticket={t}"), None).await;
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    let (status, body) =
+        refused(get(&server, &format!("/sse/room:1?ticket={t}"), None).await).await;
+    assert_eq!(
+        (status, body.trim()),
+        (
+            401,
+            "ticket unknown, already used or expired: get a new one with POST /ticket"
+        )
+    );
+    // It grants what the token grants, and no more.
+    let t = take(ticket(Some(ann.clone())).await);
+    let (status, _) =
+        refused(get(&server, &format!("/poll/secret?timeout=0&ticket={t}"), None).await).await;
+    assert_eq!(status, 403);
+    // A WebSocket, once.
+    let t = take(ticket(Some(ann.clone())).await);
+    let mut mux = ws(&server, &format!("/ws?ticket={t}"), None).await.unwrap();
+    send(&mut mux, json!({"type": "subscribe", "ch": "room:1"})).await;
+    assert_eq!(recv(&mut mux).await.unwrap()["type"], "subscribed");
+    assert_eq!(
+        ws(&server, &format!("/ws/room:1?ticket={t}"), None)
+            .await
+            .unwrap_err()
+            .0,
+        401
+    );
+    // It expires.
+    let t = take(ticket(Some(ann.clone())).await);
+    tokio::time::sleep(Duration::from_millis(3100)).await;
+    assert_eq!(
+        get(&server, &format!("/presence/room:1?ticket={t}"), None)
+            .await
+            .status(),
+        401
+    );
+
+    // Getting one needs a valid token in the header, a POST, no body.
+    let (status, body, _) = ticket(None).await;
+    assert_eq!(
+        (status, body.trim()),
+        (401, "token required: send Authorization: Bearer <token>")
+    );
+    let expired =
+        token(json!({"sub": "ann", "exp": get_current_timestamp() - 10, "channels": ["room:*"]}));
+    let (status, body, _) = ticket(Some(expired)).await;
+    assert_eq!((status, body.trim()), (401, "token expired"));
+    let r = http.get(server.url("/ticket")).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "POST, OPTIONS");
+    let r = (http.post(server.url("/ticket")))
+        .header("Authorization", bearer(&ann))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.text().await.unwrap().trim()),
+        (400, "POST /ticket takes no body")
+    );
+    // Tickets never reach the log.
+    assert!(!server.log().contains(&t), "a ticket was logged");
+}
+
+#[tokio::test]
+async fn a_node_without_keys_issues_no_tickets() {
+    let server = Server::start(&[]);
+    let r = reqwest::Client::new()
+        .post(server.url("/ticket"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("issues no tickets"));
+}

@@ -12,6 +12,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::auth::Tickets;
 use crate::bus::{Mail, ReplyTo};
 use crate::config::Settings;
 use crate::hub::{
@@ -109,6 +110,10 @@ impl Context for ConnCtx<'_> {
 
     fn metrics(&self) -> &ShardMetrics {
         self.metrics_of()
+    }
+
+    fn tickets(&self) -> &Tickets {
+        &self.shared.tickets
     }
 
     fn send(&mut self, bytes: Bytes) {

@@ -5,6 +5,7 @@
 use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
+use crate::auth::Tickets;
 use crate::bus::Mailboxes;
 use crate::capacity::Plan;
 use crate::config::Settings;
@@ -16,6 +17,8 @@ use crate::metrics::{self, NodeGauges, ShardMetrics};
 pub struct Shared {
     /// The configuration.
     pub settings: Settings,
+    /// Outstanding tickets (`POST /ticket`), redeemed on any shard.
+    pub tickets: Tickets,
     /// The capacity plan.
     pub plan: Plan,
     /// The node's epoch.

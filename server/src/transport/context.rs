@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::auth::Tickets;
 use crate::config::Settings;
 use crate::hub::{ChannelName, ClientId, Epoch, MsgId, PublishItem, Replay, SubRef};
 use crate::metrics::ShardMetrics;
@@ -103,6 +104,9 @@ pub trait Context {
 
     /// The shard's counters.
     fn metrics(&self) -> &ShardMetrics;
+
+    /// The node's outstanding tickets (`POST /ticket`, `?ticket=`).
+    fn tickets(&self) -> &Tickets;
 
     /// Queues bytes for the peer, after everything queued before. A
     /// connection whose peer does not read is told so by

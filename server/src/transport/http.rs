@@ -43,7 +43,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use codec::http::{parse_request, responses, Limits, Method, RequestHead, StatusCode};
 use codec::Status;
+use serde_json::json;
 
+use crate::auth::ticket::IssueError;
 use crate::auth::{self, Access, TokenError};
 use crate::hub::{ChannelName, ClientId, MsgId};
 use crate::metrics::Refusal;
@@ -306,6 +308,7 @@ impl Http {
                 self.after_response(ctx)
             }
             p if p.starts_with("/presence/") => self.query_presence(ctx, head, &p[10..]),
+            "/ticket" => self.issue_ticket(ctx, head),
             "/ws" | "/sse" if !offered(ctx, &head.path[1..]) => {
                 self.transport_off(ctx, &head.path[1..])
             }
@@ -640,7 +643,53 @@ impl Http {
         Outcome::Stay
     }
 
-    // ---- presence and built-in files -----------------------------------------------
+    // ---- tickets, presence and built-in files -------------------------------------
+
+    /// `POST /ticket`: exchanges the token in `Authorization` for a
+    /// single-use ticket (see `auth::ticket`), answered
+    /// `{"ticket":…,"expires_in":<seconds>}`.
+    fn issue_ticket(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
+        if head.method != Method::Post {
+            let status = StatusCode::METHOD_NOT_ALLOWED;
+            let refused = Refused::new(Refusal::BadRequest, status, "use POST /ticket");
+            return self.refuse_with(ctx, &refused, &[("Allow", "POST, OPTIONS")]);
+        }
+        if head.headers.chunked || head.headers.content_length.is_some_and(|n| n > 0) {
+            let refused = Refused::bad(Refusal::BadRequest, "POST /ticket takes no body");
+            return self.refuse(ctx, &refused);
+        }
+        let Some(verifier) = ctx.settings().verifier.clone() else {
+            let reason = "this node checks no tokens (no --jwt-secret or --jwt-public-key), so it issues no tickets";
+            return self.refuse(ctx, &Refused::bad(Refusal::BadRequest, reason));
+        };
+        let access = match auth::bearer_token(head.headers.authorization) {
+            None => return self.refuse_auth(ctx, &token_refusal(&TokenError::Missing)),
+            Some(token) => match verifier.verify(token) {
+                Ok(access) => access,
+                Err(e) => return self.refuse_auth(ctx, &token_refusal(&e)),
+            },
+        };
+        let tickets = ctx.tickets();
+        let ttl = tickets.ttl().as_secs();
+        match tickets.issue(access, ctx.unix_time()) {
+            Ok(ticket) => {
+                let body = framing::json_body(&json!({"ticket": ticket, "expires_in": ttl}));
+                let ct = "application/json";
+                response::respond(ctx, self.answer(), StatusCode::OK, ct, &body, &[], true);
+                self.after_response(ctx)
+            }
+            Err(IssueError::Full) => {
+                let reason = format!(
+                    "{} tickets are outstanding (--max-tickets); retry shortly",
+                    ctx.settings().max_tickets
+                );
+                let refused =
+                    Refused::new(Refusal::Overloaded, StatusCode::SERVICE_UNAVAILABLE, reason);
+                let retry = RETRY_AFTER_SECS.to_string();
+                self.refuse_with(ctx, &refused, &[("Retry-After", retry.as_str())])
+            }
+        }
+    }
 
     /// `GET /presence/{channel}`: asks the channel's owner, which knows
     /// the clients on every shard; answered `{"ch":…,"clients":[…]}`.
@@ -766,7 +815,9 @@ fn token_refusal(e: &TokenError) -> Refused {
     Refused::new(Refusal::Unauthorized, StatusCode::UNAUTHORIZED, e.reason())
 }
 
-/// What the request's token grants, if it presents one: `Ok(None)` when
+/// What the request's token grants, if it presents one (in
+/// `Authorization`, else as a `?ticket=`, else as a `?token=` where
+/// allowed): `Ok(None)` when
 /// the node checks no tokens or none came (a `/ws` client may still send
 /// `auth`); `401` for a token that is not valid.
 fn presented_access(
@@ -776,6 +827,18 @@ fn presented_access(
     let Some(verifier) = ctx.settings().verifier.as_deref() else {
         return Ok(None);
     };
+    if head.headers.authorization.is_none() {
+        if let Some(ticket) = head.query_param("ticket").ok().flatten() {
+            return match ctx.tickets().redeem(&ticket, ctx.unix_time()) {
+                Some(access) => Ok(Some(access)),
+                None => Err(Refused::new(
+                    Refusal::Unauthorized,
+                    StatusCode::UNAUTHORIZED,
+                    "ticket unknown, already used or expired: get a new one with POST /ticket",
+                )),
+            };
+        }
+    }
     match token_of(ctx, head) {
         None => Ok(None),
         Some(token) => verifier

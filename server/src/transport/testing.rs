@@ -47,6 +47,7 @@ use codec::ws::{encode, DataKind, DecoderConfig, Frame, FrameDecoder, OpCode};
 use codec::Status;
 use serde_json::Value;
 
+use crate::auth::Tickets;
 use crate::bus::{ConnHandle, Mail, ReplyTo};
 use crate::config::{Cli, Settings};
 use crate::hub::{
@@ -106,6 +107,7 @@ struct Conn {
 pub struct Node {
     settings: Settings,
     metrics: Arc<ShardMetrics>,
+    tickets: Tickets,
     hub: Hub<Subscriber>,
     /// What tick 0 is, for the hub's history ages.
     start: Instant,
@@ -144,6 +146,7 @@ impl Node {
         }
         Node {
             hub: Hub::new(0, 1, Epoch::from_bits(EPOCH), settings.namespaces.clone()),
+            tickets: Tickets::new(settings.ticket_ttl, settings.max_tickets),
             settings,
             metrics: Arc::default(),
             start: Instant::now(),
@@ -884,6 +887,10 @@ impl Context for Ctx<'_> {
 
     fn metrics(&self) -> &ShardMetrics {
         &self.node.metrics
+    }
+
+    fn tickets(&self) -> &Tickets {
+        &self.node.tickets
     }
 
     fn send(&mut self, bytes: Bytes) {
