@@ -27,13 +27,15 @@ use super::Access;
 /// Bytes of randomness in a ticket.
 const TICKET_BYTES: usize = 16;
 
+/// Ticket → what it grants and when it expires (Unix seconds).
+type Outstanding = HashMap<[u8; TICKET_BYTES], (Arc<Access>, u64)>;
+
 /// The node's outstanding tickets.
 #[derive(Debug)]
 pub struct Tickets {
     ttl: Duration,
     max: usize,
-    /// Ticket → what it grants and when it expires (Unix seconds).
-    outstanding: Mutex<HashMap<[u8; TICKET_BYTES], (Arc<Access>, u64)>>,
+    outstanding: Mutex<Outstanding>,
 }
 
 /// Why no ticket was issued.
@@ -98,7 +100,7 @@ impl Tickets {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; TICKET_BYTES], (Arc<Access>, u64)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outstanding> {
         // A panic while holding the lock leaves a map that is still
         // consistent (every operation is a single insert, remove or
         // retain), so a poisoned lock is used as it is.
