@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{publish, Server, Ws};
+use common::{publish, recv_json, Server, Ws};
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
@@ -564,4 +564,90 @@ async fn a_node_without_keys_issues_no_tickets() {
         .unwrap();
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("issues no tickets"));
+}
+
+/// Presence names a token holder by its `sub`, once however many
+/// connections it has; anonymous connections by their client id.
+#[tokio::test]
+async fn presence_shows_the_sub_once_per_user() {
+    let server = Server::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--config",
+        &open_namespace_config("lobby:"),
+    ]);
+    let ann = token(json!({"sub": "ann", "exp": get_current_timestamp() + 60, "channels": ["*"]}));
+    let mut watcher = ws(&server, "/ws", None).await.unwrap();
+    send(&mut watcher, json!({"type": "subscribe", "ch": "lobby:1"})).await;
+    let me = recv(&mut watcher).await.unwrap();
+    assert_eq!(me["type"], "subscribed");
+    let anon = me["client"].as_str().unwrap().to_string();
+    assert_eq!(anon.len(), 16, "an anonymous client id: {me}");
+
+    let mut tabs = Vec::new();
+    for _ in 0..2 {
+        let mut tab = ws(&server, "/ws", Some(&ann)).await.unwrap();
+        send(&mut tab, json!({"type": "subscribe", "ch": "lobby:1"})).await;
+        let answer = recv(&mut tab).await.unwrap();
+        assert_eq!(
+            (answer["type"].as_str(), answer["client"].as_str()),
+            (Some("subscribed"), Some("ann"))
+        );
+        tabs.push(tab);
+    }
+    send(
+        &mut watcher,
+        json!({"type": "presence", "ch": "lobby:1", "rid": 1}),
+    )
+    .await;
+    let mut events = Vec::new();
+    let list = loop {
+        let m = recv_json(&mut watcher).await;
+        if m["type"] == "presence" {
+            break m;
+        }
+        events.push(m);
+    };
+    assert_eq!(list["clients"], json!([anon, "ann"]), "{list}");
+    events.retain(|e| e["client"] != anon.as_str()); // its own arrival
+    assert_eq!(
+        events,
+        [json!({"type": "joined", "ch": "lobby:1", "client": "ann"})],
+        "one joined for two tabs"
+    );
+    let r = reqwest::get(server.url("/presence/lobby:1")).await.unwrap();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["clients"], json!([anon, "ann"]));
+
+    // Closing one tab leaves ann present; closing the other, not.
+    drop(tabs.pop());
+    send(
+        &mut watcher,
+        json!({"type": "presence", "ch": "lobby:1", "rid": 2}),
+    )
+    .await;
+    let m = recv_json(&mut watcher).await;
+    assert_eq!(
+        (m["type"].as_str(), &m["clients"]),
+        (Some("presence"), &json!([anon, "ann"])),
+        "{m}"
+    );
+    drop(tabs.pop());
+    let m = recv_json(&mut watcher).await;
+    assert_eq!(m, json!({"type": "left", "ch": "lobby:1", "client": "ann"}));
+}
+
+/// A config file whose namespace `prefix` needs no token, so anonymous
+/// and token holders meet in it.
+fn open_namespace_config(prefix: &str) -> String {
+    let path = std::env::temp_dir().join(format!(
+        "ringcast-tokens-{}-{prefix}.toml",
+        std::process::id()
+    ));
+    std::fs::write(
+        &path,
+        format!("[[namespace]]\nprefix = \"{prefix}\"\ntoken = false\n"),
+    )
+    .unwrap();
+    path.to_str().unwrap().to_string()
 }

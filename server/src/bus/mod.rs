@@ -15,7 +15,7 @@ pub mod mailbox;
 
 use std::sync::Arc;
 
-use crate::hub::{ChannelName, ClientId, Message, MsgId, PublishItem, Replay, SubRef};
+use crate::hub::{ChannelName, Member, Message, MsgId, PublishItem, Replay, SubRef};
 
 pub use mailbox::Mailboxes;
 
@@ -65,8 +65,9 @@ pub enum Mail {
         channel: ChannelName,
         /// Resume point.
         since: Option<MsgId>,
-        /// The client joining the channel's presence, if it takes part.
-        client: Option<ClientId>,
+        /// Who joins the channel's presence, if the subscription takes
+        /// part in it.
+        member: Option<Member>,
     },
     /// The owner's answer to [`Mail::Subscribe`].
     Replayed {
@@ -98,8 +99,8 @@ pub enum Mail {
     Left {
         /// The channel.
         channel: ChannelName,
-        /// The client.
-        client: ClientId,
+        /// Who.
+        member: Member,
     },
     /// Who is present on a channel? Answer with [`Mail::Presence`].
     PresenceQuery {
@@ -115,7 +116,7 @@ pub enum Mail {
         /// The channel.
         channel: ChannelName,
         /// The clients present.
-        clients: Vec<ClientId>,
+        clients: Vec<Member>,
     },
     /// A published message for the receiving shard's subscribers.
     Deliver(Arc<Message>),

@@ -2,6 +2,7 @@
 //! every shard and connection that delivers it, and the events announced
 //! with it.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -37,10 +38,12 @@ pub enum Event {
     /// A live-only message (typing indicators…): delivered to subscribers
     /// that are live now, never stored, no id (`seq` 0).
     Ephemeral,
-    /// A multiplexed-WebSocket client subscribed (presence).
-    Joined(ClientId),
-    /// A multiplexed-WebSocket client unsubscribed or left (presence).
-    Left(ClientId),
+    /// A member joined the channel's presence (its first multiplexed
+    /// WebSocket subscribed). The payload is its identity ([`Member`]).
+    Joined,
+    /// A member left it (its last one unsubscribed or went away). The
+    /// payload is its identity.
+    Left,
 }
 
 impl Message {
@@ -59,5 +62,25 @@ pub struct ClientId(pub u64);
 impl std::fmt::Display for ClientId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:016x}", self.0)
+    }
+}
+
+/// Who appears in a channel's presence: the `sub` of the connection's
+/// token when it names one — one member however many connections that
+/// user has open — and otherwise the anonymous connection.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Member {
+    /// A connection without an identity.
+    Client(ClientId),
+    /// A user, by its token's `sub`.
+    User(Arc<str>),
+}
+
+impl std::fmt::Display for Member {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Member::Client(c) => c.fmt(f),
+            Member::User(sub) => f.write_str(sub),
+        }
     }
 }

@@ -49,7 +49,7 @@ use crate::policy::Namespaces;
 pub use backlog::Backlogs;
 pub use channel::ChannelName;
 pub use id::{Epoch, MsgId};
-pub use message::{ClientId, Event, Message};
+pub use message::{ClientId, Event, Member, Message};
 
 pub use crate::policy::HistoryLimits;
 
@@ -251,8 +251,9 @@ pub enum Unsubscribed {
 /// Owner-side state of a channel.
 #[derive(Debug)]
 struct Owned {
-    /// Multiplexed-WebSocket clients subscribed, on every shard.
-    presence: hashbrown::HashSet<ClientId>,
+    /// Members subscribed over multiplexed WebSockets, on every shard,
+    /// with how many connections each has subscribed.
+    presence: HashMap<Member, u32>,
     /// The first sequence number of this incarnation of the channel.
     first_seq: u64,
     /// The last sequence number issued (`first_seq - 1` before any).
@@ -732,38 +733,52 @@ impl<S: Copy + PartialEq> Hub<S> {
         (msg, interested)
     }
 
-    /// On the owner: `client` joined the channel's presence. `false` when
-    /// it was already present.
-    pub fn presence_join(&mut self, name: &ChannelName, client: ClientId) -> bool {
+    /// On the owner: a connection of `member` joined the channel's
+    /// presence. `true` when the member was not present before (announce
+    /// it).
+    pub fn presence_join(&mut self, name: &ChannelName, member: Member) -> bool {
         let idx = self.entry(name);
-        self.channels[idx as usize]
-            .owned
-            .as_mut()
-            .is_some_and(|o| o.presence.insert(client))
+        let Some(owned) = self.channels[idx as usize].owned.as_mut() else {
+            return false;
+        };
+        let connections = owned.presence.entry(member).or_insert(0);
+        *connections += 1;
+        *connections == 1
     }
 
-    /// On the owner: `client` left. `false` when it was not present.
-    pub fn presence_leave(&mut self, name: &ChannelName, client: ClientId) -> bool {
+    /// On the owner: a connection of `member` left. `true` when that was
+    /// its last one (announce it).
+    pub fn presence_leave(&mut self, name: &ChannelName, member: &Member) -> bool {
         let Some(&idx) = self.index.get(name.as_str()) else {
             return false;
         };
-        let left = self.channels[idx as usize]
-            .owned
-            .as_mut()
-            .is_some_and(|o| o.presence.remove(&client));
+        let Some(owned) = self.channels[idx as usize].owned.as_mut() else {
+            return false;
+        };
+        let gone = match owned.presence.get_mut(member) {
+            None => false,
+            Some(1) => {
+                owned.presence.remove(member);
+                true
+            }
+            Some(n) => {
+                *n -= 1;
+                false
+            }
+        };
         self.collect_if_unused(idx);
-        left
+        gone
     }
 
-    /// On the owner: the clients present on a channel, sorted.
-    pub fn presence(&self, name: &ChannelName) -> Vec<ClientId> {
-        let mut v: Vec<ClientId> = self
+    /// On the owner: the members present on a channel, sorted by identity.
+    pub fn presence(&self, name: &ChannelName) -> Vec<Member> {
+        let mut v: Vec<Member> = self
             .index
             .get(name.as_str())
             .and_then(|&idx| self.channels[idx as usize].owned.as_ref())
-            .map(|o| o.presence.iter().copied().collect())
+            .map(|o| o.presence.keys().cloned().collect())
             .unwrap_or_default();
-        v.sort_unstable_by_key(|c| c.0);
+        v.sort_unstable_by_key(Member::to_string);
         v
     }
 
@@ -1095,17 +1110,31 @@ mod tests {
     }
 
     #[test]
+    fn presence_counts_a_user_once_however_many_connections() {
+        let mut h = hub(0, 1, 10);
+        let ch = name("room");
+        let ann = Member::User("ann".into());
+        assert!(h.presence_join(&ch, ann.clone()));
+        assert!(!h.presence_join(&ch, ann.clone()), "a second tab");
+        assert!(h.presence_join(&ch, Member::Client(ClientId(9))));
+        assert_eq!(h.presence(&ch), [Member::Client(ClientId(9)), ann.clone()]);
+        assert!(!h.presence_leave(&ch, &ann), "one tab still there");
+        assert!(h.presence_leave(&ch, &ann));
+        assert!(!h.presence_leave(&ch, &ann));
+    }
+
+    #[test]
     fn presence_is_kept_by_the_owner() {
         let mut h = hub(0, 1, 10);
         let ch = name("room");
-        assert!(h.presence_join(&ch, ClientId(2)));
-        assert!(h.presence_join(&ch, ClientId(1)));
-        assert!(!h.presence_join(&ch, ClientId(1)));
-        assert_eq!(h.presence(&ch), [ClientId(1), ClientId(2)]);
-        assert!(h.presence_leave(&ch, ClientId(1)));
-        assert!(!h.presence_leave(&ch, ClientId(1)));
-        assert_eq!(h.presence(&ch), [ClientId(2)]);
-        assert!(h.presence_leave(&ch, ClientId(2)));
+        let (one, two) = (Member::Client(ClientId(1)), Member::Client(ClientId(2)));
+        assert!(h.presence_join(&ch, two.clone()));
+        assert!(h.presence_join(&ch, one.clone()));
+        assert_eq!(h.presence(&ch), [one.clone(), two.clone()]);
+        assert!(h.presence_leave(&ch, &one));
+        assert!(!h.presence_leave(&ch, &one));
+        assert_eq!(h.presence(&ch), std::slice::from_ref(&two));
+        assert!(h.presence_leave(&ch, &two));
         assert_eq!(h.channel_count(), 0, "an empty channel is forgotten");
         assert_eq!(ClientId(0x0100000005000001).to_string(), "0100000005000001");
     }

@@ -16,7 +16,7 @@ use crate::auth::Tickets;
 use crate::bus::{Mail, ReplyTo};
 use crate::config::Settings;
 use crate::hub::{
-    ChannelName, ClientId, Epoch, PublishItem, Replay, Standing, SubRef, Unsubscribed,
+    ChannelName, ClientId, Epoch, Member, PublishItem, Replay, Standing, SubRef, Unsubscribed,
 };
 use crate::metrics::ShardMetrics;
 use crate::transport::{tick_at, waiting_since, Context, Subscribe, Tick};
@@ -154,7 +154,6 @@ impl Context for ConnCtx<'_> {
         );
         let me = self.post.me();
         let owner = self.hub.owner(&request.channel);
-        let client = request.presence.then(|| self.client_id());
         self.post.send(
             owner,
             Mail::Subscribe {
@@ -163,7 +162,7 @@ impl Context for ConnCtx<'_> {
                 at,
                 channel: request.channel,
                 since: request.since,
-                client,
+                member: request.presence,
             },
         );
         at
@@ -237,15 +236,11 @@ impl Context for ConnCtx<'_> {
         self.hub.channel_name(at.chan)
     }
 
-    fn unsubscribe(&mut self, at: SubRef, presence: bool) {
+    fn unsubscribe(&mut self, at: SubRef, presence: Option<Member>) {
         let Some(s) = self.own_sub(at) else {
             return;
         };
-        let channel: Option<ChannelName> = if presence {
-            self.hub.channel_name(at.chan)
-        } else {
-            None
-        };
+        let left = presence.and_then(|member| Some((self.hub.channel_name(at.chan)?, member)));
         if let Unsubscribed::LastLocal(name) = self.hub.remove_sub(at, &s) {
             let owner = self.hub.owner(&name);
             let from = self.post.me();
@@ -257,10 +252,9 @@ impl Context for ConnCtx<'_> {
                 },
             );
         }
-        if let Some(channel) = channel {
+        if let Some((channel, member)) = left {
             let owner = self.hub.owner(&channel);
-            let client = self.client_id();
-            self.post.send(owner, Mail::Left { channel, client });
+            self.post.send(owner, Mail::Left { channel, member });
         }
     }
 

@@ -149,7 +149,7 @@ impl Shard {
                     at,
                     channel,
                     since: Some(since),
-                    client: None,
+                    member: None,
                 };
                 self.post.send(owner, subscribe);
             }

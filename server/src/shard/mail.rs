@@ -51,7 +51,7 @@ impl Shard {
                 at,
                 channel,
                 since,
-                client,
+                member,
             } => owner::subscribe(
                 &mut self.hub,
                 &mut self.post,
@@ -62,12 +62,12 @@ impl Shard {
                 at,
                 channel,
                 since,
-                client,
+                member,
             ),
             Mail::CatchUp { conn, at } => self.catch_up(conn, at),
             Mail::Unsubscribe { from, channel } => self.hub.owner_unsubscribe(&channel, from),
-            Mail::Left { channel, client } => {
-                owner::left(&mut self.hub, &mut self.post, self.now, &channel, client)
+            Mail::Left { channel, member } => {
+                owner::left(&mut self.hub, &mut self.post, self.now, &channel, &member)
             }
             Mail::PresenceQuery { reply, channel } => {
                 owner::presence(&self.hub, &mut self.post, reply, channel)

@@ -18,9 +18,7 @@ use bytes::Bytes;
 use codec::ws::DataKind;
 
 use crate::bus::{ConnHandle, Mail, ReplyTo};
-use crate::hub::{
-    ChannelName, ClientId, Event, Hub, Message, MsgId, PublishItem, ShardSet, SubRef,
-};
+use crate::hub::{ChannelName, Event, Hub, Member, Message, MsgId, PublishItem, ShardSet, SubRef};
 use crate::metrics::ShardMetrics;
 
 use super::conns::Subscriber;
@@ -86,27 +84,29 @@ pub fn subscribe(
     at: SubRef,
     channel: ChannelName,
     since: Option<MsgId>,
-    client: Option<ClientId>,
+    member: Option<Member>,
 ) {
     let replay = hub.owner_subscribe(&channel, from, since, budget);
     post.send(from, Mail::Replayed { conn, at, replay });
-    if let Some(client) = client {
-        if hub.presence_join(&channel, client) {
-            announce(hub, post, now, &channel, Event::Joined(client));
+    if let Some(member) = member {
+        let identity = Bytes::from(member.to_string());
+        if hub.presence_join(&channel, member) {
+            announce(hub, post, now, &channel, Event::Joined, identity);
         }
     }
 }
 
-/// A client left a channel's presence.
+/// A connection of `member` left a channel's presence.
 pub fn left(
     hub: &mut ShardHub,
     post: &mut Post,
     now: Instant,
     channel: &ChannelName,
-    client: ClientId,
+    member: &Member,
 ) {
-    if hub.presence_leave(channel, client) {
-        announce(hub, post, now, channel, Event::Left(client));
+    if hub.presence_leave(channel, member) {
+        let identity = Bytes::from(member.to_string());
+        announce(hub, post, now, channel, Event::Left, identity);
     }
 }
 
@@ -123,14 +123,16 @@ pub fn presence(hub: &ShardHub, post: &mut Post, reply: ReplyTo, channel: Channe
     );
 }
 
-/// Tells the channel's subscribers about a presence change.
+/// Tells the channel's subscribers about a presence change of the member
+/// `identity` names.
 fn announce(
     hub: &mut ShardHub,
     post: &mut Post,
     now: Instant,
     channel: &ChannelName,
     event: Event,
+    identity: Bytes,
 ) {
-    let (msg, interested) = hub.publish_live(channel, DataKind::Text, Bytes::new(), event, now);
+    let (msg, interested) = hub.publish_live(channel, DataKind::Text, identity, event, now);
     deliver(post, msg, interested);
 }

@@ -16,7 +16,7 @@ use bytes::Bytes;
 
 use crate::auth::Tickets;
 use crate::config::Settings;
-use crate::hub::{ChannelName, ClientId, Epoch, MsgId, PublishItem, Replay, SubRef};
+use crate::hub::{ChannelName, ClientId, Epoch, Member, MsgId, PublishItem, Replay, SubRef};
 use crate::metrics::ShardMetrics;
 
 use super::framing::Format;
@@ -81,8 +81,9 @@ pub struct Subscribe {
     pub format: Format,
     /// Resume after this id (`None`: from now on).
     pub since: Option<MsgId>,
-    /// Whether the connection joins the channel's presence.
-    pub presence: bool,
+    /// Who joins the channel's presence, if the connection takes part in
+    /// it.
+    pub presence: Option<Member>,
 }
 
 /// What a protocol may ask of its connection. See the module docs.
@@ -165,9 +166,9 @@ pub trait Context {
     /// as `handle_replay`.
     fn catch_up(&mut self, at: SubRef);
 
-    /// Removes a subscription (leaving the channel's presence if it had
-    /// joined it).
-    fn unsubscribe(&mut self, at: SubRef, presence: bool);
+    /// Removes a subscription; `presence` is the member it joined the
+    /// channel's presence as, if it did.
+    fn unsubscribe(&mut self, at: SubRef, presence: Option<Member>);
 
     /// Sends messages to their channels' owners; the ids arrive as
     /// `handle_published` with the returned token.
@@ -177,7 +178,8 @@ pub trait Context {
     /// `handle_presence` with the returned token.
     fn query_presence(&mut self, channel: ChannelName) -> u32;
 
-    /// This connection's identity in presence lists.
+    /// This connection's anonymous identity (in presence lists when its
+    /// token names no `sub`).
     fn client_id(&self) -> ClientId;
 
     /// The node's epoch (the first half of every id).

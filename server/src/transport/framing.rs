@@ -50,7 +50,7 @@ impl Format {
         match event {
             Event::Stored => true,
             Event::Ephemeral => !self.is_poll(),
-            Event::Joined(_) | Event::Left(_) => self == Format::Mux,
+            Event::Joined | Event::Left => self == Format::Mux,
         }
     }
 
@@ -167,12 +167,17 @@ pub fn payload_of(o: &mut serde_json::Map<String, Value>) -> Result<(DataKind, B
 
 // ---- WebSocket -----------------------------------------------------------------
 
+/// The member a presence event is about: its payload.
+fn identity(msg: &Message) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(&msg.payload)
+}
+
 /// A message as the JSON envelope shared by `/ws` and `/ws/{ch}?format=json`.
 pub fn message_frame(msg: &Message) -> Bytes {
     let ch = msg.channel.as_str();
     let v = match msg.event {
-        Event::Joined(c) => json!({"type": "joined", "ch": ch, "client": c.to_string()}),
-        Event::Left(c) => json!({"type": "left", "ch": ch, "client": c.to_string()}),
+        Event::Joined => json!({"type": "joined", "ch": ch, "client": identity(msg)}),
+        Event::Left => json!({"type": "left", "ch": ch, "client": identity(msg)}),
         Event::Stored | Event::Ephemeral => {
             let id = msg.is_stored().then(|| msg.id.to_string());
             let mut v = json!({"type": "message", "ch": ch, "id": id});

@@ -47,7 +47,7 @@ use serde_json::json;
 
 use crate::auth::ticket::IssueError;
 use crate::auth::{self, Access, TokenError};
-use crate::hub::{ChannelName, ClientId, MsgId};
+use crate::hub::{ChannelName, Member, MsgId};
 use crate::metrics::Refusal;
 
 use super::assets::{self, Asset};
@@ -584,7 +584,7 @@ impl Http {
         ctx: &mut impl Context,
         token: u32,
         channel: &ChannelName,
-        clients: &[ClientId],
+        clients: &[Member],
     ) -> Outcome {
         let Some(busy) = self.busy.as_mut() else {
             return Outcome::Stay;
@@ -592,7 +592,7 @@ impl Http {
         for w in busy.waiting.iter_mut() {
             if let Waiting::Presence { token: t, body, .. } = w {
                 if *t == token && body.is_none() {
-                    let clients: Vec<String> = clients.iter().map(ClientId::to_string).collect();
+                    let clients: Vec<String> = clients.iter().map(Member::to_string).collect();
                     let json = serde_json::json!({ "ch": channel.as_str(), "clients": clients });
                     *body = Some(framing::json_body(&json));
                 }

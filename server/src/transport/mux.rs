@@ -28,7 +28,7 @@ use hashbrown::HashMap;
 use serde_json::{json, Value};
 
 use crate::auth::{Access, TokenError};
-use crate::hub::{ChannelName, ClientId, MsgId, PublishItem, Replay, SubRef};
+use crate::hub::{ChannelName, Member, MsgId, PublishItem, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics};
 
 use super::context::{Context, Subscribe, Tick, RETRY_AFTER_SECS, TICK};
@@ -356,9 +356,21 @@ impl Session {
         if sub.replay_in_flight {
             *self.stale.entry(channel.clone()).or_default() += 1;
         }
-        let presence = ctx.settings().namespaces.of(channel.as_str()).presence;
+        let presence = self.presence_as(ctx, channel);
         ctx.unsubscribe(sub.at, presence);
         true
+    }
+
+    /// Who the connection is in `channel`'s presence: its token's `sub`,
+    /// else its anonymous id; `None` where the namespace hides presence.
+    fn presence_as(&self, ctx: &impl Context, channel: &ChannelName) -> Option<Member> {
+        if !ctx.settings().namespaces.of(channel.as_str()).presence {
+            return None;
+        }
+        Some(match self.access.as_ref().and_then(|a| a.sub.as_deref()) {
+            Some(sub) => Member::User(sub.into()),
+            None => Member::Client(ctx.client_id()),
+        })
     }
 
     /// Whether the client may read `channel`: always when its namespace
@@ -404,7 +416,7 @@ impl Session {
             channel: channel.clone(),
             format: Format::Mux,
             since,
-            presence: ctx.settings().namespaces.of(channel.as_str()).presence,
+            presence: self.presence_as(ctx, &channel),
         });
         self.subs.insert(
             channel,
@@ -516,7 +528,9 @@ impl Session {
             sub.answered = true;
             let rid = sub.rid.take();
             let ch = replay.channel.as_str();
-            let client = ctx.client_id().to_string();
+            let client = self
+                .presence_as(ctx, &replay.channel)
+                .map_or_else(|| ctx.client_id().to_string(), |member| member.to_string());
             let mut answer = json!({"type": "subscribed", "ch": ch, "client": client});
             if replay.reset.is_none() && replay.messages.is_empty() {
                 // Nothing to replay: the position the subscription starts
@@ -578,10 +592,10 @@ impl Session {
         ctx: &mut impl Context,
         token: u32,
         channel: &ChannelName,
-        clients: &[ClientId],
+        clients: &[Member],
     ) {
         if let Some(Pending::Presence { rid }) = self.pending.remove(&token) {
-            let clients: Vec<String> = clients.iter().map(ClientId::to_string).collect();
+            let clients: Vec<String> = clients.iter().map(Member::to_string).collect();
             send(
                 ctx,
                 with_rid(
@@ -594,8 +608,8 @@ impl Session {
 
     /// The connection is going away: leave every channel.
     pub fn release(&mut self, ctx: &mut impl Context) {
-        for (channel, sub) in self.subs.drain() {
-            let presence = ctx.settings().namespaces.of(channel.as_str()).presence;
+        for (channel, sub) in std::mem::take(&mut self.subs) {
+            let presence = self.presence_as(ctx, &channel);
             ctx.unsubscribe(sub.at, presence);
         }
         self.pending.clear();

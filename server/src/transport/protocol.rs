@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::hub::{ChannelName, ClientId, Message, MsgId, Replay, SubRef};
+use crate::hub::{ChannelName, Member, Message, MsgId, Replay, SubRef};
 use crate::metrics::Transport;
 
 use super::context::{ticks, Context, Finish, Step};
@@ -220,7 +220,7 @@ impl Protocol {
         ctx: &mut impl Context,
         token: u32,
         channel: &ChannelName,
-        clients: &[ClientId],
+        clients: &[Member],
     ) {
         match self {
             Protocol::Http(h) => {

@@ -174,7 +174,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
             channel,
             format: Format::Sse,
             since: plan.positions[0],
-            presence: false,
+            presence: None,
         });
         return Started::One(Sse { sub, expires });
     }
@@ -187,7 +187,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
             channel: channel.clone(),
             format: Format::SseMulti,
             since,
-            presence: false,
+            presence: None,
         });
         stream.channels.push(StreamChannel {
             name: channel,
@@ -294,7 +294,7 @@ impl Sse {
     pub fn release(&mut self, ctx: &mut impl Context) {
         let sub = std::mem::replace(&mut self.sub, SubRef::NONE);
         if sub != SubRef::NONE {
-            ctx.unsubscribe(sub, false);
+            ctx.unsubscribe(sub, None);
         }
     }
 }
@@ -427,7 +427,7 @@ impl SseMulti {
     /// The connection is going away: leave every channel.
     pub fn release(&mut self, ctx: &mut impl Context) {
         for c in self.channels.drain(..) {
-            ctx.unsubscribe(c.sub, false);
+            ctx.unsubscribe(c.sub, None);
         }
     }
 }

@@ -51,8 +51,8 @@ use crate::auth::Tickets;
 use crate::bus::{ConnHandle, Mail, ReplyTo};
 use crate::config::{Cli, Settings};
 use crate::hub::{
-    CatchUpFrom, ChannelName, ClientId, Epoch, Event, Hub, Message, MsgId, PublishItem, Replay,
-    Standing, SubRef,
+    CatchUpFrom, ChannelName, ClientId, Epoch, Event, Hub, Member, Message, MsgId, PublishItem,
+    Replay, Standing, SubRef,
 };
 use crate::metrics::{NodeGauges, ShardMetrics};
 use crate::policy::Namespaces;
@@ -577,7 +577,7 @@ impl Node {
                 at: sub,
                 channel,
                 since,
-                client,
+                member,
                 ..
             } => {
                 let budget = self.settings.max_outbound;
@@ -587,15 +587,16 @@ impl Node {
                     at: sub,
                     replay,
                 });
-                if let Some(client) = client {
-                    if self.hub.presence_join(&channel, client) {
-                        self.announce(&channel, Event::Joined(client));
+                if let Some(member) = member {
+                    let identity = member.to_string();
+                    if self.hub.presence_join(&channel, member) {
+                        self.announce(&channel, Event::Joined, identity);
                     }
                 }
             }
-            Mail::Left { channel, client } => {
-                if self.hub.presence_leave(&channel, client) {
-                    self.announce(&channel, Event::Left(client));
+            Mail::Left { channel, member } => {
+                if self.hub.presence_leave(&channel, &member) {
+                    self.announce(&channel, Event::Left, member.to_string());
                 }
             }
             Mail::Unsubscribe { channel, from } => self.hub.owner_unsubscribe(&channel, from),
@@ -650,10 +651,12 @@ impl Node {
         }
     }
 
-    /// Tells a channel's subscribers about a presence change.
-    fn announce(&mut self, channel: &ChannelName, event: Event) {
+    /// Tells a channel's subscribers about a presence change of the
+    /// member `identity` names.
+    fn announce(&mut self, channel: &ChannelName, event: Event, identity: String) {
         let at = self.instant();
-        let (msg, _) = (self.hub).publish_live(channel, DataKind::Text, Bytes::new(), event, at);
+        let identity = Bytes::from(identity);
+        let (msg, _) = (self.hub).publish_live(channel, DataKind::Text, identity, event, at);
         self.fanouts.push(msg);
     }
 
@@ -755,14 +758,14 @@ impl Node {
                 self.dispatch(c, |p, ctx| p.handle_replay(ctx, at, replay));
             }
             Some(CatchUpFrom::Owner { channel, since }) => {
-                let (from, since, client) = (0, Some(since), None);
+                let (from, since, member) = (0, Some(since), None);
                 (self.mail).push_back(Mail::Subscribe {
                     from,
                     conn,
                     at,
                     channel,
                     since,
-                    client,
+                    member,
                 });
             }
             None => {}
@@ -934,14 +937,13 @@ impl Context for Ctx<'_> {
             behind_since: 0,
         };
         let at = self.node.hub.add_sub(&request.channel, subscriber);
-        let client = request.presence.then(|| self.client_id());
         self.node.mail.push_back(Mail::Subscribe {
             from: 0,
             conn: ConnHandle(self.conn as u64),
             at,
             channel: request.channel,
             since: request.since,
-            client,
+            member: request.presence,
         });
         at
     }
@@ -1011,18 +1013,15 @@ impl Context for Ctx<'_> {
         self.node.mail.push_back(Mail::CatchUp { conn, at });
     }
 
-    fn unsubscribe(&mut self, at: SubRef, presence: bool) {
+    fn unsubscribe(&mut self, at: SubRef, presence: Option<Member>) {
         let Some(s) = self.own_sub(at) else {
             return;
         };
-        let channel = presence
-            .then(|| self.node.hub.channel_name(at.chan))
-            .flatten();
+        let left = presence.and_then(|m| Some((self.node.hub.channel_name(at.chan)?, m)));
         // The owner is this shard: the channel is kept, no mail for that.
         let _ = self.node.hub.remove_sub(at, &s);
-        if let Some(channel) = channel {
-            let client = self.client_id();
-            self.node.mail.push_back(Mail::Left { channel, client });
+        if let Some((channel, member)) = left {
+            self.node.mail.push_back(Mail::Left { channel, member });
         }
     }
 

@@ -42,7 +42,7 @@ use codec::ws::{
 use codec::Status;
 
 use crate::auth::Access;
-use crate::hub::{ChannelName, ClientId, MsgId, Replay, SubRef};
+use crate::hub::{ChannelName, Member, MsgId, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics, Transport};
 
 use super::context::{compact_expiry, sooner_of, ticks, Context, Finish, Step, Subscribe, Tick};
@@ -212,7 +212,7 @@ impl Ws {
                     channel: plan.channel,
                     format: plan.format,
                     since: plan.since,
-                    presence: false,
+                    presence: None,
                 });
             }
             App::Mux(access) => {
@@ -483,7 +483,7 @@ impl Ws {
         ctx: &mut impl Context,
         token: u32,
         channel: &ChannelName,
-        clients: &[ClientId],
+        clients: &[Member],
     ) {
         if let Some(session) = self.mux() {
             session.handle_presence(ctx, token, channel, clients);
@@ -509,7 +509,7 @@ impl Ws {
     pub fn release(&mut self, ctx: &mut impl Context) {
         let sub = std::mem::replace(&mut self.sub, SubRef::NONE);
         if sub != SubRef::NONE {
-            ctx.unsubscribe(sub, false);
+            ctx.unsubscribe(sub, None);
         }
         if let Some(session) = self.mux() {
             session.release(ctx);

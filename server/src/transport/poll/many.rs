@@ -61,7 +61,7 @@ impl ManyPoll {
                     channel: name.clone(),
                     format: Format::PollMany,
                     since,
-                    presence: false,
+                    presence: None,
                 }),
                 name,
                 // A position from another epoch restarts the channel.
@@ -153,7 +153,7 @@ impl ManyPoll {
         for c in &mut self.channels {
             let sub = std::mem::replace(&mut c.sub, SubRef::NONE);
             if sub != SubRef::NONE {
-                ctx.unsubscribe(sub, false);
+                ctx.unsubscribe(sub, None);
             }
         }
         ctx.set_timer(None);

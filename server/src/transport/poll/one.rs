@@ -37,7 +37,7 @@ impl OnePoll {
             channel: plan.channel,
             format: Format::Poll,
             since: plan.since,
-            presence: false,
+            presence: None,
         });
         OnePoll {
             sub,
@@ -128,7 +128,7 @@ impl OnePoll {
     pub fn release(&mut self, ctx: &mut impl Context) {
         let sub = std::mem::replace(&mut self.sub, SubRef::NONE);
         if sub != SubRef::NONE {
-            ctx.unsubscribe(sub, false);
+            ctx.unsubscribe(sub, None);
         }
         ctx.set_timer(None);
     }
