@@ -221,8 +221,16 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_JWT_PUBLIC_KEY", value_name = "FILE")]
     pub jwt_public_key: Option<PathBuf>,
 
+    /// JWKS file (JSON) with the keys of client tokens, each chosen by
+    /// the `kid` in a token's header: RSA (RS256), EC P-256 (ES256) or
+    /// symmetric (HS256). Read at start; rotate by adding the new key,
+    /// restarting, then moving signers to it.
+    #[arg(long, env = "RINGCAST_JWT_JWKS", value_name = "FILE")]
+    pub jwt_jwks: Option<PathBuf>,
+
     /// Also accept a client token as `?token=` in the URL. Off by default:
-    /// URLs end up in proxy and access logs.
+    /// URLs end up in proxy and access logs (prefer tickets, `POST
+    /// /ticket`).
     #[arg(long, env = "RINGCAST_ALLOW_TOKEN_IN_QUERY")]
     pub allow_token_in_query: bool,
 
@@ -310,6 +318,7 @@ struct FileConfig {
     publish_key: Option<Vec<String>>,
     jwt_secret: Option<String>,
     jwt_public_key: Option<PathBuf>,
+    jwt_jwks: Option<PathBuf>,
     allow_token_in_query: Option<bool>,
     ticket_ttl: Option<String>,
     max_tickets: Option<usize>,
@@ -583,6 +592,7 @@ impl Settings {
             verifier: Verifier::load(
                 cli.jwt_secret.or(file.jwt_secret).as_deref(),
                 cli.jwt_public_key.or(file.jwt_public_key).as_deref(),
+                cli.jwt_jwks.or(file.jwt_jwks).as_deref(),
             )
             .map_err(ConfigError)?
             .map(Arc::new),

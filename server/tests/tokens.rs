@@ -651,3 +651,41 @@ fn open_namespace_config(prefix: &str) -> String {
     .unwrap();
     path.to_str().unwrap().to_string()
 }
+
+/// A node with a JWKS file verifies tokens by the key their `kid` names.
+#[tokio::test]
+async fn jwks_keys_verify_tokens_by_kid() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let server = Server::start(&["--jwt-jwks", &format!("{fixtures}/jwks.json")]);
+    assert!(
+        server
+            .banner
+            .contains("tokens       verified (ES256; 1 JWKS keys by kid)"),
+        "{}",
+        server.banner
+    );
+    let pem = std::fs::read(format!("{fixtures}/ec-p256-private.pem")).unwrap();
+    let key = EncodingKey::from_ec_pem(&pem).unwrap();
+    let signed = |kid: &str| {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(kid.into());
+        let claims =
+            json!({"sub": "ann", "exp": get_current_timestamp() + 60, "channels": ["room:*"]});
+        encode(&header, &claims, &key).unwrap()
+    };
+    let stream = get(&server, "/sse/room:1", Some(&signed("ec-2026"))).await;
+    assert_eq!(stream.status(), 200);
+    drop(stream);
+    let (status, body) = refused(get(&server, "/sse/room:1", Some(&signed("ec-2025"))).await).await;
+    assert_eq!(
+        (status, body.trim()),
+        (401, "token signed with an unknown key (kid \"ec-2025\")")
+    );
+    let mut mux = ws(&server, "/ws", None).await.unwrap();
+    send(
+        &mut mux,
+        json!({"type": "auth", "token": signed("ec-2026")}),
+    )
+    .await;
+    assert_eq!(recv(&mut mux).await.unwrap()["sub"], "ann");
+}

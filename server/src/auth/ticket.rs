@@ -121,7 +121,7 @@ mod tests {
             &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
         )
         .unwrap();
-        let v = Verifier::load(Some(secret), None).unwrap().unwrap();
+        let v = Verifier::load(Some(secret), None, None).unwrap().unwrap();
         v.verify(&token).unwrap()
     }
 

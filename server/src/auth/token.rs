@@ -2,10 +2,12 @@
 //! read and publish to. Verified once — when a request or connection
 //! presents one — never per delivery.
 //!
-//! Keys: `--jwt-secret` (HS256) and/or `--jwt-public-key` (a PEM file: an
-//! RSA key verifies RS256, an EC P-256 key ES256). Only those algorithms
-//! are accepted, so a token signed with another — `alg: none` included —
-//! is refused whatever it claims.
+//! Keys: `--jwt-secret` (HS256), `--jwt-public-key` (a PEM file: an RSA
+//! key verifies RS256, an EC P-256 key ES256), and `--jwt-jwks` (a JWKS
+//! file of such keys, each chosen by the `kid` in a token's header, so
+//! keys rotate by adding the new one before tokens use it). Only those
+//! algorithms are accepted, so a token signed with another — `alg: none`
+//! included — is refused whatever it claims.
 //!
 //! Claims:
 //! * `exp` (required): expiry, seconds since the epoch. No leeway: the
@@ -24,13 +26,34 @@ use serde::Deserialize;
 
 /// Verifies client tokens with the configured keys.
 pub struct Verifier {
-    keys: Vec<(DecodingKey, Validation)>,
+    keys: Vec<Key>,
+}
+
+/// One verification key.
+struct Key {
+    /// Its JWKS `kid`; `None` for `--jwt-secret` and `--jwt-public-key`.
+    kid: Option<String>,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Key {
+    fn new(kid: Option<String>, key: DecodingKey, alg: Algorithm) -> Key {
+        Key {
+            kid,
+            key,
+            validation: validation(alg),
+        }
+    }
+
+    fn algorithm(&self) -> Algorithm {
+        self.validation.algorithms[0]
+    }
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let algs: Vec<_> = self.keys.iter().map(|(_, v)| v.algorithms[0]).collect();
-        write!(f, "Verifier({algs:?})")
+        write!(f, "Verifier({})", self.algorithms())
     }
 }
 
@@ -57,6 +80,8 @@ pub enum TokenError {
     /// Signed with an algorithm the node does not accept (`none`, or one
     /// for which it has no key).
     Algorithm,
+    /// Its header names a key (`kid`) the node does not have.
+    UnknownKey(String),
     /// Not a JWT, or claims of the wrong shape (the detail says which).
     Malformed(String),
 }
@@ -71,6 +96,7 @@ impl TokenError {
             TokenError::Algorithm => {
                 "token algorithm not accepted (the node verifies HS256, RS256 or ES256 with its own keys)".into()
             }
+            TokenError::UnknownKey(kid) => format!("token signed with an unknown key (kid {kid:?})"),
             TokenError::Malformed(detail) => format!("token malformed: {detail}"),
         }
     }
@@ -93,43 +119,51 @@ impl Verifier {
     pub fn load(
         secret: Option<&str>,
         public_key: Option<&Path>,
+        jwks: Option<&Path>,
     ) -> Result<Option<Verifier>, String> {
         let mut keys = Vec::new();
         if let Some(secret) = secret {
             if secret.len() < 32 {
                 return Err("--jwt-secret must be at least 32 bytes (HS256 needs a key as long as its hash)".into());
             }
-            keys.push((
-                DecodingKey::from_secret(secret.as_bytes()),
-                validation(Algorithm::HS256),
-            ));
+            let key = DecodingKey::from_secret(secret.as_bytes());
+            keys.push(Key::new(None, key, Algorithm::HS256));
         }
         if let Some(path) = public_key {
             let pem = std::fs::read(path)
                 .map_err(|e| format!("cannot read --jwt-public-key {}: {e}", path.display()))?;
-            let key = if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
-                (k, validation(Algorithm::RS256))
+            keys.push(if let Ok(k) = DecodingKey::from_rsa_pem(&pem) {
+                Key::new(None, k, Algorithm::RS256)
             } else if let Ok(k) = DecodingKey::from_ec_pem(&pem) {
-                (k, validation(Algorithm::ES256))
+                Key::new(None, k, Algorithm::ES256)
             } else {
                 return Err(format!(
                     "--jwt-public-key {}: not an RSA or EC public key in PEM",
                     path.display()
                 ));
-            };
-            keys.push(key);
+            });
+        }
+        if let Some(path) = jwks {
+            keys.extend(load_jwks(path)?);
         }
         Ok((!keys.is_empty()).then_some(Verifier { keys }))
     }
 
     /// The algorithms it accepts, as the banner shows them.
     pub fn algorithms(&self) -> String {
-        let names: Vec<String> = self
-            .keys
-            .iter()
-            .map(|(_, v)| format!("{:?}", v.algorithms[0]))
-            .collect();
-        names.join(", ")
+        let mut names: Vec<String> = Vec::new();
+        for k in &self.keys {
+            let name = format!("{:?}", k.algorithm());
+            if !names.contains(&name) {
+                names.push(name);
+            }
+        }
+        let with_ids = self.keys.iter().filter(|k| k.kid.is_some()).count();
+        if with_ids > 0 {
+            format!("{}; {with_ids} JWKS keys by kid", names.join(", "))
+        } else {
+            names.join(", ")
+        }
     }
 
     /// Verifies `token`: what it grants, or why not.
@@ -143,20 +177,15 @@ impl Verifier {
                 TokenError::Malformed(describe(e.kind()))
             }
         })?;
-        let Some((key, validation)) = self
-            .keys
-            .iter()
-            .find(|(_, v)| v.algorithms.contains(&header.alg))
-        else {
-            return Err(TokenError::Algorithm);
-        };
-        let data =
-            jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+        let key = self.key_for(header.kid.as_deref(), header.alg)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation).map_err(
+            |e| match e.kind() {
                 ErrorKind::ExpiredSignature => TokenError::Expired,
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
                 ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm => TokenError::Algorithm,
                 other => TokenError::Malformed(describe(other)),
-            })?;
+            },
+        )?;
         let c = data.claims;
         let exp = c
             .exp
@@ -168,6 +197,73 @@ impl Verifier {
             publish: Patterns::parse(&c.publish),
         }))
     }
+
+    /// The key a token's header points to: the JWKS key its `kid` names,
+    /// else the first key without a `kid` for its algorithm.
+    fn key_for(&self, kid: Option<&str>, alg: Algorithm) -> Result<&Key, TokenError> {
+        if let Some(kid) = kid {
+            if let Some(key) = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
+                return if key.algorithm() == alg {
+                    Ok(key)
+                } else {
+                    Err(TokenError::Algorithm)
+                };
+            }
+        }
+        let unnamed = self.keys.iter().filter(|k| k.kid.is_none());
+        match (unnamed.clone().find(|k| k.algorithm() == alg), kid) {
+            (Some(key), _) => Ok(key),
+            (None, Some(kid)) if self.keys.iter().any(|k| k.kid.is_some()) => {
+                Err(TokenError::UnknownKey(kid.into()))
+            }
+            (None, _) => Err(TokenError::Algorithm),
+        }
+    }
+}
+
+/// The keys of a JWKS file: each with a `kid`, and an RSA (RS256), EC P-256
+/// (ES256) or symmetric (HS256) key.
+fn load_jwks(path: &Path) -> Result<Vec<Key>, String> {
+    use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, KeyAlgorithm};
+    let what = format!("--jwt-jwks {}", path.display());
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {what}: {e}"))?;
+    let set: JwkSet =
+        serde_json::from_slice(&text).map_err(|e| format!("{what}: not a JWKS ({e})"))?;
+    if set.keys.is_empty() {
+        return Err(format!("{what}: no keys"));
+    }
+    let mut keys = Vec::with_capacity(set.keys.len());
+    for jwk in &set.keys {
+        let Some(kid) = jwk.common.key_id.clone() else {
+            return Err(format!(
+                "{what}: every key needs a kid (tokens choose keys by it)"
+            ));
+        };
+        let alg = match (&jwk.algorithm, jwk.common.key_algorithm) {
+            (AlgorithmParameters::RSA(_), None | Some(KeyAlgorithm::RS256)) => Algorithm::RS256,
+            (AlgorithmParameters::EllipticCurve(p), None | Some(KeyAlgorithm::ES256))
+                if p.curve == EllipticCurve::P256 =>
+            {
+                Algorithm::ES256
+            }
+            (AlgorithmParameters::OctetKey(_), None | Some(KeyAlgorithm::HS256)) => {
+                Algorithm::HS256
+            }
+            (_, alg) => return Err(format!(
+                "{what}: key {kid:?} is for {}; the node verifies RS256, ES256 (P-256) and HS256",
+                alg.map_or_else(|| "another key type".to_string(), |a| format!("{a:?}"))
+            )),
+        };
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("{what}: key {kid:?}: {e}"))?;
+        if keys
+            .iter()
+            .any(|k: &Key| k.kid.as_deref() == Some(kid.as_str()))
+        {
+            return Err(format!("{what}: kid {kid:?} appears twice"));
+        }
+        keys.push(Key::new(Some(kid), key, alg));
+    }
+    Ok(keys)
 }
 
 /// Whether the token's header is JSON with an `alg` string.
@@ -273,7 +369,7 @@ mod tests {
     }
 
     fn verifier() -> Verifier {
-        Verifier::load(Some(SECRET), None).unwrap().unwrap()
+        Verifier::load(Some(SECRET), None, None).unwrap().unwrap()
     }
 
     #[test]
@@ -338,13 +434,99 @@ mod tests {
         );
     }
 
+    /// A P-256 key pair made for the tests (`openssl ecparam -name
+    /// prime256v1 -genkey`), and its public half as JWK coordinates.
+    const EC_PRIVATE_PEM: &str = include_str!("../../tests/fixtures/ec-p256-private.pem");
+    const EC_X: &str = "xNGuXjZtrtju1xgYuUShQk7tmQGeqEHibR4f-FUQEW8";
+    const EC_Y: &str = "-r-X7w2ew5DxgDCc7L3Az78opdSe_4dItv9UQo-OuLU";
+
+    fn jwks_file(name: &str, keys: serde_json::Value) -> std::path::PathBuf {
+        let path =
+            std::env::temp_dir().join(format!("ringcast-{name}-{}.json", std::process::id()));
+        std::fs::write(&path, json!({ "keys": keys }).to_string()).unwrap();
+        path
+    }
+
+    fn es256(kid: Option<&str>, claims: serde_json::Value) -> String {
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = kid.map(String::from);
+        let key = EncodingKey::from_ec_pem(EC_PRIVATE_PEM.as_bytes()).unwrap();
+        encode(&header, &claims, &key).unwrap()
+    }
+
+    #[test]
+    fn jwks_keys_are_chosen_by_kid() {
+        let hs = base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, SECRET);
+        let path = jwks_file(
+            "jwks",
+            json!([
+                {"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y, "kid": "ec-2026", "use": "sig"},
+                {"kty": "oct", "k": hs, "kid": "hs-old", "alg": "HS256"},
+            ]),
+        );
+        let v = Verifier::load(None, None, Some(&path)).unwrap().unwrap();
+        assert_eq!(v.algorithms(), "ES256, HS256; 2 JWKS keys by kid");
+        let claims = json!({"sub": "ann", "exp": now() + 60, "channels": ["a"]});
+        assert!(v
+            .verify(&es256(Some("ec-2026"), claims.clone()))
+            .unwrap()
+            .may_read("a"));
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("hs-old".into());
+        let hs_token = encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&hs_token).unwrap().sub.as_deref(), Some("ann"));
+        assert_eq!(
+            v.verify(&es256(Some("retired"), claims.clone())),
+            Err(TokenError::UnknownKey("retired".into()))
+        );
+        // A kid with the wrong algorithm: the key decides, not the header.
+        header.kid = Some("ec-2026".into());
+        let confused = encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(v.verify(&confused), Err(TokenError::Algorithm));
+        // No kid: refused, as no key without one is configured.
+        assert_eq!(v.verify(&es256(None, claims)), Err(TokenError::Algorithm));
+    }
+
+    #[test]
+    fn bad_jwks_files_are_refused_at_load() {
+        for (keys, why) in [
+            (json!([]), "no keys"),
+            (
+                json!([{"kty": "EC", "crv": "P-256", "x": EC_X, "y": EC_Y}]),
+                "needs a kid",
+            ),
+            (
+                json!([{"kty": "EC", "crv": "P-384", "x": EC_X, "y": EC_Y, "kid": "a"}]),
+                "the node verifies RS256, ES256 (P-256) and HS256",
+            ),
+            (
+                json!([{"kty": "oct", "k": "c2VjcmV0", "kid": "a"}, {"kty": "oct", "k": "c2VjcmV0", "kid": "a"}]),
+                "appears twice",
+            ),
+        ] {
+            let path = jwks_file("bad-jwks", keys);
+            let err = Verifier::load(None, None, Some(&path)).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
+    }
+
     #[test]
     fn keys_are_checked_at_load() {
-        assert!(Verifier::load(Some("short"), None)
+        assert!(Verifier::load(Some("short"), None, None)
             .unwrap_err()
             .contains("32 bytes"));
-        assert!(Verifier::load(None, None).unwrap().is_none());
-        let missing = Verifier::load(None, Some(Path::new("/nonexistent.pem")));
+        assert!(Verifier::load(None, None, None).unwrap().is_none());
+        let missing = Verifier::load(None, Some(Path::new("/nonexistent.pem")), None);
         assert!(missing.unwrap_err().contains("cannot read"));
     }
 }
