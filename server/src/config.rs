@@ -168,9 +168,14 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_MAX_PUBLISH_RATE", value_name = "N")]
     pub max_publish_rate: Option<u32>,
 
-    /// Let multiplexed-WebSocket clients publish (`{"type":"publish"}`).
-    /// Off by default: until auth lands, anyone who can connect could
-    /// publish.
+    /// WebSocket pings and pongs a client may send per second; more closes
+    /// the connection with 1008 (at most 250). [default: 20]
+    #[arg(long, env = "RINGCAST_MAX_CONTROL_RATE", value_name = "N")]
+    pub max_control_rate: Option<u32>,
+
+    /// Let multiplexed-WebSocket clients publish (`{"type":"publish"}`) on
+    /// channels in no namespace (namespaces set their own `publish`).
+    /// Off by default: a token's `publish` claim is the finer way.
     #[arg(long, env = "RINGCAST_CLIENT_PUBLISH")]
     pub client_publish: bool,
 
@@ -312,6 +317,7 @@ struct FileConfig {
     max_stream_channels: Option<usize>,
     max_subscriptions: Option<usize>,
     max_publish_rate: Option<u32>,
+    max_control_rate: Option<u32>,
     client_publish: Option<bool>,
     no_echo: Option<bool>,
     allowed_origins: Option<String>,
@@ -399,6 +405,8 @@ pub struct Settings {
     pub max_subscriptions: usize,
     /// Publishes per second per multiplexed WebSocket (and its burst).
     pub max_publish_rate: u32,
+    /// WebSocket control frames a client may send per second.
+    pub max_control_rate: u32,
     /// Multiplexed clients may publish.
     pub client_publish: bool,
     /// `/echo` enabled.
@@ -568,6 +576,7 @@ impl Settings {
                 .or(file.max_subscriptions)
                 .unwrap_or(256),
             max_publish_rate: cli.max_publish_rate.or(file.max_publish_rate).unwrap_or(50),
+            max_control_rate: cli.max_control_rate.or(file.max_control_rate).unwrap_or(20),
             client_publish: cli.client_publish || file.client_publish.unwrap_or(false) || demo,
             echo: !(cli.no_echo || file.no_echo.unwrap_or(false)),
             allowed_origins: match (cli.allowed_origins, file.allowed_origins) {
@@ -761,6 +770,9 @@ impl Settings {
         }
         if self.max_publish_rate == 0 {
             return fail("--max-publish-rate must be at least 1 (leave out --client-publish to forbid publishing)");
+        }
+        if !(1..=250).contains(&self.max_control_rate) {
+            return fail("--max-control-rate must be between 1 and 250");
         }
         if self.poll_batch == 0 || self.max_stream_channels == 0 || self.max_subscriptions == 0 {
             return fail(

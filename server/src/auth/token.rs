@@ -249,10 +249,12 @@ fn load_jwks(path: &Path) -> Result<Vec<Key>, String> {
             (AlgorithmParameters::OctetKey(_), None | Some(KeyAlgorithm::HS256)) => {
                 Algorithm::HS256
             }
-            (_, alg) => return Err(format!(
+            (_, alg) => {
+                return Err(format!(
                 "{what}: key {kid:?} is for {}; the node verifies RS256, ES256 (P-256) and HS256",
                 alg.map_or_else(|| "another key type".to_string(), |a| format!("{a:?}"))
-            )),
+            ))
+            }
         };
         let key = DecodingKey::from_jwk(jwk).map_err(|e| format!("{what}: key {kid:?}: {e}"))?;
         if keys

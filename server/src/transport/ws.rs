@@ -32,6 +32,7 @@
 //! `--close-timeout` for the peer's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use codec::http::RequestHead;
@@ -177,6 +178,11 @@ pub struct Ws {
     kind: Kind,
     /// We sent a close frame and wait for the peer's.
     closing: bool,
+    /// Control frames (pings, pongs) received in the second `control_second`
+    /// names (the low byte of the second's number): two bytes that would
+    /// otherwise be padding.
+    control_frames: u8,
+    control_second: u8,
     extra: Option<Box<Extra>>,
 }
 
@@ -190,6 +196,8 @@ impl Ws {
             last_rx: now,
             kind: Kind::Echo,
             closing: false,
+            control_frames: 0,
+            control_second: 0,
             extra: None,
         };
         match app {
@@ -298,6 +306,14 @@ impl Ws {
                 }
                 None
             }
+            Frame::Ping(_) | Frame::Pong(_) if !self.take_control_frame(ctx) => {
+                let max = ctx.settings().max_control_rate;
+                ctx.metrics().refuse(Refusal::RateLimited);
+                tracing::debug!("WebSocket closed: over {max} control frames per second");
+                let reason = format!("over {max} pings and pongs per second (--max-control-rate)");
+                self.initiate_close(ctx, CloseCode::POLICY_VIOLATION, &reason);
+                None
+            }
             Frame::Ping(payload) => {
                 if !self.closing {
                     let mut out = BytesMut::with_capacity(2 + payload.len());
@@ -342,6 +358,18 @@ impl Ws {
 
     /// Starts the closing handshake from our side: leave every channel,
     /// send the close frame, wait `--close-timeout` for the peer's.
+    /// Counts a control frame against `--max-control-rate`; `false` once
+    /// the peer sends more in one second.
+    fn take_control_frame(&mut self, ctx: &impl Context) -> bool {
+        let second = (ctx.now() / ticks(Duration::from_secs(1)).max(1)) as u8;
+        if second != self.control_second {
+            self.control_second = second;
+            self.control_frames = 0;
+        }
+        self.control_frames = self.control_frames.saturating_add(1);
+        u32::from(self.control_frames) <= ctx.settings().max_control_rate
+    }
+
     pub fn initiate_close(&mut self, ctx: &mut impl Context, code: CloseCode, reason: &str) {
         if self.closing {
             return;

@@ -88,3 +88,35 @@ fn after_our_close_messages_and_pings_go_unanswered() {
     assert_eq!(node.output(c), b"");
     assert!(!node.is_closed(c));
 }
+
+#[test]
+fn a_ping_flood_is_closed_with_1008_and_a_steady_pinger_is_not() {
+    let mut node = Node::with(|s| s.max_control_rate = 5);
+    let steady = node.open_ws("/ws/room");
+    for _ in 0..20 {
+        node.input(steady, &frame(OpCode::Ping, true, b"hb"));
+        node.advance(3); // a ping every 300 ms: 3 or 4 a second
+    }
+    let pongs = node.frames(steady);
+    assert_eq!(pongs.len(), 20, "every ping answered: {pongs:?}");
+    assert!(!node.protocol(steady).is_draining());
+
+    let flood = node.open_ws("/ws/room");
+    for _ in 0..6 {
+        node.input(flood, &frame(OpCode::Ping, true, b""));
+    }
+    let got = node.frames(flood);
+    assert_eq!(got.len(), 6, "{got:?}");
+    assert_eq!(
+        got[5],
+        WsFrame::Close(
+            Some(1008),
+            "over 5 pings and pongs per second (--max-control-rate)".into()
+        )
+    );
+    assert_eq!(
+        node.subscriptions("room"),
+        1,
+        "the flooder left its channel"
+    );
+}
