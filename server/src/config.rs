@@ -157,6 +157,14 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_MAX_STREAM_CHANNELS", value_name = "N")]
     pub max_stream_channels: Option<usize>,
 
+    /// Most channels the node holds (a channel lives while it has
+    /// subscribers or history); a request that would create another gets
+    /// 503 (`channel_limit` on `/ws`). Checked on the shard that takes the
+    /// request: at the limit, a channel only another shard holds counts
+    /// as new there. [default: 1000000]
+    #[arg(long, env = "RINGCAST_MAX_CHANNELS", value_name = "N")]
+    pub max_channels: Option<usize>,
+
     /// Most subscriptions of one multiplexed WebSocket (`/ws`).
     /// [default: 256]
     #[arg(long, env = "RINGCAST_MAX_SUBSCRIPTIONS", value_name = "N")]
@@ -316,6 +324,7 @@ struct FileConfig {
     poll_batch: Option<usize>,
     max_stream_channels: Option<usize>,
     max_subscriptions: Option<usize>,
+    max_channels: Option<usize>,
     max_publish_rate: Option<u32>,
     max_control_rate: Option<u32>,
     client_publish: Option<bool>,
@@ -403,6 +412,8 @@ pub struct Settings {
     pub max_stream_channels: usize,
     /// Subscriptions per multiplexed WebSocket.
     pub max_subscriptions: usize,
+    /// Most channels on the node.
+    pub max_channels: usize,
     /// Publishes per second per multiplexed WebSocket (and its burst).
     pub max_publish_rate: u32,
     /// WebSocket control frames a client may send per second.
@@ -575,6 +586,7 @@ impl Settings {
                 .max_subscriptions
                 .or(file.max_subscriptions)
                 .unwrap_or(256),
+            max_channels: cli.max_channels.or(file.max_channels).unwrap_or(1_000_000),
             max_publish_rate: cli.max_publish_rate.or(file.max_publish_rate).unwrap_or(50),
             max_control_rate: cli.max_control_rate.or(file.max_control_rate).unwrap_or(20),
             client_publish: cli.client_publish || file.client_publish.unwrap_or(false) || demo,
@@ -774,9 +786,13 @@ impl Settings {
         if !(1..=250).contains(&self.max_control_rate) {
             return fail("--max-control-rate must be between 1 and 250");
         }
-        if self.poll_batch == 0 || self.max_stream_channels == 0 || self.max_subscriptions == 0 {
+        if self.poll_batch == 0
+            || self.max_stream_channels == 0
+            || self.max_subscriptions == 0
+            || self.max_channels == 0
+        {
             return fail(
-                "--poll-batch, --max-stream-channels and --max-subscriptions must be at least 1",
+                "--poll-batch, --max-stream-channels, --max-subscriptions and --max-channels must be at least 1",
             );
         }
         if self.ticket_ttl < Duration::from_secs(1) || self.max_tickets == 0 {

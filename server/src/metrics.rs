@@ -39,12 +39,14 @@ pub enum Refusal {
     Unauthorized,
     /// Credentials that are not valid (`403`).
     Forbidden,
-    /// Over a per-connection rate (`/ws` publishes).
+    /// Over a per-connection rate (`/ws` publishes, control frames).
     RateLimited,
+    /// A new channel while the node holds `--max-channels`.
+    ChannelLimit,
 }
 
 /// Every refusal reason with its label.
-pub const REFUSALS: [(Refusal, &str); 14] = [
+pub const REFUSALS: [(Refusal, &str); 15] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -59,6 +61,7 @@ pub const REFUSALS: [(Refusal, &str); 14] = [
     (Refusal::Unauthorized, "unauthorized"),
     (Refusal::Forbidden, "forbidden"),
     (Refusal::RateLimited, "rate_limited"),
+    (Refusal::ChannelLimit, "channel_limit"),
 ];
 
 /// Transports, for the connection gauge.
@@ -143,6 +146,9 @@ pub struct ShardMetrics {
     pub history_evictions: AtomicU64,
     /// Channels known to this shard.
     pub channels: AtomicU64,
+    /// Channels this shard owns (updated every turn; their sum is checked
+    /// against `--max-channels`).
+    pub owned_channels: AtomicU64,
     /// Rings created (each holds up to `slots` connections).
     pub rings: AtomicU64,
     /// Receives that found no free buffer and were re-armed.
@@ -211,7 +217,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
         }
     }
     type Field = fn(&ShardMetrics) -> &AtomicU64;
-    let counters: [(&str, &str, Field); 20] = [
+    let counters: [(&str, &str, Field); 21] = [
         ("accepts_total", "Connections accepted.", |m| &m.accepts),
         ("accept_errors_total", "Accept failures.", |m| {
             &m.accept_errors
@@ -292,6 +298,11 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
             |m| &m.recv_nobufs,
         ),
         ("rings", "io_uring instances created.", |m| &m.rings),
+        (
+            "owned_channels",
+            "Channels the shard owns (ids, history); their sum is the node's channels, held to --max-channels.",
+            |m| &m.owned_channels,
+        ),
     ];
     for (name, help, field) in counters {
         let kind = if name.ends_with("_total") {

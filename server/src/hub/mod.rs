@@ -291,6 +291,8 @@ pub struct Hub<S> {
     namespaces: Arc<Namespaces>,
     index: HashMap<ChannelName, u32>,
     channels: Slab<Channel<S>>,
+    /// Channels this shard owns (of `channels`).
+    owned: usize,
     seq_floor: u64,
     stats: HubStats,
     backlogs: Backlogs,
@@ -308,6 +310,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             namespaces,
             index: HashMap::new(),
             channels: Slab::new(),
+            owned: 0,
             seq_floor: 0,
             stats: HubStats::default(),
             backlogs: Backlogs::default(),
@@ -339,6 +342,11 @@ impl<S: Copy + PartialEq> Hub<S> {
         self.channels.len()
     }
 
+    /// Channels this shard owns: its share of the node's channels.
+    pub fn owned_count(&self) -> usize {
+        self.owned
+    }
+
     fn entry(&mut self, name: &ChannelName) -> u32 {
         if let Some(&idx) = self.index.get(name.as_str()) {
             return idx;
@@ -351,6 +359,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             interested: 0,
             limits: self.namespaces.of(name.as_str()).history,
         });
+        self.owned += usize::from(owned.is_some());
         let idx = self.channels.insert(Channel {
             name: name.clone(),
             subs: Slab::new(),
@@ -369,6 +378,7 @@ impl<S: Copy + PartialEq> Hub<S> {
                 .is_none_or(|o| o.history.is_empty() && o.interested == 0 && o.presence.is_empty());
         if unused {
             let ch = self.channels.remove(idx as usize);
+            self.owned -= usize::from(ch.owned.is_some());
             self.index.remove(ch.name.as_str());
         }
     }

@@ -293,6 +293,11 @@ impl Context for ConnCtx<'_> {
         self.shared.overloaded()
     }
 
+    fn admits_channel(&self, channel: &ChannelName) -> bool {
+        self.hub.local_channel(channel).is_some()
+            || self.shared.channels() < self.shared.settings.max_channels
+    }
+
     fn draining(&self) -> bool {
         self.draining
     }

@@ -197,6 +197,9 @@ impl Shard {
                 break;
             }
             busy |= self.run_fanouts();
+            // One relaxed store a turn: what `--max-channels` is checked
+            // against on every shard.
+            ShardMetrics::set(&self.metrics.owned_channels, self.hub.owned_count() as u64);
             self.end_turn();
             // Queues that drained at the flush catch up in the next turn.
             busy |= self.conns.has_hungry();

@@ -45,6 +45,14 @@ impl Shared {
         pinned > self.settings.max_pinned as u64
     }
 
+    /// Channels the node holds: what every shard owns, as of its last
+    /// turn.
+    pub fn channels(&self) -> usize {
+        (self.metrics.iter())
+            .map(|m| m.owned_channels.load(std::sync::atomic::Ordering::Relaxed) as usize)
+            .sum()
+    }
+
     /// The node's metrics in Prometheus text format: every shard's
     /// counters (relaxed reads of atomics only their shard writes) and the
     /// node-wide gauges.

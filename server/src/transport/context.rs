@@ -190,6 +190,12 @@ pub trait Context {
     /// catch up or are closed.
     fn overloaded(&self) -> bool;
 
+    /// Whether a request may name `channel`: it exists on this shard, or
+    /// the node holds fewer than `--max-channels`. (A channel its owner
+    /// shard holds but this one does not counts as new once the node is
+    /// full: the check stays on this thread.)
+    fn admits_channel(&self, channel: &ChannelName) -> bool;
+
     /// Whether the node is shutting down (answers then close the
     /// connection).
     fn draining(&self) -> bool;

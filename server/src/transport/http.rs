@@ -319,7 +319,9 @@ impl Http {
                 Err(refused) => self.refuse_auth(ctx, &refused),
             },
             p if p.starts_with("/ws/") => match ws::subscribe_plan(head, &p["/ws/".len()..]) {
-                Ok(plan) => match read_access(ctx, head, [&plan.channel]) {
+                Ok(plan) => match admit(ctx, [&plan.channel])
+                    .and_then(|()| read_access(ctx, head, [&plan.channel]))
+                {
                     Ok(access) => upgrade(
                         ctx,
                         ws::App::Subscriber(ws::SubscribePlan {
@@ -337,7 +339,9 @@ impl Http {
                 match poll::plan(head, &p["/poll/".len()..], ctx.settings()) {
                     Ok(plan) => match poll_kind(ctx, plan.timeout) {
                         Err(off) => self.transport_off(ctx, off),
-                        Ok(()) => match read_access(ctx, head, [&plan.channel]) {
+                        Ok(()) => match admit(ctx, [&plan.channel])
+                            .and_then(|()| read_access(ctx, head, [&plan.channel]))
+                        {
                             Ok(_) => Outcome::Route(Route::Poll(plan, answer)),
                             Err(refused) => self.refuse_auth(ctx, &refused),
                         },
@@ -348,7 +352,9 @@ impl Http {
             "/poll" => match poll::plan_many(head, ctx.settings()) {
                 Ok(plan) => match poll_kind(ctx, plan.timeout) {
                     Err(off) => self.transport_off(ctx, off),
-                    Ok(()) => match read_access(ctx, head, &plan.channels) {
+                    Ok(()) => match admit(ctx, &plan.channels)
+                        .and_then(|()| read_access(ctx, head, &plan.channels))
+                    {
                         Ok(_) => Outcome::Route(Route::PollMany(plan, answer)),
                         Err(refused) => self.refuse_auth(ctx, &refused),
                     },
@@ -411,7 +417,9 @@ impl Http {
         raw: Option<&str>,
     ) -> Outcome {
         match sse::plan(head, raw, ctx.settings().max_stream_channels) {
-            Ok(plan) => match read_access(ctx, head, &plan.channels) {
+            Ok(plan) => match admit(ctx, &plan.channels)
+                .and_then(|()| read_access(ctx, head, &plan.channels))
+            {
                 Ok(access) => Outcome::Route(Route::Sse(sse::Plan {
                     cors: self.cors,
                     expires: access.map(|a| a.exp),
@@ -529,17 +537,28 @@ impl Http {
         let ephemeral = !batch && items.iter().all(|i| i.ephemeral);
         self.flags &= !flag::PARTIAL;
         ctx.set_timer(None);
-        let busy = self.busy.get_or_insert_with(Default::default);
-        if ctx.overloaded() {
-            // Answered in its turn, after the publishes before it.
+        let unavailable = if ctx.overloaded() {
             ctx.metrics().refuse(Refusal::Overloaded);
+            Some(
+                "overloaded: readers that are behind hold more than --max-pinned; retry later"
+                    .into(),
+            )
+        } else if items.iter().any(|i| !ctx.admits_channel(&i.channel)) {
+            ctx.metrics().refuse(Refusal::ChannelLimit);
+            Some(response::channel_limit_reason(ctx))
+        } else {
+            None
+        };
+        let busy = self.busy.get_or_insert_with(Default::default);
+        if unavailable.is_some() {
+            // Answered in its turn, after the publishes before it.
             busy.waiting.push_back(Waiting::Publish(Pending {
                 token: 0,
                 ids: Vec::new(),
                 batch,
                 answer,
                 ephemeral,
-                overloaded: true,
+                unavailable,
             }));
             return self.answer_waiting(ctx);
         }
@@ -551,7 +570,7 @@ impl Http {
             batch,
             answer,
             ephemeral,
-            overloaded: false,
+            unavailable: None,
         }));
         Outcome::Stay
     }
@@ -569,7 +588,7 @@ impl Http {
             return Outcome::Stay;
         };
         let found = busy.waiting.iter_mut().find_map(|w| match w {
-            Waiting::Publish(p) if p.token == token && !p.overloaded => Some(p),
+            Waiting::Publish(p) if p.token == token && p.unavailable.is_none() => Some(p),
             _ => None,
         });
         if let Some(p) = found {
@@ -610,13 +629,16 @@ impl Http {
         };
         while busy.waiting.front().is_some_and(Waiting::is_complete) {
             let answer = match busy.waiting.pop_front().expect("checked above") {
-                Waiting::Publish(p) if p.overloaded => {
+                Waiting::Publish(Pending {
+                    unavailable: Some(reason),
+                    answer,
+                    ..
+                }) => {
+                    tracing::debug!("publish refused: {reason}");
                     let retry = RETRY_AFTER_SECS.to_string();
-                    let reason =
-                        "overloaded: readers that are behind hold more than --max-pinned; retry later";
                     let status = StatusCode::SERVICE_UNAVAILABLE;
-                    response::error(ctx, p.answer, status, reason, &[("Retry-After", &retry)]);
-                    p.answer
+                    response::error(ctx, answer, status, &reason, &[("Retry-After", &retry)]);
+                    answer
                 }
                 Waiting::Publish(p) => {
                     let body = p.answer_body();
@@ -876,6 +898,23 @@ fn read_access<'c>(
         ));
     }
     Ok(Some(access))
+}
+
+/// Refuses a request that would create a channel while the node holds
+/// `--max-channels`.
+fn admit<'c>(
+    ctx: &impl Context,
+    channels: impl IntoIterator<Item = &'c ChannelName>,
+) -> Result<(), Refused> {
+    if channels.into_iter().all(|c| ctx.admits_channel(c)) {
+        return Ok(());
+    }
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    Err(Refused::new(
+        Refusal::ChannelLimit,
+        status,
+        response::channel_limit_reason(ctx),
+    ))
 }
 
 /// Whether the node offers the kind of poll a plan asks for: a zero

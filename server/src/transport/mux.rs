@@ -412,6 +412,7 @@ impl Session {
                 format!("at most {max} subscriptions per connection"),
             ));
         }
+        admit(ctx, &channel)?;
         let at = ctx.subscribe(Subscribe {
             channel: channel.clone(),
             format: Format::Mux,
@@ -485,6 +486,7 @@ impl Session {
                 format!("readers that are behind hold more than --max-pinned; retry in {RETRY_AFTER_SECS} s"),
             ));
         }
+        admit(ctx, &channel)?;
         let token = ctx.publish(vec![PublishItem {
             index: 0,
             channel: channel.clone(),
@@ -614,6 +616,19 @@ impl Session {
         }
         self.pending.clear();
     }
+}
+
+/// Refuses a command that would create a channel while the node holds
+/// `--max-channels`.
+fn admit(ctx: &impl Context, channel: &ChannelName) -> Result<(), Refused> {
+    if ctx.admits_channel(channel) {
+        return Ok(());
+    }
+    ctx.metrics().refuse(Refusal::ChannelLimit);
+    Err(refused(
+        "channel_limit",
+        super::response::channel_limit_reason(ctx),
+    ))
 }
 
 /// Refuses a presence query on a channel whose namespace hides presence.

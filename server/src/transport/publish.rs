@@ -311,15 +311,16 @@ pub struct Pending {
     pub answer: Answer,
     /// Ephemeral messages: answered with a `null` id.
     pub ephemeral: bool,
-    /// Refused because readers that are behind pin more than
-    /// `--max-pinned`: answered `503` with `Retry-After`, in its turn.
-    pub overloaded: bool,
+    /// Refused, with this reason, because readers that are behind pin
+    /// more than `--max-pinned` or the node holds `--max-channels`:
+    /// answered `503` with `Retry-After`, in its turn.
+    pub unavailable: Option<String>,
 }
 
 impl Pending {
     /// Whether every id has arrived.
     pub fn is_complete(&self) -> bool {
-        self.overloaded || self.ids.iter().all(Option::is_some)
+        self.unavailable.is_some() || self.ids.iter().all(Option::is_some)
     }
 
     /// Records the ids an owner assigned.

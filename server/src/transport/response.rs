@@ -9,7 +9,7 @@ use codec::http::{ResponseHead, StatusCode};
 
 use crate::metrics::Refusal;
 
-use super::context::Context;
+use super::context::{Context, RETRY_AFTER_SECS};
 use super::cors::{self, Grant};
 
 /// How the request being answered wants its answer.
@@ -131,5 +131,20 @@ pub fn refuse_with(
         keep_alive: false,
         ..answer
     };
+    if refused.why == Refusal::ChannelLimit {
+        // Channels come and go: the client may try again.
+        let retry = RETRY_AFTER_SECS.to_string();
+        let with_retry: Vec<(&str, &str)> = (extra.iter().copied())
+            .chain([("Retry-After", retry.as_str())])
+            .collect();
+        return error(ctx, closing, refused.status, &refused.reason, &with_retry);
+    }
     error(ctx, closing, refused.status, &refused.reason, extra);
+}
+
+/// Why a request that would create a channel is refused while the node
+/// holds `--max-channels`.
+pub fn channel_limit_reason(ctx: &impl Context) -> String {
+    let max = ctx.settings().max_channels;
+    format!("the node holds its limit of {max} channels (--max-channels); retry later")
 }

@@ -1049,6 +1049,11 @@ impl Context for Ctx<'_> {
         self.node.hub.pinned() > self.node.settings.max_pinned
     }
 
+    fn admits_channel(&self, channel: &ChannelName) -> bool {
+        self.node.hub.local_channel(channel).is_some()
+            || self.node.hub.owned_count() < self.node.settings.max_channels
+    }
+
     fn draining(&self) -> bool {
         self.node.draining
     }

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use crate::metrics::Refusal;
-use crate::transport::testing::{get, post, Node, EPOCH};
+use crate::transport::testing::{get, post, text, upgrade, Node, EPOCH};
 
 /// Heads have one second (ten ticks); idle connections three.
 fn node() -> Node {
@@ -235,4 +235,52 @@ fn a_transport_turned_off_answers_501_naming_what_the_node_offers() {
         let reason = format!("the {name} transport is off on this node; it offers ws,longpoll\n");
         assert_eq!((r.status, r.text()), (501, reason.as_str()), "{target}");
     }
+}
+
+#[test]
+fn past_max_channels_new_channels_are_refused_and_old_ones_served() {
+    let mut node = Node::with(|s| s.max_channels = 2);
+    for ch in ["a", "b"] {
+        let c = node.connect();
+        node.input(c, &post(&format!("/pub/{ch}"), "text/plain", b"x"));
+        assert_eq!(node.response(c).status, 200, "{ch}");
+    }
+    let reason = "the node holds its limit of 2 channels (--max-channels); retry later";
+    // Publishing, streaming, polling or subscribing to a third: 503.
+    for request in [
+        post("/pub/c", "text/plain", b"x"),
+        get("/sse/c", &[]),
+        get("/sse?ch=a,c", &[]),
+        get("/poll/c?timeout=0", &[]),
+        get("/poll?ch=a,c&timeout=0", &[]),
+        upgrade("/ws/c"),
+    ] {
+        let c = node.connect();
+        node.input(c, &request);
+        let r = node.response(c);
+        assert_eq!((r.status, r.text().trim()), (503, reason));
+        assert_eq!(
+            r.header("retry-after"),
+            Some("1"),
+            "{}",
+            String::from_utf8_lossy(&request)
+        );
+    }
+    assert_eq!(refused(&node, Refusal::ChannelLimit), 6);
+    // The two it holds are served as before.
+    let c = node.connect();
+    node.input(c, &get("/poll/a?timeout=0", &[]));
+    assert_eq!(node.response(c).status, 200);
+    let ws = node.open_ws("/ws/b");
+    assert!(!node.is_closed(ws));
+    // On /ws, an error that names the limit; the connection stays.
+    let mux = node.open_ws("/ws");
+    node.input(mux, &text(r#"{"type":"subscribe","ch":"c","rid":1}"#));
+    let e = node.json(mux);
+    assert_eq!(
+        (e[0]["code"].as_str(), e[0]["reason"].as_str()),
+        (Some("channel_limit"), Some(reason))
+    );
+    node.input(mux, &text(r#"{"type":"subscribe","ch":"a","rid":2}"#));
+    assert_eq!(node.json(mux)[0]["type"], "subscribed");
 }
