@@ -39,6 +39,7 @@
 mod bufring;
 pub mod child;
 mod eventfd;
+mod peer;
 mod ring;
 mod send;
 pub mod sys;
@@ -46,6 +47,7 @@ mod user_data;
 
 pub use bufring::{BufRing, RecvBuf};
 pub use eventfd::EventFd;
+pub use peer::PEER_LOOKUPS;
 pub use ring::{Completion, Opcode, Ring, RingConfig, SetupError, TcpOption};
 pub use send::{ConnectChain, FinishedSend, MAX_IOV};
 pub use user_data::UserData;

@@ -23,6 +23,7 @@
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::RawFd;
 use std::time::Duration;
 
@@ -31,6 +32,7 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::bufring::{BufRing, RecvBuf};
 use crate::eventfd::EventFd;
+use crate::peer::PeerNames;
 use crate::send::{ConnectChain, FinishedSend, Sends, MAX_IOV};
 use crate::user_data::UserData;
 
@@ -238,6 +240,8 @@ enum Backlogged {
 /// referenced (sends in flight, receive buffers, the wake-up target).
 pub struct Ring {
     uring: IoUring,
+    /// Targets of peer-address lookups in flight ([`Ring::peer_name`]).
+    peer_names: PeerNames,
     backlog: VecDeque<Backlogged>,
     sends: Sends,
     bufs: Option<BufRing>,
@@ -299,6 +303,7 @@ impl Ring {
         };
         Ok(Ring {
             uring,
+            peer_names: PeerNames::new(),
             backlog: VecDeque::new(),
             sends: Sends::default(),
             bufs,
@@ -704,6 +709,27 @@ impl Ring {
         .flags(squeue::Flags::SKIP_SUCCESS)
         .user_data(tag.raw());
         self.push(e);
+    }
+
+    /// Asks for the peer address of the socket in `slot` (`ipv6`: its
+    /// family), tagged `tag`; read it with [`Ring::take_peer_name`] from
+    /// the completion. `false`, and nothing submitted, while
+    /// [`PEER_LOOKUPS`](crate::PEER_LOOKUPS) lookups are in flight.
+    pub fn peer_name(&mut self, slot: u32, ipv6: bool, tag: UserData) -> bool {
+        match self.peer_names.request(slot, ipv6, tag) {
+            Some(e) => {
+                self.push(e);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The peer address a completion of [`Ring::peer_name`] reports
+    /// (`Err(errno)` if the lookup failed); `None` for any other
+    /// completion.
+    pub fn take_peer_name(&mut self, c: &Completion) -> Option<Result<SocketAddr, i32>> {
+        self.peer_names.complete(c.user_data(), c.result())
     }
 
     /// Arms a read of `efd` whose completion is tagged `tag`. Returns

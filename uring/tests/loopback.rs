@@ -90,6 +90,20 @@ fn accepts_receives_and_sends_owned_buffers() {
     let failed = d.wait_for(|c| c.user_data() == UserData::new(OTHER, 15, 3));
     assert_eq!(failed.result(), -9, "EBADF for an empty slot");
 
+    // The peer's address, from the direct descriptor; a lookup on an empty
+    // slot fails with its errno.
+    assert!(d.ring.peer_name(slot, false, UserData::new(OTHER, slot, 4)));
+    let named = d.wait_for(|c| c.user_data() == UserData::new(OTHER, slot, 4));
+    let peer = d
+        .ring
+        .take_peer_name(&named)
+        .expect("a peer-name completion");
+    assert_eq!(peer, Ok(client.local_addr().unwrap()));
+    assert!(d.ring.take_peer_name(&named).is_none(), "reported once");
+    assert!(d.ring.peer_name(14, false, UserData::new(OTHER, 14, 5)));
+    let failed = d.wait_for(|c| c.user_data() == UserData::new(OTHER, 14, 5));
+    assert_eq!(d.ring.take_peer_name(&failed), Some(Err(libc::EBADF)));
+
     d.ring.recv_multi(slot, UserData::new(RECV, slot, 1));
     client.write_all(b"hello").unwrap();
     let mut got = d.wait_for(|c| c.user_data().op() == RECV);
