@@ -157,6 +157,23 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_MAX_STREAM_CHANNELS", value_name = "N")]
     pub max_stream_channels: Option<usize>,
 
+    /// Most connections one client address holds at once (an IPv4
+    /// address, or an IPv6 /64); more get 429. [default: 10000]
+    #[arg(long, env = "RINGCAST_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<u32>,
+
+    /// New connections one client address may open per second, in bursts
+    /// of as many (reconnect storms); more get 429 with `Retry-After`.
+    /// [default: 500]
+    #[arg(long, env = "RINGCAST_MAX_CONNECTION_RATE_PER_IP", value_name = "N")]
+    pub max_connection_rate_per_ip: Option<u32>,
+
+    /// Apply the per-address limits to loopback peers too. Off by
+    /// default: on this host they are a local proxy carrying many clients,
+    /// or load tools.
+    #[arg(long, env = "RINGCAST_LIMIT_LOOPBACK")]
+    pub limit_loopback: bool,
+
     /// Most channels the node holds (a channel lives while it has
     /// subscribers or history); a request that would create another gets
     /// 503 (`channel_limit` on `/ws`). Checked on the shard that takes the
@@ -325,6 +342,9 @@ struct FileConfig {
     max_stream_channels: Option<usize>,
     max_subscriptions: Option<usize>,
     max_channels: Option<usize>,
+    max_connections_per_ip: Option<u32>,
+    max_connection_rate_per_ip: Option<u32>,
+    limit_loopback: Option<bool>,
     max_publish_rate: Option<u32>,
     max_control_rate: Option<u32>,
     client_publish: Option<bool>,
@@ -414,6 +434,12 @@ pub struct Settings {
     pub max_subscriptions: usize,
     /// Most channels on the node.
     pub max_channels: usize,
+    /// Most connections per client address.
+    pub max_connections_per_ip: u32,
+    /// New connections per client address per second.
+    pub max_connection_rate_per_ip: u32,
+    /// Whether loopback peers are limited too.
+    pub limit_loopback: bool,
     /// Publishes per second per multiplexed WebSocket (and its burst).
     pub max_publish_rate: u32,
     /// WebSocket control frames a client may send per second.
@@ -587,6 +613,13 @@ impl Settings {
                 .or(file.max_subscriptions)
                 .unwrap_or(256),
             max_channels: cli.max_channels.or(file.max_channels).unwrap_or(1_000_000),
+            max_connections_per_ip: (cli.max_connections_per_ip)
+                .or(file.max_connections_per_ip)
+                .unwrap_or(10_000),
+            max_connection_rate_per_ip: (cli.max_connection_rate_per_ip)
+                .or(file.max_connection_rate_per_ip)
+                .unwrap_or(500),
+            limit_loopback: cli.limit_loopback || file.limit_loopback.unwrap_or(false),
             max_publish_rate: cli.max_publish_rate.or(file.max_publish_rate).unwrap_or(50),
             max_control_rate: cli.max_control_rate.or(file.max_control_rate).unwrap_or(20),
             client_publish: cli.client_publish || file.client_publish.unwrap_or(false) || demo,
@@ -782,6 +815,11 @@ impl Settings {
         }
         if self.max_publish_rate == 0 {
             return fail("--max-publish-rate must be at least 1 (leave out --client-publish to forbid publishing)");
+        }
+        if self.max_connections_per_ip == 0 || self.max_connection_rate_per_ip == 0 {
+            return fail(
+                "--max-connections-per-ip and --max-connection-rate-per-ip must be at least 1",
+            );
         }
         if !(1..=250).contains(&self.max_control_rate) {
             return fail("--max-control-rate must be between 1 and 250");

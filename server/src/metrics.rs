@@ -43,10 +43,14 @@ pub enum Refusal {
     RateLimited,
     /// A new channel while the node holds `--max-channels`.
     ChannelLimit,
+    /// A connection from an address that holds `--max-connections-per-ip`.
+    PeerConnections,
+    /// A connection from an address over `--max-connection-rate-per-ip`.
+    PeerRate,
 }
 
 /// Every refusal reason with its label.
-pub const REFUSALS: [(Refusal, &str); 15] = [
+pub const REFUSALS: [(Refusal, &str); 17] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -62,6 +66,8 @@ pub const REFUSALS: [(Refusal, &str); 15] = [
     (Refusal::Forbidden, "forbidden"),
     (Refusal::RateLimited, "rate_limited"),
     (Refusal::ChannelLimit, "channel_limit"),
+    (Refusal::PeerConnections, "ip_connections"),
+    (Refusal::PeerRate, "ip_rate"),
 ];
 
 /// Transports, for the connection gauge.

@@ -22,6 +22,7 @@ use crate::capacity::{group, Plan};
 use crate::config::Settings;
 use crate::hub::Epoch;
 use crate::metrics::ShardMetrics;
+use crate::shard::peers::{PeerLimits, Peers};
 use crate::shard::shared::Shared;
 use crate::shard::Shard;
 
@@ -108,6 +109,11 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     let shared = Arc::new(Shared {
         settings: settings.clone(),
         tickets: Tickets::new(settings.ticket_ttl, settings.max_tickets),
+        peers: Peers::new(PeerLimits {
+            connections: settings.max_connections_per_ip,
+            rate: settings.max_connection_rate_per_ip,
+            loopback: settings.limit_loopback,
+        }),
         plan,
         epoch: Epoch::random(),
         mail: mail.clone(),
@@ -305,6 +311,13 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
             ),
             None => "not checked: anyone may subscribe (--jwt-secret, --jwt-public-key)".into(),
         },
+    ));
+    out.push_str(&format!(
+        "  per address  at most {} connections and {} new a second (IPv4 address or IPv6 /64){}; node: at most {} channels\n",
+        group(u64::from(s.max_connections_per_ip)),
+        group(u64::from(s.max_connection_rate_per_ip)),
+        if s.limit_loopback { ", loopback included" } else { "; loopback exempt (--limit-loopback)" },
+        group(s.max_channels as u64),
     ));
     for line in s.namespaces.describe() {
         out.push_str(&format!("  policy       {line}\n"));

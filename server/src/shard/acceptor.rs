@@ -37,6 +37,9 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Acceptor {
     shard: usize,
     listeners: Vec<OwnedFd>,
+    /// Per listener: whether it is an IPv6 socket (what a peer-address
+    /// lookup asks for).
+    ipv6: Vec<bool>,
     /// The ring whose accepts are armed (`None`: not accepting).
     ring: Option<usize>,
     /// Per listener: our accept on the accepting ring is armed (we have not
@@ -57,9 +60,13 @@ impl Acceptor {
     /// An acceptor for shard `shard`'s listeners, not yet accepting.
     pub fn new(shard: usize, listeners: Vec<OwnedFd>) -> Acceptor {
         let n = listeners.len();
+        let ipv6 = (listeners.iter())
+            .map(|l| sys::local_addr(l.as_raw_fd()).is_ok_and(|a| a.is_ipv6()))
+            .collect();
         Acceptor {
             shard,
             listeners,
+            ipv6,
             ring: None,
             armed: vec![false; n],
             accepted: vec![0; n],
@@ -68,6 +75,11 @@ impl Acceptor {
             warned: None,
             failures_unlogged: 0,
         }
+    }
+
+    /// Whether listener `listener` is an IPv6 socket (its connections are).
+    pub fn is_ipv6(&self, listener: usize) -> bool {
+        self.ipv6.get(listener).copied().unwrap_or(false)
     }
 
     /// Arms accepts on ring `r` and cancels them on the ring that had them.

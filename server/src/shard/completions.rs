@@ -20,6 +20,7 @@ impl Shard {
     pub(super) fn on_completion(&mut self, r: usize, c: Completion) {
         match Op::of(c.user_data()) {
             Some(Op::Accept) => {
+                let listener = c.user_data().index() as usize;
                 let doorbell = self.shared.mail.door(self.id).eventfd();
                 let accepted = self.acceptor.on_accept(
                     &mut self.conns,
@@ -30,7 +31,7 @@ impl Shard {
                     self.now,
                 );
                 if let Some(slot) = accepted {
-                    self.open(r, slot);
+                    self.open(r, slot, listener);
                 }
             }
             Some(Op::Recv) => self.on_recv(r, c),
@@ -65,6 +66,13 @@ impl Shard {
                     "setting TCP_NODELAY failed: {}",
                     std::io::Error::from_raw_os_error(-c.result())
                 );
+            }
+            Some(Op::Peer) => {
+                let tag = c.user_data();
+                let key = ConnKey::new(r as u8, tag.index(), tag.gen());
+                if let Some(peer) = self.conns.rings[r].ring.take_peer_name(&c) {
+                    self.on_peer(key, peer);
+                }
             }
             Some(Op::Wake | Op::Shutdown | Op::Cancel) | None => {}
         }
@@ -110,6 +118,13 @@ impl Shard {
 
     /// Feeds received bytes to the connection's protocol, after any it kept.
     fn on_input(&mut self, key: ConnKey, data: &mut [u8]) {
+        if !self.refused_peers.is_empty() {
+            if let Some(refused) = self.refused_peers.remove(&key) {
+                // Its request came: answer it with the refusal.
+                self.dispatch(key, |p, ctx| p.refuse_peer(ctx, &refused));
+                return;
+            }
+        }
         match self.conns.take_input(key) {
             Some(mut kept) => {
                 kept.extend_from_slice(data);

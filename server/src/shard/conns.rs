@@ -44,6 +44,7 @@ use crate::transport::{Format, Protocol, Tick};
 
 use super::buffers::Buffers;
 use super::op::Op;
+use super::peers::PeerId;
 
 /// Empty buffer boxes kept for reuse, so that delivering to an idle
 /// connection does not allocate (and a drained one gives its box back
@@ -141,6 +142,10 @@ pub struct Conn {
     /// Tick of its live timer-wheel entry (0: none).
     pub scheduled: Tick,
     flags: u8,
+    /// Its address's entry in the node's peer table
+    /// ([`PeerId::to_bits`], 0: none), in three bytes that would
+    /// otherwise be padding.
+    peer: [u8; 3],
     /// The protocol it speaks, and where it stands.
     pub proto: Protocol,
     /// Queues and kept input, while any are in use.
@@ -154,6 +159,7 @@ impl Conn {
             deadline: 0,
             scheduled: 0,
             flags: 0,
+            peer: [0; 3],
             proto: Protocol::Closed,
             buffers: None,
         }
@@ -161,6 +167,18 @@ impl Conn {
 
     fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
+    }
+
+    /// Its address's entry in the peer table, if it was counted.
+    pub fn peer(&self) -> Option<PeerId> {
+        let [a, b, c] = self.peer;
+        PeerId::from_bits(u32::from_le_bytes([a, b, c, 0]))
+    }
+
+    /// Records its address's entry.
+    pub fn set_peer(&mut self, id: PeerId) {
+        let [a, b, c, _] = id.to_bits().to_le_bytes();
+        self.peer = [a, b, c];
     }
 
     /// Bytes queued or in flight.
@@ -358,7 +376,13 @@ impl Conns {
     /// Installs a freshly accepted socket in `slot` of ring `r` with its
     /// multishot receive armed; its protocol is set by the caller. Returns
     /// its key.
-    pub fn install(&mut self, r: usize, slot: u32) -> ConnKey {
+    ///
+    /// With `peer` (`Some(ipv6)`), the peer's address is looked up first,
+    /// ahead of the receive, so its answer comes before any request: a
+    /// refused address is refused before it is served. Returns `false` as
+    /// the second value when the ring's lookups were all in flight (ask
+    /// again later).
+    pub fn install(&mut self, r: usize, slot: u32, peer: Option<bool>) -> (ConnKey, bool) {
         let cr = &mut self.rings[r];
         if cr.conns.len() <= slot as usize {
             cr.conns.resize_with(slot as usize + 1, Conn::free);
@@ -380,8 +404,12 @@ impl Conns {
             let lowat = TcpOption::NotSentLowat(self.notsent_lowat);
             cr.ring.set_tcp_option(slot, lowat, tag);
         }
+        let looked_up = match peer {
+            Some(ipv6) => cr.ring.peer_name(slot, ipv6, Op::Peer.tag(slot, gen)),
+            None => true,
+        };
         cr.ring.recv_multi(slot, Op::Recv.tag(slot, gen));
-        ConnKey::new(r as u8, slot, gen)
+        (ConnKey::new(r as u8, slot, gen), looked_up)
     }
 
     /// Re-arms the multishot receive of `key` (after it ended for lack of
@@ -395,13 +423,13 @@ impl Conns {
     }
 
     /// Frees the slot's state and closes its socket (shutdown, then close).
-    /// The slot counts as used until the close completes.
-    pub fn release(&mut self, key: ConnKey) {
-        let Some(conn) = live(&mut self.rings, key) else {
-            return;
-        };
+    /// The slot counts as used until the close completes. Returns the
+    /// connection's entry in the peer table, for the caller to release.
+    pub fn release(&mut self, key: ConnKey) -> Option<PeerId> {
+        let conn = live(&mut self.rings, key)?;
         let gen = conn.gen;
         let old = std::mem::replace(conn, Conn::free());
+        let peer = old.peer();
         conn.gen = gen;
         if old.has(flags::NOTICE) {
             let counter = if old.outbound() == 0 {
@@ -420,6 +448,7 @@ impl Conns {
             Op::Shutdown.tag(slot, gen),
             Op::Close.tag(slot, gen),
         );
+        peer
     }
 
     fn give_back(&mut self, mut b: Box<Buffers>) {

@@ -48,6 +48,7 @@ mod lag;
 mod mail;
 mod op;
 mod owner;
+pub mod peers;
 mod post;
 pub mod shared;
 mod shutdown;
@@ -55,6 +56,7 @@ mod tally;
 mod timers;
 mod wheel;
 
+use std::collections::HashMap;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -63,14 +65,17 @@ use std::time::{Duration, Instant};
 use uring::{Completion, SetupError};
 
 use crate::hub::{Hub, SubRef};
-use crate::metrics::ShardMetrics;
+use crate::metrics::{Refusal, ShardMetrics};
+use crate::transport::response::Refused;
 use crate::transport::{Protocol, Tick, TICK};
+use codec::http::StatusCode;
 
 use acceptor::Acceptor;
 use conns::{BufferPlan, ConnKey, Conns, OutputPlan};
 use context::{ConnCtx, Requests};
 use op::Op;
 use owner::ShardHub;
+use peers::Admit;
 use post::Post;
 use shared::Shared;
 use tally::{RefusalSummary, Tally};
@@ -117,6 +122,15 @@ pub struct Shard {
     behind: Vec<(ConnKey, SubRef)>,
     /// Connections whose queue drained while a subscription was behind.
     hungry: Vec<ConnKey>,
+    /// Whether new connections' addresses are looked up (per-address
+    /// limits apply to some listener).
+    look_up_peers: bool,
+    /// New connections waiting for a free peer-address lookup (and whether
+    /// each is IPv6).
+    peer_wait: Vec<(ConnKey, bool)>,
+    /// Connections refused for their address, answered when their request
+    /// comes (or closed after a second without one).
+    refused_peers: HashMap<ConnKey, Refused>,
     /// Readers closed for lagging, logged as a summary.
     lag_tally: Tally,
     /// Connections closed for sending without reading, likewise.
@@ -169,6 +183,9 @@ impl Shard {
             due: Vec::new(),
             behind: Vec::new(),
             hungry: Vec::new(),
+            look_up_peers: (shared.peers).needed(s.listen.iter().all(|a| a.ip().is_loopback())),
+            peer_wait: Vec::new(),
+            refused_peers: HashMap::new(),
             lag_tally: Tally::new(id, "readers closed for lagging:", ("oldest lag", "s")),
             slow_tally: Tally::new(id, "slow consumers closed:", ("largest queue", "MB")),
             refusals: RefusalSummary::new(id, now, &shared.metrics[id]),
@@ -189,6 +206,7 @@ impl Shard {
             let mut busy = self.drain_mail();
             busy |= self.reap_rings();
             self.feed_hungry();
+            self.retry_peer_lookups();
             self.run_timers();
             if self.now.duration_since(self.last_housekeeping) >= Duration::from_secs(1) {
                 self.housekeeping();
@@ -318,6 +336,7 @@ impl Shard {
         self.check_lagging();
         self.refusals.roll(self.now, &self.metrics);
         self.hub.expire(self.now);
+        self.shared.peers.sweep(self.now);
         let stats = self.hub.stats();
         ShardMetrics::set(&self.metrics.history_evictions, stats.evictions);
         ShardMetrics::set(&self.metrics.channels, self.hub.channel_count() as u64);
@@ -383,13 +402,97 @@ impl Shard {
     /// Closes the socket of a connection whose protocol has ended (it holds
     /// nothing in the hub any more); queued bytes are dropped.
     fn close_now(&mut self, key: ConnKey) {
-        self.conns.release(key);
+        if !self.refused_peers.is_empty() {
+            self.refused_peers.remove(&key);
+        }
+        if let Some(peer) = self.conns.release(key) {
+            self.shared.peers.release(peer);
+        }
     }
 
     /// A new connection in slot `slot` of ring `r`.
-    fn open(&mut self, r: usize, slot: u32) {
-        let key = self.conns.install(r, slot);
+    fn open(&mut self, r: usize, slot: u32, listener: usize) {
+        let ipv6 = self.acceptor.is_ipv6(listener);
+        let peer = self.look_up_peers.then_some(ipv6);
+        let (key, looked_up) = self.conns.install(r, slot, peer);
+        if !looked_up {
+            self.peer_wait.push((key, ipv6));
+        }
         self.dispatch(key, |p, ctx| *p = Protocol::accept(ctx));
+    }
+
+    /// Asks for the address of a new connection, for the per-address
+    /// limits; while the ring's lookups are all in flight, it waits its
+    /// turn in `peer_wait`.
+    fn look_up_peer(&mut self, key: ConnKey, ipv6: bool) {
+        let tag = Op::Peer.tag(key.slot(), key.gen());
+        if !self.conns.rings[key.ring()]
+            .ring
+            .peer_name(key.slot(), ipv6, tag)
+        {
+            self.peer_wait.push((key, ipv6));
+        }
+    }
+
+    /// Asks again for the addresses that found every lookup in flight.
+    fn retry_peer_lookups(&mut self) {
+        for (key, ipv6) in std::mem::take(&mut self.peer_wait) {
+            if self.conns.get(key).is_some() {
+                self.look_up_peer(key, ipv6);
+            }
+        }
+    }
+
+    /// The address of a new connection is known: count it, or refuse it
+    /// with its reason.
+    fn on_peer(&mut self, key: ConnKey, peer: Result<std::net::SocketAddr, i32>) {
+        if self.conns.get(key).is_none() {
+            return; // gone already
+        }
+        let ip = match peer {
+            Ok(addr) => addr.ip(),
+            Err(errno) => {
+                // The peer reset before its address was read: it is going.
+                tracing::debug!(
+                    shard = self.id,
+                    "peer address unknown: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                );
+                return;
+            }
+        };
+        let limits = self.shared.peers.limits();
+        let status = StatusCode::TOO_MANY_REQUESTS;
+        let refused = match self.shared.peers.admit(ip, self.now) {
+            Admit::Yes(id) => {
+                if let Some(conn) = self.conns.get_mut(key) {
+                    conn.set_peer(id);
+                }
+                return;
+            }
+            Admit::Untracked => return,
+            Admit::TooMany => Refused::new(
+                Refusal::PeerConnections,
+                status,
+                format!(
+                    "too many connections from {ip}: at most {} per address (--max-connections-per-ip)",
+                    limits.connections
+                ),
+            ),
+            Admit::TooFast => Refused::new(
+                Refusal::PeerRate,
+                status,
+                format!(
+                    "too many new connections from {ip}: at most {} a second per address (--max-connection-rate-per-ip)",
+                    limits.rate
+                ),
+            ),
+        };
+        if self.dispatch(key, |p, ctx| p.hold_for_refusal(ctx)) == Some(true) {
+            self.refused_peers.insert(key, refused);
+        } else {
+            self.dispatch(key, |p, ctx| p.refuse_peer(ctx, &refused));
+        }
     }
 }
 

@@ -24,6 +24,9 @@ pub enum Op {
     /// A socket option set on a new connection (posts only on failure);
     /// index = slot.
     SockOpt = 8,
+    /// The peer-address lookup of a new connection; index = slot, gen =
+    /// connection generation.
+    Peer = 9,
 }
 
 impl Op {
@@ -39,6 +42,7 @@ impl Op {
             6 => Op::Wake,
             7 => Op::Cancel,
             8 => Op::SockOpt,
+            9 => Op::Peer,
             _ => return None,
         })
     }
@@ -63,6 +67,8 @@ mod tests {
             Op::Close,
             Op::Wake,
             Op::Cancel,
+            Op::SockOpt,
+            Op::Peer,
         ] {
             let tag = op.tag(19_999, 7);
             assert_eq!((Op::of(tag), tag.index(), tag.gen()), (Some(op), 19_999, 7));

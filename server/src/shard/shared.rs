@@ -12,6 +12,8 @@ use crate::config::Settings;
 use crate::hub::Epoch;
 use crate::metrics::{self, NodeGauges, ShardMetrics};
 
+use super::peers::Peers;
+
 /// See the module docs.
 #[derive(Debug)]
 pub struct Shared {
@@ -19,6 +21,8 @@ pub struct Shared {
     pub settings: Settings,
     /// Outstanding tickets (`POST /ticket`), redeemed on any shard.
     pub tickets: Tickets,
+    /// Connections by client address, for the per-address limits.
+    pub peers: Peers,
     /// The capacity plan.
     pub plan: Plan,
     /// The node's epoch.

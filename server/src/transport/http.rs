@@ -786,6 +786,27 @@ impl Http {
 
     // ---- time and shutdown -------------------------------------------------------
 
+    /// Whether nothing has happened on the connection yet: no request, not
+    /// even part of one.
+    pub fn is_fresh(&self) -> bool {
+        self.busy.is_none() && !self.has(flag::PARTIAL) && !self.has(flag::SERVED)
+    }
+
+    /// The connection's address is over a per-address limit: answered with
+    /// the refusal (and `Retry-After` for a rate), unless a request is
+    /// under way, whose answer must not be cut into: then it just closes.
+    pub fn refuse_peer(&mut self, ctx: &mut impl Context, refused: &Refused) -> Outcome {
+        if self.busy.is_some() || self.has(flag::PARTIAL) {
+            ctx.metrics().refuse(refused.why);
+            return Outcome::Finish(Finish::Now);
+        }
+        if refused.why == Refusal::PeerRate {
+            let retry = RETRY_AFTER_SECS.to_string();
+            return self.refuse_with(ctx, refused, &[("Retry-After", retry.as_str())]);
+        }
+        self.refuse(ctx, refused)
+    }
+
     /// The connection's deadline passed.
     pub fn handle_timer(&mut self, ctx: &mut impl Context) -> Outcome {
         let reading_body = self.busy.as_ref().is_some_and(|b| b.body.is_some());

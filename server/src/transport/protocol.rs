@@ -24,6 +24,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use codec::ws::CloseCode;
 
 use crate::hub::{ChannelName, Member, Message, MsgId, Replay, SubRef};
 use crate::metrics::Transport;
@@ -31,6 +32,11 @@ use crate::metrics::Transport;
 use super::context::{ticks, Context, Finish, Step};
 use super::http::{self, Http, Route};
 use super::poll::{self, Poll};
+use super::response::Refused;
+
+/// How long a connection refused for its address may take to send the
+/// request its refusal answers.
+const REFUSED_PEER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 use super::sse::{self, Sse, SseMulti};
 use super::ws::Ws;
 
@@ -267,6 +273,44 @@ impl Protocol {
 
     /// The connection is gone (the peer closed, or an I/O error): release
     /// what the state holds.
+    /// The connection's address is over a per-address limit, and it has
+    /// sent nothing yet: `true` if it is to be answered when its request
+    /// comes (an HTTP client reads an answer only to a request it sent),
+    /// within a second; `false` if it is to be refused now
+    /// ([`Protocol::refuse_peer`]).
+    pub fn hold_for_refusal(&mut self, ctx: &mut impl Context) -> bool {
+        match self {
+            Protocol::Http(h) if h.is_fresh() => {
+                ctx.set_timer(Some(ctx.now() + ticks(REFUSED_PEER_WAIT)));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The connection's address is over a per-address limit (see
+    /// `shard::peers`): a connection still on plain HTTP is answered the
+    /// refusal and closed; one whose request beat the address lookup is
+    /// closed as a WebSocket with 1008, or at once.
+    pub fn refuse_peer(&mut self, ctx: &mut impl Context, refused: &Refused) {
+        match self {
+            Protocol::Http(h) => {
+                let outcome = h.refuse_peer(ctx, refused);
+                self.after_http(ctx, outcome);
+            }
+            Protocol::Ws(ws) => {
+                ctx.metrics().refuse(refused.why);
+                let reason = "too many connections from this address";
+                ws.initiate_close(ctx, CloseCode::POLICY_VIOLATION, reason);
+            }
+            Protocol::Draining | Protocol::Closed => {}
+            Protocol::Sse(_) | Protocol::SseMulti(_) | Protocol::Poll(_) => {
+                ctx.metrics().refuse(refused.why);
+                self.finish(ctx, Finish::Now);
+            }
+        }
+    }
+
     pub fn handle_close(&mut self, ctx: &mut impl Context) {
         self.finish(ctx, Finish::Now);
     }
