@@ -245,15 +245,21 @@ async fn publish_at(server: &Server, channel: &str, n: u64, rate: u64, t0: Insta
     answers.await.unwrap();
 }
 
-/// Runs `readers` readers of `channel` through `n` messages at `rate`;
-/// returns every latency, sorted.
+/// Latencies of a run, sorted: all of them, and those after its first
+/// second (the steady state).
+struct Latencies {
+    all: Vec<u64>,
+    steady: Vec<u64>,
+}
+
+/// Runs `readers` readers of `channel` through `n` messages at `rate`.
 async fn readers_through(
     server: &Server,
     channel: &str,
     readers: usize,
     n: u64,
     rate: u64,
-) -> Vec<u64> {
+) -> Latencies {
     let t0 = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..readers {
@@ -261,20 +267,22 @@ async fn readers_through(
         tasks.push(tokio::spawn(read_all(ws, n, t0)));
     }
     publish_at(server, channel, n, rate, t0).await;
-    let mut all = Vec::new();
+    let (mut all, mut steady) = (Vec::new(), Vec::new());
     for t in tasks {
         let (l, _) = t.await.unwrap();
         assert_eq!(l.len(), n as usize);
+        steady.extend_from_slice(&l[(rate as usize).min(l.len())..]);
         all.extend(l);
     }
     all.sort_unstable();
-    all
+    steady.sort_unstable();
+    Latencies { all, steady }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readers_that_stop_are_closed_for_lagging_without_holding_up_the_others() {
     const READERS: usize = 20;
-    const NON_READERS: usize = 500;
+    const NON_READERS: usize = 1000;
     const RATE: u64 = 500;
     let server = Server::start(&[
         "--max-lag",
@@ -288,7 +296,7 @@ async fn readers_that_stop_are_closed_for_lagging_without_holding_up_the_others(
     // Without non-readers first, for the latency to compare with.
     let alone = readers_through(&server, "alone", READERS, 2 * RATE, RATE).await;
 
-    // 500 connections that subscribe and never read, then the readers on
+    // 1,000 connections that subscribe and never read, then the readers on
     // the same channel, for 5 s of messages.
     let mut non_readers = Vec::new();
     for _ in 0..NON_READERS {
@@ -342,14 +350,18 @@ async fn readers_that_stop_are_closed_for_lagging_without_holding_up_the_others(
         }
     }
     let sent = server.metric("ringcast_close_notices_sent_total", "").await;
-    let (p99_alone, p99_crowded) = (percentile(&alone, 0.99), percentile(&crowded, 0.99));
+    let p99_alone = percentile(&alone.steady, 0.99);
+    let p99_crowded = percentile(&crowded.steady, 0.99);
+    let max_crowded = *crowded.all.last().unwrap();
     eprintln!(
-        "crowd: readers' p50/p99 {}/{} µs alone, {}/{} µs with {NON_READERS} non-readers; \
+        "crowd: readers' p50/p99 {}/{} µs alone, {}/{} µs with {NON_READERS} non-readers \
+         (after the first second; over the whole run p99 {} µs, max {max_crowded} µs); \
          {told} of {NON_READERS} non-readers saw 1008 ({sent} notices sent); peak RSS {:.1} MiB",
-        percentile(&alone, 0.5),
+        percentile(&alone.steady, 0.5),
         p99_alone,
-        percentile(&crowded, 0.5),
+        percentile(&crowded.steady, 0.5),
         p99_crowded,
+        percentile(&crowded.all, 0.99),
         peak as f64 / 1048576.0
     );
     let lost = server.metric("ringcast_close_notices_lost_total", "").await;
@@ -359,14 +371,17 @@ async fn readers_that_stop_are_closed_for_lagging_without_holding_up_the_others(
         "{told} saw the close, {sent} were sent"
     );
     assert!(peak < RSS_BOUND, "peak RSS {peak} B");
-    // Within 3× of the run without them. Client and server share the two
-    // cores here: a reader that waits a scheduler slice, or behind the
-    // first window of 500 sockets (~20 ms), is noise a sub-millisecond p99
-    // cannot resolve, so the comparison starts at 10 ms.
+    // In the steady state, within 3× of the run without them. Client and
+    // server share the two cores here: a reader that waits a scheduler
+    // slice is noise a sub-millisecond p99 cannot resolve, so the
+    // comparison starts at 10 ms. The first second is the transient of
+    // filling 1,000 windows (64 MiB into socket buffers, ~30 ms):
+    // bounded, not compared.
     assert!(
         p99_crowded <= 3 * p99_alone.max(10_000),
-        "p99 {p99_crowded} µs with non-readers, {p99_alone} µs without"
+        "steady p99 {p99_crowded} µs with non-readers, {p99_alone} µs without"
     );
+    assert!(max_crowded < 500_000, "a reader waited {max_crowded} µs");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -549,7 +549,10 @@ fn unknown_method(token: &str) -> HttpError {
 }
 
 fn map_parse_error(e: httparse::Error, req: &httparse::Request<'_, '_>, buf: &[u8]) -> HttpError {
-    if let Some(method) = req.method {
+    // A version ringcast does not speak is named first: the h2c preface
+    // (`PRI * HTTP/2.0`) is a `505`, whatever its method.
+    let other_version = e == httparse::Error::Version;
+    if let Some(method) = req.method.filter(|_| !other_version) {
         if Method::from_token(method).is_none() {
             return unknown_method(method);
         }
@@ -804,9 +807,10 @@ Sec-WebSocket-Version: 13\r\n\
                 "{v}"
             );
         }
+        // The h2c preface: its version is what ringcast does not speak.
         assert_eq!(
             parse(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
-            Err(HttpError::MethodNotAllowed)
+            Err(HttpError::UnsupportedVersion)
         );
         assert_eq!(
             parse(b"GET / FTP/1.1\r\n\r\n"),
