@@ -12,7 +12,7 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 VENV := .venv
 
-.PHONY: run test fmt-check clippy unit selfcheck python-clients client-unit browser bench fuzz autobahn
+.PHONY: run test fmt-check clippy unit selfcheck python-clients client-unit browser fuzz-smoke bench fuzz autobahn
 
 # make run serves the demo on loopback, where publishing needs no key.
 # Other flags: make run ARGS="--shards 4"; another address:
@@ -22,7 +22,7 @@ ARGS ?=
 run:
 	$(CARGO) run --release -p ringcast -- $(RUN_ARGS) $(ARGS)
 
-test: fmt-check clippy unit selfcheck python-clients client-unit browser
+test: fmt-check clippy unit selfcheck python-clients client-unit browser fuzz-smoke
 
 fmt-check:
 	$(CARGO) fmt --all --check
@@ -68,10 +68,18 @@ browser:
 bench:
 	$(CARGO) bench -p ringcast-codec
 
-# Coverage-guided fuzzing, FUZZ_SECONDS per target (default 60).
+# Coverage-guided fuzzing of every target (codec/fuzz, server/fuzz),
+# FUZZ_SECONDS per target (default 60), with AddressSanitizer.
 FUZZ_SECONDS ?= 60
 fuzz:
 	./scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# The same targets, briefly, as part of the suite: FUZZ_TEST_SECONDS each
+# (default 20), panics only (no sanitizer: about 3x the executions; only
+# the uring crate has `unsafe`, and no target reaches it).
+FUZZ_TEST_SECONDS ?= 20
+fuzz-smoke:
+	FUZZ_SANITIZER=none ./scripts/fuzz.sh $(FUZZ_TEST_SECONDS)
 
 # WebSocket conformance (Autobahn|Testsuite 1-7, 10) against a release build;
 # needs Python 2.7 (see scripts/autobahn.sh).

@@ -19,13 +19,13 @@ impl Epoch {
     }
 
     /// A fixed epoch, for tests.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn from_bits(bits: u64) -> Self {
         Epoch(bits & 0xFFFF_FFFF_FFFF)
     }
 
     /// The raw bits.
-    #[cfg(test)]
+    #[cfg(any(test, feature = "testing"))]
     pub fn bits(self) -> u64 {
         self.0
     }

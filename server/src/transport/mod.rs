@@ -41,8 +41,8 @@ pub mod response;
 pub mod sse;
 pub mod ws;
 
-#[cfg(test)]
-mod testing;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

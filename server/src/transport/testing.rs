@@ -69,6 +69,12 @@ pub fn default_settings() -> Settings {
     Settings::resolve(Cli::default()).expect("the defaults are valid")
 }
 
+impl Default for Node {
+    fn default() -> Node {
+        Node::with(|_| {})
+    }
+}
+
 /// A connection of a [`Node`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnId(usize);
@@ -132,7 +138,7 @@ pub struct Node {
 impl Node {
     /// A node with the default settings.
     pub fn new() -> Node {
-        Node::with(|_| {})
+        Node::default()
     }
 
     /// A node with the default settings as changed by `adjust` (short
