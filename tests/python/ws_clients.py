@@ -145,7 +145,82 @@ async def shutdown_sends_1001(proc, addr):
     assert proc.wait(timeout=15) == 0
 
 
+SECRET = "a-python-secret-of-at-least-32-bytes"
+
+
+def jwt(claims):
+    """An HS256 JWT, made with the standard library as any backend could."""
+    import base64
+    import hashlib
+    import hmac
+
+    def b64(raw):
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    head = b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    body = b64(json.dumps(claims).encode())
+    sig = hmac.new(SECRET.encode(), f"{head}.{body}".encode(), hashlib.sha256).digest()
+    return f"{head}.{body}.{b64(sig)}"
+
+
+def refused_status(exc):
+    return exc.response.status_code, exc.response.body.decode().strip()
+
+
+async def tokens_and_tickets(addr):
+    """Client tokens with the `websockets` library: header, `auth`,
+    expiry, another channel, and a single-use ticket in the URL."""
+    import time
+
+    now = int(time.time())
+    ann = jwt({"sub": "ann", "exp": now + 60, "channels": ["room:*"]})
+    bearer = {"Authorization": f"Bearer {ann}"}
+    try:
+        await websockets.connect(f"ws://{addr}/ws/room:1")
+        raise AssertionError("a subscriber without a token was let in")
+    except websockets.exceptions.InvalidStatus as e:
+        assert refused_status(e) == (401, "token required: send Authorization: Bearer <token>"), e
+    try:
+        await websockets.connect(f"ws://{addr}/ws/secret", additional_headers=bearer)
+        raise AssertionError("a token for room:* read secret")
+    except websockets.exceptions.InvalidStatus as e:
+        assert refused_status(e) == (403, "the token does not allow channel secret"), e
+    async with websockets.connect(f"ws://{addr}/ws/room:1", additional_headers=bearer) as ws:
+        await asyncio.sleep(0.1)
+        publish(addr, "room:1", "for ann")
+        assert await asyncio.wait_for(ws.recv(), 10) == "for ann"
+    # A ticket, for a client that cannot set headers: good once.
+    req = urllib.request.Request(f"http://{addr}/ticket", method="POST", headers=bearer, data=b"")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        ticket = json.load(r)["ticket"]
+    async with websockets.connect(f"ws://{addr}/ws?ticket={ticket}") as ws:
+        await ws.send(json.dumps({"type": "subscribe", "ch": "room:2"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "subscribed"
+    try:
+        await websockets.connect(f"ws://{addr}/ws?ticket={ticket}")
+        raise AssertionError("a ticket was good twice")
+    except websockets.exceptions.InvalidStatus as e:
+        assert e.response.status_code == 401, e
+    # An expired token sent with `auth`: 4001.
+    expired = jwt({"sub": "ann", "exp": now - 5, "channels": ["room:*"]})
+    async with websockets.connect(f"ws://{addr}/ws") as ws:
+        await ws.send(json.dumps({"type": "auth", "token": expired}))
+        error = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert error["code"] == "token_rejected", error
+        try:
+            await asyncio.wait_for(ws.recv(), 10)
+            raise AssertionError("expected a close")
+        except ConnectionClosed as e:
+            assert (e.rcvd.code, e.rcvd.reason) == (4001, "token expired"), e
+
+
 async def main():
+    token_proc, token_addr = start_server("--jwt-secret", SECRET)
+    try:
+        await tokens_and_tickets(token_addr)
+        print("ok   tokens_and_tickets")
+    finally:
+        token_proc.kill()
     proc, addr = start_server("--max-message-size", "1MiB")
     checks = [echo, too_big_is_1009, subscribe_and_resume, multiplexed]
     try:
