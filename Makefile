@@ -30,7 +30,10 @@ fmt-check:
 clippy:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The multi-node tests start their own redis-server (and nginx): Debian's,
+# installed on first use.
 unit:
+	./scripts/cluster-deps.sh
 ifeq ($(NEXTEST),yes)
 	$(CARGO) nextest run --workspace --no-fail-fast
 	$(CARGO) test --workspace --doc

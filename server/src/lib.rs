@@ -11,6 +11,8 @@
 //! bus        mail between shards: queues and doorbells
 //! transport  sans-io protocol state machines (HTTP, WebSocket, /ws,
 //!            SSE, polling) over `Context`
+//! cluster    several nodes through Redis: the channel model in Redis
+//!            (in progress, issue 12; not wired in yet)
 //! hub        the channel model: names, ids, history, presence
 //! ─────────  auth, config, policy, capacity, metrics (leaves every layer
 //!            may use)
@@ -26,6 +28,7 @@
 pub mod auth;
 pub mod bus;
 pub mod capacity;
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod metrics;

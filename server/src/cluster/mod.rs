@@ -1,0 +1,9 @@
+//! Several nodes sharing channels through Redis (issue 12, in progress).
+//!
+//! Built so far: [`script`], the channel model in Redis — keys, the atomic
+//! publish script, history reads and the Pub/Sub format — tested against a
+//! real `redis-server`. Still to come (docs/cluster.md): the bridge thread
+//! that owns the Redis connections and talks to the shards through the
+//! bus, `--redis`, gap detection and repair, presence, health.
+
+pub mod script;

@@ -1,0 +1,34 @@
+-- One publish to a channel, atomically (see cluster/script.rs).
+--
+-- KEYS[1]  rc:{<channel>}:meta   hash: epoch, seq
+-- KEYS[2]  rc:{<channel>}:log    stream of the channel's history; entry id <seq>-0
+-- ARGV[1]  the payload (bytes)
+-- ARGV[2]  its kind: t (text) or b (binary)
+-- ARGV[3]  history size (0: keep none)
+-- ARGV[4]  how long the channel's keys live after its last publish, ms
+-- ARGV[5]  now, ms since the Unix epoch (kept with the entry, for the age limit)
+-- ARGV[6]  an epoch to take if the channel has none (new, or its keys were lost)
+-- ARGV[7]  the channel's Pub/Sub topic
+-- ARGV[8]  1: publish with SPUBLISH (Redis Cluster, sharded Pub/Sub), else PUBLISH
+--
+-- Returns {epoch, seq}. The Pub/Sub message is "<epoch>:<seq>:<kind>:" then
+-- the payload, so a subscriber needs no second read.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local size = tonumber(ARGV[3])
+if size > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', size, seq .. '-0', 'k', ARGV[2], 't', ARGV[5], 'd', ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+local message = epoch .. ':' .. seq .. ':' .. ARGV[2] .. ':' .. ARGV[1]
+if ARGV[8] == '1' then
+  redis.call('SPUBLISH', ARGV[7], message)
+else
+  redis.call('PUBLISH', ARGV[7], message)
+end
+return {epoch, seq}

@@ -1,0 +1,278 @@
+//! The channel model in Redis: each channel's keys, the publish script,
+//! history reads, and the Pub/Sub message format. docs/cluster.md says why
+//! it is laid out this way.
+//!
+//! A channel `c` owns three names, all with the hash tag `{c}` so that on
+//! Redis Cluster they share a slot (a script may touch them together, and
+//! a sharded publish goes to that slot's node only):
+//!
+//! | name | what |
+//! |---|---|
+//! | `rc:{c}:meta` | hash: `epoch`, `seq` (the last sequence number issued) |
+//! | `rc:{c}:log` | stream: the history, one entry per message with id `<seq>-0` and fields `k` (kind), `t` (publish time, ms), `d` (payload) |
+//! | `rc:{c}` | the Pub/Sub topic: `<epoch>:<seq>:<kind>:<payload>` |
+//!
+//! One script per publish takes the next sequence number, appends to the
+//! history (trimmed to the history size), refreshes both keys' TTL, and
+//! publishes — atomically, so a channel's order is Redis's order, the same
+//! for every subscriber on every node. A channel whose keys were lost
+//! (Redis restarted without persistence, or they expired) starts again
+//! with the epoch the publishing node proposes: a client resuming with the
+//! old one is told `reset` with reason `epoch`.
+//!
+//! No connection handling here: every call takes a connection.
+
+use bytes::Bytes;
+use codec::ws::DataKind;
+use redis::aio::ConnectionLike;
+use redis::streams::StreamRangeReply;
+use redis::RedisResult;
+
+use crate::hub::{ChannelName, Epoch, MsgId};
+use crate::policy::HistoryLimits;
+
+/// A channel's Redis names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    /// Epoch and last sequence number.
+    pub meta: String,
+    /// The history stream.
+    pub log: String,
+    /// The Pub/Sub topic.
+    pub topic: String,
+}
+
+impl Keys {
+    /// The names of `channel`'s keys.
+    pub fn of(channel: &ChannelName) -> Keys {
+        let c = channel.as_str();
+        Keys {
+            meta: format!("rc:{{{c}}}:meta"),
+            log: format!("rc:{{{c}}}:log"),
+            topic: format!("rc:{{{c}}}"),
+        }
+    }
+}
+
+/// A message from a channel's history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Its sequence number.
+    pub seq: u64,
+    /// Text or binary.
+    pub kind: DataKind,
+    /// The payload as published.
+    pub payload: Bytes,
+    /// When it was published, ms since the Unix epoch.
+    pub published_ms: u64,
+}
+
+/// What a channel's history holds after a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// The channel's epoch and last sequence number; `None` if Redis
+    /// knows nothing of the channel.
+    pub last: Option<MsgId>,
+    /// The messages after the position asked for, oldest first.
+    pub messages: Vec<Stored>,
+}
+
+/// A message as a channel's Pub/Sub topic carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Published {
+    /// Its id.
+    pub id: MsgId,
+    /// Text or binary.
+    pub kind: DataKind,
+    /// The payload.
+    pub payload: Bytes,
+}
+
+/// The publish script, loaded once per connection by its hash.
+#[derive(Debug)]
+pub struct PublishScript(redis::Script);
+
+impl Default for PublishScript {
+    fn default() -> Self {
+        PublishScript(redis::Script::new(include_str!("publish.lua")))
+    }
+}
+
+impl PublishScript {
+    /// Publishes to `channel` and returns the id Redis gave it. `epoch`
+    /// is taken only by a channel that has none; `sharded` publishes with
+    /// `SPUBLISH` (Redis Cluster).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn publish<C: ConnectionLike>(
+        &self,
+        con: &mut C,
+        channel: &ChannelName,
+        kind: DataKind,
+        payload: &[u8],
+        history: HistoryLimits,
+        now_ms: u64,
+        epoch: Epoch,
+        sharded: bool,
+    ) -> RedisResult<MsgId> {
+        let keys = Keys::of(channel);
+        // The keys outlive the last message by its age limit (at least a
+        // second): an idle channel's history expires with its messages.
+        let ttl_ms = history.max_age.as_millis().max(1000) as u64;
+        let (epoch, seq): (String, u64) = self
+            .0
+            .key(&keys.meta)
+            .key(&keys.log)
+            .arg(payload)
+            .arg(kind_tag(kind))
+            .arg(history.max_messages)
+            .arg(ttl_ms)
+            .arg(now_ms)
+            .arg(epoch.to_string())
+            .arg(&keys.topic)
+            .arg(if sharded { "1" } else { "0" })
+            .invoke_async(con)
+            .await?;
+        Ok(MsgId {
+            epoch: parse_epoch(&epoch).ok_or_else(|| bad_reply("epoch", &epoch))?,
+            seq,
+        })
+    }
+}
+
+/// The channel's history after sequence number `after`, at most `max`
+/// messages, oldest first, with the channel's current epoch and last
+/// sequence number.
+pub async fn history_after<C: ConnectionLike>(
+    con: &mut C,
+    channel: &ChannelName,
+    after: u64,
+    max: usize,
+) -> RedisResult<History> {
+    let keys = Keys::of(channel);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HMGET")
+        .arg(&keys.meta)
+        .arg("epoch")
+        .arg("seq")
+        .cmd("XRANGE")
+        .arg(&keys.log)
+        .arg(format!("{}-0", after + 1))
+        .arg("+")
+        .arg("COUNT")
+        .arg(max);
+    let ((epoch, seq), range): ((Option<String>, Option<u64>), StreamRangeReply) =
+        pipe.query_async(con).await?;
+    let last = match (epoch, seq) {
+        (Some(e), Some(seq)) => Some(MsgId {
+            epoch: parse_epoch(&e).ok_or_else(|| bad_reply("epoch", &e))?,
+            seq,
+        }),
+        _ => None,
+    };
+    let mut messages = Vec::with_capacity(range.ids.len());
+    for entry in range.ids {
+        let seq = (entry
+            .id
+            .split_once('-')
+            .map_or(entry.id.as_str(), |(s, _)| s))
+        .parse()
+        .map_err(|_| bad_reply("stream id", &entry.id))?;
+        let field = |name: &str| -> RedisResult<Vec<u8>> {
+            match entry.map.get(name) {
+                Some(v) => redis::from_redis_value(v.clone()).map_err(Into::into),
+                None => Err(bad_reply("stream entry without", name)),
+            }
+        };
+        let kind = parse_kind(&field("k")?).ok_or_else(|| bad_reply("kind", "k"))?;
+        let published_ms = std::str::from_utf8(&field("t")?)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| bad_reply("publish time", "t"))?;
+        messages.push(Stored {
+            seq,
+            kind,
+            payload: Bytes::from(field("d")?),
+            published_ms,
+        });
+    }
+    Ok(History { last, messages })
+}
+
+/// Parses a Pub/Sub message of a channel's topic; `None` if it is not one
+/// the publish script wrote.
+pub fn parse_message(raw: &[u8]) -> Option<Published> {
+    let mut parts = raw.splitn(4, |&b| b == b':');
+    let epoch = parse_epoch(std::str::from_utf8(parts.next()?).ok()?)?;
+    let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let kind = parse_kind(parts.next()?)?;
+    let payload = Bytes::copy_from_slice(parts.next()?);
+    if kind == DataKind::Text && std::str::from_utf8(&payload).is_err() {
+        return None;
+    }
+    Some(Published {
+        id: MsgId { epoch, seq },
+        kind,
+        payload,
+    })
+}
+
+fn kind_tag(kind: DataKind) -> &'static str {
+    match kind {
+        DataKind::Text => "t",
+        DataKind::Binary => "b",
+    }
+}
+
+fn parse_kind(tag: &[u8]) -> Option<DataKind> {
+    match tag {
+        b"t" => Some(DataKind::Text),
+        b"b" => Some(DataKind::Binary),
+        _ => None,
+    }
+}
+
+fn parse_epoch(s: &str) -> Option<Epoch> {
+    format!("{s}-0").parse::<MsgId>().ok().map(|id| id.epoch)
+}
+
+fn bad_reply(what: &str, got: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply from Redis",
+        format!("{what}: {got:?}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_a_hash_tag() {
+        let k = Keys::of(&ChannelName::new("chat:room-1").unwrap());
+        assert_eq!(k.meta, "rc:{chat:room-1}:meta");
+        assert_eq!(k.log, "rc:{chat:room-1}:log");
+        assert_eq!(k.topic, "rc:{chat:room-1}");
+    }
+
+    #[test]
+    fn messages_parse_whatever_their_payload() {
+        let m = parse_message(b"000000000abc:7:b:\x00:\xff:").unwrap();
+        assert_eq!(m.id.to_string(), "000000000abc-7");
+        assert_eq!(
+            (m.kind, &m.payload[..]),
+            (DataKind::Binary, &b"\x00:\xff:"[..])
+        );
+        let t = parse_message("000000000abc:8:t:κόσμε:".as_bytes()).unwrap();
+        assert_eq!(&t.payload[..], "κόσμε:".as_bytes());
+        for bad in [
+            &b"000000000abc:8:t:\xff"[..],
+            b"xyz:1:t:a",
+            b"000000000abc:x:t:a",
+            b"000000000abc:1:q:a",
+            b"000000000abc:1",
+        ] {
+            assert!(parse_message(bad).is_none(), "{bad:?}");
+        }
+    }
+}

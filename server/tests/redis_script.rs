@@ -1,0 +1,303 @@
+//! The channel model in Redis (`cluster::script`) against a real
+//! `redis-server` (Debian's; `scripts/cluster-deps.sh` installs it), started
+//! on a free port for each test.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use codec::ws::DataKind;
+use futures_util::StreamExt;
+use ringcast::cluster::script::{history_after, parse_message, Keys, PublishScript};
+use ringcast::hub::{ChannelName, Epoch};
+use ringcast::policy::HistoryLimits;
+
+/// A `redis-server` of its own, without persistence; killed on drop.
+struct Redis {
+    child: Child,
+    url: String,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/cluster-deps.sh installs it)");
+        let url = format!("redis://127.0.0.1:{port}/");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, url }
+    }
+
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn channel(name: &str) -> ChannelName {
+    ChannelName::new(name).unwrap()
+}
+
+fn limits(max_messages: usize, secs: u64) -> HistoryLimits {
+    HistoryLimits {
+        max_messages,
+        max_age: Duration::from_secs(secs),
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+#[tokio::test]
+async fn publishes_are_numbered_kept_trimmed_and_read_back() {
+    let redis = Redis::start();
+    let mut con = redis.connection().await;
+    let script = PublishScript::default();
+    let ch = channel("room:1");
+    let epoch = Epoch::random();
+    let mut ids = Vec::new();
+    for i in 0..5u8 {
+        let payload = [b'm', i, b':', 0xff];
+        let id = (script.publish(
+            &mut con,
+            &ch,
+            DataKind::Binary,
+            &payload,
+            limits(3, 60),
+            now_ms(),
+            epoch,
+            false,
+        ))
+        .await
+        .unwrap();
+        ids.push(id);
+    }
+    assert!(ids.iter().all(|id| id.epoch == epoch), "{ids:?}");
+    assert_eq!(
+        ids.iter().map(|id| id.seq).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    // Another node proposing another epoch does not change it.
+    let other = script
+        .publish(
+            &mut con,
+            &ch,
+            DataKind::Text,
+            "κόσμε".as_bytes(),
+            limits(3, 60),
+            now_ms(),
+            Epoch::random(),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!((other.epoch, other.seq), (epoch, 6));
+
+    // History: the last three, oldest first, bytes as published.
+    let h = history_after(&mut con, &ch, 0, 100).await.unwrap();
+    assert_eq!(h.last, Some(other));
+    let seqs: Vec<u64> = h.messages.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, [4, 5, 6]);
+    assert_eq!(&h.messages[0].payload[..], [b'm', 3, b':', 0xff]);
+    assert_eq!(h.messages[0].kind, DataKind::Binary);
+    assert_eq!(
+        (h.messages[2].kind, &h.messages[2].payload[..]),
+        (DataKind::Text, "κόσμε".as_bytes())
+    );
+    assert!(h.messages[2].published_ms.abs_diff(now_ms()) < 10_000);
+    let after5 = history_after(&mut con, &ch, 5, 100).await.unwrap();
+    assert_eq!(
+        after5.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+        [6]
+    );
+    let capped = history_after(&mut con, &ch, 0, 2).await.unwrap();
+    assert_eq!(capped.messages.len(), 2);
+    // An unknown channel: nothing.
+    let none = history_after(&mut con, &channel("nobody"), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!((none.last, none.messages.len()), (None, 0));
+}
+
+#[tokio::test]
+async fn subscribers_get_each_message_once_in_order() {
+    let redis = Redis::start();
+    let client = redis::Client::open(redis.url.as_str()).unwrap();
+    let mut pubsub = client.get_async_pubsub().await.unwrap();
+    let ch = channel("news");
+    pubsub.subscribe(Keys::of(&ch).topic).await.unwrap();
+    let mut con = redis.connection().await;
+    let script = PublishScript::default();
+    let epoch = Epoch::random();
+    // Two publishers at once: Redis orders them.
+    let mut second = redis.connection().await;
+    let a = async {
+        for i in 0..200 {
+            let body = format!("a{i}");
+            script
+                .publish(
+                    &mut con,
+                    &ch,
+                    DataKind::Text,
+                    body.as_bytes(),
+                    limits(500, 60),
+                    now_ms(),
+                    epoch,
+                    false,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let b = async {
+        for i in 0..200 {
+            let body = format!("b{i}");
+            script
+                .publish(
+                    &mut second,
+                    &ch,
+                    DataKind::Text,
+                    body.as_bytes(),
+                    limits(500, 60),
+                    now_ms(),
+                    epoch,
+                    false,
+                )
+                .await
+                .unwrap();
+        }
+    };
+    tokio::join!(a, b);
+    let mut messages = pubsub.on_message();
+    let mut got = Vec::new();
+    while got.len() < 400 {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .unwrap()
+            .unwrap();
+        got.push(parse_message(m.get_payload_bytes()).expect("the script's format"));
+    }
+    let seqs: Vec<u64> = got.iter().map(|m| m.id.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=400).collect::<Vec<_>>(),
+        "consecutive, once each"
+    );
+    // Each publisher's own messages in its order, interleaved as Redis ran them.
+    let mine: Vec<String> = got
+        .iter()
+        .map(|m| String::from_utf8(m.payload.to_vec()).unwrap())
+        .filter(|p| p.starts_with('a'))
+        .collect();
+    assert_eq!(mine, (0..200).map(|i| format!("a{i}")).collect::<Vec<_>>());
+    // History agrees with what Pub/Sub carried.
+    let h = history_after(&mut redis.connection().await, &ch, 0, 1000)
+        .await
+        .unwrap();
+    let from_history: Vec<_> = h
+        .messages
+        .iter()
+        .map(|m| (m.seq, m.payload.clone()))
+        .collect();
+    let from_pubsub: Vec<_> = got.iter().map(|m| (m.id.seq, m.payload.clone())).collect();
+    assert_eq!(from_history, from_pubsub);
+}
+
+#[tokio::test]
+async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_keys_expire() {
+    let redis = Redis::start();
+    let mut con = redis.connection().await;
+    let script = PublishScript::default();
+    let ch = channel("volatile");
+    let first = Epoch::random();
+    let before = script
+        .publish(
+            &mut con,
+            &ch,
+            DataKind::Text,
+            b"x",
+            limits(10, 60),
+            now_ms(),
+            first,
+            false,
+        )
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL").query_async(&mut con).await.unwrap();
+    let second = Epoch::random();
+    let after = script
+        .publish(
+            &mut con,
+            &ch,
+            DataKind::Text,
+            b"y",
+            limits(10, 60),
+            now_ms(),
+            second,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!((before.epoch, before.seq), (first, 1));
+    assert_eq!(
+        (after.epoch, after.seq),
+        (second, 1),
+        "a new epoch, never a silent restart of the old one"
+    );
+
+    // Keys live one history age past the last publish.
+    let short = channel("short");
+    script
+        .publish(
+            &mut con,
+            &short,
+            DataKind::Text,
+            b"z",
+            limits(10, 1),
+            now_ms(),
+            first,
+            false,
+        )
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg(Keys::of(&short).log)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!((1..=1000).contains(&ttl), "{ttl}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let gone = history_after(&mut con, &short, 0, 10).await.unwrap();
+    assert_eq!((gone.last, gone.messages.len()), (None, 0));
+}
