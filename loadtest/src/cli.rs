@@ -64,6 +64,12 @@ pub struct Common {
     /// Destination addresses (server must listen on 0.0.0.0): `none` or a count N (127.0.0.1…).
     #[arg(long, default_value = "none", value_name = "SPEC")]
     pub dest_ips: String,
+    /// Several nodes of one cluster, `HOST:PORT,HOST:PORT,…` (IPv4):
+    /// subscribers connect to them in turn (connection i to node i mod n),
+    /// whatever address the URL names; publishes and `--metrics-url` still
+    /// go where they say. Not with `--dest-ips`.
+    #[arg(long, value_delimiter = ',', value_name = "ADDRS")]
+    pub nodes: Vec<std::net::SocketAddrV4>,
     /// Connections per io_uring (at most the hard open-files limit).
     #[arg(long, default_value_t = 19_000, value_name = "N")]
     pub per_ring: u32,

@@ -614,3 +614,34 @@ fn fanout_reports_the_exact_losses_and_duplicates_of_a_lossy_server() {
     let (code, _) = load(&args);
     assert_eq!(code, 0);
 }
+
+#[test]
+fn nodes_share_the_subscribers() {
+    let (a, b) = (Ringcast::start(&[]), Ringcast::start(&[]));
+    let url = format!("ws://{}/ws/{{ch}}", a.addr);
+    let nodes = format!("{},{}", a.addr, b.addr);
+    let (code, j) = load(&[
+        "idle",
+        "--transport",
+        "ws",
+        "--url",
+        &url,
+        "--nodes",
+        &nodes,
+        "--conns",
+        "400",
+        "--hold",
+        "1s",
+        "--channels",
+        "4",
+    ]);
+    assert_eq!(code, 0, "{j:#}");
+    assert_eq!(n(&j, "connected"), 400);
+    assert_eq!(
+        (
+            a.metric("ringcast_upgrades_total"),
+            b.metric("ringcast_upgrades_total")
+        ),
+        (200, 200)
+    );
+}

@@ -86,9 +86,11 @@ pub fn bindable_ports(ephemeral: (u16, u16), listening: &BTreeSet<u16>) -> Vec<u
 }
 
 impl AddrPlan {
-    /// Plans `conns` connections to `target`.
+    /// Plans `conns` connections to `target`, or in turn to `nodes` when
+    /// some are given (`--nodes`).
     pub fn new(
         target: SocketAddrV4,
+        nodes: &[SocketAddrV4],
         conns: u64,
         source: &Spread,
         dest: &Spread,
@@ -97,6 +99,10 @@ impl AddrPlan {
     ) -> Result<AddrPlan, String> {
         let loopback = target.ip().is_loopback();
         let dst: Vec<SocketAddrV4> = match dest {
+            Spread::Auto | Spread::Off if !nodes.is_empty() => nodes.to_vec(),
+            _ if !nodes.is_empty() => {
+                return Err("--nodes and --dest-ips spread connections two ways: give one".into())
+            }
             Spread::Auto | Spread::Off => vec![target],
             Spread::Count(n) => {
                 if !loopback {
@@ -272,11 +278,20 @@ mod tests {
     #[test]
     fn auto_plans_source_ips_for_large_runs() {
         let l = BTreeSet::new();
-        let small =
-            AddrPlan::new(t(), 10_000, &Spread::Auto, &Spread::Off, (32768, 60999), &l).unwrap();
+        let small = AddrPlan::new(
+            t(),
+            &[],
+            10_000,
+            &Spread::Auto,
+            &Spread::Off,
+            (32768, 60999),
+            &l,
+        )
+        .unwrap();
         assert!(small.src_ips.is_empty());
         let big = AddrPlan::new(
             t(),
+            &[],
             200_000,
             &Spread::Auto,
             &Spread::Off,
@@ -292,11 +307,20 @@ mod tests {
         assert_eq!(e0.port(), e1.port());
         assert_ne!(e0.ip(), e1.ip());
         // Refusals name the way out.
-        let err = AddrPlan::new(t(), 200_000, &Spread::Off, &Spread::Off, (32768, 60999), &l)
-            .unwrap_err();
+        let err = AddrPlan::new(
+            t(),
+            &[],
+            200_000,
+            &Spread::Off,
+            &Spread::Off,
+            (32768, 60999),
+            &l,
+        )
+        .unwrap_err();
         assert!(err.contains("--source-ips"), "{err}");
         let err = AddrPlan::new(
             t(),
+            &[],
             200_000,
             &Spread::Count(1),
             &Spread::Off,
@@ -307,6 +331,7 @@ mod tests {
         assert!(err.contains("more --source-ips"), "{err}");
         let d = AddrPlan::new(
             t(),
+            &[],
             200_000,
             &Spread::Off,
             &Spread::Count(16),
@@ -315,5 +340,52 @@ mod tests {
         )
         .unwrap();
         assert_eq!(d.destination(17).ip(), &Ipv4Addr::new(127, 0, 0, 2));
+    }
+
+    #[test]
+    fn nodes_take_connections_in_turn() {
+        let l = BTreeSet::new();
+        let a: SocketAddrV4 = "127.0.0.1:8081".parse().unwrap();
+        let b: SocketAddrV4 = "127.0.0.1:8082".parse().unwrap();
+        let plan = AddrPlan::new(
+            t(),
+            &[a, b],
+            1000,
+            &Spread::Auto,
+            &Spread::Off,
+            (32768, 60999),
+            &l,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                plan.destination(0),
+                plan.destination(1),
+                plan.destination(2)
+            ),
+            (a, b, a)
+        );
+        // Each node takes its share of the kernel's ports.
+        assert!(AddrPlan::new(
+            t(),
+            &[a, b],
+            50_000,
+            &Spread::Off,
+            &Spread::Off,
+            (32768, 60999),
+            &l
+        )
+        .is_ok());
+        let err = AddrPlan::new(
+            t(),
+            &[a, b],
+            10,
+            &Spread::Auto,
+            &Spread::Count(2),
+            (32768, 60999),
+            &l,
+        )
+        .unwrap_err();
+        assert!(err.contains("--nodes and --dest-ips"), "{err}");
     }
 }

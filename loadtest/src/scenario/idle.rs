@@ -122,6 +122,7 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
         let dest = Spread::parse(&c.dest_ips).map_err(|e| format!("--dest-ips: {e}"))?;
         let plan = Arc::new(AddrPlan::new(
             cfgs[0].url.addr,
+            &c.nodes,
             a.conns,
             &source,
             &dest,

@@ -207,6 +207,7 @@ impl Ctx {
         let dest = Spread::parse(&c.dest_ips).map_err(|e| format!("--dest-ips: {e}"))?;
         let addr = AddrPlan::new(
             url.addr,
+            &c.nodes,
             conns,
             &source,
             &dest,
