@@ -2,8 +2,10 @@
 //!
 //! Built so far: [`script`], the channel model in Redis — keys, the atomic
 //! publish script, history reads and the Pub/Sub format — tested against a
-//! real `redis-server`. Still to come (docs/cluster.md): the bridge thread
+//! real `redis-server`; [`sequence`], gap and duplicate detection for what
+//! Pub/Sub delivers. Still to come (docs/cluster.md): the bridge thread
 //! that owns the Redis connections and talks to the shards through the
-//! bus, `--redis`, gap detection and repair, presence, health.
+//! bus, `--redis`, gap repair, presence, health.
 
 pub mod script;
+pub mod sequence;
