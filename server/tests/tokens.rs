@@ -689,3 +689,56 @@ async fn jwks_keys_verify_tokens_by_kid() {
     .await;
     assert_eq!(recv(&mut mux).await.unwrap()["sub"], "ann");
 }
+
+/// A connection that subscribed anonymously and authenticated later
+/// leaves presence as whom it joined as.
+#[tokio::test]
+async fn a_token_that_comes_later_does_not_strand_a_presence_entry() {
+    let server = Server::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--config",
+        &open_namespace_config("hall:"),
+    ]);
+    let ann = token(json!({"sub": "ann", "exp": get_current_timestamp() + 60, "channels": ["*"]}));
+    let mut mux = ws(&server, "/ws", None).await.unwrap();
+    send(&mut mux, json!({"type": "subscribe", "ch": "hall:1"})).await;
+    let joined_as = recv(&mut mux).await.unwrap()["client"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    send(&mut mux, json!({"type": "auth", "token": ann})).await;
+    loop {
+        if recv(&mut mux).await.unwrap()["type"] == "authed" {
+            break;
+        }
+    }
+    let members = |server: &Server| {
+        let url = server.url("/presence/hall:1");
+        async move {
+            reqwest::get(url)
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()["clients"]
+                .clone()
+        }
+    };
+    assert_eq!(members(&server).await, json!([joined_as]));
+    send(&mut mux, json!({"type": "unsubscribe", "ch": "hall:1"})).await;
+    loop {
+        if recv(&mut mux).await.unwrap()["type"] == "unsubscribed" {
+            break;
+        }
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while members(&server).await != json!([]) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still present: {}",
+            members(&server).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -83,6 +83,9 @@ struct MuxSub {
     /// `subscribed` has been answered.
     answered: bool,
     rid: Option<Value>,
+    /// Who it joined the channel's presence as (kept: a token that comes
+    /// later must not change whom it leaves as).
+    member: Option<Member>,
 }
 
 #[derive(Debug)]
@@ -356,8 +359,7 @@ impl Session {
         if sub.replay_in_flight {
             *self.stale.entry(channel.clone()).or_default() += 1;
         }
-        let presence = self.presence_as(ctx, channel);
-        ctx.unsubscribe(sub.at, presence);
+        ctx.unsubscribe(sub.at, sub.member);
         true
     }
 
@@ -413,11 +415,12 @@ impl Session {
             ));
         }
         admit(ctx, &channel)?;
+        let member = self.presence_as(ctx, &channel);
         let at = ctx.subscribe(Subscribe {
             channel: channel.clone(),
             format: Format::Mux,
             since,
-            presence: self.presence_as(ctx, &channel),
+            presence: member.clone(),
         });
         self.subs.insert(
             channel,
@@ -426,6 +429,7 @@ impl Session {
                 replay_in_flight: true,
                 answered: false,
                 rid,
+                member,
             },
         );
         Ok(())
@@ -530,9 +534,8 @@ impl Session {
             sub.answered = true;
             let rid = sub.rid.take();
             let ch = replay.channel.as_str();
-            let client = self
-                .presence_as(ctx, &replay.channel)
-                .map_or_else(|| ctx.client_id().to_string(), |member| member.to_string());
+            let client = (sub.member.as_ref())
+                .map_or_else(|| ctx.client_id().to_string(), Member::to_string);
             let mut answer = json!({"type": "subscribed", "ch": ch, "client": client});
             if replay.reset.is_none() && replay.messages.is_empty() {
                 // Nothing to replay: the position the subscription starts
@@ -610,9 +613,8 @@ impl Session {
 
     /// The connection is going away: leave every channel.
     pub fn release(&mut self, ctx: &mut impl Context) {
-        for (channel, sub) in std::mem::take(&mut self.subs) {
-            let presence = self.presence_as(ctx, &channel);
-            ctx.unsubscribe(sub.at, presence);
+        for (_, sub) in self.subs.drain() {
+            ctx.unsubscribe(sub.at, sub.member);
         }
         self.pending.clear();
     }
