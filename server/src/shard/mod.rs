@@ -486,7 +486,8 @@ impl Shard {
                     "too many new connections from {ip}: at most {} a second per address (--max-connection-rate-per-ip)",
                     limits.rate
                 ),
-            ),
+            )
+            .retry_later(),
         };
         if self.dispatch(key, |p, ctx| p.hold_for_refusal(ctx)) == Some(true) {
             self.refused_peers.insert(key, refused);

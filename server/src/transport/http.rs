@@ -707,8 +707,7 @@ impl Http {
                 );
                 let refused =
                     Refused::new(Refusal::Overloaded, StatusCode::SERVICE_UNAVAILABLE, reason);
-                let retry = RETRY_AFTER_SECS.to_string();
-                self.refuse_with(ctx, &refused, &[("Retry-After", retry.as_str())])
+                self.refuse(ctx, &refused.retry_later())
             }
         }
     }
@@ -737,10 +736,7 @@ impl Http {
         if let Err(refused) = read_access(ctx, head, [&channel]) {
             return self.refuse_auth(ctx, &refused);
         }
-        let namespaces = &ctx.settings().namespaces;
-        if !namespaces.of(channel.as_str()).presence {
-            let space = namespaces.name_of(channel.as_str());
-            let reason = format!("presence is not visible on {channel} (namespace {space})");
+        if let Some(reason) = response::presence_hidden(ctx, &channel) {
             let refused = Refused::new(Refusal::Forbidden, StatusCode::FORBIDDEN, reason);
             return self.refuse(ctx, &refused);
         }
@@ -793,16 +789,12 @@ impl Http {
     }
 
     /// The connection's address is over a per-address limit: answered with
-    /// the refusal (and `Retry-After` for a rate), unless a request is
-    /// under way, whose answer must not be cut into: then it just closes.
+    /// the refusal, unless a request is under way, whose answer must not
+    /// be cut into: then it just closes.
     pub fn refuse_peer(&mut self, ctx: &mut impl Context, refused: &Refused) -> Outcome {
         if self.busy.is_some() || self.has(flag::PARTIAL) {
             ctx.metrics().refuse(refused.why);
             return Outcome::Finish(Finish::Now);
-        }
-        if refused.why == Refusal::PeerRate {
-            let retry = RETRY_AFTER_SECS.to_string();
-            return self.refuse_with(ctx, refused, &[("Retry-After", retry.as_str())]);
         }
         self.refuse(ctx, refused)
     }
@@ -931,11 +923,9 @@ fn admit<'c>(
         return Ok(());
     }
     let status = StatusCode::SERVICE_UNAVAILABLE;
-    Err(Refused::new(
-        Refusal::ChannelLimit,
-        status,
-        response::channel_limit_reason(ctx),
-    ))
+    let reason = response::channel_limit_reason(ctx);
+    // Channels come and go: the client may try again.
+    Err(Refused::new(Refusal::ChannelLimit, status, reason).retry_later())
 }
 
 /// Whether the node offers the kind of poll a plan asks for: a zero

@@ -635,15 +635,10 @@ fn admit(ctx: &impl Context, channel: &ChannelName) -> Result<(), Refused> {
 
 /// Refuses a presence query on a channel whose namespace hides presence.
 fn presence_visible(ctx: &impl Context, channel: &ChannelName) -> Result<(), Refused> {
-    let namespaces = &ctx.settings().namespaces;
-    if namespaces.of(channel.as_str()).presence {
-        return Ok(());
+    match super::response::presence_hidden(ctx, channel) {
+        None => Ok(()),
+        Some(reason) => Err(refused("forbidden", reason)),
     }
-    let space = namespaces.name_of(channel.as_str());
-    Err(refused(
-        "forbidden",
-        format!("presence is not visible on {channel} (namespace {space})"),
-    ))
 }
 
 fn channel_of(cmd: &mut serde_json::Map<String, Value>) -> Result<ChannelName, Refused> {

@@ -7,6 +7,7 @@
 use bytes::BytesMut;
 use codec::http::{ResponseHead, StatusCode};
 
+use crate::hub::ChannelName;
 use crate::metrics::Refusal;
 
 use super::context::{Context, RETRY_AFTER_SECS};
@@ -88,6 +89,8 @@ pub struct Refused {
     pub status: StatusCode,
     /// The one-line reason in the body and the log.
     pub reason: String,
+    /// The cause passes (a rate, a limit): answered with `Retry-After`.
+    pub retry_later: bool,
 }
 
 impl Refused {
@@ -97,6 +100,16 @@ impl Refused {
             why,
             status,
             reason: reason.into(),
+            retry_later: false,
+        }
+    }
+
+    /// The same refusal, telling the client to retry after
+    /// [`RETRY_AFTER_SECS`].
+    pub fn retry_later(self) -> Refused {
+        Refused {
+            retry_later: true,
+            ..self
         }
     }
 
@@ -114,7 +127,8 @@ pub fn refuse(ctx: &mut impl Context, answer: Answer, refused: &Refused) {
 }
 
 /// [`refuse`], with `extra` headers (`Allow` for a `405`,
-/// `WWW-Authenticate` for a `401`).
+/// `WWW-Authenticate` for a `401`), and `Retry-After` when the refusal
+/// says the client may retry.
 pub fn refuse_with(
     ctx: &mut impl Context,
     answer: Answer,
@@ -131,8 +145,7 @@ pub fn refuse_with(
         keep_alive: false,
         ..answer
     };
-    if refused.why == Refusal::ChannelLimit {
-        // Channels come and go: the client may try again.
+    if refused.retry_later {
         let retry = RETRY_AFTER_SECS.to_string();
         let with_retry: Vec<(&str, &str)> = (extra.iter().copied())
             .chain([("Retry-After", retry.as_str())])
@@ -147,4 +160,17 @@ pub fn refuse_with(
 pub fn channel_limit_reason(ctx: &impl Context) -> String {
     let max = ctx.settings().max_channels;
     format!("the node holds its limit of {max} channels (--max-channels); retry later")
+}
+
+/// Why presence may not be read on `channel`: `Some` where its namespace
+/// hides presence.
+pub fn presence_hidden(ctx: &impl Context, channel: &ChannelName) -> Option<String> {
+    let namespaces = &ctx.settings().namespaces;
+    if namespaces.of(channel.as_str()).presence {
+        return None;
+    }
+    let space = namespaces.name_of(channel.as_str());
+    Some(format!(
+        "presence is not visible on {channel} (namespace {space})"
+    ))
 }
