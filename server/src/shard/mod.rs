@@ -336,7 +336,10 @@ impl Shard {
         self.check_lagging();
         self.refusals.roll(self.now, &self.metrics);
         self.hub.expire(self.now);
-        self.shared.peers.sweep(self.now);
+        if self.id == 0 {
+            // One table for the node: one shard sweeps it.
+            self.shared.peers.sweep(self.now);
+        }
         let stats = self.hub.stats();
         ShardMetrics::set(&self.metrics.history_evictions, stats.evictions);
         ShardMetrics::set(&self.metrics.channels, self.hub.channel_count() as u64);
