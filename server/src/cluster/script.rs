@@ -133,7 +133,7 @@ impl PublishScript {
             .invoke_async(con)
             .await?;
         Ok(MsgId {
-            epoch: parse_epoch(&epoch).ok_or_else(|| bad_reply("epoch", &epoch))?,
+            epoch: epoch.parse().map_err(|_| bad_reply("epoch", &epoch))?,
             seq,
         })
     }
@@ -164,7 +164,7 @@ pub async fn history_after<C: ConnectionLike>(
         pipe.query_async(con).await?;
     let last = match (epoch, seq) {
         (Some(e), Some(seq)) => Some(MsgId {
-            epoch: parse_epoch(&e).ok_or_else(|| bad_reply("epoch", &e))?,
+            epoch: e.parse().map_err(|_| bad_reply("epoch", &e))?,
             seq,
         }),
         _ => None,
@@ -202,7 +202,7 @@ pub async fn history_after<C: ConnectionLike>(
 /// the publish script wrote.
 pub fn parse_message(raw: &[u8]) -> Option<Published> {
     let mut parts = raw.splitn(4, |&b| b == b':');
-    let epoch = parse_epoch(std::str::from_utf8(parts.next()?).ok()?)?;
+    let epoch: Epoch = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let kind = parse_kind(parts.next()?)?;
     let payload = Bytes::copy_from_slice(parts.next()?);
@@ -229,10 +229,6 @@ fn parse_kind(tag: &[u8]) -> Option<DataKind> {
         b"b" => Some(DataKind::Binary),
         _ => None,
     }
-}
-
-fn parse_epoch(s: &str) -> Option<Epoch> {
-    format!("{s}-0").parse::<MsgId>().ok().map(|id| id.epoch)
 }
 
 fn bad_reply(what: &str, got: &str) -> redis::RedisError {

@@ -64,19 +64,28 @@ impl fmt::Display for BadId {
 
 impl std::error::Error for BadId {}
 
+impl std::str::FromStr for Epoch {
+    type Err = BadId;
+
+    /// Exactly 12 hex digits, as [`Epoch`] prints.
+    fn from_str(s: &str) -> Result<Self, BadId> {
+        if s.len() != 12 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(BadId);
+        }
+        Ok(Epoch(u64::from_str_radix(s, 16).map_err(|_| BadId)?))
+    }
+}
+
 impl std::str::FromStr for MsgId {
     type Err = BadId;
 
     fn from_str(s: &str) -> Result<Self, BadId> {
         let (epoch, seq) = s.split_once('-').ok_or(BadId)?;
-        if epoch.len() != 12 || !epoch.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(BadId);
-        }
         if seq.is_empty() || seq.len() > 20 || !seq.bytes().all(|b| b.is_ascii_digit()) {
             return Err(BadId);
         }
         Ok(MsgId {
-            epoch: Epoch(u64::from_str_radix(epoch, 16).map_err(|_| BadId)?),
+            epoch: epoch.parse()?,
             seq: seq.parse().map_err(|_| BadId)?,
         })
     }
