@@ -92,18 +92,17 @@ impl Namespaces {
 
     /// The policy of `channel`.
     pub fn of(&self, channel: &str) -> &Policy {
-        self.spaces
-            .iter()
-            .find(|n| channel.starts_with(&*n.prefix))
-            .map_or(&self.default, |n| &n.policy)
+        self.space_of(channel).map_or(&self.default, |n| &n.policy)
     }
 
     /// The namespace `channel` belongs to, as refusals name it.
     pub fn name_of(&self, channel: &str) -> &str {
-        self.spaces
-            .iter()
-            .find(|n| channel.starts_with(&*n.prefix))
-            .map_or("(default)", |n| &n.prefix)
+        self.space_of(channel).map_or("(default)", |n| &n.prefix)
+    }
+
+    /// The most specific namespace `channel` is in, if any.
+    fn space_of(&self, channel: &str) -> Option<&Namespace> {
+        self.spaces.iter().find(|n| channel.starts_with(&*n.prefix))
     }
 
     /// The defaults.
