@@ -18,16 +18,32 @@ use ringcast::cluster::script::PublishScript;
 use ringcast::hub::{ChannelName, Epoch};
 use ringcast::policy::HistoryLimits;
 
-fn arg(name: &str, default: &str) -> String {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-        .unwrap_or_else(|| default.to_string())
+/// Options.
+#[derive(Debug, clap::Parser)]
+struct Args {
+    /// The Redis to publish to.
+    #[arg(long, default_value = "redis://127.0.0.1:6379/")]
+    url: String,
+    /// Publishes in all.
+    #[arg(long, default_value_t = 100_000)]
+    count: usize,
+    /// Publishes in flight at once.
+    #[arg(long, default_value_t = 64)]
+    inflight: usize,
+    /// Channels they are spread over.
+    #[arg(long, default_value_t = 100)]
+    channels: usize,
+    /// Payload bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+    /// redis-server's process id, for its CPU time.
+    #[arg(long)]
+    redis_pid: Option<u32>,
 }
 
 /// utime + stime of a process, in clock ticks.
-fn cpu_ticks(pid: &str) -> Option<u64> {
+fn cpu_ticks(pid: Option<u32>) -> Option<u64> {
+    let pid = pid?;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split(' ').collect();
@@ -35,12 +51,14 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
 }
 
 fn main() {
-    let url = arg("--url", "redis://127.0.0.1:6379/");
-    let count: usize = arg("--count", "100000").parse().unwrap();
-    let inflight: usize = arg("--inflight", "64").parse().unwrap();
-    let channels: usize = arg("--channels", "100").parse().unwrap();
-    let size: usize = arg("--size", "64").parse().unwrap();
-    let pid = arg("--redis-pid", "");
+    let Args {
+        url,
+        count,
+        inflight,
+        channels,
+        size,
+        redis_pid: pid,
+    } = clap::Parser::parse();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -56,7 +74,7 @@ fn main() {
         };
         let payload = vec![b'x'; size];
         let epoch = Epoch::random();
-        let ticks_before = cpu_ticks(&pid);
+        let ticks_before = cpu_ticks(pid);
         let start = Instant::now();
         let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
         let published = futures_util::stream::iter(0..count)
@@ -78,7 +96,7 @@ fn main() {
             "{published} of {count} publishes in {:.2} s: {rate:.0}/s ({inflight} in flight, {channels} channels, {size} B, history 128)",
             elapsed.as_secs_f64()
         );
-        if let (Some(before), Some(after)) = (ticks_before, cpu_ticks(&pid)) {
+        if let (Some(before), Some(after)) = (ticks_before, cpu_ticks(pid)) {
             let hz = 100.0; // USER_HZ on Linux
             let cpu_ms = (after - before) as f64 * 1000.0 / hz;
             println!(
