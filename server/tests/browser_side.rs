@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use reqwest::header::HeaderMap;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 const APP: &str = "http://app.test:3000";
@@ -43,17 +43,7 @@ async fn get_from(server: &Server, path: &str, origin: &str) -> reqwest::Respons
 async fn ws_with_origin(server: &Server, path: &str, origin: &str) -> Result<Ws, (u16, String)> {
     let mut req = server.ws_url(path).into_client_request().unwrap();
     req.headers_mut().insert("Origin", origin.parse().unwrap());
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(resp)) => {
-            let body = resp.body().clone().unwrap_or_default();
-            Err((
-                resp.status().as_u16(),
-                String::from_utf8_lossy(&body).into(),
-            ))
-        }
-        Err(e) => panic!("handshake failed otherwise: {e}"),
-    }
+    common::handshake_outcome(tokio_tungstenite::connect_async(req).await)
 }
 
 #[tokio::test]

@@ -75,17 +75,7 @@ async fn ws_from(server: &Server, from: &str, path: &str) -> Result<common::Ws, 
     socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
     let stream = socket.connect(server.addr).await.unwrap();
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
-    match tokio_tungstenite::client_async(server.ws_url(path), stream).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
-            let body = resp.body().clone().unwrap_or_default();
-            Err((
-                resp.status().as_u16(),
-                String::from_utf8_lossy(&body).into(),
-            ))
-        }
-        Err(e) => panic!("handshake from {from} failed otherwise: {e}"),
-    }
+    common::handshake_outcome(tokio_tungstenite::client_async(server.ws_url(path), stream).await)
 }
 
 #[tokio::test]

@@ -8,15 +8,13 @@ use std::time::Duration;
 
 use common::{publish, recv_json, recv_message, Server, Ws};
 use futures_util::SinkExt;
-use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header};
+use jsonwebtoken::get_current_timestamp;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "a-secret-of-at-least-32-bytes-long!";
-
+/// The config file, after a `jwt-secret` line with [`common::JWT_SECRET`].
 const CONFIG: &str = r#"
-jwt-secret = "a-secret-of-at-least-32-bytes-long!"
 history-size = 50
 
 [[namespace]]
@@ -34,17 +32,13 @@ history-ttl = "1s"
 /// A server with [`CONFIG`], written to a file of its own.
 fn server() -> Server {
     let path = std::env::temp_dir().join(format!("ringcast-ns-{}.toml", std::process::id()));
-    std::fs::write(&path, CONFIG).unwrap();
+    let secret = common::JWT_SECRET;
+    std::fs::write(&path, format!("jwt-secret = \"{secret}\"\n{CONFIG}")).unwrap();
     Server::start(&["--config", path.to_str().unwrap()])
 }
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::hs256(&claims)
 }
 
 async fn get(server: &Server, path: &str, token: Option<&str>) -> (u16, String) {

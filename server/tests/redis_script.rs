@@ -157,47 +157,34 @@ async fn subscribers_get_each_message_once_in_order() {
     let mut pubsub = client.get_async_pubsub().await.unwrap();
     let ch = channel("news");
     pubsub.subscribe(Keys::of(&ch).topic).await.unwrap();
-    let mut con = redis.connection().await;
+    let con = redis.connection().await;
     let script = PublishScript::default();
     let epoch = Epoch::random();
     // Two publishers at once: Redis orders them.
-    let mut second = redis.connection().await;
-    let a = async {
-        for i in 0..200 {
-            let body = format!("a{i}");
-            script
-                .publish(
-                    &mut con,
-                    &ch,
-                    DataKind::Text,
-                    body.as_bytes(),
-                    limits(500, 60),
-                    now_ms(),
-                    epoch,
-                    false,
-                )
-                .await
-                .unwrap();
+    let second = redis.connection().await;
+    // Each publisher sends `<name><i>` for i in 0..200 on its own connection.
+    let publisher = |name: char, mut con: redis::aio::MultiplexedConnection| {
+        let (script, ch) = (&script, &ch);
+        async move {
+            for i in 0..200 {
+                let body = format!("{name}{i}");
+                script
+                    .publish(
+                        &mut con,
+                        ch,
+                        DataKind::Text,
+                        body.as_bytes(),
+                        limits(500, 60),
+                        now_ms(),
+                        epoch,
+                        false,
+                    )
+                    .await
+                    .unwrap();
+            }
         }
     };
-    let b = async {
-        for i in 0..200 {
-            let body = format!("b{i}");
-            script
-                .publish(
-                    &mut second,
-                    &ch,
-                    DataKind::Text,
-                    body.as_bytes(),
-                    limits(500, 60),
-                    now_ms(),
-                    epoch,
-                    false,
-                )
-                .await
-                .unwrap();
-        }
-    };
+    let (a, b) = (publisher('a', con), publisher('b', second));
     tokio::join!(a, b);
     let mut messages = pubsub.on_message();
     let mut got = Vec::new();

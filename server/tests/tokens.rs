@@ -12,18 +12,13 @@ use jsonwebtoken::{encode, get_current_timestamp, Algorithm, EncodingKey, Header
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &str = "a-secret-of-at-least-32-bytes-long!";
+const SECRET: &str = common::JWT_SECRET;
 const WAIT: Duration = Duration::from_secs(10);
 
 fn token(claims: Value) -> String {
-    encode(
-        &Header::new(Algorithm::HS256),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    common::hs256(&claims)
 }
 
 /// A token for `sub` reading `room:*`, valid for `secs`.
@@ -54,17 +49,7 @@ async fn ws(server: &Server, path: &str, auth: Option<&str>) -> Result<Ws, (u16,
         req.headers_mut()
             .insert("Authorization", bearer(t).parse().unwrap());
     }
-    match tokio_tungstenite::connect_async(req).await {
-        Ok((ws, _)) => Ok(ws),
-        Err(tungstenite::Error::Http(resp)) => {
-            let body = resp.body().clone().unwrap_or_default();
-            Err((
-                resp.status().as_u16(),
-                String::from_utf8_lossy(&body).into(),
-            ))
-        }
-        Err(e) => panic!("handshake failed otherwise: {e}"),
-    }
+    common::handshake_outcome(tokio_tungstenite::connect_async(req).await)
 }
 
 async fn send(ws: &mut Ws, v: Value) {

@@ -431,3 +431,36 @@ pub async fn recv_message(ws: &mut Ws) -> serde_json::Value {
         }
     }
 }
+
+/// What a WebSocket handshake came to: the socket, or the HTTP status and
+/// body of the refusal. Any other failure fails the test.
+pub fn handshake_outcome<R>(
+    result: Result<(Ws, R), tokio_tungstenite::tungstenite::Error>,
+) -> Result<Ws, (u16, String)> {
+    match result {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            let body = resp.body().clone().unwrap_or_default();
+            Err((
+                resp.status().as_u16(),
+                String::from_utf8_lossy(&body).into(),
+            ))
+        }
+        Err(e) => panic!("handshake failed otherwise: {e}"),
+    }
+}
+
+/// The HS256 secret the token tests start nodes with.
+pub const JWT_SECRET: &str = "a-secret-of-at-least-32-bytes-long!";
+
+/// A client token with `claims`, signed with [`JWT_SECRET`] as a backend
+/// would sign it.
+pub fn hs256(claims: &serde_json::Value) -> String {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
