@@ -274,6 +274,17 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_MAX_TICKETS", value_name = "N")]
     pub max_tickets: Option<usize>,
 
+    /// Share channels with other nodes through Redis:
+    /// `redis://host:port[/db]`, or several URLs separated by commas, over
+    /// which channels are spread by rendezvous hashing (every node must
+    /// list the same servers). See docs/cluster.md.
+    #[arg(long, env = "RINGCAST_REDIS", value_name = "URL[,URL…]")]
+    pub redis: Option<String>,
+
+    /// Wait for Redis at start instead of exiting when it is unreachable.
+    #[arg(long, env = "RINGCAST_REDIS_WAIT")]
+    pub redis_wait: bool,
+
     /// Let anyone who reaches the node publish over HTTP, even on a
     /// non-loopback address with no `--publish-key`.
     #[arg(long, env = "RINGCAST_INSECURE_PUBLIC_PUBLISH")]
@@ -357,6 +368,8 @@ struct FileConfig {
     allow_token_in_query: Option<bool>,
     ticket_ttl: Option<String>,
     max_tickets: Option<usize>,
+    redis: Option<String>,
+    redis_wait: Option<bool>,
     publish_key_file: Option<Vec<PathBuf>>,
     insecure_public_publish: Option<bool>,
     demo: Option<bool>,
@@ -463,6 +476,11 @@ pub struct Settings {
     pub ticket_ttl: Duration,
     /// Most tickets outstanding.
     pub max_tickets: usize,
+    /// Redis servers shared with the other nodes of a cluster (none: a
+    /// node on its own).
+    pub redis: Vec<String>,
+    /// Wait for Redis at start.
+    pub redis_wait: bool,
     /// Publishing without keys on a non-loopback address was asked for.
     pub insecure_public_publish: bool,
     /// `GET /` serves the chat demo.
@@ -620,6 +638,13 @@ impl Settings {
                 .or(file.max_connection_rate_per_ip)
                 .unwrap_or(500),
             limit_loopback: cli.limit_loopback || file.limit_loopback.unwrap_or(false),
+            redis: (cli.redis.clone().or(file.redis.clone()).unwrap_or_default())
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(str::to_string)
+                .collect(),
+            redis_wait: cli.redis_wait || file.redis_wait.unwrap_or(false),
             max_publish_rate: cli.max_publish_rate.or(file.max_publish_rate).unwrap_or(50),
             max_control_rate: cli.max_control_rate.or(file.max_control_rate).unwrap_or(20),
             client_publish: cli.client_publish || file.client_publish.unwrap_or(false) || demo,

@@ -47,10 +47,12 @@ pub enum Refusal {
     PeerConnections,
     /// A connection from an address over `--max-connection-rate-per-ip`.
     PeerRate,
+    /// A publish the cluster could not store (Redis unavailable).
+    Unavailable,
 }
 
 /// Every refusal reason with its label.
-pub const REFUSALS: [(Refusal, &str); 17] = [
+pub const REFUSALS: [(Refusal, &str); 18] = [
     (Refusal::BadRequest, "bad_request"),
     (Refusal::Handshake, "handshake"),
     (Refusal::BadChannel, "bad_channel"),
@@ -68,6 +70,7 @@ pub const REFUSALS: [(Refusal, &str); 17] = [
     (Refusal::ChannelLimit, "channel_limit"),
     (Refusal::PeerConnections, "ip_connections"),
     (Refusal::PeerRate, "ip_rate"),
+    (Refusal::Unavailable, "unavailable"),
 ];
 
 /// Transports, for the connection gauge.

@@ -19,6 +19,7 @@ use uring::{sys, Opcode, Ring, RingConfig};
 use crate::auth::Tickets;
 use crate::bus::Mailboxes;
 use crate::capacity::{group, Plan};
+use crate::cluster::bridge::{self, BridgeConfig};
 use crate::config::Settings;
 use crate::hub::Epoch;
 use crate::metrics::ShardMetrics;
@@ -103,6 +104,18 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     let shards = settings.shards;
     let mail =
         Mailboxes::new(shards).map_err(|e| NodeError(format!("cannot create eventfds: {e}")))?;
+    let epoch = Epoch::random();
+    let bridge = if settings.redis.is_empty() {
+        None
+    } else {
+        let config = BridgeConfig {
+            servers: settings.redis.clone(),
+            wait: settings.redis_wait,
+            epoch,
+            namespaces: settings.namespaces.clone(),
+        };
+        Some(bridge::start(config, mail.clone()).map_err(NodeError)?)
+    };
     let metrics: Vec<Arc<ShardMetrics>> = (0..shards)
         .map(|_| Arc::new(ShardMetrics::default()))
         .collect();
@@ -115,8 +128,9 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
             loopback: settings.limit_loopback,
         }),
         plan,
-        epoch: Epoch::random(),
+        epoch,
         mail: mail.clone(),
+        bridge,
         metrics,
         shutdown: AtomicBool::new(false),
         draining_shards: AtomicU64::new(u64::MAX >> (64 - shards)),
@@ -280,6 +294,12 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
                 group(memlock / per_ring * u64::from(plan.usable_per_ring)),
             ));
         }
+    }
+    if !s.redis.is_empty() {
+        out.push_str(&format!(
+            "  cluster      channels shared through Redis: {} (ids and history there; this node follows the channels its clients read)\n",
+            s.redis.join(", ")
+        ));
     }
     out.push_str(&format!(
         "  history      {} messages, {} per channel\n  heartbeats   ping every {}; silent peers closed after {}\n  limits       message {}, batch {}, head {}\n  readers      fed from history at their socket's pace past {} queued; closed when a message waits {} (--max-lag); pinned at most {}\n  sockets      {}{}\n  transports   {}\n  origins      {}{}\n  publishing   {}\n  tokens       {}\n",

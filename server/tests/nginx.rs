@@ -1,12 +1,10 @@
 //! `deploy/nginx/ringcast.conf`, the shipped file with its addresses
 //! changed, run by Debian's nginx in front of two nodes: WebSockets, event
 //! streams, long polls and publishes go through it, spread over both
-//! nodes with no affinity.
-//!
-//! Until the nodes share channels through Redis (issue 12, in progress),
-//! each message is published to both nodes directly, so that a client
-//! gets it whichever node nginx chose; what is tested here is the proxy
-//! layer: upgrades, unbuffered streams, timeouts, balancing.
+//! nodes with no affinity. The nodes share their channels through a real
+//! `redis-server` (`--redis`), so a message published through nginx —
+//! to whichever node it picks — reaches every client, whichever node
+//! nginx put it on.
 
 mod common;
 
@@ -14,6 +12,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::redis_server::RedisServer;
 use common::{publish, Server, Ws};
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -99,13 +98,6 @@ impl Drop for Nginx {
     }
 }
 
-/// Publishes to both nodes (until they share channels).
-async fn publish_everywhere(nodes: [&Server; 2], channel: &str, body: &str) {
-    for node in nodes {
-        publish(node, channel, "text/plain", body.to_string()).await;
-    }
-}
-
 async fn next_text(ws: &mut Ws) -> String {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
@@ -121,7 +113,9 @@ async fn next_text(ws: &mut Ws) -> String {
 
 #[tokio::test]
 async fn every_transport_works_through_nginx_over_two_nodes() {
-    let (a, b) = (Server::start(&[]), Server::start(&[]));
+    let redis = RedisServer::start();
+    let cluster = ["--redis", redis.url.as_str()];
+    let (a, b) = (Server::start(&cluster), Server::start(&cluster));
     let nodes = [&a, &b];
     let nginx = Nginx::start(nodes);
 
@@ -143,7 +137,15 @@ async fn every_transport_works_through_nginx_over_two_nodes() {
     let long_poll = tokio::spawn(reqwest::get(nginx.url("/poll/room?timeout=20")));
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    publish_everywhere(nodes, "room", "through nginx").await;
+    // Published once, through nginx, to one of the nodes.
+    let r = reqwest::Client::new()
+        .post(nginx.url("/pub/room"))
+        .header("Content-Type", "text/plain")
+        .body("through nginx")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
     for ws in &mut sockets {
         assert_eq!(next_text(ws).await, "through nginx");
     }
@@ -166,7 +168,12 @@ async fn every_transport_works_through_nginx_over_two_nodes() {
     let body: serde_json::Value = answered.json().await.unwrap();
     assert_eq!(body["messages"][0]["data"], "through nginx", "{body}");
 
-    // Publishing through nginx reaches one node and gets its id.
+    // A second publish, directly on node B, reaches the WebSockets of both.
+    publish(&b, "room", "text/plain", "on b".to_string()).await;
+    for ws in &mut sockets {
+        assert_eq!(next_text(ws).await, "on b");
+    }
+    // Publishing through nginx gets its id.
     let r = reqwest::Client::new()
         .post(nginx.url("/pub/room"))
         .header("Content-Type", "text/plain")

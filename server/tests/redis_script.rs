@@ -2,9 +2,9 @@
 //! `redis-server` (Debian's; `scripts/cluster-deps.sh` installs it), started
 //! on a free port for each test.
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
+
+use std::time::Duration;
 
 use codec::ws::DataKind;
 use futures_util::StreamExt;
@@ -12,54 +12,7 @@ use ringcast::cluster::script::{history_after, parse_message, Keys, PublishScrip
 use ringcast::hub::{ChannelName, Epoch};
 use ringcast::policy::HistoryLimits;
 
-/// A `redis-server` of its own, without persistence; killed on drop.
-struct Redis {
-    child: Child,
-    url: String,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server (scripts/cluster-deps.sh installs it)");
-        let url = format!("redis://127.0.0.1:{port}/");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Redis { child, url }
-    }
-
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        let client = redis::Client::open(self.url.as_str()).unwrap();
-        client.get_multiplexed_async_connection().await.unwrap()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::redis_server::RedisServer as Redis;
 
 fn channel(name: &str) -> ChannelName {
     ChannelName::new(name).unwrap()
@@ -222,7 +175,7 @@ async fn subscribers_get_each_message_once_in_order() {
 }
 
 #[tokio::test]
-async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_keys_expire() {
+async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_history_expires() {
     let redis = Redis::start();
     let mut con = redis.connection().await;
     let script = PublishScript::default();
@@ -285,6 +238,54 @@ async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_keys_expire()
         .unwrap();
     assert!((1..=1000).contains(&ttl), "{ttl}");
     tokio::time::sleep(Duration::from_millis(1300)).await;
+    // The messages expired; the channel keeps its epoch and numbering, so
+    // a client resuming is told what it missed (`evicted`), not `epoch`.
     let gone = history_after(&mut con, &short, 0, 10).await.unwrap();
-    assert_eq!((gone.last, gone.messages.len()), (None, 0));
+    assert_eq!(gone.messages.len(), 0);
+    assert_eq!(gone.last.map(|l| (l.epoch, l.seq)), Some((first, 1)));
+    let meta_ttl: i64 = redis::cmd("PTTL")
+        .arg(Keys::of(&short).meta)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!(
+        meta_ttl > 24 * 3600 * 1000,
+        "the meta outlives the messages: {meta_ttl}"
+    );
+
+    // With a short meta TTL, an idle channel is forgotten altogether and
+    // its next publish starts a new epoch.
+    let brief = PublishScript::with_meta_ttl(Duration::from_millis(300));
+    let idle = channel("idle");
+    let one = brief
+        .publish(
+            &mut con,
+            &idle,
+            DataKind::Text,
+            b"1",
+            limits(10, 0),
+            now_ms(),
+            first,
+            false,
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let two = brief
+        .publish(
+            &mut con,
+            &idle,
+            DataKind::Text,
+            b"2",
+            limits(10, 0),
+            now_ms(),
+            second,
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (one.epoch, one.seq, two.epoch, two.seq),
+        (first, 1, second, 1)
+    );
 }

@@ -47,10 +47,14 @@ impl Doorbell {
 }
 
 /// All queues and doorbells of the node; shared by every shard.
+///
+/// Senders are the shards, numbered from 0, and one more, numbered
+/// `shards` ([`Mailboxes::bridge`]): the thread that talks to Redis in a
+/// cluster. Its mail to a shard is FIFO like a shard's.
 #[derive(Debug)]
 pub struct Mailboxes {
     shards: usize,
-    /// `queues[to * shards + from]`.
+    /// `queues[to * (shards + 1) + from]`.
     queues: Box<[SegQueue<Mail>]>,
     doors: Box<[Doorbell]>,
 }
@@ -68,7 +72,9 @@ impl Mailboxes {
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Arc::new(Mailboxes {
             shards,
-            queues: (0..shards * shards).map(|_| SegQueue::new()).collect(),
+            queues: (0..shards * (shards + 1))
+                .map(|_| SegQueue::new())
+                .collect(),
             doors: doors.into_boxed_slice(),
         }))
     }
@@ -76,6 +82,20 @@ impl Mailboxes {
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.shards
+    }
+
+    /// The sender number of the Redis bridge (one past the last shard).
+    pub fn bridge(&self) -> usize {
+        self.shards
+    }
+
+    /// Every sender: the shards, then the bridge.
+    pub fn senders(&self) -> std::ops::Range<usize> {
+        0..self.shards + 1
+    }
+
+    fn queue(&self, to: usize, from: usize) -> &SegQueue<Mail> {
+        &self.queues[to * (self.shards + 1) + from]
     }
 
     /// Shard `shard`'s doorbell.
@@ -86,7 +106,7 @@ impl Mailboxes {
     /// Queues `mail` from `from` to `to`. Call [`Mailboxes::wake`] once the
     /// batch is complete.
     pub fn send(&self, from: usize, to: usize, mail: Mail) {
-        self.queues[to * self.shards + from].push(mail);
+        self.queue(to, from).push(mail);
     }
 
     /// Wakes `to` if it sleeps.
@@ -99,19 +119,17 @@ impl Mailboxes {
 
     /// Takes the next mail for `me` from `from`.
     pub fn recv(&self, me: usize, from: usize) -> Option<Mail> {
-        self.queues[me * self.shards + from].pop()
+        self.queue(me, from).pop()
     }
 
     /// Whether any mail waits for `me`.
     pub fn has_mail(&self, me: usize) -> bool {
-        (0..self.shards).any(|from| !self.queues[me * self.shards + from].is_empty())
+        self.senders().any(|from| !self.queue(me, from).is_empty())
     }
 
     /// Mail waiting for `me` (for metrics).
     pub fn depth(&self, me: usize) -> usize {
-        (0..self.shards)
-            .map(|from| self.queues[me * self.shards + from].len())
-            .sum()
+        self.senders().map(|from| self.queue(me, from).len()).sum()
     }
 
     /// `me` is about to sleep: returns `false` (and stays awake) if mail

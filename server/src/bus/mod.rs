@@ -120,4 +120,50 @@ pub enum Mail {
     },
     /// A published message for the receiving shard's subscribers.
     Deliver(Arc<Message>),
+    /// In a cluster, from the bridge: a [`Mail::Publish`] that could not
+    /// be stored in Redis. The publisher answers `503`.
+    PublishRefused {
+        /// The request.
+        reply: ReplyTo,
+        /// Why, for the client and the log.
+        reason: String,
+    },
+    /// In a cluster, from the bridge to a channel's owner shard: what
+    /// Redis said about a channel this node follows.
+    Redis(FromRedis),
+}
+
+/// What the Redis bridge tells a channel's owner shard (see
+/// `cluster::bridge` and `shard::relay`).
+#[derive(Debug)]
+pub enum FromRedis {
+    /// A message of a followed channel, as Pub/Sub delivered it (live-only
+    /// ones have sequence number 0).
+    Message(Arc<Message>),
+    /// The channel's history after the position the owner asked from, with
+    /// its newest id (`None`: Redis knows nothing of the channel).
+    History {
+        /// The channel.
+        channel: ChannelName,
+        /// Its epoch and last sequence number.
+        newest: Option<MsgId>,
+        /// The messages after the position asked for, oldest first.
+        messages: Vec<Arc<Message>>,
+    },
+    /// A history read failed (Redis unreachable); the owner asks again.
+    ReadFailed {
+        /// The channel.
+        channel: ChannelName,
+    },
+    /// The channel's newest id, for the periodic check that Pub/Sub has
+    /// not silently stalled.
+    Newest {
+        /// The channel.
+        channel: ChannelName,
+        /// Its epoch and last sequence number (`None`: no keys).
+        newest: Option<MsgId>,
+    },
+    /// The Pub/Sub connection is back and subscribed again: every channel
+    /// followed reads what it missed from history before going on.
+    Resubscribed,
 }

@@ -8,6 +8,7 @@
 //! bridge thread that owns the Redis connections and talks to the shards
 //! through the bus, `--redis`, gap repair, presence, health.
 
+pub mod bridge;
 pub mod placement;
 pub mod script;
 pub mod sequence;

@@ -10,6 +10,9 @@
 -- ARGV[6]  an epoch to take if the channel has none (new, or its keys were lost)
 -- ARGV[7]  the channel's Pub/Sub topic
 -- ARGV[8]  1: publish with SPUBLISH (Redis Cluster, sharded Pub/Sub), else PUBLISH
+-- ARGV[9]  how long the channel's meta (epoch, seq) lives after its last use, ms:
+--          longer than its messages, so that an idle channel keeps its epoch
+--          and a client resuming after its history expired is told `evicted`
 --
 -- Returns {epoch, seq}. The Pub/Sub message is "<epoch>:<seq>:<kind>:" then
 -- the payload, so a subscriber needs no second read.
@@ -24,7 +27,7 @@ if size > 0 then
   redis.call('XADD', KEYS[2], 'MAXLEN', size, seq .. '-0', 'k', ARGV[2], 't', ARGV[5], 'd', ARGV[1])
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[9]), tonumber(ARGV[4])))
 local message = epoch .. ':' .. seq .. ':' .. ARGV[2] .. ':' .. ARGV[1]
 if ARGV[8] == '1' then
   redis.call('SPUBLISH', ARGV[7], message)

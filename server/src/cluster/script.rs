@@ -88,17 +88,35 @@ pub struct Published {
     pub payload: Bytes,
 }
 
+/// How long a channel's meta (epoch and last sequence number) outlives its
+/// last publish or follow by default: 30 days. Longer than any history,
+/// so that a channel keeps its epoch while its messages expire — a client
+/// resuming after them is told `evicted` with what it missed, not `epoch`.
+pub const META_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
+
 /// The publish script, loaded once per connection by its hash.
 #[derive(Debug)]
-pub struct PublishScript(redis::Script);
+pub struct PublishScript {
+    script: redis::Script,
+    meta_ttl_ms: u64,
+}
 
 impl Default for PublishScript {
     fn default() -> Self {
-        PublishScript(redis::Script::new(include_str!("publish.lua")))
+        PublishScript::with_meta_ttl(META_TTL)
     }
 }
 
 impl PublishScript {
+    /// The script, with channels' meta kept `meta_ttl` after their last
+    /// publish (see [`META_TTL`]).
+    pub fn with_meta_ttl(meta_ttl: std::time::Duration) -> PublishScript {
+        PublishScript {
+            script: redis::Script::new(include_str!("publish.lua")),
+            meta_ttl_ms: meta_ttl.as_millis().max(1) as u64,
+        }
+    }
+
     /// Publishes to `channel` and returns the id Redis gave it. `epoch`
     /// is taken only by a channel that has none; `sharded` publishes with
     /// `SPUBLISH` (Redis Cluster).
@@ -119,7 +137,7 @@ impl PublishScript {
         // second): an idle channel's history expires with its messages.
         let ttl_ms = history.max_age.as_millis().max(1000) as u64;
         let (epoch, seq): (String, u64) = self
-            .0
+            .script
             .key(&keys.meta)
             .key(&keys.log)
             .arg(payload)
@@ -130,6 +148,7 @@ impl PublishScript {
             .arg(epoch.to_string())
             .arg(&keys.topic)
             .arg(if sharded { "1" } else { "0" })
+            .arg(self.meta_ttl_ms)
             .invoke_async(con)
             .await?;
         Ok(MsgId {
@@ -137,6 +156,32 @@ impl PublishScript {
             seq,
         })
     }
+}
+
+/// A node starts following `channel`: gives it `epoch` if it has none (so
+/// that every node agrees on the epoch from its first subscriber, before
+/// any publish), keeps its meta `meta_ttl` longer, and reads its history
+/// after sequence number 0, at most `max` messages — all in one round
+/// trip.
+pub async fn follow<C: ConnectionLike>(
+    con: &mut C,
+    channel: &ChannelName,
+    epoch: Epoch,
+    meta_ttl: std::time::Duration,
+    max: usize,
+) -> RedisResult<History> {
+    let keys = Keys::of(channel);
+    let mut pipe = redis::pipe();
+    pipe.cmd("HSETNX")
+        .arg(&keys.meta)
+        .arg("epoch")
+        .arg(epoch.to_string())
+        .ignore()
+        .cmd("PEXPIRE")
+        .arg(&keys.meta)
+        .arg(meta_ttl.as_millis().max(1) as u64)
+        .ignore();
+    read_history(con, pipe, &keys, 0, max).await
 }
 
 /// The channel's history after sequence number `after`, at most `max`
@@ -149,7 +194,44 @@ pub async fn history_after<C: ConnectionLike>(
     max: usize,
 ) -> RedisResult<History> {
     let keys = Keys::of(channel);
-    let mut pipe = redis::pipe();
+    read_history(con, redis::pipe(), &keys, after, max).await
+}
+
+/// The channel's epoch and last sequence number (`None`: no keys).
+pub async fn newest<C: ConnectionLike>(
+    con: &mut C,
+    channel: &ChannelName,
+) -> RedisResult<Option<MsgId>> {
+    let (epoch, seq): (Option<String>, Option<u64>) = redis::cmd("HMGET")
+        .arg(Keys::of(channel).meta)
+        .arg("epoch")
+        .arg("seq")
+        .query_async(con)
+        .await?;
+    position(epoch, seq)
+}
+
+/// The position a channel's meta holds. A channel followed before its
+/// first publish has an epoch and no sequence number yet: at 0.
+fn position(epoch: Option<String>, seq: Option<u64>) -> RedisResult<Option<MsgId>> {
+    match epoch {
+        Some(e) => Ok(Some(MsgId {
+            epoch: e.parse().map_err(|_| bad_reply("epoch", &e))?,
+            seq: seq.unwrap_or(0),
+        })),
+        None => Ok(None),
+    }
+}
+
+/// Runs `pipe` with the history read appended; its own commands must be
+/// `ignore`d.
+async fn read_history<C: ConnectionLike>(
+    con: &mut C,
+    mut pipe: redis::Pipeline,
+    keys: &Keys,
+    after: u64,
+    max: usize,
+) -> RedisResult<History> {
     pipe.cmd("HMGET")
         .arg(&keys.meta)
         .arg("epoch")
@@ -162,13 +244,7 @@ pub async fn history_after<C: ConnectionLike>(
         .arg(max);
     let ((epoch, seq), range): ((Option<String>, Option<u64>), StreamRangeReply) =
         pipe.query_async(con).await?;
-    let last = match (epoch, seq) {
-        (Some(e), Some(seq)) => Some(MsgId {
-            epoch: e.parse().map_err(|_| bad_reply("epoch", &e))?,
-            seq,
-        }),
-        _ => None,
-    };
+    let last = position(epoch, seq)?;
     let mut messages = Vec::with_capacity(range.ids.len());
     for entry in range.ids {
         let seq = (entry

@@ -13,6 +13,9 @@ use std::fmt;
 pub struct Epoch(u64);
 
 impl Epoch {
+    /// The epoch of what has no id (live-only messages from Redis).
+    pub const NONE: Epoch = Epoch(0);
+
     /// A fresh random epoch.
     pub fn random() -> Self {
         Epoch(rand::random::<u64>() & 0xFFFF_FFFF_FFFF)

@@ -47,6 +47,48 @@ pub enum Event {
 }
 
 impl Message {
+    /// A stored message numbered `id`, framed once for every subscriber.
+    pub fn stored(
+        channel: ChannelName,
+        id: MsgId,
+        kind: DataKind,
+        payload: Bytes,
+        published_at: Instant,
+    ) -> Message {
+        let ws_frame = codec::ws::encode::message(kind, &payload);
+        Message {
+            channel,
+            id,
+            kind,
+            payload,
+            ws_frame,
+            published_at,
+            event: Event::Stored,
+        }
+    }
+
+    /// A live-only message (no id, never stored), framed once.
+    pub fn live(
+        channel: ChannelName,
+        kind: DataKind,
+        payload: Bytes,
+        published_at: Instant,
+    ) -> Message {
+        let ws_frame = codec::ws::encode::message(kind, &payload);
+        Message {
+            channel,
+            id: MsgId {
+                epoch: super::Epoch::NONE,
+                seq: 0,
+            },
+            kind,
+            payload,
+            ws_frame,
+            published_at,
+            event: Event::Ephemeral,
+        }
+    }
+
     /// Whether it has an id and can be resumed from.
     pub fn is_stored(&self) -> bool {
         self.event == Event::Stored

@@ -194,6 +194,9 @@ pub struct Reset {
 pub struct Replay {
     /// The channel.
     pub channel: ChannelName,
+    /// The channel's epoch: the node's, or in a cluster the channel's own
+    /// (see [`Hub::owner_load`]).
+    pub epoch: Epoch,
     /// Messages after the client's `since`, oldest first.
     pub messages: Vec<Arc<Message>>,
     /// Set when the client's position was lost.
@@ -209,6 +212,15 @@ pub struct Replay {
 }
 
 impl Replay {
+    /// The channel's position when the replay was taken: its epoch and
+    /// last sequence number.
+    pub fn end(&self) -> MsgId {
+        MsgId {
+            epoch: self.epoch,
+            seq: self.last_seq,
+        }
+    }
+
     /// Whether the messages reach `last_seq`.
     pub fn is_complete(&self) -> bool {
         self.rest_since.is_none()
@@ -251,6 +263,9 @@ pub enum Unsubscribed {
 /// Owner-side state of a channel.
 #[derive(Debug)]
 struct Owned {
+    /// The epoch its ids carry: the node's, or in a cluster the channel's
+    /// own, as Redis holds it.
+    epoch: Epoch,
     /// Members subscribed over multiplexed WebSockets, on every shard,
     /// with how many connections each has subscribed.
     presence: HashMap<Member, u32>,
@@ -268,6 +283,14 @@ struct Owned {
 #[derive(Debug)]
 struct Channel<S> {
     name: ChannelName,
+    /// The channel's epoch as this shard's subscribers know it: the last
+    /// one a replay or delivery showed them. The node's epoch, except in a
+    /// cluster, where each channel has its own (stored with it in Redis)
+    /// and it changes when Redis lost it.
+    epoch: Epoch,
+    /// The last stored message of `epoch` delivered on this shard: where
+    /// its live subscribers stand when the epoch changes.
+    seen: u64,
     subs: Slab<Sub<S>>,
     owned: Option<Owned>,
 }
@@ -296,6 +319,12 @@ pub struct Hub<S> {
     seq_floor: u64,
     stats: HubStats,
     backlogs: Backlogs,
+    /// In a cluster: the owner's channel state is a copy of what Redis
+    /// holds (see [`Hub::mirrored`]).
+    mirror: bool,
+    /// In a cluster: owned channels forgotten since the last
+    /// [`Hub::take_forgotten`], whose Redis subscription can end.
+    forgotten: Vec<ChannelName>,
 }
 
 impl<S: Copy + PartialEq> Hub<S> {
@@ -314,7 +343,24 @@ impl<S: Copy + PartialEq> Hub<S> {
             seq_floor: 0,
             stats: HubStats::default(),
             backlogs: Backlogs::default(),
+            mirror: false,
+            forgotten: Vec::new(),
         }
+    }
+
+    /// The hub of a node in a cluster: Redis numbers the messages and
+    /// keeps the history, and what an owner holds of a channel is a copy
+    /// ([`Hub::owner_load`], [`Hub::owner_append`]) kept while the node has
+    /// subscribers — forgotten with the last of them, not when its history
+    /// expires.
+    pub fn mirrored(mut self) -> Self {
+        self.mirror = true;
+        self
+    }
+
+    /// Whether this hub mirrors Redis (see [`Hub::mirrored`]).
+    pub fn is_mirror(&self) -> bool {
+        self.mirror
     }
 
     /// The node's epoch.
@@ -351,10 +397,13 @@ impl<S: Copy + PartialEq> Hub<S> {
         if let Some(&idx) = self.index.get(name.as_str()) {
             return idx;
         }
+        // Redis numbers a cluster's channels from 1 in each epoch.
+        let floor = if self.mirror { 0 } else { self.seq_floor };
         let owned = self.owns(name).then(|| Owned {
+            epoch: self.epoch,
             presence: Default::default(),
-            first_seq: self.seq_floor + 1,
-            last_seq: self.seq_floor,
+            first_seq: floor + 1,
+            last_seq: floor,
             history: VecDeque::new(),
             interested: 0,
             limits: self.namespaces.of(name.as_str()).history,
@@ -362,6 +411,8 @@ impl<S: Copy + PartialEq> Hub<S> {
         self.owned += usize::from(owned.is_some());
         let idx = self.channels.insert(Channel {
             name: name.clone(),
+            epoch: self.epoch,
+            seen: 0,
             subs: Slab::new(),
             owned,
         }) as u32;
@@ -370,16 +421,19 @@ impl<S: Copy + PartialEq> Hub<S> {
     }
 
     fn collect_if_unused(&mut self, idx: u32) {
+        let mirror = self.mirror;
         let ch = &self.channels[idx as usize];
         let unused = ch.subs.is_empty()
-            && ch
-                .owned
-                .as_ref()
-                .is_none_or(|o| o.history.is_empty() && o.interested == 0 && o.presence.is_empty());
+            && ch.owned.as_ref().is_none_or(|o| {
+                (mirror || o.history.is_empty()) && o.interested == 0 && o.presence.is_empty()
+            });
         if unused {
             let ch = self.channels.remove(idx as usize);
             self.owned -= usize::from(ch.owned.is_some());
             self.index.remove(ch.name.as_str());
+            if mirror && ch.owned.is_some() {
+                self.forgotten.push(ch.name);
+            }
         }
     }
 
@@ -436,6 +490,11 @@ impl<S: Copy + PartialEq> Hub<S> {
             .filter(|s| s.subscriber == *subscriber)?
             .standing();
         self.set_standing(at, subscriber, replay.standing());
+        let c = &mut self.channels[at.chan as usize];
+        if c.epoch != replay.epoch {
+            c.epoch = replay.epoch;
+            c.seen = 0;
+        }
         Some(before)
     }
 
@@ -478,7 +537,16 @@ impl<S: Copy + PartialEq> Hub<S> {
     /// for the catch-ups of its subscriptions that are behind, if any (see
     /// [`backlog`]).
     pub fn keep_for_behind(&mut self, chan: u32, msg: &Arc<Message>) {
+        if let Some(c) = self.channels.get_mut(chan as usize) {
+            c.seen = c.seen.max(msg.id.seq);
+        }
         self.backlogs.keep(chan, msg);
+    }
+
+    /// The last stored message of channel `chan` this shard delivered (0:
+    /// none in its current epoch).
+    pub fn seen(&self, chan: u32) -> u64 {
+        self.channels.get(chan as usize).map_or(0, |c| c.seen)
     }
 
     /// Where the catch-up of subscription `at` comes from — it is behind
@@ -501,6 +569,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         Some(match self.backlogs.catch_up(at.chan, cursor, budget) {
             Some(up) => CatchUpFrom::Backlog(Replay {
                 channel,
+                epoch: self.channels[at.chan as usize].epoch,
                 messages: up.messages,
                 reset: None,
                 last_seq: up.last_seq,
@@ -509,7 +578,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             None => CatchUpFrom::Owner {
                 channel,
                 since: MsgId {
-                    epoch: self.epoch,
+                    epoch: self.channels[at.chan as usize].epoch,
                     seq: cursor,
                 },
             },
@@ -587,17 +656,15 @@ impl<S: Copy + PartialEq> Hub<S> {
     ) -> Replay {
         debug_assert!(self.owns(name));
         let idx = self.entry(name);
-        let epoch = self.epoch;
         let me = self.shard;
-        let owned = self.channels[idx as usize]
-            .owned
-            .as_mut()
-            .expect("owner has owner state");
+        let owned = (self.channels[idx as usize].owned.as_mut()).expect("owner has owner state");
+        let epoch = owned.epoch;
         if from != me {
             owned.interested |= 1 << from;
         }
         let mut replay = Replay {
             channel: name.clone(),
+            epoch,
             messages: Vec::new(),
             reset: None,
             last_seq: owned.last_seq,
@@ -668,26 +735,20 @@ impl<S: Copy + PartialEq> Hub<S> {
         payload: Bytes,
         now: Instant,
     ) -> (Arc<Message>, ShardSet) {
-        debug_assert!(self.owns(name));
+        debug_assert!(self.owns(name) && !self.mirror);
         let idx = self.entry(name);
-        let epoch = self.epoch;
-        let owned = self.channels[idx as usize]
-            .owned
-            .as_mut()
-            .expect("owner has owner state");
+        let owned = (self.channels[idx as usize].owned.as_mut()).expect("owner has owner state");
+        let epoch = owned.epoch;
         owned.last_seq += 1;
         let seq = owned.last_seq;
         self.seq_floor = self.seq_floor.max(seq);
-        let ws_frame = codec::ws::encode::message(kind, &payload);
-        let msg = Arc::new(Message {
-            channel: name.clone(),
-            id: MsgId { epoch, seq },
+        let msg = Arc::new(Message::stored(
+            name.clone(),
+            MsgId { epoch, seq },
             kind,
             payload,
-            ws_frame,
-            published_at: now,
-            event: Event::Stored,
-        });
+            now,
+        ));
         let mut evicted = 0;
         if owned.limits.max_messages > 0 {
             owned.history.push_back(msg.clone());
@@ -700,6 +761,98 @@ impl<S: Copy + PartialEq> Hub<S> {
         self.stats.published += 1;
         self.stats.evictions += evicted;
         (msg, interested)
+    }
+
+    /// On the owner, in a cluster: makes the channel's copy what Redis
+    /// holds — its epoch, the last sequence number issued and the newest
+    /// of its history, oldest first — dropping what it held before.
+    pub fn owner_load(
+        &mut self,
+        name: &ChannelName,
+        epoch: Epoch,
+        last_seq: u64,
+        messages: Vec<Arc<Message>>,
+    ) {
+        debug_assert!(self.owns(name) && self.mirror);
+        let idx = self.entry(name);
+        let owned = (self.channels[idx as usize].owned.as_mut()).expect("owner has owner state");
+        owned.epoch = epoch;
+        owned.first_seq = 1;
+        owned.last_seq = last_seq;
+        owned.history = messages.into();
+        let excess = owned
+            .history
+            .len()
+            .saturating_sub(owned.limits.max_messages);
+        owned.history.drain(..excess);
+    }
+
+    /// On the owner, in a cluster: a message Redis numbered, the next one
+    /// of the channel's epoch (the caller checked, see
+    /// `cluster::sequence`). Records it and returns the shards that must
+    /// receive it.
+    pub fn owner_append(&mut self, msg: &Arc<Message>) -> ShardSet {
+        debug_assert!(self.mirror);
+        let Some(&idx) = self.index.get(msg.channel.as_str()) else {
+            return ShardSet(0);
+        };
+        let Some(owned) = self.channels[idx as usize].owned.as_mut() else {
+            return ShardSet(0);
+        };
+        debug_assert_eq!(owned.epoch, msg.id.epoch);
+        owned.last_seq = msg.id.seq;
+        let mut evicted = 0;
+        if owned.limits.max_messages > 0 {
+            owned.history.push_back(msg.clone());
+            while owned.history.len() > owned.limits.max_messages {
+                owned.history.pop_front();
+                evicted += 1;
+            }
+        }
+        self.stats.published += 1;
+        self.stats.evictions += evicted;
+        ShardSet(owned.interested)
+    }
+
+    /// On the owner: the channel's epoch and the last sequence number it
+    /// issued, if it holds the channel.
+    pub fn owner_position(&self, name: &ChannelName) -> Option<MsgId> {
+        let ch = &self.channels[*self.index.get(name.as_str())? as usize];
+        let owned = ch.owned.as_ref()?;
+        Some(MsgId {
+            epoch: owned.epoch,
+            seq: owned.last_seq,
+        })
+    }
+
+    /// On the owner: the shards with subscribers of a channel (for a
+    /// message the owner did not publish itself).
+    pub fn interest(&self, name: &ChannelName) -> ShardSet {
+        let owned = (self.index.get(name.as_str()))
+            .and_then(|&idx| self.channels[idx as usize].owned.as_ref());
+        ShardSet(owned.map_or(0, |o| o.interested))
+    }
+
+    /// In a cluster: the owned channels forgotten since the last call
+    /// (nobody on this node follows them any more).
+    pub fn take_forgotten(&mut self) -> Vec<ChannelName> {
+        std::mem::take(&mut self.forgotten)
+    }
+
+    /// Channel `chan`'s epoch as this shard knows it.
+    pub fn channel_epoch(&self, chan: u32) -> Epoch {
+        self.channels
+            .get(chan as usize)
+            .map_or(self.epoch, |c| c.epoch)
+    }
+
+    /// A delivery showed channel `chan` in another epoch (in a cluster, its
+    /// keys were lost in Redis): this shard now knows it by `epoch`.
+    pub fn set_channel_epoch(&mut self, chan: u32, epoch: Epoch) {
+        if let Some(c) = self.channels.get_mut(chan as usize) {
+            c.epoch = epoch;
+            c.seen = 0;
+        }
     }
 
     /// On the owner: a live-only message (ephemeral, or a presence event)
@@ -730,7 +883,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         let msg = Arc::new(Message {
             channel: name.clone(),
             id: MsgId {
-                epoch: self.epoch,
+                epoch: (self.channels[idx as usize].owned.as_ref()).map_or(self.epoch, |o| o.epoch),
                 seq: 0,
             },
             kind,
@@ -808,7 +961,7 @@ impl<S: Copy + PartialEq> Hub<S> {
                     owned.history.pop_front();
                     evicted += 1;
                 }
-                if owned.history.is_empty()
+                if (self.mirror || owned.history.is_empty())
                     && owned.interested == 0
                     && owned.presence.is_empty()
                     && ch.subs.is_empty()

@@ -260,6 +260,16 @@ impl Context for ConnCtx<'_> {
 
     fn publish(&mut self, items: Vec<PublishItem>) -> u32 {
         let reply = self.reply_to();
+        if let Some(bridge) = self.shared.bridge.as_ref() {
+            // In a cluster Redis numbers and stores every message; the
+            // owners hear of it through Pub/Sub like every other node.
+            if let Err(reason) = bridge.publish(reply, items) {
+                let reason = reason.to_string();
+                self.post
+                    .send(self.post.me(), Mail::PublishRefused { reply, reason });
+            }
+            return reply.token;
+        }
         let shards = self.post.shards();
         let mut by_owner: Vec<Vec<PublishItem>> = (0..shards).map(|_| Vec::new()).collect();
         for item in items {
@@ -285,8 +295,12 @@ impl Context for ConnCtx<'_> {
         self.key.client_id(self.post.me())
     }
 
-    fn epoch(&self) -> Epoch {
+    fn node_epoch(&self) -> Epoch {
         self.hub.epoch()
+    }
+
+    fn channel_epoch(&self, at: SubRef) -> Epoch {
+        self.hub.channel_epoch(at.chan)
     }
 
     fn overloaded(&self) -> bool {
@@ -300,6 +314,10 @@ impl Context for ConnCtx<'_> {
 
     fn draining(&self) -> bool {
         self.draining
+    }
+
+    fn cluster_degraded(&self) -> bool {
+        self.shared.cluster_degraded()
     }
 
     fn render_metrics(&self) -> String {

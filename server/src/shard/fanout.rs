@@ -24,7 +24,7 @@
 use std::sync::Arc;
 
 use crate::bus::{ConnHandle, Mail};
-use crate::hub::{CatchUpFrom, Message, Standing, SubRef};
+use crate::hub::{CatchUpFrom, Message, MsgId, Replay, Reset, ResetReason, Standing, SubRef};
 use crate::metrics::ShardMetrics;
 use crate::transport::Encodings;
 
@@ -61,6 +61,9 @@ impl Shard {
         let Some(chan) = self.hub.local_channel(&msg.channel) else {
             return;
         };
+        if msg.is_stored() && msg.id.epoch != self.hub.channel_epoch(chan) {
+            self.start_epoch(chan, msg);
+        }
         let seq = if msg.is_stored() { msg.id.seq } else { 0 };
         let mut enc = Encodings::new(msg, remote);
         let mut per_connection: Vec<(SubRef, Subscriber)> = Vec::new();
@@ -107,6 +110,39 @@ impl Shard {
         }
         if msg.is_stored() {
             self.hub.keep_for_behind(chan, msg);
+        }
+    }
+
+    /// In a cluster, a channel's keys were lost in Redis and it started
+    /// over in `msg`'s epoch: every subscription that has a position is
+    /// told `reset` (reason `epoch`, from its last position in the old
+    /// one) and goes on from the new epoch's start, so `msg` and what
+    /// follows reach it with ids a client accepts.
+    fn start_epoch(&mut self, chan: u32, msg: &Message) {
+        let old = self.hub.channel_epoch(chan);
+        let seen = self.hub.seen(chan);
+        let positioned: Vec<(SubRef, Subscriber, u64)> = (self.hub.subs_at(chan))
+            .filter_map(|(at, s)| match s.standing() {
+                Standing::Pending => None,
+                Standing::Live(seq) => Some((at, s.subscriber, seq.max(seen))),
+                Standing::Behind(seq, _) => Some((at, s.subscriber, seq)),
+            })
+            .collect();
+        self.hub.set_channel_epoch(chan, msg.id.epoch);
+        for (at, sub, seq) in positioned {
+            let replay = Replay {
+                channel: msg.channel.clone(),
+                epoch: msg.id.epoch,
+                messages: Vec::new(),
+                reset: Some(Reset {
+                    reason: ResetReason::Epoch,
+                    since: MsgId { epoch: old, seq },
+                    missed: None,
+                }),
+                last_seq: 0,
+                rest_since: None,
+            };
+            self.dispatch(sub.key, |p, ctx| p.handle_replay(ctx, at, replay));
         }
     }
 

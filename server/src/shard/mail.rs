@@ -5,13 +5,15 @@
 use crate::bus::Mail;
 
 use super::conns::ConnKey;
+use super::relay::{Held, Owner};
 use super::{owner, Shard, MAIL_BATCH};
 
 impl Shard {
-    /// Takes mail from every other shard (at most [`MAIL_BATCH`] per peer).
+    /// Takes mail from every other shard, and in a cluster from the Redis
+    /// bridge (at most [`MAIL_BATCH`] per sender).
     pub(super) fn drain_mail(&mut self) -> bool {
         let mut any = false;
-        for from in 0..self.post.shards() {
+        for from in self.post.senders() {
             if from == self.id {
                 continue;
             }
@@ -52,6 +54,30 @@ impl Shard {
                 channel,
                 since,
                 member,
+            } if self.relay.is_some() => {
+                let request = Held {
+                    from,
+                    conn,
+                    at,
+                    since,
+                    member,
+                };
+                let o = Owner {
+                    hub: &mut self.hub,
+                    post: &mut self.post,
+                    now: self.now,
+                    budget: self.shared.settings.max_outbound,
+                };
+                let relay = self.relay.as_mut().expect("checked");
+                relay.subscribe(o, request, channel);
+            }
+            Mail::Subscribe {
+                from,
+                conn,
+                at,
+                channel,
+                since,
+                member,
             } => owner::subscribe(
                 &mut self.hub,
                 &mut self.post,
@@ -65,7 +91,29 @@ impl Shard {
                 member,
             ),
             Mail::CatchUp { conn, at } => self.catch_up(conn, at),
-            Mail::Unsubscribe { from, channel } => self.hub.owner_unsubscribe(&channel, from),
+            Mail::Unsubscribe { from, channel } => {
+                if let Some(relay) = self.relay.as_mut() {
+                    relay.unsubscribe(from, &channel);
+                }
+                self.hub.owner_unsubscribe(&channel, from);
+            }
+            Mail::Redis(what) => {
+                if let Some(relay) = self.relay.as_mut() {
+                    let o = Owner {
+                        hub: &mut self.hub,
+                        post: &mut self.post,
+                        now: self.now,
+                        budget: self.shared.settings.max_outbound,
+                    };
+                    relay.on_redis(o, what);
+                }
+            }
+            Mail::PublishRefused { reply, reason } => {
+                let key = ConnKey::from_handle(reply.conn);
+                self.dispatch(key, |p, ctx| {
+                    p.handle_publish_refused(ctx, reply.token, &reason)
+                });
+            }
             Mail::Left { channel, member } => {
                 owner::left(&mut self.hub, &mut self.post, self.now, &channel, &member)
             }

@@ -50,6 +50,7 @@ mod op;
 mod owner;
 pub mod peers;
 mod post;
+mod relay;
 pub mod shared;
 mod shutdown;
 mod tally;
@@ -77,6 +78,7 @@ use op::Op;
 use owner::ShardHub;
 use peers::Admit;
 use post::Post;
+use relay::Relay;
 use shared::Shared;
 use tally::{RefusalSummary, Tally};
 use timers::Timers;
@@ -105,6 +107,8 @@ pub struct Shard {
     metrics: Arc<ShardMetrics>,
     conns: Conns,
     hub: ShardHub,
+    /// In a cluster: this shard's owned channels kept in step with Redis.
+    relay: Option<Relay>,
     timers: Timers,
     acceptor: Acceptor,
     post: Post,
@@ -164,13 +168,18 @@ impl Shard {
             notsent_lowat: u32::try_from(s.tcp_notsent_lowat).unwrap_or(u32::MAX),
         };
         let conns = Conns::new(shared.plan, buffers, output, metrics.clone())?;
-        let hub = Hub::new(id, shared.mail.shards(), shared.epoch, s.namespaces.clone());
+        let mut hub = Hub::new(id, shared.mail.shards(), shared.epoch, s.namespaces.clone());
         let now = Instant::now();
+        let relay = shared.bridge.clone().map(|b| Relay::new(b, now));
+        if relay.is_some() {
+            hub = hub.mirrored();
+        }
         Ok(Shard {
             id,
             metrics,
             conns,
             hub,
+            relay,
             timers: Timers::default(),
             acceptor: Acceptor::new(id, listeners),
             post: Post::new(id, shared.mail.clone()),
@@ -215,6 +224,12 @@ impl Shard {
                 break;
             }
             busy |= self.run_fanouts();
+            if let Some(relay) = self.relay.as_mut() {
+                let forgotten = self.hub.take_forgotten();
+                if !forgotten.is_empty() {
+                    relay.forget(forgotten);
+                }
+            }
             // One relaxed store a turn: what `--max-channels` is checked
             // against on every shard.
             ShardMetrics::set(&self.metrics.owned_channels, self.hub.owned_count() as u64);
@@ -336,6 +351,9 @@ impl Shard {
         self.check_lagging();
         self.refusals.roll(self.now, &self.metrics);
         self.hub.expire(self.now);
+        if let Some(relay) = self.relay.as_mut() {
+            relay.housekeeping(&self.hub, self.now);
+        }
         if self.id == 0 {
             // One table for the node: one shard sweeps it.
             self.shared.peers.sweep(self.now);

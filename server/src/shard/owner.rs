@@ -62,7 +62,7 @@ pub fn publish(
 
 /// Sends a message to every interested shard and holds it for this
 /// shard's fan-out.
-fn deliver(post: &mut Post, msg: std::sync::Arc<Message>, interested: ShardSet) {
+pub fn deliver(post: &mut Post, msg: std::sync::Arc<Message>, interested: ShardSet) {
     for shard in interested.iter() {
         post.send(shard, Mail::Deliver(msg.clone()));
     }

@@ -62,6 +62,11 @@ impl Post {
         self.me
     }
 
+    /// Every sender of mail: the shards, then the Redis bridge.
+    pub fn senders(&self) -> std::ops::Range<usize> {
+        self.mail.senders()
+    }
+
     /// Number of shards.
     pub fn shards(&self) -> usize {
         self.mail.shards()

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use crate::auth::Tickets;
 use crate::bus::Mailboxes;
 use crate::capacity::Plan;
+use crate::cluster::bridge::Bridge;
 use crate::config::Settings;
 use crate::hub::Epoch;
 use crate::metrics::{self, NodeGauges, ShardMetrics};
@@ -29,6 +30,8 @@ pub struct Shared {
     pub epoch: Epoch,
     /// Cross-shard queues and doorbells.
     pub mail: Arc<Mailboxes>,
+    /// In a cluster (`--redis`): the thread that talks to Redis.
+    pub bridge: Option<Bridge>,
     /// Every shard's counters, for `/metrics`.
     pub metrics: Vec<Arc<ShardMetrics>>,
     /// Set on SIGTERM/SIGINT.
@@ -40,6 +43,13 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// Whether the node can take traffic: not draining, and in a cluster
+    /// connected to Redis's Pub/Sub (without it, messages published on
+    /// other nodes would not arrive). What `/readyz` answers.
+    pub fn cluster_degraded(&self) -> bool {
+        self.bridge.as_ref().is_some_and(|b| !b.health().is_up())
+    }
+
     /// Whether readers that are behind pin more than `--max-pinned` bytes
     /// node-wide: publishers are refused until they catch up or are closed.
     pub fn overloaded(&self) -> bool {
@@ -68,6 +78,10 @@ impl Shared {
                 .collect(),
             rss_bytes: uring::sys::rss_bytes(),
         };
-        metrics::render(&self.metrics, &node)
+        let mut out = metrics::render(&self.metrics, &node);
+        if let Some(bridge) = self.bridge.as_ref() {
+            bridge.health().render(&mut out);
+        }
+        out
     }
 }

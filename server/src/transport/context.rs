@@ -182,8 +182,13 @@ pub trait Context {
     /// token names no `sub`).
     fn client_id(&self) -> ClientId;
 
-    /// The node's epoch (the first half of every id).
-    fn epoch(&self) -> Epoch;
+    /// The node's epoch: the first half of every id on a node of its own,
+    /// and of channels new to a cluster.
+    fn node_epoch(&self) -> Epoch;
+
+    /// The epoch of subscription `at`'s channel as this shard knows it:
+    /// the node's, or in a cluster the channel's own.
+    fn channel_epoch(&self, at: SubRef) -> Epoch;
 
     /// Whether readers that are behind pin more than `--max-pinned` bytes
     /// node-wide: publishes are refused (with a retry hint) until they
@@ -199,6 +204,10 @@ pub trait Context {
     /// Whether the node is shutting down (answers then close the
     /// connection).
     fn draining(&self) -> bool;
+
+    /// Whether the node is in a cluster and has lost Redis's Pub/Sub
+    /// (`/readyz` answers 503, `/healthz` says `degraded`).
+    fn cluster_degraded(&self) -> bool;
 
     /// The node's metrics in Prometheus text format.
     fn render_metrics(&self) -> String;

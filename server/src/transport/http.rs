@@ -3,7 +3,8 @@
 //!
 //! | Route | Method | What |
 //! |---|---|---|
-//! | `/healthz` | GET, HEAD | `200 ok` once the node accepts connections; `503 draining` while it shuts down |
+//! | `/healthz` | GET, HEAD | `200 ok` once the node accepts connections (`200 degraded: …` in a cluster that lost Redis); `503 draining` while it shuts down |
+//! | `/readyz` | GET, HEAD | `200 ready`; `503` while draining, or in a cluster while Redis's Pub/Sub is down (for load balancers) |
 //! | `/metrics` | GET, HEAD | Prometheus text |
 //! | `/ws/{channel}`, `/ws`, `/echo` | GET (upgrade) | WebSocket (`super::ws`) |
 //! | `/sse/{channel}`, `/sse?ch=…` | GET, HEAD | event stream (`super::sse`) |
@@ -270,15 +271,27 @@ impl Http {
         }
         match head.path {
             "/healthz" if get_or_head => {
-                response::respond(
-                    ctx,
-                    answer,
-                    StatusCode::OK,
-                    "text/plain",
-                    b"ok\n",
-                    &[],
-                    true,
-                );
+                // Alive either way; a cluster node that lost Redis says so.
+                let body: &[u8] = if ctx.cluster_degraded() {
+                    b"degraded: redis Pub/Sub is down (messages from other nodes wait; publishes get 503)\n"
+                } else {
+                    b"ok\n"
+                };
+                let ct = "text/plain";
+                response::respond(ctx, answer, StatusCode::OK, ct, body, &[], true);
+                self.after_response(ctx)
+            }
+            "/readyz" if get_or_head => {
+                let (status, body): (_, &[u8]) = if ctx.cluster_degraded() {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        b"unready: redis Pub/Sub is down\n",
+                    )
+                } else {
+                    (StatusCode::OK, b"ready\n")
+                };
+                let ct = "text/plain";
+                response::respond(ctx, answer, status, ct, body, &[], true);
                 self.after_response(ctx)
             }
             "/metrics" if get_or_head => {
@@ -287,7 +300,7 @@ impl Http {
                 response::respond(ctx, answer, StatusCode::OK, ct, body.as_bytes(), &[], true);
                 self.after_response(ctx)
             }
-            "/healthz" | "/metrics" if head.method != Method::Options => {
+            "/healthz" | "/readyz" | "/metrics" if head.method != Method::Options => {
                 ctx.metrics().refuse(Refusal::BadRequest);
                 let allow = [("Allow", "GET, HEAD, OPTIONS")];
                 let reason = "method not allowed for this path";
@@ -593,6 +606,28 @@ impl Http {
         });
         if let Some(p) = found {
             p.fill(ids);
+        }
+        self.answer_waiting(ctx)
+    }
+
+    /// The publish made with `token` could not be stored (in a cluster,
+    /// Redis did not take it): it is answered `503` in its turn.
+    pub fn handle_publish_refused(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        reason: &str,
+    ) -> Outcome {
+        let Some(busy) = self.busy.as_mut() else {
+            return Outcome::Stay;
+        };
+        let found = busy.waiting.iter_mut().find_map(|w| match w {
+            Waiting::Publish(p) if p.token == token && p.unavailable.is_none() => Some(p),
+            _ => None,
+        });
+        if let Some(p) = found {
+            ctx.metrics().refuse(Refusal::Unavailable);
+            p.unavailable = Some(format!("{reason}; retry later"));
         }
         self.answer_waiting(ctx)
     }

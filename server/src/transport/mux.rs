@@ -28,7 +28,7 @@ use hashbrown::HashMap;
 use serde_json::{json, Value};
 
 use crate::auth::{Access, TokenError};
-use crate::hub::{ChannelName, Member, MsgId, PublishItem, Replay, SubRef};
+use crate::hub::{ChannelName, Member, MsgId, PublishItem, Replay, ResetReason, SubRef};
 use crate::metrics::{Refusal, ShardMetrics};
 
 use super::context::{Context, Subscribe, Tick, RETRY_AFTER_SECS, TICK};
@@ -519,10 +519,13 @@ impl Session {
             }
             return;
         }
+        // Besides the answers it asked for, a subscription is sent one
+        // unasked: in a cluster, when its channel starts a new epoch.
+        let new_epoch = (replay.reset).is_some_and(|r| r.reason == ResetReason::Epoch);
         let Some(sub) = self
             .subs
             .get_mut(&replay.channel)
-            .filter(|s| s.at == at && s.replay_in_flight)
+            .filter(|s| s.at == at && (s.replay_in_flight || new_epoch))
         else {
             return;
         };
@@ -541,16 +544,12 @@ impl Session {
                 // Nothing to replay: the position the subscription starts
                 // from, so a client that reconnects before the first
                 // message resumes from here, not from a later "now".
-                let here = MsgId {
-                    epoch: ctx.epoch(),
-                    seq: replay.last_seq,
-                };
-                answer["id"] = json!(here.to_string());
+                answer["id"] = json!(replay.end().to_string());
             }
             send(ctx, with_rid(answer, rid));
         }
         if let Some(reset) = replay.reset {
-            ctx.send(framing::reset_frame(&replay.channel, &reset, ctx.epoch()));
+            ctx.send(framing::reset_frame(&replay.channel, &reset, replay.epoch));
         }
         for m in &replay.messages {
             ctx.send_message(framing::message_frame(m), m.id.seq);
@@ -589,6 +588,22 @@ impl Session {
                 ),
             );
         }
+    }
+
+    /// A `publish` could not be stored (in a cluster, Redis did not take
+    /// it): an `unavailable` error the client may retry.
+    pub fn handle_publish_refused(&mut self, ctx: &mut impl Context, token: u32, reason: &str) {
+        let Some(Pending::Publish { rid, .. }) = self.pending.remove(&token) else {
+            return;
+        };
+        ctx.metrics().refuse(Refusal::Unavailable);
+        let answer = json!({
+            "type": "error",
+            "code": "unavailable",
+            "reason": reason,
+            "retry_after": RETRY_AFTER_SECS,
+        });
+        send(ctx, with_rid(answer, rid));
     }
 
     /// An owner answered a `presence` query.

@@ -1,7 +1,11 @@
 //! Request parameters several transports share: `since`, a list of
-//! channels (`?ch=a,b`), and the composite cursor of several channels
-//! (`<epoch>;<channel>=<seq>,…`) that multi-channel event streams and polls
-//! hand their clients.
+//! channels (`?ch=a,b`), and the composite cursor of several channels that
+//! multi-channel event streams and polls hand their clients:
+//! `<epoch>;<channel>=<seq>,<channel>=<epoch>-<seq>,…` — a position in the
+//! prefix epoch, or one carrying its own. On one node every channel shares
+//! the node's epoch, so every entry takes the short form; in a cluster
+//! each channel has its own epoch (it changes when Redis lost the
+//! channel), and the prefix is the one most entries share.
 
 use std::fmt::Write;
 
@@ -50,14 +54,19 @@ pub fn channel_list(
     Ok(channels)
 }
 
-/// Parses a composite cursor `<epoch>;<ch>=<seq>,…` into per-channel ids.
+/// Parses a composite cursor (see the module docs) into per-channel ids.
 pub fn parse_cursor(s: &str) -> Result<Vec<(String, MsgId)>, String> {
     let bad = || format!("invalid stream cursor {s:?}: expected <epoch>;<channel>=<seq>,…");
     let (epoch, rest) = s.split_once(';').ok_or_else(bad)?;
+    let epoch: Epoch = epoch.parse().map_err(|_| bad())?;
     let mut out = Vec::new();
     for part in rest.split(',').filter(|p| !p.is_empty()) {
-        let (ch, seq) = part.rsplit_once('=').ok_or_else(bad)?;
-        let id: MsgId = format!("{epoch}-{seq}").parse().map_err(|_| bad())?;
+        let (ch, position) = part.rsplit_once('=').ok_or_else(bad)?;
+        let id: MsgId = if position.contains('-') {
+            position.parse().map_err(|_| bad())?
+        } else {
+            format!("{epoch}-{position}").parse().map_err(|_| bad())?
+        };
         out.push((ch.to_string(), id));
     }
     Ok(out)
@@ -76,18 +85,39 @@ pub fn positions(cursor: &[(String, MsgId)], channels: &[ChannelName]) -> Vec<Op
         .collect()
 }
 
-/// Writes the composite cursor of `positions` (channel and the sequence
-/// number it has reached).
+/// Writes the composite cursor of `positions` (each channel and the id it
+/// has reached); `fallback` is the prefix when there are none.
 pub fn format_cursor<'a>(
-    epoch: Epoch,
-    positions: impl IntoIterator<Item = (&'a ChannelName, u64)>,
+    fallback: Epoch,
+    positions: impl IntoIterator<Item = (&'a ChannelName, MsgId)>,
 ) -> String {
-    let mut s = format!("{epoch};");
-    for (i, (name, seq)) in positions.into_iter().enumerate() {
+    let positions: Vec<(&ChannelName, MsgId)> = positions.into_iter().collect();
+    let prefix = most_common_epoch(&positions).unwrap_or(fallback);
+    let mut s = format!("{prefix};");
+    for (i, (name, id)) in positions.iter().enumerate() {
         if i > 0 {
             s.push(',');
         }
-        let _ = write!(s, "{name}={seq}");
+        if id.epoch == prefix {
+            let _ = write!(s, "{name}={}", id.seq);
+        } else {
+            let _ = write!(s, "{name}={id}");
+        }
     }
     s
+}
+
+/// The epoch most positions share (the first such, on a tie).
+fn most_common_epoch(positions: &[(&ChannelName, MsgId)]) -> Option<Epoch> {
+    let first = positions.first()?.1.epoch;
+    if positions.iter().all(|(_, id)| id.epoch == first) {
+        return Some(first); // one node: always
+    }
+    let count = |e: Epoch| positions.iter().filter(|(_, id)| id.epoch == e).count();
+    (positions.iter()).map(|(_, id)| id.epoch).max_by_key(|&e| {
+        (
+            count(e),
+            std::cmp::Reverse(positions.iter().position(|(_, id)| id.epoch == e)),
+        )
+    })
 }

@@ -220,6 +220,18 @@ impl Protocol {
         }
     }
 
+    /// The publish made with `token` could not be stored.
+    pub fn handle_publish_refused(&mut self, ctx: &mut impl Context, token: u32, reason: &str) {
+        match self {
+            Protocol::Http(h) => {
+                let outcome = h.handle_publish_refused(ctx, token, reason);
+                self.after_http(ctx, outcome);
+            }
+            Protocol::Ws(ws) => ws.handle_publish_refused(ctx, token, reason),
+            _ => {}
+        }
+    }
+
     /// A channel owner answered a presence query made with `token`.
     pub fn handle_presence(
         &mut self,

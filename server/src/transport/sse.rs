@@ -193,6 +193,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
             name: channel,
             sub,
             seq: since.map_or(PENDING, |id| id.seq),
+            epoch: since.map_or_else(|| ctx.node_epoch(), |id| id.epoch),
         });
     }
     Started::Multi(Box::new(stream))
@@ -243,17 +244,11 @@ impl Sse {
         if at != self.sub || !ctx.accept_replay(at, &replay) {
             return;
         }
-        let epoch = ctx.epoch();
+        let epoch = replay.epoch;
         if let Some(reset) = replay.reset {
             // When no history follows to move the stream's position, the
             // reset carries it.
-            let id = replay.messages.is_empty().then(|| {
-                MsgId {
-                    epoch,
-                    seq: replay.last_seq,
-                }
-                .to_string()
-            });
+            let id = replay.messages.is_empty().then(|| replay.end().to_string());
             ctx.send(framing::sse_reset(
                 &replay.channel,
                 &reset,
@@ -265,11 +260,7 @@ impl Sse {
             ctx.send_message(framing::sse_event(m), m.id.seq);
         }
         if replay.reset.is_none() && replay.messages.is_empty() {
-            let here = MsgId {
-                epoch,
-                seq: replay.last_seq,
-            };
-            ctx.send(framing::sse_position(&here.to_string()));
+            ctx.send(framing::sse_position(&replay.end().to_string()));
         }
         ShardMetrics::add(&ctx.metrics().deliveries, replay.messages.len() as u64);
     }
@@ -307,7 +298,7 @@ fn lagging(ctx: &mut impl Context, at: SubRef, since: Option<u64>) {
     let Some(channel) = ctx.channel(at) else {
         return;
     };
-    let epoch = ctx.epoch();
+    let epoch = ctx.channel_epoch(at);
     let reset = Reset {
         reason: ResetReason::Lagging,
         since: MsgId {
@@ -327,6 +318,8 @@ struct StreamChannel {
     /// Sequence number of the last message the stream sent, or of the
     /// position it resumed from; [`PENDING`] until known.
     seq: u64,
+    /// The epoch `seq` is in.
+    epoch: Epoch,
 }
 
 /// A stream of several channels, with its composite cursor.
@@ -339,9 +332,13 @@ pub struct SseMulti {
 
 impl SseMulti {
     /// The composite cursor of the stream.
-    fn cursor(&self, epoch: Epoch) -> String {
+    fn cursor(&self, fallback: Epoch) -> String {
         let known = self.channels.iter().filter(|c| c.seq != PENDING);
-        params::format_cursor(epoch, known.map(|c| (&c.name, c.seq)))
+        let position = |c: &StreamChannel| MsgId {
+            epoch: c.epoch,
+            seq: c.seq,
+        };
+        params::format_cursor(fallback, known.map(|c| (&c.name, position(c))))
     }
 
     /// The heartbeat is due, or the token's expiry.
@@ -357,7 +354,8 @@ impl SseMulti {
         if !ctx.accept_replay(at, &replay) {
             return;
         }
-        let epoch = ctx.epoch();
+        let epoch = ctx.node_epoch();
+        self.channels[i].epoch = replay.epoch;
         if let Some(reset) = replay.reset {
             if replay.messages.is_empty() {
                 self.channels[i].seq = replay.last_seq;
@@ -366,7 +364,7 @@ impl SseMulti {
             ctx.send(framing::sse_reset(
                 &replay.channel,
                 &reset,
-                epoch,
+                replay.epoch,
                 id.as_deref(),
             ));
         }
@@ -388,11 +386,12 @@ impl SseMulti {
     /// by every stream on the shard.
     pub fn handle_delivery(&mut self, ctx: &mut impl Context, msg: &Arc<Message>, body: Bytes) {
         if msg.is_stored() {
-            let epoch = ctx.epoch();
+            let epoch = ctx.node_epoch();
             let Some(c) = self.channels.iter_mut().find(|c| c.name == msg.channel) else {
                 return;
             };
             c.seq = msg.id.seq;
+            c.epoch = msg.id.epoch;
             ctx.send(Bytes::from(format!("id:{}\n", self.cursor(epoch))));
         }
         ctx.send(body);
@@ -460,6 +459,7 @@ mod tests {
             name: ChannelName::new(n).unwrap(),
             sub: SubRef { chan: 0, sub: 0 },
             seq,
+            epoch,
         };
         let stream = SseMulti {
             channels: vec![ch("a", 5), ch("b:c", PENDING), ch("x@y.z", 9)],

@@ -654,6 +654,14 @@ impl Node {
             }
             Mail::Deliver(msg) => self.fanouts.push(msg),
             Mail::CatchUp { conn, at } => self.catch_up(conn, at),
+            Mail::PublishRefused { reply, reason } => {
+                let c = reply.conn.0 as usize;
+                self.dispatch(c, |p, ctx| {
+                    p.handle_publish_refused(ctx, reply.token, &reason)
+                });
+            }
+            // This node is on its own: no Redis bridge writes to it.
+            Mail::Redis(_) => {}
         }
     }
 
@@ -1047,8 +1055,12 @@ impl Context for Ctx<'_> {
         client_id(self.conn)
     }
 
-    fn epoch(&self) -> Epoch {
+    fn node_epoch(&self) -> Epoch {
         self.node.hub.epoch()
+    }
+
+    fn channel_epoch(&self, at: SubRef) -> Epoch {
+        self.node.hub.channel_epoch(at.chan)
     }
 
     fn overloaded(&self) -> bool {
@@ -1062,6 +1074,10 @@ impl Context for Ctx<'_> {
 
     fn draining(&self) -> bool {
         self.node.draining
+    }
+
+    fn cluster_degraded(&self) -> bool {
+        false
     }
 
     fn render_metrics(&self) -> String {

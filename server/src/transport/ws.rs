@@ -442,7 +442,7 @@ impl Ws {
         }
         let raw = self.kind == Kind::Raw;
         if let Some(reset) = replay.reset {
-            ctx.send(framing::reset_frame(&replay.channel, &reset, ctx.epoch()));
+            ctx.send(framing::reset_frame(&replay.channel, &reset, replay.epoch));
         }
         for m in &replay.messages {
             let frame = if raw {
@@ -488,7 +488,7 @@ impl Ws {
         let reason = match undelivered.map(|seq| seq - 1).or_else(|| ctx.cursor(at)) {
             Some(seq) => {
                 let id = MsgId {
-                    epoch: ctx.epoch(),
+                    epoch: ctx.channel_epoch(at),
                     seq,
                 };
                 format!("lagging: resume from {id}")
@@ -502,6 +502,13 @@ impl Ws {
     pub fn handle_published(&mut self, ctx: &mut impl Context, token: u32, ids: &[(u32, MsgId)]) {
         if let Some(session) = self.mux() {
             session.handle_published(ctx, token, ids);
+        }
+    }
+
+    /// A publish could not be stored.
+    pub fn handle_publish_refused(&mut self, ctx: &mut impl Context, token: u32, reason: &str) {
+        if let Some(session) = self.mux() {
+            session.handle_publish_refused(ctx, token, reason);
         }
     }
 

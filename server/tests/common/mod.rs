@@ -2,6 +2,8 @@
 //! port, and talk to it with independent clients.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod redis_server;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};

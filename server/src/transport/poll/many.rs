@@ -16,7 +16,7 @@ use std::sync::Arc;
 use codec::http::StatusCode;
 use serde_json::{json, Value};
 
-use crate::hub::{ChannelName, Message, Replay, SubRef};
+use crate::hub::{ChannelName, Message, MsgId, Replay, SubRef};
 use crate::metrics::ShardMetrics;
 
 use crate::transport::context::{ticks, Context, Subscribe};
@@ -32,8 +32,9 @@ use super::plan::ManyPlan;
 struct PollChannel {
     name: ChannelName,
     sub: SubRef,
-    /// The position the poll resumed from (`None`: from now on).
-    since: Option<u64>,
+    /// The position the poll resumed from, then the one it reached
+    /// (`None`: from now on).
+    since: Option<MsgId>,
     /// The owner's replay, until the poll answers or holds.
     replay: Option<Replay>,
 }
@@ -54,7 +55,6 @@ impl ManyPoll {
     pub fn start(ctx: &mut impl Context, plan: ManyPlan, answer: Answer) -> ManyPoll {
         let short = plan.timeout.is_zero();
         ctx.set_timer((!short).then(|| ctx.now() + ticks(plan.timeout)));
-        let epoch = ctx.epoch();
         let channels = (plan.channels.into_iter().zip(plan.positions))
             .map(|(name, since)| PollChannel {
                 sub: ctx.subscribe(Subscribe {
@@ -64,8 +64,7 @@ impl ManyPoll {
                     presence: None,
                 }),
                 name,
-                // A position from another epoch restarts the channel.
-                since: since.map(|id| if id.epoch == epoch { id.seq } else { 0 }),
+                since,
                 replay: None,
             })
             .collect();
@@ -97,12 +96,12 @@ impl ManyPoll {
         if found {
             return self.answer_replays(ctx);
         }
-        let cursor = self.cursor(ctx, |c| c.replay.as_ref().map(|r| r.last_seq));
+        let cursor = self.cursor(ctx, |c| c.replay.as_ref().map(Replay::end));
         if !self.short {
             // Hold: live on every channel; the first delivery answers.
             for c in &mut self.channels {
                 if let Some(r) = c.replay.take() {
-                    c.since = Some(r.last_seq);
+                    c.since = Some(r.end());
                     ctx.accept_replay(c.sub, &r);
                 }
             }
@@ -124,7 +123,7 @@ impl ManyPoll {
         let Some(i) = self.channels.iter().position(|c| c.name == msg.channel) else {
             return Outcome::Held;
         };
-        self.channels[i].since = Some(msg.id.seq);
+        self.channels[i].since = Some(msg.id);
         ShardMetrics::add(&ctx.metrics().deliveries, 1);
         let cursor = self.cursor(ctx, |c| c.since);
         let body = json!({"messages": [framing::poll_message(msg)], "next": cursor});
@@ -176,18 +175,22 @@ impl ManyPoll {
                     "reason": reset.reason.as_str(),
                     "since": reset.since.to_string(),
                     "missed": reset.missed,
+                    "epoch": r.epoch.to_string(),
                 }));
                 // Its old position means nothing now: from the start of
                 // what history has, unless messages below move it on.
-                c.since = Some(0);
+                c.since = Some(MsgId {
+                    epoch: r.epoch,
+                    seq: 0,
+                });
             }
             let shown = &r.messages[..room.min(r.messages.len())];
             room -= shown.len();
             messages.extend(shown.iter().map(|m| framing::poll_message(m)));
             c.since = match shown.last() {
-                Some(m) => Some(m.id.seq),
+                Some(m) => Some(m.id),
                 // Nothing after it: where the channel is now.
-                None if r.messages.is_empty() && r.reset.is_none() => Some(r.last_seq),
+                None if r.messages.is_empty() && r.reset.is_none() => Some(r.end()),
                 None => c.since,
             };
         }
@@ -206,12 +209,16 @@ impl ManyPoll {
 
     /// The composite cursor, each channel at `position(channel)` (channels
     /// without one are left out: they start from now on next time).
-    fn cursor(&self, ctx: &impl Context, position: impl Fn(&PollChannel) -> Option<u64>) -> String {
+    fn cursor(
+        &self,
+        ctx: &impl Context,
+        position: impl Fn(&PollChannel) -> Option<MsgId>,
+    ) -> String {
         let known = self
             .channels
             .iter()
             .filter_map(|c| Some((&c.name, position(c)?)));
-        params::format_cursor(ctx.epoch(), known)
+        params::format_cursor(ctx.node_epoch(), known)
     }
 
     /// Leaves every channel and answers.

@@ -52,12 +52,8 @@ impl OnePoll {
         if at != self.sub {
             return Outcome::Held;
         }
-        let epoch = ctx.epoch();
         if replay.messages.is_empty() && replay.reset.is_none() {
-            let cursor = MsgId {
-                epoch,
-                seq: replay.last_seq,
-            };
+            let cursor = replay.end();
             if !self.short {
                 // Hold: the next delivery answers it.
                 ctx.accept_replay(at, &replay);
@@ -71,13 +67,7 @@ impl OnePoll {
         }
         let batch = ctx.settings().poll_batch;
         let shown = &replay.messages[..batch.min(replay.messages.len())];
-        let next = shown.last().map_or(
-            MsgId {
-                epoch,
-                seq: replay.last_seq,
-            },
-            |m| m.id,
-        );
+        let next = shown.last().map_or(replay.end(), |m| m.id);
         let body = framing::poll_answer(shown, next, replay.reset.as_ref());
         self.answer(ctx, StatusCode::OK, next, Some(&body))
     }
@@ -106,7 +96,7 @@ impl OnePoll {
             return Outcome::Held;
         };
         let cursor = MsgId {
-            epoch: ctx.epoch(),
+            epoch: ctx.channel_epoch(self.sub),
             seq,
         };
         self.answer(ctx, StatusCode::NO_CONTENT, cursor, None)

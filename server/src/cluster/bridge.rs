@@ -1,0 +1,768 @@
+//! The bridge: the one thread of a node that talks to Redis.
+//!
+//! Shards never wait on Redis. They hand the bridge commands ([`ToRedis`])
+//! through two queues — a bounded one for publishes (full: the publish is
+//! refused with `503`, nothing is accepted that cannot be stored) and an
+//! unbounded one for follows, reads and probes, which are bounded by the
+//! channels the node follows — and it answers through the node's
+//! mailboxes ([`Mail`]), as one more sender next to the shards, so its
+//! mail to a shard is FIFO like a shard's.
+//!
+//! Inside, a current-thread tokio runtime drives, per Redis server:
+//! * a command connection (`ConnectionManager`: reconnects by itself, and
+//!   times out a command after [`COMMAND_TIMEOUT`], so a paused Redis
+//!   refuses publishes instead of hanging them). Every publish is its own
+//!   task, spawned in arrival order; a current-thread runtime polls new
+//!   tasks first-come first-served, so commands reach the connection in
+//!   that order and many are in flight at once (pipelined);
+//! * a Pub/Sub connection, watched by a supervisor task: it forwards each
+//!   message to its channel's owner shard, pings every second, and when the
+//!   connection is lost or stops answering marks the node unready,
+//!   reconnects with jittered backoff, subscribes again to every channel
+//!   followed, and tells every shard ([`FromRedis::Resubscribed`]) to read
+//!   what it missed from history before going on.
+//!
+//! What the shards do with it is in `shard::relay`; docs/cluster.md has
+//! the whole design and every failure's behaviour.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use codec::ws::DataKind;
+use futures_util::StreamExt;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use tokio::sync::mpsc;
+
+use crate::bus::{FromRedis, Mail, Mailboxes, ReplyTo};
+use crate::hub::{ChannelName, Epoch, Message, MsgId, PublishItem};
+use crate::policy::Namespaces;
+
+use super::placement::Placement;
+use super::script::{self, Keys, PublishScript, Stored, META_TTL};
+
+/// How long a Redis command may take before it counts as failed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the Pub/Sub connection is pinged, and how long a ping may
+/// take before the connection counts as lost.
+const PING_EVERY: Duration = Duration::from_secs(1);
+
+/// Publishes waiting for the bridge, past which publishes are refused.
+const PUBLISH_QUEUE: usize = 65_536;
+
+/// Reconnect backoff: from this, doubling, to [`BACKOFF_MAX`], each wait
+/// with up to half of it added at random so that nodes do not reconnect in
+/// step.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// What a shard asks of Redis.
+#[derive(Debug)]
+pub enum ToRedis {
+    /// Store and publish these messages, in order; answer `reply` with
+    /// [`Mail::Published`], or [`Mail::PublishRefused`].
+    Publish {
+        /// Who to answer.
+        reply: ReplyTo,
+        /// What to publish.
+        items: Vec<PublishItem>,
+    },
+    /// The node's first interest in `channel`: subscribe to its topic, then
+    /// read its history; answer its owner with [`FromRedis::History`].
+    Follow(ChannelName),
+    /// Read `channel`'s history after sequence number `after` (a gap, a
+    /// new epoch, a reconnection); answer its owner.
+    Read {
+        /// The channel.
+        channel: ChannelName,
+        /// The last sequence number the owner has.
+        after: u64,
+    },
+    /// Nobody on the node follows `channel` any more.
+    Unfollow(ChannelName),
+    /// The periodic check: each channel's newest id, answered to its owner
+    /// as [`FromRedis::Newest`].
+    Probe(Vec<ChannelName>),
+}
+
+/// The bridge's health and counters, read by `/readyz`, `/healthz` and
+/// `/metrics`; written by the bridge and the shards' relays (relaxed: each
+/// is a count or a flag on its own).
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Per Redis server: the Pub/Sub connection is up and subscribed.
+    pubsub_up: Vec<AtomicBool>,
+    /// Publishes Redis did not take (unreachable, timed out, queue full).
+    pub publish_failures: AtomicU64,
+    /// Publishes stored.
+    pub publishes: AtomicU64,
+    /// Gaps in a channel's ids filled from history.
+    pub gaps_repaired: AtomicU64,
+    /// Channels found behind Redis by the periodic check (a stalled
+    /// Pub/Sub), then caught up.
+    pub stalls_repaired: AtomicU64,
+    /// Channels whose epoch changed (their keys were lost in Redis).
+    pub epoch_changes: AtomicU64,
+    /// Pub/Sub reconnections.
+    pub reconnects: AtomicU64,
+    /// Sum of publish round trips to Redis, µs (with `publishes`: the mean).
+    pub publish_micros: AtomicU64,
+}
+
+impl Health {
+    fn new(servers: usize) -> Health {
+        Health {
+            pubsub_up: (0..servers).map(|_| AtomicBool::new(false)).collect(),
+            ..Health::default()
+        }
+    }
+
+    /// Whether every Pub/Sub connection is up: the node can be trusted to
+    /// deliver what is published anywhere.
+    pub fn is_up(&self) -> bool {
+        self.pubsub_up.iter().all(|u| u.load(Ordering::Relaxed))
+    }
+
+    /// Prometheus lines.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let _ = writeln!(
+            out,
+            "# HELP ringcast_redis_pubsub_up Whether the Pub/Sub connection to each Redis server is up.\n# TYPE ringcast_redis_pubsub_up gauge"
+        );
+        for (i, up) in self.pubsub_up.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "ringcast_redis_pubsub_up{{server=\"{i}\"}} {}",
+                u8::from(up.load(Ordering::Relaxed))
+            );
+        }
+        let counters = [
+            (
+                "publishes_total",
+                "Publishes stored in Redis.",
+                &self.publishes,
+            ),
+            (
+                "publish_failures_total",
+                "Publishes refused because Redis did not take them.",
+                &self.publish_failures,
+            ),
+            (
+                "gaps_repaired_total",
+                "Gaps in a channel's ids filled from Redis history.",
+                &self.gaps_repaired,
+            ),
+            (
+                "stalls_repaired_total",
+                "Channels found behind Redis by the periodic check, then caught up.",
+                &self.stalls_repaired,
+            ),
+            (
+                "epoch_changes_total",
+                "Channels whose keys were lost in Redis (new epoch).",
+                &self.epoch_changes,
+            ),
+            (
+                "reconnects_total",
+                "Pub/Sub reconnections.",
+                &self.reconnects,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let value = get(value);
+            let _ = writeln!(out, "# HELP ringcast_redis_{name} {help}\n# TYPE ringcast_redis_{name} counter\nringcast_redis_{name} {value}");
+        }
+        let secs = get(&self.publish_micros) as f64 / 1e6;
+        let _ = writeln!(out, "# HELP ringcast_redis_publish_seconds_total Time publishes spent in Redis round trips (with publishes_total: the mean).\n# TYPE ringcast_redis_publish_seconds_total counter\nringcast_redis_publish_seconds_total {secs}");
+    }
+}
+
+/// What the shards hold of the bridge: its queues and its health.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    publishes: mpsc::Sender<ToRedis>,
+    control: mpsc::UnboundedSender<ToRedis>,
+    health: Arc<Health>,
+}
+
+impl Bridge {
+    /// Hands a publish to the bridge; `Err` with the reason when its queue
+    /// is full (answer `503`).
+    pub fn publish(&self, reply: ReplyTo, items: Vec<PublishItem>) -> Result<(), &'static str> {
+        if !self.health.is_up() {
+            self.health.publish_failures.fetch_add(1, Ordering::Relaxed);
+            return Err("redis unavailable (its Pub/Sub connection is down)");
+        }
+        match self.publishes.try_send(ToRedis::Publish { reply, items }) {
+            Ok(()) => Ok(()),
+            Err(_) => {
+                self.health.publish_failures.fetch_add(1, Ordering::Relaxed);
+                Err("redis: too many publishes waiting; try again")
+            }
+        }
+    }
+
+    /// Sends a follow, read, unfollow or probe.
+    pub fn ask(&self, command: ToRedis) {
+        debug_assert!(!matches!(command, ToRedis::Publish { .. }));
+        let _ = self.control.send(command);
+    }
+
+    /// Health and counters.
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+}
+
+/// What the bridge needs to know of the node.
+#[derive(Debug, Clone)]
+pub struct BridgeConfig {
+    /// Redis URLs; channels are spread over them ([`Placement`]).
+    pub servers: Vec<String>,
+    /// Keep trying at start instead of failing when Redis is unreachable.
+    pub wait: bool,
+    /// Proposed to channels that have no epoch yet.
+    pub epoch: Epoch,
+    /// History limits per channel.
+    pub namespaces: Arc<Namespaces>,
+}
+
+/// Starts the bridge thread: connects to every Redis server (failing, or
+/// with `wait` retrying, when one is unreachable), then serves the shards.
+pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, String> {
+    let placement = Placement::new(&config.servers)?;
+    let clients = (config.servers.iter())
+        .map(|url| redis::Client::open(url.as_str()).map_err(|e| format!("--redis {url}: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let health = Arc::new(Health::new(clients.len()));
+    let (publishes, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
+    let (control, control_rx) = mpsc::unbounded_channel();
+    let bridge = Bridge {
+        publishes,
+        control,
+        health: health.clone(),
+    };
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("redis-bridge".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(format!("cannot start the Redis bridge: {e}")));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let servers = match connect_all(&config, &clients).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(e));
+                        return;
+                    }
+                };
+                let state = Arc::new(State {
+                    config,
+                    placement,
+                    servers,
+                    mail,
+                    health,
+                    script: PublishScript::default(),
+                });
+                for (i, client) in clients.into_iter().enumerate() {
+                    tokio::spawn(supervise_pubsub(state.clone(), client, i));
+                }
+                let _ = ready_tx.send(Ok(()));
+                serve(state, publish_rx, control_rx).await;
+            });
+        })
+        .map_err(|e| format!("cannot start the Redis bridge thread: {e}"))?;
+    ready_rx
+        .recv()
+        .map_err(|_| "the Redis bridge thread died at start".to_string())??;
+    Ok(bridge)
+}
+
+/// One Redis server as the bridge holds it.
+struct Server {
+    url: String,
+    commands: ConnectionManager,
+    /// The channels followed on this server, subscribed again on every
+    /// reconnection.
+    followed: Mutex<HashSet<ChannelName>>,
+    /// The Pub/Sub connection's sink, while it is up.
+    sink: Mutex<Option<PubSubSink>>,
+}
+
+struct State {
+    config: BridgeConfig,
+    placement: Placement,
+    servers: Vec<Server>,
+    mail: Arc<Mailboxes>,
+    health: Arc<Health>,
+    script: PublishScript,
+}
+
+impl State {
+    fn server_of(&self, channel: &ChannelName) -> &Server {
+        &self.servers[self.placement.server_of(channel.as_str())]
+    }
+
+    fn shards(&self) -> usize {
+        self.mail.shards()
+    }
+
+    /// Mails `mail` to shard `to` and wakes it.
+    fn send(&self, to: usize, mail: Mail) {
+        self.mail.send(self.mail.bridge(), to, mail);
+        self.mail.wake(to);
+    }
+
+    /// Mails a channel's owner shard.
+    fn tell_owner(&self, channel: &ChannelName, what: FromRedis) {
+        self.send(channel.owner(self.shards()), Mail::Redis(what));
+    }
+}
+
+async fn connect_all(
+    config: &BridgeConfig,
+    clients: &[redis::Client],
+) -> Result<Vec<Server>, String> {
+    let mut servers = Vec::with_capacity(clients.len());
+    for (url, client) in config.servers.iter().zip(clients) {
+        let manager_config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(COMMAND_TIMEOUT))
+            .set_connection_timeout(Some(COMMAND_TIMEOUT))
+            .set_max_delay(BACKOFF_MAX);
+        let mut delay = BACKOFF_MIN;
+        let commands = loop {
+            // One plain attempt first, so that an unreachable server is
+            // reported at once rather than after the manager's retries.
+            let probe =
+                tokio::time::timeout(COMMAND_TIMEOUT, client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| {
+                        redis::RedisError::from((redis::ErrorKind::Io, "connection timed out"))
+                    })
+                    .and_then(|r| r);
+            let attempt = match probe {
+                Ok(_) => {
+                    ConnectionManager::new_with_config(client.clone(), manager_config.clone()).await
+                }
+                Err(e) => Err(e),
+            };
+            match attempt {
+                Ok(c) => break c,
+                Err(e) if config.wait => {
+                    tracing::warn!("redis {url} unreachable ({e}); waiting (--redis-wait)");
+                    tokio::time::sleep(jittered(delay)).await;
+                    delay = (delay * 2).min(BACKOFF_MAX);
+                }
+                Err(e) => return Err(format!(
+                    "redis {url} unreachable: {e} (start it, or pass --redis-wait to wait for it)"
+                )),
+            }
+        };
+        servers.push(Server {
+            url: url.clone(),
+            commands,
+            followed: Mutex::new(HashSet::new()),
+            sink: Mutex::new(None),
+        });
+    }
+    Ok(servers)
+}
+
+/// Takes the shards' commands until the node exits.
+async fn serve(
+    state: Arc<State>,
+    mut publishes: mpsc::Receiver<ToRedis>,
+    mut control: mpsc::UnboundedReceiver<ToRedis>,
+) {
+    loop {
+        let command = tokio::select! {
+            biased;
+            Some(c) = control.recv() => c,
+            Some(c) = publishes.recv() => c,
+            else => return,
+        };
+        let state = state.clone();
+        match command {
+            ToRedis::Publish { reply, items } => {
+                tokio::spawn(publish(state, reply, items));
+            }
+            ToRedis::Follow(channel) => {
+                tokio::spawn(follow(state, channel));
+            }
+            ToRedis::Read { channel, after } => {
+                tokio::spawn(read(state, channel, after));
+            }
+            ToRedis::Unfollow(channel) => {
+                tokio::spawn(unfollow(state, channel));
+            }
+            ToRedis::Probe(channels) => {
+                tokio::spawn(probe(state, channels));
+            }
+        }
+    }
+}
+
+async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
+    let mut ids = Vec::with_capacity(items.len());
+    for item in items {
+        let server = state.server_of(&item.channel);
+        let mut con = server.commands.clone();
+        let started = Instant::now();
+        let result = if item.ephemeral {
+            // Live-only: no number, no history; straight to the topic.
+            let message = live_message(item.kind, &item.payload);
+            redis::cmd("PUBLISH")
+                .arg(Keys::of(&item.channel).topic)
+                .arg(message)
+                .query_async::<()>(&mut con)
+                .await
+                .map(|()| MsgId {
+                    epoch: state.config.epoch,
+                    seq: 0,
+                })
+        } else {
+            let history = state.config.namespaces.of(item.channel.as_str()).history;
+            (state.script)
+                .publish(
+                    &mut con,
+                    &item.channel,
+                    item.kind,
+                    &item.payload,
+                    history,
+                    unix_ms(),
+                    state.config.epoch,
+                    false,
+                )
+                .await
+        };
+        match result {
+            Ok(id) => {
+                let micros = started.elapsed().as_micros() as u64;
+                state
+                    .health
+                    .publish_micros
+                    .fetch_add(micros, Ordering::Relaxed);
+                state.health.publishes.fetch_add(1, Ordering::Relaxed);
+                ids.push((item.index, id));
+            }
+            Err(e) => {
+                state
+                    .health
+                    .publish_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "publish to {} refused: redis {} failed: {e}",
+                    item.channel,
+                    server.url
+                );
+                // What was stored before the failure keeps its id; the
+                // request as a whole is refused, and the client retries.
+                let reason = format!("redis unavailable ({})", e.category());
+                state.send(reply.shard, Mail::PublishRefused { reply, reason });
+                return;
+            }
+        }
+    }
+    state.send(reply.shard, Mail::Published { reply, ids });
+}
+
+async fn follow(state: Arc<State>, channel: ChannelName) {
+    let server = state.server_of(&channel);
+    server
+        .followed
+        .lock()
+        .expect("not poisoned")
+        .insert(channel.clone());
+    let sink = server.sink.lock().expect("not poisoned").clone();
+    let Some(mut sink) = sink else {
+        // Pub/Sub is down: the supervisor subscribes to every followed
+        // channel when it is back, and the owner reads history then.
+        state.tell_owner(
+            &channel,
+            FromRedis::ReadFailed {
+                channel: channel.clone(),
+            },
+        );
+        return;
+    };
+    let topic = Keys::of(&channel).topic;
+    match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&topic)).await {
+        Ok(Ok(())) => {}
+        failed => {
+            tracing::warn!(
+                "redis {}: cannot subscribe to {topic}: {failed:?}",
+                server.url
+            );
+            state.tell_owner(
+                &channel,
+                FromRedis::ReadFailed {
+                    channel: channel.clone(),
+                },
+            );
+            return;
+        }
+    }
+    // Subscribed first, read second: whatever is published from now on
+    // comes through Pub/Sub, and the read covers everything before.
+    let max = state
+        .config
+        .namespaces
+        .of(channel.as_str())
+        .history
+        .max_messages;
+    let mut con = server.commands.clone();
+    let read = script::follow(&mut con, &channel, state.config.epoch, META_TTL, max).await;
+    answer_read(&state, channel, read);
+}
+
+async fn read(state: Arc<State>, channel: ChannelName, after: u64) {
+    let server = state.server_of(&channel);
+    let max = state
+        .config
+        .namespaces
+        .of(channel.as_str())
+        .history
+        .max_messages;
+    let mut con = server.commands.clone();
+    let read = script::history_after(&mut con, &channel, after, max.max(1)).await;
+    answer_read(&state, channel, read);
+}
+
+fn answer_read(state: &State, channel: ChannelName, read: redis::RedisResult<script::History>) {
+    match read {
+        Ok(history) => {
+            let epoch = history.last.map(|l| l.epoch);
+            let messages = match epoch {
+                Some(epoch) => (history.messages.into_iter())
+                    .map(|m| Arc::new(stored_message(&channel, epoch, m)))
+                    .collect(),
+                None => Vec::new(),
+            };
+            state.tell_owner(
+                &channel,
+                FromRedis::History {
+                    channel: channel.clone(),
+                    newest: history.last,
+                    messages,
+                },
+            );
+        }
+        Err(e) => {
+            tracing::warn!("redis: cannot read the history of {channel}: {e}");
+            state.tell_owner(
+                &channel,
+                FromRedis::ReadFailed {
+                    channel: channel.clone(),
+                },
+            );
+        }
+    }
+}
+
+async fn unfollow(state: Arc<State>, channel: ChannelName) {
+    let server = state.server_of(&channel);
+    server
+        .followed
+        .lock()
+        .expect("not poisoned")
+        .remove(&channel);
+    let sink = server.sink.lock().expect("not poisoned").clone();
+    if let Some(mut sink) = sink {
+        let topic = Keys::of(&channel).topic;
+        let _ = tokio::time::timeout(COMMAND_TIMEOUT, sink.unsubscribe(&topic)).await;
+    }
+}
+
+async fn probe(state: Arc<State>, channels: Vec<ChannelName>) {
+    for chunk in channels.chunks(256) {
+        for channel in chunk {
+            let mut con = state.server_of(channel).commands.clone();
+            if let Ok(newest) = script::newest(&mut con, channel).await {
+                state.tell_owner(
+                    channel,
+                    FromRedis::Newest {
+                        channel: channel.clone(),
+                        newest,
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// Keeps server `i`'s Pub/Sub connection up for as long as the node runs.
+async fn supervise_pubsub(state: Arc<State>, client: redis::Client, i: usize) {
+    let server = &state.servers[i];
+    let mut delay = BACKOFF_MIN;
+    let mut first = true;
+    loop {
+        match connect_pubsub(&state, &client, i).await {
+            Ok(stream) => {
+                delay = BACKOFF_MIN;
+                // The command connection reconnects on its first failed
+                // command: let that be a ping, not a client's publish.
+                let mut commands = server.commands.clone();
+                let ping = redis::cmd("PING").query_async::<()>(&mut commands).await;
+                if ping.is_err() {
+                    let _ = redis::cmd("PING").query_async::<()>(&mut commands).await;
+                }
+                state.health.pubsub_up[i].store(true, Ordering::Relaxed);
+                if first {
+                    tracing::info!("redis {}: Pub/Sub connected", server.url);
+                } else {
+                    state.health.reconnects.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(
+                        "redis {}: Pub/Sub back; channels catch up from history",
+                        server.url
+                    );
+                    for shard in 0..state.shards() {
+                        state.send(shard, Mail::Redis(FromRedis::Resubscribed));
+                    }
+                }
+                first = false;
+                let why = pump(&state, i, stream).await;
+                state.health.pubsub_up[i].store(false, Ordering::Relaxed);
+                *server.sink.lock().expect("not poisoned") = None;
+                tracing::warn!(
+                    "redis {}: Pub/Sub lost ({why}); the node is unready and publishes are refused until it is back",
+                    server.url
+                );
+            }
+            Err(e) => {
+                tracing::warn!("redis {}: Pub/Sub connection failed: {e}", server.url);
+            }
+        }
+        tokio::time::sleep(jittered(delay)).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Connects Pub/Sub and subscribes to every followed channel.
+async fn connect_pubsub(
+    state: &State,
+    client: &redis::Client,
+    i: usize,
+) -> Result<redis::aio::PubSubStream, String> {
+    let server = &state.servers[i];
+    let pubsub = tokio::time::timeout(COMMAND_TIMEOUT, client.get_async_pubsub())
+        .await
+        .map_err(|_| "timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let (mut sink, stream) = pubsub.split();
+    let topics: Vec<String> = (server.followed.lock().expect("not poisoned").iter())
+        .map(|c| Keys::of(c).topic)
+        .collect();
+    for chunk in topics.chunks(1024) {
+        tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(chunk))
+            .await
+            .map_err(|_| "subscribing timed out".to_string())?
+            .map_err(|e| format!("cannot subscribe: {e}"))?;
+    }
+    *server.sink.lock().expect("not poisoned") = Some(sink);
+    Ok(stream)
+}
+
+/// Forwards Pub/Sub messages to their owners until the connection is lost
+/// or stops answering pings; returns why.
+async fn pump(state: &State, i: usize, mut stream: redis::aio::PubSubStream) -> String {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            message = stream.next() => {
+                let Some(message) = message else {
+                    return "connection closed".into();
+                };
+                forward(state, message.get_channel_name(), message.get_payload_bytes());
+            }
+            _ = ping.tick() => {
+                let sink = state.servers[i].sink.lock().expect("not poisoned").clone();
+                let Some(mut sink) = sink else {
+                    return "no sink".into();
+                };
+                match tokio::time::timeout(PING_EVERY, sink.ping::<redis::Value>()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return format!("ping failed: {e}"),
+                    Err(_) => return format!("no answer to a ping within {PING_EVERY:?}"),
+                }
+            }
+        }
+    }
+}
+
+/// Sends one Pub/Sub message to its channel's owner shard.
+fn forward(state: &State, topic: &str, raw: &[u8]) {
+    let Some(name) = topic.strip_prefix("rc:{").and_then(|t| t.strip_suffix('}')) else {
+        return;
+    };
+    let (Ok(channel), Some(published)) = (ChannelName::new(name), script::parse_message(raw))
+    else {
+        tracing::warn!("redis: ignoring a malformed message on {topic}");
+        return;
+    };
+    let message = if published.id.seq == 0 {
+        Message::live(channel, published.kind, published.payload, Instant::now())
+    } else {
+        Message::stored(
+            channel,
+            published.id,
+            published.kind,
+            published.payload,
+            Instant::now(),
+        )
+    };
+    let owner = message.channel.owner(state.shards());
+    state.send(owner, Mail::Redis(FromRedis::Message(Arc::new(message))));
+}
+
+/// A live-only message as the topic carries it: sequence number 0 and a
+/// placeholder epoch (it has no id).
+fn live_message(kind: DataKind, payload: &[u8]) -> Vec<u8> {
+    let tag = match kind {
+        DataKind::Text => b"t",
+        DataKind::Binary => b"b",
+    };
+    let mut v = Vec::with_capacity(payload.len() + 18);
+    v.extend_from_slice(b"000000000000:0:");
+    v.extend_from_slice(tag);
+    v.push(b':');
+    v.extend_from_slice(payload);
+    v
+}
+
+/// A history entry as a hub message: its publish time is mapped from
+/// Redis's wall clock onto this process's monotonic clock, for expiry.
+fn stored_message(channel: &ChannelName, epoch: Epoch, m: Stored) -> Message {
+    let age = Duration::from_millis(unix_ms().saturating_sub(m.published_ms));
+    let now = Instant::now();
+    let published_at = now.checked_sub(age).unwrap_or(now);
+    Message::stored(
+        channel.clone(),
+        MsgId { epoch, seq: m.seq },
+        m.kind,
+        m.payload,
+        published_at,
+    )
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn jittered(delay: Duration) -> Duration {
+    delay + delay.mul_f64(rand::random::<f64>() / 2.0)
+}

@@ -1,0 +1,392 @@
+//! The owner side of a channel in a cluster: what a shard does with the
+//! channels it owns when Redis, not the shard, numbers their messages and
+//! keeps their history.
+//!
+//! The owner keeps a copy of each channel the node follows (its epoch,
+//! last sequence number and the newest of its history: `Hub::owner_load`,
+//! `Hub::owner_append`), so subscriptions, resumes and catch-ups are
+//! answered from memory exactly as on a single node. This module keeps
+//! that copy in step with Redis, one [`Track`] per channel:
+//!
+//! * **Following.** A channel's first subscription on the node asks the
+//!   bridge to follow it (subscribe to its topic, then read its history).
+//!   Until the history arrives, subscription requests are held; then the
+//!   copy is loaded and they are answered as usual.
+//! * **Live.** Each message Pub/Sub brings is judged by
+//!   [`cluster::sequence`](crate::cluster::sequence): the next one is
+//!   appended and fanned out to the node's interested shards (once per
+//!   node); a duplicate is dropped; a gap or a new epoch sends the owner
+//!   to history first.
+//! * **Reading.** While a read is on its way, arriving messages wait
+//!   (bounded), and are judged again once the read is applied — so a read
+//!   racing the live stream yields each message exactly once, in order.
+//!   A failed read is asked again at the next housekeeping.
+//!
+//! Every few seconds the owner asks Redis for the newest id of each
+//! channel it follows: one found behind (a Pub/Sub that silently stopped)
+//! reads what it missed. When the Pub/Sub connection comes back after a
+//! loss, every channel reads what it missed before going on.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+
+use crate::bus::{ConnHandle, FromRedis};
+use crate::cluster::bridge::{Bridge, ToRedis};
+use crate::cluster::sequence::{Sequence, Verdict};
+use crate::hub::{ChannelName, Member, Message, MsgId, SubRef};
+
+use super::owner::{self, ShardHub};
+use super::post::Post;
+
+/// How often each followed channel is checked against Redis's newest id.
+const PROBE_EVERY: Duration = Duration::from_secs(5);
+
+/// Messages kept while a read is on its way; past this the oldest are
+/// dropped, and the gap they leave is read again.
+const EARLY_MAX: usize = 4096;
+
+/// A subscription request waiting for the channel's first read.
+#[derive(Debug)]
+pub struct Held {
+    /// The subscriber's shard.
+    pub from: usize,
+    /// The subscriber.
+    pub conn: ConnHandle,
+    /// Its subscription there.
+    pub at: SubRef,
+    /// Its resume point.
+    pub since: Option<MsgId>,
+    /// Who joins the presence, if anyone.
+    pub member: Option<Member>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Waiting for the first read; nothing loaded yet.
+    Following,
+    /// In step with Redis.
+    Live,
+    /// A read is on its way (a gap, a new epoch, a reconnection, a stall).
+    Reading,
+}
+
+/// One followed channel.
+#[derive(Debug)]
+struct Track {
+    stage: Stage,
+    /// The last read failed: ask again at the next housekeeping.
+    failed: bool,
+    sequence: Sequence,
+    held: Vec<Held>,
+    /// Messages that arrived during a read.
+    early: Vec<Arc<Message>>,
+}
+
+/// The cluster state of one shard's owned channels.
+#[derive(Debug)]
+pub struct Relay {
+    bridge: Bridge,
+    tracks: HashMap<ChannelName, Track>,
+    last_probe: Instant,
+}
+
+/// What the relay needs of its shard for one call.
+pub struct Owner<'a> {
+    /// The shard's hub.
+    pub hub: &'a mut ShardHub,
+    /// Its post.
+    pub post: &'a mut Post,
+    /// Now.
+    pub now: Instant,
+    /// The replay budget (`--max-outbound`).
+    pub budget: usize,
+}
+
+impl Relay {
+    /// The relay of a shard of a node in a cluster.
+    pub fn new(bridge: Bridge, now: Instant) -> Relay {
+        Relay {
+            bridge,
+            tracks: HashMap::new(),
+            last_probe: now,
+        }
+    }
+
+    /// A subscription request for a channel this shard owns: answered at
+    /// once when the channel is in step, else held until it is (following
+    /// it first if nobody on the node does yet).
+    pub fn subscribe(&mut self, o: Owner<'_>, request: Held, channel: ChannelName) {
+        if let Some(track) = self.tracks.get_mut(&channel) {
+            if track.stage == Stage::Following {
+                track.held.push(request);
+                return;
+            }
+            if o.hub.owner_position(&channel).is_some() {
+                return answer(o, channel, request);
+            }
+            // The hub forgot the channel this turn (its last subscriber
+            // left) and the relay has not heard yet: follow it afresh.
+            self.tracks.remove(&channel);
+        }
+        self.bridge.ask(ToRedis::Follow(channel.clone()));
+        self.tracks.insert(
+            channel,
+            Track {
+                stage: Stage::Following,
+                failed: false,
+                sequence: Sequence::starting_after(None),
+                held: vec![request],
+                early: Vec::new(),
+            },
+        );
+    }
+
+    /// Shard `from` has no subscribers of `channel` left: its held
+    /// requests go too.
+    pub fn unsubscribe(&mut self, from: usize, channel: &ChannelName) {
+        if let Some(track) = self.tracks.get_mut(channel) {
+            track.held.retain(|h| h.from != from);
+        }
+    }
+
+    /// The hub forgot these channels (nobody on the node follows them):
+    /// stop following them in Redis, unless requests wait.
+    pub fn forget(&mut self, channels: Vec<ChannelName>) {
+        for channel in channels {
+            if self.tracks.get(&channel).is_some_and(|t| t.held.is_empty()) {
+                self.tracks.remove(&channel);
+                self.bridge.ask(ToRedis::Unfollow(channel));
+            }
+        }
+    }
+
+    /// Something the bridge learned from Redis.
+    pub fn on_redis(&mut self, o: Owner<'_>, what: FromRedis) {
+        match what {
+            FromRedis::Message(msg) => self.on_message(o, msg),
+            FromRedis::History {
+                channel,
+                newest,
+                messages,
+            } => self.on_history(o, channel, newest, messages),
+            FromRedis::ReadFailed { channel } => {
+                if let Some(track) = self.tracks.get_mut(&channel) {
+                    track.failed = true;
+                }
+            }
+            FromRedis::Newest { channel, newest } => {
+                let Some(newest) = newest else { return };
+                let Some(track) = self.tracks.get_mut(&channel) else {
+                    return;
+                };
+                let behind = track.stage == Stage::Live && track.sequence.is_behind(newest);
+                if behind {
+                    tracing::warn!(
+                        "{channel}: Redis is at {newest}, this node at {:?}; reading what Pub/Sub did not bring",
+                        track.sequence.last().map(|l| l.to_string())
+                    );
+                    self.bridge
+                        .health()
+                        .stalls_repaired
+                        .fetch_add(1, Ordering::Relaxed);
+                    read_after(&self.bridge, o.hub, track, &channel);
+                }
+            }
+            FromRedis::Resubscribed => {
+                for (channel, track) in self.tracks.iter_mut() {
+                    match track.stage {
+                        Stage::Following => self.bridge.ask(ToRedis::Read {
+                            channel: channel.clone(),
+                            after: 0,
+                        }),
+                        _ => read_after(&self.bridge, o.hub, track, channel),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Once a second: reads that failed are asked again, and every
+    /// [`PROBE_EVERY`] the channels are checked against Redis.
+    pub fn housekeeping(&mut self, hub: &ShardHub, now: Instant) {
+        for (channel, track) in self.tracks.iter_mut().filter(|(_, t)| t.failed) {
+            track.failed = false;
+            let after = match track.stage {
+                Stage::Following => 0,
+                _ => hub.owner_position(channel).map_or(0, |p| p.seq),
+            };
+            let channel = channel.clone();
+            self.bridge.ask(ToRedis::Read { channel, after });
+        }
+        if now.duration_since(self.last_probe) >= PROBE_EVERY && !self.tracks.is_empty() {
+            self.last_probe = now;
+            let live = (self.tracks.iter())
+                .filter(|(_, t)| t.stage == Stage::Live)
+                .map(|(c, _)| c.clone())
+                .collect();
+            self.bridge.ask(ToRedis::Probe(live));
+        }
+    }
+
+    fn on_message(&mut self, o: Owner<'_>, msg: Arc<Message>) {
+        let Some(track) = self.tracks.get_mut(&msg.channel) else {
+            return; // not followed (any more)
+        };
+        if !msg.is_stored() {
+            // Live-only: to whoever is live now; never waits for a read.
+            if track.stage != Stage::Following {
+                let interested = o.hub.interest(&msg.channel);
+                owner::deliver(o.post, msg, interested);
+            }
+            return;
+        }
+        if track.stage != Stage::Live {
+            keep_early(track, msg);
+            return;
+        }
+        match track.sequence.arrive(msg.id) {
+            Verdict::Next => {
+                let interested = o.hub.owner_append(&msg);
+                owner::deliver(o.post, msg, interested);
+            }
+            Verdict::Duplicate => {}
+            Verdict::Gap { from, to } => {
+                tracing::info!(
+                    "{}: ids {from}..={to} did not come through Pub/Sub; reading them from history",
+                    msg.channel
+                );
+                self.bridge
+                    .health()
+                    .gaps_repaired
+                    .fetch_add(1, Ordering::Relaxed);
+                let channel = msg.channel.clone();
+                keep_early(track, msg);
+                read_after(&self.bridge, o.hub, track, &channel);
+            }
+            Verdict::NewEpoch { old } => {
+                tracing::warn!(
+                    "{}: epoch {old} gave way to {} (its keys were lost in Redis); subscribers are told `reset`",
+                    msg.channel,
+                    msg.id.epoch
+                );
+                let channel = msg.channel.clone();
+                keep_early(track, msg);
+                track.stage = Stage::Reading;
+                self.bridge.ask(ToRedis::Read { channel, after: 0 });
+            }
+        }
+    }
+
+    fn on_history(
+        &mut self,
+        o: Owner<'_>,
+        channel: ChannelName,
+        newest: Option<MsgId>,
+        messages: Vec<Arc<Message>>,
+    ) {
+        let Some(track) = self.tracks.get_mut(&channel) else {
+            return;
+        };
+        let Owner {
+            hub,
+            post,
+            now,
+            budget,
+        } = o;
+        match track.stage {
+            Stage::Following => {
+                // Redis knows nothing of the channel (its keys went between
+                // the follow and the read): it starts in the node's epoch,
+                // and the first publish's epoch, if another, resets it.
+                let newest = newest.unwrap_or(MsgId {
+                    epoch: hub.epoch(),
+                    seq: 0,
+                });
+                hub.owner_load(&channel, newest.epoch, newest.seq, messages);
+                track.sequence = Sequence::starting_after(Some(newest));
+                track.stage = Stage::Live;
+                for request in std::mem::take(&mut track.held) {
+                    let o = Owner {
+                        hub,
+                        post,
+                        now,
+                        budget,
+                    };
+                    answer(o, channel.clone(), request);
+                }
+            }
+            Stage::Reading | Stage::Live => {
+                let had = hub.owner_position(&channel);
+                let epoch_changed =
+                    matches!((had, newest), (Some(h), Some(n)) if h.epoch != n.epoch);
+                if epoch_changed {
+                    let n = newest.expect("checked");
+                    self.bridge
+                        .health()
+                        .epoch_changes
+                        .fetch_add(1, Ordering::Relaxed);
+                    // The copy starts over in the new epoch; every shard's
+                    // subscribers are told `reset` by the first message
+                    // they see of it (see `fanout`).
+                    hub.owner_load(&channel, n.epoch, 0, Vec::new());
+                }
+                let mut last = hub.owner_position(&channel).map_or(0, |p| p.seq);
+                for msg in messages {
+                    if msg.id.seq <= last {
+                        continue;
+                    }
+                    if msg.id.seq > last + 1 {
+                        tracing::warn!(
+                            "{channel}: ids {}..={} left Redis history before this node read them; its subscribers miss them",
+                            last + 1,
+                            msg.id.seq - 1
+                        );
+                    }
+                    last = msg.id.seq;
+                    let interested = hub.owner_append(&msg);
+                    owner::deliver(post, msg, interested);
+                }
+                track.sequence = Sequence::starting_after(hub.owner_position(&channel));
+                track.stage = Stage::Live;
+            }
+        }
+        // What came meanwhile, judged again.
+        let early = std::mem::take(&mut track.early);
+        for msg in early {
+            let o = Owner {
+                hub,
+                post,
+                now,
+                budget,
+            };
+            self.on_message(o, msg);
+        }
+    }
+}
+
+/// Answers a subscription request from the channel's copy.
+fn answer(o: Owner<'_>, channel: ChannelName, r: Held) {
+    owner::subscribe(
+        o.hub, o.post, o.now, o.budget, r.from, r.conn, r.at, channel, r.since, r.member,
+    );
+}
+
+/// Sends the track to history: everything after what the owner holds.
+fn read_after(bridge: &Bridge, hub: &ShardHub, track: &mut Track, channel: &ChannelName) {
+    track.stage = Stage::Reading;
+    let after = hub.owner_position(channel).map_or(0, |p| p.seq);
+    bridge.ask(ToRedis::Read {
+        channel: channel.clone(),
+        after,
+    });
+}
+
+fn keep_early(track: &mut Track, msg: Arc<Message>) {
+    if track.early.len() >= EARLY_MAX {
+        track.early.remove(0);
+    }
+    track.early.push(msg);
+}

@@ -1,0 +1,132 @@
+//! A `redis-server` of a test's own (Debian's; `scripts/cluster-deps.sh`
+//! installs it), on a free port, with or without persistence, that a test
+//! can kill, restart on the same port, pause and resume. Killed on drop.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub port: u16,
+    pub url: String,
+    /// Where an append-only file is kept, when persistent.
+    dir: Option<PathBuf>,
+}
+
+impl RedisServer {
+    /// Without persistence: a restart loses everything.
+    pub fn start() -> RedisServer {
+        Self::start_on(free_port(), None)
+    }
+
+    /// Without persistence, on `port`.
+    pub fn start_on_port(port: u16) -> RedisServer {
+        Self::start_on(port, None)
+    }
+
+    /// With an append-only file fsynced on every write: a restart keeps
+    /// everything.
+    pub fn start_persistent() -> RedisServer {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-redis-{}-{port}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_on(port, Some(dir))
+    }
+
+    fn start_on(port: u16, dir: Option<PathBuf>) -> RedisServer {
+        let mut cmd = Command::new("redis-server");
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ]);
+        match &dir {
+            Some(d) => cmd.args([
+                "--dir",
+                d.to_str().unwrap(),
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+            ]),
+            None => cmd.args(["--appendonly", "no"]),
+        };
+        let child = cmd
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/cluster-deps.sh installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer {
+            child: Some(child),
+            port,
+            url: format!("redis://127.0.0.1:{port}/"),
+            dir,
+        }
+    }
+
+    /// `SIGKILL`: gone at once, no last write.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts again on the same port (with the same files, if persistent).
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut again = Self::start_on(self.port, self.dir.clone());
+        self.child = again.child.take();
+        again.dir = None; // ours, not its to remove
+    }
+
+    /// `SIGSTOP` (`true`) or `SIGCONT` (`false`).
+    pub fn pause(&self, stop: bool) {
+        let pid = self.child.as_ref().expect("running").id();
+        let signal = if stop { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        let client = redis::Client::open(self.url.as_str()).unwrap();
+        client.get_multiplexed_async_connection().await.unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_ref() {
+            // A paused server would not die of SIGKILL until continued.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
+        self.kill();
+        if let Some(d) = &self.dir {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
