@@ -11,7 +11,8 @@ export type State = "connecting" | "open" | "reconnecting" | "closed";
 export interface Message {
   /** The channel. */
   ch: string;
-  /** `<epoch>-<seq>`; `null` for ephemeral messages. */
+  /** `<epoch>-<seq>` in the channel's epoch (on one node the node's; in
+   * a cluster each channel has its own); `null` for ephemeral messages. */
   id: string | null;
   /** Text payloads as strings, binary payloads as bytes. */
   data: string | Uint8Array;
@@ -22,9 +23,11 @@ export interface Message {
 /** The `reset` event: a subscription's position could not be honoured. */
 export interface ResetEvent {
   ch: string;
-  /** `epoch`: the node restarted (the client adopts the new epoch);
-   * `evicted`: messages left history; `unknown`: the position was beyond
-   * anything the channel issued. */
+  /** `epoch`: the channel's epoch changed — the node restarted, or in a
+   * cluster this channel's keys were lost (the subscription adopts the new
+   * epoch; other channels are not affected); `evicted`: messages left
+   * history; `unknown`: the position was beyond anything the channel
+   * issued. */
   reason: "epoch" | "evicted" | "unknown";
   /** How many messages were lost, when known. */
   missed: number | null;
@@ -209,6 +212,14 @@ export interface Position {
   seq: number;
 }
 
+/** A parsed composite cursor `<epoch>;<ch>=<seq>|<ch>=<epoch>-<seq>,…`. */
+export interface Cursor {
+  /** The prefix epoch (that of the `<ch>=<seq>` entries). */
+  epoch: string;
+  /** Each channel's position, in its own epoch. */
+  positions: Map<string, Position>;
+}
+
 export interface NormalizedReset {
   ch: string;
   reason: string;
@@ -226,10 +237,15 @@ export function base64ToBytes(text: string): Uint8Array;
 export function bytesToBase64(bytes: Uint8Array): string;
 export function parseId(id: unknown): Position | null;
 export function formatId(pos: Position): string;
-export function encodeCursor(epoch: string, entries: Iterable<[string, number]>): string | null;
-export function parseCursor(text: unknown): { epoch: string; positions: Map<string, number> } | null;
+/** A composite cursor of `[channel, position]` entries: the epoch most
+ * share as the prefix, the others as `<ch>=<epoch>-<seq>`; `null` for none. */
+export function encodeCursor(entries: Iterable<[string, Position]>): string | null;
+/** A composite cursor with the prefix `epoch`: a number is a seq in it. */
+export function encodeCursor(epoch: string, entries: Iterable<[string, number | Position]>): string | null;
+export function parseCursor(text: unknown): Cursor | null;
 export function acceptsId(pos: Position | null, id: Position): boolean;
-export function olderPosition(a: Position | null, b: Position | null, serverEpoch?: string | null): Position | null;
+/** `currentEpoch`: the channel's current epoch, when known. */
+export function olderPosition(a: Position | null, b: Position | null, currentEpoch?: string | null): Position | null;
 export function normalizeReset(raw: Record<string, unknown>, fallbackEpoch?: string | null): NormalizedReset;
 export function applyReset(pos: Position | null, reset: NormalizedReset): { applied: boolean; pos: Position | null; missed: number | null };
 

@@ -36,6 +36,10 @@
 //   or where it asked to start. A message is accepted iff it is from the
 //   position's epoch and its seq is greater; the position is stored before
 //   the handler runs, so a handler that throws neither skips nor repeats.
+// * Epochs belong to channels (in a cluster each channel has its own, and
+//   it changes only for that channel): a channel's current epoch is the
+//   one last seen for it, positions of different channels are never
+//   compared, and a composite cursor names each channel in its own epoch.
 // * Every subscription keeps its own position, and so does every interest
 //   the Connection serves (a mirror, updated by the same rules). The
 //   Connection resumes each channel from the OLDEST position any interest
@@ -528,13 +532,18 @@ function environment(options) {
 // 2. Ids, cursors and positions
 // =============================================================================
 //
-// A message id is `<epoch>-<seq>`: 12 hex digits, random at each start of the
-// node, and a per-channel sequence number. A position is the parsed form,
-// `{epoch, seq}`; `<epoch>-0` means "from the channel's first message in
-// history". A composite cursor names a position in several channels of one
-// epoch: `<epoch>;<ch>=<seq>,…`.
+// A message id is `<epoch>-<seq>`: 12 hex digits and a per-channel sequence
+// number. The epoch belongs to the channel: on one node every channel has
+// the node's, random at each start; in a cluster (`--redis`) each channel
+// has its own, changed only for a channel whose keys were lost. A position
+// is the parsed form, `{epoch, seq}`; `<epoch>-0` means "from the channel's
+// first message in history". A composite cursor names a position in
+// several channels: `<epoch>;<entry>,…`, an entry `<ch>=<seq>` (a position
+// in the prefix epoch) or `<ch>=<epoch>-<seq>` (in its own).
 
 const ID_RE = /^([0-9a-fA-F]{12})-(\d{1,20})$/;
+const EPOCH_RE = /^[0-9a-fA-F]{12}$/;
+const SEQ_RE = /^\d{1,20}$/;
 
 /** Parses a message id to a position, or `null` if it is not one. */
 export function parseId(id) {
@@ -552,45 +561,77 @@ export function formatId(pos) {
 }
 
 /**
- * Encodes a composite cursor from an epoch and `[channel, seq]` pairs, or
- * returns `null` when there are none (no cursor: every channel from now).
+ * Encodes a composite cursor, or returns `null` when it names no channel
+ * (no cursor: every channel from now).
+ *
+ * * `encodeCursor(entries)`, `[channel, {epoch, seq}]` pairs: the prefix is
+ *   the epoch most entries share (on a tie, the first of them met), as the
+ *   node writes it; the others carry their own. All in one epoch, it is the
+ *   single-epoch form every server reads.
+ * * `encodeCursor(epoch, entries)`: `epoch` is the prefix; an entry is
+ *   `[channel, seq]` in it, or `[channel, {epoch, seq}]`.
  */
 export function encodeCursor(epoch, entries) {
+  if (typeof epoch !== "string") {
+    entries = [...epoch];
+    epoch = mostCommonEpoch(entries);
+  }
   const parts = [];
-  for (const [ch, seq] of entries) parts.push(`${ch}=${seq}`);
+  for (const [ch, p] of entries) {
+    const pos = typeof p === "number" ? { epoch, seq: p } : p;
+    parts.push(pos.epoch === epoch ? `${ch}=${pos.seq}` : `${ch}=${formatId(pos)}`);
+  }
   return parts.length ? `${epoch};${parts.join(",")}` : null;
 }
 
+/** The epoch most `[channel, position]` entries share; the first met on a tie. */
+function mostCommonEpoch(entries) {
+  const count = new Map();
+  for (const [, p] of entries) count.set(p.epoch, (count.get(p.epoch) ?? 0) + 1);
+  let best = null;
+  for (const [e, n] of count) if (best === null || n > count.get(best)) best = e;
+  return best;
+}
+
 /**
- * Parses a composite cursor to `{epoch, positions: Map<channel, seq>}`, or
- * `null` if malformed. Follows the server: split at the first `;`, entries
- * at `,`, each at its last `=`.
+ * Parses a composite cursor to `{epoch, positions: Map<channel, {epoch,
+ * seq}>}` (`epoch`: the prefix; each position in its own epoch), or `null`
+ * if malformed. Follows the server: split at the first `;`, entries at
+ * `,`, each at its last `=` (channel names have no `=`, but may have `-`);
+ * a value with a `-` is an id in its own epoch, one without a seq in the
+ * prefix epoch.
  */
 export function parseCursor(text) {
   if (typeof text !== "string") return null;
   const semi = text.indexOf(";");
   if (semi < 0) return null;
-  const epoch = text.slice(0, semi);
-  if (!/^[0-9a-fA-F]{12}$/.test(epoch)) return null;
+  const prefix = text.slice(0, semi);
+  if (!EPOCH_RE.test(prefix)) return null;
+  const epoch = prefix.toLowerCase();
   const positions = new Map();
   for (const part of text.slice(semi + 1).split(",")) {
     if (!part) continue;
     const eq = part.lastIndexOf("=");
     if (eq <= 0) return null;
-    const seqText = part.slice(eq + 1);
-    if (!/^\d{1,20}$/.test(seqText)) return null;
-    const seq = Number(seqText);
-    if (!Number.isSafeInteger(seq)) return null;
-    positions.set(part.slice(0, eq), seq);
+    const value = part.slice(eq + 1);
+    let pos;
+    if (value.includes("-")) {
+      pos = parseId(value);
+    } else {
+      const seq = SEQ_RE.test(value) ? Number(value) : NaN;
+      pos = Number.isSafeInteger(seq) ? { epoch, seq } : null;
+    }
+    if (!pos) return null;
+    positions.set(part.slice(0, eq), pos);
   }
-  return { epoch: epoch.toLowerCase(), positions };
+  return { epoch, positions };
 }
 
 /** Whether a subscription at `pos` (`null`: no position yet) takes the
- * message `id`. A message from another epoch is never taken: when the node
- * restarts it first sends a `reset`, which moves the position to the new
- * epoch; a message from an epoch the position has not reached is a straggler
- * of a connection being replaced. */
+ * message `id`. A message from another epoch is never taken: when a
+ * channel's epoch changes the node first sends a `reset`, which moves the
+ * position to the new epoch; a message from an epoch the position has not
+ * reached is a straggler of a connection being replaced. */
 export function acceptsId(pos, id) {
   if (!pos) return true;
   if (pos.epoch !== id.epoch) return false;
@@ -598,16 +639,17 @@ export function acceptsId(pos, id) {
 }
 
 /**
- * The older of two positions — the one to resume from so that neither
- * misses anything. A position in an epoch other than the node's current one
- * (`serverEpoch`, when known) is older than any in the current one. `null`
+ * The older of two positions in one channel — the one to resume from so
+ * that neither misses anything. A position in an epoch other than the
+ * channel's current one (`currentEpoch`, when known) is older than any in
+ * the current one: resuming from it gets the reset that moves it. `null`
  * (from now) is newer than anything.
  */
-export function olderPosition(a, b, serverEpoch = null) {
+export function olderPosition(a, b, currentEpoch = null) {
   if (!a) return b;
   if (!b) return a;
   if (a.epoch !== b.epoch) {
-    if (a.epoch === serverEpoch) return b;
+    if (a.epoch === currentEpoch) return b;
     return a;
   }
   return a.seq <= b.seq ? a : b;
@@ -615,8 +657,9 @@ export function olderPosition(a, b, serverEpoch = null) {
 
 /**
  * Normalizes a reset from any transport to
- * `{ch, reason, since, sinceId, missed, epoch}` (`since` parsed; `epoch`
- * from the reset itself, or the cursor of the answer that carried it).
+ * `{ch, reason, since, sinceId, missed, epoch}` (`since` parsed; `epoch`,
+ * the channel's epoch now, from the reset itself, or else `fallbackEpoch`:
+ * the channel's entry in the cursor of the answer that carried it).
  */
 export function normalizeReset(raw, fallbackEpoch = null) {
   return {
@@ -639,8 +682,10 @@ export function normalizeReset(raw, fallbackEpoch = null) {
  * each position works out its own loss. The rules are idempotent: a reset
  * that arrives twice (overlapping connections) applies once.
  *
- * * `epoch`: the node restarted; a position in another epoch lost
- *   everything; it moves to `<new epoch>-0` (the node sends all it has).
+ * * `epoch`: the channel's epoch changed (the node restarted, or in a
+ *   cluster the channel's keys were lost); a position in another epoch
+ *   lost everything; it moves to `<new epoch>-0` (the node sends all it
+ *   has). Other channels are not concerned, whatever their epoch.
  * * `unknown`: `since` is beyond anything the channel issued; a position at
  *   or beyond it is as bogus; it moves to seq 0 (take all history).
  * * `evicted`: messages after `since` left history. With `missed` known the
@@ -1490,7 +1535,10 @@ class SseTransport extends TransportBase {
         s.kill();
         return this._fail(new RingcastError(`sse: the server dropped the stream as lagging on ${raw.ch}`, { kind: "lagging" }));
       }
-      link.reset(normalizeReset(raw));
+      // The reset names the channel's epoch now; failing that, the
+      // channel's entry in the cursor that came with it does.
+      const entry = cursor ? parseCursor(cursor)?.positions.get(raw.ch) : null;
+      link.reset(normalizeReset(raw, entry?.epoch ?? null));
       if (cursor) link.cursorSeen(cursor);
       return;
     }
@@ -1503,11 +1551,12 @@ class SseTransport extends TransportBase {
       binary = ev.type.endsWith(";binary");
       ch = binary ? ev.type.slice(0, -7) : ev.type;
     }
+    // The message's id is its channel's entry in the cursor, in that
+    // channel's epoch (not necessarily the cursor's prefix).
     let id = null;
     if (cursor) {
-      const c = parseCursor(cursor);
-      const seq = c?.positions.get(ch);
-      if (seq != null) id = `${c.epoch}-${seq}`;
+      const pos = parseCursor(cursor)?.positions.get(ch);
+      if (pos) id = formatId(pos);
     }
     let data;
     try {
@@ -1694,10 +1743,13 @@ class PollTransport extends TransportBase {
   /** Handles a `200` answer; returns how many messages it had. */
   #answer(body) {
     const link = this.link;
-    const epoch = parseCursor(body.next)?.epoch ?? null;
+    // A poll's reset names no epoch: the channel's is its entry in `next`
+    // (a cursor; in the one-channel form, an id).
+    const next = parseCursor(body.next);
+    const epochOf = (r) => (next ? next.positions.get(r?.ch)?.epoch : parseId(body.next)?.epoch) ?? null;
     // Resets first: they move positions before the history that follows.
     for (const r of Array.isArray(body.resets) ? body.resets : body.reset ? [body.reset] : []) {
-      link.reset(normalizeReset(r, epoch));
+      link.reset(normalizeReset(r, epochOf(r)));
     }
     const messages = Array.isArray(body.messages) ? body.messages : [];
     for (const m of messages) {
@@ -1840,10 +1892,12 @@ class Connection {
   /** Bumped by every round, so a provider's late answer starts no stale one. */
   #roundGen = 0;
   #emitter = new Emitter();
-  /** ch -> {interests: Map<key, pos|null>, head: pos|null} */
+  /** ch -> {interests: Map<key, pos|null>, head: pos|null, epoch: string|null}:
+   * `epoch` is the channel's current one, from the latest id, reset or
+   * cursor entry seen for it (`null`: none yet). Every channel has its own:
+   * in a cluster they differ. */
   #channels = new Map();
   #channelOf = new Map();
-  #serverEpoch = null;
   #state = "connecting";
   #transportName = null;
   /** This connection's id in presence lists (`/ws` only). */
@@ -1925,7 +1979,7 @@ class Connection {
     let c = this.#channels.get(ch);
     const fresh = !c;
     if (fresh) {
-      c = { interests: new Map(), head: null };
+      c = { interests: new Map(), head: null, epoch: null };
       this.#channels.set(ch, c);
     }
     const before = fresh ? null : this.#resumePoint(c);
@@ -1936,7 +1990,7 @@ class Connection {
       this.#scheduleSync();
     } else {
       const after = this.#resumePoint(c);
-      const older = after && (!before || (after !== before && olderPosition(before, after, this.#serverEpoch) === after));
+      const older = after && (!before || (after !== before && olderPosition(before, after, c.epoch) === after));
       if (older) this.#scheduleSync(ch);
     }
     return start;
@@ -1962,7 +2016,7 @@ class Connection {
 
   #resumePoint(c) {
     let p = null;
-    for (const pos of c.interests.values()) p = olderPosition(p, pos, this.#serverEpoch);
+    for (const pos of c.interests.values()) p = olderPosition(p, pos, c.epoch);
     return p;
   }
 
@@ -1985,10 +2039,12 @@ class Connection {
   }
 
   /**
-   * The composite cursor for event streams and polls. A cursor has ONE
-   * epoch: a channel whose resume point is in another (a `since` from before
-   * a restart) cannot be named in it, so the reset the node would send is
-   * made here, and the channel is named from its first message.
+   * The composite cursor for event streams and polls: each channel at its
+   * resume point, in that point's own epoch — the epoch most share as the
+   * prefix, the others named in theirs (one node: all share it, and the
+   * cursor is the single-epoch form). A point in an epoch the channel has
+   * left (a `since` from before a restart) is named as it is: the node
+   * answers with the channel's `epoch` reset, as on `/ws`.
    */
   #cursor() {
     const points = [];
@@ -1996,23 +2052,7 @@ class Connection {
       const p = this.#resumePoint(c);
       if (p) points.push([ch, p]);
     }
-    if (points.length === 0) return null;
-    let epoch = this.#serverEpoch;
-    if (!epoch) {
-      const count = new Map();
-      for (const [, p] of points) count.set(p.epoch, (count.get(p.epoch) ?? 0) + 1);
-      epoch = [...count].sort((a, b) => b[1] - a[1])[0][0];
-    }
-    const entries = [];
-    for (const [ch, p] of points) {
-      let seq = p.seq;
-      if (p.epoch !== epoch) {
-        this.#applyReset({ ch, reason: "epoch", since: p, sinceId: formatId(p), missed: null, epoch }, true);
-        seq = 0;
-      }
-      entries.push([ch, seq]);
-    }
-    return encodeCursor(epoch, entries);
+    return encodeCursor(points);
   }
 
   #onMessage(msg) {
@@ -2032,14 +2072,13 @@ class Connection {
       this.#stats.duplicates++;
       return;
     }
-    this.#serverEpoch = id.epoch;
     if (!c.head || c.head.epoch !== id.epoch || id.seq > c.head.seq) c.head = id;
+    this.#learnEpoch(msg.ch, c, id.epoch);
     this.#stats.messages++;
     this.#emitter.emit("message", msg);
   }
 
-  #applyReset(r, synthetic = false) {
-    if (r.epoch) this.#serverEpoch = r.epoch;
+  #applyReset(r) {
     const c = this.#channels.get(r.ch);
     if (!c) return;
     let applied = false;
@@ -2051,13 +2090,29 @@ class Connection {
       }
     }
     if (r.reason === "epoch" && r.epoch && c.head && c.head.epoch !== r.epoch) c.head = { epoch: r.epoch, seq: 0 };
-    if (!applied) return;
-    // A reset made while building a request reaches listeners after it.
-    if (synthetic) later(() => this.#emitter.emit("reset", r));
-    else this.#emitter.emit("reset", r);
+    // After the positions moved: those the reset was about are in its epoch.
+    if (r.epoch) this.#learnEpoch(r.ch, c, r.epoch);
+    if (applied) this.#emitter.emit("reset", r);
   }
 
-  /** Fills the position of interests that had none (from now). */
+  /**
+   * Notes `epoch` as the channel's current one. An interest still at a
+   * position in another epoch was not the channel's resume point when the
+   * node answered (two `since`s from different epochs, before the channel's
+   * was known), so the node could not reset it, and it would take nothing
+   * more: the channel is subscribed again from it, and the node's `epoch`
+   * reset moves it.
+   */
+  #learnEpoch(ch, c, epoch) {
+    if (c.epoch === epoch) return;
+    c.epoch = epoch;
+    for (const pos of c.interests.values()) {
+      if (pos && pos.epoch !== epoch) return void this.#scheduleSync(ch);
+    }
+  }
+
+  /** Fills the position of interests that had none (from now), and notes
+   * the channel's epoch. */
   #fill(ch, pos) {
     const c = this.#channels.get(ch);
     if (!c) return;
@@ -2068,15 +2123,18 @@ class Connection {
         filled = true;
       }
     }
-    if (!c.head) c.head = pos;
+    // Where this connection stands: in the channel's epoch now.
+    if (!c.head || c.head.epoch !== pos.epoch) c.head = pos;
+    this.#learnEpoch(ch, c, pos.epoch);
     if (filled) this.#emitter.emit("fill", { ch, pos });
   }
 
+  /** A cursor an event stream or poll answer carried: every entry is its
+   * channel's position in that channel's epoch. */
   #onCursor(text) {
     const cur = parseCursor(text);
     if (!cur) return;
-    this.#serverEpoch = cur.epoch;
-    for (const [ch, seq] of cur.positions) this.#fill(ch, { epoch: cur.epoch, seq });
+    for (const [ch, pos] of cur.positions) this.#fill(ch, pos);
   }
 
   // ---- transports ------------------------------------------------------------------

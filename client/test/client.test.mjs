@@ -563,7 +563,7 @@ test("from now on a channel already followed starts at what was delivered", asyn
   assert.deepEqual(all.seqs(), [1, 2, 3, 4]);
 });
 
-test("sse: a since from another epoch is reset by the client (one epoch per cursor)", async (t) => {
+test("sse: a since from another epoch is named in its own epoch, and the node resets it", async (t) => {
   const node = new FakeNode();
   node.publish("b", "b1");
   node.publish("b", "b2");
@@ -571,14 +571,129 @@ test("sse: a since from another epoch is reset by the client (one epoch per curs
   const a = follow(rc, "a");
   await until(() => rc.state === "open");
   node.publish("a", "a1");
-  await until(() => a.length === 1); // the client now knows the node's epoch
+  await until(() => a.length === 1);
   const stale = "0123456789ab-7";
   const b = follow(rc, "b", { since: stale });
   await until(() => b.length === 2);
+  // Another channel's epoch says nothing about b's (in a cluster each has
+  // its own): the cursor names b's position as it is.
+  assert.equal(node.log.at(-1).params.since, `${node.epoch};a=1,b=${stale}`);
   assert.deepEqual(ev.resets, [{ ch: "b", reason: "epoch", missed: null, since: stale }]);
-  assert.equal(node.log.at(-1).params.since, `${node.epoch};a=1,b=0`);
   assert.deepEqual(b.map((m) => m.data), ["b1", "b2"]);
+  assert.equal(b.sub.lastId, `${node.epoch}-2`);
 });
+
+// Epochs per channel (a cluster: each channel's epoch is its own, and
+// changes only for a channel whose keys were lost).
+for (const transport of ["ws", "sse", "longpoll", "poll"]) {
+  test(`${transport}: channels in different epochs resume each from its own position`, async (t) => {
+    const node = new FakeNode();
+    const F = node.loseChannel("a", "0000000000f1"); // a has its own epoch; b and c the node's
+    const E = node.epoch;
+    const { rc, ev } = client(t, node, { transports: [transport] });
+    const a = follow(rc, "a");
+    const b = follow(rc, "b");
+    const c = follow(rc, "c");
+    await until(() => rc.state === "open");
+    await sleep(transport === "longpoll" ? 1100 : 50); // long polling is verified by its first poll
+    node.publish("a", "a1");
+    node.publish("b", "b1");
+    node.publish("a", "a2");
+    node.publish("c", "c1");
+    await until(() => a.length === 2 && b.length === 1 && c.length === 1, 3000, "first messages");
+    assert.deepEqual(a.ids(), [`${F}-1`, `${F}-2`], "a's ids in a's epoch");
+    assert.deepEqual(b.ids(), [`${E}-1`]);
+    node.down = true;
+    node.dropAll();
+    await until(() => rc.state === "reconnecting", 3000, "reconnecting");
+    node.publish("a", "a3");
+    node.publish("b", "b2");
+    node.publish("c", "c2");
+    const before = node.log.length;
+    node.down = false;
+    await until(() => a.length === 3 && b.length === 2 && c.length === 2, 4000, "resumed messages");
+    await sleep(50);
+    assert.deepEqual(a.map((m) => m.data), ["a1", "a2", "a3"]);
+    assert.deepEqual(b.map((m) => m.data), ["b1", "b2"]);
+    assert.deepEqual(c.map((m) => m.data), ["c1", "c2"]);
+    assert.equal(a.sub.lastId, `${F}-3`);
+    const again = node.log.slice(before).find((r) => r.transport === transport);
+    if (transport === "ws") {
+      const socket = [...node.sockets].at(-1);
+      const subs = socket.sent.filter((m) => m.type === "subscribe").map((m) => [m.ch, m.since]);
+      assert.deepEqual(subs, [["a", `${F}-2`], ["b", `${E}-1`], ["c", `${E}-1`]]);
+    } else {
+      // The epoch most channels share is the prefix; a names its own.
+      assert.equal(again.params.since, `${E};a=${F}-2,b=1,c=1`);
+    }
+    assert.deepEqual(ev.resets, []);
+  });
+
+  test(`${transport}: an epoch reset of one channel does not disturb the other`, async (t) => {
+    const node = new FakeNode();
+    const E = node.epoch;
+    const { rc, ev } = client(t, node, { transports: [transport] });
+    const a = follow(rc, "a");
+    const b = follow(rc, "b");
+    await until(() => rc.state === "open");
+    await sleep(transport === "longpoll" ? 1100 : 50);
+    node.publish("a", "a1");
+    node.publish("b", "b1");
+    await until(() => a.length === 1 && b.length === 1, 3000, "first messages");
+    const G = node.loseChannel("b", "00000000fe01"); // b's keys were lost: b starts over in G
+    node.publish("b", "b-new1");
+    node.publish("a", "a2");
+    node.publish("b", "b-new2");
+    await until(() => a.length === 2 && b.length === 3, 3000, "messages after the epoch change");
+    await sleep(50);
+    assert.deepEqual(ev.resets, [{ ch: "b", reason: "epoch", missed: null, since: `${E}-1` }]);
+    assert.deepEqual(a.ids(), [`${E}-1`, `${E}-2`], "a is untouched");
+    assert.deepEqual(b.ids(), [`${E}-1`, `${G}-1`, `${G}-2`]);
+    assert.deepEqual(b.map((m) => m.data), ["b1", "b-new1", "b-new2"]);
+    // Resuming: each channel from its position in its own epoch.
+    node.down = true;
+    node.dropAll();
+    await until(() => rc.state === "reconnecting", 3000, "reconnecting");
+    node.publish("a", "a3");
+    node.publish("b", "b-new3");
+    const before = node.log.length;
+    node.down = false;
+    await until(() => a.length === 3 && b.length === 4, 4000, "resumed messages");
+    await sleep(50);
+    assert.deepEqual(a.map((m) => m.data), ["a1", "a2", "a3"]);
+    assert.deepEqual(b.map((m) => m.data), ["b1", "b-new1", "b-new2", "b-new3"]);
+    const again = node.log.slice(before).find((r) => r.transport === transport);
+    if (transport === "ws") {
+      const socket = [...node.sockets].at(-1);
+      const subs = socket.sent.filter((m) => m.type === "subscribe").map((m) => [m.ch, m.since]);
+      assert.deepEqual(subs, [["a", `${E}-2`], ["b", `${G}-2`]]);
+    } else {
+      assert.equal(again.params.since, `${E};a=2,b=${G}-2`);
+    }
+    assert.equal(ev.resets.length, 1);
+    assert.equal(rc.stats.duplicates, 0);
+  });
+}
+
+for (const transport of ["ws", "sse", "poll"]) {
+  test(`${transport}: two sinces in different epochs before the channel's is known: the stale one is reset too`, async (t) => {
+    const node = new FakeNode();
+    for (const d of ["1", "2", "3"]) node.publish("b", d);
+    const { rc, ev } = client(t, node, { transports: [transport] });
+    // Nothing seen on b yet: the client cannot tell which is current, and
+    // resumes from the first; once b's epoch is known, the other is named.
+    const current = follow(rc, "b", { since: `${node.epoch}-1` });
+    const stale = "0123456789ab-7";
+    const old = follow(rc, "b", { since: stale });
+    await until(() => current.length === 2 && old.length === 3, 3000, "both served");
+    node.publish("b", "4");
+    await until(() => current.length === 3 && old.length === 4, 3000, "live");
+    await sleep(50);
+    assert.deepEqual(current.seqs(), [2, 3, 4]);
+    assert.deepEqual(old.seqs(), [1, 2, 3, 4]);
+    assert.deepEqual(ev.resets, [{ ch: "b", reason: "epoch", missed: null, since: stale }]);
+  });
+}
 
 test("HTTP requests are CORS-simple without a token", async (t) => {
   const node = new FakeNode();

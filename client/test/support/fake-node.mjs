@@ -12,6 +12,14 @@
 // with `event:error` token_expired, its sockets close with 4001, and its
 // next request gets 401. HTTP publishing is the backend's API (publish
 // keys): tokens are not checked there.
+//
+// Epochs are per channel, as in a cluster: a channel takes the node's epoch
+// when it is created, and `node.loseChannel(ch)` gives it a new one (its
+// keys were lost), telling live subscribers with a `reset` (reason
+// `epoch`). Until then every channel shares the node's, as on one node.
+// Composite cursors name each channel in its own epoch
+// (`<epoch>;<ch>=<seq>` or `<ch>=<epoch>-<seq>`), the prefix being the epoch
+// most entries share.
 
 const enc = new TextEncoder();
 
@@ -31,9 +39,20 @@ function parseCursor(text) {
   for (const part of text.slice(semi + 1).split(",")) {
     if (!part) continue;
     const eq = part.lastIndexOf("=");
-    out.set(part.slice(0, eq), { epoch, seq: Number(part.slice(eq + 1)) });
+    const value = part.slice(eq + 1);
+    out.set(part.slice(0, eq), value.includes("-") ? parseSince(value) : { epoch, seq: Number(value) });
   }
   return out;
+}
+
+/** The cursor of `positions` (ch -> {epoch, seq}), as the node writes it. */
+function formatCursor(positions) {
+  const count = new Map();
+  for (const p of positions.values()) count.set(p.epoch, (count.get(p.epoch) ?? 0) + 1);
+  let prefix = null;
+  for (const [e, n] of count) if (prefix === null || n > count.get(prefix)) prefix = e;
+  const parts = [...positions].map(([ch, p]) => (p.epoch === prefix ? `${ch}=${p.seq}` : `${ch}=${p.epoch}-${p.seq}`));
+  return `${prefix};${parts.join(",")}`;
 }
 
 export class FakeNode {
@@ -69,7 +88,7 @@ export class FakeNode {
   }
 
   channel(ch) {
-    if (!this.channels.has(ch)) this.channels.set(ch, { last: 0, first: 1, history: [] });
+    if (!this.channels.has(ch)) this.channels.set(ch, { epoch: this.epoch, last: 0, first: 1, history: [] });
     return this.channels.get(ch);
   }
 
@@ -81,7 +100,7 @@ export class FakeNode {
       msg = { ch, id: null, seq: null, data, binary, ephemeral: true };
     } else {
       c.last += 1;
-      msg = { ch, id: `${this.epoch}-${c.last}`, seq: c.last, data, binary };
+      msg = { ch, id: `${c.epoch}-${c.last}`, epoch: c.epoch, seq: c.last, data, binary };
       c.history.push(msg);
       if (c.history.length > this.historySize) c.history.shift();
     }
@@ -97,6 +116,23 @@ export class FakeNode {
     c.history = c.history.slice(-keep);
   }
 
+  /**
+   * The channel's keys were lost (a cluster's Redis): it starts over in a
+   * new epoch (`epoch`, or a random one), its history gone. Live streams
+   * and sockets get a `reset` (reason `epoch`, `since` their last position
+   * in the old one) before anything of the new epoch; held polls answer
+   * `204`, and the next poll, from the old position, gets the reset.
+   */
+  loseChannel(ch, epoch = randomEpoch()) {
+    const c = this.channel(ch);
+    const old = c.epoch;
+    Object.assign(c, { epoch, last: 0, first: 1, history: [] });
+    for (const s of [...this.streams]) s.epochChanged(ch, old);
+    for (const w of [...this.sockets]) w.epochChanged(ch, old);
+    for (const p of [...this.polls]) if (p.channels.includes(ch)) p.finish(204);
+    return epoch;
+  }
+
   /** A restart: new epoch, no channels, every connection dropped. */
   restart() {
     this.epoch = randomEpoch();
@@ -110,15 +146,15 @@ export class FakeNode {
     for (const w of [...this.sockets]) w.serverClose(1006, "");
   }
 
-  /** The replay of `ch` from `since`: {reset, messages, last}. */
+  /** The replay of `ch` from `since`: {reset, messages, last, epoch} (`last` in the channel's `epoch`). */
   replay(ch, since) {
     const c = this.channel(ch);
-    if (!since) return { reset: null, messages: [], last: c.last };
+    if (!since) return { reset: null, messages: [], last: c.last, epoch: c.epoch };
     const oldest = c.history.length ? c.history[0].seq : c.last + 1;
     let after = since.seq === 0 ? c.first - 1 : since.seq;
     let reset = null;
-    const mk = (reason, missed) => ({ ch, reason, since: `${since.epoch}-${since.seq}`, missed, epoch: this.epoch });
-    if (since.epoch !== this.epoch) {
+    const mk = (reason, missed) => ({ ch, reason, since: `${since.epoch}-${since.seq}`, missed, epoch: c.epoch });
+    if (since.epoch !== c.epoch) {
       reset = mk("epoch", null);
       after = 0;
     } else if (after > c.last) {
@@ -128,7 +164,7 @@ export class FakeNode {
       reset = mk("evicted", oldest - after - 1);
       after = 0;
     }
-    return { reset, messages: c.history.filter((m) => m.seq > after), last: c.last };
+    return { reset, messages: c.history.filter((m) => m.seq > after), last: c.last, epoch: c.epoch };
   }
 
   transportOff(name) {
@@ -227,6 +263,7 @@ export class FakeNode {
     const node = this;
     const wanted = this.#positions(params);
     const single = wanted.length === 1 ? wanted[0].ch : null;
+    /** ch -> {epoch, seq}: where the stream stands in each channel. */
     const seqs = new Map();
     let ctl;
     const stream = {
@@ -237,19 +274,16 @@ export class FakeNode {
         if (!this.closed) ctl.enqueue(enc.encode(text));
       },
       cursor() {
-        const parts = [...seqs].map(([ch, s]) => `${ch}=${s}`);
-        return `${node.epoch};${parts.join(",")}`;
+        return formatCursor(seqs);
       },
       event(msg) {
         let out = "";
+        if (msg.id) seqs.set(msg.ch, { epoch: msg.epoch, seq: msg.seq });
         if (single) {
           if (msg.id) out += `id:${msg.id}\n`;
           if (msg.binary) out += "event:binary\n";
         } else {
-          if (msg.id) {
-            seqs.set(msg.ch, msg.seq);
-            out += `id:${this.cursor()}\n`;
-          }
+          if (msg.id) out += `id:${this.cursor()}\n`;
           out += `event:${msg.ch}${msg.binary ? ";binary" : ""}\n`;
         }
         const data = msg.binary ? Buffer.from(msg.data).toString("base64") : msg.data;
@@ -258,6 +292,17 @@ export class FakeNode {
       },
       deliver(msg) {
         if (this.channels.includes(msg.ch)) this.event(msg);
+      },
+      /** `ch` moved from epoch `old` to a new one: the reset, with the
+       * stream's position there (`id:`), before anything of the new epoch. */
+      epochChanged(ch, old) {
+        if (!this.channels.includes(ch)) return;
+        const c = node.channel(ch);
+        const since = seqs.get(ch) ?? { epoch: old, seq: 0 };
+        seqs.set(ch, { epoch: c.epoch, seq: c.last });
+        const id = single ? `${c.epoch}-${c.last}` : this.cursor();
+        const reset = { ch, reason: "epoch", since: `${since.epoch}-${since.seq}`, missed: null, epoch: c.epoch };
+        this.send(`id:${id}\nevent:reset\ndata:${JSON.stringify(reset)}\n\n`);
       },
       comment() {
         this.send(":\n");
@@ -293,7 +338,7 @@ export class FakeNode {
       const r = this.replay(ch, since);
       if (r.reset) stream.send(`event:reset\ndata:${JSON.stringify(r.reset)}\n\n`);
       for (const m of r.messages) stream.event(m);
-      if (!seqs.has(ch)) seqs.set(ch, r.last);
+      if (!seqs.has(ch) || seqs.get(ch).epoch !== r.epoch) seqs.set(ch, { epoch: r.epoch, seq: r.last });
     }
     this.streams.add(stream);
     return new Response(body, { status: 200, headers: { "Content-Type": "text/event-stream" } });
@@ -302,19 +347,18 @@ export class FakeNode {
   #poll(params, signal) {
     const wanted = this.#positions(params);
     const timeout = Number(params.timeout ?? 30);
+    /** ch -> {epoch, seq}: the cursor to answer, each channel in its epoch. */
     const next = new Map();
     const messages = [];
     const resets = [];
     for (const { ch, since } of wanted) {
       const r = this.replay(ch, since);
-      if (r.reset) {
-        resets.push({ ch, reason: r.reset.reason, since: r.reset.since, missed: r.reset.missed });
-        next.set(ch, 0);
-      }
+      // The poll form of a reset names no epoch: `next` does.
+      if (r.reset) resets.push({ ch, reason: r.reset.reason, since: r.reset.since, missed: r.reset.missed });
       for (const m of r.messages) messages.push(m);
-      next.set(ch, r.messages.length ? r.messages.at(-1).seq : since && !r.reset ? since.seq : r.last);
+      next.set(ch, { epoch: r.epoch, seq: r.messages.length ? r.messages.at(-1).seq : since && !r.reset ? since.seq : r.last });
     }
-    const cursor = () => `${this.epoch};${[...next].map(([c, s]) => `${c}=${s}`).join(",")}`;
+    const cursor = () => formatCursor(next);
     const wire = (m) => {
       const o = { ch: m.ch, id: m.id, data: m.binary ? Buffer.from(m.data).toString("base64") : m.data };
       if (m.binary) o.encoding = "base64";
@@ -329,9 +373,10 @@ export class FakeNode {
     return new Promise((resolve, reject) => {
       const node = this;
       const held = {
+        channels: wanted.map((w) => w.ch),
         deliver(msg) {
           if (msg.id === null || !wanted.some((w) => w.ch === msg.ch)) return;
-          next.set(msg.ch, msg.seq);
+          next.set(msg.ch, { epoch: msg.epoch, seq: msg.seq });
           this.done();
           resolve(answer([msg]));
         },
@@ -367,6 +412,8 @@ export class FakeWebSocket {
     this.readyState = 0;
     this.sent = [];
     this.subs = new Set();
+    /** ch -> {epoch, seq}: the last position delivered (or resumed from). */
+    this.pos = new Map();
     this.client = String(node.nextClient++).padStart(16, "0");
     this.answerPings = true;
     /** What this socket's token grants (null until `auth`), and the token. */
@@ -437,7 +484,9 @@ export class FakeWebSocket {
         if (this.subs.has(m.ch)) return this.frame(withRid({ type: "error", code: "already_subscribed", reason: `already subscribed to ${m.ch}` }));
         this.subs.add(m.ch);
         this.frame(withRid({ type: "subscribed", ch: m.ch, client: this.client }));
-        const r = this.node.replay(m.ch, m.since ? parseSince(m.since) : null);
+        const since = m.since ? parseSince(m.since) : null;
+        const r = this.node.replay(m.ch, since);
+        this.pos.set(m.ch, since && !r.reset ? since : { epoch: r.epoch, seq: r.reset ? 0 : r.last });
         if (r.reset) this.frame({ type: "reset", ...r.reset });
         for (const msg of r.messages) this.deliver(msg);
         break;
@@ -466,6 +515,7 @@ export class FakeWebSocket {
 
   deliver(msg) {
     if (!this.subs.has(msg.ch)) return;
+    if (msg.id) this.pos.set(msg.ch, { epoch: msg.epoch, seq: msg.seq });
     const o = { type: "message", ch: msg.ch, id: msg.id };
     if (msg.binary) {
       o.data = Buffer.from(msg.data).toString("base64");
@@ -475,6 +525,16 @@ export class FakeWebSocket {
     }
     if (msg.ephemeral) o.ephemeral = true;
     this.frame(o);
+  }
+
+  /** `ch` moved from epoch `old` to a new one: the reset, from this
+   * socket's last position, before anything of the new epoch. */
+  epochChanged(ch, old) {
+    if (!this.subs.has(ch)) return;
+    const c = this.node.channel(ch);
+    const since = this.pos.get(ch) ?? { epoch: old, seq: 0 };
+    this.pos.set(ch, { epoch: c.epoch, seq: 0 });
+    this.frame({ type: "reset", ch, reason: "epoch", since: `${since.epoch}-${since.seq}`, missed: null, epoch: c.epoch });
   }
 
   /** The server closes (or the network drops) the socket. */
