@@ -285,6 +285,12 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_REDIS_WAIT")]
     pub redis_wait: bool,
 
+    /// In a cluster: how long a node's presence entries outlive its last
+    /// heartbeat (it sends one every third of this), so that the members
+    /// of a node that died stop counting. [default: 30s]
+    #[arg(long, env = "RINGCAST_PRESENCE_TTL", value_parser = parse_duration, value_name = "DURATION")]
+    pub presence_ttl: Option<Duration>,
+
     /// Let anyone who reaches the node publish over HTTP, even on a
     /// non-loopback address with no `--publish-key`.
     #[arg(long, env = "RINGCAST_INSECURE_PUBLIC_PUBLISH")]
@@ -370,6 +376,7 @@ struct FileConfig {
     max_tickets: Option<usize>,
     redis: Option<String>,
     redis_wait: Option<bool>,
+    presence_ttl: Option<String>,
     publish_key_file: Option<Vec<PathBuf>>,
     insecure_public_publish: Option<bool>,
     demo: Option<bool>,
@@ -481,6 +488,8 @@ pub struct Settings {
     pub redis: Vec<String>,
     /// Wait for Redis at start.
     pub redis_wait: bool,
+    /// How long presence entries outlive a node's last heartbeat.
+    pub presence_ttl: Duration,
     /// Publishing without keys on a non-loopback address was asked for.
     pub insecure_public_publish: bool,
     /// `GET /` serves the chat demo.
@@ -645,6 +654,10 @@ impl Settings {
                 .map(str::to_string)
                 .collect(),
             redis_wait: cli.redis_wait || file.redis_wait.unwrap_or(false),
+            presence_ttl: cli
+                .presence_ttl
+                .or(file_duration(file.presence_ttl, "presence-ttl")?)
+                .unwrap_or(Duration::from_secs(30)),
             max_publish_rate: cli.max_publish_rate.or(file.max_publish_rate).unwrap_or(50),
             max_control_rate: cli.max_control_rate.or(file.max_control_rate).unwrap_or(20),
             client_publish: cli.client_publish || file.client_publish.unwrap_or(false) || demo,
@@ -860,6 +873,9 @@ impl Settings {
         }
         if self.ticket_ttl < Duration::from_secs(1) || self.max_tickets == 0 {
             return fail("--ticket-ttl must be at least 1s and --max-tickets at least 1");
+        }
+        if self.presence_ttl < Duration::from_secs(3) {
+            return fail("--presence-ttl must be at least 3s (nodes refresh their entries every third of it, at most once a second)");
         }
         if self.listen.is_empty() {
             return fail("at least one --listen address is needed");

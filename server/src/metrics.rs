@@ -358,3 +358,109 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
     }
     out
 }
+
+/// A Prometheus histogram of durations, with fixed buckets from 100 µs to
+/// 10 s. Several threads may observe (relaxed adds, one per bucket
+/// reached); it is for events counted in thousands per second, not per
+/// delivery.
+#[derive(Debug)]
+pub struct Histogram {
+    /// Observations at or under each bound (non-cumulative; cumulated when
+    /// rendered), then over the last.
+    buckets: [AtomicU64; LATENCY_BOUNDS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+/// The upper bounds of [`Histogram`]'s buckets, µs.
+const LATENCY_BOUNDS_MICROS: [u64; 15] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 10_000_000,
+];
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_micros: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one duration.
+    pub fn observe(&self, d: std::time::Duration) {
+        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        let i = LATENCY_BOUNDS_MICROS.partition_point(|&b| b < micros);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Writes the histogram's series (`_bucket`, `_sum`, `_count`) with
+    /// `labels` (e.g. `origin="local"`, or empty). The caller writes `HELP`
+    /// and `TYPE` once per name.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            let le = match LATENCY_BOUNDS_MICROS.get(i) {
+                Some(&b) => format!("{}", b as f64 / 1e6),
+                None => "+Inf".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {cumulative}"
+            );
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(
+            out,
+            "{name}_sum{braces} {sum}\n{name}_count{braces} {cumulative}"
+        );
+    }
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn buckets_are_cumulative_and_bounds_inclusive() {
+        let h = Histogram::default();
+        h.observe(Duration::from_micros(100));
+        h.observe(Duration::from_micros(101));
+        h.observe(Duration::from_secs(60));
+        let mut out = String::new();
+        h.render(&mut out, "x_seconds", "origin=\"local\"");
+        assert!(
+            out.contains("x_seconds_bucket{origin=\"local\",le=\"0.0001\"} 1\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{origin=\"local\",le=\"0.00025\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{origin=\"local\",le=\"10\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{origin=\"local\",le=\"+Inf\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_count{origin=\"local\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_sum{origin=\"local\"} 60.000201\n"),
+            "{out}"
+        );
+    }
+}

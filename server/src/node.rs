@@ -113,6 +113,7 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
             wait: settings.redis_wait,
             epoch,
             namespaces: settings.namespaces.clone(),
+            presence_ttl: settings.presence_ttl,
         };
         Some(bridge::start(config, mail.clone()).map_err(NodeError)?)
     };

@@ -188,6 +188,9 @@ async fn three_nodes_every_transport_every_message_once_in_order() {
     let start = position(&b, ch).await;
     // Subscribers on B and C over every transport, and one on A: a node
     // never delivers its own publish twice.
+    // B's mux is answered once B follows the channel: from then on every
+    // message reaches B through Pub/Sub (counted below).
+    let _mux_b = mux(&b, ch, None).await;
     let mut raw_b = ws(&b, &format!("/ws/{ch}?format=json")).await;
     let mut mux_c = mux(&c, ch, None).await;
     let mut sse_c = sse(&c, &format!("/sse/{ch}"), None).await;
@@ -234,6 +237,12 @@ async fn three_nodes_every_transport_every_message_once_in_order() {
         }
     }
     assert_eq!(start.rsplit_once('-').unwrap().1, "0");
+    // Latency histograms: B published a third of the messages itself.
+    let count = "ringcast_cluster_delivery_seconds_count";
+    assert_eq!(b.metric(count, "origin=\"local\"").await, n as u64 / 3);
+    assert_eq!(b.metric(count, "origin=\"remote\"").await, 2 * n as u64 / 3);
+    let round_trips = a.metric("ringcast_redis_publish_seconds_count", "").await;
+    assert_eq!(round_trips, n as u64 / 3, "A's own publishes");
 }
 
 #[tokio::test]
@@ -596,4 +605,117 @@ async fn unreachable_redis_at_start_is_a_clear_error_unless_waiting() {
         node.log()
     );
     drop(redis);
+}
+
+/// The members `GET /presence/{ch}` lists on `server`.
+async fn presence_of(server: &Server, ch: &str) -> Vec<String> {
+    let (status, body) = get(server, &format!("/presence/{ch}")).await;
+    assert_eq!(status, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    let mut clients: Vec<String> = (v["clients"].as_array().unwrap().iter())
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    clients.sort();
+    clients
+}
+
+/// Waits until `pred` holds of `server`'s presence list of `ch`.
+async fn wait_presence(server: &Server, ch: &str, pred: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let p = presence_of(server, ch).await;
+        if pred(&p) {
+            return p;
+        }
+        assert!(Instant::now() < deadline, "presence stayed {p:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The next `joined` or `left` event on a multiplexed WebSocket.
+async fn presence_event(ws: &mut Ws) -> (String, String) {
+    loop {
+        let m = recv_json(ws).await;
+        if m["type"] == "joined" || m["type"] == "left" {
+            return (
+                m["type"].as_str().unwrap().into(),
+                m["client"].as_str().unwrap().into(),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn presence_spans_the_nodes_and_a_dead_node_stops_counting() {
+    let redis = RedisServer::start();
+    let args = |url: &str| {
+        vec![
+            "--redis".to_string(),
+            url.to_string(),
+            "--presence-ttl".into(),
+            "3s".into(),
+        ]
+    };
+    let a = Server::start(
+        &args(&redis.url)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let mut b = Server::start(
+        &args(&redis.url)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    let ch = "lobby";
+    // A watcher on A; a member joins on B: A's watcher hears it, and both
+    // nodes list both.
+    let mut watcher = ws(&a, "/ws").await;
+    let cmd = json!({"type": "subscribe", "ch": ch, "rid": 1});
+    watcher.send(Message::text(cmd.to_string())).await.unwrap();
+    let me = recv_json(&mut watcher).await["client"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut member = ws(&b, "/ws").await;
+    member.send(Message::text(cmd.to_string())).await.unwrap();
+    let them = recv_json(&mut member).await["client"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut seen = presence_event(&mut watcher).await;
+    if seen.1 == me {
+        seen = presence_event(&mut watcher).await; // its own join first
+    }
+    assert_eq!(seen, ("joined".into(), them.clone()));
+    let mut both = vec![me.clone(), them.clone()];
+    both.sort();
+    assert_eq!(wait_presence(&a, ch, |p| p.len() == 2).await, both);
+    assert_eq!(presence_of(&b, ch).await, both);
+    // The mux presence command answers for the whole cluster too.
+    let q = json!({"type": "presence", "ch": ch, "rid": 2});
+    watcher.send(Message::text(q.to_string())).await.unwrap();
+    let answer = loop {
+        let m = recv_json(&mut watcher).await;
+        if m["type"] == "presence" {
+            break m;
+        }
+    };
+    let mut listed: Vec<String> = (answer["clients"].as_array().unwrap().iter())
+        .map(|c| c.as_str().unwrap().to_string())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, both);
+
+    // Node B dies without a word: its member stops counting once its
+    // entry expires (3 s), and A's watcher is told it left.
+    let pid = b.pid();
+    std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = b.wait_exit(Duration::from_secs(5));
+    assert_eq!(presence_event(&mut watcher).await, ("left".into(), them));
+    assert_eq!(wait_presence(&a, ch, |p| p.len() == 1).await, [me]);
 }

@@ -139,7 +139,12 @@ pub enum Mail {
 pub enum FromRedis {
     /// A message of a followed channel, as Pub/Sub delivered it (live-only
     /// ones have sequence number 0).
-    Message(Arc<Message>),
+    Message {
+        /// The message; `published_at` is its publish time.
+        msg: Arc<Message>,
+        /// Published on this node.
+        local: bool,
+    },
     /// The channel's history after the position the owner asked from, with
     /// its newest id (`None`: Redis knows nothing of the channel).
     History {

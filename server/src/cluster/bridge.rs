@@ -30,13 +30,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use codec::ws::DataKind;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
 use tokio::sync::mpsc;
 
 use crate::bus::{FromRedis, Mail, Mailboxes, ReplyTo};
-use crate::hub::{ChannelName, Epoch, Message, MsgId, PublishItem};
+use crate::hub::{ChannelName, Epoch, Event, Member, Message, MsgId, PublishItem};
+use crate::metrics::Histogram;
 use crate::policy::Namespaces;
 
 use super::placement::Placement;
@@ -85,6 +85,37 @@ pub enum ToRedis {
     /// The periodic check: each channel's newest id, answered to its owner
     /// as [`FromRedis::Newest`].
     Probe(Vec<ChannelName>),
+    /// `member`'s first connection on this node joined `channel`'s
+    /// presence: record it for every node, and announce it to all.
+    PresenceJoin {
+        /// The channel.
+        channel: ChannelName,
+        /// Who.
+        member: String,
+    },
+    /// `member`'s last connection on this node left.
+    PresenceLeave {
+        /// The channel.
+        channel: ChannelName,
+        /// Who.
+        member: String,
+    },
+    /// The heartbeat of this node's members of `channel` (and a sweep of
+    /// dead nodes' entries).
+    PresenceRefresh {
+        /// The channel.
+        channel: ChannelName,
+        /// This node's members of it.
+        members: Vec<String>,
+    },
+    /// Who is present on `channel` on any node: answer `reply` with
+    /// [`Mail::Presence`].
+    PresenceQuery {
+        /// Who asked.
+        reply: ReplyTo,
+        /// The channel.
+        channel: ChannelName,
+    },
 }
 
 /// The bridge's health and counters, read by `/readyz`, `/healthz` and
@@ -107,8 +138,18 @@ pub struct Health {
     pub epoch_changes: AtomicU64,
     /// Pub/Sub reconnections.
     pub reconnects: AtomicU64,
-    /// Sum of publish round trips to Redis, µs (with `publishes`: the mean).
-    pub publish_micros: AtomicU64,
+    /// Publish round trips to Redis (the script's, as the bridge sees it).
+    pub publish_seconds: Histogram,
+    /// From publish (on any node's clock) to the owner shard handing the
+    /// message to the fan-out, for messages published on this node and on
+    /// others.
+    pub delivery_seconds: [Histogram; 2],
+}
+
+/// Index of [`Health::delivery_seconds`]: published on this node, or on
+/// another.
+pub fn origin(local: bool) -> usize {
+    usize::from(!local)
 }
 
 impl Health {
@@ -176,8 +217,13 @@ impl Health {
             let value = get(value);
             let _ = writeln!(out, "# HELP ringcast_redis_{name} {help}\n# TYPE ringcast_redis_{name} counter\nringcast_redis_{name} {value}");
         }
-        let secs = get(&self.publish_micros) as f64 / 1e6;
-        let _ = writeln!(out, "# HELP ringcast_redis_publish_seconds_total Time publishes spent in Redis round trips (with publishes_total: the mean).\n# TYPE ringcast_redis_publish_seconds_total counter\nringcast_redis_publish_seconds_total {secs}");
+        let name = "ringcast_redis_publish_seconds";
+        let _ = writeln!(out, "# HELP {name} Publish round trips to Redis (the publish script).\n# TYPE {name} histogram");
+        self.publish_seconds.render(out, name, "");
+        let name = "ringcast_cluster_delivery_seconds";
+        let _ = writeln!(out, "# HELP {name} From publish (the publishing node's clock) to this node's fan-out, by where it was published.\n# TYPE {name} histogram");
+        self.delivery_seconds[origin(true)].render(out, name, "origin=\"local\"");
+        self.delivery_seconds[origin(false)].render(out, name, "origin=\"remote\"");
     }
 }
 
@@ -229,6 +275,9 @@ pub struct BridgeConfig {
     pub epoch: Epoch,
     /// History limits per channel.
     pub namespaces: Arc<Namespaces>,
+    /// How long a node's presence entries live unrefreshed: a node that
+    /// dies stops counting after this (it refreshes every third of it).
+    pub presence_ttl: Duration,
 }
 
 /// Starts the bridge thread: connects to every Redis server (failing, or
@@ -365,9 +414,11 @@ async fn connect_all(
                     tokio::time::sleep(jittered(delay)).await;
                     delay = (delay * 2).min(BACKOFF_MAX);
                 }
-                Err(e) => return Err(format!(
+                Err(e) => {
+                    return Err(format!(
                     "redis {url} unreachable: {e} (start it, or pass --redis-wait to wait for it)"
-                )),
+                ))
+                }
             }
         };
         servers.push(Server {
@@ -410,6 +461,18 @@ async fn serve(
             ToRedis::Probe(channels) => {
                 tokio::spawn(probe(state, channels));
             }
+            ToRedis::PresenceJoin { channel, member } => {
+                tokio::spawn(presence_join(state, channel, member));
+            }
+            ToRedis::PresenceLeave { channel, member } => {
+                tokio::spawn(presence_leave(state, channel, member));
+            }
+            ToRedis::PresenceRefresh { channel, members } => {
+                tokio::spawn(presence_refresh(state, channel, members));
+            }
+            ToRedis::PresenceQuery { reply, channel } => {
+                tokio::spawn(presence_query(state, reply, channel));
+            }
         }
     }
 }
@@ -422,7 +485,9 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
         let started = Instant::now();
         let result = if item.ephemeral {
             // Live-only: no number, no history; straight to the topic.
-            let message = live_message(item.kind, &item.payload);
+            let (kind, node) = (item.kind, state.config.epoch);
+            let message =
+                script::live_message(Event::Ephemeral, kind, &item.payload, node, unix_ms());
             redis::cmd("PUBLISH")
                 .arg(Keys::of(&item.channel).topic)
                 .arg(message)
@@ -449,11 +514,7 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
         };
         match result {
             Ok(id) => {
-                let micros = started.elapsed().as_micros() as u64;
-                state
-                    .health
-                    .publish_micros
-                    .fetch_add(micros, Ordering::Relaxed);
+                state.health.publish_seconds.observe(started.elapsed());
                 state.health.publishes.fetch_add(1, Ordering::Relaxed);
                 ids.push((item.index, id));
             }
@@ -602,6 +663,59 @@ async fn probe(state: Arc<State>, channels: Vec<ChannelName>) {
     }
 }
 
+async fn presence_join(state: Arc<State>, channel: ChannelName, member: String) {
+    let mut con = state.server_of(&channel).commands.clone();
+    let expires = unix_ms() + state.config.presence_ttl.as_millis() as u64;
+    let node = state.config.epoch;
+    let done = script::presence::join(&mut con, &channel, node, &member, expires, unix_ms()).await;
+    if let Err(e) = done {
+        // The next heartbeat records it; only the announcement is lost.
+        tracing::warn!("redis: cannot record {member} joining {channel}: {e}");
+    }
+}
+
+async fn presence_leave(state: Arc<State>, channel: ChannelName, member: String) {
+    let mut con = state.server_of(&channel).commands.clone();
+    let node = state.config.epoch;
+    if let Err(e) = script::presence::leave(&mut con, &channel, node, &member, unix_ms()).await {
+        // Its entry expires unrefreshed, and a sweep announces it.
+        tracing::warn!("redis: cannot record {member} leaving {channel}: {e}");
+    }
+}
+
+async fn presence_refresh(state: Arc<State>, channel: ChannelName, members: Vec<String>) {
+    let mut con = state.server_of(&channel).commands.clone();
+    let expires = unix_ms() + state.config.presence_ttl.as_millis() as u64;
+    let node = state.config.epoch;
+    let swept =
+        script::presence::refresh(&mut con, &channel, node, &members, expires, unix_ms()).await;
+    match swept {
+        Ok(0) => {}
+        Ok(n) => tracing::info!("{channel}: {n} presence entries of nodes gone quiet expired"),
+        Err(e) => tracing::warn!("redis: presence heartbeat of {channel} failed: {e}"),
+    }
+}
+
+async fn presence_query(state: Arc<State>, reply: ReplyTo, channel: ChannelName) {
+    let mut con = state.server_of(&channel).commands.clone();
+    let clients = match script::presence::members(&mut con, &channel, unix_ms()).await {
+        Ok(members) => members
+            .into_iter()
+            .map(|m| Member::User(m.into()))
+            .collect(),
+        Err(e) => {
+            tracing::warn!("redis: cannot read the presence of {channel}: {e}");
+            Vec::new()
+        }
+    };
+    let answer = Mail::Presence {
+        reply,
+        channel,
+        clients,
+    };
+    state.send(reply.shard, answer);
+}
+
 /// Keeps server `i`'s Pub/Sub connection up for as long as the node runs.
 async fn supervise_pubsub(state: Arc<State>, client: redis::Client, i: usize) {
     let server = &state.servers[i];
@@ -712,34 +826,23 @@ fn forward(state: &State, topic: &str, raw: &[u8]) {
         tracing::warn!("redis: ignoring a malformed message on {topic}");
         return;
     };
-    let message = if published.id.seq == 0 {
-        Message::live(channel, published.kind, published.payload, Instant::now())
+    // The publish time on this process's clock: for history expiry, and
+    // the delivery latency the owner records.
+    let age = Duration::from_millis(unix_ms().saturating_sub(published.published_ms));
+    let now = Instant::now();
+    let published_at = now.checked_sub(age).unwrap_or(now);
+    let (kind, payload) = (published.kind, published.payload);
+    let message = if published.event == Event::Stored {
+        Message::stored(channel, published.id, kind, payload, published_at)
     } else {
-        Message::stored(
-            channel,
-            published.id,
-            published.kind,
-            published.payload,
-            Instant::now(),
-        )
+        Message::live(channel, kind, payload, published.event, published_at)
     };
     let owner = message.channel.owner(state.shards());
-    state.send(owner, Mail::Redis(FromRedis::Message(Arc::new(message))));
-}
-
-/// A live-only message as the topic carries it: sequence number 0 and a
-/// placeholder epoch (it has no id).
-fn live_message(kind: DataKind, payload: &[u8]) -> Vec<u8> {
-    let tag = match kind {
-        DataKind::Text => b"t",
-        DataKind::Binary => b"b",
+    let what = FromRedis::Message {
+        msg: Arc::new(message),
+        local: published.node == state.config.epoch,
     };
-    let mut v = Vec::with_capacity(payload.len() + 18);
-    v.extend_from_slice(b"000000000000:0:");
-    v.extend_from_slice(tag);
-    v.push(b':');
-    v.extend_from_slice(payload);
-    v
+    state.send(owner, Mail::Redis(what));
 }
 
 /// A history entry as a hub message: its publish time is mapped from

@@ -14,8 +14,10 @@
 --          longer than its messages, so that an idle channel keeps its epoch
 --          and a client resuming after its history expired is told `evicted`
 --
--- Returns {epoch, seq}. The Pub/Sub message is "<epoch>:<seq>:<kind>:" then
--- the payload, so a subscriber needs no second read.
+-- Returns {epoch, seq}. The Pub/Sub message is
+-- "<epoch>:<seq>:<kind>:<publish ms>:<publishing node>:" then the payload, so
+-- a subscriber needs no second read (the node is ARGV[6], the publishing
+-- node's own epoch: nodes tell their own publishes from others' by it).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[6]
@@ -28,7 +30,7 @@ if size > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[9]), tonumber(ARGV[4])))
-local message = epoch .. ':' .. seq .. ':' .. ARGV[2] .. ':' .. ARGV[1]
+local message = epoch .. ':' .. seq .. ':' .. ARGV[2] .. ':' .. ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[1]
 if ARGV[8] == '1' then
   redis.call('SPUBLISH', ARGV[7], message)
 else

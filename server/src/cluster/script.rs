@@ -10,7 +10,7 @@
 //! |---|---|
 //! | `rc:{c}:meta` | hash: `epoch`, `seq` (the last sequence number issued) |
 //! | `rc:{c}:log` | stream: the history, one entry per message with id `<seq>-0` and fields `k` (kind), `t` (publish time, ms), `d` (payload) |
-//! | `rc:{c}` | the Pub/Sub topic: `<epoch>:<seq>:<kind>:<payload>` |
+//! | `rc:{c}` | the Pub/Sub topic: `<epoch>:<seq>:<kind>:<publish ms>:<node>:<payload>` |
 //!
 //! One script per publish takes the next sequence number, appends to the
 //! history (trimmed to the history size), refreshes both keys' TTL, and
@@ -28,7 +28,7 @@ use redis::aio::ConnectionLike;
 use redis::streams::StreamRangeReply;
 use redis::RedisResult;
 
-use crate::hub::{ChannelName, Epoch, MsgId};
+use crate::hub::{ChannelName, Epoch, Event, MsgId};
 use crate::policy::HistoryLimits;
 
 /// A channel's Redis names.
@@ -82,6 +82,14 @@ pub struct History {
 pub struct Published {
     /// Its id.
     pub id: MsgId,
+    /// When it was published, ms since the Unix epoch (the publishing
+    /// node's clock).
+    pub published_ms: u64,
+    /// The publishing node, by its own epoch.
+    pub node: Epoch,
+    /// A stored message, or a live-only event (ephemeral, joined, left:
+    /// sequence number 0).
+    pub event: Event,
     /// Text or binary.
     pub kind: DataKind,
     /// The payload.
@@ -172,7 +180,8 @@ pub async fn follow<C: ConnectionLike>(
 ) -> RedisResult<History> {
     let keys = Keys::of(channel);
     let mut pipe = redis::pipe();
-    pipe.cmd("HSETNX")
+    pipe.atomic()
+        .cmd("HSETNX")
         .arg(&keys.meta)
         .arg("epoch")
         .arg(epoch.to_string())
@@ -194,7 +203,9 @@ pub async fn history_after<C: ConnectionLike>(
     max: usize,
 ) -> RedisResult<History> {
     let keys = Keys::of(channel);
-    read_history(con, redis::pipe(), &keys, after, max).await
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    read_history(con, pipe, &keys, after, max).await
 }
 
 /// The channel's epoch and last sequence number (`None`: no keys).
@@ -224,7 +235,10 @@ fn position(epoch: Option<String>, seq: Option<u64>) -> RedisResult<Option<MsgId
 }
 
 /// Runs `pipe` with the history read appended; its own commands must be
-/// `ignore`d.
+/// `ignore`d. The pipeline must be atomic (`MULTI`/`EXEC`): a publish
+/// between reading the meta and the stream would leave the two out of
+/// step — a message in the history past the last sequence number, or one
+/// missing from it.
 async fn read_history<C: ConnectionLike>(
     con: &mut C,
     mut pipe: redis::Pipeline,
@@ -277,19 +291,195 @@ async fn read_history<C: ConnectionLike>(
 /// Parses a Pub/Sub message of a channel's topic; `None` if it is not one
 /// the publish script wrote.
 pub fn parse_message(raw: &[u8]) -> Option<Published> {
-    let mut parts = raw.splitn(4, |&b| b == b':');
+    let mut parts = raw.splitn(6, |&b| b == b':');
     let epoch: Epoch = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let seq = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
-    let kind = parse_kind(parts.next()?)?;
+    let tag = parts.next()?;
+    let published_ms = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
+    let node = std::str::from_utf8(parts.next()?).ok()?.parse().ok()?;
     let payload = Bytes::copy_from_slice(parts.next()?);
+    let (kind, event) = match (tag, seq) {
+        (b"j", 0) => (DataKind::Text, Event::Joined),
+        (b"l", 0) => (DataKind::Text, Event::Left),
+        (_, 0) => (parse_kind(tag)?, Event::Ephemeral),
+        _ => (parse_kind(tag)?, Event::Stored),
+    };
     if kind == DataKind::Text && std::str::from_utf8(&payload).is_err() {
         return None;
     }
     Some(Published {
         id: MsgId { epoch, seq },
+        published_ms,
+        node,
         kind,
         payload,
+        event,
     })
+}
+
+/// The Pub/Sub message of a live-only event (an ephemeral message, a
+/// member joining or leaving): no id (sequence number 0), never stored.
+pub fn live_message(
+    event: Event,
+    kind: DataKind,
+    payload: &[u8],
+    node: Epoch,
+    now_ms: u64,
+) -> Vec<u8> {
+    let tag = match event {
+        Event::Joined => "j",
+        Event::Left => "l",
+        _ => kind_tag(kind),
+    };
+    let mut v = format!("000000000000:0:{tag}:{now_ms}:{node}:").into_bytes();
+    v.extend_from_slice(payload);
+    v
+}
+
+/// Presence across nodes: one sorted set per channel, `rc:{c}:presence`,
+/// whose elements are `<node>|<member>` scored by when the entry expires
+/// (ms since the Unix epoch). Each node adds its members when they join,
+/// removes them when they leave, and refreshes them all every heartbeat;
+/// the entries of a node that died expire, and whichever node sweeps
+/// them first announces them gone.
+pub mod presence {
+    use super::*;
+
+    fn key(channel: &ChannelName) -> String {
+        format!("rc:{{{}}}:presence", channel.as_str())
+    }
+
+    fn element(node: Epoch, member: &str) -> String {
+        format!("{node}|{member}")
+    }
+
+    /// `member` joined on `node`: adds its entry and announces it on the
+    /// channel's topic, atomically.
+    pub async fn join<C: ConnectionLike>(
+        con: &mut C,
+        channel: &ChannelName,
+        node: Epoch,
+        member: &str,
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> RedisResult<()> {
+        let topic = Keys::of(channel).topic;
+        let event = live_message(
+            Event::Joined,
+            DataKind::Text,
+            member.as_bytes(),
+            node,
+            now_ms,
+        );
+        redis::pipe()
+            .atomic()
+            .cmd("ZADD")
+            .arg(key(channel))
+            .arg(expires_ms)
+            .arg(element(node, member))
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(key(channel))
+            .arg(expires_ms)
+            .arg("GT")
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(key(channel))
+            .arg(expires_ms)
+            .arg("NX")
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(topic)
+            .arg(event)
+            .ignore()
+            .query_async(con)
+            .await
+    }
+
+    /// `member` left `node`: removes its entry and announces it.
+    pub async fn leave<C: ConnectionLike>(
+        con: &mut C,
+        channel: &ChannelName,
+        node: Epoch,
+        member: &str,
+        now_ms: u64,
+    ) -> RedisResult<()> {
+        let topic = Keys::of(channel).topic;
+        let event = live_message(Event::Left, DataKind::Text, member.as_bytes(), node, now_ms);
+        redis::pipe()
+            .atomic()
+            .cmd("ZREM")
+            .arg(key(channel))
+            .arg(element(node, member))
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(topic)
+            .arg(event)
+            .ignore()
+            .query_async(con)
+            .await
+    }
+
+    /// The heartbeat: `node`'s members of `channel` live until
+    /// `expires_ms`; entries already expired (a dead node's) are removed
+    /// and announced as left, by whichever node sweeps first.
+    pub async fn refresh<C: ConnectionLike>(
+        con: &mut C,
+        channel: &ChannelName,
+        node: Epoch,
+        members: &[String],
+        expires_ms: u64,
+        now_ms: u64,
+    ) -> RedisResult<u64> {
+        if !members.is_empty() {
+            let mut zadd = redis::cmd("ZADD");
+            zadd.arg(key(channel));
+            for m in members {
+                zadd.arg(expires_ms).arg(element(node, m));
+            }
+            let mut pipe = redis::pipe();
+            pipe.add_command(zadd)
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(key(channel))
+                .arg(expires_ms)
+                .arg("GT")
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(key(channel))
+                .arg(expires_ms)
+                .arg("NX")
+                .ignore();
+            pipe.query_async::<()>(con).await?;
+        }
+        redis::Script::new(include_str!("presence_sweep.lua"))
+            .key(key(channel))
+            .arg(now_ms)
+            .arg(Keys::of(channel).topic)
+            .invoke_async(con)
+            .await
+    }
+
+    /// The members present on `channel` on any node whose entry has not
+    /// expired, each once, sorted.
+    pub async fn members<C: ConnectionLike>(
+        con: &mut C,
+        channel: &ChannelName,
+        now_ms: u64,
+    ) -> RedisResult<Vec<String>> {
+        let elements: Vec<String> = redis::cmd("ZRANGEBYSCORE")
+            .arg(key(channel))
+            .arg(format!("({now_ms}"))
+            .arg("+inf")
+            .query_async(con)
+            .await?;
+        let mut members: Vec<String> = (elements.into_iter())
+            .filter_map(|e| e.split_once('|').map(|(_, m)| m.to_string()))
+            .collect();
+        members.sort_unstable();
+        members.dedup();
+        Ok(members)
+    }
 }
 
 fn kind_tag(kind: DataKind) -> &'static str {
@@ -329,19 +519,39 @@ mod tests {
 
     #[test]
     fn messages_parse_whatever_their_payload() {
-        let m = parse_message(b"000000000abc:7:b:\x00:\xff:").unwrap();
+        let m = parse_message(b"000000000abc:7:b:1700000000000:0000000000ff:\x00:\xff:").unwrap();
         assert_eq!(m.id.to_string(), "000000000abc-7");
         assert_eq!(
-            (m.kind, &m.payload[..]),
-            (DataKind::Binary, &b"\x00:\xff:"[..])
+            (m.published_ms, m.node.to_string().as_str()),
+            (1_700_000_000_000, "0000000000ff")
         );
-        let t = parse_message("000000000abc:8:t:κόσμε:".as_bytes()).unwrap();
+        assert_eq!(
+            (m.kind, &m.payload[..], m.event),
+            (DataKind::Binary, &b"\x00:\xff:"[..], Event::Stored)
+        );
+        let t = parse_message("000000000abc:8:t:1:0000000000ff:κόσμε:".as_bytes()).unwrap();
         assert_eq!(&t.payload[..], "κόσμε:".as_bytes());
+        let node = "0000000000ff".parse().unwrap();
+        for (event, kind, payload) in [
+            (Event::Ephemeral, DataKind::Binary, &b"typing"[..]),
+            (Event::Joined, DataKind::Text, b"ann|x:y"),
+            (Event::Left, DataKind::Text, b"0100000005000001"),
+        ] {
+            let raw = live_message(event, kind, payload, node, 5);
+            let p = parse_message(&raw).unwrap();
+            assert_eq!(
+                (p.event, p.kind, &p.payload[..], p.id.seq, p.node),
+                (event, kind, payload, 0, node)
+            );
+        }
         for bad in [
-            &b"000000000abc:8:t:\xff"[..],
-            b"xyz:1:t:a",
-            b"000000000abc:x:t:a",
-            b"000000000abc:1:q:a",
+            &b"000000000abc:8:t:1:0000000000ff:\xff"[..],
+            b"xyz:1:t:1:0000000000ff:a",
+            b"000000000abc:x:t:1:0000000000ff:a",
+            b"000000000abc:1:q:1:0000000000ff:a",
+            b"000000000abc:1:j:1:0000000000ff:a",
+            b"000000000abc:1:t:x:0000000000ff:a",
+            b"000000000abc:1:t:1:node:a",
             b"000000000abc:1",
         ] {
             assert!(parse_message(bad).is_none(), "{bad:?}");

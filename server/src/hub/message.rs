@@ -67,14 +67,21 @@ impl Message {
         }
     }
 
-    /// A live-only message (no id, never stored), framed once.
+    /// A live-only message (no id, never stored): an ephemeral one, framed
+    /// once, or a presence event (whose payload is the member).
     pub fn live(
         channel: ChannelName,
         kind: DataKind,
         payload: Bytes,
+        event: Event,
         published_at: Instant,
     ) -> Message {
-        let ws_frame = codec::ws::encode::message(kind, &payload);
+        debug_assert_ne!(event, Event::Stored);
+        let ws_frame = if event == Event::Ephemeral {
+            codec::ws::encode::message(kind, &payload)
+        } else {
+            Bytes::new()
+        };
         Message {
             channel,
             id: MsgId {
@@ -85,7 +92,7 @@ impl Message {
             payload,
             ws_frame,
             published_at,
-            event: Event::Ephemeral,
+            event,
         }
     }
 

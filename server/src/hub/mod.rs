@@ -790,16 +790,15 @@ impl<S: Copy + PartialEq> Hub<S> {
     /// On the owner, in a cluster: a message Redis numbered, the next one
     /// of the channel's epoch (the caller checked, see
     /// `cluster::sequence`). Records it and returns the shards that must
-    /// receive it.
-    pub fn owner_append(&mut self, msg: &Arc<Message>) -> ShardSet {
+    /// receive it; `None` when the channel is not held, or holds it
+    /// already (deliver nothing).
+    pub fn owner_append(&mut self, msg: &Arc<Message>) -> Option<ShardSet> {
         debug_assert!(self.mirror);
-        let Some(&idx) = self.index.get(msg.channel.as_str()) else {
-            return ShardSet(0);
-        };
-        let Some(owned) = self.channels[idx as usize].owned.as_mut() else {
-            return ShardSet(0);
-        };
-        debug_assert_eq!(owned.epoch, msg.id.epoch);
+        let idx = *self.index.get(msg.channel.as_str())?;
+        let owned = self.channels[idx as usize].owned.as_mut()?;
+        if owned.epoch != msg.id.epoch || msg.id.seq <= owned.last_seq {
+            return None;
+        }
         owned.last_seq = msg.id.seq;
         let mut evicted = 0;
         if owned.limits.max_messages > 0 {
@@ -811,7 +810,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         }
         self.stats.published += 1;
         self.stats.evictions += evicted;
-        ShardSet(owned.interested)
+        Some(ShardSet(owned.interested))
     }
 
     /// On the owner: the channel's epoch and the last sequence number it

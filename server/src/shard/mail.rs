@@ -114,12 +114,14 @@ impl Shard {
                     p.handle_publish_refused(ctx, reply.token, &reason)
                 });
             }
-            Mail::Left { channel, member } => {
-                owner::left(&mut self.hub, &mut self.post, self.now, &channel, &member)
-            }
-            Mail::PresenceQuery { reply, channel } => {
-                owner::presence(&self.hub, &mut self.post, reply, channel)
-            }
+            Mail::Left { channel, member } => match self.relay.as_mut() {
+                Some(relay) => relay.left(&mut self.hub, &channel, &member),
+                None => owner::left(&mut self.hub, &mut self.post, self.now, &channel, &member),
+            },
+            Mail::PresenceQuery { reply, channel } => match self.relay.as_ref() {
+                Some(relay) => relay.presence(reply, channel),
+                None => owner::presence(&self.hub, &mut self.post, reply, channel),
+            },
             Mail::Published { reply, ids } => {
                 let key = ConnKey::from_handle(reply.conn);
                 self.dispatch(key, |p, ctx| p.handle_published(ctx, reply.token, &ids));

@@ -170,7 +170,7 @@ impl Shard {
         let conns = Conns::new(shared.plan, buffers, output, metrics.clone())?;
         let mut hub = Hub::new(id, shared.mail.shards(), shared.epoch, s.namespaces.clone());
         let now = Instant::now();
-        let relay = shared.bridge.clone().map(|b| Relay::new(b, now));
+        let relay = (shared.bridge.clone()).map(|b| Relay::new(b, s.presence_ttl, now));
         if relay.is_some() {
             hub = hub.mirrored();
         }

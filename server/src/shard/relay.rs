@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
-use crate::bus::{ConnHandle, FromRedis};
-use crate::cluster::bridge::{Bridge, ToRedis};
+use crate::bus::{ConnHandle, FromRedis, ReplyTo};
+use crate::cluster::bridge::{origin, Bridge, ToRedis};
 use crate::cluster::sequence::{Sequence, Verdict};
 use crate::hub::{ChannelName, Member, Message, MsgId, SubRef};
 
@@ -91,6 +91,9 @@ pub struct Relay {
     bridge: Bridge,
     tracks: HashMap<ChannelName, Track>,
     last_probe: Instant,
+    /// How often this node's presence entries are refreshed.
+    heartbeat: Duration,
+    last_heartbeat: Instant,
 }
 
 /// What the relay needs of its shard for one call.
@@ -107,11 +110,13 @@ pub struct Owner<'a> {
 
 impl Relay {
     /// The relay of a shard of a node in a cluster.
-    pub fn new(bridge: Bridge, now: Instant) -> Relay {
+    pub fn new(bridge: Bridge, presence_ttl: Duration, now: Instant) -> Relay {
         Relay {
             bridge,
             tracks: HashMap::new(),
             last_probe: now,
+            heartbeat: presence_ttl / 3,
+            last_heartbeat: now,
         }
     }
 
@@ -125,7 +130,7 @@ impl Relay {
                 return;
             }
             if o.hub.owner_position(&channel).is_some() {
-                return answer(o, channel, request);
+                return answer(&self.bridge, o, channel, request);
             }
             // The hub forgot the channel this turn (its last subscriber
             // left) and the relay has not heard yet: follow it afresh.
@@ -152,6 +157,20 @@ impl Relay {
         }
     }
 
+    /// A connection of `member` left `channel`'s presence: if it was the
+    /// member's last on this node, every node hears of it.
+    pub fn left(&mut self, hub: &mut ShardHub, channel: &ChannelName, member: &Member) {
+        if hub.presence_leave(channel, member) {
+            let (channel, member) = (channel.clone(), member.to_string());
+            self.bridge.ask(ToRedis::PresenceLeave { channel, member });
+        }
+    }
+
+    /// Who is present on `channel`, on every node: Redis answers `reply`.
+    pub fn presence(&self, reply: ReplyTo, channel: ChannelName) {
+        self.bridge.ask(ToRedis::PresenceQuery { reply, channel });
+    }
+
     /// The hub forgot these channels (nobody on the node follows them):
     /// stop following them in Redis, unless requests wait.
     pub fn forget(&mut self, channels: Vec<ChannelName>) {
@@ -166,7 +185,14 @@ impl Relay {
     /// Something the bridge learned from Redis.
     pub fn on_redis(&mut self, o: Owner<'_>, what: FromRedis) {
         match what {
-            FromRedis::Message(msg) => self.on_message(o, msg),
+            FromRedis::Message { msg, local } => {
+                if msg.is_stored() {
+                    let latency = o.now.saturating_duration_since(msg.published_at);
+                    let health = self.bridge.health();
+                    health.delivery_seconds[origin(local)].observe(latency);
+                }
+                self.on_message(o, msg)
+            }
             FromRedis::History {
                 channel,
                 newest,
@@ -209,9 +235,23 @@ impl Relay {
         }
     }
 
-    /// Once a second: reads that failed are asked again, and every
-    /// [`PROBE_EVERY`] the channels are checked against Redis.
+    /// Once a second: reads that failed are asked again, every
+    /// [`PROBE_EVERY`] the channels are checked against Redis, and every
+    /// third of the presence TTL this node's members are refreshed.
     pub fn housekeeping(&mut self, hub: &ShardHub, now: Instant) {
+        if now.duration_since(self.last_heartbeat) >= self.heartbeat {
+            self.last_heartbeat = now;
+            for channel in self.tracks.keys() {
+                let members: Vec<String> = (hub.presence(channel).iter())
+                    .map(Member::to_string)
+                    .collect();
+                if !members.is_empty() {
+                    let channel = channel.clone();
+                    self.bridge
+                        .ask(ToRedis::PresenceRefresh { channel, members });
+                }
+            }
+        }
         for (channel, track) in self.tracks.iter_mut().filter(|(_, t)| t.failed) {
             track.failed = false;
             let after = match track.stage {
@@ -249,8 +289,9 @@ impl Relay {
         }
         match track.sequence.arrive(msg.id) {
             Verdict::Next => {
-                let interested = o.hub.owner_append(&msg);
-                owner::deliver(o.post, msg, interested);
+                if let Some(interested) = o.hub.owner_append(&msg) {
+                    owner::deliver(o.post, msg, interested);
+                }
             }
             Verdict::Duplicate => {}
             Verdict::Gap { from, to } => {
@@ -315,7 +356,7 @@ impl Relay {
                         now,
                         budget,
                     };
-                    answer(o, channel.clone(), request);
+                    answer(&self.bridge, o, channel.clone(), request);
                 }
             }
             Stage::Reading | Stage::Live => {
@@ -346,8 +387,9 @@ impl Relay {
                         );
                     }
                     last = msg.id.seq;
-                    let interested = hub.owner_append(&msg);
-                    owner::deliver(post, msg, interested);
+                    if let Some(interested) = hub.owner_append(&msg) {
+                        owner::deliver(post, msg, interested);
+                    }
                 }
                 track.sequence = Sequence::starting_after(hub.owner_position(&channel));
                 track.stage = Stage::Live;
@@ -367,10 +409,19 @@ impl Relay {
     }
 }
 
-/// Answers a subscription request from the channel's copy.
-fn answer(o: Owner<'_>, channel: ChannelName, r: Held) {
+/// Answers a subscription request from the channel's copy. A member
+/// joining is recorded in Redis for every node, and announced to all
+/// through the channel's topic — this node's subscribers included.
+fn answer(bridge: &Bridge, o: Owner<'_>, channel: ChannelName, r: Held) {
+    if let Some(member) = r.member {
+        if o.hub.presence_join(&channel, member.clone()) {
+            let member = member.to_string();
+            let channel = channel.clone();
+            bridge.ask(ToRedis::PresenceJoin { channel, member });
+        }
+    }
     owner::subscribe(
-        o.hub, o.post, o.now, o.budget, r.from, r.conn, r.at, channel, r.since, r.member,
+        o.hub, o.post, o.now, o.budget, r.from, r.conn, r.at, channel, r.since, None,
     );
 }
 
