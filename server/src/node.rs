@@ -131,6 +131,7 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
         plan,
         epoch,
         mail: mail.clone(),
+        client_salt: if bridge.is_some() { rand::random() } else { 0 },
         bridge,
         metrics,
         shutdown: AtomicBool::new(false),

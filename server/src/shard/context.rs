@@ -292,7 +292,7 @@ impl Context for ConnCtx<'_> {
     }
 
     fn client_id(&self) -> ClientId {
-        self.key.client_id(self.post.me())
+        ClientId(self.key.client_id(self.post.me()).0 ^ self.shared.client_salt)
     }
 
     fn node_epoch(&self) -> Epoch {

@@ -32,6 +32,10 @@ pub struct Shared {
     pub mail: Arc<Mailboxes>,
     /// In a cluster (`--redis`): the thread that talks to Redis.
     pub bridge: Option<Bridge>,
+    /// XORed into every client id: 0 on a node of its own; in a cluster a
+    /// random value per node, so that anonymous clients of different nodes
+    /// (whose connection slots coincide) never share an id in presence.
+    pub client_salt: u64,
     /// Every shard's counters, for `/metrics`.
     pub metrics: Vec<Arc<ShardMetrics>>,
     /// Set on SIGTERM/SIGINT.
