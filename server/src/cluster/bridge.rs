@@ -364,6 +364,12 @@ impl State {
         &self.servers[self.placement.server_of(channel.as_str())]
     }
 
+    /// How many messages `channel` keeps in history (its namespace's).
+    fn history_size(&self, channel: &ChannelName) -> usize {
+        let policy = self.config.namespaces.of(channel.as_str());
+        policy.history.max_messages
+    }
+
     fn shards(&self) -> usize {
         self.mail.shards()
     }
@@ -577,12 +583,7 @@ async fn follow(state: Arc<State>, channel: ChannelName) {
     }
     // Subscribed first, read second: whatever is published from now on
     // comes through Pub/Sub, and the read covers everything before.
-    let max = state
-        .config
-        .namespaces
-        .of(channel.as_str())
-        .history
-        .max_messages;
+    let max = state.history_size(&channel);
     let mut con = server.commands.clone();
     let read = script::follow(&mut con, &channel, state.config.epoch, META_TTL, max).await;
     answer_read(&state, channel, read);
@@ -590,12 +591,7 @@ async fn follow(state: Arc<State>, channel: ChannelName) {
 
 async fn read(state: Arc<State>, channel: ChannelName, after: u64) {
     let server = state.server_of(&channel);
-    let max = state
-        .config
-        .namespaces
-        .of(channel.as_str())
-        .history
-        .max_messages;
+    let max = state.history_size(&channel);
     let mut con = server.commands.clone();
     let read = script::history_after(&mut con, &channel, after, max.max(1)).await;
     answer_read(&state, channel, read);

@@ -349,6 +349,14 @@ pub mod presence {
         format!("rc:{{{}}}:presence", channel.as_str())
     }
 
+    /// The set lives as long as its longest-lived entry: `GT` pushes an
+    /// expiry out, `NX` gives one to a set that has none (just created).
+    fn expire_at(channel: &ChannelName, at_ms: u64, condition: &str) -> redis::Cmd {
+        let mut cmd = redis::cmd("PEXPIREAT");
+        cmd.arg(key(channel)).arg(at_ms).arg(condition);
+        cmd
+    }
+
     fn element(node: Epoch, member: &str) -> String {
         format!("{node}|{member}")
     }
@@ -378,15 +386,9 @@ pub mod presence {
             .arg(expires_ms)
             .arg(element(node, member))
             .ignore()
-            .cmd("PEXPIREAT")
-            .arg(key(channel))
-            .arg(expires_ms)
-            .arg("GT")
+            .add_command(expire_at(channel, expires_ms, "GT"))
             .ignore()
-            .cmd("PEXPIREAT")
-            .arg(key(channel))
-            .arg(expires_ms)
-            .arg("NX")
+            .add_command(expire_at(channel, expires_ms, "NX"))
             .ignore()
             .cmd("PUBLISH")
             .arg(topic)
@@ -440,15 +442,9 @@ pub mod presence {
             let mut pipe = redis::pipe();
             pipe.add_command(zadd)
                 .ignore()
-                .cmd("PEXPIREAT")
-                .arg(key(channel))
-                .arg(expires_ms)
-                .arg("GT")
+                .add_command(expire_at(channel, expires_ms, "GT"))
                 .ignore()
-                .cmd("PEXPIREAT")
-                .arg(key(channel))
-                .arg(expires_ms)
-                .arg("NX")
+                .add_command(expire_at(channel, expires_ms, "NX"))
                 .ignore();
             pipe.query_async::<()>(con).await?;
         }

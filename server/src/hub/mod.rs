@@ -280,6 +280,20 @@ struct Owned {
     limits: HistoryLimits,
 }
 
+impl Owned {
+    /// Appends `msg` to the history, trimmed to its limit; returns how
+    /// many messages it evicted.
+    fn keep(&mut self, msg: &Arc<Message>) -> u64 {
+        if self.limits.max_messages == 0 {
+            return 0;
+        }
+        self.history.push_back(msg.clone());
+        let excess = self.history.len().saturating_sub(self.limits.max_messages);
+        self.history.drain(..excess);
+        excess as u64
+    }
+}
+
 #[derive(Debug)]
 struct Channel<S> {
     name: ChannelName,
@@ -749,14 +763,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             payload,
             now,
         ));
-        let mut evicted = 0;
-        if owned.limits.max_messages > 0 {
-            owned.history.push_back(msg.clone());
-            while owned.history.len() > owned.limits.max_messages {
-                owned.history.pop_front();
-                evicted += 1;
-            }
-        }
+        let evicted = owned.keep(&msg);
         let interested = ShardSet(owned.interested);
         self.stats.published += 1;
         self.stats.evictions += evicted;
@@ -800,14 +807,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             return None;
         }
         owned.last_seq = msg.id.seq;
-        let mut evicted = 0;
-        if owned.limits.max_messages > 0 {
-            owned.history.push_back(msg.clone());
-            while owned.history.len() > owned.limits.max_messages {
-                owned.history.pop_front();
-                evicted += 1;
-            }
-        }
+        let evicted = owned.keep(msg);
         self.stats.published += 1;
         self.stats.evictions += evicted;
         Some(ShardSet(owned.interested))

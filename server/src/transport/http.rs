@@ -597,17 +597,19 @@ impl Http {
         token: u32,
         ids: &[(u32, MsgId)],
     ) -> Outcome {
-        let Some(busy) = self.busy.as_mut() else {
-            return Outcome::Stay;
-        };
-        let found = busy.waiting.iter_mut().find_map(|w| match w {
-            Waiting::Publish(p) if p.token == token && p.unavailable.is_none() => Some(p),
-            _ => None,
-        });
-        if let Some(p) = found {
+        if let Some(p) = self.waiting_publish(token) {
             p.fill(ids);
         }
         self.answer_waiting(ctx)
+    }
+
+    /// The publish waiting for its answer under `token`, if any.
+    fn waiting_publish(&mut self, token: u32) -> Option<&mut Pending> {
+        let busy = self.busy.as_mut()?;
+        busy.waiting.iter_mut().find_map(|w| match w {
+            Waiting::Publish(p) if p.token == token && p.unavailable.is_none() => Some(p),
+            _ => None,
+        })
     }
 
     /// The publish made with `token` could not be stored (in a cluster,
@@ -618,14 +620,7 @@ impl Http {
         token: u32,
         reason: &str,
     ) -> Outcome {
-        let Some(busy) = self.busy.as_mut() else {
-            return Outcome::Stay;
-        };
-        let found = busy.waiting.iter_mut().find_map(|w| match w {
-            Waiting::Publish(p) if p.token == token && p.unavailable.is_none() => Some(p),
-            _ => None,
-        });
-        if let Some(p) = found {
+        if let Some(p) = self.waiting_publish(token) {
             ctx.metrics().refuse(Refusal::Unavailable);
             p.unavailable = Some(format!("{reason}; retry later"));
         }
