@@ -593,7 +593,10 @@ mod tests {
         // sleep of so long need not move that clock by as much here).
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while jsonwebtoken::get_current_timestamp() <= first.exp {
-            assert!(std::time::Instant::now() < deadline, "the wall clock stands still");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the wall clock stands still"
+            );
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         assert_eq!(
