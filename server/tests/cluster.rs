@@ -719,3 +719,76 @@ async fn presence_spans_the_nodes_and_a_dead_node_stops_counting() {
     assert_eq!(presence_event(&mut watcher).await, ("left".into(), them));
     assert_eq!(wait_presence(&a, ch, |p| p.len() == 1).await, [me]);
 }
+
+#[tokio::test]
+async fn a_redis_cluster_with_sharded_pubsub() {
+    let rc = common::redis_server::RedisCluster::start(3);
+    let (a, b) = (
+        Server::start(&["--redis", &rc.urls()]),
+        Server::start(&["--redis", &rc.urls()]),
+    );
+    let channels: Vec<String> = (0..12).map(|i| format!("slot{i}")).collect();
+    let mut subs = Vec::new();
+    for ch in &channels {
+        subs.push(mux(&b, ch, None).await);
+    }
+    let mut first_ids = Vec::new();
+    for (ch, sub) in channels.iter().zip(&mut subs) {
+        let one = publish(&a, ch, "one").await;
+        let two = publish(&b, ch, "two").await;
+        assert_eq!(
+            ws_take(sub, 2).await,
+            [(one.clone(), "one".into()), (two, "two".into())]
+        );
+        first_ids.push(one);
+    }
+    // Resume on A, from an id B's subscriber got.
+    let got = poll_take(&a, &channels[0], first_ids[0].clone(), 1).await;
+    assert_eq!(got[0].1, "two");
+    // The channels' keys are spread over the masters, and their topics are
+    // sharded (SSUBSCRIBE): no node has a plain Pub/Sub channel.
+    let mut masters_with_keys = 0;
+    let mut shard_channels = 0;
+    for &port in &rc.ports {
+        let keys = rc.cli(port, &["--scan", "--pattern", "rc:*:meta"]);
+        masters_with_keys += usize::from(!keys.trim().is_empty());
+        shard_channels += rc
+            .cli(port, &["pubsub", "shardchannels"])
+            .lines()
+            .filter(|l| l.starts_with("rc:{"))
+            .count();
+        assert_eq!(
+            rc.cli(port, &["pubsub", "channels"]).trim(),
+            "",
+            "plain Pub/Sub on {port}"
+        );
+    }
+    assert!(
+        masters_with_keys >= 2,
+        "keys on {masters_with_keys} masters"
+    );
+    assert_eq!(
+        shard_channels, 12,
+        "every channel B follows, as a sharded channel"
+    );
+
+    // A master paused: unready (publishes refused) until it answers again;
+    // then every channel goes on, nothing lost or repeated.
+    let paused = rc.pid(1);
+    let signal = |s: &str| {
+        std::process::Command::new("kill")
+            .args([s, &paused.to_string()])
+            .status()
+            .unwrap()
+    };
+    signal("-STOP");
+    wait_ready(&b, 503).await;
+    assert_eq!(try_publish(&a, &channels[0], "no").await.0, 503);
+    signal("-CONT");
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+    for (ch, sub) in channels.iter().zip(&mut subs) {
+        let three = publish(&a, ch, "three").await;
+        assert_eq!(ws_take(sub, 1).await, [(three, "three".into())]);
+    }
+}

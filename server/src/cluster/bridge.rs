@@ -31,7 +31,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::StreamExt;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
 use tokio::sync::mpsc;
 
 use crate::bus::{FromRedis, Mail, Mailboxes, ReplyTo};
@@ -39,6 +40,7 @@ use crate::hub::{ChannelName, Epoch, Event, Member, Message, MsgId, PublishItem}
 use crate::metrics::Histogram;
 use crate::policy::Namespaces;
 
+use super::connection::{self, Commands, Subscriptions};
 use super::placement::Placement;
 use super::script::{self, Keys, PublishScript, Stored, META_TTL};
 
@@ -283,11 +285,20 @@ pub struct BridgeConfig {
 /// Starts the bridge thread: connects to every Redis server (failing, or
 /// with `wait` retrying, when one is unreachable), then serves the shards.
 pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, String> {
-    let placement = Placement::new(&config.servers)?;
-    let clients = (config.servers.iter())
-        .map(|url| redis::Client::open(url.as_str()).map_err(|e| format!("--redis {url}: {e}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let health = Arc::new(Health::new(clients.len()));
+    let seeds = connection::cluster_seeds(&config.servers)?;
+    let (placement, clients) = match &seeds {
+        // A Redis Cluster places channels itself, by slot.
+        Some(_) => (Placement::new(&config.servers[..1])?, Vec::new()),
+        None => {
+            let clients = (config.servers.iter())
+                .map(|url| {
+                    redis::Client::open(url.as_str()).map_err(|e| format!("--redis {url}: {e}"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            (Placement::new(&config.servers)?, clients)
+        }
+    };
+    let health = Arc::new(Health::new(placement.servers().len()));
     let (publishes, publish_rx) = mpsc::channel(PUBLISH_QUEUE);
     let (control, control_rx) = mpsc::unbounded_channel();
     let bridge = Bridge {
@@ -310,12 +321,21 @@ pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, Strin
                 }
             };
             runtime.block_on(async move {
-                let servers = match connect_all(&config, &clients).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                        return;
-                    }
+                let (servers, pushes) = match &seeds {
+                    Some(seeds) => match connect_cluster(&config, seeds).await {
+                        Ok((server, pushes)) => (vec![server], Some(pushes)),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    },
+                    None => match connect_all(&config, &clients).await {
+                        Ok(s) => (s, None),
+                        Err(e) => {
+                            let _ = ready_tx.send(Err(e));
+                            return;
+                        }
+                    },
                 };
                 let state = Arc::new(State {
                     config,
@@ -324,9 +344,17 @@ pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, Strin
                     mail,
                     health,
                     script: PublishScript::default(),
+                    sharded: pushes.is_some(),
                 });
-                for (i, client) in clients.into_iter().enumerate() {
-                    tokio::spawn(supervise_pubsub(state.clone(), client, i));
+                match pushes {
+                    Some(pushes) => {
+                        tokio::spawn(supervise_cluster(state.clone(), pushes));
+                    }
+                    None => {
+                        for (i, client) in clients.into_iter().enumerate() {
+                            tokio::spawn(supervise_pubsub(state.clone(), client, i));
+                        }
+                    }
                 }
                 let _ = ready_tx.send(Ok(()));
                 serve(state, publish_rx, control_rx).await;
@@ -339,15 +367,15 @@ pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, Strin
     Ok(bridge)
 }
 
-/// One Redis server as the bridge holds it.
+/// One Redis server, or a Redis Cluster, as the bridge holds it.
 struct Server {
     url: String,
-    commands: ConnectionManager,
+    commands: Commands,
     /// The channels followed on this server, subscribed again on every
     /// reconnection.
     followed: Mutex<HashSet<ChannelName>>,
-    /// The Pub/Sub connection's sink, while it is up.
-    sink: Mutex<Option<PubSubSink>>,
+    /// Where topics are subscribed, while Pub/Sub is up.
+    sink: Mutex<Option<Subscriptions>>,
 }
 
 struct State {
@@ -357,9 +385,29 @@ struct State {
     mail: Arc<Mailboxes>,
     health: Arc<Health>,
     script: PublishScript,
+    /// A Redis Cluster: sharded Pub/Sub (`SPUBLISH`, `SSUBSCRIBE`).
+    sharded: bool,
 }
 
 impl State {
+    /// This node's presence entries in `channel`.
+    fn entries<'a>(&self, channel: &'a ChannelName) -> script::presence::Entries<'a> {
+        script::presence::Entries {
+            channel,
+            node: self.config.epoch,
+            sharded: self.sharded,
+        }
+    }
+
+    /// The command that publishes on a topic.
+    fn publish_command(&self) -> &'static str {
+        if self.sharded {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
     fn server_of(&self, channel: &ChannelName) -> &Server {
         &self.servers[self.placement.server_of(channel.as_str())]
     }
@@ -429,12 +477,63 @@ async fn connect_all(
         };
         servers.push(Server {
             url: url.clone(),
-            commands,
+            commands: Commands::Server(commands),
             followed: Mutex::new(HashSet::new()),
             sink: Mutex::new(None),
         });
     }
     Ok(servers)
+}
+
+/// Connects to a Redis Cluster (RESP3, so that sharded Pub/Sub messages
+/// arrive as pushes on the returned queue).
+async fn connect_cluster(
+    config: &BridgeConfig,
+    seeds: &[String],
+) -> Result<(Server, mpsc::UnboundedReceiver<redis::PushInfo>), String> {
+    let label = config.servers.join(",");
+    let (push_tx, push_rx) = mpsc::unbounded_channel();
+    let client = redis::cluster::ClusterClientBuilder::new(seeds.to_vec())
+        .use_protocol(redis::ProtocolVersion::RESP3)
+        .push_sender(push_tx)
+        .connection_timeout(COMMAND_TIMEOUT)
+        .response_timeout(COMMAND_TIMEOUT)
+        .build()
+        .map_err(|e| format!("--redis {label}: {e}"))?;
+    let mut delay = BACKOFF_MIN;
+    let con = loop {
+        let attempt =
+            tokio::time::timeout(COMMAND_TIMEOUT * 2, client.get_async_connection()).await;
+        match attempt {
+            Ok(Ok(c)) => break c,
+            failed if config.wait => {
+                let why = match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => "timed out".to_string(),
+                };
+                tracing::warn!("redis cluster {label} unreachable ({why}); waiting (--redis-wait)");
+                tokio::time::sleep(jittered(delay)).await;
+                delay = (delay * 2).min(BACKOFF_MAX);
+            }
+            Ok(Err(e)) => {
+                return Err(format!(
+                    "redis cluster {label} unreachable: {e} (start it, or pass --redis-wait to wait for it)"
+                ))
+            }
+            Err(_) => {
+                return Err(format!(
+                    "redis cluster {label} unreachable: timed out (start it, or pass --redis-wait to wait for it)"
+                ))
+            }
+        }
+    };
+    let server = Server {
+        url: label,
+        commands: Commands::Cluster(con.clone()),
+        followed: Mutex::new(HashSet::new()),
+        sink: Mutex::new(Some(Subscriptions::Cluster(con))),
+    };
+    Ok((server, push_rx))
 }
 
 /// Takes the shards' commands until the node exits.
@@ -494,7 +593,7 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
             let (kind, node) = (item.kind, state.config.epoch);
             let message =
                 script::live_message(Event::Ephemeral, kind, &item.payload, node, unix_ms());
-            redis::cmd("PUBLISH")
+            redis::cmd(state.publish_command())
                 .arg(Keys::of(&item.channel).topic)
                 .arg(message)
                 .query_async::<()>(&mut con)
@@ -514,7 +613,7 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
                     history,
                     unix_ms(),
                     state.config.epoch,
-                    false,
+                    state.sharded,
                 )
                 .await
         };
@@ -565,7 +664,8 @@ async fn follow(state: Arc<State>, channel: ChannelName) {
         return;
     };
     let topic = Keys::of(&channel).topic;
-    match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(&topic)).await {
+    let topics = std::slice::from_ref(&topic);
+    match tokio::time::timeout(COMMAND_TIMEOUT, sink.subscribe(topics)).await {
         Ok(Ok(())) => {}
         failed => {
             tracing::warn!(
@@ -662,8 +762,14 @@ async fn probe(state: Arc<State>, channels: Vec<ChannelName>) {
 async fn presence_join(state: Arc<State>, channel: ChannelName, member: String) {
     let mut con = state.server_of(&channel).commands.clone();
     let expires = unix_ms() + state.config.presence_ttl.as_millis() as u64;
-    let node = state.config.epoch;
-    let done = script::presence::join(&mut con, &channel, node, &member, expires, unix_ms()).await;
+    let done = script::presence::join(
+        &mut con,
+        state.entries(&channel),
+        &member,
+        expires,
+        unix_ms(),
+    )
+    .await;
     if let Err(e) = done {
         // The next heartbeat records it; only the announcement is lost.
         tracing::warn!("redis: cannot record {member} joining {channel}: {e}");
@@ -672,8 +778,9 @@ async fn presence_join(state: Arc<State>, channel: ChannelName, member: String) 
 
 async fn presence_leave(state: Arc<State>, channel: ChannelName, member: String) {
     let mut con = state.server_of(&channel).commands.clone();
-    let node = state.config.epoch;
-    if let Err(e) = script::presence::leave(&mut con, &channel, node, &member, unix_ms()).await {
+    if let Err(e) =
+        script::presence::leave(&mut con, state.entries(&channel), &member, unix_ms()).await
+    {
         // Its entry expires unrefreshed, and a sweep announces it.
         tracing::warn!("redis: cannot record {member} leaving {channel}: {e}");
     }
@@ -682,9 +789,14 @@ async fn presence_leave(state: Arc<State>, channel: ChannelName, member: String)
 async fn presence_refresh(state: Arc<State>, channel: ChannelName, members: Vec<String>) {
     let mut con = state.server_of(&channel).commands.clone();
     let expires = unix_ms() + state.config.presence_ttl.as_millis() as u64;
-    let node = state.config.epoch;
-    let swept =
-        script::presence::refresh(&mut con, &channel, node, &members, expires, unix_ms()).await;
+    let swept = script::presence::refresh(
+        &mut con,
+        state.entries(&channel),
+        &members,
+        expires,
+        unix_ms(),
+    )
+    .await;
     match swept {
         Ok(0) => {}
         Ok(n) => tracing::info!("{channel}: {n} presence entries of nodes gone quiet expired"),
@@ -759,6 +871,78 @@ async fn supervise_pubsub(state: Arc<State>, client: redis::Client, i: usize) {
     }
 }
 
+/// Watches a Redis Cluster: forwards the sharded Pub/Sub messages its
+/// connection pushes, and pings it every second. The connection follows
+/// slot moves and resubscribes by itself; when a ping fails the node is
+/// unready, and when pings answer again every followed channel is
+/// subscribed again (a follow may have failed meanwhile) and read from
+/// history.
+async fn supervise_cluster(
+    state: Arc<State>,
+    mut pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+) {
+    let server = &state.servers[0];
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    state.health.pubsub_up[0].store(true, Ordering::Relaxed);
+    tracing::info!("redis cluster {}: connected (sharded Pub/Sub)", server.url);
+    loop {
+        tokio::select! {
+            push = pushes.recv() => {
+                let Some(push) = push else { return };
+                if push.kind == redis::PushKind::SMessage {
+                    if let [topic, payload] = &push.data[..] {
+                        let topic: Result<String, _> = redis::from_redis_value(topic.clone());
+                        let payload: Result<Vec<u8>, _> = redis::from_redis_value(payload.clone());
+                        if let (Ok(topic), Ok(payload)) = (topic, payload) {
+                            forward(&state, &topic, &payload);
+                        }
+                    }
+                }
+            }
+            _ = ping.tick() => {
+                // Every master: one that does not answer holds slots whose
+                // channels would go quiet.
+                let Commands::Cluster(mut con) = server.commands.clone() else { return };
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, Some(ResponsePolicy::AllSucceeded)));
+                let pinged = tokio::time::timeout(PING_EVERY, con.route_command(redis::cmd("PING"), all))
+                    .await
+                    .map(|r| r.map(drop));
+                let up = state.health.pubsub_up[0].load(Ordering::Relaxed);
+                match (pinged, up) {
+                    (Ok(Ok(())), true) => {}
+                    (Ok(Ok(())), false) => {
+                        let topics: Vec<String> = (server.followed.lock().expect("not poisoned").iter())
+                            .map(|c| Keys::of(c).topic)
+                            .collect();
+                        let sink = server.sink.lock().expect("not poisoned").clone();
+                        if let Some(mut sink) = sink {
+                            if let Err(e) = sink.subscribe(&topics).await {
+                                tracing::warn!("redis cluster {}: cannot subscribe again: {e}", server.url);
+                                continue;
+                            }
+                        }
+                        state.health.pubsub_up[0].store(true, Ordering::Relaxed);
+                        state.health.reconnects.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!("redis cluster {}: back; channels catch up from history", server.url);
+                        for shard in 0..state.shards() {
+                            state.send(shard, Mail::Redis(FromRedis::Resubscribed));
+                        }
+                    }
+                    (failed, true) => {
+                        state.health.pubsub_up[0].store(false, Ordering::Relaxed);
+                        tracing::warn!(
+                            "redis cluster {}: lost ({failed:?}); the node is unready and publishes are refused until it is back",
+                            server.url
+                        );
+                    }
+                    (_, false) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Connects Pub/Sub and subscribes to every followed channel.
 async fn connect_pubsub(
     state: &State,
@@ -780,7 +964,7 @@ async fn connect_pubsub(
             .map_err(|_| "subscribing timed out".to_string())?
             .map_err(|e| format!("cannot subscribe: {e}"))?;
     }
-    *server.sink.lock().expect("not poisoned") = Some(sink);
+    *server.sink.lock().expect("not poisoned") = Some(Subscriptions::Server(sink));
     Ok(stream)
 }
 
@@ -802,7 +986,7 @@ async fn pump(state: &State, i: usize, mut stream: redis::aio::PubSubStream) -> 
                 let Some(mut sink) = sink else {
                     return "no sink".into();
                 };
-                match tokio::time::timeout(PING_EVERY, sink.ping::<redis::Value>()).await {
+                match tokio::time::timeout(PING_EVERY, sink.ping()).await {
                     Ok(Ok(_)) => {}
                     Ok(Err(e)) => return format!("ping failed: {e}"),
                     Err(_) => return format!("no answer to a ping within {PING_EVERY:?}"),

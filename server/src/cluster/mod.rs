@@ -9,6 +9,7 @@
 //! through the bus, `--redis`, gap repair, presence, health.
 
 pub mod bridge;
+pub mod connection;
 pub mod placement;
 pub mod script;
 pub mod sequence;

@@ -6,6 +6,7 @@
 -- KEYS[1]  rc:{<channel>}:presence   sorted set: "<node>|<member>" scored by expiry (ms)
 -- ARGV[1]  now, ms since the Unix epoch
 -- ARGV[2]  the channel's Pub/Sub topic
+-- ARGV[3]  1: announce with SPUBLISH (Redis Cluster, sharded Pub/Sub), else PUBLISH
 --
 -- Returns how many entries were swept.
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
@@ -15,7 +16,9 @@ for _, entry in ipairs(gone) do
   if bar then
     local node = string.sub(entry, 1, bar - 1)
     local member = string.sub(entry, bar + 1)
-    redis.call('PUBLISH', ARGV[2], '000000000000:0:l:' .. ARGV[1] .. ':' .. node .. ':' .. member)
+    local publish = 'PUBLISH'
+    if ARGV[3] == '1' then publish = 'SPUBLISH' end
+    redis.call(publish, ARGV[2], '000000000000:0:l:' .. ARGV[1] .. ':' .. node .. ':' .. member)
   end
 end
 return #gone

@@ -361,24 +361,44 @@ pub mod presence {
         format!("{node}|{member}")
     }
 
+    /// One node's entries in one channel's presence.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Entries<'a> {
+        /// The channel.
+        pub channel: &'a ChannelName,
+        /// The node, by its own epoch.
+        pub node: Epoch,
+        /// A Redis Cluster: announce with `SPUBLISH`.
+        pub sharded: bool,
+    }
+
+    impl Entries<'_> {
+        /// Announces `event` for `member` on the channel's topic.
+        fn announce(&self, event: Event, member: &str, now_ms: u64) -> redis::Cmd {
+            let publish = if self.sharded { "SPUBLISH" } else { "PUBLISH" };
+            let text = member.as_bytes();
+            let mut cmd = redis::cmd(publish);
+            cmd.arg(Keys::of(self.channel).topic).arg(live_message(
+                event,
+                DataKind::Text,
+                text,
+                self.node,
+                now_ms,
+            ));
+            cmd
+        }
+    }
+
     /// `member` joined on `node`: adds its entry and announces it on the
     /// channel's topic, atomically.
     pub async fn join<C: ConnectionLike>(
         con: &mut C,
-        channel: &ChannelName,
-        node: Epoch,
+        at: Entries<'_>,
         member: &str,
         expires_ms: u64,
         now_ms: u64,
     ) -> RedisResult<()> {
-        let topic = Keys::of(channel).topic;
-        let event = live_message(
-            Event::Joined,
-            DataKind::Text,
-            member.as_bytes(),
-            node,
-            now_ms,
-        );
+        let Entries { channel, node, .. } = at;
         redis::pipe()
             .atomic()
             .cmd("ZADD")
@@ -390,9 +410,7 @@ pub mod presence {
             .ignore()
             .add_command(expire_at(channel, expires_ms, "NX"))
             .ignore()
-            .cmd("PUBLISH")
-            .arg(topic)
-            .arg(event)
+            .add_command(at.announce(Event::Joined, member, now_ms))
             .ignore()
             .query_async(con)
             .await
@@ -401,22 +419,17 @@ pub mod presence {
     /// `member` left `node`: removes its entry and announces it.
     pub async fn leave<C: ConnectionLike>(
         con: &mut C,
-        channel: &ChannelName,
-        node: Epoch,
+        at: Entries<'_>,
         member: &str,
         now_ms: u64,
     ) -> RedisResult<()> {
-        let topic = Keys::of(channel).topic;
-        let event = live_message(Event::Left, DataKind::Text, member.as_bytes(), node, now_ms);
         redis::pipe()
             .atomic()
             .cmd("ZREM")
-            .arg(key(channel))
-            .arg(element(node, member))
+            .arg(key(at.channel))
+            .arg(element(at.node, member))
             .ignore()
-            .cmd("PUBLISH")
-            .arg(topic)
-            .arg(event)
+            .add_command(at.announce(Event::Left, member, now_ms))
             .ignore()
             .query_async(con)
             .await
@@ -427,12 +440,12 @@ pub mod presence {
     /// and announced as left, by whichever node sweeps first.
     pub async fn refresh<C: ConnectionLike>(
         con: &mut C,
-        channel: &ChannelName,
-        node: Epoch,
+        at: Entries<'_>,
         members: &[String],
         expires_ms: u64,
         now_ms: u64,
     ) -> RedisResult<u64> {
+        let Entries { channel, node, .. } = at;
         if !members.is_empty() {
             let mut zadd = redis::cmd("ZADD");
             zadd.arg(key(channel));
@@ -452,6 +465,7 @@ pub mod presence {
             .key(key(channel))
             .arg(now_ms)
             .arg(Keys::of(channel).topic)
+            .arg(if at.sharded { "1" } else { "0" })
             .invoke_async(con)
             .await
     }
