@@ -144,6 +144,58 @@ async fn poll_take(
     got
 }
 
+/// Short-polls `ch` on `server` (`timeout=0`, the cursor in
+/// `If-None-Match`) from `since` until `n` messages came; a poll with
+/// nothing new must be `304` with the same `ETag`.
+async fn short_poll_take(
+    server: &Server,
+    ch: &str,
+    since: String,
+    n: usize,
+) -> Vec<(String, String)> {
+    let client = reqwest::Client::new();
+    let mut got = Vec::new();
+    let mut etag = format!("\"{since}\"");
+    let deadline = Instant::now() + WAIT;
+    while got.len() < n {
+        assert!(
+            Instant::now() < deadline,
+            "short polls got {} of {n}",
+            got.len()
+        );
+        let r = client
+            .get(server.url(&format!("/poll/{ch}?timeout=0")))
+            .header("If-None-Match", &etag)
+            .send()
+            .await
+            .unwrap();
+        let tag = r.headers()["etag"].to_str().unwrap().to_string();
+        if r.status() == 304 {
+            assert_eq!(tag, etag, "unchanged");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        for m in body["messages"].as_array().unwrap() {
+            got.push((
+                m["id"].as_str().unwrap().to_string(),
+                m["data"].as_str().unwrap().to_string(),
+            ));
+        }
+        etag = tag;
+    }
+    // Nothing more: 304.
+    let r = client
+        .get(server.url(&format!("/poll/{ch}?timeout=0")))
+        .header("If-None-Match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 304);
+    got
+}
+
 /// The position a fresh subscription starts from, as a mux `subscribed`
 /// answer names it.
 async fn position(server: &Server, ch: &str) -> String {
@@ -209,6 +261,7 @@ async fn three_nodes_every_transport_every_message_once_in_order() {
     }
     assert_eq!(seqs(&sent), (1..=n as u64).collect::<Vec<_>>());
     let from_poll = poll_take(&b, ch, start.clone(), n).await;
+    let from_short_polls = short_poll_take(&c, ch, start.clone(), n).await;
 
     let got_raw_b = ws_take(&mut raw_b, n).await;
     let got_mux_c = ws_take(&mut mux_c, n).await;
@@ -225,6 +278,7 @@ async fn three_nodes_every_transport_every_message_once_in_order() {
         ("raw ws on A", &got_raw_a),
         ("sse on C", &got_sse),
         ("long poll on B", &from_poll),
+        ("short polls on C", &from_short_polls),
     ] {
         assert_eq!(got, &sent, "{name}");
     }
@@ -552,9 +606,11 @@ async fn two_redis_servers_share_the_channels() {
         subs.push(mux(&b, ch, None).await);
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut ids = Vec::new();
     for (ch, sub) in channels.iter().zip(&mut subs) {
         let id = publish(&a, ch, ch).await;
-        assert_eq!(ws_take(sub, 1).await, [(id, ch.clone())]);
+        assert_eq!(ws_take(sub, 1).await, [(id.clone(), ch.clone())]);
+        ids.push(id);
     }
     for r in [&r1, &r2] {
         let mut con = r.connection().await;
@@ -567,6 +623,35 @@ async fn two_redis_servers_share_the_channels() {
             !keys.is_empty() && keys.len() < 16,
             "{} holds {keys:?}",
             r.url
+        );
+    }
+    // Resume on the other node from each channel's start: its message.
+    for (ch, id) in channels.iter().zip(&ids) {
+        let from_start = format!("{}-0", id.split_once('-').unwrap().0);
+        assert_eq!(
+            poll_take(&a, ch, from_start, 1).await,
+            [(id.clone(), ch.clone())]
+        );
+    }
+    // One of the two servers killed and restarted (no persistence): the
+    // nodes go unready and come back; every channel reaches its subscriber
+    // again, those of the restarted server after a `reset` (epoch).
+    let mut r2 = r2;
+    r2.kill();
+    wait_ready(&a, 503).await;
+    r2.restart();
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
+    for (ch, sub) in channels.iter().zip(&mut subs) {
+        let id = publish(&a, ch, "again").await;
+        let mut m = recv_message(sub).await;
+        if m["type"] == "reset" {
+            assert_eq!(m["reason"], "epoch", "{m}");
+            m = recv_message(sub).await;
+        }
+        assert_eq!(
+            (m["id"].as_str(), m["data"].as_str()),
+            (Some(id.as_str()), Some("again"))
         );
     }
 }
