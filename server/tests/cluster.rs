@@ -536,6 +536,7 @@ async fn publish_unannounced(con: &mut redis::aio::MultiplexedConnection, ch: &s
         .arg("nowhere")
         .arg("0")
         .arg(60_000)
+        .arg("0000000000bb")
         .invoke_async(con)
         .await
         .unwrap();

@@ -337,13 +337,14 @@ pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, Strin
                         }
                     },
                 };
+                let script = PublishScript::for_node(config.epoch);
                 let state = Arc::new(State {
                     config,
                     placement,
                     servers,
                     mail,
                     health,
-                    script: PublishScript::default(),
+                    script,
                     sharded: pushes.is_some(),
                 });
                 match pushes {
@@ -612,7 +613,7 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
                     &item.payload,
                     history,
                     unix_ms(),
-                    state.config.epoch,
+                    Epoch::random(),
                     state.sharded,
                 )
                 .await
@@ -685,7 +686,8 @@ async fn follow(state: Arc<State>, channel: ChannelName) {
     // comes through Pub/Sub, and the read covers everything before.
     let max = state.history_size(&channel);
     let mut con = server.commands.clone();
-    let read = script::follow(&mut con, &channel, state.config.epoch, META_TTL, max).await;
+    // A fresh epoch, taken only if the channel has none.
+    let read = script::follow(&mut con, &channel, Epoch::random(), META_TTL, max).await;
     answer_read(&state, channel, read);
 }
 

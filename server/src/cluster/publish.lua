@@ -7,17 +7,20 @@
 -- ARGV[3]  history size (0: keep none)
 -- ARGV[4]  how long the channel's keys live after its last publish, ms
 -- ARGV[5]  now, ms since the Unix epoch (kept with the entry, for the age limit)
--- ARGV[6]  an epoch to take if the channel has none (new, or its keys were lost)
+-- ARGV[6]  an epoch to take if the channel has none (new, or its keys were
+--          lost): fresh and random for every publish, so that a channel
+--          that lost its keys never starts again in an epoch it had
 -- ARGV[7]  the channel's Pub/Sub topic
 -- ARGV[8]  1: publish with SPUBLISH (Redis Cluster, sharded Pub/Sub), else PUBLISH
 -- ARGV[9]  how long the channel's meta (epoch, seq) lives after its last use, ms:
 --          longer than its messages, so that an idle channel keeps its epoch
 --          and a client resuming after its history expired is told `evicted`
+-- ARGV[10] the publishing node, by its own epoch
 --
 -- Returns {epoch, seq}. The Pub/Sub message is
 -- "<epoch>:<seq>:<kind>:<publish ms>:<publishing node>:" then the payload, so
--- a subscriber needs no second read (the node is ARGV[6], the publishing
--- node's own epoch: nodes tell their own publishes from others' by it).
+-- a subscriber needs no second read (the node is ARGV[10]: nodes tell
+-- their own publishes from others' by it).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   epoch = ARGV[6]
@@ -30,7 +33,7 @@ if size > 0 then
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[9]), tonumber(ARGV[4])))
-local message = epoch .. ':' .. seq .. ':' .. ARGV[2] .. ':' .. ARGV[5] .. ':' .. ARGV[6] .. ':' .. ARGV[1]
+local message = epoch .. ':' .. seq .. ':' .. ARGV[2] .. ':' .. ARGV[5] .. ':' .. ARGV[10] .. ':' .. ARGV[1]
 if ARGV[8] == '1' then
   redis.call('SPUBLISH', ARGV[7], message)
 else

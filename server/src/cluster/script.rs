@@ -107,6 +107,8 @@ pub const META_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24
 pub struct PublishScript {
     script: redis::Script,
     meta_ttl_ms: u64,
+    /// The publishing node, named in every message it publishes.
+    node: Epoch,
 }
 
 impl Default for PublishScript {
@@ -122,12 +124,24 @@ impl PublishScript {
         PublishScript {
             script: redis::Script::new(include_str!("publish.lua")),
             meta_ttl_ms: meta_ttl.as_millis().max(1) as u64,
+            node: Epoch::NONE,
+        }
+    }
+
+    /// The script as node `node` (its own epoch) runs it: its messages
+    /// name it, so that it tells its own from others'.
+    pub fn for_node(node: Epoch) -> PublishScript {
+        PublishScript {
+            node,
+            ..PublishScript::default()
         }
     }
 
     /// Publishes to `channel` and returns the id Redis gave it. `epoch`
-    /// is taken only by a channel that has none; `sharded` publishes with
-    /// `SPUBLISH` (Redis Cluster).
+    /// is taken only by a channel that has none — make it fresh
+    /// ([`Epoch::random`]) for each call, so that a channel whose keys were
+    /// lost never starts again in an epoch it had; `sharded` publishes
+    /// with `SPUBLISH` (Redis Cluster).
     #[allow(clippy::too_many_arguments)]
     pub async fn publish<C: ConnectionLike>(
         &self,
@@ -157,6 +171,7 @@ impl PublishScript {
             .arg(&keys.topic)
             .arg(if sharded { "1" } else { "0" })
             .arg(self.meta_ttl_ms)
+            .arg(self.node.to_string())
             .invoke_async(con)
             .await?;
         Ok(MsgId {
