@@ -61,9 +61,11 @@ client-unit:
 	node --test client/test/
 
 # The client and the demo in real Chromium (Debian's, installed on first
-# use with playwright-core from npm), against a debug build of the node.
+# use with playwright-core from npm), against a debug build of the node;
+# the cluster test starts its own redis-server.
 browser:
 	./scripts/browser-deps.sh
+	./scripts/cluster-deps.sh
 	$(CARGO) build -p ringcast
 	cd tests/browser && RINGCAST_BIN=$(abspath $(TARGET_DIR))/debug/ringcast node --test --test-concurrency=1 --test-timeout=120000 ./
 
