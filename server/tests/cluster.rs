@@ -20,6 +20,15 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(15);
 
+/// Two nodes on `redis`, and a reader of `ch` on the second (raw
+/// WebSocket, JSON format), given time to follow the channel.
+async fn two_nodes_and_a_reader(redis: &RedisServer, ch: &str) -> (Server, Server, Ws) {
+    let (a, b) = (node(&[redis]), node(&[redis]));
+    let reader = ws(&b, &format!("/ws/{ch}?format=json")).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    (a, b, reader)
+}
+
 fn node(redis: &[&RedisServer]) -> Server {
     let urls: Vec<&str> = redis.iter().map(|r| r.url.as_str()).collect();
     Server::start(&["--redis", &urls.join(",")])
@@ -332,10 +341,8 @@ async fn resume_on_any_node_with_an_id_from_another() {
 #[tokio::test]
 async fn redis_restarted_with_persistence_loses_nothing() {
     let mut redis = RedisServer::start_persistent();
-    let (a, b) = (node(&[&redis]), node(&[&redis]));
     let ch = "durable";
-    let mut raw = ws(&b, &format!("/ws/{ch}?format=json")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, b, mut raw) = two_nodes_and_a_reader(&redis, ch).await;
     let first = publish(&a, ch, "before").await;
     redis.restart();
     wait_ready(&a, 200).await;
@@ -405,10 +412,8 @@ async fn redis_restarted_without_persistence_is_an_explicit_epoch_reset() {
 #[tokio::test]
 async fn redis_killed_refuses_publishes_goes_unready_and_recovers() {
     let mut redis = RedisServer::start();
-    let (a, b) = (node(&[&redis]), node(&[&redis]));
     let ch = "outage";
-    let mut raw = ws(&b, &format!("/ws/{ch}?format=json")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, b, mut raw) = two_nodes_and_a_reader(&redis, ch).await;
     publish(&a, ch, "one").await;
     assert_eq!(ws_take(&mut raw, 1).await[0].1, "one");
 
@@ -464,11 +469,9 @@ async fn redis_killed_refuses_publishes_goes_unready_and_recovers() {
 #[tokio::test]
 async fn a_pubsub_blip_loses_nothing_and_duplicates_nothing() {
     let redis = RedisServer::start();
-    let (a, b) = (node(&[&redis]), node(&[&redis]));
     let ch = "blip";
-    let mut raw = ws(&b, &format!("/ws/{ch}?format=json")).await;
+    let (a, b, mut raw) = two_nodes_and_a_reader(&redis, ch).await;
     let mut s = sse(&b, &format!("/sse/{ch}"), None).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
     let mut con = redis.connection().await;
     let mut sent = Vec::new();
     for i in 0..40 {
@@ -545,10 +548,8 @@ async fn publish_unannounced(con: &mut redis::aio::MultiplexedConnection, ch: &s
 #[tokio::test]
 async fn gaps_and_silent_stalls_are_repaired_from_history() {
     let redis = RedisServer::start();
-    let (a, b) = (node(&[&redis]), node(&[&redis]));
     let ch = "gappy";
-    let mut raw = ws(&b, &format!("/ws/{ch}?format=json")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, b, mut raw) = two_nodes_and_a_reader(&redis, ch).await;
     let mut con = redis.connection().await;
     publish(&a, ch, "1").await;
     publish_unannounced(&mut con, ch, "2").await;
@@ -571,10 +572,8 @@ async fn gaps_and_silent_stalls_are_repaired_from_history() {
 #[tokio::test]
 async fn redis_paused_past_the_timeouts_then_resumed() {
     let redis = RedisServer::start();
-    let (a, b) = (node(&[&redis]), node(&[&redis]));
     let ch = "paused";
-    let mut raw = ws(&b, &format!("/ws/{ch}?format=json")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (a, b, mut raw) = two_nodes_and_a_reader(&redis, ch).await;
     let first = publish(&a, ch, "before").await;
     redis.pause(true);
     wait_ready(&b, 503).await;

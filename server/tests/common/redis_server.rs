@@ -38,15 +38,7 @@ impl RedisServer {
     }
 
     fn start_on(port: u16, dir: Option<PathBuf>) -> RedisServer {
-        let mut cmd = Command::new("redis-server");
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-        ]);
+        let mut cmd = redis_server(port);
         match &dir {
             Some(d) => cmd.args([
                 "--dir",
@@ -123,6 +115,20 @@ impl Drop for RedisServer {
     }
 }
 
+/// `redis-server` on loopback port `port`, without snapshots.
+fn redis_server(port: u16) -> Command {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+    ]);
+    cmd
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -151,17 +157,8 @@ impl RedisCluster {
         std::fs::create_dir_all(&dir).unwrap();
         let mut nodes = Vec::new();
         for &port in &ports {
-            let child = Command::new("redis-server")
-                .args([
-                    "--port",
-                    &port.to_string(),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                ])
+            let child = redis_server(port)
+                .args(["--appendonly", "no"])
                 .args([
                     "--cluster-enabled",
                     "yes",
