@@ -17,6 +17,7 @@ mod assembler;
 mod close;
 mod code;
 mod decoder;
+pub mod deflate;
 pub mod encode;
 mod error;
 mod frame;
