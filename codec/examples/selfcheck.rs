@@ -30,7 +30,8 @@ fn main() {
                 kind: DataKind::Text,
                 payload: b"Hello",
                 first: true,
-                last: true
+                last: true,
+                compressed: false
             }
         )))
     );

@@ -87,8 +87,14 @@ pub enum Frame<'b> {
         /// This is the message's first piece.
         first: bool,
         /// This is the message's last piece: the message is complete, and
-        /// for text, its UTF-8 has been fully validated.
+        /// for text, its UTF-8 has been fully validated — unless it is
+        /// compressed.
         last: bool,
+        /// The message is compressed (permessage-deflate: RSV1 on its first
+        /// frame, which [`DecoderConfig::extension_rsv`] must allow): the
+        /// pieces are DEFLATE data, and the UTF-8 of a text message is the
+        /// caller's to check once inflated.
+        compressed: bool,
     },
     /// A ping with its application data; answer with a pong carrying it.
     Ping(&'b [u8]),
@@ -117,6 +123,8 @@ pub struct FrameDecoder {
     message_len: u64,
     /// The next chunk returned is the message's first.
     first_pending: bool,
+    /// The message in progress is compressed (RSV1 on its first frame).
+    compressed: bool,
     utf8: Utf8Validator,
     error: Option<ProtocolError>,
 }
@@ -134,6 +142,7 @@ impl FrameDecoder {
             message: None,
             message_len: 0,
             first_pending: false,
+            compressed: false,
             utf8: Utf8Validator::new(),
             error: None,
         }
@@ -196,6 +205,11 @@ impl FrameDecoder {
             _ => {}
         }
         let len7 = b1 & 0x7F;
+        // RSV1 (permessage-deflate) belongs on a message's first frame
+        // only: never on a control frame or a continuation (RFC 7692 §6.1).
+        if rsv != 0 && (opcode == OpCode::Continuation || opcode.is_control()) {
+            return Err(ProtocolError::ReservedBits);
+        }
         if opcode.is_control() {
             if !fin {
                 return Err(ProtocolError::FragmentedControlFrame);
@@ -273,6 +287,7 @@ impl FrameDecoder {
         } {
             self.message = Some(kind);
             self.first_pending = true;
+            self.compressed = rsv & 0x4 != 0;
             self.utf8 = Utf8Validator::new();
         }
         self.message_len = message_len;
@@ -302,7 +317,7 @@ impl FrameDecoder {
         let kind = self
             .message
             .expect("a data frame always belongs to a message");
-        if kind == DataKind::Text {
+        if kind == DataKind::Text && !self.compressed {
             self.utf8
                 .feed(chunk)
                 .map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -320,6 +335,7 @@ impl FrameDecoder {
             payload: chunk,
             first,
             last,
+            compressed: self.compressed,
         })
     }
 }
@@ -352,6 +368,7 @@ mod tests {
                 payload,
                 first,
                 last,
+                ..
             } => Ev::Data(kind, payload.to_vec(), first, last),
             Frame::Ping(p) => Ev::Ping(p.to_vec()),
             Frame::Pong(p) => Ev::Pong(p.to_vec()),
@@ -374,6 +391,72 @@ mod tests {
                 Status::Partial => return Ok(out),
             }
         }
+    }
+
+    /// Decodes `input` and joins the message's pieces, with whether they
+    /// were all marked compressed.
+    fn compressed_pieces(
+        dec: &mut FrameDecoder,
+        input: &[u8],
+    ) -> Result<(Vec<u8>, Vec<bool>), ProtocolError> {
+        let mut buf = input.to_vec();
+        let (mut start, mut data, mut flags) = (0, Vec::new(), Vec::new());
+        while let Status::Complete((n, f)) = dec.decode(&mut buf[start..])? {
+            if let Frame::Data {
+                payload,
+                compressed,
+                ..
+            } = f
+            {
+                data.extend_from_slice(payload);
+                flags.push(compressed);
+            }
+            start += n;
+        }
+        Ok((data, flags))
+    }
+
+    #[test]
+    fn rsv1_marks_a_compressed_message_where_permessage_deflate_allows_it() {
+        // RFC 7692 §7.2.3.1: "Hello" compressed, one frame, RSV1 set.
+        const HELLO: [u8; 7] = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        let deflate = DecoderConfig {
+            extension_rsv: 0x4,
+            ..DecoderConfig::client()
+        };
+        let one = [&[0xc1, 0x07][..], &HELLO].concat();
+        let (data, flags) = compressed_pieces(&mut FrameDecoder::new(deflate), &one).unwrap();
+        assert_eq!(
+            (data, flags),
+            (HELLO.to_vec(), vec![true]),
+            "not UTF-8, not checked"
+        );
+        // Fragmented (RFC 7692 §7.2.3.2): RSV1 on the first frame only.
+        let two = [&[0x41, 0x03][..], &HELLO[..3], &[0x80, 0x04], &HELLO[3..]].concat();
+        let (data, flags) = compressed_pieces(&mut FrameDecoder::new(deflate), &two).unwrap();
+        assert_eq!((data, flags), (HELLO.to_vec(), vec![true, true]));
+        // The next message, uncompressed, is checked as usual.
+        let mut dec = FrameDecoder::new(deflate);
+        let both = [&one[..], SINGLE_UNMASKED_HELLO].concat();
+        assert_eq!(compressed_pieces(&mut dec, &both).unwrap().1, [true, false]);
+        // RSV1 on a continuation or a control frame, or where nothing was
+        // negotiated, is a protocol error.
+        let on_continuation = [&[0x41, 0x03][..], &HELLO[..3], &[0xc0, 0x04], &HELLO[3..]].concat();
+        assert_eq!(
+            compressed_pieces(&mut FrameDecoder::new(deflate), &on_continuation),
+            Err(ProtocolError::ReservedBits)
+        );
+        assert_eq!(
+            compressed_pieces(&mut FrameDecoder::new(deflate), &[0xc9, 0x00]),
+            Err(ProtocolError::ReservedBits)
+        );
+        assert_eq!(
+            compressed_pieces(&mut client(), &one),
+            Err(ProtocolError::ReservedBits)
+        );
+        // What the encoder writes for a compressed broadcast is that frame.
+        let encoded = crate::ws::encode::compressed_message(DataKind::Text, &HELLO);
+        assert_eq!(&encoded[..], &one[..]);
     }
 
     // RFC 6455 §5.7 examples, byte for byte.

@@ -62,6 +62,16 @@ pub fn message(kind: DataKind, payload: &[u8]) -> Bytes {
     dst.freeze()
 }
 
+/// Encodes a whole compressed message (permessage-deflate: `compressed`
+/// is what [`super::deflate::compress`] made of it) as one unmasked frame
+/// with RSV1 set, into shareable bytes.
+pub fn compressed_message(kind: DataKind, compressed: &[u8]) -> Bytes {
+    let mut dst = BytesMut::with_capacity(header_len(compressed.len()) + compressed.len());
+    frame(&mut dst, kind.opcode(), true, compressed);
+    dst[0] |= 0x40; // RSV1
+    dst.freeze()
+}
+
 /// Appends a ping.
 pub fn ping(dst: &mut BytesMut, payload: &[u8]) -> Result<(), EncodeError> {
     control(dst, OpCode::Ping, payload)
