@@ -416,9 +416,13 @@ async fn redis_killed_refuses_publishes_goes_unready_and_recovers() {
     let (a, b, mut raw) = two_nodes_and_a_reader(&redis, ch).await;
     publish(&a, ch, "one").await;
     assert_eq!(ws_take(&mut raw, 1).await[0].1, "one");
+    // A node whose /ws clients may publish, to see their refusal.
+    let c = Server::start(&["--redis", &redis.url, "--client-publish"]);
+    let mut pubber = ws(&c, "/ws").await;
 
     redis.kill();
     wait_ready(&a, 503).await;
+    wait_ready(&c, 503).await;
     let (status, reason) = try_publish(&a, ch, "lost").await;
     assert_eq!(status, 503, "{reason}");
     assert!(reason.contains("redis"), "{reason}");
@@ -434,14 +438,24 @@ async fn redis_killed_refuses_publishes_goes_unready_and_recovers() {
     assert_eq!(status, 200);
     assert!(health.starts_with("degraded"), "{health}");
     // `/ws` publishes are refused too, with a reason the client can act on.
-    let mut pubber = ws(&a, "/ws").await;
     let cmd = json!({"type": "publish", "ch": ch, "data": "no", "rid": 9});
     pubber.send(Message::text(cmd.to_string())).await.unwrap();
     let refused = recv_json(&mut pubber).await;
-    assert_eq!(refused["type"], "error", "{refused}");
-    assert!(
-        ["unavailable", "forbidden"].contains(&refused["code"].as_str().unwrap()),
+    assert_eq!(
+        (
+            refused["type"].as_str(),
+            refused["code"].as_str(),
+            refused["rid"].as_i64()
+        ),
+        (Some("error"), Some("unavailable"), Some(9)),
         "{refused}"
+    );
+    assert_eq!(refused["retry_after"], 1, "{refused}");
+    let unavailable = "reason=\"unavailable\"";
+    assert_eq!(
+        c.metric("ringcast_requests_refused_total", unavailable)
+            .await,
+        1
     );
     assert!(a.metric("ringcast_redis_publish_failures_total", "").await >= 1);
 

@@ -745,18 +745,11 @@ async fn unfollow(state: Arc<State>, channel: ChannelName) {
 }
 
 async fn probe(state: Arc<State>, channels: Vec<ChannelName>) {
-    for chunk in channels.chunks(256) {
-        for channel in chunk {
-            let mut con = state.server_of(channel).commands.clone();
-            if let Ok(newest) = script::newest(&mut con, channel).await {
-                state.tell_owner(
-                    channel,
-                    FromRedis::Newest {
-                        channel: channel.clone(),
-                        newest,
-                    },
-                );
-            }
+    for channel in channels {
+        let mut con = state.server_of(&channel).commands.clone();
+        if let Ok(newest) = script::newest(&mut con, &channel).await {
+            let owner = channel.clone();
+            state.tell_owner(&owner, FromRedis::Newest { channel, newest });
         }
     }
 }
@@ -1008,11 +1001,8 @@ fn forward(state: &State, topic: &str, raw: &[u8]) {
         tracing::warn!("redis: ignoring a malformed message on {topic}");
         return;
     };
-    // The publish time on this process's clock: for history expiry, and
-    // the delivery latency the owner records.
-    let age = Duration::from_millis(unix_ms().saturating_sub(published.published_ms));
-    let now = Instant::now();
-    let published_at = now.checked_sub(age).unwrap_or(now);
+    // For history expiry, and the delivery latency the owner records.
+    let published_at = instant_of(published.published_ms);
     let (kind, payload) = (published.kind, published.payload);
     let message = if published.event == Event::Stored {
         Message::stored(channel, published.id, kind, payload, published_at)
@@ -1030,9 +1020,7 @@ fn forward(state: &State, topic: &str, raw: &[u8]) {
 /// A history entry as a hub message: its publish time is mapped from
 /// Redis's wall clock onto this process's monotonic clock, for expiry.
 fn stored_message(channel: &ChannelName, epoch: Epoch, m: Stored) -> Message {
-    let age = Duration::from_millis(unix_ms().saturating_sub(m.published_ms));
-    let now = Instant::now();
-    let published_at = now.checked_sub(age).unwrap_or(now);
+    let published_at = instant_of(m.published_ms);
     Message::stored(
         channel.clone(),
         MsgId { epoch, seq: m.seq },
@@ -1040,6 +1028,14 @@ fn stored_message(channel: &ChannelName, epoch: Epoch, m: Stored) -> Message {
         m.payload,
         published_at,
     )
+}
+
+/// A wall-clock time (ms since the Unix epoch, a publishing node's) on
+/// this process's monotonic clock; now if it lies in the future.
+fn instant_of(unix_ms_then: u64) -> Instant {
+    let age = Duration::from_millis(unix_ms().saturating_sub(unix_ms_then));
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
 }
 
 fn unix_ms() -> u64 {

@@ -1,12 +1,16 @@
-//! Several nodes sharing channels through Redis (issue 12, in progress).
+//! Several nodes sharing channels through Redis (`--redis`; docs/cluster.md).
 //!
-//! Built so far: [`script`], the channel model in Redis — keys, the atomic
-//! publish script, history reads and the Pub/Sub format — tested against a
-//! real `redis-server`; [`sequence`], gap and duplicate detection for what
-//! Pub/Sub delivers; [`placement`], which of several Redis servers holds a
-//! channel (rendezvous hashing). Still to come (docs/cluster.md): the
-//! bridge thread that owns the Redis connections and talks to the shards
-//! through the bus, `--redis`, gap repair, presence, health.
+//! * [`bridge`]: the one thread that talks to Redis, between the shards'
+//!   queues and the node's mailboxes;
+//! * [`connection`]: what it holds — a server's connections, or a Redis
+//!   Cluster's;
+//! * [`script`]: the channel model in Redis — keys, the atomic publish
+//!   script, history reads, presence entries, the Pub/Sub format;
+//! * [`sequence`]: gap and duplicate detection for what Pub/Sub delivers;
+//! * [`placement`]: which of several Redis servers holds a channel.
+//!
+//! The owner side, which keeps each followed channel in step, is
+//! `shard::relay`.
 
 pub mod bridge;
 pub mod connection;

@@ -5,7 +5,7 @@
 use crate::bus::Mail;
 
 use super::conns::ConnKey;
-use super::relay::{Held, Owner};
+use super::relay::{Held, Owner, Relay};
 use super::{owner, Shard, MAIL_BATCH};
 
 impl Shard {
@@ -36,6 +36,18 @@ impl Shard {
         }
     }
 
+    /// In a cluster: the relay, and the owner state it works on.
+    fn relay_and_owner(&mut self) -> Option<(&mut Relay, Owner<'_>)> {
+        let relay = self.relay.as_mut()?;
+        let owner = Owner {
+            hub: &mut self.hub,
+            post: &mut self.post,
+            now: self.now,
+            budget: self.shared.settings.max_outbound,
+        };
+        Some((relay, owner))
+    }
+
     fn on_mail(&mut self, mail: Mail) {
         match mail {
             Mail::Deliver(msg) => self.post.fan_out(msg, true),
@@ -62,13 +74,7 @@ impl Shard {
                     since,
                     member,
                 };
-                let o = Owner {
-                    hub: &mut self.hub,
-                    post: &mut self.post,
-                    now: self.now,
-                    budget: self.shared.settings.max_outbound,
-                };
-                let relay = self.relay.as_mut().expect("checked");
+                let (relay, o) = self.relay_and_owner().expect("checked");
                 relay.subscribe(o, request, channel);
             }
             Mail::Subscribe {
@@ -98,13 +104,7 @@ impl Shard {
                 self.hub.owner_unsubscribe(&channel, from);
             }
             Mail::Redis(what) => {
-                if let Some(relay) = self.relay.as_mut() {
-                    let o = Owner {
-                        hub: &mut self.hub,
-                        post: &mut self.post,
-                        now: self.now,
-                        budget: self.shared.settings.max_outbound,
-                    };
+                if let Some((relay, o)) = self.relay_and_owner() {
                     relay.on_redis(o, what);
                 }
             }
