@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # WebSocket conformance: the Autobahn|Testsuite fuzzing client (`wstest`,
 # autobahntestsuite 0.8.2 from PyPI) against a ringcast binary's /echo,
-# cases 1.*–7.* and 10.* (what docs/benchmarks.md reports).
+# cases 1.*–7.*, 10.*, and 12.*–13.* (permessage-deflate; the node runs
+# with --deflate) — what docs/benchmarks.md reports.
 #
 #   scripts/autobahn.sh [RINGCAST_BIN] [NAME]      (make autobahn)
 #
@@ -11,14 +12,15 @@
 # .autobahn/reports/NAME (index.html); the case counts are printed. Exit
 # status: 0 when no case failed, 3 when one did, 1 on a setup error.
 # CASES='["1.1.1"]' runs other cases. Not part of `make test`: Python 2.7 is
-# not on every machine.
+# not on every machine. Sections 12–13 take about an hour (wstest compresses
+# in Python 2); AUTOBAHN_TIMEOUT (seconds, default 5400) bounds the run.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 BIN=$(realpath "${1:-target/release/ringcast}")
 NAME=${2:-latest}
 BASE=$ROOT/.autobahn
-CASES=${CASES:-'["1.*","2.*","3.*","4.*","5.*","6.*","7.*","10.*"]'}
+CASES=${CASES:-'["1.*","2.*","3.*","4.*","5.*","6.*","7.*","10.*","12.*","13.*"]'}
 mkdir -p "$BASE/reports"
 
 if [ ! -x "$BASE/venv/bin/wstest" ]; then
@@ -65,7 +67,7 @@ fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()')
 OUT=$BASE/reports/$NAME
 rm -rf "$OUT"
-"$BIN" --listen "127.0.0.1:$PORT" --shards 2 --max-message-size 16777216 --drain-timeout 2s --log warn \
+"$BIN" --listen "127.0.0.1:$PORT" --shards 2 --max-message-size 16777216 --drain-timeout 2s --log warn --deflate \
     >"$OUT.server.log" 2>&1 &
 SRV=$!
 trap 'kill "$SRV" 2>/dev/null; wait "$SRV" 2>/dev/null' EXIT
@@ -77,7 +79,7 @@ cat >"$BASE/spec-$NAME.json" <<SPEC
 {"outdir": "$OUT", "servers": [{"agent": "ringcast", "url": "ws://127.0.0.1:$PORT/echo"}],
  "cases": $CASES, "exclude-cases": [], "exclude-agent-cases": {}}
 SPEC
-(cd "$BASE" && PYTHONWARNINGS=ignore timeout -k 10 1200 venv/bin/wstest -m fuzzingclient -s "spec-$NAME.json") \
+(cd "$BASE" && PYTHONWARNINGS=ignore timeout -k 10 ${AUTOBAHN_TIMEOUT:-5400} venv/bin/wstest -m fuzzingclient -s "spec-$NAME.json") \
     >"$OUT.wstest.log" 2>&1 || echo "autobahn: wstest exited with $? (see $OUT.wstest.log)" >&2
 [ -f "$OUT/index.json" ] || { echo "autobahn: no report (see $OUT.wstest.log)" >&2; exit 1; }
 python3 - "$OUT" <<'PY'

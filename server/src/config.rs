@@ -104,6 +104,24 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_MAX_PINNED", value_parser = parse_size, value_name = "SIZE")]
     pub max_pinned: Option<u64>,
 
+    /// Offer permessage-deflate (RFC 7692) to WebSocket clients. A message
+    /// is compressed once per shard (with no context kept between messages)
+    /// and the same compressed frame goes to every subscriber that
+    /// negotiated it; messages clients send are inflated up to
+    /// --max-message-size (1009 beyond).
+    #[arg(long, env = "RINGCAST_DEFLATE")]
+    pub deflate: bool,
+
+    /// With --deflate, messages smaller than this go uncompressed (so are
+    /// those that would not shrink). [default: 128B]
+    #[arg(long, env = "RINGCAST_DEFLATE_MIN_SIZE", value_parser = parse_size, value_name = "SIZE")]
+    pub deflate_min_size: Option<u64>,
+
+    /// With --deflate, the zlib compression level, 1 (fastest) to 9
+    /// (smallest). [default: 1]
+    #[arg(long, env = "RINGCAST_DEFLATE_LEVEL", value_name = "N")]
+    pub deflate_level: Option<u32>,
+
     /// Leave Nagle's algorithm on (no `TCP_NODELAY` on accepted sockets).
     /// With it on, a small frame sent while the previous one is
     /// unacknowledged can wait for a delayed ACK.
@@ -347,6 +365,9 @@ struct FileConfig {
     max_lag: Option<String>,
     max_pinned: Option<toml::Value>,
     no_tcp_nodelay: Option<bool>,
+    deflate: Option<bool>,
+    deflate_min_size: Option<toml::Value>,
+    deflate_level: Option<u32>,
     tcp_notsent_lowat: Option<toml::Value>,
     max_head_size: Option<toml::Value>,
     history_size: Option<usize>,
@@ -428,6 +449,8 @@ pub struct Settings {
     pub max_lag: Duration,
     /// Node-wide cap on bytes kept alive only by queues.
     pub max_pinned: usize,
+    /// permessage-deflate, when offered (`--deflate`).
+    pub deflate: Option<DeflateSettings>,
     /// Set `TCP_NODELAY` on accepted sockets.
     pub tcp_nodelay: bool,
     /// `TCP_NOTSENT_LOWAT` for accepted sockets (0: the kernel's default).
@@ -530,6 +553,15 @@ fn file_size(v: Option<toml::Value>, key: &str) -> Result<Option<u64>, ConfigErr
     .transpose()
 }
 
+/// What `--deflate` sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateSettings {
+    /// Messages smaller than this go uncompressed.
+    pub min_size: usize,
+    /// zlib's compression level, 1–9.
+    pub level: u32,
+}
+
 impl Settings {
     /// Resolves flags and environment (already in `cli`) over the file and
     /// the defaults, and checks the result.
@@ -602,6 +634,20 @@ impl Settings {
                 .max_pinned
                 .or(file_size(file.max_pinned, "max-pinned")?)
                 .unwrap_or(256 << 20) as usize,
+            deflate: (cli.deflate || file.deflate.unwrap_or(false))
+                .then(|| -> Result<_, ConfigError> {
+                    Ok(DeflateSettings {
+                        min_size: cli
+                            .deflate_min_size
+                            .or(file_size(
+                                file.deflate_min_size.clone(),
+                                "deflate-min-size",
+                            )?)
+                            .unwrap_or(128) as usize,
+                        level: cli.deflate_level.or(file.deflate_level).unwrap_or(1),
+                    })
+                })
+                .transpose()?,
             tcp_nodelay: !(cli.no_tcp_nodelay || file.no_tcp_nodelay.unwrap_or(false)),
             tcp_notsent_lowat: cli
                 .tcp_notsent_lowat
@@ -858,6 +904,9 @@ impl Settings {
             return fail(
                 "--max-connections-per-ip and --max-connection-rate-per-ip must be at least 1",
             );
+        }
+        if self.deflate.is_some_and(|d| !(1..=9).contains(&d.level)) {
+            return fail("--deflate-level must be between 1 and 9");
         }
         if !(1..=250).contains(&self.max_control_rate) {
             return fail("--max-control-rate must be between 1 and 250");

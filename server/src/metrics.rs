@@ -162,6 +162,17 @@ pub struct ShardMetrics {
     pub rings: AtomicU64,
     /// Receives that found no free buffer and were re-armed.
     pub recv_nobufs: AtomicU64,
+    /// permessage-deflate: messages compressed (once per shard and
+    /// window for a broadcast), whether they went compressed or not.
+    pub deflate_messages: AtomicU64,
+    /// Of those, the ones that did not shrink and went uncompressed.
+    pub deflate_not_smaller: AtomicU64,
+    /// Payload bytes of the messages that went compressed.
+    pub deflate_bytes_in: AtomicU64,
+    /// Their bytes once compressed.
+    pub deflate_bytes_out: AtomicU64,
+    /// Compressed messages from clients inflated.
+    pub inflated_messages: AtomicU64,
 }
 
 impl ShardMetrics {
@@ -226,7 +237,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
         }
     }
     type Field = fn(&ShardMetrics) -> &AtomicU64;
-    let counters: [(&str, &str, Field); 21] = [
+    let counters: [(&str, &str, Field); 26] = [
         ("accepts_total", "Connections accepted.", |m| &m.accepts),
         ("accept_errors_total", "Accept failures.", |m| {
             &m.accept_errors
@@ -300,6 +311,31 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
             "history_evictions_total",
             "Messages evicted from channel history.",
             |m| &m.history_evictions,
+        ),
+        (
+            "deflate_messages_total",
+            "Messages compressed for permessage-deflate (a broadcast once per shard), sent compressed or not.",
+            |m| &m.deflate_messages,
+        ),
+        (
+            "deflate_not_smaller_total",
+            "Messages compressed for permessage-deflate that did not shrink and went uncompressed.",
+            |m| &m.deflate_not_smaller,
+        ),
+        (
+            "deflate_bytes_in_total",
+            "Bytes of the messages sent compressed, before compression.",
+            |m| &m.deflate_bytes_in,
+        ),
+        (
+            "deflate_bytes_out_total",
+            "Bytes of the messages sent compressed, after compression.",
+            |m| &m.deflate_bytes_out,
+        ),
+        (
+            "inflated_messages_total",
+            "Compressed messages from clients inflated.",
+            |m| &m.inflated_messages,
         ),
         (
             "recv_nobufs_total",

@@ -10,6 +10,7 @@ on the first failure.
 import asyncio
 import json
 import os
+import random
 import re
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import urllib.request
 
 import websockets
 from websockets.exceptions import ConnectionClosed
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
 BIN = os.environ.get("RINGCAST_BIN", "target/debug/ringcast")
 
@@ -214,6 +216,118 @@ async def tokens_and_tickets(addr):
             assert (e.rcvd.code, e.rcvd.reason) == (4001, "token expired"), e
 
 
+def metric(addr, name):
+    """The sum over shards of counter `name` in /metrics."""
+    with urllib.request.urlopen(f"http://{addr}/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(f"ringcast_{name}{{")
+    )
+
+
+def chat_message(i):
+    """A JSON chat message of 200 to 2,000 bytes, as IM traffic looks."""
+    words = ["see", "you", "at", "the", "station", "tomorrow", "bring", "the", "tickets", "ok"]
+    text = " ".join(words[(i * 7 + k) % len(words)] for k in range(20 + (i * 37) % 300))
+    return json.dumps({"user": f"user{i % 13}", "room": "lobby", "seq": i, "text": text})[:2000]
+
+
+async def deflate_echo(addr):
+    async with websockets.connect(f"ws://{addr}/echo", max_size=None) as ws:
+        answer = ws.response.headers["Sec-WebSocket-Extensions"]
+        assert answer.startswith("permessage-deflate; server_no_context_takeover"), answer
+        before = metric(addr, "inflated_messages_total")
+        for i in range(5):
+            m = chat_message(i)
+            await ws.send(m)
+            assert await ws.recv() == m
+        payload = bytes(range(256)) * 400
+        await ws.send(payload)
+        assert await ws.recv() == payload
+        await ws.send(iter(["frag" * 100, "ment" * 100, "ed"]))
+        assert await ws.recv() == "frag" * 100 + "ment" * 100 + "ed"
+        assert metric(addr, "inflated_messages_total") - before == 7
+        await ws.close()
+
+
+class WireSizes(ClientPerMessageDeflateFactory):
+    """permessage-deflate that records each compressed message's size on
+    the wire (the frames' payload before inflating)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.sizes = []
+
+    def process_response_params(self, params, accepted_extensions):
+        extension = super().process_response_params(params, accepted_extensions)
+        decode, sizes = extension.decode, self.sizes
+
+        def recording(frame, **kwargs):
+            if frame.rsv1:
+                sizes.append(len(frame.data))
+            return decode(frame, **kwargs)
+
+        extension.decode = recording
+        return extension
+
+
+async def deflate_broadcast(addr):
+    """Ten compressing subscribers and one plain: every message arrives
+    whole to each, and is compressed once per shard, not per subscriber."""
+    url = f"ws://{addr}/ws/lobby"
+    wide_sizes = WireSizes(client_max_window_bits=True)
+    compressed = [await websockets.connect(url, compression=None, extensions=[wide_sizes])]
+    compressed += [await websockets.connect(url) for _ in range(9)]
+    plain = await websockets.connect(url, compression=None)
+    # A client that limits the server's window to 10 bits (1 KiB).
+    narrow_sizes = WireSizes(server_max_window_bits=10)
+    narrow = await websockets.connect(url, compression=None, extensions=[narrow_sizes])
+    assert "server_max_window_bits=10" in narrow.response.headers["Sec-WebSocket-Extensions"]
+    assert "Sec-WebSocket-Extensions" not in plain.response.headers
+    try:
+        before = metric(addr, "deflate_messages_total")
+        sent = [chat_message(i) for i in range(20)]
+        # For the narrow window: a block that repeats only 1.5 KiB later
+        # (a 32 KiB window would refer back to it), around text that
+        # compresses within 1 KiB.
+        rng = random.Random(7)
+        block = "".join(chr(rng.randrange(33, 123)) for _ in range(1500))
+        sent.append(block + "ab" * 400 + block)
+        for m in sent:
+            publish(addr, "lobby", m)
+        for ws in compressed + [plain, narrow]:
+            got = [await asyncio.wait_for(ws.recv(), 5) for _ in sent]
+            assert got == sent
+        # The last message's block repeats 1.5 KiB later: a 32 KiB window
+        # refers back to it, a 1 KiB one cannot (zlib's inflater would not
+        # notice a distance over the agreed window, so compare sizes).
+        assert len(wide_sizes.sizes) == len(narrow_sizes.sizes) == len(sent)
+        assert wide_sizes.sizes[-1] + 1000 < narrow_sizes.sizes[-1], (wide_sizes.sizes, narrow_sizes.sizes)
+        made = metric(addr, "deflate_messages_total") - before
+        # Two shards, two windows (15 and 10): at most 4 per message.
+        assert len(sent) <= made <= 4 * len(sent), made
+        saved = metric(addr, "deflate_bytes_out_total") / metric(addr, "deflate_bytes_in_total")
+        assert saved < 0.6, saved
+    finally:
+        for ws in compressed + [plain, narrow]:
+            await ws.close()
+
+
+async def deflate_bomb_is_1009(addr):
+    async with websockets.connect(f"ws://{addr}/echo", max_size=None) as ws:
+        # 8 MiB of zeros compress to a few KiB: small on the wire, refused
+        # once inflated past --max-message-size.
+        try:
+            await ws.send(bytes(8 << 20))
+            await asyncio.wait_for(ws.recv(), 5)
+            raise AssertionError("expected the server to close")
+        except ConnectionClosed as e:
+            assert e.rcvd is not None and e.rcvd.code == 1009, e
+            assert "inflated" in e.rcvd.reason, e.rcvd.reason
+
+
 async def main():
     token_proc, token_addr = start_server("--jwt-secret", SECRET)
     try:
@@ -234,6 +348,13 @@ async def main():
     finally:
         if proc.poll() is None:
             proc.kill()
+    proc, addr = start_server("--max-message-size", "1MiB", "--deflate", "--deflate-min-size", "64")
+    try:
+        for check in [deflate_echo, deflate_broadcast, deflate_bomb_is_1009]:
+            await check(addr)
+            print(f"ok   {check.__name__}")
+    finally:
+        proc.kill()
     print(f"python clients (websockets {websockets.__version__}): all checks passed")
 
 

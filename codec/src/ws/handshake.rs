@@ -19,6 +19,7 @@
 //! | no `Sec-WebSocket-Key` | 400 |
 //! | key that is not base64 of 16 bytes | 400 |
 //! | a request body | 400 |
+//! | `Sec-WebSocket-Extensions` that does not parse (when the server negotiates permessage-deflate) | 400 |
 //!
 //! Subprotocols: the server passes its supported list in preference order;
 //! the first of them that the client offered is selected. When the client
@@ -26,13 +27,17 @@
 //! without `Sec-WebSocket-Protocol`, and the client decides whether to
 //! proceed (RFC 6455 §4.2.2 /4.2/ and §4.1 /6/).
 //!
-//! Extensions offered in `Sec-WebSocket-Extensions` are not negotiated yet:
-//! the response names none, so the client must not set RSV bits.
+//! Extensions: when the server passes a permessage-deflate [`Policy`], the
+//! client's `Sec-WebSocket-Extensions` offers are negotiated
+//! ([`super::deflate::negotiate`]) and the agreement is answered in the
+//! `101`; otherwise (and when no offer is acceptable) the response names
+//! no extension, so the client must not set RSV bits.
 
 use base64::Engine;
 use bytes::{BufMut, BytesMut};
 use sha1::{Digest, Sha1};
 
+use super::deflate::{self, Agreed, Policy};
 use crate::http::{responses, Method, RequestHead, StatusCode, Version};
 
 /// The GUID of RFC 6455 §1.3, appended to the client's key.
@@ -78,6 +83,8 @@ pub enum HandshakeError {
     InvalidKey,
     /// The upgrade request carries a body.
     UnexpectedBody,
+    /// `Sec-WebSocket-Extensions` does not parse.
+    MalformedExtensions,
 }
 
 impl HandshakeError {
@@ -95,7 +102,8 @@ impl HandshakeError {
             | HandshakeError::MissingVersion
             | HandshakeError::MissingKey
             | HandshakeError::InvalidKey
-            | HandshakeError::UnexpectedBody => StatusCode::BAD_REQUEST,
+            | HandshakeError::UnexpectedBody
+            | HandshakeError::MalformedExtensions => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -119,6 +127,9 @@ impl HandshakeError {
             HandshakeError::MissingKey => "missing Sec-WebSocket-Key",
             HandshakeError::InvalidKey => "Sec-WebSocket-Key must be base64 of 16 bytes",
             HandshakeError::UnexpectedBody => "websocket handshake must not carry a body",
+            HandshakeError::MalformedExtensions => {
+                "malformed Sec-WebSocket-Extensions header (RFC 6455 section 9.1)"
+            }
         }
     }
 
@@ -163,6 +174,9 @@ pub struct Accepted<'b, 'p> {
     pub protocol: Option<&'p str>,
     /// The request's `Origin`, for the server's allow-list.
     pub origin: Option<&'b [u8]>,
+    /// The permessage-deflate agreement, if the server negotiates the
+    /// extension and the client offered something it accepts.
+    pub deflate: Option<Agreed>,
 }
 
 impl Accepted<'_, '_> {
@@ -180,15 +194,22 @@ impl Accepted<'_, '_> {
             dst.put_slice(b"\r\nSec-WebSocket-Protocol: ");
             dst.put_slice(p.as_bytes());
         }
-        dst.put_slice(b"\r\n\r\n");
+        dst.put_slice(b"\r\n");
+        if let Some(agreed) = &self.deflate {
+            agreed.write_header(dst);
+        }
+        dst.put_slice(b"\r\n");
     }
 }
 
 /// Validates an opening handshake. `protocols` lists the subprotocols the
-/// server supports, in preference order.
+/// server supports, in preference order; `deflate` is what the server asks
+/// of connections that negotiate permessage-deflate (`None`: the server
+/// does not offer it, and ignores the header).
 pub fn validate<'b, 'p>(
     head: &RequestHead<'b>,
     protocols: &[&'p str],
+    deflate: Option<Policy>,
 ) -> Result<Accepted<'b, 'p>, HandshakeError> {
     if head.method != Method::Get {
         return Err(HandshakeError::NotGet);
@@ -231,10 +252,16 @@ pub fn validate<'b, 'p>(
             .items()
             .any(|offered| offered == p.as_bytes())
     });
+    let deflate = match deflate {
+        Some(policy) => deflate::negotiate(h.sec_websocket_extensions.items(), policy)
+            .map_err(|_| HandshakeError::MalformedExtensions)?,
+        None => None,
+    };
     Ok(Accepted {
         accept: accept_key(key),
         protocol,
         origin: h.origin,
+        deflate,
     })
 }
 
@@ -262,7 +289,7 @@ mod tests {
         else {
             panic!("test request does not parse: {request}");
         };
-        validate(&head, protocols).map(|a| {
+        validate(&head, protocols, None).map(|a| {
             let mut out = BytesMut::new();
             a.write_response(&mut out);
             (
@@ -380,12 +407,54 @@ mod tests {
         // refused there first), so check it directly.
         assert_eq!(HandshakeError::MissingHost.status().code(), 400);
         reasons.push(HandshakeError::MissingHost.reason());
-        // Eleven distinct failures, eleven distinct reasons.
-        assert_eq!(reasons.len(), 11);
+        reasons.push(HandshakeError::MalformedExtensions.reason());
+        // Twelve distinct failures, twelve distinct reasons.
+        assert_eq!(reasons.len(), 12);
         // The version errors tell the client which version to use.
         assert_eq!(
             HandshakeError::UnsupportedVersion.extra_headers(),
             &[("Sec-WebSocket-Version", "13")]
+        );
+    }
+
+    #[test]
+    fn negotiates_permessage_deflate_only_when_the_server_offers_it() {
+        let offer = GOOD.replace(
+            "Sec-WebSocket-Version: 13\r\n",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame, permessage-deflate; client_max_window_bits\r\n",
+        );
+        let Ok(Status::Complete((head, _))) = parse_request(offer.as_bytes(), &Limits::default())
+        else {
+            panic!()
+        };
+        let respond = |a: Accepted<'_, '_>| {
+            let mut out = BytesMut::new();
+            a.write_response(&mut out);
+            String::from_utf8(out.to_vec()).unwrap()
+        };
+        // The server does not offer it: no extension, the header unread.
+        let plain = validate(&head, &[], None).unwrap();
+        assert_eq!(plain.deflate, None);
+        assert!(!respond(plain).contains("Extensions"));
+        // It does: the answer names what both agreed, before the blank line.
+        let agreed = validate(&head, &[], Some(Policy::default())).unwrap();
+        assert_eq!(agreed.deflate.map(|a| a.server_max_window_bits), Some(15));
+        assert!(respond(agreed).ends_with(
+            "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n\r\n"
+        ));
+        // A header that does not parse fails the handshake (only when read).
+        let bad = GOOD.replace(
+            "Sec-WebSocket-Version: 13\r\n",
+            "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate; =1\r\n",
+        );
+        let Ok(Status::Complete((head, _))) = parse_request(bad.as_bytes(), &Limits::default())
+        else {
+            panic!()
+        };
+        assert!(validate(&head, &[], None).is_ok());
+        assert_eq!(
+            validate(&head, &[], Some(Policy::default())),
+            Err(HandshakeError::MalformedExtensions)
         );
     }
 
@@ -396,7 +465,7 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            validate(&head, &[]).unwrap().origin,
+            validate(&head, &[], None).unwrap().origin,
             Some(&b"http://example.com"[..])
         );
     }

@@ -40,6 +40,7 @@ use crate::bus::ConnHandle;
 use crate::capacity::Plan;
 use crate::hub::ClientId;
 use crate::metrics::ShardMetrics;
+use crate::transport::deflate::Deflate;
 use crate::transport::{Format, Protocol, Tick};
 
 use super::buffers::Buffers;
@@ -112,6 +113,8 @@ pub struct Subscriber {
     pub key: ConnKey,
     /// Its framing.
     pub format: Format,
+    /// What its connection agreed for permessage-deflate.
+    pub deflate: Option<Deflate>,
     /// The tick it last fell behind (meaningful while it is behind): its
     /// oldest undelivered message has waited since about then.
     pub behind_since: Tick,

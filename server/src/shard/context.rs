@@ -19,6 +19,7 @@ use crate::hub::{
     ChannelName, ClientId, Epoch, Member, PublishItem, Replay, Standing, SubRef, Unsubscribed,
 };
 use crate::metrics::ShardMetrics;
+use crate::transport::deflate::Deflater;
 use crate::transport::{tick_at, waiting_since, Context, Subscribe, Tick};
 
 use super::conns::{ConnKey, Conns, Queued, Subscriber};
@@ -62,6 +63,8 @@ pub struct ConnCtx<'a> {
     pub next_token: &'a mut u32,
     /// Subscriptions that fell behind, for the shard's lag check.
     pub behind: &'a mut Vec<(ConnKey, SubRef)>,
+    /// The shard's permessage-deflate compressors and inflater.
+    pub deflater: &'a mut Deflater,
     /// What the call asked of the driver.
     pub requests: Requests,
 }
@@ -139,6 +142,10 @@ impl Context for ConnCtx<'_> {
         self.timers.set(self.conns, self.key, at);
     }
 
+    fn deflater(&mut self) -> &mut Deflater {
+        self.deflater
+    }
+
     fn resume_input(&mut self) {
         self.requests.resume = true;
     }
@@ -149,6 +156,7 @@ impl Context for ConnCtx<'_> {
             Subscriber {
                 key: self.key,
                 format: request.format,
+                deflate: request.deflate,
                 behind_since: 0,
             },
         );

@@ -89,7 +89,11 @@ impl Shard {
                 per_connection.push((at, sub));
                 continue;
             }
-            match self.conns.offer(sub.key, enc.get(sub.format), seq) {
+            let bytes = match sub.deflate {
+                None => enc.get(sub.format),
+                Some(d) => enc.deflated(sub.format, d, &mut self.deflater),
+            };
+            match self.conns.offer(sub.key, bytes, seq) {
                 Offered::Queued => delivered += 1,
                 Offered::Full => full.push((at, sub)),
                 Offered::Gone => {}

@@ -67,6 +67,7 @@ use uring::{Completion, SetupError};
 
 use crate::hub::{Hub, SubRef};
 use crate::metrics::{Refusal, ShardMetrics};
+use crate::transport::deflate::Deflater;
 use crate::transport::response::Refused;
 use crate::transport::{Protocol, Tick, TICK};
 use codec::http::StatusCode;
@@ -126,6 +127,8 @@ pub struct Shard {
     behind: Vec<(ConnKey, SubRef)>,
     /// Connections whose queue drained while a subscription was behind.
     hungry: Vec<ConnKey>,
+    /// permessage-deflate's compressors and inflater (`--deflate`).
+    deflater: Deflater,
     /// Whether new connections' addresses are looked up (per-address
     /// limits apply to some listener).
     look_up_peers: bool,
@@ -192,6 +195,7 @@ impl Shard {
             due: Vec::new(),
             behind: Vec::new(),
             hungry: Vec::new(),
+            deflater: Deflater::new(s.deflate, shared.metrics[id].clone()),
             look_up_peers: (shared.peers).needed(s.listen.iter().all(|a| a.ip().is_loopback())),
             peer_wait: Vec::new(),
             refused_peers: HashMap::new(),
@@ -387,6 +391,7 @@ impl Shard {
             post: &mut self.post,
             next_token: &mut self.next_token,
             behind: &mut self.behind,
+            deflater: &mut self.deflater,
             requests: Requests::default(),
         };
         let r = f(&mut proto, &mut ctx);

@@ -19,6 +19,7 @@ use crate::config::Settings;
 use crate::hub::{ChannelName, ClientId, Epoch, Member, MsgId, PublishItem, Replay, SubRef};
 use crate::metrics::ShardMetrics;
 
+use super::deflate::{Deflate, Deflater};
 use super::framing::Format;
 
 /// Time as protocols see it: ticks since the shard started.
@@ -84,6 +85,9 @@ pub struct Subscribe {
     /// Who joins the channel's presence, if the connection takes part in
     /// it.
     pub presence: Option<Member>,
+    /// What the connection agreed for permessage-deflate (WebSockets
+    /// only): live messages reach it compressed.
+    pub deflate: Option<Deflate>,
 }
 
 /// What a protocol may ask of its connection. See the module docs.
@@ -131,6 +135,12 @@ pub trait Context {
     /// Asks for `handle_timer` at tick `at`, replacing any earlier wish;
     /// `None` cancels it. A connection has one deadline.
     fn set_timer(&mut self, at: Option<Tick>);
+
+    /// The shard's permessage-deflate compressors and inflater (a
+    /// WebSocket that negotiated the extension compresses its own output
+    /// and inflates its input with them; they keep nothing between
+    /// messages).
+    fn deflater(&mut self) -> &mut Deflater;
 
     /// Asks the driver to feed this connection's kept input again (bytes
     /// that waited behind an answer), once the current call returns.

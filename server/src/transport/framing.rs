@@ -9,6 +9,10 @@
 //! SSE stream's composite cursor, a held poll's response head — so their
 //! protocol state builds them around a shared body.
 //!
+//! A subscriber that negotiated permessage-deflate gets the compressed
+//! frame of the same bytes, made once per message, shard and window
+//! ([`Encodings::deflated`]).
+//!
 //! The wire formats are specified in docs/protocol.md.
 
 use std::borrow::Cow;
@@ -21,6 +25,8 @@ use codec::ws::{encode, DataKind};
 use serde_json::{json, Value};
 
 use crate::hub::{ChannelName, Epoch, Event, Message, MsgId, Reset};
+
+use super::deflate::{Deflate, Deflater};
 
 /// How a subscription wants its messages framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,10 @@ pub struct Encodings<'m> {
     sse: Option<Bytes>,
     sse_multi: Option<Bytes>,
     poll: Option<Bytes>,
+    /// Compressed frames made so far: (JSON envelope?, window, the frame
+    /// subscribers with that agreement get — compressed or, when that did
+    /// not pay, the plain one).
+    deflated: Vec<(bool, Deflate, Bytes)>,
 }
 
 impl<'m> Encodings<'m> {
@@ -94,12 +104,37 @@ impl<'m> Encodings<'m> {
             sse: None,
             sse_multi: None,
             poll: None,
+            deflated: Vec::new(),
         }
     }
 
     /// The message.
     pub fn message(&self) -> &'m Arc<Message> {
         self.msg
+    }
+
+    /// What a subscriber in `format` that negotiated permessage-deflate as
+    /// `deflate` receives: [`Encodings::get`]'s frame compressed with its
+    /// window (once per window), or that frame itself when compressing it
+    /// does not pay or `format` is not a WebSocket one.
+    pub fn deflated(&mut self, format: Format, deflate: Deflate, deflater: &mut Deflater) -> Bytes {
+        let json = match format {
+            Format::WsRaw => false,
+            Format::WsJson | Format::Mux => true,
+            _ => return self.get(format),
+        };
+        if let Some((_, _, frame)) = self.deflated.iter().find(|e| (e.0, e.1) == (json, deflate)) {
+            return frame.clone();
+        }
+        let msg = self.msg;
+        let compressed = if json {
+            deflater.frame(deflate, DataKind::Text, &message_json(msg))
+        } else {
+            deflater.frame(deflate, msg.kind, &msg.payload)
+        };
+        let frame = compressed.unwrap_or_else(|| self.get(format));
+        self.deflated.push((json, deflate, frame.clone()));
+        frame
     }
 
     /// The bytes a subscriber in `format` receives: the whole delivery for
@@ -172,8 +207,14 @@ fn identity(msg: &Message) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(&msg.payload)
 }
 
-/// A message as the JSON envelope shared by `/ws` and `/ws/{ch}?format=json`.
+/// A message as the JSON envelope shared by `/ws` and `/ws/{ch}?format=json`,
+/// in a text frame.
 pub fn message_frame(msg: &Message) -> Bytes {
+    encode::message(DataKind::Text, &message_json(msg))
+}
+
+/// A message as the JSON envelope (the text of [`message_frame`]).
+pub fn message_json(msg: &Message) -> Vec<u8> {
     let ch = msg.channel.as_str();
     let v = match msg.event {
         Event::Joined => json!({"type": "joined", "ch": ch, "client": identity(msg)}),
@@ -188,7 +229,7 @@ pub fn message_frame(msg: &Message) -> Bytes {
             v
         }
     };
-    text_frame(&v)
+    serde_json::to_vec(&v).expect("JSON values serialize")
 }
 
 /// A JSON value as one WebSocket text frame.

@@ -54,6 +54,7 @@ use crate::metrics::Refusal;
 use super::assets::{self, Asset};
 use super::context::{ticks, Context, Finish, Step, RETRY_AFTER_SECS};
 use super::cors::{self, Grant};
+use super::deflate::Deflate;
 use super::framing;
 use super::poll;
 use super::publish::{self, Body, Pending, MAX_PIPELINED_PUBLISHES};
@@ -78,8 +79,9 @@ mod flag {
 /// Where a request sends the connection next.
 #[derive(Debug)]
 pub enum Route {
-    /// Upgraded to a WebSocket (the `101` is written).
-    Ws(ws::App),
+    /// Upgraded to a WebSocket (the `101` is written), with what
+    /// permessage-deflate agreed.
+    Ws(ws::App, Option<Deflate>),
     /// An event stream.
     Sse(sse::Plan),
     /// A poll of one channel.
@@ -240,12 +242,9 @@ impl Http {
 
     fn route(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
         let get_or_head = matches!(head.method, Method::Get | Method::Head);
-        let upgrade = |ctx: &mut _, app| {
-            if ws::accept_upgrade(ctx, head) {
-                Outcome::Route(Route::Ws(app))
-            } else {
-                Outcome::Finish(Finish::AfterFlush)
-            }
+        let upgrade = |ctx: &mut _, app| match ws::accept_upgrade(ctx, head) {
+            Ok(deflate) => Outcome::Route(Route::Ws(app, deflate)),
+            Err(_) => Outcome::Finish(Finish::AfterFlush),
         };
         match cors::check(head, &ctx.settings().allowed_origins) {
             Ok(grant) => self.cors = grant,

@@ -19,7 +19,8 @@
 //! * [`ws`] — the WebSocket link and its apps; [`mux`] the `/ws` protocol.
 //! * [`sse`] — Server-Sent Events; [`poll`] — long and short polling.
 //! * [`framing`] — how a message looks on each transport, encoded once per
-//!   message and shard.
+//!   message and shard; [`deflate`] compresses it for WebSockets that
+//!   negotiated permessage-deflate.
 //! * `testing` (tests only) — an in-memory node driving these states as
 //!   the shard does, with a virtual clock and client helpers; `tests` are
 //!   the protocol tests built on it.
@@ -30,6 +31,7 @@
 pub mod assets;
 pub mod context;
 pub mod cors;
+pub mod deflate;
 pub mod framing;
 pub mod http;
 pub mod mux;

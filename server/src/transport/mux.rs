@@ -32,6 +32,7 @@ use crate::hub::{ChannelName, Member, MsgId, PublishItem, Replay, ResetReason, S
 use crate::metrics::{Refusal, ShardMetrics};
 
 use super::context::{Context, Subscribe, Tick, RETRY_AFTER_SECS, TICK};
+use super::deflate::Deflate;
 use super::framing::{self, Format};
 
 /// The error code of a publish refused because readers that are behind
@@ -67,6 +68,9 @@ pub struct Session {
     closing: Option<(CloseCode, String)>,
     /// Publishes allowed now (`--max-publish-rate`), as of `refilled`.
     bucket: Option<(f32, Tick)>,
+    /// What the connection agreed for permessage-deflate: live messages
+    /// of its subscriptions reach it compressed.
+    deflate: Option<Deflate>,
 }
 
 /// Close code for a token that expired (at `auth`, or during the
@@ -130,10 +134,12 @@ fn send(ctx: &mut impl Context, v: Value) {
 }
 
 impl Session {
-    /// A session whose handshake presented `access` (a valid token).
-    pub fn new(access: Option<Arc<Access>>) -> Session {
+    /// A session whose handshake presented `access` (a valid token) and
+    /// agreed on `deflate`.
+    pub fn new(access: Option<Arc<Access>>, deflate: Option<Deflate>) -> Session {
         Session {
             access,
+            deflate,
             ..Session::default()
         }
     }
@@ -421,6 +427,7 @@ impl Session {
             format: Format::Mux,
             since,
             presence: member.clone(),
+            deflate: self.deflate,
         });
         self.subs.insert(
             channel,

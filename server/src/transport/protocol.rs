@@ -362,7 +362,9 @@ impl Protocol {
         match outcome {
             http::Outcome::Stay => {}
             http::Outcome::Finish(how) => self.finish(ctx, how),
-            http::Outcome::Route(Route::Ws(app)) => *self = Protocol::Ws(Ws::start(ctx, app)),
+            http::Outcome::Route(Route::Ws(app, deflate)) => {
+                *self = Protocol::Ws(Ws::start(ctx, app, deflate))
+            }
             http::Outcome::Route(Route::Sse(plan)) => match sse::start(ctx, plan) {
                 sse::Started::One(s) => *self = Protocol::Sse(s),
                 sse::Started::Multi(s) => *self = Protocol::SseMulti(s),

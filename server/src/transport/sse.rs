@@ -175,6 +175,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
             format: Format::Sse,
             since: plan.positions[0],
             presence: None,
+            deflate: None,
         });
         return Started::One(Sse { sub, expires });
     }
@@ -188,6 +189,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
             format: Format::SseMulti,
             since,
             presence: None,
+            deflate: None,
         });
         stream.channels.push(StreamChannel {
             name: channel,

@@ -58,6 +58,7 @@ use crate::metrics::{NodeGauges, ShardMetrics};
 use crate::policy::Namespaces;
 
 use super::context::{tick_at, ticks, waiting_since, Context, Subscribe, Tick, TICK};
+use super::deflate::{Deflate, Deflater};
 use super::framing::{Encodings, Format};
 use super::protocol::Protocol;
 
@@ -85,6 +86,7 @@ pub struct ConnId(usize);
 struct Subscriber {
     conn: usize,
     format: Format,
+    deflate: Option<Deflate>,
     behind_since: Tick,
 }
 
@@ -133,6 +135,8 @@ pub struct Node {
     hungry: Vec<usize>,
     next_token: u32,
     draining: bool,
+    /// The shard's permessage-deflate compressors and inflater.
+    deflater: Deflater,
 }
 
 impl Node {
@@ -150,11 +154,13 @@ impl Node {
             // The defaults follow what `adjust` changed (keys, history…).
             settings.namespaces = Arc::new(Namespaces::uniform(settings.default_policy()));
         }
+        let metrics = Arc::new(ShardMetrics::default());
         Node {
             hub: Hub::new(0, 1, Epoch::from_bits(EPOCH), settings.namespaces.clone()),
             tickets: Tickets::new(settings.ticket_ttl, settings.max_tickets),
+            deflater: Deflater::new(settings.deflate, metrics.clone()),
             settings,
-            metrics: Arc::default(),
+            metrics,
             start: Instant::now(),
             now: 0,
             unix_base: std::time::SystemTime::now()
@@ -744,7 +750,10 @@ impl Node {
             .collect();
         let mut delivered = 0;
         for (at, sub) in subs {
-            let shared = enc.get(sub.format);
+            let shared = match sub.deflate {
+                None => enc.get(sub.format),
+                Some(d) => enc.deflated(sub.format, d, &mut self.deflater),
+            };
             let windowed = !sub.format.is_poll();
             if windowed && self.window_full(sub.conn, shared.len()) {
                 self.fall_behind(at, sub, msg);
@@ -893,6 +902,10 @@ impl Context for Ctx<'_> {
         self.node.now
     }
 
+    fn deflater(&mut self) -> &mut Deflater {
+        &mut self.node.deflater
+    }
+
     fn unix_time(&self) -> u64 {
         // The wall clock when the node was made, moved by the virtual one.
         self.node.unix_base + u64::from(self.node.now) * TICK.as_millis() as u64 / 1000
@@ -948,6 +961,7 @@ impl Context for Ctx<'_> {
         let subscriber = Subscriber {
             conn: self.conn,
             format: request.format,
+            deflate: request.deflate,
             behind_since: 0,
         };
         let at = self.node.hub.add_sub(&request.channel, subscriber);
@@ -1113,6 +1127,21 @@ pub fn post(target: &str, content_type: &str, body: &[u8]) -> Vec<u8> {
     req
 }
 
+/// A WebSocket opening handshake for `target` offering `extensions`
+/// (`Sec-WebSocket-Extensions`).
+pub fn upgrade_offering(target: &str, extensions: &str) -> Vec<u8> {
+    get(
+        target,
+        &[
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Extensions", extensions),
+        ],
+    )
+}
+
 /// A WebSocket opening handshake for `target`, with RFC 6455's sample key.
 pub fn upgrade(target: &str) -> Vec<u8> {
     get(
@@ -1132,6 +1161,32 @@ pub fn frame(opcode: OpCode, fin: bool, payload: &[u8]) -> Vec<u8> {
     let mut out = BytesMut::new();
     encode::masked_frame(&mut out, opcode, fin, payload, [0x37, 0xfa, 0x21, 0x3d]);
     out.to_vec()
+}
+
+/// A client's message compressed (permessage-deflate, no context
+/// takeover) and split into frames of at most `frame_size` compressed
+/// bytes, RSV1 on the first.
+pub fn deflated(kind: DataKind, payload: &[u8], frame_size: usize) -> Vec<u8> {
+    let compressed = codec::ws::deflate::compress(payload, 15, 6);
+    let chunks: Vec<&[u8]> = if compressed.is_empty() {
+        vec![&[]]
+    } else {
+        compressed.chunks(frame_size.max(1)).collect()
+    };
+    let mut out = Vec::new();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let opcode = if i == 0 {
+            kind.opcode()
+        } else {
+            OpCode::Continuation
+        };
+        let mut f = frame(opcode, i + 1 == chunks.len(), chunk);
+        if i == 0 {
+            f[0] |= 0x40; // RSV1
+        }
+        out.extend(f);
+    }
+    out
 }
 
 /// A client's text message in one frame.
@@ -1224,14 +1279,24 @@ pub enum WsFrame {
     Pong(Vec<u8>),
     /// A close frame: its code (`None`: empty) and reason.
     Close(Option<u16>, String),
+    /// A text message that came compressed (permessage-deflate), inflated.
+    DeflatedText(String),
+    /// A binary message that came compressed, inflated.
+    DeflatedBinary(Vec<u8>),
 }
 
 /// Decodes the whole frames at the front of `buf` with the codec's
 /// client-side decoder (which rejects masked or malformed frames);
-/// returns them and the bytes they took.
+/// returns them and the bytes they took. Compressed messages are inflated
+/// and told apart ([`WsFrame::DeflatedText`]), so a test sees which went
+/// compressed.
 pub fn parse_frames(buf: &[u8]) -> (Vec<WsFrame>, usize) {
     let mut bytes = buf.to_vec();
-    let mut dec = FrameDecoder::new(DecoderConfig::client());
+    let config = DecoderConfig {
+        extension_rsv: 0x4,
+        ..DecoderConfig::client()
+    };
+    let mut dec = FrameDecoder::new(config);
     let mut frames = Vec::new();
     let mut message: Option<(DataKind, Vec<u8>)> = None;
     let mut pos = 0;
@@ -1246,15 +1311,19 @@ pub fn parse_frames(buf: &[u8]) -> (Vec<WsFrame>, usize) {
                 kind,
                 payload,
                 last,
+                compressed,
                 ..
             } => {
                 let m = message.get_or_insert((kind, Vec::new()));
                 m.1.extend_from_slice(payload);
                 if last {
                     let (kind, data) = message.take().expect("a message");
-                    frames.push(match kind {
-                        DataKind::Text => WsFrame::Text(String::from_utf8(data).expect("UTF-8")),
-                        DataKind::Binary => WsFrame::Binary(data),
+                    let text = |data| String::from_utf8(data).expect("UTF-8");
+                    frames.push(match (kind, compressed) {
+                        (DataKind::Text, false) => WsFrame::Text(text(data)),
+                        (DataKind::Binary, false) => WsFrame::Binary(data),
+                        (DataKind::Text, true) => WsFrame::DeflatedText(text(inflate(&data))),
+                        (DataKind::Binary, true) => WsFrame::DeflatedBinary(inflate(&data)),
                     });
                 }
             }
@@ -1274,6 +1343,16 @@ pub fn parse_frames(buf: &[u8]) -> (Vec<WsFrame>, usize) {
     }
     assert_eq!(whole, pos, "the server sent part of a frame");
     (frames, whole)
+}
+
+/// A compressed message inflated, as a client with no context takeover
+/// does.
+fn inflate(compressed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    codec::ws::deflate::Inflater::new()
+        .inflate(compressed, true, 64 << 20, &mut out)
+        .expect("the server sends valid DEFLATE data");
+    out
 }
 
 /// What an event stream carries: events, and comments (heartbeats).

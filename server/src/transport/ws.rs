@@ -36,9 +36,10 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use codec::http::RequestHead;
+use codec::ws::handshake::HandshakeError;
 use codec::ws::{
-    encode, handshake, Assembler, CloseCode, CloseHandshake, DecoderConfig, Frame, FrameDecoder,
-    PeerClosed, ProtocolError,
+    encode, handshake, Assembler, CloseCode, CloseHandshake, DataKind, DecoderConfig, Frame,
+    FrameDecoder, Message, PeerClosed, ProtocolError,
 };
 use codec::Status;
 
@@ -47,6 +48,7 @@ use crate::hub::{ChannelName, Member, MsgId, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics, Transport};
 
 use super::context::{compact_expiry, sooner_of, ticks, Context, Finish, Step, Subscribe, Tick};
+use super::deflate::{self, Deflate, InflateRefusal};
 use super::framing::{self, Format};
 use super::mux::{Session, Verdict, TOKEN_EXPIRED};
 use super::params;
@@ -91,16 +93,21 @@ pub fn subscribe_plan(head: &RequestHead<'_>, raw_channel: &str) -> Result<Subsc
     })
 }
 
-/// Validates an opening handshake and writes the `101`, or the refusal
-/// with its status and reason (`false`: finish after the flush).
-pub fn accept_upgrade(ctx: &mut impl Context, head: &RequestHead<'_>) -> bool {
-    match handshake::validate(head, &[]) {
+/// Validates an opening handshake and writes the `101` with what
+/// permessage-deflate agreed (when the node offers it: `--deflate`), or
+/// the refusal with its status and reason (finish after the flush).
+pub fn accept_upgrade(
+    ctx: &mut impl Context,
+    head: &RequestHead<'_>,
+) -> Result<Option<Deflate>, HandshakeError> {
+    let policy = ctx.settings().deflate.map(|_| deflate::POLICY);
+    match handshake::validate(head, &[], policy) {
         Ok(accepted) => {
-            let mut out = BytesMut::with_capacity(160);
+            let mut out = BytesMut::with_capacity(256);
             accepted.write_response(&mut out);
             ctx.send(out.freeze());
             ShardMetrics::add(&ctx.metrics().upgrades, 1);
-            true
+            Ok(accepted.deflate.as_ref().map(Deflate::from_agreed))
         }
         Err(e) => {
             ctx.metrics().refuse(Refusal::Handshake);
@@ -108,7 +115,7 @@ pub fn accept_upgrade(ctx: &mut impl Context, head: &RequestHead<'_>) -> bool {
             let mut out = BytesMut::new();
             e.write_response(&mut out);
             ctx.send(out.freeze());
-            false
+            Err(e)
         }
     }
 }
@@ -136,6 +143,32 @@ enum Kind {
     Json,
     Echo,
     Mux,
+}
+
+/// The link's state in one byte (it lives in every connection slot): bit 7
+/// — we sent a close frame and wait for the peer's; bits 0–3 — the
+/// permessage-deflate agreement ([`Deflate::pack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Link(u8);
+
+impl Link {
+    const CLOSING: u8 = 0x80;
+
+    fn new(deflate: Option<Deflate>) -> Link {
+        Link(Deflate::pack(deflate))
+    }
+
+    fn is_closing(self) -> bool {
+        self.0 & Link::CLOSING != 0
+    }
+
+    fn set_closing(&mut self) {
+        self.0 |= Link::CLOSING;
+    }
+
+    fn deflate(self) -> Option<Deflate> {
+        Deflate::unpack(self.0)
+    }
 }
 
 /// State only a busy or multiplexed WebSocket needs, boxed.
@@ -176,8 +209,8 @@ pub struct Ws {
     /// Tick of the last bytes received.
     last_rx: Tick,
     kind: Kind,
-    /// We sent a close frame and wait for the peer's.
-    closing: bool,
+    /// Whether we are closing, and what permessage-deflate agreed.
+    link: Link,
     /// Control frames (pings, pongs) received in the second `control_second`
     /// names (the low byte of the second's number): two bytes that would
     /// otherwise be padding.
@@ -187,15 +220,16 @@ pub struct Ws {
 }
 
 impl Ws {
-    /// The connection was upgraded: start its heartbeat and its app.
-    pub fn start(ctx: &mut impl Context, app: App) -> Ws {
+    /// The connection was upgraded (with permessage-deflate as `deflate`
+    /// agreed): start its heartbeat and its app.
+    pub fn start(ctx: &mut impl Context, app: App, deflate: Option<Deflate>) -> Ws {
         let now = ctx.now();
         ctx.set_timer(Some(now + ticks(ctx.settings().ping_interval)));
         let mut ws = Ws {
             sub: SubRef::NONE,
             last_rx: now,
             kind: Kind::Echo,
-            closing: false,
+            link: Link::new(deflate),
             control_frames: 0,
             control_second: 0,
             extra: None,
@@ -221,12 +255,13 @@ impl Ws {
                     format: plan.format,
                     since: plan.since,
                     presence: None,
+                    deflate,
                 });
             }
             App::Mux(access) => {
                 ws.kind = Kind::Mux;
                 ws.extra = Some(Box::new(Extra {
-                    mux: Some(Box::new(Session::new(access))),
+                    mux: Some(Box::new(Session::new(access, deflate))),
                     ..Extra::default()
                 }));
             }
@@ -250,6 +285,12 @@ impl Ws {
         self.last_rx = ctx.now();
         let config = DecoderConfig {
             max_message_size: ctx.settings().max_message_size as u64,
+            // RSV1 marks a compressed message once the extension is agreed.
+            extension_rsv: if self.link.deflate().is_some() {
+                0x4
+            } else {
+                0
+            },
             ..DecoderConfig::server()
         };
         let mut dec = self
@@ -285,13 +326,23 @@ impl Ws {
                 kind,
                 payload,
                 last,
+                compressed,
                 ..
             } => {
-                if matches!(self.kind, Kind::Raw | Kind::Json) || self.closing {
-                    return None; // validated by the decoder, otherwise ignored
+                if matches!(self.kind, Kind::Raw | Kind::Json) || self.link.is_closing() {
+                    // Validated by the decoder (a compressed message's
+                    // UTF-8 is not: it is never inflated), otherwise ignored.
+                    return None;
                 }
                 let extra = self.extra.get_or_insert_with(Default::default);
-                let message = extra.assembler.push(kind, payload, last)?;
+                let mut message = extra.assembler.push(kind, payload, last)?;
+                if compressed {
+                    match inflate(ctx, &message) {
+                        Ok(payload) => message.payload = payload,
+                        Err((code, reason)) => return Some(self.fail(ctx, code, reason)),
+                    }
+                }
+                let extra = self.extra.get_or_insert_with(Default::default);
                 match (self.kind, extra.mux.as_deref_mut()) {
                     (Kind::Mux, Some(session)) => {
                         let expiry = session.token_expiry();
@@ -302,7 +353,13 @@ impl Ws {
                             self.schedule(ctx); // a token came, or a newer one
                         }
                     }
-                    _ => ctx.send(encode::message(message.kind, &message.payload)),
+                    _ => {
+                        let deflate = self.link.deflate();
+                        let frame = ctx
+                            .deflater()
+                            .message(deflate, message.kind, &message.payload);
+                        ctx.send(frame);
+                    }
                 }
                 None
             }
@@ -315,7 +372,7 @@ impl Ws {
                 None
             }
             Frame::Ping(payload) => {
-                if !self.closing {
+                if !self.link.is_closing() {
                     let mut out = BytesMut::with_capacity(2 + payload.len());
                     if encode::pong(&mut out, payload).is_ok() {
                         ctx.send(out.freeze());
@@ -326,7 +383,7 @@ impl Ws {
             Frame::Pong(_) => None,
             Frame::Close(close) => {
                 let mut hs = CloseHandshake::new();
-                if self.closing {
+                if self.link.is_closing() {
                     let _ = hs.initiate();
                 }
                 match hs.receive(close) {
@@ -345,12 +402,18 @@ impl Ws {
     }
 
     fn protocol_error(&mut self, ctx: &mut impl Context, e: ProtocolError) -> Finish {
+        self.fail(ctx, e.close_code(), e.reason())
+    }
+
+    /// The peer broke the protocol: leave every channel, send a close frame
+    /// with `code` and `reason`, and end the connection once it is out.
+    fn fail(&mut self, ctx: &mut impl Context, code: CloseCode, reason: &str) -> Finish {
         ShardMetrics::add(&ctx.metrics().protocol_errors, 1);
-        tracing::debug!("closing WebSocket after a protocol violation: {e}");
-        if !self.closing {
+        tracing::debug!("closing WebSocket after a protocol violation: {reason}");
+        if !self.link.is_closing() {
             self.release(ctx);
-            let mut out = BytesMut::with_capacity(4 + e.reason().len());
-            let _ = encode::close(&mut out, Some(e.close_code()), e.reason());
+            let mut out = BytesMut::with_capacity(4 + reason.len());
+            let _ = encode::close(&mut out, Some(code), reason);
             ctx.send(out.freeze());
         }
         Finish::AfterFlush
@@ -371,7 +434,7 @@ impl Ws {
     }
 
     pub fn initiate_close(&mut self, ctx: &mut impl Context, code: CloseCode, reason: &str) {
-        if self.closing {
+        if self.link.is_closing() {
             return;
         }
         self.release(ctx);
@@ -381,13 +444,13 @@ impl Ws {
             let _ = encode::close(&mut frame, Some(code), "");
         }
         ctx.send(frame.freeze());
-        self.closing = true;
+        self.link.set_closing();
         ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().close_timeout)));
     }
 
     /// The heartbeat (or, while closing, the close timeout) is due.
     pub fn handle_timer(&mut self, ctx: &mut impl Context) -> Option<Finish> {
-        if self.closing {
+        if self.link.is_closing() {
             return Some(Finish::Now);
         }
         let expires = self.token_expiry();
@@ -428,7 +491,7 @@ impl Ws {
     /// The owner's answer to a subscription: the reset signal and history
     /// in the subscription's format, then live.
     pub fn handle_replay(&mut self, ctx: &mut impl Context, at: SubRef, replay: Replay) {
-        if self.closing {
+        if self.link.is_closing() {
             return;
         }
         if self.kind == Kind::Mux {
@@ -458,7 +521,7 @@ impl Ws {
     /// The connection's output drained: a subscription that fell behind
     /// catches up.
     pub fn handle_drained(&mut self, ctx: &mut impl Context) {
-        if self.closing {
+        if self.link.is_closing() {
             return;
         }
         if let Some(session) = self.mux() {
@@ -473,7 +536,7 @@ impl Ws {
     /// where to resume (a multiplexed client resumes each channel from the
     /// last id it has).
     pub fn handle_lagging(&mut self, ctx: &mut impl Context, at: SubRef) {
-        if self.closing {
+        if self.link.is_closing() {
             return;
         }
         let undelivered = ctx.discard_output();
@@ -553,7 +616,7 @@ impl Ws {
 
     /// The connection is closing: nothing more is delivered.
     pub fn is_closing(&self) -> bool {
-        self.closing
+        self.link.is_closing()
     }
 
     /// The transport gauge it counts under.
@@ -564,4 +627,33 @@ impl Ws {
             Kind::Mux => Transport::Multiplexed,
         }
     }
+}
+
+/// A compressed message from the peer, inflated (up to
+/// `--max-message-size`) and, if text, checked as UTF-8; or the close code
+/// and reason to fail the connection with.
+fn inflate(ctx: &mut impl Context, message: &Message) -> Result<Bytes, (CloseCode, &'static str)> {
+    let limit = ctx.settings().max_message_size;
+    let payload = match ctx.deflater().inflate(&message.payload, limit) {
+        Ok(payload) => payload,
+        Err(InflateRefusal::TooBig) => {
+            return Err((
+                CloseCode::MESSAGE_TOO_BIG,
+                "message too big once inflated (--max-message-size)",
+            ))
+        }
+        Err(InflateRefusal::Corrupt) => {
+            return Err((
+                CloseCode::INVALID_PAYLOAD,
+                "compressed message is not valid DEFLATE data",
+            ))
+        }
+    };
+    if message.kind == DataKind::Text && std::str::from_utf8(&payload).is_err() {
+        return Err((
+            CloseCode::INVALID_PAYLOAD,
+            "invalid UTF-8 in a compressed text message",
+        ));
+    }
+    Ok(Bytes::from(payload))
 }

@@ -62,6 +62,7 @@ impl ManyPoll {
                     format: Format::PollMany,
                     since,
                     presence: None,
+                    deflate: None,
                 }),
                 name,
                 since,

@@ -38,6 +38,7 @@ impl OnePoll {
             format: Format::Poll,
             since: plan.since,
             presence: None,
+            deflate: None,
         });
         OnePoll {
             sub,
