@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::payload::Payload;
 use crate::transport::Kind;
 
 /// ringcast-load — how many clients can one push-server node hold, at what
@@ -99,6 +100,13 @@ pub struct Common {
     /// Give up on a run after this long, whatever it is doing.
     #[arg(long, default_value = "15m", value_parser = parse_secs, value_name = "DURATION")]
     pub max_time: f64,
+    /// WebSocket subscribers offer permessage-deflate (RFC 7692) and
+    /// inflate what arrives compressed; the summary counts the
+    /// connections that agreed and the messages that came compressed. A
+    /// server that declines is measured uncompressed. Other transports
+    /// are unaffected.
+    #[arg(long)]
+    pub deflate: bool,
 }
 
 /// `idle`.
@@ -143,6 +151,14 @@ pub struct PubArgs {
     /// Payload bytes per message (at least the ~40-byte marker).
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub size: usize,
+    /// What a message carries: `pad`, the marker padded with `x` to
+    /// --size; `chat`, JSON chat messages of 200–2,000 bytes of words
+    /// (uniformly spread; --size is ignored) that compress like real text.
+    #[arg(long, value_enum, default_value = "pad")]
+    pub payload: Payload,
+    /// Seed of the `chat` messages: the same seed, the same messages.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub payload_seed: u64,
     /// Publisher connections (pipelined).
     #[arg(long, default_value_t = 1, value_name = "N")]
     pub pub_conns: usize,
@@ -300,6 +316,13 @@ pub struct CompareArgs {
     /// Payload bytes per message.
     #[arg(long, default_value_t = 64, value_name = "BYTES")]
     pub size: usize,
+    /// What a message carries: `pad` (to --size) or `chat` (JSON chat
+    /// messages of 200–2,000 bytes).
+    #[arg(long, value_enum, default_value = "pad")]
+    pub payload: Payload,
+    /// Seed of the `chat` messages.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub payload_seed: u64,
     /// Wait after the last message for late deliveries (short polling needs ≥ its interval).
     #[arg(long, default_value = "7s", value_parser = parse_secs, value_name = "DURATION")]
     pub drain: f64,
@@ -463,5 +486,52 @@ mod tests {
         assert!(
             matches!(c.scenario, Scenario::Fanout(ref a) if a.transport == Kind::Sse && a.msgs == 100)
         );
+    }
+
+    #[test]
+    fn deflate_and_chat_payloads() {
+        let c = Cli::try_parse_from([
+            "ringcast-load",
+            "fanout",
+            "--sub-url",
+            "ws://127.0.0.1:8080/ws/{ch}",
+            "--pub-url",
+            "http://127.0.0.1:8080/pub/{ch}",
+            "--subs",
+            "10",
+            "--msgs",
+            "10",
+            "--rate",
+            "10",
+            "--deflate",
+            "--payload",
+            "chat",
+            "--payload-seed",
+            "7",
+        ])
+        .unwrap();
+        let Scenario::Fanout(a) = c.scenario else {
+            panic!("fanout");
+        };
+        assert!(a.common.deflate);
+        assert_eq!(
+            (a.publish.payload, a.publish.payload_seed),
+            (Payload::Chat, 7)
+        );
+        // Off unless asked for; every scenario has it.
+        let c = Cli::try_parse_from([
+            "ringcast-load",
+            "compare",
+            "--transports",
+            "ws",
+            "--payload",
+            "chat",
+        ])
+        .unwrap();
+        assert!(matches!(
+            c.scenario,
+            Scenario::Compare(ref a) if !a.common.deflate && a.payload == Payload::Chat
+        ));
+        assert!(Cli::try_parse_from(["ringcast-load", "compare", "--payload", "lorem"]).is_err());
     }
 }

@@ -5,7 +5,7 @@
 //! cli ─ scenario::{idle, fanout, throughput, churn, compare}
 //!         ├─ client: io_uring engine on ringcast-uring (rings × direct descriptors)
 //!         │    └─ transport::{ws, sse, poll}: sans-io client protocols
-//!         ├─ publish: scheduled POSTs (intended send times)
+//!         ├─ publish: scheduled POSTs (intended send times), payload: what they carry
 //!         ├─ stats: HDR histograms, exact delivery check
 //!         ├─ sample: /proc of server and harness, /metrics
 //!         └─ report: summary, --json, --fail-if, Markdown + SVG
@@ -21,6 +21,7 @@ mod cli;
 mod client;
 mod host;
 mod marker;
+mod payload;
 mod publish;
 mod report;
 mod sample;

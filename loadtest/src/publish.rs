@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use crate::client::channel_name;
 use crate::marker::{now_nanos, Marker};
+use crate::payload::{Payload, CHAT_MAX};
 use crate::stats::{latency_ns, LatencyHist};
 use crate::url::UrlTemplate;
 
@@ -42,8 +43,12 @@ pub struct PublishConfig {
     pub msgs: u64,
     /// Messages per second, over all channels.
     pub rate: f64,
-    /// Payload size in bytes (at least the marker).
+    /// Payload size in bytes (at least the marker), for [`Payload::Pad`].
     pub size: usize,
+    /// What each message carries.
+    pub payload: Payload,
+    /// Seed of [`Payload::Chat`] messages.
+    pub payload_seed: u64,
     /// Run id for the markers.
     pub run: u32,
     /// Publisher connections.
@@ -166,7 +171,7 @@ fn write_requests(
 ) -> Result<(u64, f64), String> {
     let interval = 1e9 / cfg.rate;
     let mut buf = Vec::with_capacity(MAX_WRITE + 4096);
-    let mut body = Vec::with_capacity(cfg.size + 64);
+    let mut body = Vec::with_capacity(cfg.size.max(CHAT_MAX) + 64);
     let mut sent = 0u64;
     let mut max_lag = 0u64;
     let mut i = j as u64;
@@ -190,12 +195,13 @@ fn write_requests(
                 break;
             }
             body.clear();
-            Marker {
+            let marker = Marker {
                 run: cfg.run,
                 seq: i,
                 nanos: due,
-            }
-            .encode(cfg.size, &mut body);
+            };
+            cfg.payload
+                .encode(&marker, cfg.size, cfg.payload_seed, &mut body);
             let target = &targets[(i % u64::from(cfg.channels.max(1))) as usize];
             buf.extend_from_slice(
                 format!(

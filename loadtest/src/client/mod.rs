@@ -121,6 +121,8 @@ pub struct FleetConfig {
     pub resume_param: String,
     /// Extra header lines for every subscriber request (`Name: value`).
     pub headers: Vec<String>,
+    /// WebSocket subscribers offer permessage-deflate.
+    pub deflate: bool,
     /// The share of `addr`'s source endpoints this fleet may bind (fleets
     /// running side by side get disjoint shares); `None`: all of them.
     pub endpoint_range: Option<(u64, u64)>,
@@ -156,6 +158,16 @@ pub struct Counters {
     pub reconnects: AtomicU64,
     /// Receives re-armed after the buffer pool ran dry.
     pub nobufs: AtomicU64,
+    /// Handshakes that offered permessage-deflate and had it accepted.
+    pub deflate_agreed: AtomicU64,
+    /// Handshakes that offered permessage-deflate and had it declined.
+    pub deflate_declined: AtomicU64,
+    /// Messages that arrived compressed (of `deliveries`).
+    pub compressed: AtomicU64,
+    /// Bytes of the messages received, as the transport hands them over
+    /// (inflated): beside `bytes_in`, what framing and compression make
+    /// of them.
+    pub message_bytes: AtomicU64,
 }
 
 /// A snapshot of the summed counters.
@@ -183,6 +195,14 @@ pub struct Totals {
     pub reconnects: u64,
     /// Receive re-arms for lack of buffers.
     pub nobufs: u64,
+    /// Handshakes that agreed on permessage-deflate.
+    pub deflate_agreed: u64,
+    /// Handshakes that offered permessage-deflate and went on without.
+    pub deflate_declined: u64,
+    /// Messages that arrived compressed.
+    pub compressed: u64,
+    /// Bytes of the messages received (inflated).
+    pub message_bytes: u64,
 }
 
 impl Totals {
@@ -199,6 +219,10 @@ impl Totals {
         self.requests += o.requests;
         self.reconnects += o.reconnects;
         self.nobufs += o.nobufs;
+        self.deflate_agreed += o.deflate_agreed;
+        self.deflate_declined += o.deflate_declined;
+        self.compressed += o.compressed;
+        self.message_bytes += o.message_bytes;
     }
 }
 
@@ -281,6 +305,8 @@ pub struct Fleet {
     workers: Vec<Handle>,
     /// Rings (and worker threads).
     pub rings: usize,
+    /// Its subscribers offer permessage-deflate (WebSocket with `--deflate`).
+    pub deflate: bool,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -299,6 +325,7 @@ impl Fleet {
     /// ring cannot be set up.
     pub fn start(cfg: FleetConfig) -> Result<Fleet, String> {
         let rings = Self::rings_for(cfg.conns, cfg.per_ring);
+        let deflate = cfg.deflate && cfg.kind == Kind::Ws;
         let cfg = Arc::new(cfg);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut workers = Vec::with_capacity(rings);
@@ -337,7 +364,11 @@ impl Fleet {
             });
         }
         drop(ready_tx);
-        let mut fleet = Fleet { workers, rings };
+        let mut fleet = Fleet {
+            workers,
+            rings,
+            deflate,
+        };
         for _ in 0..rings {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
                 Ok(Ok(())) => {}
@@ -371,6 +402,10 @@ impl Fleet {
             t.requests += g(&c.requests);
             t.reconnects += g(&c.reconnects);
             t.nobufs += g(&c.nobufs);
+            t.deflate_agreed += g(&c.deflate_agreed);
+            t.deflate_declined += g(&c.deflate_declined);
+            t.compressed += g(&c.compressed);
+            t.message_bytes += g(&c.message_bytes);
         }
         t
     }

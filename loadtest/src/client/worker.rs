@@ -43,7 +43,7 @@ use super::op::{errno_name, Op};
 use super::{channel_name, Cmd, Collected, Counters, FleetConfig, Phase};
 use crate::marker::now_nanos;
 use crate::stats::{latency_ns, DeliveryCounts, LatencyHist, Seen, SeqTracker};
-use crate::transport::{Delivery, Proto, RequestCtx, Step};
+use crate::transport::{ws, Delivery, Kind, Proto, RequestCtx, Step};
 
 /// Submission queue entries per ring.
 const SQ: u32 = 4096;
@@ -118,6 +118,9 @@ struct Worker {
     rng: u64,
     out: Vec<u8>,
     got: Vec<Delivery>,
+    /// What the WebSocket connections share (the permessage-deflate
+    /// inflater), so that none of them holds it.
+    ws: ws::Shared,
 }
 
 pub(super) fn run(spec: Spec, rx: Receiver<Cmd>, ready: Sender<Result<(), String>>) {
@@ -189,6 +192,7 @@ impl Worker {
                 resume_param: resume.clone(),
                 headers: headers.clone(),
                 want_ids: cfg.want_ids,
+                deflate: cfg.deflate && cfg.kind == Kind::Ws,
                 poll_timeout_s: cfg.poll_timeout_s,
                 poll_interval: cfg.poll_interval,
             });
@@ -238,6 +242,7 @@ impl Worker {
             rng: 0x2545_f491_4f6c_dd1d ^ (spec.id as u64 + 1),
             out: Vec::new(),
             got: Vec::new(),
+            ws: ws::Shared::default(),
             spec,
         })
     }
@@ -623,9 +628,10 @@ impl Worker {
         let mut got = std::mem::take(&mut self.got);
         out.clear();
         got.clear();
-        let r = self.conns[idx]
-            .proto
-            .on_bytes(&self.ctxs[ci], input, &mut out, &mut got);
+        let r =
+            self.conns[idx]
+                .proto
+                .on_bytes(&self.ctxs[ci], &mut self.ws, input, &mut out, &mut got);
         let now = now_nanos();
         for d in got.drain(..) {
             self.deliver(slot, d, now);
@@ -648,6 +654,14 @@ impl Worker {
                     sub(&self.spec.counters.connecting, 1);
                     add(&self.spec.counters.open, 1);
                     add(&self.spec.counters.connected, 1);
+                    if self.ctxs[ci].deflate {
+                        let c = &self.spec.counters;
+                        if self.conns[idx].proto.deflate_agreed() {
+                            add(&c.deflate_agreed, 1);
+                        } else {
+                            add(&c.deflate_declined, 1);
+                        }
+                    }
                     self.connect.record_ns(now.saturating_sub(started));
                     if let Proto::Poll(p) = &self.conns[idx].proto {
                         if let Some(d) = p.interval(&self.ctxs[ci]) {
@@ -672,6 +686,10 @@ impl Worker {
 
     fn deliver(&mut self, slot: u32, d: Delivery, now: u64) {
         add(&self.spec.counters.deliveries, 1);
+        add(&self.spec.counters.message_bytes, d.bytes as u64);
+        if d.compressed {
+            add(&self.spec.counters.compressed, 1);
+        }
         let idx = slot as usize;
         if let Some(id) = d.id {
             self.conns[idx].last_id = Some(id);

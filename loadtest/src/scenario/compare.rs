@@ -45,6 +45,8 @@ pub fn run(a: &CompareArgs) -> Result<Outcome, String> {
             .clone()
             .unwrap_or_else(|| format!("http://{host}/pub/{{ch}}")),
         size: a.size,
+        payload: a.payload,
+        payload_seed: a.payload_seed,
         pub_conns: 1,
         drain: a.drain,
         settle: 0.3,
@@ -76,6 +78,12 @@ pub fn run(a: &CompareArgs) -> Result<Outcome, String> {
         let cfg = match ctx.plan(kind, &url_for(kind), a.subs, a.channels, None, false) {
             Ok(c) => c,
             Err(e) => return Err(format!("{name}: {e}")),
+        };
+        // The row says whether WebSocket ran with permessage-deflate offered.
+        let name = if cfg.deflate {
+            format!("{name}+deflate")
+        } else {
+            name
         };
         let before = ctx.sample(0);
         let mut fleet = Fleet::start(cfg.clone())?;
@@ -159,16 +167,19 @@ pub fn run(a: &CompareArgs) -> Result<Outcome, String> {
         "channels": a.channels,
         "msgs": a.msgs,
         "rate": a.rate,
+        "payload": a.payload,
+        "deflate": a.common.deflate,
         "transports": rows,
         "table_markdown": table,
         "warnings": ctx.warnings,
     });
     let human = format!(
-        "compare: {} subscribers on {} channel(s), {} msgs at {}/s per transport\n\n{table}",
+        "compare: {} subscribers on {} channel(s), {} msgs at {}/s per transport ({})\n\n{table}",
         group(a.subs),
         a.channels,
         group(a.msgs),
-        a.rate
+        a.rate,
+        a.payload.describe(a.size)
     );
     Ok(Outcome {
         scenario: "compare",

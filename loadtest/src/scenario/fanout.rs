@@ -57,6 +57,8 @@ pub fn run(a: &FanoutArgs) -> Result<Outcome, String> {
         ("msgs", json!(a.msgs)),
         ("rate", json!(a.rate)),
         ("size", json!(a.publish.size)),
+        ("payload", json!(a.publish.payload)),
+        ("payload_seed", json!(a.publish.payload_seed)),
         ("connected", json!(up.connected)),
         ("failed", json!(up.failed)),
         ("connect_time", latency_json(&connect)),
@@ -69,12 +71,14 @@ pub fn run(a: &FanoutArgs) -> Result<Outcome, String> {
         obj.insert(k.into(), val);
     }
     let human = format!(
-        "fanout {} over {} subscribers on {} channel(s), {} msgs at {}/s\n  connected {} ({} failed) in {:.1} s; connect time {}\n{}{}",
+        "fanout {}{} over {} subscribers on {} channel(s), {} msgs at {}/s ({})\n  connected {} ({} failed) in {:.1} s; connect time {}\n{}{}",
         a.transport.name(),
+        if cfg.deflate { " (permessage-deflate offered)" } else { "" },
         group(a.subs),
         a.channels,
         group(a.msgs),
         a.rate,
+        a.publish.payload.describe(a.publish.size),
         group(up.connected),
         group(up.failed),
         ramp.elapsed_s,

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{latency_json, latency_line, latency_metrics, Ctx};
+use super::{deflate_json, deflate_warning, latency_json, latency_line, latency_metrics, Ctx};
 use std::sync::Arc;
 
 use crate::cli::{parse_mix, IdleArgs};
@@ -180,6 +180,10 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
         }
     }
     let held = totals(&fleets);
+    let deflate = fleets.iter().any(|f| f.deflate);
+    if let Some(w) = deflate_warning(deflate, &held) {
+        ctx.warnings.push(w);
+    }
     let hold_end = ctx.sample(held.open);
     let mut collected = Collected::default();
     let mut per_transport = Vec::new();
@@ -236,6 +240,7 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
         "connect_time": latency_json(&connect),
         "connect_p99_ms": connect.p99_ms,
         "hold_s": a.hold,
+        "deflate": deflate_json(deflate, &held),
         "memory": mem_json,
         "hold_cpu": {
             "server_cpu_s": hold_cpu.server_cpu_s,
@@ -247,7 +252,7 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     });
     let human = format!(
         "idle {} × {} on {} channel(s) ({} rings)\n  connected {} / {} in {:.1} s ({} conn/s), {} failed, \
-         {} dropped during the {:.0} s hold\n  connect time: {}\n{}  hold cpu: server {}, harness {:.2} CPU-s\n{}",
+         {} dropped during the {:.0} s hold\n  connect time: {}\n{}{}  hold cpu: server {}, harness {:.2} CPU-s\n{}",
         group(a.conns),
         a.mix.as_deref().unwrap_or(a.transport.name()),
         a.channels,
@@ -260,6 +265,15 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
         group(held.dropped),
         a.hold,
         latency_line(&connect),
+        if deflate {
+            format!(
+                "  permessage-deflate: agreed on {} handshakes, declined on {}\n",
+                group(held.deflate_agreed),
+                group(held.deflate_declined)
+            )
+        } else {
+            String::new()
+        },
         mem_human,
         hold_cpu
             .server_cpu_s
@@ -277,6 +291,7 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     metrics.insert("connected".into(), up.connected as f64);
     metrics.insert("failed".into(), up.failed as f64);
     metrics.insert("dropped".into(), held.dropped as f64);
+    metrics.insert("deflate_declined".into(), held.deflate_declined as f64);
     let mem_points: Vec<(f64, f64)> = ctx
         .samples
         .iter()

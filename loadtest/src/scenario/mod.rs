@@ -54,6 +54,8 @@ pub struct Ctx {
     /// Warnings for the summary.
     pub warnings: Vec<String>,
     next_run: u32,
+    /// The note that `--deflate` leaves other transports alone was given.
+    deflate_noted: bool,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -92,6 +94,11 @@ pub struct Measured {
     pub after: Sample,
     /// Counter deltas over the phase.
     pub delta: Totals,
+    /// Counters at its end (connections that agreed on permessage-deflate
+    /// are counted once per handshake, before the phase or during it).
+    pub totals: Totals,
+    /// The subscribers offered permessage-deflate.
+    pub deflate: bool,
     /// Seconds from first intended send to the end of the drain.
     pub duration_s: f64,
     /// `(seconds, p99 ms)` per progress tick.
@@ -138,6 +145,7 @@ impl Ctx {
             bar,
             samples: Vec::new(),
             warnings: Vec::new(),
+            deflate_noted: false,
             next_run: (std::process::id() % 10_000) * 100_000
                 + (std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -193,6 +201,10 @@ impl Ctx {
                 kind.name(),
                 if kind == Kind::Ws { "ws://" } else { "http://" }
             ));
+        }
+        if self.common.deflate && kind != Kind::Ws && !self.deflate_noted {
+            self.deflate_noted = true;
+            self.say("note: --deflate applies to WebSocket subscribers only; other transports run as usual");
         }
         if !url.has_channel() && channels > 1 {
             return Err(format!(
@@ -294,6 +306,7 @@ impl Ctx {
             poll_interval: Duration::from_secs_f64(c.poll_interval.max(0.01)),
             resume_param: c.resume_param.clone(),
             headers: c.headers.clone(),
+            deflate: c.deflate && kind == Kind::Ws,
             endpoint_range: None,
         })
     }
@@ -400,6 +413,8 @@ impl Ctx {
             msgs,
             rate,
             size: pubargs.size,
+            payload: pubargs.payload,
+            payload_seed: pubargs.payload_seed,
             run,
             conns: pubargs.pub_conns.max(1),
             start_ns,
@@ -461,10 +476,18 @@ impl Ctx {
             before,
             after,
             delta: delta(&before_totals, &after_totals),
+            totals: after_totals,
+            deflate: fleet.deflate,
             duration_s,
             p99_series,
         };
         self.check_cpu(&m.cpu, label);
+        // Once per fleet is enough: its counts only grow from phase to phase.
+        if let Some(w) = deflate_warning(m.deflate, &m.totals) {
+            if !self.warnings.iter().any(|o| o.contains(DECLINED)) {
+                self.warnings.push(format!("{label}: {w}"));
+            }
+        }
         if m.publish.max_lag_ms > 50.0 {
             self.warnings.push(format!(
                 "{label}: the publisher fell up to {:.0} ms behind its schedule; latencies \
@@ -519,7 +542,36 @@ pub fn delta(a: &Totals, b: &Totals) -> Totals {
         requests: b.requests - a.requests,
         reconnects: b.reconnects - a.reconnects,
         nobufs: b.nobufs - a.nobufs,
+        deflate_agreed: b.deflate_agreed - a.deflate_agreed,
+        deflate_declined: b.deflate_declined - a.deflate_declined,
+        compressed: b.compressed - a.compressed,
+        message_bytes: b.message_bytes - a.message_bytes,
     }
+}
+
+/// What permessage-deflate negotiation came to, as JSON: whether it was
+/// offered, and on how many handshakes the server agreed or declined.
+pub fn deflate_json(offered: bool, t: &Totals) -> serde_json::Value {
+    json!({
+        "offered": offered,
+        "agreed": t.deflate_agreed,
+        "declined": t.deflate_declined,
+    })
+}
+
+/// What [`deflate_warning`] says.
+const DECLINED: &str = "declined permessage-deflate";
+
+/// A warning when the server declined permessage-deflate on some
+/// handshakes: those connections were measured uncompressed.
+pub fn deflate_warning(offered: bool, t: &Totals) -> Option<String> {
+    (offered && t.deflate_declined > 0).then(|| {
+        format!(
+            "the server {DECLINED} on {} of {} handshakes; those connections ran uncompressed",
+            group(t.deflate_declined),
+            group(t.deflate_agreed + t.deflate_declined)
+        )
+    })
 }
 
 /// The latency summary as JSON.
@@ -562,6 +614,16 @@ pub fn measured_json(
     let lat = m.collected.latency.summary();
     let server_cpu = m.cpu.server_cpu_s;
     let delivered = c.received - c.duplicates;
+    // Bytes per delivered message: every byte received in the phase
+    // (handshakes, pings and envelopes included) over the messages of this
+    // run that arrived.
+    let per_delivery = |bytes: u64| {
+        if delivered > 0 {
+            bytes as f64 / delivered as f64
+        } else {
+            0.0
+        }
+    };
     let per_1000 = server_cpu.map(|s| {
         if delivered > 0 {
             s / delivered as f64 * 1000.0
@@ -588,7 +650,11 @@ pub fn measured_json(
         "loss_ratio": c.loss_ratio(),
         "deliveries_per_s": if m.duration_s > 0.0 { delivered as f64 / m.duration_s } else { 0.0 },
         "duration_s": m.duration_s,
-        "bytes_in_per_delivery": if delivered > 0 { m.delta.bytes_in as f64 / delivered as f64 } else { 0.0 },
+        "bytes_in_per_delivery": per_delivery(m.delta.bytes_in),
+        "message_bytes_per_delivery": per_delivery(m.delta.message_bytes),
+        "messages_received": m.delta.deliveries,
+        "compressed_deliveries": m.delta.compressed,
+        "deflate": deflate_json(m.deflate, &m.totals),
         "requests": m.delta.requests,
         "requests_per_s": if m.duration_s > 0.0 { m.delta.requests as f64 / m.duration_s } else { 0.0 },
         "dropped": m.delta.dropped,
@@ -616,6 +682,9 @@ pub fn measured_json(
         ("out_of_order", c.out_of_order as f64),
         ("unexpected", c.unexpected as f64),
         ("dropped", m.delta.dropped as f64),
+        ("bytes_in_per_delivery", per_delivery(m.delta.bytes_in)),
+        ("compressed_deliveries", m.delta.compressed as f64),
+        ("deflate_declined", m.totals.deflate_declined as f64),
         (
             "publish_errors",
             m.publish.errors.values().sum::<u64>() as f64,
@@ -649,16 +718,25 @@ pub fn measured_human(m: &Measured) -> String {
         ));
     }
     let delivered = c.received - c.duplicates;
+    let per_delivery = |bytes: u64| bytes as f64 / delivered.max(1) as f64;
     s.push_str(&format!(
-        "  throughput: {} deliveries/s over {:.1} s; {:.0} bytes received per delivery\n",
+        "  throughput: {} deliveries/s over {:.1} s; {:.0} bytes received per delivery on the \
+         wire, for {:.0} bytes of message\n",
         group((delivered as f64 / m.duration_s.max(1e-9)) as u64),
         m.duration_s,
-        if delivered > 0 {
-            m.delta.bytes_in as f64 / delivered as f64
-        } else {
-            0.0
-        }
+        per_delivery(m.delta.bytes_in),
+        per_delivery(m.delta.message_bytes),
     ));
+    if m.deflate {
+        s.push_str(&format!(
+            "  permessage-deflate: agreed on {} handshakes, declined on {}; {} of {} messages \
+             arrived compressed\n",
+            group(m.totals.deflate_agreed),
+            group(m.totals.deflate_declined),
+            group(m.delta.compressed),
+            group(m.delta.deliveries),
+        ));
+    }
     let ack = m.publish.ack.summary();
     s.push_str(&format!(
         "  publisher: {} sent, {} ok, errors {:?}, max lag {:.1} ms; answered (from intended send) p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n",

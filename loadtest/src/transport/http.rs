@@ -17,6 +17,9 @@ pub struct Head {
     pub etag: Option<String>,
     /// `Content-Type`.
     pub content_type: Option<String>,
+    /// `Sec-WebSocket-Extensions`, several header lines joined with `, `
+    /// (a list may be split over lines, RFC 9110 §5.3).
+    pub extensions: Option<String>,
 }
 
 /// Largest head accepted.
@@ -68,6 +71,13 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<Head>, String> {
                 head.etag = Some(v.trim_matches('"').to_string());
             }
             "content-type" => head.content_type = Some(value.to_string()),
+            "sec-websocket-extensions" => match &mut head.extensions {
+                Some(list) => {
+                    list.push_str(", ");
+                    list.push_str(value);
+                }
+                None => head.extensions = Some(value.to_string()),
+            },
             _ => {}
         }
     }
@@ -95,6 +105,14 @@ mod tests {
                 .unwrap();
         assert_eq!(h.status, 101);
         assert!(h.chunked);
+        assert_eq!(h.extensions, None);
+        let h = parse_head(
+            b"HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\
+              sec-websocket-extensions:  x-other \r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(h.extensions.as_deref(), Some("permessage-deflate, x-other"));
         assert!(parse_head(b"SSH-2.0\r\n\r\n").is_err());
         assert!(parse_head(&vec![b'a'; MAX_HEAD + 1]).is_err());
     }

@@ -13,6 +13,12 @@
 //! | [`sse`] | `GET`, `Accept: text/event-stream` | `id:`/`data:` events | `Last-Event-ID: ID` |
 //! | [`poll`] long | `GET ?since=C&timeout=S` repeated | JSON `{"messages":[…],"next":C}` / `204` | the cursor |
 //! | [`poll`] short | `GET ?since=C&timeout=0` every interval, `If-None-Match` | as above / `304` | the cursor |
+//!
+//! A WebSocket subscriber may offer permessage-deflate (`--deflate`); its
+//! messages are then inflated before the marker is looked for, and each
+//! [`Delivery`] says whether it came compressed. What a worker's WebSocket
+//! connections share for that ([`ws::Shared`]) is passed into every call,
+//! so that no connection holds it.
 
 pub mod http;
 pub mod poll;
@@ -51,7 +57,7 @@ impl Kind {
 }
 
 /// One received message (or notice).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Delivery {
     /// The marker found in it, if any.
     pub marker: Option<Marker>,
@@ -59,6 +65,13 @@ pub struct Delivery {
     pub id: Option<Box<str>>,
     /// A reset notice: the server could not resume from the position asked.
     pub reset: bool,
+    /// It arrived compressed (WebSocket permessage-deflate) and was inflated.
+    pub compressed: bool,
+    /// Bytes of the message as the transport hands it over: a WebSocket
+    /// message's payload (inflated), an event's data, a polled message's
+    /// data. Beside the bytes received on the wire, this shows what
+    /// framing and compression make of a message.
+    pub bytes: usize,
 }
 
 /// What a connection should do after some bytes.
@@ -91,6 +104,8 @@ pub struct RequestCtx {
     pub headers: Arc<str>,
     /// Extract message ids (needed to resume; costs an allocation per message).
     pub want_ids: bool,
+    /// WebSocket: offer permessage-deflate in the handshake.
+    pub deflate: bool,
     /// Long-poll timeout in seconds.
     pub poll_timeout_s: u32,
     /// Short-poll interval.
@@ -135,19 +150,26 @@ impl Proto {
         }
     }
 
-    /// Feeds received bytes. Deliveries go to `got`, bytes to send to `out`.
+    /// Feeds received bytes. Deliveries go to `got`, bytes to send to `out`;
+    /// `shared` is what the worker's WebSocket connections share.
     pub fn on_bytes(
         &mut self,
         ctx: &RequestCtx,
+        shared: &mut ws::Shared,
         input: &mut [u8],
         out: &mut Vec<u8>,
         got: &mut Vec<Delivery>,
     ) -> Result<Step, ProtoError> {
         match self {
-            Proto::Ws(w) => w.on_bytes(input, out, got),
+            Proto::Ws(w) => w.on_bytes(ctx, shared, input, out, got),
             Proto::Sse(s) => s.on_bytes(input, got),
             Proto::Poll(p) => p.on_bytes(ctx, input, out, got),
         }
+    }
+
+    /// Whether the handshake agreed on permessage-deflate (WebSocket only).
+    pub fn deflate_agreed(&self) -> bool {
+        matches!(self, Proto::Ws(w) if w.deflate_agreed())
     }
 }
 
@@ -168,6 +190,8 @@ pub fn delivery(payload: &[u8], id: Option<Box<str>>) -> Delivery {
         marker: if reset { None } else { Marker::find(payload) },
         id,
         reset,
+        compressed: false,
+        bytes: payload.len(),
     }
 }
 

@@ -159,9 +159,8 @@ impl PollClient {
                     .map_err(|e| ProtoError(format!("poll_bad_json: {e}")))?;
                 if b.reset.is_some() {
                     got.push(Delivery {
-                        marker: None,
-                        id: None,
                         reset: true,
+                        ..Delivery::default()
                     });
                 }
                 full = b.messages.len() >= SERVER_BATCH;
@@ -219,6 +218,7 @@ mod tests {
             resume_param: Arc::from("since"),
             headers: Arc::from(""),
             want_ids: true,
+            deflate: false,
             poll_timeout_s: 25,
             poll_interval: Duration::from_millis(500),
         }

@@ -242,6 +242,7 @@ mod tests {
                 resume_param: "since".into(),
                 headers: "".into(),
                 want_ids: true,
+                deflate: false,
                 poll_timeout_s: 1,
                 poll_interval: std::time::Duration::from_secs(1),
             },
