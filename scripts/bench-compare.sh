@@ -18,11 +18,18 @@
 #   small500   the same at 500 messages/s each
 #   idle200k   200,000 idle WebSockets (hold 5 s), connect rate and
 #              handshake latency, 3 rounds
+#   chat       1 channel × 10,000 subscribers, JSON chat messages of
+#              200–2,000 bytes (--payload chat) at 20 publishes/s (200,000
+#              deliveries/s, 10 s): CPU and bytes on the wire per delivery,
+#              3 rounds
 # (default: ack broadcast channels idle1m). NEW_HEADER (an environment
 # variable, e.g. "Authorization: Bearer <jwt>") is sent by every
 # subscriber of the new build's runs (ringcast-load --header): with a
 # wrapper that starts the new build with --jwt-secret, this measures what
-# token checks cost. To compare one build with
+# token checks cost. NEW_LOAD_ARGS (e.g. "--deflate") is added to every
+# new-build run's ringcast-load arguments: with the same binary (or
+# wrapper) twice, this compares clients with and without an option.
+# To compare one build with
 # itself under other flags, pass a wrapper script as OLD_BIN or NEW_BIN
 # (`exec /path/ringcast "$@" --no-tcp-nodelay`: `exec` keeps the PID). Every run is bounded by `timeout`. Each run's JSON goes to
 # OUT_DIR (default bench-results/compare-<date>) with its exact command in
@@ -117,6 +124,10 @@ both() {
         if [ $which = new ] && [ -n "${NEW_HEADER:-}" ]; then
             extra=(--header "$NEW_HEADER")
         fi
+        if [ $which = new ] && [ -n "${NEW_LOAD_ARGS:-}" ]; then
+            read -r -a more <<<"$NEW_LOAD_ARGS"
+            extra+=("${more[@]}")
+        fi
         run "$name-$which" "$limit" "${@//BASE/$BASE}" "${extra[@]}"
         stop_server
         sleep 2
@@ -144,6 +155,11 @@ for suite in "${SUITES[@]}"; do
         rate=${suite#small}
         for r in 1 2 3; do
             both $suite-r$r 120 --shards 2 -- fanout --transport ws --sub-url "ws://BASE/ws/{ch}" --pub-url "http://BASE/pub/{ch}" --subs 100 --channels 1 --msgs $((rate * 10)) --rate "$rate" --size 64
+        done
+        ;;
+    chat)
+        for r in 1 2 3; do
+            both chat-r$r 120 --shards 2 -- fanout --transport ws --sub-url "ws://BASE/ws/{ch}" --pub-url "http://BASE/pub/{ch}" --subs 10000 --channels 1 --msgs 200 --rate 20 --payload chat
         done
         ;;
     idle200k)
@@ -207,6 +223,9 @@ fields = [
     ("answer p99 ms", g("publish", "ack", "p99_ms")),
     ("server µs/delivery", cpu_per_delivery_us),
     ("perf µs/delivery", lambda d: d["perf_task_clock_ms"] * 1e3 / d["received"] if d.get("perf_task_clock_ms") and d.get("received") else None),
+    ("wire B/delivery", g("bytes_in_per_delivery")),
+    ("message B/delivery", g("message_bytes_per_delivery")),
+    ("compressed", g("compressed_deliveries")),
     ("connected", g("connected")),
     ("connects/s", g("connect_rate_per_s")),
     ("connect p50 ms", g("connect_time", "p50_ms")),

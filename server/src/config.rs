@@ -40,6 +40,34 @@ pub struct Cli {
     )]
     pub listen: Vec<SocketAddr>,
 
+    /// Address to listen on with TLS (https://, wss://); repeat for several.
+    /// Needs --tls-cert and --tls-key. With only --listen-tls given, no
+    /// plaintext listener is opened.
+    #[arg(
+        long = "listen-tls",
+        env = "RINGCAST_LISTEN_TLS",
+        value_delimiter = ',',
+        value_name = "ADDR"
+    )]
+    pub listen_tls: Vec<SocketAddr>,
+
+    /// PEM file with the certificate chain, leaf first (e.g. fullchain.pem).
+    /// Re-read on SIGHUP: new handshakes get the new certificate, open
+    /// connections keep theirs; a bad file is logged and the old one kept.
+    #[arg(long, env = "RINGCAST_TLS_CERT", value_name = "PATH")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM file with the certificate's private key (PKCS#8, PKCS#1 RSA or
+    /// SEC1 EC; not encrypted). Re-read on SIGHUP. ECDSA P-256 keys make
+    /// handshakes several times cheaper than RSA-2048.
+    #[arg(long, env = "RINGCAST_TLS_KEY", value_name = "PATH")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Do not issue TLS session tickets (every reconnecting client then
+    /// makes a full handshake). Tickets hold no state on the node.
+    #[arg(long, env = "RINGCAST_NO_TLS_TICKETS")]
+    pub no_tls_tickets: bool,
+
     /// Shard threads, each owning its connections, channels and rings.
     /// [default: one per online CPU]
     #[arg(long, env = "RINGCAST_SHARDS", value_name = "N")]
@@ -352,6 +380,10 @@ pub struct Cli {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
     listen: Option<Vec<SocketAddr>>,
+    listen_tls: Option<Vec<SocketAddr>>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    no_tls_tickets: Option<bool>,
     shards: Option<usize>,
     max_connections: Option<u64>,
     ping_interval: Option<String>,
@@ -425,6 +457,12 @@ struct FileNamespace {
 pub struct Settings {
     /// Listen addresses.
     pub listen: Vec<SocketAddr>,
+    /// TLS listen addresses.
+    pub listen_tls: Vec<SocketAddr>,
+    /// The certificate and key of the TLS listeners.
+    pub tls: Option<TlsFiles>,
+    /// Issue TLS session tickets.
+    pub tls_tickets: bool,
     /// Shard threads.
     pub shards: usize,
     /// Connections the node must hold.
@@ -553,6 +591,15 @@ fn file_size(v: Option<toml::Value>, key: &str) -> Result<Option<u64>, ConfigErr
     .transpose()
 }
 
+/// The certificate chain and key files of the TLS listeners.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1; not encrypted).
+    pub key: PathBuf,
+}
+
 /// What `--deflate` sets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DeflateSettings {
@@ -575,12 +622,30 @@ impl Settings {
                     .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?
             }
         };
+        let listen_tls = if !cli.listen_tls.is_empty() {
+            cli.listen_tls
+        } else {
+            file.listen_tls.unwrap_or_default()
+        };
         let listen = if !cli.listen.is_empty() {
             cli.listen
         } else {
-            file.listen
-                .unwrap_or_else(|| vec![SocketAddr::from(([0, 0, 0, 0], 8080))])
+            // The default plaintext listener only when no listener is named.
+            file.listen.unwrap_or_else(|| {
+                if listen_tls.is_empty() {
+                    vec![SocketAddr::from(([0, 0, 0, 0], 8080))]
+                } else {
+                    Vec::new()
+                }
+            })
         };
+        let tls = match (cli.tls_cert.or(file.tls_cert), cli.tls_key.or(file.tls_key)) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+            (None, None) => None,
+            (Some(_), None) => return Err(ConfigError("--tls-cert needs --tls-key".into())),
+            (None, Some(_)) => return Err(ConfigError("--tls-key needs --tls-cert".into())),
+        };
+        let tls_tickets = !(cli.no_tls_tickets || file.no_tls_tickets.unwrap_or(false));
         let poll_max_timeout = cli
             .poll_max_timeout
             .or(file_duration(file.poll_max_timeout, "poll-max-timeout")?)
@@ -589,6 +654,9 @@ impl Settings {
         let file_namespaces = file.namespace.unwrap_or_default();
         let mut s = Settings {
             listen,
+            listen_tls,
+            tls,
+            tls_tickets,
             shards: cli.shards.or(file.shards).unwrap_or_else(online_cpus),
             max_connections: cli
                 .max_connections
@@ -837,7 +905,7 @@ impl Settings {
                 self.publish_keys.len()
             ));
         }
-        let exposed: Vec<String> = (self.listen.iter())
+        let exposed: Vec<String> = (self.listen.iter().chain(&self.listen_tls))
             .filter(|a| !a.ip().is_loopback())
             .map(ToString::to_string)
             .collect();
@@ -926,8 +994,16 @@ impl Settings {
         if self.presence_ttl < Duration::from_secs(3) {
             return fail("--presence-ttl must be at least 3s (nodes refresh their entries every third of it, at most once a second)");
         }
-        if self.listen.is_empty() {
-            return fail("at least one --listen address is needed");
+        if self.listen.is_empty() && self.listen_tls.is_empty() {
+            return fail("at least one --listen or --listen-tls address is needed");
+        }
+        if !self.listen_tls.is_empty() && self.tls.is_none() {
+            return fail("--listen-tls needs --tls-cert and --tls-key");
+        }
+        if self.listen_tls.is_empty() && self.tls.is_some() {
+            return fail(
+                "--tls-cert and --tls-key need --listen-tls (the address to serve TLS on)",
+            );
         }
         Ok(())
     }

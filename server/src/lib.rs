@@ -35,4 +35,5 @@ pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod shard;
+pub mod tls;
 pub mod transport;

@@ -173,7 +173,34 @@ pub struct ShardMetrics {
     pub deflate_bytes_out: AtomicU64,
     /// Compressed messages from clients inflated.
     pub inflated_messages: AtomicU64,
+    /// TLS handshakes completed: index 2 × (TLS 1.2) + (resumed).
+    pub tls_handshakes: [AtomicU64; 4],
+    /// TLS connections that failed before or while speaking TLS, by
+    /// [`TlsFailure`].
+    pub tls_failures: [AtomicU64; TLS_FAILURES.len()],
 }
+
+/// Why a TLS connection failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum TlsFailure {
+    /// It spoke plain HTTP to a TLS port (answered 400).
+    PlainHttp,
+    /// A handshake or record error (rustls sent its alert).
+    Alert,
+    /// More bytes ahead than a record and a receive.
+    TooLarge,
+    /// It closed, or was closed at --handshake-timeout, mid-handshake.
+    Incomplete,
+}
+
+/// Every [`TlsFailure`] with its label.
+pub const TLS_FAILURES: [(TlsFailure, &str); 4] = [
+    (TlsFailure::PlainHttp, "plain_http"),
+    (TlsFailure::Alert, "alert"),
+    (TlsFailure::TooLarge, "too_large"),
+    (TlsFailure::Incomplete, "incomplete"),
+];
 
 impl ShardMetrics {
     /// Adds `n` to a counter.
@@ -184,6 +211,12 @@ impl ShardMetrics {
     /// Sets a gauge.
     pub fn set(gauge: &AtomicU64, v: u64) {
         gauge.store(v, Ordering::Relaxed);
+    }
+
+    /// Counts a completed TLS handshake.
+    pub fn tls_handshake(&self, tls12: bool, resumed: bool) {
+        let i = 2 * usize::from(tls12) + usize::from(resumed);
+        ShardMetrics::add(&self.tls_handshakes[i], 1);
     }
 
     /// Every refusal counter, in [`REFUSALS`] order.
@@ -216,6 +249,8 @@ pub struct NodeGauges {
     pub mailbox_depth: Vec<u64>,
     /// Resident set size.
     pub rss_bytes: Option<u64>,
+    /// With TLS: certificate reloads that worked and that failed.
+    pub tls_reloads: Option<(u64, u64)>,
 }
 
 /// Renders every shard's metrics.
@@ -383,6 +418,33 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
                 get(&m.refused[r as usize])
             );
         }
+    }
+    let _ = writeln!(out, "# HELP ringcast_tls_handshakes_total TLS handshakes completed.\n# TYPE ringcast_tls_handshakes_total counter");
+    for (i, m) in shards.iter().enumerate() {
+        for (j, (version, resumed)) in
+            [("1.3", false), ("1.3", true), ("1.2", false), ("1.2", true)]
+                .into_iter()
+                .enumerate()
+        {
+            let _ = writeln!(
+                out,
+                "ringcast_tls_handshakes_total{{shard=\"{i}\",version=\"{version}\",resumed=\"{resumed}\"}} {}",
+                get(&m.tls_handshakes[j])
+            );
+        }
+    }
+    let _ = writeln!(out, "# HELP ringcast_tls_failures_total TLS connections that failed, by reason.\n# TYPE ringcast_tls_failures_total counter");
+    for (i, m) in shards.iter().enumerate() {
+        for (f, name) in TLS_FAILURES {
+            let _ = writeln!(
+                out,
+                "ringcast_tls_failures_total{{shard=\"{i}\",reason=\"{name}\"}} {}",
+                get(&m.tls_failures[f as usize])
+            );
+        }
+    }
+    if let Some((ok, failed)) = node.tls_reloads {
+        let _ = writeln!(out, "# HELP ringcast_tls_cert_reloads_total Certificate reloads on SIGHUP, by result.\n# TYPE ringcast_tls_cert_reloads_total counter\nringcast_tls_cert_reloads_total{{result=\"ok\"}} {ok}\nringcast_tls_cert_reloads_total{{result=\"error\"}} {failed}");
     }
     let _ = writeln!(out, "# HELP ringcast_mailbox_depth Cross-shard items waiting for each shard.\n# TYPE ringcast_mailbox_depth gauge");
     for (i, d) in node.mailbox_depth.iter().enumerate() {

@@ -26,6 +26,7 @@ use crate::metrics::ShardMetrics;
 use crate::shard::peers::{PeerLimits, Peers};
 use crate::shard::shared::Shared;
 use crate::shard::Shard;
+use crate::tls::TlsContext;
 
 /// The io_uring operations a shard submits.
 const OPCODES: [Opcode; 8] = [
@@ -100,6 +101,12 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     }
     drop(probe);
 
+    // A certificate that does not load fails start-up before anything is
+    // bound, saying which file and why.
+    let tls = (settings.tls.as_ref())
+        .map(|files| TlsContext::load(files, settings.tls_tickets))
+        .transpose()
+        .map_err(|e| NodeError(format!("cannot load the TLS certificate: {e}")))?;
     let (listeners, bound) = bind_all(&settings, plan.backlog as i32)?;
     let shards = settings.shards;
     let mail =
@@ -134,6 +141,7 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
         client_salt: if bridge.is_some() { rand::random() } else { 0 },
         bridge,
         metrics,
+        tls,
         shutdown: AtomicBool::new(false),
         draining_shards: AtomicU64::new(u64::MAX >> (64 - shards)),
     });
@@ -178,7 +186,7 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
         return Err(NodeError(e));
     }
 
-    print_banner(&settings, &plan, &bound, shared.epoch);
+    print_banner(&settings, &plan, &bound, &shared);
     let mut panicked = false;
     for t in threads {
         panicked |= t.join().is_err();
@@ -192,15 +200,17 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Binds one listener per shard per address. An address with port 0 gets
-/// its port from the first bind; the other shards bind that port.
+/// Binds one listener per shard per address, the `--listen` ones first,
+/// then the `--listen-tls` ones (the acceptor tells them apart by index).
+/// An address with port 0 gets its port from the first bind; the other
+/// shards bind that port.
 fn bind_all(
     settings: &Settings,
     backlog: i32,
 ) -> Result<(Vec<Vec<OwnedFd>>, Vec<SocketAddr>), NodeError> {
     let mut per_shard: Vec<Vec<OwnedFd>> = (0..settings.shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
-    for &addr in &settings.listen {
+    for &addr in settings.listen.iter().chain(&settings.listen_tls) {
         let mut actual = addr;
         for (i, fds) in per_shard.iter_mut().enumerate() {
             let fd = sys::reuseport_listener(actual, backlog)
@@ -218,14 +228,20 @@ fn bind_all(
 }
 
 /// SIGTERM/SIGINT start a graceful drain; a second one exits at once.
+/// SIGHUP reloads the TLS certificate (and is otherwise logged and
+/// ignored, rather than killing the node as by default).
 fn install_signal_handler(shared: Arc<Shared>) -> Result<(), NodeError> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| NodeError(format!("cannot install signal handlers: {e}")))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             for sig in signals.forever() {
+                if sig == SIGHUP {
+                    reload_certificate(&shared);
+                    continue;
+                }
                 if shared.shutdown.swap(true, Ordering::SeqCst) {
                     eprintln!("ringcast: second signal {sig}; exiting without draining");
                     std::process::exit(1);
@@ -241,6 +257,24 @@ fn install_signal_handler(shared: Arc<Shared>) -> Result<(), NodeError> {
         })
         .map_err(|e| NodeError(format!("cannot start the signal thread: {e}")))?;
     Ok(())
+}
+
+/// SIGHUP: new TLS handshakes get the certificate now in the files; open
+/// connections keep theirs. A file that does not load is logged, and the
+/// current certificate stays.
+fn reload_certificate(shared: &Shared) {
+    let Some(tls) = shared.tls.as_ref() else {
+        tracing::info!("SIGHUP: nothing to reload (no --tls-cert)");
+        return;
+    };
+    match tls.certs.reload() {
+        Ok(what) => {
+            tracing::info!("SIGHUP: TLS certificate reloaded ({what}); new handshakes use it")
+        }
+        Err(e) => tracing::error!(
+            "SIGHUP: TLS certificate NOT reloaded, new handshakes keep the current one: {e}"
+        ),
+    }
 }
 
 fn human_size(n: usize) -> String {
@@ -264,7 +298,15 @@ fn has_ipc_lock() -> bool {
         .is_some_and(|caps| caps & (1 << 14) != 0)
 }
 
-fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
+fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], shared: &Shared) {
+    let epoch = shared.epoch;
+    let (plain, tls) = bound.split_at(s.listen.len());
+    // The examples use the first listener: plaintext if there is one.
+    let (http, ws) = if plain.is_empty() {
+        ("https", "wss")
+    } else {
+        ("http", "ws")
+    };
     let example = bound
         .first()
         .map(|a| match a {
@@ -275,8 +317,11 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
         })
         .expect("at least one listener");
     let mut out = String::new();
-    for a in bound {
+    for a in plain {
         out.push_str(&format!("ringcast listening on http://{a}\n"));
+    }
+    for a in tls {
+        out.push_str(&format!("ringcast listening on https://{a}\n"));
     }
     out.push_str(&format!(
         "  version      {}\n  epoch        {epoch}\n  shards       {} (one thread each; SO_REUSEPORT spreads accepts)\n  {}\n",
@@ -296,6 +341,13 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
                 group(memlock / per_ring * u64::from(plan.usable_per_ring)),
             ));
         }
+    }
+    if let Some(t) = shared.tls.as_ref() {
+        out.push_str(&format!(
+            "  tls          TLS 1.3 and 1.2 (aws-lc-rs), ALPN http/1.1, {}; {}; SIGHUP reloads it\n",
+            if s.tls_tickets { "session tickets" } else { "no session tickets" },
+            t.certs.describe(),
+        ));
     }
     if !s.redis.is_empty() {
         out.push_str(&format!(
@@ -346,12 +398,12 @@ fn print_banner(s: &Settings, plan: &Plan, bound: &[SocketAddr], epoch: Epoch) {
     }
     if s.demo {
         out.push_str(&format!(
-            "  demo         http://{example}/   client: http://{example}/client.js\n"
+            "  demo         {http}://{example}/   client: {http}://{example}/client.js\n"
         ));
     }
     out.push_str(&format!(
-        "  subscribe    ws://{example}/ws/{{channel}}   (?since=ID to resume, ?format=json for ids)\n  publish      curl -H 'Content-Type: text/plain' -d hello http://{example}/pub/{{channel}}\n  health       http://{example}/healthz   metrics: http://{example}/metrics{}\n",
-        if s.echo { format!("   echo: ws://{example}/echo") } else { String::new() }
+        "  subscribe    {ws}://{example}/ws/{{channel}}   (?since=ID to resume, ?format=json for ids)\n  publish      curl -H 'Content-Type: text/plain' -d hello {http}://{example}/pub/{{channel}}\n  health       {http}://{example}/healthz   metrics: {http}://{example}/metrics{}\n",
+        if s.echo { format!("   echo: {ws}://{example}/echo") } else { String::new() }
     ));
     let mut stdout = std::io::stdout().lock();
     let _ = stdout.write_all(out.as_bytes());

@@ -37,6 +37,8 @@ const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub struct Acceptor {
     shard: usize,
     listeners: Vec<OwnedFd>,
+    /// Index of the first TLS listener (they come after the plaintext ones).
+    tls_from: usize,
     /// Per listener: whether it is an IPv6 socket (what a peer-address
     /// lookup asks for).
     ipv6: Vec<bool>,
@@ -58,7 +60,8 @@ pub struct Acceptor {
 
 impl Acceptor {
     /// An acceptor for shard `shard`'s listeners, not yet accepting.
-    pub fn new(shard: usize, listeners: Vec<OwnedFd>) -> Acceptor {
+    /// Listeners from index `tls_from` on are TLS listeners.
+    pub fn new(shard: usize, listeners: Vec<OwnedFd>, tls_from: usize) -> Acceptor {
         let n = listeners.len();
         let ipv6 = (listeners.iter())
             .map(|l| sys::local_addr(l.as_raw_fd()).is_ok_and(|a| a.is_ipv6()))
@@ -66,6 +69,7 @@ impl Acceptor {
         Acceptor {
             shard,
             listeners,
+            tls_from,
             ipv6,
             ring: None,
             armed: vec![false; n],
@@ -75,6 +79,11 @@ impl Acceptor {
             warned: None,
             failures_unlogged: 0,
         }
+    }
+
+    /// Whether listener `listener` speaks TLS (`--listen-tls`).
+    pub fn is_tls(&self, listener: usize) -> bool {
+        listener >= self.tls_from
     }
 
     /// Whether listener `listener` is an IPv6 socket (its connections are).

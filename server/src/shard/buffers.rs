@@ -8,6 +8,10 @@
 //!
 //! An idle connection has none of this (the box is returned to a per-shard
 //! pool), which is what keeps an idle slot small.
+//!
+//! A TLS connection queues plaintext in `out` like any other and, when it
+//! sends, seals it into ciphertext in `sealed` (`shard::tls`): what is
+//! sealed must all go out, in order, so a discard drops only `out`.
 
 use std::collections::VecDeque;
 
@@ -35,6 +39,14 @@ pub struct Buffers {
     /// Received bytes not consumed yet (a partial head, frame or body, or
     /// requests pipelined behind an answer).
     pub input: BytesMut,
+    /// TLS: records not yet handed to the kernel, in order. Never
+    /// discarded (the peer's record sequence numbers must match).
+    pub sealed: VecDeque<Bytes>,
+    /// Their total length.
+    sealed_len: usize,
+    /// TLS: the sequence numbers of the messages in `sealed` or in the
+    /// send in flight (what a discard reports as maybe not delivered).
+    sealed_seqs: Vec<u64>,
 }
 
 impl Buffers {
@@ -81,6 +93,7 @@ impl Buffers {
     pub fn discard_queued(&mut self) -> Option<u64> {
         let first = (self.inflight_seqs.iter().chain(&self.seqs))
             .map(|&(seq, _)| seq)
+            .chain(self.sealed_seqs.iter().copied())
             .filter(|&seq| seq != 0)
             .min();
         let keep = usize::from(self.front_partial).min(self.out.len());
@@ -90,15 +103,60 @@ impl Buffers {
         first
     }
 
-    /// Bytes queued or in flight.
+    /// TLS: takes the first queued plaintext buffer to seal it.
+    pub fn pop_plain(&mut self) -> Option<Bytes> {
+        let b = self.out.pop_front()?;
+        self.queued -= b.len();
+        if let Some((seq, _)) = self.seqs.pop_front() {
+            if seq != 0 {
+                self.sealed_seqs.push(seq);
+            }
+        }
+        Some(b)
+    }
+
+    /// TLS: queues records to send after those queued before.
+    pub fn push_sealed(&mut self, b: Bytes) {
+        self.sealed_len += b.len();
+        self.sealed.push_back(b);
+    }
+
+    /// TLS: records of `len` bytes in all left `sealed` as one send.
+    pub fn sent_sealed(&mut self, len: usize) {
+        self.sealed_len -= len;
+        self.inflight = len;
+    }
+
+    /// TLS: the send in flight completed; `unsent` (after a short write)
+    /// goes back in front of `sealed`.
+    pub fn completed_sealed(&mut self, unsent: Vec<Bytes>) {
+        self.inflight = 0;
+        for b in unsent.into_iter().rev() {
+            self.sealed_len += b.len();
+            self.sealed.push_front(b);
+        }
+        if self.sealed.is_empty() {
+            self.sealed_seqs.clear();
+        }
+    }
+
+    /// TLS: drops queued plaintext that can never be sealed (a connection
+    /// ending before its handshake completed).
+    pub fn drop_plain(&mut self) {
+        self.out.clear();
+        self.seqs.clear();
+        self.queued = 0;
+    }
+
+    /// Bytes queued, sealed or in flight.
     pub fn outbound(&self) -> usize {
-        self.queued + self.inflight
+        self.queued + self.sealed_len + self.inflight
     }
 
     /// Whether nothing is queued, in flight or kept: the box can go back
     /// to the pool.
     pub fn is_idle(&self) -> bool {
-        self.out.is_empty() && self.inflight == 0 && self.input.is_empty()
+        self.out.is_empty() && self.sealed.is_empty() && self.inflight == 0 && self.input.is_empty()
     }
 
     /// Empties the box for reuse; `false` if it grew too large to keep.
@@ -110,7 +168,12 @@ impl Buffers {
         self.inflight_seqs.clear();
         self.front_partial = false;
         self.input = BytesMut::new();
-        self.out.capacity() <= MAX_IOV && self.seqs.capacity() <= MAX_IOV
+        self.sealed.clear();
+        self.sealed_len = 0;
+        self.sealed_seqs.clear();
+        self.out.capacity() <= MAX_IOV
+            && self.seqs.capacity() <= MAX_IOV
+            && self.sealed.capacity() <= MAX_IOV
     }
 }
 
@@ -159,6 +222,37 @@ mod tests {
         q.queued = 0;
         // Nothing but responses queued: no message at risk.
         q.push(b("pong"), 0);
+        assert_eq!(q.discard_queued(), None);
+    }
+
+    #[test]
+    fn tls_records_are_never_discarded_and_their_messages_count() {
+        let mut q = Buffers::default();
+        q.push(b("m1"), 1);
+        q.push(b("m2"), 2);
+        q.push(b("m3"), 3);
+        // m1 and m2 are sealed into one record; m3 waits as plaintext.
+        let sealed: Vec<Bytes> = [q.pop_plain(), q.pop_plain()]
+            .into_iter()
+            .flatten()
+            .collect();
+        assert_eq!(sealed, [b("m1"), b("m2")]);
+        q.push_sealed(b("RECORD(m1m2)"));
+        assert_eq!(q.outbound(), 12 + 2);
+        // A discard drops m3 but keeps the record, and names m1.
+        assert_eq!(q.discard_queued(), Some(1));
+        assert_eq!((q.sealed.len(), q.out.len(), q.outbound()), (1, 0, 12));
+        // The record goes out short: its rest goes back in front.
+        let all: Vec<Bytes> = q.sealed.drain(..).collect();
+        q.sent_sealed(12);
+        assert_eq!((q.outbound(), q.inflight), (12, 12));
+        q.completed_sealed(vec![all[0].slice(7..)]);
+        assert_eq!(q.sealed, [b("m1m2)")]);
+        assert_eq!(q.discard_queued(), Some(1), "m1 may still not have arrived");
+        q.sealed.clear();
+        q.sent_sealed(5);
+        q.completed_sealed(Vec::new());
+        assert!(q.is_idle());
         assert_eq!(q.discard_queued(), None);
     }
 }

@@ -2,18 +2,21 @@
 //! bytes, finished sends, closed slots.
 //!
 //! Received bytes go to the connection's protocol in place, in the
-//! provided buffer the kernel filled (no copy). Bytes the protocol cannot
+//! provided buffer the kernel filled (no copy); a TLS connection's go
+//! through its session first (decrypted in place too). Bytes the protocol cannot
 //! use yet — a partial head or frame, requests pipelined behind an answer —
 //! are kept in the connection's buffers and offered again, in front of the
 //! next bytes.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use uring::Completion;
 
-use crate::metrics::ShardMetrics;
+use crate::metrics::{ShardMetrics, TlsFailure};
+use crate::transport::Finish;
 
 use super::conns::{ConnKey, SendDone};
 use super::op::Op;
+use super::tls::{Read, PLAINTEXT_REFUSAL};
 use super::Shard;
 
 impl Shard {
@@ -90,7 +93,11 @@ impl Shard {
             };
             if alive {
                 ShardMetrics::add(&self.metrics.bytes_in, result as u64);
-                self.on_input(key, buf.bytes());
+                if self.conns.is_tls(key) {
+                    self.on_tls_input(key, buf.bytes());
+                } else {
+                    self.on_input(key, buf.bytes());
+                }
             }
             drop(buf);
             if !c.more() && self.conns.get(key).is_some() {
@@ -112,6 +119,64 @@ impl Shard {
                 "receive failed: {}",
                 std::io::Error::from_raw_os_error(-result)
             );
+            self.dispatch(key, |p, ctx| p.handle_close(ctx));
+        }
+    }
+
+    /// Received bytes of a TLS connection: rustls runs over them in place;
+    /// what it sends (a handshake flight, an alert) is queued as records,
+    /// and the plaintext goes to the protocol as any connection's input.
+    fn on_tls_input(&mut self, key: ConnKey, data: &mut [u8]) {
+        let mut plain = std::mem::take(&mut self.tls_plain);
+        let mut flight = std::mem::take(&mut self.tls_flight);
+        let read = self.conns.tls_read(key, data, &mut plain, &mut flight);
+        if !flight.is_empty() {
+            self.conns
+                .queue_sealed(key, Bytes::copy_from_slice(&flight));
+            flight.clear();
+        }
+        let mut peer_closed = false;
+        match read {
+            None | Some(Read::Open) => {}
+            Some(Read::Established { version, resumed }) => {
+                self.metrics
+                    .tls_handshake(version == rustls::ProtocolVersion::TLSv1_2, resumed);
+                // Anything queued while the handshake ran can be sealed now.
+                self.conns.wake_output(key);
+            }
+            Some(Read::PeerClosed) => peer_closed = true,
+            Some(Read::PlaintextHttp) => {
+                tracing::debug!(shard = self.id, "plain HTTP on a TLS port: answered 400");
+                ShardMetrics::add(
+                    &self.metrics.tls_failures[TlsFailure::PlainHttp as usize],
+                    1,
+                );
+                self.conns
+                    .queue_sealed(key, Bytes::from_static(PLAINTEXT_REFUSAL));
+                self.dispatch(key, |p, ctx| p.finish(ctx, Finish::AfterFlush));
+            }
+            Some(Read::Failed(e)) => {
+                tracing::debug!(shard = self.id, "TLS failed: {e}");
+                ShardMetrics::add(&self.metrics.tls_failures[TlsFailure::Alert as usize], 1);
+                // The alert, if rustls made one, goes out first.
+                self.dispatch(key, |p, ctx| p.finish(ctx, Finish::AfterFlush));
+            }
+            Some(Read::TooLarge) => {
+                tracing::debug!(
+                    shard = self.id,
+                    "TLS peer sent more than a record ahead: closed"
+                );
+                ShardMetrics::add(&self.metrics.tls_failures[TlsFailure::TooLarge as usize], 1);
+                self.dispatch(key, |p, ctx| p.handle_close(ctx));
+            }
+        }
+        if !plain.is_empty() && self.conns.get(key).is_some() {
+            self.on_input(key, &mut plain);
+        }
+        plain.clear();
+        self.tls_plain = plain;
+        self.tls_flight = flight;
+        if peer_closed {
             self.dispatch(key, |p, ctx| p.handle_close(ctx));
         }
     }

@@ -26,6 +26,14 @@
 //! ring owns the bytes of a send in flight until its completion, whatever
 //! happens to the connection meanwhile.
 //!
+//! # TLS
+//! A connection accepted on a TLS listener has its session
+//! ([`TlsConn`]) in its ring's side table, indexed by slot, and the `TLS`
+//! flag: received bytes go through it before the protocol sees them
+//! (`Conns::tls_read`), and when it sends, its queued plaintext is sealed
+//! into records first (`TlsConn::seal`). Plaintext connections pay nothing
+//! for it; a ring that never held a TLS connection has an empty table.
+//!
 //! # Size
 //! [`Conn`] is what every connection pays for, idle or not (see the
 //! `size_of` test and docs/architecture.md); a busy connection's queues and
@@ -39,13 +47,14 @@ use uring::{Completion, EventFd, Ring, RingConfig, SetupError, TcpOption};
 use crate::bus::ConnHandle;
 use crate::capacity::Plan;
 use crate::hub::ClientId;
-use crate::metrics::ShardMetrics;
+use crate::metrics::{ShardMetrics, TlsFailure};
 use crate::transport::deflate::Deflate;
 use crate::transport::{Format, Protocol, Tick};
 
 use super::buffers::Buffers;
 use super::op::Op;
 use super::peers::PeerId;
+use super::tls::{Read, TlsConn, SEAL_BUDGET};
 
 /// Empty buffer boxes kept for reuse, so that delivering to an idle
 /// connection does not allocate (and a drained one gives its box back
@@ -133,6 +142,8 @@ mod flags {
     /// Its reader was closed as lagging or slow, and told so: when the
     /// socket closes, count whether the notice went out.
     pub const NOTICE: u8 = 16;
+    /// A TLS connection: its session is in the ring's side table.
+    pub const TLS: u8 = 32;
 }
 
 /// The state of one connection slot.
@@ -197,6 +208,10 @@ pub struct ConnRing {
     pub ring: Ring,
     /// Connections by slot.
     conns: Vec<Conn>,
+    /// TLS sessions by slot (grown only as far as a TLS connection's slot:
+    /// empty in a ring that never held one).
+    #[allow(clippy::vec_box)]
+    tls: Vec<Option<Box<TlsConn>>>,
     /// Slots occupied (accepted and not yet closed by the kernel).
     pub used: u32,
 }
@@ -269,6 +284,11 @@ pub struct Conns {
     notsent_lowat: u32,
     /// Connections whose queue drained while a subscription was behind.
     hungry: Vec<ConnKey>,
+    /// TLS connections whose records could not be sealed: the shard closes
+    /// them through their protocol (`take_broken`).
+    broken: Vec<ConnKey>,
+    /// Where small frames are gathered into one TLS record.
+    gather: Vec<u8>,
     metrics: Arc<ShardMetrics>,
 }
 
@@ -305,6 +325,8 @@ impl Conns {
             nodelay: output.nodelay,
             notsent_lowat: output.notsent_lowat,
             hungry: Vec::new(),
+            broken: Vec::new(),
+            gather: Vec::new(),
             metrics,
         };
         conns.add_ring(None)?;
@@ -327,6 +349,7 @@ impl Conns {
         self.rings.push(ConnRing {
             ring,
             conns: Vec::new(),
+            tls: Vec::new(),
             used: 0,
         });
         ShardMetrics::set(&self.metrics.rings, self.rings.len() as u64);
@@ -385,7 +408,13 @@ impl Conns {
     /// refused address is refused before it is served. Returns `false` as
     /// the second value when the ring's lookups were all in flight (ask
     /// again later).
-    pub fn install(&mut self, r: usize, slot: u32, peer: Option<bool>) -> (ConnKey, bool) {
+    pub fn install(
+        &mut self,
+        r: usize,
+        slot: u32,
+        peer: Option<bool>,
+        tls: Option<Box<TlsConn>>,
+    ) -> (ConnKey, bool) {
         let cr = &mut self.rings[r];
         if cr.conns.len() <= slot as usize {
             cr.conns.resize_with(slot as usize + 1, Conn::free);
@@ -395,6 +424,13 @@ impl Conns {
         *conn = Conn::free();
         conn.gen = gen;
         conn.flags = flags::LIVE;
+        if let Some(session) = tls {
+            conn.flags |= flags::TLS;
+            if cr.tls.len() <= slot as usize {
+                cr.tls.resize_with(slot as usize + 1, || None);
+            }
+            cr.tls[slot as usize] = Some(session);
+        }
         cr.used += 1;
         // Small frames go out at once; a reader that stops makes the
         // kernel hold its receive window plus `notsent_lowat`, not a send
@@ -442,10 +478,23 @@ impl Conns {
             };
             ShardMetrics::add(counter, 1);
         }
+        let tls = old.has(flags::TLS);
         if let Some(b) = old.buffers {
             self.give_back(b);
         }
         let slot = key.slot();
+        if tls {
+            let session = self.rings[key.ring()]
+                .tls
+                .get_mut(slot as usize)
+                .and_then(Option::take);
+            if session.is_some_and(|s| s.is_handshaking()) {
+                ShardMetrics::add(
+                    &self.metrics.tls_failures[TlsFailure::Incomplete as usize],
+                    1,
+                );
+            }
+        }
         self.rings[key.ring()].ring.shutdown_and_close(
             slot,
             Op::Shutdown.tag(slot, gen),
@@ -487,6 +536,66 @@ impl Conns {
         conn.buffers
             .get_or_insert_with(|| spare.pop().unwrap_or_default())
             .input = rest;
+    }
+
+    // ---- TLS -----------------------------------------------------------------
+
+    /// Whether `key` is a TLS connection.
+    pub fn is_tls(&self, key: ConnKey) -> bool {
+        self.get(key).is_some_and(|c| c.has(flags::TLS))
+    }
+
+    /// Runs `key`'s TLS session over received bytes (see
+    /// [`TlsConn::read`]); `None` if it is gone or not TLS.
+    pub fn tls_read(
+        &mut self,
+        key: ConnKey,
+        data: &mut [u8],
+        plain: &mut Vec<u8>,
+        flight: &mut Vec<u8>,
+    ) -> Option<Read> {
+        live(&mut self.rings, key).filter(|c| c.has(flags::TLS))?;
+        let session = self.rings[key.ring()]
+            .tls
+            .get_mut(key.slot() as usize)?
+            .as_mut()?;
+        Some(session.read(data, plain, flight))
+    }
+
+    /// Queues TLS records rustls made (a handshake flight, an alert) or
+    /// bytes that go out as they are (the refusal of plain HTTP); they
+    /// leave at the end of the turn, before any plaintext queued later.
+    pub fn queue_sealed(&mut self, key: ConnKey, bytes: Bytes) {
+        let spare = &mut self.spare;
+        let Some(conn) = live(&mut self.rings, key) else {
+            return;
+        };
+        let b = conn
+            .buffers
+            .get_or_insert_with(|| spare.pop().unwrap_or_default());
+        b.push_sealed(bytes);
+        if !conn.has(flags::SENDING | flags::DIRTY) {
+            conn.flags |= flags::DIRTY;
+            self.dirty.push(key);
+        }
+    }
+
+    /// Marks `key` to send at the end of the turn (a TLS handshake just
+    /// completed: plaintext queued meanwhile can be sealed now).
+    pub fn wake_output(&mut self, key: ConnKey) {
+        let Some(conn) = live(&mut self.rings, key) else {
+            return;
+        };
+        if conn.outbound() > 0 && !conn.has(flags::SENDING | flags::DIRTY) {
+            conn.flags |= flags::DIRTY;
+            self.dirty.push(key);
+        }
+    }
+
+    /// TLS connections whose records could not be sealed since the last
+    /// call: close them (through their protocol).
+    pub fn take_broken(&mut self) -> Vec<ConnKey> {
+        std::mem::take(&mut self.broken)
     }
 
     // ---- output --------------------------------------------------------------
@@ -611,6 +720,9 @@ impl Conns {
         else {
             return true;
         };
+        if conn.has(flags::TLS) {
+            return self.start_tls_send(key);
+        }
         let draining = conn.proto.is_draining();
         let Some(b) = conn.buffers.as_mut().filter(|b| !b.out.is_empty()) else {
             if conn.buffers.as_ref().is_some_and(|b| b.is_idle()) {
@@ -640,6 +752,71 @@ impl Conns {
         true
     }
 
+    /// [`Conns::start_send`] for a TLS connection: seal what is queued,
+    /// then send the records.
+    fn start_tls_send(&mut self, key: ConnKey) -> bool {
+        let Conns {
+            rings,
+            spare,
+            gather,
+            hungry,
+            broken,
+            ..
+        } = self;
+        let cr = &mut rings[key.ring()];
+        let slot = key.slot() as usize;
+        let conn = &mut cr.conns[slot];
+        let Some(session) = cr.tls.get_mut(slot).and_then(|s| s.as_deref_mut()) else {
+            return true;
+        };
+        let draining = conn.proto.is_draining();
+        let b = conn
+            .buffers
+            .get_or_insert_with(|| spare.pop().unwrap_or_default());
+        if !b.out.is_empty() {
+            match session.seal(b, gather, SEAL_BUDGET) {
+                Ok(true) => {}
+                // The handshake never completed: nothing can go out.
+                Ok(false) if draining => b.drop_plain(),
+                // Still handshaking: the plaintext waits.
+                Ok(false) => {}
+                Err(e) => {
+                    // In practice only the sequence space running out.
+                    tracing::debug!("TLS: cannot encrypt for a connection: {e}");
+                    b.drop_plain();
+                    broken.push(key);
+                    return true;
+                }
+            }
+        }
+        if draining && b.out.is_empty() {
+            session.seal_close_notify(b);
+        }
+        if b.sealed.is_empty() {
+            if b.is_idle() {
+                let b = conn.buffers.take().expect("checked above");
+                if spare.len() < SPARE_BUFFERS {
+                    spare.push(b);
+                }
+            }
+            if conn.has(flags::BEHIND) {
+                conn.flags &= !flags::BEHIND;
+                hungry.push(key);
+            }
+            return !draining;
+        }
+        let len = cr
+            .ring
+            .send_from(key.slot(), Op::Send as u8, key.0, &mut b.sealed);
+        b.sent_sealed(len);
+        conn.flags |= flags::SENDING;
+        if b.out.is_empty() && b.sealed.is_empty() && conn.has(flags::BEHIND) {
+            conn.flags &= !flags::BEHIND;
+            hungry.push(key);
+        }
+        true
+    }
+
     /// Handles a send completion of ring `r`.
     pub fn on_send(&mut self, r: usize, c: &Completion) -> SendDone {
         let Some(done) = self.rings[r].ring.finish_send(c) else {
@@ -655,6 +832,7 @@ impl Conns {
             return SendDone::Failed(key, -done.result);
         }
         ShardMetrics::add(&self.metrics.bytes_out, done.result as u64);
+        let tls = conn.has(flags::TLS);
         let b = conn
             .buffers
             .get_or_insert_with(|| spare.pop().unwrap_or_default());
@@ -665,7 +843,11 @@ impl Conns {
         } else {
             Vec::new()
         };
-        b.completed(unsent);
+        if tls {
+            b.completed_sealed(unsent);
+        } else {
+            b.completed(unsent);
+        }
         if self.start_send(key) {
             SendDone::Sent
         } else {

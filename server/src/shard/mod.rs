@@ -55,6 +55,7 @@ pub mod shared;
 mod shutdown;
 mod tally;
 mod timers;
+mod tls;
 mod wheel;
 
 use std::collections::HashMap;
@@ -71,6 +72,7 @@ use crate::transport::deflate::Deflater;
 use crate::transport::response::Refused;
 use crate::transport::{Protocol, Tick, TICK};
 use codec::http::StatusCode;
+use tls::TlsConn;
 
 use acceptor::Acceptor;
 use conns::{BufferPlan, ConnKey, Conns, OutputPlan};
@@ -129,6 +131,14 @@ pub struct Shard {
     hungry: Vec<ConnKey>,
     /// permessage-deflate's compressors and inflater (`--deflate`).
     deflater: Deflater,
+    /// The TLS configuration connections on TLS listeners start from (a
+    /// copy per shard, so sessions do not share one reference count across
+    /// cores; the certificate resolver and ticket keys inside are shared).
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// Plaintext a TLS receive decrypted, on its way to the protocol.
+    tls_plain: Vec<u8>,
+    /// Records a TLS receive made rustls send (handshake, alerts).
+    tls_flight: Vec<u8>,
     /// Whether new connections' addresses are looked up (per-address
     /// limits apply to some listener).
     look_up_peers: bool,
@@ -184,7 +194,7 @@ impl Shard {
             hub,
             relay,
             timers: Timers::default(),
-            acceptor: Acceptor::new(id, listeners),
+            acceptor: Acceptor::new(id, listeners, s.listen.len()),
             post: Post::new(id, shared.mail.clone()),
             started: now,
             now,
@@ -196,6 +206,9 @@ impl Shard {
             behind: Vec::new(),
             hungry: Vec::new(),
             deflater: Deflater::new(s.deflate, shared.metrics[id].clone()),
+            tls: (shared.tls.as_ref()).map(|t| Arc::new((*t.config).clone())),
+            tls_plain: Vec::new(),
+            tls_flight: Vec::new(),
             look_up_peers: (shared.peers).needed(s.listen.iter().all(|a| a.ip().is_loopback())),
             peer_wait: Vec::new(),
             refused_peers: HashMap::new(),
@@ -306,6 +319,9 @@ impl Shard {
         self.conns.flush(&mut self.drained);
         for key in std::mem::take(&mut self.drained) {
             self.close_now(key);
+        }
+        for key in self.conns.take_broken() {
+            self.dispatch(key, |p, ctx| p.handle_close(ctx));
         }
         for key in std::mem::take(&mut self.rearm) {
             self.conns.rearm_recv(key);
@@ -440,7 +456,18 @@ impl Shard {
     fn open(&mut self, r: usize, slot: u32, listener: usize) {
         let ipv6 = self.acceptor.is_ipv6(listener);
         let peer = self.look_up_peers.then_some(ipv6);
-        let (key, looked_up) = self.conns.install(r, slot, peer);
+        let tls = match (&self.tls, self.acceptor.is_tls(listener)) {
+            (Some(config), true) => match TlsConn::new(config) {
+                Ok(session) => Some(session),
+                Err(e) => {
+                    // Only a configuration rustls rejects: a bug.
+                    tracing::error!(shard = self.id, "cannot start a TLS session: {e}");
+                    None
+                }
+            },
+            _ => None,
+        };
+        let (key, looked_up) = self.conns.install(r, slot, peer, tls);
         if !looked_up {
             self.peer_wait.push((key, ipv6));
         }

@@ -12,6 +12,7 @@ use crate::cluster::bridge::Bridge;
 use crate::config::Settings;
 use crate::hub::Epoch;
 use crate::metrics::{self, NodeGauges, ShardMetrics};
+use crate::tls::TlsContext;
 
 use super::peers::Peers;
 
@@ -38,6 +39,8 @@ pub struct Shared {
     pub client_salt: u64,
     /// Every shard's counters, for `/metrics`.
     pub metrics: Vec<Arc<ShardMetrics>>,
+    /// With `--listen-tls`: the TLS configuration and certificate.
+    pub tls: Option<TlsContext>,
     /// Set on SIGTERM/SIGINT.
     pub shutdown: AtomicBool,
     /// While draining: a bit per shard that still has connections. The
@@ -81,6 +84,7 @@ impl Shared {
                 .map(|s| self.mail.depth(s) as u64)
                 .collect(),
             rss_bytes: uring::sys::rss_bytes(),
+            tls_reloads: self.tls.as_ref().map(|t| t.certs.reload_counts()),
         };
         let mut out = metrics::render(&self.metrics, &node);
         if let Some(bridge) = self.bridge.as_ref() {

@@ -1099,6 +1099,7 @@ impl Context for Ctx<'_> {
             capacity: 0,
             mailbox_depth: vec![0],
             rss_bytes: None,
+            tls_reloads: None,
         };
         crate::metrics::render(std::slice::from_ref(&self.node.metrics), &node)
     }

@@ -20,6 +20,8 @@ use tokio::net::TcpStream;
 pub struct Server {
     child: Option<Child>,
     pub addr: SocketAddr,
+    /// The first `--listen-tls` address, if any.
+    pub tls_addr: Option<SocketAddr>,
     pub banner: String,
     log: Arc<Mutex<String>>,
 }
@@ -61,6 +63,7 @@ impl Server {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut banner = String::new();
         let mut addr = None;
+        let mut tls_addr = None;
         let deadline = Instant::now() + Duration::from_secs(20);
         // The banner ends with the "health" line.
         while Instant::now() < deadline {
@@ -71,6 +74,9 @@ impl Server {
             banner.push_str(&line);
             if let Some(a) = line.trim().strip_prefix("ringcast listening on http://") {
                 addr.get_or_insert_with(|| a.parse().expect("listen address"));
+            }
+            if let Some(a) = line.trim().strip_prefix("ringcast listening on https://") {
+                tls_addr.get_or_insert_with(|| a.parse().expect("TLS listen address"));
             }
             if line.starts_with("  health") {
                 break;
@@ -88,6 +94,7 @@ impl Server {
         Server {
             child: Some(child),
             addr,
+            tls_addr,
             banner,
             log,
         }
@@ -408,7 +415,11 @@ pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The next JSON text frame (within 10 s); a close frame fails the test.
-pub async fn recv_json(ws: &mut Ws) -> serde_json::Value {
+/// Any stream: plain, or TLS (`tests/tls.rs`).
+pub async fn recv_json<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> serde_json::Value
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use futures_util::StreamExt;
     loop {
         let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
