@@ -12,6 +12,8 @@ import json
 import os
 import random
 import re
+import ssl
+import tempfile
 import subprocess
 import sys
 import urllib.request
@@ -23,24 +25,103 @@ from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFact
 BIN = os.environ.get("RINGCAST_BIN", "target/debug/ringcast")
 
 
-def start_server(*args):
+def start_server(*args, tls=False):
+    """Starts the node; returns it and its plaintext address (and, with
+    `tls`, its TLS address too)."""
     proc = subprocess.Popen(
         [BIN, "--listen", "127.0.0.1:0", "--shards", "2", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
     )
-    addr = None
+    addr = tls_addr = None
     for line in proc.stdout:
-        m = re.match(r"ringcast listening on http://(\S+)", line)
-        if m and addr is None:
-            addr = m.group(1)
+        m = re.match(r"ringcast listening on (https?)://(\S+)", line)
+        if m and m.group(1) == "http" and addr is None:
+            addr = m.group(2)
+        if m and m.group(1) == "https" and tls_addr is None:
+            tls_addr = m.group(2)
         if line.startswith("  health"):
             break
-    if addr is None:
+    if addr is None or (tls and tls_addr is None):
         proc.kill()
         raise SystemExit("server did not start")
-    return proc, addr
+    return (proc, addr, tls_addr) if tls else (proc, addr)
+
+
+def make_pki(directory):
+    """A test CA and a certificate it signed for localhost, made with the
+    openssl command line: returns (ca, cert chain, key) paths."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=directory)
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ringcast test CA")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", "key.pem", "-out", "leaf.csr", "-subj", "/CN=localhost")
+    with open(os.path.join(directory, "san.ext"), "w") as f:
+        f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
+    run("x509", "-req", "-in", "leaf.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "leaf.pem", "-days", "2", "-extfile", "san.ext")
+    with open(os.path.join(directory, "chain.pem"), "w") as f:
+        for part in ("leaf.pem", "ca.pem"):
+            with open(os.path.join(directory, part)) as p:
+                f.write(p.read())
+    return [os.path.join(directory, n) for n in ("ca.pem", "chain.pem", "key.pem")]
+
+
+async def over_tls(tls_addr, addr, ca):
+    """wss:// and https:// with Python's ssl: a subscriber (compressed, as
+    websockets offers by default), the echo, an event stream, publishing."""
+    ctx = ssl.create_default_context(cafile=ca)
+    port = tls_addr.rsplit(":", 1)[1]
+    host = f"localhost:{port}"
+    async with websockets.connect(f"wss://{host}/ws/secure?format=json", ssl=ctx) as ws:
+        assert ws.response.headers["Sec-WebSocket-Extensions"].startswith("permessage-deflate")
+        await settle(addr, "secure", [ws], data=lambda m: json.loads(m)["data"])
+        ids = []
+        for i in range(3):
+            req = urllib.request.Request(f"https://{host}/pub/secure", data=chat_message(i).encode(),
+                                         headers={"Content-Type": "text/plain"}, method="POST")
+            with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+                ids.append(json.load(r)["id"])
+        got = []
+        while len(got) < 3:
+            m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if m["data"] != "probe":
+                got.append(m)
+        for i, m in enumerate(got):
+            assert (m["id"], m["data"]) == (ids[i], chat_message(i)), m
+        tls_object = ws.transport.get_extra_info("ssl_object")
+        assert tls_object.version() == "TLSv1.3", tls_object.version()
+        assert tls_object.selected_alpn_protocol() in (None, "http/1.1")
+    async with websockets.connect(f"wss://{host}/echo", ssl=ctx, max_size=None) as ws:
+        payload = bytes(range(256)) * 300
+        await ws.send(payload)
+        assert await ws.recv() == payload
+    # An event stream over HTTPS, resumed after the first id.
+    req = urllib.request.Request(f"https://{host}/sse/secure", headers={"Last-Event-ID": ids[0]})
+    with urllib.request.urlopen(req, timeout=10, context=ctx) as r:
+        events = []
+        for raw in r:
+            line = raw.decode().rstrip("\n")
+            if line.startswith("data:"):
+                events.append(line[5:])
+            if len(events) == 2:
+                break
+    assert events == [chat_message(1), chat_message(2)], events
+    # TLS 1.2 only works too.
+    ctx12 = ssl.create_default_context(cafile=ca)
+    ctx12.maximum_version = ssl.TLSVersion.TLSv1_2
+    async with websockets.connect(f"wss://{host}/echo", ssl=ctx12) as ws:
+        await ws.send("over TLS 1.2")
+        assert await ws.recv() == "over TLS 1.2"
+        assert ws.transport.get_extra_info("ssl_object").version() == "TLSv1.2"
+    # A client that does not trust the CA is refused by its own check.
+    try:
+        async with websockets.connect(f"wss://{host}/echo", ssl=ssl.create_default_context()):
+            raise AssertionError("an untrusted certificate was accepted")
+    except ssl.SSLCertVerificationError:
+        pass
 
 
 def publish(addr, channel, body, content_type="text/plain"):
@@ -85,9 +166,24 @@ async def too_big_is_1009(addr):
 
 async def subscribe_and_resume(addr):
     async with websockets.connect(f"ws://{addr}/ws/py?format=json") as ws:
+        # "From now" is when the channel's owner shard takes the
+        # subscription, which may come after a publish made right after the
+        # handshake: wait until a probe arrives.
+        while True:
+            publish(addr, "py", "probe")
+            try:
+                probe = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                assert probe["data"] == "probe", probe
+                break
+            except asyncio.TimeoutError:
+                pass
         ids = [publish(addr, "py", f"m{i}") for i in range(5)]
-        for i in range(5):
+        got = []
+        while len(got) < 5:
             m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            if m["data"] != "probe":  # a probe that came late
+                got.append(m)
+        for i, m in enumerate(got):
             assert m == {"type": "message", "ch": "py", "id": ids[i], "data": f"m{i}"}, m
     async with websockets.connect(f"ws://{addr}/ws/py?since={ids[1]}") as ws:
         got = [await asyncio.wait_for(ws.recv(), 5) for _ in range(3)]
@@ -252,6 +348,24 @@ async def deflate_echo(addr):
         await ws.close()
 
 
+async def settle(addr, channel, sockets, data=lambda m: m):
+    """Publishes "probe" until every one of `sockets` (subscribers of
+    `channel`; `data` takes the payload out of what they receive) has
+    received one: a subscription starts "from now" as its channel's owner
+    shard sees it, which can be after a publish made right after the
+    handshake. Probes that come late are for the caller to skip."""
+    waiting = list(sockets)
+    while waiting:
+        publish(addr, channel, "probe")
+        still = []
+        for ws in waiting:
+            try:
+                assert data(await asyncio.wait_for(ws.recv(), 0.5)) == "probe"
+            except asyncio.TimeoutError:
+                still.append(ws)
+        waiting = still
+
+
 class WireSizes(ClientPerMessageDeflateFactory):
     """permessage-deflate that records each compressed message's size on
     the wire (the frames' payload before inflating)."""
@@ -287,6 +401,7 @@ async def deflate_broadcast(addr):
     assert "server_max_window_bits=10" in narrow.response.headers["Sec-WebSocket-Extensions"]
     assert "Sec-WebSocket-Extensions" not in plain.response.headers
     try:
+        await settle(addr, "lobby", compressed + [plain, narrow])
         before = metric(addr, "deflate_messages_total")
         sent = [chat_message(i) for i in range(20)]
         # For the narrow window: a block that repeats only 1.5 KiB later
@@ -298,7 +413,11 @@ async def deflate_broadcast(addr):
         for m in sent:
             publish(addr, "lobby", m)
         for ws in compressed + [plain, narrow]:
-            got = [await asyncio.wait_for(ws.recv(), 5) for _ in sent]
+            got = []
+            while len(got) < len(sent):
+                m = await asyncio.wait_for(ws.recv(), 5)
+                if m != "probe":  # one that came late
+                    got.append(m)
             assert got == sent
         # The last message's block repeats 1.5 KiB later: a 32 KiB window
         # refers back to it, a 1 KiB one cannot (zlib's inflater would not
@@ -355,6 +474,16 @@ async def main():
             print(f"ok   {check.__name__}")
     finally:
         proc.kill()
+    with tempfile.TemporaryDirectory() as pki:
+        ca, chain, key = make_pki(pki)
+        proc, addr, tls_addr = start_server(
+            "--listen-tls", "127.0.0.1:0", "--tls-cert", chain, "--tls-key", key, "--deflate", tls=True
+        )
+        try:
+            await over_tls(tls_addr, addr, ca)
+            print("ok   over_tls")
+        finally:
+            proc.kill()
     print(f"python clients (websockets {websockets.__version__}): all checks passed")
 
 
