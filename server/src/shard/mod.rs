@@ -55,7 +55,7 @@ pub mod shared;
 mod shutdown;
 mod tally;
 mod timers;
-mod tls;
+pub mod tls;
 mod wheel;
 
 use std::collections::HashMap;

@@ -116,9 +116,9 @@ impl TlsConn {
         self.phase != Phase::Open
     }
 
-    /// Bytes kept for the next receive.
-    pub fn kept(&self) -> usize {
-        self.spill.capacity()
+    /// Bytes kept for the next receive, and the memory holding them.
+    pub fn kept(&self) -> (usize, usize) {
+        (self.spill.len(), self.spill.capacity())
     }
 
     /// One receive: `data` (decrypted in place) after the kept bytes.
@@ -518,7 +518,7 @@ mod tests {
                     .unwrap();
                 p.exchange(chunk, &mut b);
                 assert_eq!(p.plain, b"GET / HTTP/1.1\r\n\r\n", "{chunk}");
-                assert_eq!(p.server.kept(), 0, "an idle session keeps no bytes");
+                assert_eq!(p.server.kept(), (0, 0), "an idle session keeps no memory");
                 // Frames queued as plaintext reach the client, in order.
                 b.push(Bytes::from_static(b"hello "), 1);
                 b.push(Bytes::from_static(b"world"), 2);
