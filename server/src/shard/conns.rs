@@ -488,7 +488,7 @@ impl Conns {
                 .tls
                 .get_mut(slot as usize)
                 .and_then(Option::take);
-            if session.is_some_and(|s| s.is_handshaking()) {
+            if session.is_some_and(|s| s.is_incomplete()) {
                 ShardMetrics::add(
                     &self.metrics.tls_failures[TlsFailure::Incomplete as usize],
                     1,

@@ -116,6 +116,12 @@ impl TlsConn {
         self.phase != Phase::Open
     }
 
+    /// Whether the handshake neither completed nor failed (the peer left,
+    /// or was closed at `--handshake-timeout`, in the middle of it).
+    pub fn is_incomplete(&self) -> bool {
+        matches!(self.phase, Phase::Fresh | Phase::Handshaking)
+    }
+
     /// Bytes kept for the next receive, and the memory holding them.
     pub fn kept(&self) -> (usize, usize) {
         (self.spill.len(), self.spill.capacity())
