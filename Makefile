@@ -52,6 +52,7 @@ $(VENV)/.installed: tests/python/requirements.txt
 	touch $@
 
 python-clients: $(VENV)/.installed
+	./scripts/cluster-deps.sh
 	$(CARGO) build -p ringcast
 	RINGCAST_BIN=$(TARGET_DIR)/debug/ringcast $(VENV)/bin/python tests/python/ws_clients.py
 

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the multi-node tests need: Debian's redis-server (the tests
 # start their own on free ports; the packaged service is not used) and
-# nginx (started by the tests in front of two nodes). Idempotent, so
+# nginx (started by the tests in front of two nodes); and the command-line
+# clients the TLS tests use, curl and openssl (a test CA for the Python and
+# browser tests, `curl --cacert` against the node). Idempotent, so
 # `make test` calls it every time; run as root (CI) or with sudo at hand.
 set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=""
     [ "$(id -u)" = 0 ] || SUDO="sudo"
@@ -22,3 +26,5 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 redis-server --version
 nginx -v 2>&1
+curl --version | head -n 1
+openssl version
