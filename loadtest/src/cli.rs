@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::payload::Payload;
+use crate::tls::{Switch, TlsVersion};
 use crate::transport::Kind;
 
 /// ringcast-load — how many clients can one push-server node hold, at what
@@ -107,6 +108,34 @@ pub struct Common {
     /// are unaffected.
     #[arg(long)]
     pub deflate: bool,
+    /// PEM file of the certificate authority (or authorities) to trust for
+    /// wss:// and https:// targets: the server's certificate must chain to
+    /// one of them and name the URL's host (or --tls-server-name). A TLS
+    /// target needs this or --insecure.
+    #[arg(long, value_name = "PATH")]
+    pub ca: Option<PathBuf>,
+    /// DANGEROUS: accept ANY server certificate, for any name, without
+    /// verifying it — anyone between the harness and the server could read
+    /// and change the traffic. Only for measuring a test server with a
+    /// throwaway certificate on a network you control. (The server must
+    /// still prove it holds the key of the certificate it sends: the
+    /// handshake's signature is checked, so the server's work per handshake
+    /// is unchanged.)
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
+    /// TLS session resumption: `on` keeps the tickets (TLS 1.3) and sessions
+    /// (TLS 1.2) servers hand out and offers them when a connection opens
+    /// again (churn) or later in a ramp; `off` makes every handshake a full
+    /// one.
+    #[arg(long, value_enum, default_value = "on", value_name = "on|off")]
+    pub tls_resume: Switch,
+    /// Offer only this TLS version (default: 1.3 and 1.2; the server chooses).
+    #[arg(long, value_enum, value_name = "1.2|1.3")]
+    pub tls_version: Option<TlsVersion>,
+    /// The TLS server name (SNI, and the name the certificate must carry)
+    /// when it is not the URL's host: URLs name IPv4 addresses (no DNS).
+    #[arg(long, value_name = "NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 /// `idle`.
@@ -533,5 +562,49 @@ mod tests {
             Scenario::Compare(ref a) if !a.common.deflate && a.payload == Payload::Chat
         ));
         assert!(Cli::try_parse_from(["ringcast-load", "compare", "--payload", "lorem"]).is_err());
+    }
+
+    #[test]
+    fn tls_options() {
+        let c = Cli::try_parse_from([
+            "ringcast-load",
+            "churn",
+            "--sub-url",
+            "wss://127.0.0.1:8443/ws/{ch}?format=json",
+            "--pub-url",
+            "https://127.0.0.1:8443/pub/{ch}",
+            "--subs",
+            "10",
+            "--ca",
+            "ca.pem",
+            "--tls-resume",
+            "off",
+            "--tls-version",
+            "1.2",
+            "--tls-server-name",
+            "push.example",
+        ])
+        .unwrap();
+        let Scenario::Churn(a) = c.scenario else {
+            panic!("churn");
+        };
+        assert_eq!(a.common.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(a.common.tls_resume, Switch::Off);
+        assert_eq!(a.common.tls_version, Some(TlsVersion::V12));
+        assert_eq!(a.common.tls_server_name.as_deref(), Some("push.example"));
+        // Defaults: resumption on, both versions, verification required.
+        let c = Cli::try_parse_from(["ringcast-load", "compare", "--insecure"]).unwrap();
+        let Scenario::Compare(a) = c.scenario else {
+            panic!("compare");
+        };
+        assert!(a.common.insecure);
+        assert_eq!(a.common.tls_resume, Switch::On);
+        assert_eq!(a.common.tls_version, None);
+        // Trusting a CA and nothing at all at once makes no sense.
+        assert!(
+            Cli::try_parse_from(["ringcast-load", "compare", "--insecure", "--ca", "ca.pem"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["ringcast-load", "compare", "--tls-version", "1.1"]).is_err());
     }
 }

@@ -4,8 +4,10 @@
 //! ```text
 //! cli ─ scenario::{idle, fanout, throughput, churn, compare}
 //!         ├─ client: io_uring engine on ringcast-uring (rings × direct descriptors)
-//!         │    └─ transport::{ws, sse, poll}: sans-io client protocols
+//!         │    └─ transport::tls (wss://, https://: rustls, unbuffered)
+//!         │         └─ transport::{ws, sse, poll}: sans-io client protocols
 //!         ├─ publish: scheduled POSTs (intended send times), payload: what they carry
+//!         ├─ tls: --ca / --insecure, --tls-resume, --tls-version
 //!         ├─ stats: HDR histograms, exact delivery check
 //!         ├─ sample: /proc of server and harness, /metrics
 //!         └─ report: summary, --json, --fail-if, Markdown + SVG
@@ -27,6 +29,7 @@ mod report;
 mod sample;
 mod scenario;
 mod stats;
+mod tls;
 mod transport;
 mod url;
 

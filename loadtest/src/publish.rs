@@ -10,14 +10,23 @@
 //!
 //! Message `i` goes to channel `i % channels`. Responses are read on a
 //! second thread per connection; any status but `200` counts as an error.
+//!
+//! An `https://` publisher speaks TLS through rustls's buffered connection
+//! (one per publisher connection, handshaken before the first request),
+//! shared by the connection's writer and reader threads: only the writer
+//! puts bytes on the socket, so records leave in the order they were
+//! sealed, and the reader only feeds in what arrives.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use crate::client::channel_name;
 use crate::marker::{now_nanos, Marker};
@@ -55,6 +64,17 @@ pub struct PublishConfig {
     pub conns: usize,
     /// Intended time of message 0 (nanoseconds, marker clock).
     pub start_ns: u64,
+    /// TLS (`https://`); `None`: plaintext.
+    pub tls: Option<PublishTls>,
+}
+
+/// What an `https://` publisher connects with.
+#[derive(Debug, Clone)]
+pub struct PublishTls {
+    /// Client configuration (trust, versions).
+    pub config: Arc<ClientConfig>,
+    /// Server name (SNI; what the certificate must name).
+    pub name: ServerName<'static>,
 }
 
 /// What the publisher did.
@@ -136,7 +156,36 @@ fn one_connection(
     progress: &PublishProgress,
 ) -> Result<PublishResult, String> {
     let stream = connect(&cfg.url)?;
-    let reader = stream.try_clone().map_err(|e| format!("publisher: {e}"))?;
+    match &cfg.tls {
+        None => {
+            let reader = stream.try_clone().map_err(|e| format!("publisher: {e}"))?;
+            pipeline(cfg, j, conns, stop, progress, stream, reader)
+        }
+        Some(t) => {
+            let shared = Arc::new(TlsShared::handshake(t, stream)?);
+            let writer = TlsWriter(shared.clone());
+            let reader = TlsReader {
+                shared,
+                raw: vec![0; 16 * 1024],
+                pos: 0,
+                len: 0,
+            };
+            pipeline(cfg, j, conns, stop, progress, writer, reader)
+        }
+    }
+}
+
+/// One connection's requests (written on this thread) and answers (read
+/// on another).
+fn pipeline<W: Write, R: Read + Send>(
+    cfg: &PublishConfig,
+    j: usize,
+    conns: usize,
+    stop: &AtomicBool,
+    progress: &PublishProgress,
+    stream: W,
+    reader: R,
+) -> Result<PublishResult, String> {
     let (tx, rx) = mpsc::sync_channel::<u64>(PIPELINE);
     let failed = Arc::new(AtomicBool::new(false));
     let targets: Vec<String> = (0..cfg.channels)
@@ -158,9 +207,9 @@ fn one_connection(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn write_requests(
+fn write_requests<W: Write>(
     cfg: &PublishConfig,
-    mut stream: TcpStream,
+    mut stream: W,
     tx: mpsc::SyncSender<u64>,
     j: usize,
     conns: usize,
@@ -232,8 +281,8 @@ fn write_requests(
     Ok((sent, max_lag as f64 / 1e6))
 }
 
-fn read_answers(
-    stream: TcpStream,
+fn read_answers<R: Read>(
+    stream: R,
     rx: mpsc::Receiver<u64>,
     failed: &AtomicBool,
     progress: &PublishProgress,
@@ -264,7 +313,7 @@ fn read_answers(
 }
 
 /// Reads one response; returns its status.
-fn read_response(r: &mut BufReader<TcpStream>, line: &mut String) -> Result<u16, String> {
+fn read_response<R: Read>(r: &mut BufReader<R>, line: &mut String) -> Result<u16, String> {
     line.clear();
     if r.read_line(line).map_err(|e| io_kind(&e))? == 0 {
         return Err("connection_closed".into());
@@ -305,5 +354,105 @@ fn io_kind(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => "timeout".into(),
         k => format!("{k:?}").to_lowercase(),
+    }
+}
+
+/// An `https://` publisher connection: the TLS session its two threads
+/// share, and the socket.
+struct TlsShared {
+    conn: Mutex<ClientConnection>,
+    sock: TcpStream,
+}
+
+impl TlsShared {
+    /// Connects TLS over `sock` (blocking, within the socket's timeouts).
+    fn handshake(t: &PublishTls, mut sock: TcpStream) -> Result<TlsShared, String> {
+        let mut conn = ClientConnection::new(t.config.clone(), t.name.clone())
+            .map_err(|e| format!("publisher TLS: {e}"))?;
+        // Requests are sealed as they are written, however many at once.
+        conn.set_buffer_limit(None);
+        while conn.is_handshaking() {
+            conn.complete_io(&mut sock)
+                .map_err(|e| format!("publisher TLS handshake failed: {e}"))?;
+        }
+        Ok(TlsShared {
+            conn: Mutex::new(conn),
+            sock,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ClientConnection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The writer's side: seals under the lock, sends outside it.
+struct TlsWriter(Arc<TlsShared>);
+
+impl Write for TlsWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut records = Vec::with_capacity(buf.len() + buf.len() / 16 + 64);
+        let n = {
+            let mut c = self.0.lock();
+            let n = c.writer().write(buf)?;
+            while c.wants_write() {
+                c.write_tls(&mut records)?;
+            }
+            n
+        };
+        (&self.0.sock).write_all(&records)?;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reader's side: reads the socket outside the lock, decrypts under it.
+struct TlsReader {
+    shared: Arc<TlsShared>,
+    /// Received bytes not yet given to rustls: `raw[pos..len]`.
+    raw: Vec<u8>,
+    pos: usize,
+    len: usize,
+}
+
+impl Read for TlsReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            {
+                let mut c = self.shared.lock();
+                match c.reader().read(buf) {
+                    // 0: the server sent close_notify.
+                    Ok(n) => return Ok(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+                if self.pos < self.len {
+                    // rustls takes what its buffers allow; the rest waits.
+                    let mut rest = &self.raw[self.pos..self.len];
+                    let before = rest.len();
+                    c.read_tls(&mut rest)?;
+                    self.pos += before - rest.len();
+                    c.process_new_packets()
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                    continue;
+                }
+            }
+            self.pos = 0;
+            self.len = (&self.shared.sock).read(&mut self.raw)?;
+            if self.len == 0 {
+                // End of stream: rustls tells a clean close from a cut one.
+                let mut c = self.shared.lock();
+                c.read_tls(&mut &[][..])?;
+                c.process_new_packets()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                return match c.reader().read(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                    r => r,
+                };
+            }
+        }
     }
 }

@@ -3,9 +3,10 @@
 //! Every target is a URL with a `{ch}` placeholder for the channel name,
 //! e.g. `ws://127.0.0.1:8080/ws/{ch}` or `http://10.0.0.5/sse/{ch}?x=1`, so
 //! the same workload can be pointed at ringcast or at any other push server
-//! whose paths look different. Only plain `ws://` and `http://` to an IPv4
-//! address (or `localhost`) are supported: the harness opens sockets itself
-//! and does no DNS or TLS, which would measure the harness, not the server.
+//! whose paths look different. Hosts are IPv4 addresses (or `localhost`):
+//! the harness opens sockets itself and does no DNS lookups, which would
+//! measure the resolver, not the server. `wss://` and `https://` targets
+//! speak TLS (see [`crate::tls`]); their host is also the TLS server name.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -19,6 +20,50 @@ pub enum Scheme {
     Ws,
     /// `http://`
     Http,
+    /// `wss://`: WebSocket over TLS.
+    Wss,
+    /// `https://`: HTTP over TLS.
+    Https,
+}
+
+impl Scheme {
+    /// `wss://` or `https://`.
+    pub fn is_tls(self) -> bool {
+        matches!(self, Scheme::Wss | Scheme::Https)
+    }
+
+    /// `ws://` or `wss://`.
+    pub fn is_websocket(self) -> bool {
+        matches!(self, Scheme::Ws | Scheme::Wss)
+    }
+
+    /// As written before `://`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Ws => "ws",
+            Scheme::Http => "http",
+            Scheme::Wss => "wss",
+            Scheme::Https => "https",
+        }
+    }
+
+    /// The WebSocket scheme on the same footing (TLS or not).
+    pub fn websocket(self) -> Scheme {
+        if self.is_tls() {
+            Scheme::Wss
+        } else {
+            Scheme::Ws
+        }
+    }
+
+    /// The HTTP scheme on the same footing (TLS or not).
+    pub fn http(self) -> Scheme {
+        if self.is_tls() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
+    }
 }
 
 /// A parsed URL template.
@@ -35,20 +80,19 @@ pub struct UrlTemplate {
 }
 
 impl UrlTemplate {
-    /// Parses `ws://HOST[:PORT]/PATH` or `http://HOST[:PORT]/PATH`.
+    /// Parses `SCHEME://HOST[:PORT]/PATH`, SCHEME one of `ws`, `http`,
+    /// `wss`, `https`.
     pub fn parse(s: &str) -> Result<UrlTemplate, String> {
-        let (scheme, rest) = if let Some(r) = s.strip_prefix("ws://") {
-            (Scheme::Ws, r)
-        } else if let Some(r) = s.strip_prefix("http://") {
-            (Scheme::Http, r)
-        } else if s.starts_with("wss://") || s.starts_with("https://") {
-            return Err(format!(
-                "{s}: TLS targets are not supported (the harness measures the push server, put \
-                 TLS termination in front of it separately)"
-            ));
-        } else {
-            return Err(format!("{s}: URL must start with ws:// or http://"));
-        };
+        let (scheme, rest) = [Scheme::Ws, Scheme::Http, Scheme::Wss, Scheme::Https]
+            .into_iter()
+            .find_map(|sc| {
+                s.strip_prefix(sc.name())
+                    .and_then(|r| r.strip_prefix("://"))
+                    .map(|r| (sc, r))
+            })
+            .ok_or_else(|| {
+                format!("{s}: URL must start with ws://, http://, wss:// or https://")
+            })?;
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
@@ -62,7 +106,7 @@ impl UrlTemplate {
                 p.parse::<u16>()
                     .map_err(|_| format!("{s}: invalid port {p:?}"))?,
             ),
-            None => (authority, 80),
+            None => (authority, if scheme.is_tls() { 443 } else { 80 }),
         };
         let ip = if host.eq_ignore_ascii_case("localhost") {
             Ipv4Addr::LOCALHOST
@@ -82,6 +126,11 @@ impl UrlTemplate {
             host: authority.to_string(),
             path: path.to_string(),
         })
+    }
+
+    /// The host as written, without the port: the TLS server name.
+    pub fn hostname(&self) -> &str {
+        self.host.rsplit_once(':').map_or(&self.host, |(h, _)| h)
     }
 
     /// Whether the template names a channel.
@@ -105,11 +154,7 @@ impl UrlTemplate {
 
 impl std::fmt::Display for UrlTemplate {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = match self.scheme {
-            Scheme::Ws => "ws",
-            Scheme::Http => "http",
-        };
-        write!(f, "{s}://{}{}", self.host, self.path)
+        write!(f, "{}://{}{}", self.scheme.name(), self.host, self.path)
     }
 }
 
@@ -135,9 +180,27 @@ mod tests {
     }
 
     #[test]
+    fn tls_schemes() {
+        let t = UrlTemplate::parse("wss://localhost/ws/{ch}").unwrap();
+        assert_eq!((t.scheme, t.addr.port()), (Scheme::Wss, 443));
+        assert!(t.scheme.is_tls() && t.scheme.is_websocket());
+        assert_eq!(t.hostname(), "localhost");
+        assert_eq!(t.to_string(), "wss://localhost/ws/{ch}");
+        let t = UrlTemplate::parse("https://127.0.0.1:8443/sse/{ch}").unwrap();
+        assert_eq!((t.scheme, t.addr.port()), (Scheme::Https, 8443));
+        assert_eq!(
+            (t.host.as_str(), t.hostname()),
+            ("127.0.0.1:8443", "127.0.0.1")
+        );
+        assert_eq!(t.scheme.websocket(), Scheme::Wss);
+        assert_eq!(Scheme::Ws.http(), Scheme::Http);
+    }
+
+    #[test]
     fn refuses_what_it_cannot_measure() {
         for bad in [
             "wss://x/ws",
+            "wsss://127.0.0.1/ws",
             "ftp://x",
             "ws://example.com/ws",
             "ws://127.0.0.1:99999/",

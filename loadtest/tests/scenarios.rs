@@ -54,6 +54,8 @@ fn ringcast_binary() -> PathBuf {
 struct Ringcast {
     child: Child,
     addr: String,
+    /// The `--listen-tls` address, when one was asked for.
+    tls_addr: Option<String>,
 }
 
 impl Ringcast {
@@ -78,14 +80,18 @@ impl Ringcast {
             .expect("start ringcast");
         let mut out = BufReader::new(child.stdout.take().expect("stdout"));
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut addr = None;
-        while addr.is_none() && Instant::now() < deadline {
+        let want_tls = args.contains(&"--listen-tls");
+        let (mut addr, mut tls_addr) = (None, None);
+        while (addr.is_none() || (want_tls && tls_addr.is_none())) && Instant::now() < deadline {
             let mut line = String::new();
             if out.read_line(&mut line).unwrap_or(0) == 0 {
                 break;
             }
             if let Some(a) = line.trim().strip_prefix("ringcast listening on http://") {
                 addr = Some(a.to_string());
+            }
+            if let Some(a) = line.trim().strip_prefix("ringcast listening on https://") {
+                tls_addr = Some(a.to_string());
             }
         }
         std::thread::spawn(move || {
@@ -94,8 +100,13 @@ impl Ringcast {
                 sink.clear();
             }
         });
+        assert!(
+            !want_tls || tls_addr.is_some(),
+            "ringcast printed its TLS address"
+        );
         Ringcast {
             addr: addr.expect("ringcast printed its address"),
+            tls_addr,
             child,
         }
     }
@@ -441,7 +452,7 @@ fn refuses_clearly_and_exits_non_zero() {
         .args([
             "fanout",
             "--sub-url",
-            "wss://x/ws",
+            "wss://127.0.0.1:9/ws",
             "--pub-url",
             "http://127.0.0.1:9/p",
             "--subs",
@@ -454,7 +465,9 @@ fn refuses_clearly_and_exits_non_zero() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TLS"));
+    // A TLS target needs a CA to verify the server with (or --insecure).
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--ca") && err.contains("--insecure"), "{err}");
     // Nothing listens on port 9: the run fails and says why.
     let out = Command::new(env!("CARGO_BIN_EXE_ringcast-load"))
         .args([
@@ -748,4 +761,194 @@ fn fanout_with_deflate_inflates_every_delivery_and_shows_the_bytes_saved() {
             .contains("declined permessage-deflate"),
         "{declined:#}"
     );
+}
+
+/// A CA, and a certificate with its key it signed for `localhost` and
+/// `127.0.0.1`, as PEM files in a directory removed when dropped.
+struct TlsFiles {
+    dir: PathBuf,
+    ca: String,
+    chain: String,
+    key: String,
+}
+
+impl Drop for TlsFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn tls_files(dir_name: &str) -> TlsFiles {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "ringcast-load test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+    let cert = leaf.signed_by(&key, &ca_cert, &ca_key).unwrap();
+    let dir = std::env::temp_dir().join(format!("{dir_name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    TlsFiles {
+        ca: write("ca.pem", ca_cert.pem()),
+        chain: write("chain.pem", cert.pem()),
+        key: write("key.pem", key.serialize_pem()),
+        dir,
+    }
+}
+
+/// The node's own TLS listener (`--listen-tls`): WebSocket subscribers
+/// over `wss://` with an `https://` publisher, every delivery checked and
+/// every connection one TLS 1.3 handshake; churn over `wss://` resumes
+/// both the streams and — with `--tls-resume on` and the node's tickets —
+/// the TLS sessions; with the node's tickets off (`--no-tls-tickets`),
+/// nothing resumes.
+#[test]
+fn over_the_nodes_tls_listener() {
+    let files = tls_files("ringcast-load-node-tls");
+    let (ca, chain, key) = (files.ca.as_str(), files.chain.as_str(), files.key.as_str());
+    let tls_args = [
+        "--listen-tls",
+        "127.0.0.1:0",
+        "--tls-cert",
+        chain,
+        "--tls-key",
+        key,
+    ];
+    let rc = Ringcast::start(&tls_args);
+    let port = rc.tls_addr.as_deref().unwrap().rsplit(':').next().unwrap();
+    let wss = format!("wss://localhost:{port}/ws/{{ch}}");
+    let https_pub = format!("https://localhost:{port}/pub/{{ch}}");
+    let pid = rc.pid();
+    let mut args = vec![
+        "fanout",
+        "--sub-url",
+        &wss,
+        "--pub-url",
+        &https_pub,
+        "--ca",
+        ca,
+        "--subs",
+        "200",
+        "--channels",
+        "4",
+        "--msgs",
+        "40",
+        "--rate",
+        "200",
+        "--server-pid",
+        &pid,
+    ];
+    args.extend(QUICK);
+    let (code, j) = load(&args);
+    assert_eq!(code, 0, "{j:#}");
+    assert_eq!(n(&j, "received"), 2000, "{j:#}");
+    assert_eq!(n(&j, "lost"), 0);
+    assert_eq!(n(&j["publish"], "ok"), 40);
+    let tls = &j["tls"];
+    assert_eq!(n(tls, "handshakes"), 200, "{tls:#}");
+    assert_eq!(tls["version"], "1.3");
+    assert!(j["cpu"]["server_cpu_s"].is_number());
+
+    // Every transport over https:// (long and short polling keep their
+    // connection, and its TLS session, from poll to poll).
+    let base = format!("https://localhost:{port}");
+    let (code, j) = load(&[
+        "compare",
+        "--base-url",
+        &base,
+        "--ca",
+        ca,
+        "--subs",
+        "50",
+        "--channels",
+        "2",
+        "--msgs",
+        "20",
+        "--rate",
+        "50",
+        "--shortpoll-intervals",
+        "300ms",
+        "--drain",
+        "2s",
+    ]);
+    assert_eq!(code, 0, "{j:#}");
+    let rows = j["transports"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    for r in rows {
+        assert_eq!(n(r, "lost"), 0, "{r:#}");
+        assert_eq!(n(r, "received"), 50 * 10, "{r:#}");
+        assert_eq!(n(&r["tls"], "handshakes"), 50, "{r:#}");
+    }
+
+    // Churn: each reconnect is a handshake, resumed with the node's ticket.
+    let wss_json = format!("wss://localhost:{port}/ws/{{ch}}?format=json");
+    let churn = |url: &str, resume: &str| {
+        let mut args = vec![
+            "churn",
+            "--sub-url",
+            url,
+            "--pub-url",
+            &https_pub,
+            "--ca",
+            ca,
+            "--tls-resume",
+            resume,
+            "--subs",
+            "100",
+            "--channels",
+            "2",
+            "--rate",
+            "100",
+            "--duration",
+            "1500ms",
+            "--churn-rate",
+            "50",
+        ];
+        args.extend(QUICK);
+        load(&args)
+    };
+    for resume in ["on", "off"] {
+        let (code, j) = churn(&wss_json, resume);
+        assert_eq!(code, 0, "{resume}: {j:#}");
+        assert_eq!(n(&j, "lost"), 0, "{resume}: {j:#}");
+        assert_eq!(n(&j, "duplicates"), 0, "{resume}");
+        let during = &j["tls"]["during"];
+        let (handshakes, resumed) = (n(during, "handshakes"), n(during, "resumed"));
+        assert!(handshakes > 20, "{resume}: {during:#}");
+        if resume == "on" {
+            assert!(resumed * 10 >= handshakes * 9, "{during:#}");
+        } else {
+            assert_eq!(resumed, 0, "{during:#}");
+        }
+    }
+
+    // A node that issues no tickets: nothing to resume with.
+    let mut no_tickets = tls_args.to_vec();
+    no_tickets.push("--no-tls-tickets");
+    let rc = Ringcast::start(&no_tickets);
+    let port = rc.tls_addr.as_deref().unwrap().rsplit(':').next().unwrap();
+    let url = format!("wss://127.0.0.1:{port}/ws/{{ch}}");
+    let (code, j) = load(&[
+        "idle",
+        "--url",
+        &url,
+        "--ca",
+        ca,
+        "--conns",
+        "20",
+        "--inflight",
+        "1",
+        "--hold",
+        "0",
+    ]);
+    assert_eq!(code, 0, "{j:#}");
+    assert_eq!(n(&j["tls"], "handshakes"), 20, "{j:#}");
+    assert_eq!(n(&j["tls"], "resumed"), 0, "{j:#}");
 }

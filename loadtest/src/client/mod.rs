@@ -26,6 +26,10 @@
 //!
 //! Each worker owns its connections outright: their protocol state, their
 //! sequence trackers and their histograms, so the data path takes no locks.
+//! Over `wss://` and `https://` also their TLS sessions (rustls,
+//! unbuffered: see [`crate::transport::tls`]), and a TLS session store of
+//! its own, so that reconnecting connections resume without sharing a lock
+//! with other workers.
 //! The fleet reads progress from per-worker atomic counters and asks for
 //! exact results by message ([`Fleet::collect`]).
 
@@ -41,6 +45,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ringcast_uring::{Opcode, Ring, SetupError};
+use rustls::pki_types::ServerName;
 
 use crate::stats::{DeliveryCounts, LatencyHist};
 use crate::transport::Kind;
@@ -126,6 +131,17 @@ pub struct FleetConfig {
     /// The share of `addr`'s source endpoints this fleet may bind (fleets
     /// running side by side get disjoint shares); `None`: all of them.
     pub endpoint_range: Option<(u64, u64)>,
+    /// TLS (`wss://`, `https://`); `None`: plaintext.
+    pub tls: Option<FleetTls>,
+}
+
+/// What a fleet's TLS connections share.
+#[derive(Debug, Clone)]
+pub struct FleetTls {
+    /// The run's TLS client (each worker makes its configuration from it).
+    pub client: Arc<crate::tls::Client>,
+    /// The server name (SNI; what the certificate must name).
+    pub name: ServerName<'static>,
 }
 
 /// The name of channel `i`.
@@ -168,6 +184,14 @@ pub struct Counters {
     /// (inflated): beside `bytes_in`, what framing and compression make
     /// of them.
     pub message_bytes: AtomicU64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: AtomicU64,
+    /// Of those, resumed (a ticket or session of an earlier connection).
+    pub tls_resumed: AtomicU64,
+    /// Of those, TLS 1.3.
+    pub tls13: AtomicU64,
+    /// Of those, TLS 1.2.
+    pub tls12: AtomicU64,
 }
 
 /// A snapshot of the summed counters.
@@ -203,6 +227,14 @@ pub struct Totals {
     pub compressed: u64,
     /// Bytes of the messages received (inflated).
     pub message_bytes: u64,
+    /// TLS handshakes completed.
+    pub tls_handshakes: u64,
+    /// Of those, resumed.
+    pub tls_resumed: u64,
+    /// Of those, TLS 1.3.
+    pub tls13: u64,
+    /// Of those, TLS 1.2.
+    pub tls12: u64,
 }
 
 impl Totals {
@@ -223,6 +255,10 @@ impl Totals {
         self.deflate_declined += o.deflate_declined;
         self.compressed += o.compressed;
         self.message_bytes += o.message_bytes;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_resumed += o.tls_resumed;
+        self.tls13 += o.tls13;
+        self.tls12 += o.tls12;
     }
 }
 
@@ -264,6 +300,8 @@ pub struct Collected {
     pub latency: LatencyHist,
     /// Time from socket creation to a live subscription, all attempts.
     pub connect: LatencyHist,
+    /// TLS: time from socket creation to the end of the handshake.
+    pub handshake: LatencyHist,
     /// Errors by kind.
     pub errors: BTreeMap<String, u64>,
     /// Subscribers taking part in the phase.
@@ -278,6 +316,7 @@ impl Collected {
         self.counts.merge(&o.counts);
         self.latency.merge(&o.latency);
         self.connect.merge(&o.connect);
+        self.handshake.merge(&o.handshake);
         for (k, v) in o.errors {
             *self.errors.entry(k).or_default() += v;
         }
@@ -307,6 +346,8 @@ pub struct Fleet {
     pub rings: usize,
     /// Its subscribers offer permessage-deflate (WebSocket with `--deflate`).
     pub deflate: bool,
+    /// Its connections speak TLS, set up so.
+    pub tls: Option<crate::tls::Mode>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -326,6 +367,7 @@ impl Fleet {
     pub fn start(cfg: FleetConfig) -> Result<Fleet, String> {
         let rings = Self::rings_for(cfg.conns, cfg.per_ring);
         let deflate = cfg.deflate && cfg.kind == Kind::Ws;
+        let tls = cfg.tls.as_ref().map(|t| t.client.mode);
         let cfg = Arc::new(cfg);
         let (ready_tx, ready_rx) = mpsc::channel();
         let mut workers = Vec::with_capacity(rings);
@@ -368,6 +410,7 @@ impl Fleet {
             workers,
             rings,
             deflate,
+            tls,
         };
         for _ in 0..rings {
             match ready_rx.recv_timeout(Duration::from_secs(30)) {
@@ -406,6 +449,10 @@ impl Fleet {
             t.deflate_declined += g(&c.deflate_declined);
             t.compressed += g(&c.compressed);
             t.message_bytes += g(&c.message_bytes);
+            t.tls_handshakes += g(&c.tls_handshakes);
+            t.tls_resumed += g(&c.tls_resumed);
+            t.tls13 += g(&c.tls13);
+            t.tls12 += g(&c.tls12);
         }
         t
     }

@@ -16,6 +16,17 @@
 //! send, in the owner the ring hands back with it — and completions of an
 //! earlier connection in the same slot are recognised and ignored.
 //!
+//! # TLS
+//! A `wss://` or `https://` fleet's connections send a ClientHello where a
+//! plaintext one sends its request (the connect chain's send), and stay
+//! `Handshaking` through the TLS handshake; once it completes, the request
+//! is sealed and sent, and the transport's own handshake follows as usual.
+//! Received bytes go through the connection's [`TlsConn`] to the
+//! transport, and whatever the transport sends (pongs, polls) is sealed on
+//! its way to the send queue. The sessions live in a side table beside the
+//! connections, one box per connection that exists, freed when it closes:
+//! a plaintext fleet has no table, so its connections pay nothing for TLS.
+//!
 //! # Sends
 //! The ring owns the bytes of every send until its completion is reaped
 //! and passed to [`Ring::finish_send`], so a connection closed (and its
@@ -38,11 +49,14 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use ringcast_uring::{Completion, ConnectChain, FinishedSend, Ring, RingConfig, UserData};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ProtocolVersion};
 
 use super::op::{errno_name, Op};
 use super::{channel_name, Cmd, Collected, Counters, FleetConfig, Phase};
 use crate::marker::now_nanos;
 use crate::stats::{latency_ns, DeliveryCounts, LatencyHist, Seen, SeqTracker};
+use crate::transport::tls::{self, End, Established, TlsConn};
 use crate::transport::{ws, Delivery, Kind, Proto, RequestCtx, Step};
 
 /// Submission queue entries per ring.
@@ -121,6 +135,23 @@ struct Worker {
     /// What the WebSocket connections share (the permessage-deflate
     /// inflater), so that none of them holds it.
     ws: ws::Shared,
+    /// TLS fleets only.
+    tls: Option<WorkerTls>,
+    /// TLS: from socket creation to the end of the handshake.
+    handshake: LatencyHist,
+}
+
+/// A TLS fleet's share in one worker.
+struct WorkerTls {
+    /// This worker's client configuration (its own session store).
+    config: Arc<ClientConfig>,
+    name: ServerName<'static>,
+    /// Each slot's session while its connection exists: the side table.
+    conns: Vec<Option<Box<TlsConn>>>,
+    /// Scratch: what one receive decrypted.
+    plain: Vec<u8>,
+    /// Scratch: the handshake records (or alert) one receive made.
+    flight: Vec<u8>,
 }
 
 pub(super) fn run(spec: Spec, rx: Receiver<Cmd>, ready: Sender<Result<(), String>>) {
@@ -214,6 +245,13 @@ impl Worker {
                 bind_retries: 0,
             })
             .collect();
+        let tls = cfg.tls.as_ref().map(|t| WorkerTls {
+            config: t.client.worker_config(spec.count),
+            name: t.name.clone(),
+            conns: (0..spec.count).map(|_| None).collect(),
+            plain: Vec::new(),
+            flight: Vec::new(),
+        });
         let now = now_nanos();
         Ok(Worker {
             ring,
@@ -243,6 +281,8 @@ impl Worker {
             out: Vec::new(),
             got: Vec::new(),
             ws: ws::Shared::default(),
+            tls,
+            handshake: LatencyHist::new(),
             spec,
         })
     }
@@ -364,6 +404,24 @@ impl Worker {
         let idx = slot as usize;
         let ci = self.ctx_index(slot);
         let cfg = self.spec.cfg.clone();
+        // TLS: the chain sends the ClientHello, and the request waits for
+        // the end of the handshake.
+        let mut hello = None;
+        if let Some(t) = self.tls.as_mut() {
+            let mut bytes = Vec::new();
+            match TlsConn::new(t.config.clone(), t.name.clone(), &mut bytes) {
+                Ok(session) => t.conns[idx] = Some(session),
+                Err(e) => {
+                    // Not expected: the configuration was built when the
+                    // run was planned. Counted, not retried.
+                    *self.errors.entry(tls::error_label(&e)).or_default() += 1;
+                    add(&self.spec.counters.failed, 1);
+                    self.conns[idx].reconnect = false;
+                    return;
+                }
+            }
+            hello = Some(bytes);
+        }
         let src = if cfg.addr.src_ips.is_empty() {
             None
         } else {
@@ -384,10 +442,16 @@ impl Worker {
         c.timed_out = false;
         c.proto = Proto::new(cfg.kind, cfg.want_ids);
         c.queued.clear();
-        let resume = c.last_id.clone();
-        let mut request = Vec::new();
-        c.proto
-            .first_request(&self.ctxs[ci], resume.as_deref(), &mut request);
+        let request = match hello {
+            Some(hello) => hello,
+            None => {
+                let resume = c.last_id.clone();
+                let mut request = Vec::new();
+                c.proto
+                    .first_request(&self.ctxs[ci], resume.as_deref(), &mut request);
+                request
+            }
+        };
         c.sending = true;
         let gen = c.gen;
         // The ring keeps the addresses and the request until the chain's
@@ -424,7 +488,13 @@ impl Worker {
                     self.ring
                         .cancel(tag(Op::Connect, slot, gen), tag(Op::Cancel, slot, gen));
                 }
-                St::Handshaking => self.fail(slot, "timeout_waiting_for_response"),
+                St::Handshaking => {
+                    let label = match self.tls_conn(slot) {
+                        Some(t) if t.is_handshaking() => "tls_timeout_handshake",
+                        _ => "timeout_waiting_for_response",
+                    };
+                    self.fail(slot, label)
+                }
                 _ => {}
             }
         }
@@ -446,7 +516,7 @@ impl Worker {
             self.conns[idx].proto.next_request(&self.ctxs[ci], &mut out);
             if !out.is_empty() {
                 add(&self.spec.counters.requests, 1);
-                self.queue_send(slot, &out);
+                self.send_plain(slot, &out);
             }
             self.out = out;
         }
@@ -620,8 +690,112 @@ impl Worker {
         }
     }
 
-    /// Feeds received bytes to the connection's protocol.
+    /// Received bytes: through TLS, if the fleet speaks it, to the
+    /// connection's protocol.
     fn on_bytes(&mut self, slot: u32, input: &mut [u8]) {
+        if self.tls.is_some() {
+            self.on_tls_bytes(slot, input);
+        } else {
+            self.on_plain(slot, input);
+        }
+    }
+
+    fn tls_conn(&self, slot: u32) -> Option<&TlsConn> {
+        self.tls.as_ref()?.conns.get(slot as usize)?.as_deref()
+    }
+
+    /// Whether the connection in `slot` is still there to take bytes.
+    fn is_live(&self, slot: u32) -> bool {
+        matches!(self.conns[slot as usize].st, St::Handshaking | St::Open)
+    }
+
+    /// Received TLS bytes: rustls decrypts them in place; its handshake
+    /// records go out, the plaintext goes on to the protocol. When the
+    /// handshake completes, the subscription's first request goes out.
+    fn on_tls_bytes(&mut self, slot: u32, input: &mut [u8]) {
+        let idx = slot as usize;
+        let Some(t) = self.tls.as_mut() else {
+            return;
+        };
+        let Some(session) = t.conns[idx].as_mut() else {
+            return;
+        };
+        let mut plain = std::mem::take(&mut t.plain);
+        let mut flight = std::mem::take(&mut t.flight);
+        plain.clear();
+        flight.clear();
+        let read = session.read(input, &mut plain, &mut flight);
+        if !flight.is_empty() {
+            self.queue_send(slot, &flight);
+        }
+        if let Some(e) = read.established {
+            self.tls_established(slot, e);
+        }
+        if !plain.is_empty() && self.is_live(slot) {
+            self.on_plain(slot, &mut plain);
+        }
+        if let Some(end) = read.end {
+            let label = match &end {
+                End::PeerClosed => "closed_by_server".to_string(),
+                End::Failed(e) => tls::error_label(e),
+                End::PlaintextHttp => "tls_server_answered_plaintext_http".to_string(),
+                End::TooLarge => "tls_too_much_pending".to_string(),
+            };
+            // An alert queued above may or may not leave before the reset.
+            self.drop_conn(slot, &label);
+        }
+        if let Some(t) = self.tls.as_mut() {
+            t.plain = plain;
+            t.flight = flight;
+        }
+    }
+
+    /// The TLS handshake completed: count it, and send the request the
+    /// connect chain could not carry.
+    fn tls_established(&mut self, slot: u32, e: Established) {
+        let idx = slot as usize;
+        let c = &self.spec.counters;
+        add(&c.tls_handshakes, 1);
+        if e.resumed {
+            add(&c.tls_resumed, 1);
+        }
+        match e.version {
+            ProtocolVersion::TLSv1_2 => add(&c.tls12, 1),
+            _ => add(&c.tls13, 1),
+        }
+        let now = now_nanos();
+        self.handshake
+            .record_ns(now.saturating_sub(self.conns[idx].started));
+        let ci = self.ctx_index(slot);
+        let mut out = std::mem::take(&mut self.out);
+        out.clear();
+        let c = &mut self.conns[idx];
+        let resume = c.last_id.clone();
+        c.proto
+            .first_request(&self.ctxs[ci], resume.as_deref(), &mut out);
+        self.send_plain(slot, &out);
+        self.out = out;
+    }
+
+    /// Sends what the protocol wrote: sealed first on a TLS connection.
+    fn send_plain(&mut self, slot: u32, bytes: &[u8]) {
+        let idx = slot as usize;
+        let Some(t) = self.tls.as_mut() else {
+            self.queue_send(slot, bytes);
+            return;
+        };
+        let Some(session) = t.conns[idx].as_mut() else {
+            return;
+        };
+        match session.seal(bytes, &mut self.conns[idx].queued) {
+            Ok(true) => self.flush(slot),
+            Ok(false) => self.drop_conn(slot, "tls_cannot_send"),
+            Err(e) => self.drop_conn(slot, tls::encrypt_label(&e)),
+        }
+    }
+
+    /// Feeds received plaintext to the connection's protocol.
+    fn on_plain(&mut self, slot: u32, input: &mut [u8]) {
         let idx = slot as usize;
         let ci = self.ctx_index(slot);
         let mut out = std::mem::take(&mut self.out);
@@ -640,7 +814,7 @@ impl Worker {
             if matches!(self.conns[idx].proto, Proto::Poll(_)) {
                 add(&self.spec.counters.requests, 1);
             }
-            self.queue_send(slot, &out);
+            self.send_plain(slot, &out);
         }
         match r {
             Ok(Step::Continue) => {}
@@ -767,6 +941,7 @@ impl Worker {
             counts,
             latency: self.latency.clone(),
             connect: self.connect.clone(),
+            handshake: self.handshake.clone(),
             errors: self.errors.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             subscribers,
             resumable,
@@ -832,11 +1007,34 @@ impl Worker {
         }
         c.st = St::Closing;
         let gen = c.gen;
+        if let Some(t) = self.tls.as_mut() {
+            // The session goes with its connection: a closed slot holds none.
+            t.conns[slot as usize] = None;
+        }
         self.ring.cancel_and_close(
             tag(Op::Recv, slot, gen),
             slot,
             tag(Op::Cancel, slot, gen),
             tag(Op::Close, slot, gen),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// TLS lives in the worker's side table, not in the connection: a
+    /// plaintext connection is exactly as large as before TLS (and a
+    /// plaintext fleet has no table at all).
+    #[test]
+    fn tls_makes_no_connection_larger() {
+        // 280 B when TLS came (rustc 1.95, x86-64), as before it.
+        assert!(
+            std::mem::size_of::<Conn>() <= 280,
+            "{}",
+            std::mem::size_of::<Conn>()
+        );
+        assert_eq!(std::mem::size_of::<Option<Box<TlsConn>>>(), 8);
     }
 }

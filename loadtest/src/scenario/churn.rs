@@ -3,6 +3,11 @@
 //! WebSocket and polling, `Last-Event-ID` for SSE). Every subscriber must
 //! still receive every message exactly once: the delivery check spans its
 //! reconnects.
+//!
+//! Over `wss://` and `https://` every reconnect is a TLS handshake —
+//! resumed, with `--tls-resume on`, when the server handed out a ticket or
+//! session — so churn also measures handshakes per second and the server
+//! CPU they cost.
 
 use std::time::Duration;
 
@@ -70,6 +75,19 @@ pub fn run(a: &ChurnArgs) -> Result<Outcome, String> {
     ctx.done();
     let (mut v, mut metrics) = measured_json(&m, a.subs);
     metrics.insert("reconnects".into(), m.delta.reconnects as f64);
+    // Over TLS every reconnect is a handshake: their rate, and the server's
+    // CPU per handshake (all of its CPU over the phase, deliveries
+    // included: an upper bound, close when --rate is low).
+    let handshakes = m.delta.tls_handshakes;
+    let handshakes_per_s = handshakes as f64 / m.duration_s.max(1e-9);
+    let cpu_per_handshake_ms = m
+        .cpu
+        .server_cpu_s
+        .filter(|_| handshakes > 0)
+        .map(|s| s * 1e3 / handshakes as f64);
+    if m.tls.is_some() {
+        metrics.insert("tls_handshakes_per_s".into(), handshakes_per_s);
+    }
     metrics.insert("failed".into(), (up.failed + m.delta.failed) as f64);
     if m.delta.reconnects == 0 {
         ctx.warnings
@@ -86,6 +104,14 @@ pub fn run(a: &ChurnArgs) -> Result<Outcome, String> {
             ("connected", json!(up.connected)),
             ("failed", json!(up.failed + m.delta.failed)),
             ("reconnects", json!(m.delta.reconnects)),
+            (
+                "tls_handshakes_per_s",
+                json!(m.tls.map(|_| handshakes_per_s)),
+            ),
+            (
+                "server_cpu_ms_per_tls_handshake",
+                json!(m.tls.and(cpu_per_handshake_ms)),
+            ),
             ("ramp_s", json!(ramp.elapsed_s)),
             ("errors", json!(m.collected.errors)),
             ("warnings", json!(ctx.warnings)),
@@ -94,14 +120,21 @@ pub fn run(a: &ChurnArgs) -> Result<Outcome, String> {
         }
     }
     let human = format!(
-        "churn {} over {} subscribers, {} msgs at {}/s, {} reconnects with resume ({} failed)\n{}",
+        "churn {} over {} subscribers, {} msgs at {}/s, {} reconnects with resume ({} failed)\n{}{}",
         a.transport.name(),
         group(up.open),
         group(msgs),
         a.rate,
         group(m.delta.reconnects),
         group(m.delta.failed),
-        measured_human(&m)
+        measured_human(&m),
+        match (m.tls, cpu_per_handshake_ms) {
+            (Some(_), Some(ms)) => format!(
+                "  tls handshakes: {handshakes_per_s:.0}/s; server CPU {ms:.3} ms per handshake \
+                 (all its CPU over the phase, deliveries included)\n"
+            ),
+            _ => String::new(),
+        }
     );
     Ok(Outcome {
         scenario: "churn",

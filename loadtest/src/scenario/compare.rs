@@ -23,27 +23,29 @@ pub fn run(a: &CompareArgs) -> Result<Outcome, String> {
     let mut ctx = Ctx::new(&a.common)?;
     let base = UrlTemplate::parse(&a.base_url).map_err(|e| format!("--base-url: {e}"))?;
     let host = base.host.clone();
+    // An https:// base gives wss:// and https:// targets.
+    let (ws, http) = (base.scheme.websocket().name(), base.scheme.http().name());
     let url_for = |k: Kind| -> String {
         match k {
             Kind::Ws => a
                 .ws_url
                 .clone()
-                .unwrap_or_else(|| format!("ws://{host}/ws/{{ch}}")),
+                .unwrap_or_else(|| format!("{ws}://{host}/ws/{{ch}}")),
             Kind::Sse => a
                 .sse_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{host}/sse/{{ch}}")),
+                .unwrap_or_else(|| format!("{http}://{host}/sse/{{ch}}")),
             Kind::Longpoll | Kind::Shortpoll => a
                 .poll_url
                 .clone()
-                .unwrap_or_else(|| format!("http://{host}/poll/{{ch}}")),
+                .unwrap_or_else(|| format!("{http}://{host}/poll/{{ch}}")),
         }
     };
     let pubargs = PubArgs {
         pub_url: a
             .pub_url
             .clone()
-            .unwrap_or_else(|| format!("http://{host}/pub/{{ch}}")),
+            .unwrap_or_else(|| format!("{http}://{host}/pub/{{ch}}")),
         size: a.size,
         payload: a.payload,
         payload_seed: a.payload_seed,
@@ -169,17 +171,22 @@ pub fn run(a: &CompareArgs) -> Result<Outcome, String> {
         "rate": a.rate,
         "payload": a.payload,
         "deflate": a.common.deflate,
+        "tls": ctx.tls.as_ref().map(|c| c.mode),
         "transports": rows,
         "table_markdown": table,
         "warnings": ctx.warnings,
     });
     let human = format!(
-        "compare: {} subscribers on {} channel(s), {} msgs at {}/s per transport ({})\n\n{table}",
+        "compare: {} subscribers on {} channel(s), {} msgs at {}/s per transport ({}){}\n\n{table}",
         group(a.subs),
         a.channels,
         group(a.msgs),
         a.rate,
-        a.payload.describe(a.size)
+        a.payload.describe(a.size),
+        ctx.tls
+            .as_ref()
+            .map(|c| format!(", over {}", c.mode.describe()))
+            .unwrap_or_default()
     );
     Ok(Outcome {
         scenario: "compare",

@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::{deflate_json, deflate_warning, latency_json, latency_line, latency_metrics, Ctx};
+use super::{
+    deflate_json, deflate_warning, latency_json, latency_line, latency_metrics, tls_human,
+    tls_json, tls_metrics, Ctx,
+};
 use std::sync::Arc;
 
 use crate::cli::{parse_mix, IdleArgs};
@@ -40,6 +43,9 @@ pub fn memory_json(before: &Sample, at: &Sample, conns: u64) -> (serde_json::Val
         _ => None,
     };
     let server_rss = server.or(metrics_rss);
+    // The harness's own share: what a connection costs the load generator
+    // (a TLS session is most of it), for sizing the host that runs it.
+    let harness = d(before.harness.rss_bytes, at.harness.rss_bytes);
     let v = json!({
         "connections": conns,
         "server_rss_bytes_before": before.server.map(|s| s.rss_bytes),
@@ -53,11 +59,14 @@ pub fn memory_json(before: &Sample, at: &Sample, conns: u64) -> (serde_json::Val
         "tcp_sockets_in_use": at.kernel.tcp_inuse,
         "tcp_buffer_bytes": at.kernel.tcp_mem_bytes,
         "harness_rss_bytes": at.harness.rss_bytes,
+        "harness_rss_delta_bytes": harness,
+        "harness_rss_per_conn_bytes": harness / n,
         "note": "kernel figures are host-wide: on loopback they cover both ends of each connection",
     });
     let human = format!(
         "  memory at {} connections: server RSS {} ({} per conn); kernel slab +{} ({:.0} B per conn, \
-         both ends on loopback; unreclaimable {:.0} B); MemAvailable dropped {:.0} B per conn; harness RSS {}\n",
+         both ends on loopback; unreclaimable {:.0} B); MemAvailable dropped {:.0} B per conn; harness RSS {} \
+         (+{:.0} B per conn)\n",
         group(conns),
         server_rss
             .map(|x| format!("+{}", bytes(x)))
@@ -70,6 +79,7 @@ pub fn memory_json(before: &Sample, at: &Sample, conns: u64) -> (serde_json::Val
         unrec / n,
         avail / n,
         bytes(at.harness.rss_bytes as f64),
+        harness / n,
     );
     (v, human)
 }
@@ -82,13 +92,17 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
         Some(spec) => {
             let base = UrlTemplate::parse(&a.base_url).map_err(|e| format!("--base-url: {e}"))?;
             let host = base.host;
+            // An https:// base gives wss:// and https:// targets.
+            let (ws, http) = (base.scheme.websocket().name(), base.scheme.http().name());
             parse_mix(spec, a.conns)?
                 .into_iter()
                 .map(|(k, n)| {
                     let url = match k {
-                        Kind::Ws => format!("ws://{host}/ws/{{ch}}"),
-                        Kind::Sse => format!("http://{host}/sse/{{ch}}"),
-                        Kind::Longpoll | Kind::Shortpoll => format!("http://{host}/poll/{{ch}}"),
+                        Kind::Ws => format!("{ws}://{host}/ws/{{ch}}"),
+                        Kind::Sse => format!("{http}://{host}/sse/{{ch}}"),
+                        Kind::Longpoll | Kind::Shortpoll => {
+                            format!("{http}://{host}/poll/{{ch}}")
+                        }
                     };
                     (k, n, url)
                 })
@@ -181,6 +195,7 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     }
     let held = totals(&fleets);
     let deflate = fleets.iter().any(|f| f.deflate);
+    let tls = fleets.iter().find_map(|f| f.tls);
     if let Some(w) = deflate_warning(deflate, &held) {
         ctx.warnings.push(w);
     }
@@ -198,6 +213,8 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
             "failed": t.failed,
             "open_at_end_of_hold": t.open,
             "connect_p99_ms": c.connect.summary().p99_ms,
+            "tls_handshakes": t.tls_handshakes,
+            "tls_resumed": t.tls_resumed,
         }));
         collected.merge(c);
     }
@@ -241,6 +258,13 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
         "connect_p99_ms": connect.p99_ms,
         "hold_s": a.hold,
         "deflate": deflate_json(deflate, &held),
+        "tls": tls_json(
+            tls.as_ref(),
+            &held,
+            Some((&up, ramp.elapsed_s)),
+            &collected.handshake,
+            &collected.errors,
+        ),
         "memory": mem_json,
         "hold_cpu": {
             "server_cpu_s": hold_cpu.server_cpu_s,
@@ -252,7 +276,7 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     });
     let human = format!(
         "idle {} × {} on {} channel(s) ({} rings)\n  connected {} / {} in {:.1} s ({} conn/s), {} failed, \
-         {} dropped during the {:.0} s hold\n  connect time: {}\n{}{}  hold cpu: server {}, harness {:.2} CPU-s\n{}",
+         {} dropped during the {:.0} s hold\n  connect time: {}\n{}{}{}  hold cpu: server {}, harness {:.2} CPU-s\n{}",
         group(a.conns),
         a.mix.as_deref().unwrap_or(a.transport.name()),
         a.channels,
@@ -265,6 +289,12 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
         group(held.dropped),
         a.hold,
         latency_line(&connect),
+        tls_human(
+            tls.as_ref(),
+            &held,
+            Some((&up, ramp.elapsed_s, "the ramp")),
+            &collected.handshake
+        ),
         if deflate {
             format!(
                 "  permessage-deflate: agreed on {} handshakes, declined on {}\n",
@@ -292,6 +322,13 @@ pub fn run(a: &IdleArgs) -> Result<Outcome, String> {
     metrics.insert("failed".into(), up.failed as f64);
     metrics.insert("dropped".into(), held.dropped as f64);
     metrics.insert("deflate_declined".into(), held.deflate_declined as f64);
+    tls_metrics(
+        &mut metrics,
+        tls.as_ref(),
+        &held,
+        &collected.handshake,
+        &collected.errors,
+    );
     let mem_points: Vec<(f64, f64)> = ctx
         .samples
         .iter()

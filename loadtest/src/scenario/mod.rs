@@ -19,13 +19,14 @@ use serde_json::json;
 
 use crate::cli::{Common, PubArgs};
 use crate::client::addr::{AddrPlan, Spread};
-use crate::client::{Collected, Fleet, FleetConfig, Phase, Totals};
+use crate::client::{Collected, Fleet, FleetConfig, FleetTls, Phase, Totals};
 use crate::host::{bytes, group, HostFacts};
 use crate::marker::now_nanos;
 use crate::publish::{publish, PublishConfig, PublishProgress, PublishResult};
 use crate::report::Series;
 use crate::sample::{cpu_between, CpuUse, Sample, Sampler};
-use crate::stats::LatencySummary;
+use crate::stats::{LatencyHist, LatencySummary};
+use crate::tls::{Mode, Switch, Trust};
 use crate::transport::Kind;
 use crate::url::{Scheme, UrlTemplate};
 
@@ -34,6 +35,10 @@ use crate::url::{Scheme, UrlTemplate};
 const KERNEL_PER_PAIR: u64 = 9_700;
 /// This harness's own memory per connection (state, buffers), generous.
 const HARNESS_PER_CONN: u64 = 600;
+/// What a TLS session adds to that on the harness's side: rustls's state,
+/// aws-lc's keys, malloc's share (measured 4.6 KB per idle connection at
+/// 12,000 and 15,000, `tests/tls.rs`), rounded up.
+const HARNESS_TLS_PER_CONN: u64 = 5_000;
 
 /// A run in progress: options, host facts, samples, progress display.
 pub struct Ctx {
@@ -56,6 +61,10 @@ pub struct Ctx {
     next_run: u32,
     /// The note that `--deflate` leaves other transports alone was given.
     deflate_noted: bool,
+    /// The run's TLS client, made for the first `wss://` or `https://` target.
+    tls: Option<Arc<crate::tls::Client>>,
+    /// The note that the TLS options apply to TLS targets only was given.
+    tls_noted: bool,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -99,6 +108,8 @@ pub struct Measured {
     pub totals: Totals,
     /// The subscribers offered permessage-deflate.
     pub deflate: bool,
+    /// The subscribers spoke TLS, set up so.
+    pub tls: Option<Mode>,
     /// Seconds from first intended send to the end of the drain.
     pub duration_s: f64,
     /// `(seconds, p99 ms)` per progress tick.
@@ -115,6 +126,12 @@ impl Ctx {
             .map(UrlTemplate::parse)
             .transpose()
             .map_err(|e| format!("--metrics-url: {e}"))?;
+        if metrics_url
+            .as_ref()
+            .is_some_and(|u| u.scheme != Scheme::Http)
+        {
+            return Err("--metrics-url: must be an http:// URL".into());
+        }
         let sampler = Sampler {
             pids: common.server_pid.clone(),
             metrics_url,
@@ -146,6 +163,8 @@ impl Ctx {
             samples: Vec::new(),
             warnings: Vec::new(),
             deflate_noted: false,
+            tls: None,
+            tls_noted: false,
             next_run: (std::process::id() % 10_000) * 100_000
                 + (std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -178,6 +197,68 @@ impl Ctx {
         }
     }
 
+    /// The run's TLS client, made once from `--ca`/`--insecure`,
+    /// `--tls-version` and `--tls-resume`.
+    pub fn tls_client(&mut self) -> Result<Arc<crate::tls::Client>, String> {
+        if let Some(c) = &self.tls {
+            return Ok(c.clone());
+        }
+        let c = &self.common;
+        let trust = match (&c.ca, c.insecure) {
+            (_, true) => Trust::Anything,
+            (Some(path), false) => Trust::from_pem_file(path)?,
+            (None, false) => {
+                return Err(
+                    "a wss:// or https:// target needs --ca PATH (the CA certificate \
+                            the server's certificate chains to), or --insecure to skip \
+                            verification (dangerous)"
+                        .into(),
+                )
+            }
+        };
+        let client = Arc::new(crate::tls::Client::new(
+            trust,
+            c.tls_version,
+            c.tls_resume == Switch::On,
+        )?);
+        if c.insecure {
+            self.warnings.push(
+                "TLS certificates were NOT verified (--insecure): the numbers are real, the \
+                 server's identity was not checked"
+                    .into(),
+            );
+        }
+        self.tls = Some(client.clone());
+        Ok(client)
+    }
+
+    /// The TLS server name for `url`: `--tls-server-name`, or its host.
+    fn tls_name(
+        &self,
+        url: &UrlTemplate,
+    ) -> Result<rustls::pki_types::ServerName<'static>, String> {
+        let host = self
+            .common
+            .tls_server_name
+            .as_deref()
+            .unwrap_or(url.hostname());
+        crate::tls::server_name(host)
+    }
+
+    /// What a plaintext target says about TLS options given anyway.
+    fn note_tls_options(&mut self) {
+        let c = &self.common;
+        let given = c.ca.is_some()
+            || c.insecure
+            || c.tls_version.is_some()
+            || c.tls_server_name.is_some()
+            || c.tls_resume == Switch::Off;
+        if given && !self.tls_noted {
+            self.tls_noted = true;
+            self.say("note: the TLS options apply to wss:// and https:// targets only; this one is plaintext");
+        }
+    }
+
     /// Builds the fleet configuration, prints what the run needs, and
     /// refuses when the host cannot provide it.
     pub fn plan(
@@ -190,18 +271,26 @@ impl Ctx {
         want_ids: bool,
     ) -> Result<FleetConfig, String> {
         let url = UrlTemplate::parse(url)?;
-        let want_scheme = if kind == Kind::Ws {
-            Scheme::Ws
-        } else {
-            Scheme::Http
-        };
-        if url.scheme != want_scheme {
+        if url.scheme.is_websocket() != (kind == Kind::Ws) {
             return Err(format!(
                 "{url}: transport {} needs a {} URL",
                 kind.name(),
-                if kind == Kind::Ws { "ws://" } else { "http://" }
+                if kind == Kind::Ws {
+                    "ws:// or wss://"
+                } else {
+                    "http:// or https://"
+                }
             ));
         }
+        let tls = if url.scheme.is_tls() {
+            Some(FleetTls {
+                client: self.tls_client()?,
+                name: self.tls_name(&url)?,
+            })
+        } else {
+            self.note_tls_options();
+            None
+        };
         if self.common.deflate && kind != Kind::Ws && !self.deflate_noted {
             self.deflate_noted = true;
             self.say("note: --deflate applies to WebSocket subscribers only; other transports run as usual");
@@ -252,14 +341,27 @@ impl Ctx {
             } else {
                 KERNEL_PER_PAIR / 2
             };
-        let need = kernel + conns * HARNESS_PER_CONN + ((rings as u64) << 23);
+        let per_conn = HARNESS_PER_CONN
+            + if tls.is_some() {
+                HARNESS_TLS_PER_CONN
+            } else {
+                0
+            };
+        let need = kernel + conns * per_conn + ((rings as u64) << 23);
         let avail = self.host.mem_available;
         self.say(&format!(
-            "plan: {} {} connections to {url} over {channels} channel(s): {rings} ring(s) × ≤{} \
+            "plan: {} {}{} connections to {url} over {channels} channel(s): {rings} ring(s) × ≤{} \
              direct descriptors (open-files limit {} per ring, not per process), ≤{} handshakes \
              in flight per ring; {}; ≈{} of memory ({}kernel sockets{}) of {} available",
             group(conns),
             kind.name(),
+            tls.as_ref()
+                .map(|t| format!(
+                    " ({}, server name {})",
+                    t.client.mode.describe(),
+                    t.name.to_str()
+                ))
+                .unwrap_or_default(),
             group(u64::from(per_ring)),
             group(hard.into()),
             c.inflight,
@@ -308,6 +410,7 @@ impl Ctx {
             headers: c.headers.clone(),
             deflate: c.deflate && kind == Kind::Ws,
             endpoint_range: None,
+            tls,
         })
     }
 
@@ -398,9 +501,14 @@ impl Ctx {
             return Err("--rate must be a positive number of messages per second".into());
         }
         let url = UrlTemplate::parse(&pubargs.pub_url).map_err(|e| format!("--pub-url: {e}"))?;
-        if url.scheme != Scheme::Http {
-            return Err(format!("--pub-url {url}: must be http://"));
-        }
+        let tls = match url.scheme {
+            Scheme::Http => None,
+            Scheme::Https => Some(crate::publish::PublishTls {
+                config: self.tls_client()?.publisher_config(),
+                name: self.tls_name(&url)?,
+            }),
+            _ => return Err(format!("--pub-url {url}: must be http:// or https://")),
+        };
         let run = self.run_id();
         fleet.set_phase(Phase::round_robin(run, channels, msgs))?;
         let before_totals = fleet.totals();
@@ -418,6 +526,7 @@ impl Ctx {
             run,
             conns: pubargs.pub_conns.max(1),
             start_ns,
+            tls,
         };
         let stop = AtomicBool::new(false);
         let progress = PublishProgress::default();
@@ -478,6 +587,7 @@ impl Ctx {
             delta: delta(&before_totals, &after_totals),
             totals: after_totals,
             deflate: fleet.deflate,
+            tls: fleet.tls,
             duration_s,
             p99_series,
         };
@@ -546,6 +656,137 @@ pub fn delta(a: &Totals, b: &Totals) -> Totals {
         deflate_declined: b.deflate_declined - a.deflate_declined,
         compressed: b.compressed - a.compressed,
         message_bytes: b.message_bytes - a.message_bytes,
+        tls_handshakes: b.tls_handshakes - a.tls_handshakes,
+        tls_resumed: b.tls_resumed - a.tls_resumed,
+        tls13: b.tls13 - a.tls13,
+        tls12: b.tls12 - a.tls12,
+    }
+}
+
+/// TLS as JSON: how it was set up, the handshakes completed (`totals`,
+/// since the fleet started), how many resumed, the version, the handshake
+/// time, and — over `during`, a phase or the ramp, with its seconds — the
+/// handshake rate. `{"enabled": false}` for plaintext runs.
+pub fn tls_json(
+    mode: Option<&Mode>,
+    totals: &Totals,
+    during: Option<(&Totals, f64)>,
+    handshake: &LatencyHist,
+    errors: &BTreeMap<String, u64>,
+) -> serde_json::Value {
+    let Some(mode) = mode else {
+        return json!({ "enabled": false });
+    };
+    let time = handshake.summary();
+    let mut v = json!({
+        "enabled": true,
+        "version_offered": mode.version.map_or(json!(["1.3", "1.2"]), |v| json!([v])),
+        "resumption": mode.resumption,
+        "verified": mode.verified,
+        "handshakes": totals.tls_handshakes,
+        "resumed": totals.tls_resumed,
+        "full": totals.tls_handshakes - totals.tls_resumed,
+        "tls13": totals.tls13,
+        "tls12": totals.tls12,
+        "version": tls_version(totals),
+        "handshake_time": latency_json(&time),
+        "handshake_p50_ms": time.p50_ms,
+        "handshake_p99_ms": time.p99_ms,
+        "failed": tls_failures(errors),
+    });
+    if let (Some((d, secs)), Some(o)) = (during, v.as_object_mut()) {
+        o.insert(
+            "during".into(),
+            json!({
+                "seconds": secs,
+                "handshakes": d.tls_handshakes,
+                "resumed": d.tls_resumed,
+                "handshakes_per_s": d.tls_handshakes as f64 / secs.max(1e-9),
+            }),
+        );
+    }
+    v
+}
+
+/// The negotiated version: `1.3`, `1.2`, `mixed`, or `none` before any
+/// handshake completed.
+fn tls_version(t: &Totals) -> &'static str {
+    match (t.tls13 > 0, t.tls12 > 0) {
+        (true, false) => "1.3",
+        (false, true) => "1.2",
+        (true, true) => "mixed",
+        (false, false) => "none",
+    }
+}
+
+/// Attempts that failed in TLS (their labels start with `tls_`).
+fn tls_failures(errors: &BTreeMap<String, u64>) -> u64 {
+    errors
+        .iter()
+        .filter(|(k, _)| k.starts_with("tls_"))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+/// TLS on one line (nothing for plaintext runs); `during` names its span.
+pub fn tls_human(
+    mode: Option<&Mode>,
+    totals: &Totals,
+    during: Option<(&Totals, f64, &str)>,
+    handshake: &LatencyHist,
+) -> String {
+    let Some(mode) = mode else {
+        return String::new();
+    };
+    let time = handshake.summary();
+    let mut s = format!(
+        "  tls: {}; negotiated {}; {} handshakes ({} resumed, {} full); handshake done after \
+         p50 {:.2} ms  p99 {:.2} ms (from socket creation)",
+        mode.describe(),
+        tls_version(totals),
+        group(totals.tls_handshakes),
+        group(totals.tls_resumed),
+        group(totals.tls_handshakes - totals.tls_resumed),
+        time.p50_ms,
+        time.p99_ms,
+    );
+    if let Some((d, secs, what)) = during.filter(|(d, _, _)| d.tls_handshakes > 0) {
+        s.push_str(&format!(
+            "; during {what}: {} handshakes ({} resumed), {:.0}/s",
+            group(d.tls_handshakes),
+            group(d.tls_resumed),
+            d.tls_handshakes as f64 / secs.max(1e-9)
+        ));
+    }
+    s.push('\n');
+    s
+}
+
+/// TLS figures for `--fail-if`: `tls_handshakes`, `tls_resumed`,
+/// `tls_full`, `tls_failed`, `tls_handshake_p50`/`_p99` (ms).
+pub fn tls_metrics(
+    m: &mut BTreeMap<String, f64>,
+    mode: Option<&Mode>,
+    totals: &Totals,
+    handshake: &LatencyHist,
+    errors: &BTreeMap<String, u64>,
+) {
+    if mode.is_none() {
+        return;
+    }
+    let time = handshake.summary();
+    for (k, v) in [
+        ("tls_handshakes", totals.tls_handshakes as f64),
+        ("tls_resumed", totals.tls_resumed as f64),
+        (
+            "tls_full",
+            (totals.tls_handshakes - totals.tls_resumed) as f64,
+        ),
+        ("tls_failed", tls_failures(errors) as f64),
+        ("tls_handshake_p50", time.p50_ms),
+        ("tls_handshake_p99", time.p99_ms),
+    ] {
+        m.insert(k.to_string(), v);
     }
 }
 
@@ -657,6 +898,13 @@ pub fn measured_json(
         "deflate": deflate_json(m.deflate, &m.totals),
         "requests": m.delta.requests,
         "requests_per_s": if m.duration_s > 0.0 { m.delta.requests as f64 / m.duration_s } else { 0.0 },
+        "tls": tls_json(
+            m.tls.as_ref(),
+            &m.totals,
+            Some((&m.delta, m.duration_s)),
+            &m.collected.handshake,
+            &m.collected.errors,
+        ),
         "dropped": m.delta.dropped,
         "publish": {
             "sent": m.publish.sent,
@@ -675,6 +923,13 @@ pub fn measured_json(
     });
     let mut metrics = BTreeMap::new();
     latency_metrics(&mut metrics, "", &lat);
+    tls_metrics(
+        &mut metrics,
+        m.tls.as_ref(),
+        &m.totals,
+        &m.collected.handshake,
+        &m.collected.errors,
+    );
     for (k, val) in [
         ("loss", c.loss_ratio()),
         ("lost", c.lost as f64),
@@ -737,6 +992,12 @@ pub fn measured_human(m: &Measured) -> String {
             group(m.delta.deliveries),
         ));
     }
+    s.push_str(&tls_human(
+        m.tls.as_ref(),
+        &m.totals,
+        Some((&m.delta, m.duration_s, "the phase")),
+        &m.collected.handshake,
+    ));
     let ack = m.publish.ack.summary();
     s.push_str(&format!(
         "  publisher: {} sent, {} ok, errors {:?}, max lag {:.1} ms; answered (from intended send) p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms\n",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{measured_json, Ctx};
+use super::{measured_json, tls_human, tls_json, tls_metrics, Ctx};
 use crate::cli::ThroughputArgs;
 use crate::client::Fleet;
 use crate::host::group;
@@ -83,6 +83,8 @@ pub fn run(a: &ThroughputArgs) -> Result<Outcome, String> {
         best = Some((rate, dps));
         rate *= a.step;
     }
+    let tls = fleet.tls;
+    let collected = fleet.collect()?;
     fleet.stop();
     ctx.done();
     let (best_rate, best_dps) = best.unwrap_or((0.0, 0.0));
@@ -100,22 +102,42 @@ pub fn run(a: &ThroughputArgs) -> Result<Outcome, String> {
         "sustainable_deliveries_per_s": best_dps,
         "stopped_because": stop_reason,
         "steps": steps,
+        "tls": tls_json(
+            tls.as_ref(),
+            &up,
+            Some((&up, ramp.elapsed_s)),
+            &collected.handshake,
+            &collected.errors,
+        ),
         "warnings": ctx.warnings,
     });
     let human = format!(
-        "throughput {} over {} subscribers on {} channel(s)\n  sustainable: {} msgs/s published = {} deliveries/s (p99 ≤ {} ms, loss ≤ {:.4}%)\n  stopped: {stop_reason}\n",
+        "throughput {} over {} subscribers on {} channel(s)\n  sustainable: {} msgs/s published = {} deliveries/s (p99 ≤ {} ms, loss ≤ {:.4}%)\n  stopped: {stop_reason}\n{}",
         a.transport.name(),
         group(up.open),
         a.channels,
         group(best_rate as u64),
         group(best_dps as u64),
         a.max_p99,
-        a.max_loss * 100.0
+        a.max_loss * 100.0,
+        tls_human(
+            tls.as_ref(),
+            &up,
+            Some((&up, ramp.elapsed_s, "the ramp")),
+            &collected.handshake
+        ),
     );
     let mut metrics = BTreeMap::new();
     metrics.insert("sustainable_deliveries_per_s".into(), best_dps);
     metrics.insert("sustainable_publish_rate".into(), best_rate);
     metrics.insert("failed".into(), up.failed as f64);
+    tls_metrics(
+        &mut metrics,
+        tls.as_ref(),
+        &up,
+        &collected.handshake,
+        &collected.errors,
+    );
     Ok(Outcome {
         scenario: "throughput",
         json,

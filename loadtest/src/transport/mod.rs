@@ -19,10 +19,14 @@
 //! [`Delivery`] says whether it came compressed. What a worker's WebSocket
 //! connections share for that ([`ws::Shared`]) is passed into every call,
 //! so that no connection holds it.
+//!
+//! Under any of them, for `wss://` and `https://` targets, [`tls`] turns
+//! the socket's bytes into the transport's and back.
 
 pub mod http;
 pub mod poll;
 pub mod sse;
+pub mod tls;
 pub mod ws;
 
 use std::sync::Arc;
