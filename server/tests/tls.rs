@@ -356,9 +356,24 @@ async fn plain_http_on_the_tls_port_gets_a_400_and_garbage_an_alert() {
     );
     // Each failure is counted once, under its own reason.
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(server.metric("ringcast_tls_failures_total", "reason=\"plain_http\"").await, 1);
-    assert_eq!(server.metric("ringcast_tls_failures_total", "reason=\"alert\"").await, 2);
-    assert_eq!(server.metric("ringcast_tls_failures_total", "reason=\"incomplete\"").await, 0);
+    assert_eq!(
+        server
+            .metric("ringcast_tls_failures_total", "reason=\"plain_http\"")
+            .await,
+        1
+    );
+    assert_eq!(
+        server
+            .metric("ringcast_tls_failures_total", "reason=\"alert\"")
+            .await,
+        2
+    );
+    assert_eq!(
+        server
+            .metric("ringcast_tls_failures_total", "reason=\"incomplete\"")
+            .await,
+        0
+    );
     // The node is fine: a real client still gets through.
     let tls = tls_connect(&server, pki.client(BOTH)).await;
     let port = tls_addr.port();

@@ -19,34 +19,46 @@ use bytes::{Bytes, BytesMut};
 use uring::MAX_IOV;
 
 /// See the module docs.
+///
+/// `repr(C)`, hot fields first: a delivery reads `queued`, `inflight` and
+/// `sealed_len` (the window check) and appends to `out`, all in the first
+/// cache line; a TLS connection's records live behind one pointer.
 #[derive(Debug, Default)]
+#[repr(C)]
 pub struct Buffers {
+    /// Bytes queued in `out`.
+    pub queued: usize,
+    /// Bytes of the send in flight.
+    pub inflight: usize,
+    /// TLS: bytes of records not yet handed to the kernel.
+    sealed_len: usize,
     /// Buffers not yet handed to the kernel, in order.
     pub out: VecDeque<Bytes>,
     /// The message sequence number (0: not a message) and length of each
     /// buffer in `out`.
     seqs: VecDeque<(u64, usize)>,
-    /// The first buffer of `out` is the rest of one the kernel took part
-    /// of: it must go out before anything else can, discard or not.
-    front_partial: bool,
-    /// Their total length.
-    pub queued: usize,
-    /// Bytes of the send in flight.
-    pub inflight: usize,
     /// The sequence numbers and lengths of the buffers in the send in
     /// flight, in order.
     inflight_seqs: Vec<(u64, usize)>,
     /// Received bytes not consumed yet (a partial head, frame or body, or
     /// requests pipelined behind an answer).
     pub input: BytesMut,
-    /// TLS: records not yet handed to the kernel, in order. Never
-    /// discarded (the peer's record sequence numbers must match).
-    pub sealed: VecDeque<Bytes>,
-    /// Their total length.
-    sealed_len: usize,
-    /// TLS: the sequence numbers of the messages in `sealed` or in the
-    /// send in flight (what a discard reports as maybe not delivered).
-    sealed_seqs: Vec<u64>,
+    /// The first buffer of `out` is the rest of one the kernel took part
+    /// of: it must go out before anything else can, discard or not.
+    front_partial: bool,
+    /// TLS: sealed records and what they carry (boxed: plaintext
+    /// connections never have any).
+    tls: Option<Box<Sealed>>,
+}
+
+/// A TLS connection's records not yet handed to the kernel, in order,
+/// never discarded (the peer's record sequence numbers must match), and
+/// the sequence numbers of the messages in them or in the send in flight
+/// (what a discard reports as maybe not delivered).
+#[derive(Debug, Default)]
+struct Sealed {
+    records: VecDeque<Bytes>,
+    seqs: Vec<u64>,
 }
 
 impl Buffers {
@@ -93,7 +105,7 @@ impl Buffers {
     pub fn discard_queued(&mut self) -> Option<u64> {
         let first = (self.inflight_seqs.iter().chain(&self.seqs))
             .map(|&(seq, _)| seq)
-            .chain(self.sealed_seqs.iter().copied())
+            .chain(self.tls.iter().flat_map(|t| t.seqs.iter().copied()))
             .filter(|&seq| seq != 0)
             .min();
         let keep = usize::from(self.front_partial).min(self.out.len());
@@ -109,7 +121,7 @@ impl Buffers {
         self.queued -= b.len();
         if let Some((seq, _)) = self.seqs.pop_front() {
             if seq != 0 {
-                self.sealed_seqs.push(seq);
+                self.tls.get_or_insert_with(Box::default).seqs.push(seq);
             }
         }
         Some(b)
@@ -118,7 +130,18 @@ impl Buffers {
     /// TLS: queues records to send after those queued before.
     pub fn push_sealed(&mut self, b: Bytes) {
         self.sealed_len += b.len();
-        self.sealed.push_back(b);
+        self.sealed().push_back(b);
+    }
+
+    /// TLS: the records not yet handed to the kernel. Whoever takes some
+    /// says how many bytes with [`Buffers::sent_sealed`].
+    pub fn sealed(&mut self) -> &mut VecDeque<Bytes> {
+        &mut self.tls.get_or_insert_with(Box::default).records
+    }
+
+    /// TLS: whether records wait to be sent.
+    pub fn has_sealed(&self) -> bool {
+        self.sealed_len > 0
     }
 
     /// TLS: records of `len` bytes in all left `sealed` as one send.
@@ -133,10 +156,12 @@ impl Buffers {
         self.inflight = 0;
         for b in unsent.into_iter().rev() {
             self.sealed_len += b.len();
-            self.sealed.push_front(b);
+            self.sealed().push_front(b);
         }
-        if self.sealed.is_empty() {
-            self.sealed_seqs.clear();
+        if self.sealed_len == 0 {
+            if let Some(tls) = self.tls.as_mut() {
+                tls.seqs.clear();
+            }
         }
     }
 
@@ -156,7 +181,7 @@ impl Buffers {
     /// Whether nothing is queued, in flight or kept: the box can go back
     /// to the pool.
     pub fn is_idle(&self) -> bool {
-        self.out.is_empty() && self.sealed.is_empty() && self.inflight == 0 && self.input.is_empty()
+        self.out.is_empty() && self.sealed_len == 0 && self.inflight == 0 && self.input.is_empty()
     }
 
     /// Empties the box for reuse; `false` if it grew too large to keep.
@@ -168,12 +193,9 @@ impl Buffers {
         self.inflight_seqs.clear();
         self.front_partial = false;
         self.input = BytesMut::new();
-        self.sealed.clear();
         self.sealed_len = 0;
-        self.sealed_seqs.clear();
-        self.out.capacity() <= MAX_IOV
-            && self.seqs.capacity() <= MAX_IOV
-            && self.sealed.capacity() <= MAX_IOV
+        self.tls = None;
+        self.out.capacity() <= MAX_IOV && self.seqs.capacity() <= MAX_IOV
     }
 }
 
@@ -241,15 +263,15 @@ mod tests {
         assert_eq!(q.outbound(), 12 + 2);
         // A discard drops m3 but keeps the record, and names m1.
         assert_eq!(q.discard_queued(), Some(1));
-        assert_eq!((q.sealed.len(), q.out.len(), q.outbound()), (1, 0, 12));
+        assert_eq!((q.sealed().len(), q.out.len(), q.outbound()), (1, 0, 12));
         // The record goes out short: its rest goes back in front.
-        let all: Vec<Bytes> = q.sealed.drain(..).collect();
+        let all: Vec<Bytes> = q.sealed().drain(..).collect();
         q.sent_sealed(12);
         assert_eq!((q.outbound(), q.inflight), (12, 12));
         q.completed_sealed(vec![all[0].slice(7..)]);
-        assert_eq!(q.sealed, [b("m1m2)")]);
+        assert_eq!(*q.sealed(), [b("m1m2)")]);
         assert_eq!(q.discard_queued(), Some(1), "m1 may still not have arrived");
-        q.sealed.clear();
+        q.sealed().clear();
         q.sent_sealed(5);
         q.completed_sealed(Vec::new());
         assert!(q.is_idle());

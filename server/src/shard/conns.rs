@@ -792,7 +792,7 @@ impl Conns {
         if draining && b.out.is_empty() {
             session.seal_close_notify(b);
         }
-        if b.sealed.is_empty() {
+        if !b.has_sealed() {
             if b.is_idle() {
                 let b = conn.buffers.take().expect("checked above");
                 if spare.len() < SPARE_BUFFERS {
@@ -807,10 +807,10 @@ impl Conns {
         }
         let len = cr
             .ring
-            .send_from(key.slot(), Op::Send as u8, key.0, &mut b.sealed);
+            .send_from(key.slot(), Op::Send as u8, key.0, b.sealed());
         b.sent_sealed(len);
         conn.flags |= flags::SENDING;
-        if b.out.is_empty() && b.sealed.is_empty() && conn.has(flags::BEHIND) {
+        if b.out.is_empty() && !b.has_sealed() && conn.has(flags::BEHIND) {
             conn.flags &= !flags::BEHIND;
             hungry.push(key);
         }

@@ -457,6 +457,14 @@ mod tests {
         (Arc::new(server), Arc::new(client))
     }
 
+    /// Takes the records sealed so far, as a send would.
+    fn take_sealed(b: &mut Buffers) -> Vec<u8> {
+        let records: Vec<u8> = b.sealed().drain(..).flat_map(|r| r.to_vec()).collect();
+        b.sent_sealed(records.len());
+        b.completed_sealed(Vec::new());
+        records
+    }
+
     /// A server session and a buffered rustls client, and what the server
     /// decrypted so far.
     struct Pair {
@@ -492,7 +500,7 @@ mod tests {
             }
             let mut back = flight;
             self.server.seal(b, &mut Vec::new(), SEAL_BUDGET).unwrap();
-            back.extend(b.sealed.drain(..).flat_map(|r| r.to_vec()));
+            back.extend(take_sealed(b));
             let moved = !wire.is_empty() || !back.is_empty();
             let mut rd = &back[..];
             while !rd.is_empty() {
@@ -530,7 +538,7 @@ mod tests {
                 b.push(Bytes::from_static(b"world"), 2);
                 p.exchange(chunk, &mut b);
                 assert_eq!(p.client_reads(), b"hello world");
-                assert!(b.out.is_empty() && b.sealed.is_empty());
+                assert!(b.out.is_empty() && !b.has_sealed());
             }
         }
     }
@@ -544,7 +552,7 @@ mod tests {
             b.push(Bytes::from(vec![b'x'; 100]), 0);
         }
         p.server.seal(&mut b, &mut Vec::new(), SEAL_BUDGET).unwrap();
-        let sealed: Vec<u8> = b.sealed.drain(..).flat_map(|r| r.to_vec()).collect();
+        let sealed = take_sealed(&mut b);
         // One record: a 5-byte header, 10,000 bytes, the inner type and a
         // 16-byte tag.
         assert_eq!(sealed.len(), 10_000 + 22);
@@ -557,11 +565,7 @@ mod tests {
         // A 40 KiB frame: three records; past the budget the rest waits.
         b.push(Bytes::from(vec![b'y'; 40 * 1024]), 0);
         p.server.seal(&mut b, &mut Vec::new(), SEAL_BUDGET).unwrap();
-        assert_eq!(
-            b.sealed.iter().map(Bytes::len).sum::<usize>(),
-            40 * 1024 + 3 * 22
-        );
-        b.sealed.clear();
+        assert_eq!(take_sealed(&mut b).len(), 40 * 1024 + 3 * 22);
         for _ in 0..3 {
             b.push(Bytes::from(vec![b'z'; 40 * 1024]), 0);
         }
@@ -616,7 +620,7 @@ mod tests {
         while p.exchange(512, &mut b) {}
         p.server.seal_close_notify(&mut b);
         p.server.seal_close_notify(&mut b);
-        assert_eq!(b.sealed.len(), 1, "once");
+        assert_eq!(b.sealed().len(), 1, "once");
         p.exchange(512, &mut b);
         assert!(p.client.process_new_packets().unwrap().peer_has_closed());
         p.client.send_close_notify();
