@@ -424,12 +424,17 @@ impl Conns {
         *conn = Conn::free();
         conn.gen = gen;
         conn.flags = flags::LIVE;
-        if let Some(session) = tls {
-            conn.flags |= flags::TLS;
-            if cr.tls.len() <= slot as usize {
-                cr.tls.resize_with(slot as usize + 1, || None);
+        match tls {
+            Some(session) => {
+                conn.flags |= flags::TLS;
+                if cr.tls.len() <= slot as usize {
+                    cr.tls.resize_with(slot as usize + 1, || None);
+                }
+                cr.tls[slot as usize] = Some(session);
             }
-            cr.tls[slot as usize] = Some(session);
+            // `release` took the last occupant's session; never let a
+            // plaintext connection inherit one.
+            None => debug_assert!(cr.tls.get(slot as usize).is_none_or(Option::is_none)),
         }
         cr.used += 1;
         // Small frames go out at once; a reader that stops makes the
