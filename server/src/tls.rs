@@ -11,10 +11,11 @@
 //! The crypto provider is aws-lc-rs (rustls's default) because it offers
 //! the post-quantum hybrid key exchange browsers now use (X25519MLKEM768),
 //! which ring does not: traffic recorded today stays safe from a future
-//! quantum computer. Measured (docs/benchmarks.md): with the same key
-//! exchange its handshakes cost 20–40 % less CPU than ring's; the hybrid
-//! exchange itself costs more than X25519 alone (0.27 against 0.22–0.25
-//! ms of node CPU per full handshake end to end), and an idle session
+//! quantum computer. Measured: with the same key exchange its handshakes
+//! cost 20–40 % less CPU than ring's (in memory, in the TLS design study
+//! behind docs/benchmarks.md's TLS section); end to end the hybrid
+//! exchange costs more than ring's X25519 alone (0.27 against 0.22–0.25
+//! ms of node CPU per full handshake), and an idle session
 //! holds about 100 bytes more (4.3 against 4.2 KB). Switching is a change
 //! of feature and of [`provider`].
 

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -432,10 +432,8 @@ async fn sighup_reloads_the_certificate_without_dropping_connections() {
     let pki = Pki::new("reload");
     let server = pki.node(&[]);
     let port = server.tls_addr.unwrap().port();
-    let first_der = std::fs::read_to_string(pki.dir.join("cert.pem")).unwrap();
     let tls = tls_connect(&server, pki.client(BOTH)).await;
     let first = presented(&tls);
-    assert!(first_der.contains("BEGIN CERTIFICATE"));
     let (mut open, _) =
         tokio_tungstenite::client_async(format!("wss://localhost:{port}/echo"), tls)
             .await
@@ -552,5 +550,4 @@ fn bad_certificate_files_fail_start_up_naming_the_file() {
     assert!(err.contains("cert.pem"), "{err}");
     let err = refused(&["--tls-cert", &cert, "--tls-key", &key]);
     assert!(err.contains("need --listen-tls"), "{err}");
-    assert!(Path::new(&cert).exists());
 }

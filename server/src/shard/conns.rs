@@ -728,31 +728,18 @@ impl Conns {
         if conn.has(flags::TLS) {
             return self.start_tls_send(key);
         }
-        let draining = conn.proto.is_draining();
         let Some(b) = conn.buffers.as_mut().filter(|b| !b.out.is_empty()) else {
-            if conn.buffers.as_ref().is_some_and(|b| b.is_idle()) {
-                let b = conn.buffers.take().expect("checked above");
-                if self.spare.len() < SPARE_BUFFERS && b.out.capacity() <= max {
-                    self.spare.push(b);
-                }
-            }
-            if conn.has(flags::BEHIND) {
-                conn.flags &= !flags::BEHIND;
-                self.hungry.push(key);
-            }
-            return !draining;
+            return nothing_to_send(conn, key, &mut self.spare, &mut self.hungry);
         };
         let n = b.out.len().min(max);
         let len = cr
             .ring
             .send_from(key.slot(), Op::Send as u8, key.0, &mut b.out);
         b.sent(n, len);
+        let all_sent = b.out.is_empty();
         conn.flags |= flags::SENDING;
-        if b.out.is_empty() && conn.has(flags::BEHIND) {
-            // Everything queued is on its way: ask for more now, so it is
-            // here by the time the socket has taken this send.
-            conn.flags &= !flags::BEHIND;
-            self.hungry.push(key);
+        if all_sent {
+            catch_up_if_behind(conn, key, &mut self.hungry);
         }
         true
     }
@@ -798,26 +785,16 @@ impl Conns {
             session.seal_close_notify(b);
         }
         if !b.has_sealed() {
-            if b.is_idle() {
-                let b = conn.buffers.take().expect("checked above");
-                if spare.len() < SPARE_BUFFERS {
-                    spare.push(b);
-                }
-            }
-            if conn.has(flags::BEHIND) {
-                conn.flags &= !flags::BEHIND;
-                hungry.push(key);
-            }
-            return !draining;
+            return nothing_to_send(conn, key, spare, hungry);
         }
         let len = cr
             .ring
             .send_from(key.slot(), Op::Send as u8, key.0, b.sealed());
         b.sent_sealed(len);
+        let all_sent = b.out.is_empty() && !b.has_sealed();
         conn.flags |= flags::SENDING;
-        if b.out.is_empty() && !b.has_sealed() && conn.has(flags::BEHIND) {
-            conn.flags &= !flags::BEHIND;
-            hungry.push(key);
+        if all_sent {
+            catch_up_if_behind(conn, key, hungry);
         }
         true
     }
@@ -863,6 +840,36 @@ impl Conns {
     /// Bytes queued or in flight for `key`.
     pub fn outbound(&self, key: ConnKey) -> usize {
         self.get(key).map_or(0, Conn::outbound)
+    }
+}
+
+/// A connection with nothing left to send: an idle buffer box goes back to
+/// the pool, and a subscription that was behind may catch up. `false` when
+/// the connection is draining (the caller closes it).
+#[allow(clippy::vec_box)] // the pool keeps the boxes themselves
+fn nothing_to_send(
+    conn: &mut Conn,
+    key: ConnKey,
+    spare: &mut Vec<Box<Buffers>>,
+    hungry: &mut Vec<ConnKey>,
+) -> bool {
+    if conn.buffers.as_ref().is_some_and(|b| b.is_idle()) {
+        let b = conn.buffers.take().expect("checked above");
+        if spare.len() < SPARE_BUFFERS && b.out.capacity() <= uring::MAX_IOV {
+            spare.push(b);
+        }
+    }
+    catch_up_if_behind(conn, key, hungry);
+    !conn.proto.is_draining()
+}
+
+/// Everything queued is on its way (or there was nothing): a subscription
+/// that fell behind asks for more now, so it is here by the time the
+/// socket has taken this send.
+fn catch_up_if_behind(conn: &mut Conn, key: ConnKey, hungry: &mut Vec<ConnKey>) {
+    if conn.has(flags::BEHIND) {
+        conn.flags &= !flags::BEHIND;
+        hungry.push(key);
     }
 }
 

@@ -16,8 +16,9 @@
 //!   against `--max-message-size` (a deflate bomb closes with 1009).
 //!
 //! So an idle connection that negotiated the extension costs nothing more
-//! than one that did not, and the compressors' memory is per shard (about
-//! 300 KiB for a 32 KiB window), not per connection.
+//! than one that did not, and the compressors' memory is per shard (zlib
+//! documents 256 KiB for a 15-bit window at its default memory level), not
+//! per connection.
 //!
 //! A message is sent compressed only when it is at least
 //! `--deflate-min-size` and its compressed frame is smaller; otherwise the
@@ -77,24 +78,6 @@ impl Deflate {
         (bits != 0).then(|| Deflate {
             window_bits: NonZeroU8::new(bits + 8).expect("non-zero"),
         })
-    }
-}
-
-/// Why a compressed message from a client was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InflateRefusal {
-    /// It inflates past `--max-message-size` (close 1009).
-    TooBig,
-    /// Not valid DEFLATE data (close 1007).
-    Corrupt,
-}
-
-impl From<InflateError> for InflateRefusal {
-    fn from(e: InflateError) -> Self {
-        match e {
-            InflateError::TooBig => InflateRefusal::TooBig,
-            InflateError::Corrupt => InflateRefusal::Corrupt,
-        }
     }
 }
 
@@ -161,7 +144,7 @@ impl Deflater {
 
     /// Inflates a whole compressed message from a client, at most `limit`
     /// bytes of it.
-    pub fn inflate(&mut self, compressed: &[u8], limit: usize) -> Result<Vec<u8>, InflateRefusal> {
+    pub fn inflate(&mut self, compressed: &[u8], limit: usize) -> Result<Vec<u8>, InflateError> {
         let inflater = self.inflater.get_or_insert_with(Inflater::new);
         let mut out = Vec::with_capacity((compressed.len() * 3).min(limit));
         let result = inflater.inflate(compressed, true, limit, &mut out);
@@ -249,11 +232,8 @@ mod tests {
         let text = b"the quick brown fox ".repeat(50);
         let c = compress(&text, 15, 6);
         assert_eq!(d.inflate(&c, text.len()).unwrap(), text);
-        assert_eq!(d.inflate(&c, text.len() - 1), Err(InflateRefusal::TooBig));
-        assert_eq!(
-            d.inflate(b"\xff\xff\xff", 100),
-            Err(InflateRefusal::Corrupt)
-        );
+        assert_eq!(d.inflate(&c, text.len() - 1), Err(InflateError::TooBig));
+        assert_eq!(d.inflate(b"\xff\xff\xff", 100), Err(InflateError::Corrupt));
         // Each message on its own: the inflater is reset after a failure too.
         assert_eq!(d.inflate(&c, text.len()).unwrap(), text);
     }

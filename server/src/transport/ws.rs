@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use codec::http::RequestHead;
+use codec::ws::deflate::InflateError;
 use codec::ws::handshake::HandshakeError;
 use codec::ws::{
     encode, handshake, Assembler, CloseCode, CloseHandshake, DataKind, DecoderConfig, Frame,
@@ -48,7 +49,7 @@ use crate::hub::{ChannelName, Member, MsgId, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics, Transport};
 
 use super::context::{compact_expiry, sooner_of, ticks, Context, Finish, Step, Subscribe, Tick};
-use super::deflate::{self, Deflate, InflateRefusal};
+use super::deflate::{self, Deflate};
 use super::framing::{self, Format};
 use super::mux::{Session, Verdict, TOKEN_EXPIRED};
 use super::params;
@@ -636,13 +637,13 @@ fn inflate(ctx: &mut impl Context, message: &Message) -> Result<Bytes, (CloseCod
     let limit = ctx.settings().max_message_size;
     let payload = match ctx.deflater().inflate(&message.payload, limit) {
         Ok(payload) => payload,
-        Err(InflateRefusal::TooBig) => {
+        Err(InflateError::TooBig) => {
             return Err((
                 CloseCode::MESSAGE_TOO_BIG,
                 "message too big once inflated (--max-message-size)",
             ))
         }
-        Err(InflateRefusal::Corrupt) => {
+        Err(InflateError::Corrupt) => {
             return Err((
                 CloseCode::INVALID_PAYLOAD,
                 "compressed message is not valid DEFLATE data",
