@@ -6,7 +6,11 @@
 #
 #   broadcast  1 channel × 10,000 WebSocket subscribers, 50 publishes/s of
 #              64 B (500,000 deliveries/s), ws:// and wss:// alternating, 3 rounds
-#   idle       100,000 idle WebSockets, ws:// and wss:// alternating, 2 rounds
+#   idle       100,000 idle WebSockets, 2 rounds of: ws://; wss:// with every
+#              session's keys expanded (--tls-rest-after 1h, held 15 s); wss://
+#              rested (the default --tls-rest-after 2s, held 30 s: the
+#              node's pings every 30 s wake each connection briefly)
+#   idle-rested  only the rested wss:// runs of `idle`
 #   churn      5,000 subscribers reconnecting at up to 3,000/s for 15 s:
 #              wss:// with session resumption on, off, and ws://, 2 rounds
 #
@@ -91,8 +95,16 @@ for suite in "${SUITES[@]}"; do
         for r in 1 2; do
             start
             run idle-plain-r$r 300 idle --transport ws --url "ws://127.0.0.1:$PORT/ws/{ch}" --conns 100000 --hold 15 --channels 1000 --metrics-url "http://127.0.0.1:$PORT/metrics"
+            start --tls-rest-after 1h
+            run idle-tls-awake-r$r 400 idle --transport ws --url "wss://localhost:$TPORT/ws/{ch}" "${CA[@]}" --conns 100000 --hold 15 --channels 1000 --metrics-url "http://127.0.0.1:$PORT/metrics"
             start
-            run idle-tls-r$r 400 idle --transport ws --url "wss://localhost:$TPORT/ws/{ch}" "${CA[@]}" --conns 100000 --hold 15 --channels 1000 --metrics-url "http://127.0.0.1:$PORT/metrics"
+            run idle-tls-rested-r$r 400 idle --transport ws --url "wss://localhost:$TPORT/ws/{ch}" "${CA[@]}" --conns 100000 --hold 30 --channels 1000 --metrics-url "http://127.0.0.1:$PORT/metrics"
+        done
+        ;;
+    idle-rested)
+        for r in 1 2; do
+            start
+            run idle-tls-rested-r$r 400 idle --transport ws --url "wss://localhost:$TPORT/ws/{ch}" "${CA[@]}" --conns 100000 --hold 30 --channels 1000 --metrics-url "http://127.0.0.1:$PORT/metrics"
         done
         ;;
     churn)

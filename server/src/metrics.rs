@@ -175,6 +175,8 @@ pub struct ShardMetrics {
     pub inflated_messages: AtomicU64,
     /// TLS handshakes completed: index 2 × (TLS 1.2) + (resumed).
     pub tls_handshakes: [AtomicU64; 4],
+    /// Idle TLS connections that dropped their expanded keys.
+    pub tls_rests: AtomicU64,
     /// TLS connections that failed before or while speaking TLS, by
     /// [`TlsFailure`].
     pub tls_failures: [AtomicU64; TLS_FAILURES.len()],
@@ -432,6 +434,14 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
                 get(&m.tls_handshakes[j])
             );
         }
+    }
+    let _ = writeln!(out, "# HELP ringcast_tls_key_rests_total Idle TLS connections that dropped their expanded keys (--tls-rest-after).\n# TYPE ringcast_tls_key_rests_total counter");
+    for (i, m) in shards.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "ringcast_tls_key_rests_total{{shard=\"{i}\"}} {}",
+            get(&m.tls_rests)
+        );
     }
     let _ = writeln!(out, "# HELP ringcast_tls_failures_total TLS connections that failed, by reason.\n# TYPE ringcast_tls_failures_total counter");
     for (i, m) in shards.iter().enumerate() {

@@ -73,6 +73,9 @@ impl TlsContext {
             .with_no_client_auth()
             .with_cert_resolver(certs.clone());
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // After the handshake the shard's own record layer takes the keys
+        // over (`shard::tls::records`): what keeps idle connections small.
+        config.enable_secret_extraction = true;
         config.max_early_data_size = 0;
         // No per-session state on the node: resumption is by ticket only.
         config.session_storage = Arc::new(NoServerSessionStorage {});

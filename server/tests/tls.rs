@@ -551,3 +551,57 @@ fn bad_certificate_files_fail_start_up_naming_the_file() {
     let err = refused(&["--tls-cert", &cert, "--tls-key", &key]);
     assert!(err.contains("need --listen-tls"), "{err}");
 }
+
+#[tokio::test]
+async fn idle_connections_rest_their_keys_and_carry_on() {
+    let pki = Pki::new("rest");
+    let server = pki.node(&["--tls-rest-after", "200ms"]);
+    let port = server.tls_addr.unwrap().port();
+    let mut echoes = Vec::new();
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let tls = tls_connect(&server, pki.client(&[version])).await;
+        let (echo, _) =
+            tokio_tungstenite::client_async(format!("wss://localhost:{port}/echo"), tls)
+                .await
+                .unwrap();
+        echoes.push(echo);
+    }
+    let tls = tls_connect(&server, pki.client(BOTH)).await;
+    let (mut sub, _) =
+        tokio_tungstenite::client_async(format!("wss://localhost:{port}/ws/resting"), tls)
+            .await
+            .unwrap();
+    // Idle for two passes: all three drop their expanded keys.
+    let rested = server
+        .wait_metric(
+            "ringcast_tls_key_rests_total",
+            "",
+            3,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(rested >= 3, "rested: {rested}");
+    // Each wakes on its next record, either way.
+    common::publish(&server, "resting", "text/plain", "after a rest").await;
+    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => assert_eq!(t.as_str(), "after a rest"),
+        other => panic!("{other:?}"),
+    }
+    for echo in &mut echoes {
+        echo.send(Message::text("awake")).await.unwrap();
+        match tokio::time::timeout(Duration::from_secs(10), echo.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => assert_eq!(t.as_str(), "awake"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // Woken, they rest again.
+    let rested = server
+        .wait_metric(
+            "ringcast_tls_key_rests_total",
+            "",
+            6,
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(rested >= 6, "rested: {rested}");
+}

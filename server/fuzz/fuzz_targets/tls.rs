@@ -31,6 +31,7 @@ fn config() -> &'static Arc<ServerConfig> {
             .with_single_cert(vec![cert], key)
             .unwrap();
         c.alpn_protocols = vec![b"http/1.1".to_vec()];
+        c.enable_secret_extraction = true;
         Arc::new(c)
     })
 }
@@ -39,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&piece, rest)) = data.split_first() else {
         return;
     };
-    let piece = if piece == 0 { rest.len().max(1) } else { usize::from(piece) };
+    let piece = if piece == 0 {
+        rest.len().max(1)
+    } else {
+        usize::from(piece)
+    };
     let mut conn = TlsConn::new(config()).unwrap();
     let (mut plain, mut flight) = (Vec::new(), Vec::new());
     let mut bytes = rest.to_vec();
