@@ -572,36 +572,38 @@ async fn idle_connections_rest_their_keys_and_carry_on() {
             .await
             .unwrap();
     // Idle for two passes: all three drop their expanded keys.
-    let rested = server
-        .wait_metric(
-            "ringcast_tls_key_rests_total",
-            "",
-            3,
-            Duration::from_secs(10),
-        )
-        .await;
-    assert!(rested >= 3, "rested: {rested}");
+    wait_rests(&server, 3).await;
     // Each wakes on its next record, either way.
     common::publish(&server, "resting", "text/plain", "after a rest").await;
-    match tokio::time::timeout(Duration::from_secs(10), sub.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => assert_eq!(t.as_str(), "after a rest"),
-        other => panic!("{other:?}"),
-    }
+    assert_eq!(next_text(&mut sub).await, "after a rest");
     for echo in &mut echoes {
         echo.send(Message::text("awake")).await.unwrap();
-        match tokio::time::timeout(Duration::from_secs(10), echo.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => assert_eq!(t.as_str(), "awake"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(next_text(echo).await, "awake");
     }
     // Woken, they rest again.
+    wait_rests(&server, 6).await;
+}
+
+/// Waits until at least `n` TLS sessions have rested their keys.
+async fn wait_rests(server: &Server, n: u64) {
     let rested = server
         .wait_metric(
             "ringcast_tls_key_rests_total",
             "",
-            6,
+            n,
             Duration::from_secs(10),
         )
         .await;
-    assert!(rested >= 6, "rested: {rested}");
+    assert!(rested >= n, "rested: {rested}, expected {n}");
+}
+
+/// The next frame, which must be text.
+async fn next_text<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout(Duration::from_secs(10), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t.to_string(),
+        other => panic!("{other:?}"),
+    }
 }
