@@ -4,7 +4,8 @@
 //! `epoch` is random at every start of the node and printed as 12 hex
 //! digits. A client resuming with an id from another epoch (the node
 //! restarted and lost its history) is told so explicitly instead of
-//! silently missing messages.
+//! silently missing messages. (The store, `crate::store`, can keep an
+//! epoch across restarts; it is not wired into the node yet.)
 
 use std::fmt;
 
@@ -21,14 +22,14 @@ impl Epoch {
         Epoch(rand::random::<u64>() & 0xFFFF_FFFF_FFFF)
     }
 
-    /// A fixed epoch, for tests.
-    #[cfg(any(test, feature = "testing"))]
+    /// The epoch whose bits are `bits` (only the low 48 count): a fixed
+    /// one in tests, and the epoch the store kept from an earlier run
+    /// (`store::recovery`), so that ids survive a restart.
     pub fn from_bits(bits: u64) -> Self {
         Epoch(bits & 0xFFFF_FFFF_FFFF)
     }
 
-    /// The raw bits.
-    #[cfg(any(test, feature = "testing"))]
+    /// The raw bits, as the store writes them.
     pub fn bits(self) -> u64 {
         self.0
     }
