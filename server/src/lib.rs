@@ -13,6 +13,8 @@
 //!            SSE, polling) over `Context`
 //! cluster    several nodes through Redis: the channel model in Redis
 //!            (in progress, issue 12; not wired in yet)
+//! store      messages that survive a restart: one fjall database and its
+//!            writer thread (issue 14, stage 1; not wired in yet)
 //! hub        the channel model: names, ids, history, presence
 //! ─────────  auth, config, policy, capacity, metrics (leaves every layer
 //!            may use)
@@ -35,5 +37,6 @@ pub mod metrics;
 pub mod node;
 pub mod policy;
 pub mod shard;
+pub mod store;
 pub mod tls;
 pub mod transport;
