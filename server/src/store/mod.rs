@@ -44,6 +44,9 @@ pub mod fault;
 pub mod recovery;
 mod writer;
 
+#[cfg(test)]
+mod tests;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
