@@ -233,7 +233,7 @@ impl Node {
                 }
             }
             // The shard's once-a-second housekeeping.
-            if now % 10 == 0 {
+            if now.is_multiple_of(10) {
                 self.check_lagging();
                 let at = self.instant();
                 self.hub.expire(at);
