@@ -666,19 +666,30 @@ fn crash_parent(test: &str, policy: Fsync) -> (Epoch, [u64; 2], Recovered) {
     (epoch, durable, recovered)
 }
 
-#[test]
-fn kill_9_at_always_keeps_every_durable_ticket_and_the_epoch() {
-    const NAME: &str = "store::tests::kill_9_at_always_keeps_every_durable_ticket_and_the_epoch";
+/// One kill test: in the child (re-executed test binary), the publish
+/// loop; in the parent, the kill, the reopen, and the check that every
+/// ticket reported durable is stored, in order. Returns the epoch the
+/// child ran under and what the reopen recovered.
+fn kill_9(test: &str, policy: Fsync) -> (Epoch, Recovered) {
     if let Ok(spec) = std::env::var(CRASH_CHILD) {
         crash_child(&spec);
     }
-    let (epoch, durable, r) = crash_parent(NAME, Fsync::Always);
-    assert_eq!(r.epoch, epoch);
-    assert_eq!(r.choice, EpochChoice::Kept);
+    let (epoch, durable, r) = crash_parent(test, policy);
     for (shard, &reported) in durable.iter().enumerate() {
         let stored = check_script(&r, shard, reported, None);
         eprintln!("shard {shard}: tickets 1..={reported} reported durable, 1..={stored} stored");
     }
+    (epoch, r)
+}
+
+#[test]
+fn kill_9_at_always_keeps_every_durable_ticket_and_the_epoch() {
+    let (epoch, r) = kill_9(
+        "store::tests::kill_9_at_always_keeps_every_durable_ticket_and_the_epoch",
+        Fsync::Always,
+    );
+    assert_eq!(r.epoch, epoch);
+    assert_eq!(r.choice, EpochChoice::Kept);
 }
 
 /// `interval` writes every commit to the kernel before reporting it, so a
@@ -686,34 +697,24 @@ fn kill_9_at_always_keeps_every_durable_ticket_and_the_epoch() {
 /// stays.
 #[test]
 fn kill_9_at_interval_keeps_every_durable_ticket_and_the_epoch() {
-    const NAME: &str = "store::tests::kill_9_at_interval_keeps_every_durable_ticket_and_the_epoch";
-    if let Ok(spec) = std::env::var(CRASH_CHILD) {
-        crash_child(&spec);
-    }
-    let (epoch, durable, r) = crash_parent(NAME, Fsync::Interval(Duration::from_millis(50)));
+    let (epoch, r) = kill_9(
+        "store::tests::kill_9_at_interval_keeps_every_durable_ticket_and_the_epoch",
+        Fsync::Interval(Duration::from_millis(50)),
+    );
     assert_eq!(r.epoch, epoch);
     assert_eq!(r.choice, EpochChoice::Kept);
-    for (shard, &reported) in durable.iter().enumerate() {
-        let stored = check_script(&r, shard, reported, None);
-        eprintln!("shard {shard}: tickets 1..={reported} reported durable, 1..={stored} stored");
-    }
 }
 
 /// `never` promises nothing across a crash, so the epoch changes; what is
 /// stored is still whole commits, in order.
 #[test]
 fn kill_9_at_never_changes_the_epoch() {
-    const NAME: &str = "store::tests::kill_9_at_never_changes_the_epoch";
-    if let Ok(spec) = std::env::var(CRASH_CHILD) {
-        crash_child(&spec);
-    }
-    let (epoch, durable, r) = crash_parent(NAME, Fsync::Never);
+    let (epoch, r) = kill_9(
+        "store::tests::kill_9_at_never_changes_the_epoch",
+        Fsync::Never,
+    );
     assert_ne!(r.epoch, epoch);
     assert_eq!(r.choice, EpochChoice::UncleanNever);
-    for (shard, &reported) in durable.iter().enumerate() {
-        let stored = check_script(&r, shard, reported, None);
-        eprintln!("shard {shard}: tickets 1..={reported} reported durable, 1..={stored} stored");
-    }
 }
 
 #[test]
