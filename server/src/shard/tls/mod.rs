@@ -317,13 +317,12 @@ impl TlsConn {
 /// Runs the current layer over `buf`.
 fn run(layer: &mut Layer, buf: &mut [u8], plain: &mut Vec<u8>, flight: &mut Vec<u8>) -> Progress {
     match layer {
+        // Always mid-handshake: the read that completes it hands the
+        // connection to the record layer (`establish`).
         Layer::Handshake(session) => {
-            let was_handshaking = session.is_handshaking();
             let d = drive(session, buf, plain, flight);
             let error = d.error.map(|e| {
-                if was_handshaking {
-                    flight.extend_from_slice(&handshake_alert(&e));
-                }
+                flight.extend_from_slice(&handshake_alert(&e));
                 Failure::Handshake(e)
             });
             Progress {

@@ -343,8 +343,10 @@ impl Records {
     fn seal_record(&mut self, typ: u8, pt: &[u8], out: &mut Vec<u8>) -> Result<(), RecordError> {
         let start = out.len();
         let seq = self.tx.seq;
-        let nonce = Nonce::assume_unique_for_key(self.tx.nonce());
+        // TLS 1.2 AES-GCM sends the nonce's last 8 bytes as its explicit
+        // nonce.
         let explicit = self.tx.nonce();
+        let nonce = Nonce::assume_unique_for_key(explicit);
         let key = self.tx.aead()?;
         let tag = match self.framing {
             Framing::Tls13 => {
