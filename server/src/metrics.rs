@@ -162,6 +162,9 @@ pub struct ShardMetrics {
     pub rings: AtomicU64,
     /// Receives that found no free buffer and were re-armed.
     pub recv_nobufs: AtomicU64,
+    /// Connections whose reading paused because they pipelined requests
+    /// further ahead of their answers than one request's worth.
+    pub reads_paused: AtomicU64,
     /// permessage-deflate: messages compressed (once per shard and
     /// window for a broadcast), whether they went compressed or not.
     pub deflate_messages: AtomicU64,
@@ -274,7 +277,7 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
         }
     }
     type Field = fn(&ShardMetrics) -> &AtomicU64;
-    let counters: [(&str, &str, Field); 26] = [
+    let counters: [(&str, &str, Field); 27] = [
         ("accepts_total", "Connections accepted.", |m| &m.accepts),
         ("accept_errors_total", "Accept failures.", |m| {
             &m.accept_errors
@@ -378,6 +381,11 @@ pub fn render(shards: &[std::sync::Arc<ShardMetrics>], node: &NodeGauges) -> Str
             "recv_nobufs_total",
             "Receives that found no free buffer.",
             |m| &m.recv_nobufs,
+        ),
+        (
+            "reads_paused_total",
+            "Times a connection's reading paused: it pipelined more than one request ahead of its answers, and TCP flow control held the rest back.",
+            |m| &m.reads_paused,
         ),
         ("rings", "io_uring instances created.", |m| &m.rings),
         (

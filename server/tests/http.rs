@@ -136,6 +136,95 @@ async fn pipelined_publishes_are_answered_in_order() {
     );
 }
 
+/// A client that pipelines megabytes behind a request the node cannot
+/// answer yet (here 4,000 publishes of 1 KiB, about 4 MiB, behind a long
+/// poll, with `--max-message-size 1KiB`, so one request's worth is about
+/// 73 KiB) is held back by TCP, not closed: the node stops reading it,
+/// and once the poll is answered it reads again and answers every
+/// publish, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_far_ahead_of_its_answers_is_paused_not_closed() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    const N: usize = 4000;
+    let server = Server::start(&["--max-message-size", "1KiB"]);
+    let stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (rd, mut wr) = stream.into_split();
+    let body = "x".repeat(1000);
+    let mut wire = b"GET /poll/held?timeout=30 HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+    for _ in 0..N {
+        wire.extend_from_slice(
+            format!("POST /pub/ahead HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                .as_bytes(),
+        );
+    }
+    let writer = tokio::spawn(async move {
+        wr.write_all(&wire).await.unwrap();
+        wr
+    });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while server.metric("ringcast_reads_paused_total", "").await == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "reading never paused behind the poll"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!writer.is_finished(), "TCP holds the rest back");
+    let released = reqwest::Client::new()
+        .post(server.url("/pub/held"))
+        .header("Content-Type", "text/plain")
+        .body("go")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(released.status(), 200);
+    let mut rd = BufReader::new(rd);
+    let mut answer = async || {
+        let mut status = String::new();
+        let read = tokio::time::timeout(Duration::from_secs(30), rd.read_line(&mut status))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        assert!(read > 0, "the node closed the connection");
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            rd.read_line(&mut line).await.unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        let mut body = vec![0; length];
+        rd.read_exact(&mut body).await.unwrap();
+        (
+            status,
+            serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        )
+    };
+    let (status, poll) = answer().await;
+    assert!(status.starts_with("HTTP/1.1 200 OK"), "{status}");
+    assert_eq!(poll["messages"][0]["data"], "go", "{poll}");
+    let mut last = 0;
+    for i in 0..N {
+        let (status, v) = answer().await;
+        assert!(status.starts_with("HTTP/1.1 200 OK"), "{i}: {status}");
+        let seq: u64 = v["id"]
+            .as_str()
+            .unwrap()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(last == 0 || seq == last + 1, "answer {i} out of order");
+        last = seq;
+    }
+    drop(writer.await.unwrap());
+}
+
 #[tokio::test]
 async fn batch_publish_answers_ids_in_order() {
     let server = Server::start(&[]);

@@ -108,6 +108,9 @@ impl Shard {
                 // The peer closed its end.
                 self.dispatch(key, |p, ctx| p.handle_close(ctx));
             }
+        } else if -result == libc::ECANCELED {
+            // Cancelled by a pause (`keep_input`); re-armed when the
+            // connection's input is taken again (`resume_input`).
         } else if -result == libc::ENOBUFS {
             ShardMetrics::add(&self.metrics.recv_nobufs, 1);
             if alive {
@@ -209,10 +212,17 @@ impl Shard {
     /// Offers kept input again (after an answer the requests behind it
     /// waited for).
     pub(super) fn resume_input(&mut self, key: ConnKey) {
+        let mut left = 0;
         if let Some(mut kept) = self.conns.take_input(key) {
             let used = self.feed(key, &mut kept);
             kept.advance(used);
+            left = kept.len();
             self.keep_input(key, kept);
+        }
+        // A paused reader reads again once what it sent ahead is down to
+        // half of what pauses it (so one answer does not flip it back).
+        if left <= self.input_limits().pause_above / 2 && self.conns.unpause_recv(key) {
+            self.conns.rearm_recv(key);
         }
     }
 
@@ -221,20 +231,54 @@ impl Shard {
             .unwrap_or(buf.len())
     }
 
-    /// Keeps bytes the protocol could not use yet, up to what a valid peer
-    /// can have outstanding.
-    fn keep_input(&mut self, key: ConnKey, rest: BytesMut) {
+    /// How much input a connection may have waiting for its protocol.
+    fn input_limits(&self) -> InputLimits {
         let s = &self.shared.settings;
-        let limit = s.max_message_size + s.max_head_size + 64 * 1024;
-        if rest.len() > limit {
-            tracing::debug!(
+        // One whole request (head and largest body) and some slack: what
+        // a peer may have sent while the protocol waits for the rest of a
+        // request. Beyond it the peer is pipelining ahead of its answers.
+        let pause_above = s.max_message_size + s.max_head_size + 64 * 1024;
+        InputLimits {
+            pause_above,
+            // What may still arrive after a pause: the receives already
+            // completed in this batch. Past it the peer ignores flow
+            // control, which TCP does not allow, or a bug lets it through.
+            close_above: 2 * pause_above + 1024 * 1024,
+        }
+    }
+
+    /// Keeps bytes the protocol could not use yet. A peer that pipelines
+    /// requests faster than they are answered (an HTTP publisher at full
+    /// speed while the store or a busy shard delays answers) is paused,
+    /// not closed: its receive is cancelled and TCP holds the rest back
+    /// until `resume_input` has worked the kept bytes down.
+    fn keep_input(&mut self, key: ConnKey, rest: BytesMut) {
+        let limits = self.input_limits();
+        if rest.len() > limits.close_above {
+            tracing::info!(
                 shard = self.id,
-                "peer sent {} bytes it may not send yet; closing",
+                "peer sent {} bytes ahead after its reading was paused; closing",
                 rest.len()
             );
             self.dispatch(key, |p, ctx| p.handle_close(ctx));
             return;
         }
+        if rest.len() > limits.pause_above && self.conns.pause_recv(key) {
+            tracing::debug!(
+                shard = self.id,
+                "peer sent {} bytes ahead of its answers; reading paused",
+                rest.len()
+            );
+            ShardMetrics::add(&self.metrics.reads_paused, 1);
+        }
         self.conns.keep_input(key, rest);
     }
+}
+
+/// See [`Shard::input_limits`].
+struct InputLimits {
+    /// Kept input above which the connection's reading pauses.
+    pause_above: usize,
+    /// Kept input above which the connection is closed.
+    close_above: usize,
 }

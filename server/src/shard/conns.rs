@@ -144,6 +144,9 @@ mod flags {
     pub const NOTICE: u8 = 16;
     /// A TLS connection: its session is in the ring's side table.
     pub const TLS: u8 = 32;
+    /// Its receive is cancelled because it pipelined more than its
+    /// protocol can take before answers go out ([`Conns::pause_recv`]).
+    pub const RECV_PAUSED: u8 = 64;
 }
 
 /// The state of one connection slot.
@@ -458,11 +461,49 @@ impl Conns {
 
     /// Re-arms the multishot receive of `key` (after it ended for lack of
     /// buffers, or without `F_MORE`).
+    /// Does nothing while its reading is paused.
     pub fn rearm_recv(&mut self, key: ConnKey) {
-        if self.get(key).is_some() {
+        if self.get(key).is_some_and(|c| !c.has(flags::RECV_PAUSED)) {
             self.rings[key.ring()]
                 .ring
                 .recv_multi(key.slot(), Op::Recv.tag(key.slot(), key.gen()));
+        }
+    }
+
+    /// Stops reading from `key`'s socket: cancels its multishot receive,
+    /// so TCP flow control holds back a peer that pipelines requests
+    /// faster than they are answered, instead of the shard buffering
+    /// them. A receive completion already on its way still arrives.
+    /// Returns false if it was paused already (or is gone).
+    pub fn pause_recv(&mut self, key: ConnKey) -> bool {
+        let Some(conn) = live(&mut self.rings, key) else {
+            return false;
+        };
+        if conn.has(flags::RECV_PAUSED) {
+            return false;
+        }
+        conn.flags |= flags::RECV_PAUSED;
+        let tag = Op::Recv.tag(key.slot(), key.gen());
+        self.rings[key.ring()]
+            .ring
+            .cancel(tag, Op::Cancel.tag(key.slot(), key.gen()));
+        true
+    }
+
+    /// Whether `key`'s reading is paused ([`Conns::pause_recv`]).
+    pub fn recv_paused(&self, key: ConnKey) -> bool {
+        self.get(key).is_some_and(|c| c.has(flags::RECV_PAUSED))
+    }
+
+    /// Ends a pause: the caller re-arms the receive
+    /// ([`Conns::rearm_recv`]). Returns false if `key` was not paused.
+    pub fn unpause_recv(&mut self, key: ConnKey) -> bool {
+        match live(&mut self.rings, key) {
+            Some(conn) if conn.has(flags::RECV_PAUSED) => {
+                conn.flags &= !flags::RECV_PAUSED;
+                true
+            }
+            _ => false,
         }
     }
 
