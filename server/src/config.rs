@@ -17,6 +17,7 @@ use serde::Deserialize;
 
 use crate::auth::{PublishKeys, Verifier};
 use crate::policy::{HistoryLimits, Namespace, Namespaces, Policy};
+use crate::store::Fsync;
 
 /// ringcast — an edge push server on a thread-per-core io_uring runtime.
 ///
@@ -339,6 +340,20 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_REDIS_WAIT")]
     pub redis_wait: bool,
 
+    /// Keep history and the epoch in this directory (created if missing),
+    /// so a restart loses neither and clients resume without `reset`. A
+    /// node of its own only: in a cluster Redis is the store. See
+    /// docs/durability.md. [default: none, history in memory only]
+    #[arg(long, env = "RINGCAST_DATA_DIR", value_name = "PATH")]
+    pub data_dir: Option<PathBuf>,
+
+    /// When a stored publish is answered: `always` (after an fsync that
+    /// holds it; survives power loss), `interval:<ms>` (after the kernel
+    /// has it; fsynced every <ms>), `interval` (= interval:100) or `never`
+    /// (at once). Needs --data-dir. [default: interval:100]
+    #[arg(long, env = "RINGCAST_FSYNC", value_name = "POLICY")]
+    pub fsync: Option<Fsync>,
+
     /// In a cluster: how long a node's presence entries outlive its last
     /// heartbeat (it sends one every third of this), so that the members
     /// of a node that died stop counting. [default: 30s]
@@ -438,6 +453,8 @@ struct FileConfig {
     max_tickets: Option<usize>,
     redis: Option<String>,
     redis_wait: Option<bool>,
+    data_dir: Option<PathBuf>,
+    fsync: Option<String>,
     presence_ttl: Option<String>,
     publish_key_file: Option<Vec<PathBuf>>,
     insecure_public_publish: Option<bool>,
@@ -560,6 +577,8 @@ pub struct Settings {
     pub redis: Vec<String>,
     /// Wait for Redis at start.
     pub redis_wait: bool,
+    /// Where history survives restarts, and how (none: memory only).
+    pub store: Option<StoreSettings>,
     /// How long presence entries outlive a node's last heartbeat.
     pub presence_ttl: Duration,
     /// Publishing without keys on a non-loopback address was asked for.
@@ -600,6 +619,52 @@ fn file_size(v: Option<toml::Value>, key: &str) -> Result<Option<u64>, ConfigErr
         other => Err(ConfigError(format!("{key}: expected a size, got {other}"))),
     })
     .transpose()
+}
+
+/// What `--data-dir` and `--fsync` set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreSettings {
+    /// The data directory.
+    pub dir: PathBuf,
+    /// When a stored publish counts as durable.
+    pub fsync: Fsync,
+}
+
+/// `--data-dir` and `--fsync` from flags or file. Refused: `--fsync`
+/// without a directory (it would promise durability the node does not
+/// have), and a directory in a cluster (Redis holds a cluster's history;
+/// a node-local copy would disagree with it after a failover).
+fn store_settings(
+    dir: Option<PathBuf>,
+    fsync: Option<Fsync>,
+    file_fsync: Option<String>,
+    cluster: bool,
+) -> Result<Option<StoreSettings>, ConfigError> {
+    let fsync = match (fsync, file_fsync) {
+        (Some(f), _) => Some(f),
+        (None, Some(s)) => Some(
+            s.parse::<Fsync>()
+                .map_err(|e| ConfigError(format!("fsync in the config file: {e}")))?,
+        ),
+        (None, None) => None,
+    };
+    match (dir, fsync) {
+        (None, None) => Ok(None),
+        (None, Some(f)) => Err(ConfigError(format!(
+            "--fsync {f} needs --data-dir (without a data directory history is kept \
+             in memory only and nothing is fsynced)"
+        ))),
+        (Some(_), _) if cluster => Err(ConfigError(
+            "--data-dir needs a node of its own; in a cluster (--redis) Redis is the store".into(),
+        )),
+        (Some(dir), _) if dir.as_os_str().is_empty() => {
+            Err(ConfigError("--data-dir must not be empty".into()))
+        }
+        (Some(dir), f) => Ok(Some(StoreSettings {
+            dir,
+            fsync: f.unwrap_or(Fsync::Interval(crate::store::DEFAULT_INTERVAL)),
+        })),
+    }
 }
 
 /// The certificate chain and key files of the TLS listeners.
@@ -783,6 +848,12 @@ impl Settings {
                 .map(str::to_string)
                 .collect(),
             redis_wait: cli.redis_wait || file.redis_wait.unwrap_or(false),
+            store: store_settings(
+                cli.data_dir.or(file.data_dir),
+                cli.fsync,
+                file.fsync,
+                cli.redis.is_some() || file.redis.is_some(),
+            )?,
             presence_ttl: cli
                 .presence_ttl
                 .or(file_duration(file.presence_ttl, "presence-ttl")?)
@@ -1266,5 +1337,67 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("--recv-buffers"));
+    }
+
+    #[test]
+    fn data_dir_and_fsync() {
+        let resolve = |args: &[&str]| {
+            let mut v = vec!["ringcast"];
+            v.extend_from_slice(args);
+            Settings::resolve(Cli::try_parse_from(v).unwrap())
+        };
+        assert_eq!(resolve(&[]).unwrap().store, None, "memory only by default");
+        let s = resolve(&["--data-dir", "/tmp/x"]).unwrap().store.unwrap();
+        assert_eq!(s.dir, PathBuf::from("/tmp/x"));
+        assert_eq!(s.fsync, Fsync::Interval(Duration::from_millis(100)));
+        for (arg, want) in [
+            ("always", Fsync::Always),
+            ("never", Fsync::Never),
+            ("interval", Fsync::Interval(Duration::from_millis(100))),
+            ("interval:5", Fsync::Interval(Duration::from_millis(5))),
+        ] {
+            let s = resolve(&["--data-dir", "/tmp/x", "--fsync", arg]).unwrap();
+            assert_eq!(s.store.unwrap().fsync, want, "{arg}");
+        }
+        let err = resolve(&["--fsync", "always"]).unwrap_err().to_string();
+        assert!(err.contains("--fsync always needs --data-dir"), "{err}");
+        let err = resolve(&["--data-dir", "/tmp/x", "--redis", "redis://127.0.0.1"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("in a cluster (--redis) Redis is the store"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["ringcast", "--data-dir", "/x", "--fsync", "sometimes"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("always, interval, interval:<ms> or never"),
+            "{err}"
+        );
+        let err = Cli::try_parse_from(["ringcast", "--data-dir", "/x", "--fsync", "interval:0"])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("from 1 to 60000"), "{err}");
+
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-config-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ringcast.toml");
+        std::fs::write(&path, "data-dir = \"/tmp/y\"\nfsync = \"always\"\n").unwrap();
+        let s = resolve(&["--config", path.to_str().unwrap()]).unwrap();
+        assert_eq!(
+            s.store,
+            Some(StoreSettings {
+                dir: PathBuf::from("/tmp/y"),
+                fsync: Fsync::Always
+            })
+        );
+        std::fs::write(&path, "data-dir = \"/tmp/y\"\nfsync = \"weekly\"\n").unwrap();
+        let err = resolve(&["--config", path.to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("fsync in the config file"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
