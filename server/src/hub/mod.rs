@@ -27,7 +27,14 @@
 //! * Sequence numbers of a channel increase by one per message. A channel
 //!   that is dropped (no subscribers, history expired) and created again
 //!   starts above every sequence number its shard ever issued (`seq_floor`),
-//!   so an old id can never be mistaken for a new one.
+//!   so an old id can never be mistaken for a new one. With a store
+//!   (`--data-dir`) the floor starts at the highest seq the node ever
+//!   stored, so this holds across restarts and changes of `--shards`.
+//! * With a store at `--fsync always|interval`, a message is appended to
+//!   history when its id is assigned but is *durable* only once the store
+//!   says so: replays and the `Unknown` check see history up to
+//!   `durable_seq` only, so nobody is shown a message a crash could lose.
+//!   Without a store, or at `never`, `durable_seq` is always `last_seq`.
 //! * This module does no I/O and reads no clock: callers pass `now`.
 
 pub mod backlog;
@@ -273,6 +280,10 @@ struct Owned {
     first_seq: u64,
     /// The last sequence number issued (`first_seq - 1` before any).
     last_seq: u64,
+    /// The last sequence number the store holds as `--fsync` promises:
+    /// what replays may show. `last_seq` except while publishes wait for
+    /// the disk.
+    durable_seq: u64,
     history: VecDeque<Arc<Message>>,
     /// Bit per shard with subscribers (the owner's own bit is never set).
     interested: u64,
@@ -339,6 +350,13 @@ pub struct Hub<S> {
     /// In a cluster: owned channels forgotten since the last
     /// [`Hub::take_forgotten`], whose Redis subscription can end.
     forgotten: Vec<ChannelName>,
+    /// With a store at `always`/`interval`: new messages wait for
+    /// [`Hub::set_durable`] before replays show them.
+    hold: bool,
+    /// With a store: the channels whose history was trimmed since the
+    /// last [`Hub::take_trims`], with the oldest seq kept, so the owner
+    /// can tell the store to drop the rest. `None` without a store.
+    trims: Option<Vec<(ChannelName, u64)>>,
 }
 
 impl<S: Copy + PartialEq> Hub<S> {
@@ -359,9 +377,30 @@ impl<S: Copy + PartialEq> Hub<S> {
             backlogs: Backlogs::default(),
             mirror: false,
             forgotten: Vec::new(),
+            hold: false,
+            trims: None,
         }
     }
 
+    /// The hub of a node with a store (`--data-dir`): channels start above
+    /// `floor`, the highest seq the node ever stored (so no restart, and
+    /// no change of `--shards`, reuses an id); trims are recorded for the
+    /// store ([`Hub::take_trims`]); and with `hold` (`--fsync always` or
+    /// `interval`) new messages stay out of replays until
+    /// [`Hub::set_durable`].
+    pub fn with_store(mut self, floor: u64, hold: bool) -> Self {
+        debug_assert!(!self.mirror, "in a cluster Redis is the store");
+        self.seq_floor = floor;
+        self.hold = hold;
+        self.trims = Some(Vec::new());
+        self
+    }
+
+    /// The trims since the last call (see [`Hub::with_store`]): per
+    /// channel, the oldest seq its history keeps.
+    pub fn take_trims(&mut self) -> Vec<(ChannelName, u64)> {
+        self.trims.as_mut().map(std::mem::take).unwrap_or_default()
+    }
     /// The hub of a node in a cluster: Redis numbers the messages and
     /// keeps the history, and what an owner holds of a channel is a copy
     /// ([`Hub::owner_load`], [`Hub::owner_append`]) kept while the node has
@@ -418,6 +457,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             presence: Default::default(),
             first_seq: floor + 1,
             last_seq: floor,
+            durable_seq: floor,
             history: VecDeque::new(),
             interested: 0,
             limits: self.namespaces.of(name.as_str()).history,
@@ -681,7 +721,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             epoch,
             messages: Vec::new(),
             reset: None,
-            last_seq: owned.last_seq,
+            last_seq: owned.durable_seq,
             rest_since: None,
         };
         let Some(since) = since else {
@@ -690,7 +730,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         let oldest = owned
             .history
             .front()
-            .map_or(owned.last_seq + 1, |m| m.id.seq);
+            .map_or(owned.durable_seq + 1, |m| m.id.seq);
         let reset = |reason, missed| {
             Some(Reset {
                 reason,
@@ -707,7 +747,9 @@ impl<S: Copy + PartialEq> Hub<S> {
         };
         let (reset, after) = if since.epoch != epoch {
             (reset(ResetReason::Epoch, None), 0)
-        } else if after > owned.last_seq {
+        } else if after > owned.durable_seq {
+            // Includes a seq issued but not yet durable: nobody was shown
+            // it, so a client naming it made it up.
             (reset(ResetReason::Unknown, None), 0)
         } else if after + 1 < owned.first_seq {
             // From an earlier incarnation of the channel.
@@ -719,7 +761,9 @@ impl<S: Copy + PartialEq> Hub<S> {
         };
         replay.reset = reset;
         let mut bytes = 0usize;
-        for m in owned.history.iter().filter(|m| m.id.seq > after) {
+        let durable = owned.durable_seq;
+        let shown = owned.history.iter().take_while(|m| m.id.seq <= durable);
+        for m in shown.filter(|m| m.id.seq > after) {
             if !replay.messages.is_empty() && bytes + m.ws_frame.len() > budget {
                 replay.rest_since = Some(m.published_at);
                 break;
@@ -755,6 +799,9 @@ impl<S: Copy + PartialEq> Hub<S> {
         let epoch = owned.epoch;
         owned.last_seq += 1;
         let seq = owned.last_seq;
+        if !self.hold {
+            owned.durable_seq = seq;
+        }
         self.seq_floor = self.seq_floor.max(seq);
         let msg = Arc::new(Message::stored(
             name.clone(),
@@ -765,9 +812,88 @@ impl<S: Copy + PartialEq> Hub<S> {
         ));
         let evicted = owned.keep(&msg);
         let interested = ShardSet(owned.interested);
+        if evicted > 0 {
+            if let Some(trims) = self.trims.as_mut() {
+                trims.push((
+                    name.clone(),
+                    owned.history.front().map_or(seq + 1, |m| m.id.seq),
+                ));
+            }
+        }
         self.stats.published += 1;
         self.stats.evictions += evicted;
         (msg, interested)
+    }
+
+    /// On the owner: whether `name` keeps history (a message on a channel
+    /// that keeps none is not worth storing).
+    pub fn keeps_history(&self, name: &ChannelName) -> bool {
+        self.namespaces.of(name.as_str()).history.max_messages > 0
+    }
+
+    /// On the owner, with a store: the messages of `name` up to `seq` are
+    /// durable, and replays may show them.
+    pub fn set_durable(&mut self, name: &ChannelName, seq: u64) {
+        if let Some(owned) = self.owned_mut(name) {
+            owned.durable_seq = owned.durable_seq.max(seq.min(owned.last_seq));
+        }
+    }
+
+    /// On the owner, with a store that failed: the messages of `name` from
+    /// `from_seq` on were never stored, answered, delivered or replayed
+    /// (they were held for the store), so they are taken back — out of
+    /// history, and their seqs are issued again. Does nothing for seqs
+    /// already durable.
+    pub fn unpublish_tail(&mut self, name: &ChannelName, from_seq: u64) {
+        let Some(owned) = self.owned_mut(name) else {
+            return;
+        };
+        if from_seq <= owned.durable_seq || from_seq > owned.last_seq {
+            return;
+        }
+        while owned.history.back().is_some_and(|m| m.id.seq >= from_seq) {
+            owned.history.pop_back();
+        }
+        owned.last_seq = from_seq - 1;
+    }
+
+    /// On the owner, at start with a store: installs a channel the store
+    /// recovered — the node's epoch (the store decided it), the last seq
+    /// issued, and its newest messages, oldest first (at most what its
+    /// history keeps). Every recovered message is durable. `first_seq`
+    /// is the oldest seq stored: an id below it is reported evicted.
+    pub fn restore(
+        &mut self,
+        name: &ChannelName,
+        first_seq: u64,
+        last_seq: u64,
+        messages: Vec<Arc<Message>>,
+    ) {
+        debug_assert!(self.owns(name) && !self.mirror);
+        let epoch = self.epoch;
+        let Some(owned) = self.owned_mut(name) else {
+            return;
+        };
+        owned.epoch = epoch;
+        owned.first_seq = first_seq.clamp(1, last_seq + 1);
+        owned.last_seq = last_seq;
+        owned.durable_seq = last_seq;
+        owned.history = messages.into();
+        let excess = owned
+            .history
+            .len()
+            .saturating_sub(owned.limits.max_messages);
+        owned.history.drain(..excess);
+        self.seq_floor = self.seq_floor.max(last_seq);
+    }
+
+    /// The owner state of `name`, created if this shard owns it.
+    fn owned_mut(&mut self, name: &ChannelName) -> Option<&mut Owned> {
+        if !self.owns(name) {
+            return None;
+        }
+        let idx = self.entry(name);
+        self.channels[idx as usize].owned.as_mut()
     }
 
     /// On the owner, in a cluster: makes the channel's copy what Redis
@@ -786,6 +912,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         owned.epoch = epoch;
         owned.first_seq = 1;
         owned.last_seq = last_seq;
+        owned.durable_seq = last_seq;
         owned.history = messages.into();
         let excess = owned
             .history
@@ -807,6 +934,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             return None;
         }
         owned.last_seq = msg.id.seq;
+        owned.durable_seq = msg.id.seq;
         let evicted = owned.keep(msg);
         self.stats.published += 1;
         self.stats.evictions += evicted;
@@ -952,6 +1080,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         for (idx, ch) in self.channels.iter_mut() {
             if let Some(owned) = ch.owned.as_mut() {
                 let max_age = owned.limits.max_age;
+                let mut popped = false;
                 while owned
                     .history
                     .front()
@@ -959,6 +1088,16 @@ impl<S: Copy + PartialEq> Hub<S> {
                 {
                     owned.history.pop_front();
                     evicted += 1;
+                    popped = true;
+                }
+                if popped {
+                    if let Some(trims) = self.trims.as_mut() {
+                        let below = owned
+                            .history
+                            .front()
+                            .map_or(owned.last_seq + 1, |m| m.id.seq);
+                        trims.push((ch.name.clone(), below));
+                    }
                 }
                 if (self.mirror || owned.history.is_empty())
                     && owned.interested == 0
@@ -1370,5 +1509,129 @@ mod tests {
             usize::MAX,
         );
         assert_eq!(r.reset.unwrap().missed, Some(1));
+    }
+
+    fn id(h: &Hub<u32>, seq: u64) -> MsgId {
+        MsgId {
+            epoch: h.epoch(),
+            seq,
+        }
+    }
+
+    #[test]
+    fn held_messages_are_replayed_only_once_durable() {
+        let mut h = hub(0, 1, 10).with_store(0, true);
+        let ch = name("a");
+        let now = Instant::now();
+        for _ in 0..3 {
+            h.publish(&ch, DataKind::Text, Bytes::new(), now);
+        }
+        let r = h.owner_subscribe(&ch, 0, Some(id(&h, 0)), usize::MAX);
+        assert!(r.messages.is_empty() && r.reset.is_none());
+        assert_eq!(r.last_seq, 0, "a held message is not shown");
+        let r = h.owner_subscribe(&ch, 0, Some(id(&h, 2)), usize::MAX);
+        assert_eq!(
+            r.reset.map(|r| r.reason),
+            Some(ResetReason::Unknown),
+            "nobody was shown seq 2 yet"
+        );
+        h.set_durable(&ch, 2);
+        let r = h.owner_subscribe(&ch, 0, Some(id(&h, 0)), usize::MAX);
+        assert_eq!((seqs(&r), r.last_seq, r.reset), (vec![1, 2], 2, None));
+        h.set_durable(&ch, 1);
+        let r = h.owner_subscribe(&ch, 0, None, usize::MAX);
+        assert_eq!(r.last_seq, 2, "durable never goes back");
+        h.set_durable(&ch, 99);
+        let r = h.owner_subscribe(&ch, 0, Some(id(&h, 0)), usize::MAX);
+        assert_eq!(
+            (seqs(&r), r.last_seq),
+            (vec![1, 2, 3], 3),
+            "capped at last_seq"
+        );
+    }
+
+    #[test]
+    fn without_hold_every_message_is_durable_at_once() {
+        for mut h in [hub(0, 1, 10), hub(0, 1, 10).with_store(0, false)] {
+            let ch = name("a");
+            h.publish(&ch, DataKind::Text, Bytes::new(), Instant::now());
+            let r = h.owner_subscribe(&ch, 0, Some(id(&h, 0)), usize::MAX);
+            assert_eq!((seqs(&r), r.last_seq), (vec![1], 1));
+        }
+    }
+
+    #[test]
+    fn an_undurable_tail_is_taken_back_and_its_seqs_reissued() {
+        let mut h = hub(0, 1, 10).with_store(0, true);
+        let ch = name("a");
+        let now = Instant::now();
+        for _ in 0..4 {
+            h.publish(&ch, DataKind::Text, Bytes::new(), now);
+        }
+        h.set_durable(&ch, 2);
+        h.unpublish_tail(&ch, 2);
+        let r = h.owner_subscribe(&ch, 0, Some(id(&h, 0)), usize::MAX);
+        assert_eq!(seqs(&r), [1, 2], "a durable message is never taken back");
+        h.unpublish_tail(&ch, 3);
+        let (m, _) = h.publish(&ch, DataKind::Text, Bytes::from("again"), now);
+        assert_eq!(m.id.seq, 3, "3 and 4 were never shown: reissued");
+        h.set_durable(&ch, 3);
+        let r = h.owner_subscribe(&ch, 0, Some(id(&h, 0)), usize::MAX);
+        assert_eq!(seqs(&r), [1, 2, 3]);
+        assert_eq!(&r.messages[2].payload[..], b"again");
+    }
+
+    #[test]
+    fn a_restored_channel_continues_where_the_store_left_it() {
+        let mut h = hub(0, 1, 3).with_store(40, true);
+        let ch = name("a");
+        let now = Instant::now();
+        let stored = |seq| {
+            Arc::new(Message::stored(
+                ch.clone(),
+                MsgId {
+                    epoch: Epoch::from_bits(7),
+                    seq,
+                },
+                DataKind::Text,
+                Bytes::new(),
+                now,
+            ))
+        };
+        h.restore(&ch, 6, 10, (6..=10).map(stored).collect());
+        let r = h.owner_subscribe(&ch, 0, Some(id(&h, 7)), usize::MAX);
+        assert_eq!(
+            (seqs(&r), r.last_seq, r.reset),
+            (vec![8, 9, 10], 10, None),
+            "restored messages are durable, trimmed to history-size"
+        );
+        let r = h.owner_subscribe(&ch, 0, Some(id(&h, 3)), usize::MAX);
+        assert_eq!(r.reset.map(|r| r.reason), Some(ResetReason::Evicted));
+        let (m, _) = h.publish(&ch, DataKind::Text, Bytes::new(), now);
+        assert_eq!(m.id.seq, 11);
+        let (m, _) = h.publish(&name("new"), DataKind::Text, Bytes::new(), now);
+        assert_eq!(
+            m.id.seq, 41,
+            "a channel the store does not know starts above the floor"
+        );
+    }
+
+    #[test]
+    fn trims_are_reported_only_with_a_store() {
+        let now = Instant::now();
+        let ch = name("a");
+        let mut plain = hub(0, 1, 2);
+        for _ in 0..3 {
+            plain.publish(&ch, DataKind::Text, Bytes::new(), now);
+        }
+        assert!(plain.take_trims().is_empty());
+        let mut h = hub(0, 1, 2).with_store(0, false);
+        for _ in 0..3 {
+            h.publish(&ch, DataKind::Text, Bytes::new(), now);
+        }
+        assert_eq!(h.take_trims(), [(ch.clone(), 2)], "count: seq 1 dropped");
+        assert!(h.take_trims().is_empty());
+        h.expire(now + Duration::from_secs(61));
+        assert_eq!(h.take_trims(), [(ch.clone(), 4)], "age: everything dropped");
     }
 }
