@@ -17,7 +17,7 @@ VENV := .venv
 # make run serves the demo on loopback, where publishing needs no key.
 # Other flags: make run ARGS="--shards 4"; another address:
 # make run RUN_ARGS="--listen 0.0.0.0:8080 --demo" ARGS="--publish-key-file keys.txt"
-RUN_ARGS ?= --listen 127.0.0.1:8080 --demo
+RUN_ARGS ?= --listen 127.0.0.1:8080 --demo --data-dir target/ringcast-data
 ARGS ?=
 run:
 	$(CARGO) run --release -p ringcast -- $(RUN_ARGS) $(ARGS)

@@ -17,15 +17,16 @@ use std::sync::{mpsc, Arc};
 use uring::{sys, Opcode, Ring, RingConfig};
 
 use crate::auth::Tickets;
-use crate::bus::Mailboxes;
+use crate::bus::{Mailboxes, StoreReports};
 use crate::capacity::{group, Plan};
 use crate::cluster::bridge::{self, BridgeConfig};
-use crate::config::Settings;
-use crate::hub::Epoch;
+use crate::config::{Settings, StoreSettings};
+use crate::hub::{ChannelName, Epoch};
 use crate::metrics::ShardMetrics;
 use crate::shard::peers::{PeerLimits, Peers};
 use crate::shard::shared::Shared;
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardStore};
+use crate::store::{Options as StoreOptions, Previous, RecoveredChannel, Store};
 use crate::tls::TlsContext;
 
 /// The io_uring operations a shard submits.
@@ -107,11 +108,17 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
         .map(|files| TlsContext::load(files, settings.tls_tickets))
         .transpose()
         .map_err(|e| NodeError(format!("cannot load the TLS certificate: {e}")))?;
-    let (listeners, bound) = bind_all(&settings, plan.backlog as i32)?;
     let shards = settings.shards;
     let mail =
         Mailboxes::new(shards).map_err(|e| NodeError(format!("cannot create eventfds: {e}")))?;
-    let epoch = Epoch::random();
+    // The store opens before any port is bound: a directory that cannot
+    // be used stops the node with its reason, and the epoch clients will
+    // see is the one the store decided.
+    let (store, epoch, mut shard_stores) = match &settings.store {
+        None => (None, Epoch::random(), (0..shards).map(|_| None).collect()),
+        Some(s) => open_store(s, &settings, &mail)?,
+    };
+    let (listeners, bound) = bind_all(&settings, plan.backlog as i32)?;
     let bridge = if settings.redis.is_empty() {
         None
     } else {
@@ -152,9 +159,10 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     for (i, fds) in listeners.into_iter().enumerate() {
         let shared = shared.clone();
         let ready = ready_tx.clone();
+        let shard_store = shard_stores[i].take();
         let t = std::thread::Builder::new()
             .name(format!("shard-{i}"))
-            .spawn(move || match Shard::new(i, shared, fds) {
+            .spawn(move || match Shard::new(i, shared, fds, shard_store) {
                 Ok(shard) => {
                     let _ = ready.send(Ok(()));
                     shard.run();
@@ -191,6 +199,19 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     for t in threads {
         panicked |= t.join().is_err();
     }
+    // The shards have stopped submitting: the writer commits what they
+    // queued, flushes and marks the run clean (a panicked shard still
+    // leaves a consistent store; only what it never submitted is lost).
+    if let Some(store) = store {
+        let dir = store.dir().display().to_string();
+        match store.shutdown() {
+            Ok(()) => tracing::info!("store in {dir} closed cleanly"),
+            Err(e) => {
+                tracing::error!("store: {e}");
+                return Err(NodeError(format!("store: {e}")));
+            }
+        }
+    }
     if panicked {
         return Err(NodeError(
             "a shard panicked (a bug: please report it with the log)".into(),
@@ -198,6 +219,68 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
     }
     tracing::info!("drained; exiting");
     Ok(())
+}
+
+/// What [`open_store`] hands the node: the store, this run's epoch, and
+/// per shard its part of the store.
+type OpenedStore = (Option<Store>, Epoch, Vec<Option<ShardStore>>);
+
+/// Opens the store in `--data-dir`: the lock, the format, the epoch rule
+/// and every channel's newest messages (as many as its namespace keeps),
+/// handed to the shards that own them.
+fn open_store(
+    s: &StoreSettings,
+    settings: &Settings,
+    mail: &Arc<Mailboxes>,
+) -> Result<OpenedStore, NodeError> {
+    let shards = settings.shards;
+    let namespaces = settings.namespaces.clone();
+    let limit_for = move |name: &ChannelName| namespaces.of(name.as_str()).history.max_messages;
+    let started = std::time::Instant::now();
+    let opened = Store::open(
+        &s.dir,
+        StoreOptions::new(s.fsync, shards),
+        Box::new(StoreReports(mail.clone())),
+        &limit_for,
+    )
+    .map_err(|e| NodeError(e.to_string()))?;
+    let recovered = opened.recovered;
+    let messages: usize = recovered.channels.iter().map(|c| c.messages.len()).sum();
+    tracing::info!(
+        "store: {} opened at --fsync {} in {:?}: {} channels, {} messages; epoch {} ({})",
+        s.dir.display(),
+        s.fsync,
+        started.elapsed(),
+        recovered.channels.len(),
+        messages,
+        recovered.epoch,
+        recovered.choice
+    );
+    if recovered.choice.is_new() && recovered.previous != Previous::None {
+        tracing::warn!(
+            "store: new epoch {}: {}; clients resume with reset: epoch",
+            recovered.epoch,
+            recovered.choice
+        );
+    }
+    let mut per_shard: Vec<Vec<RecoveredChannel>> = (0..shards).map(|_| Vec::new()).collect();
+    for ch in recovered.channels {
+        per_shard[ch.name.owner(shards)].push(ch);
+    }
+    let shard_stores = opened
+        .intakes
+        .into_iter()
+        .zip(per_shard)
+        .map(|(intake, channels)| {
+            Some(ShardStore {
+                intake,
+                fsync: s.fsync,
+                floor: recovered.floor,
+                channels,
+            })
+        })
+        .collect();
+    Ok((Some(opened.store), recovered.epoch, shard_stores))
 }
 
 /// Binds one listener per shard per address, the `--listen` ones first,

@@ -46,15 +46,21 @@ impl Doorbell {
     }
 }
 
+/// Senders that are not shards: the Redis bridge and the store's writer.
+const EXTRA_SENDERS: usize = 2;
+
 /// All queues and doorbells of the node; shared by every shard.
 ///
-/// Senders are the shards, numbered from 0, and one more, numbered
-/// `shards` ([`Mailboxes::bridge`]): the thread that talks to Redis in a
-/// cluster. Its mail to a shard is FIFO like a shard's.
+/// Senders are the shards, numbered from 0, and two more: `shards`
+/// ([`Mailboxes::bridge`]), the thread that talks to Redis in a cluster,
+/// and `shards + 1` ([`Mailboxes::store`]), the store's writer thread
+/// (`--data-dir`). Their mail to a shard is FIFO like a shard's. An
+/// unused sender costs one empty queue per shard, checked when a shard
+/// drains its mail.
 #[derive(Debug)]
 pub struct Mailboxes {
     shards: usize,
-    /// `queues[to * (shards + 1) + from]`.
+    /// `queues[to * (shards + EXTRA_SENDERS) + from]`.
     queues: Box<[SegQueue<Mail>]>,
     doors: Box<[Doorbell]>,
 }
@@ -72,7 +78,7 @@ impl Mailboxes {
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok(Arc::new(Mailboxes {
             shards,
-            queues: (0..shards * (shards + 1))
+            queues: (0..shards * (shards + EXTRA_SENDERS))
                 .map(|_| SegQueue::new())
                 .collect(),
             doors: doors.into_boxed_slice(),
@@ -89,13 +95,18 @@ impl Mailboxes {
         self.shards
     }
 
-    /// Every sender: the shards, then the bridge.
+    /// The sender number of the store's writer (two past the last shard).
+    pub fn store(&self) -> usize {
+        self.shards + 1
+    }
+
+    /// Every sender: the shards, then the bridge, then the store.
     pub fn senders(&self) -> std::ops::Range<usize> {
-        0..self.shards + 1
+        0..self.shards + EXTRA_SENDERS
     }
 
     fn queue(&self, to: usize, from: usize) -> &SegQueue<Mail> {
-        &self.queues[to * (self.shards + 1) + from]
+        &self.queues[to * (self.shards + EXTRA_SENDERS) + from]
     }
 
     /// Shard `shard`'s doorbell.

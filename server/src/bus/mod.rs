@@ -131,6 +131,44 @@ pub enum Mail {
     /// In a cluster, from the bridge to a channel's owner shard: what
     /// Redis said about a channel this node follows.
     Redis(FromRedis),
+    /// From the store's writer: every record this shard submitted with a
+    /// ticket ≤ `upto` is stored as `--fsync` promises. The owner releases
+    /// the publishes it held for them (answer, then fan-out).
+    Durable {
+        /// The highest ticket stored.
+        upto: u64,
+    },
+    /// From the store's writer: records this shard submitted with a
+    /// ticket > `after` were **not** stored, and the store is failed until
+    /// a restart. The owner rolls back the publishes it held for them and
+    /// refuses them (`503`).
+    StoreFailed {
+        /// The last ticket that was stored.
+        after: u64,
+        /// Why, naming the data directory and the OS error.
+        reason: Arc<str>,
+    },
+}
+
+/// The store's [`crate::store::Reports`] through the node's mailboxes: the
+/// writer is one more sender ([`Mailboxes::store`]), and each report rings
+/// the shard's doorbell like any mail, so a sleeping shard wakes to
+/// release its held publishes.
+#[derive(Debug)]
+pub struct StoreReports(pub Arc<Mailboxes>);
+
+impl crate::store::Reports for StoreReports {
+    fn durable(&self, shard: usize, upto: u64) {
+        self.0.send(self.0.store(), shard, Mail::Durable { upto });
+        self.0.wake(shard);
+    }
+
+    fn failed(&self, shard: usize, after: u64, reason: &Arc<str>) {
+        let reason = reason.clone();
+        self.0
+            .send(self.0.store(), shard, Mail::StoreFailed { after, reason });
+        self.0.wake(shard);
+    }
 }
 
 /// What the Redis bridge tells a channel's owner shard (see
@@ -171,4 +209,32 @@ pub enum FromRedis {
     /// The Pub/Sub connection is back and subscribed again: every channel
     /// followed reads what it missed from history before going on.
     Resubscribed,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Reports;
+
+    #[test]
+    fn store_reports_arrive_from_the_store_sender_in_order() {
+        let mail = Mailboxes::new(2).unwrap();
+        assert_eq!((mail.bridge(), mail.store()), (2, 3));
+        assert_eq!(mail.senders(), 0..4);
+        let reports = StoreReports(mail.clone());
+        assert!(mail.park(1), "nothing queued yet");
+        reports.durable(1, 5);
+        reports.failed(1, 5, &Arc::from("disk on fire"));
+        assert!(mail.has_mail(1) && !mail.has_mail(0));
+        assert!(!mail.park(1), "a shard about to sleep sees the report");
+        assert!(matches!(
+            mail.recv(1, mail.store()),
+            Some(Mail::Durable { upto: 5 })
+        ));
+        match mail.recv(1, mail.store()) {
+            Some(Mail::StoreFailed { after: 5, reason }) => assert_eq!(&*reason, "disk on fire"),
+            other => panic!("{other:?}"),
+        }
+        assert!(mail.recv(1, mail.store()).is_none());
+    }
 }

@@ -58,6 +58,7 @@ impl Shard {
                 self.now,
                 reply,
                 items,
+                self.durable.as_mut(),
             ),
             Mail::Subscribe {
                 from,
@@ -122,6 +123,8 @@ impl Shard {
                 Some(relay) => relay.presence(reply, channel),
                 None => owner::presence(&self.hub, &mut self.post, reply, channel),
             },
+            Mail::Durable { upto } => self.store_durable(upto),
+            Mail::StoreFailed { after, reason } => self.store_failed(after, reason),
             Mail::Published { reply, ids } => {
                 let key = ConnKey::from_handle(reply.conn);
                 self.dispatch(key, |p, ctx| p.handle_published(ctx, reply.token, &ids));

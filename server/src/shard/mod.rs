@@ -43,6 +43,7 @@ mod buffers;
 mod completions;
 pub mod conns;
 mod context;
+mod durable;
 mod fanout;
 mod lag;
 mod mail;
@@ -77,6 +78,8 @@ use tls::TlsConn;
 use acceptor::Acceptor;
 use conns::{BufferPlan, ConnKey, Conns, OutputPlan};
 use context::{ConnCtx, Requests};
+use durable::Durable;
+pub use durable::ShardStore;
 use op::Op;
 use owner::ShardHub;
 use peers::Admit;
@@ -116,6 +119,9 @@ pub struct Shard {
     hub: ShardHub,
     /// In a cluster: this shard's owned channels kept in step with Redis.
     relay: Option<Relay>,
+    /// With `--data-dir`: this shard's way into the store, and the
+    /// publishes waiting for it.
+    durable: Option<Durable>,
     timers: Timers,
     acceptor: Acceptor,
     post: Post,
@@ -176,6 +182,7 @@ impl Shard {
         id: usize,
         shared: Arc<Shared>,
         listeners: Vec<OwnedFd>,
+        store: Option<ShardStore>,
     ) -> Result<Shard, SetupError> {
         let s = &shared.settings;
         let metrics = shared.metrics[id].clone();
@@ -196,12 +203,17 @@ impl Shard {
         if relay.is_some() {
             hub = hub.mirrored();
         }
+        if let Some(store) = store.as_ref() {
+            hub = hub.with_store(store.floor, store.fsync != crate::store::Fsync::Never);
+        }
+        let durable = store.map(|store| Durable::new(store, &mut hub, now));
         Ok(Shard {
             id,
             metrics,
             conns,
             hub,
             relay,
+            durable,
             timers: Timers::default(),
             acceptor: Acceptor::new(id, listeners, s.listen.len()),
             post: Post::new(id, shared.mail.clone()),
@@ -348,6 +360,9 @@ impl Shard {
     }
 
     fn end_turn(&mut self) {
+        if let Some(d) = self.durable.as_mut() {
+            d.submit(&mut self.hub, &mut self.post);
+        }
         let doorbell = self.shared.mail.door(self.id).eventfd();
         self.conns.rings[0]
             .ring

@@ -22,12 +22,20 @@ use crate::hub::{ChannelName, Event, Hub, Member, Message, MsgId, PublishItem, S
 use crate::metrics::ShardMetrics;
 
 use super::conns::Subscriber;
+use super::durable::Durable;
 use super::post::Post;
 
 /// The hub of a shard.
 pub type ShardHub = Hub<Subscriber>;
 
 /// Publishes `items` (channels this shard owns) and answers `reply`.
+///
+/// With a store (`store`), stored items are first checked against it —
+/// a failed or overloaded store refuses the whole request with `503`
+/// before any id is used — then recorded for the turn's submission, and
+/// at `--fsync always|interval` the answer and the fan-out wait until the
+/// store reports them durable (`durable`). Without a store this is one
+/// branch more than before.
 pub fn publish(
     hub: &mut ShardHub,
     post: &mut Post,
@@ -35,7 +43,11 @@ pub fn publish(
     now: Instant,
     reply: ReplyTo,
     items: Vec<PublishItem>,
+    store: Option<&mut Durable>,
 ) {
+    if let Some(store) = store {
+        return publish_stored(hub, post, metrics, now, reply, items, store);
+    }
     let mut ids: Vec<(u32, MsgId)> = Vec::with_capacity(items.len());
     let mut out = Vec::with_capacity(items.len());
     for item in items {
@@ -55,6 +67,70 @@ pub fn publish(
         out.push((msg, interested));
     }
     post.send(reply.shard, Mail::Published { reply, ids });
+    for (msg, interested) in out {
+        deliver(post, msg, interested);
+    }
+}
+
+/// [`publish`] on a node with a store.
+fn publish_stored(
+    hub: &mut ShardHub,
+    post: &mut Post,
+    metrics: &ShardMetrics,
+    now: Instant,
+    reply: ReplyTo,
+    items: Vec<PublishItem>,
+    store: &mut Durable,
+) {
+    let stored = |i: &PublishItem| !i.ephemeral && hub.keeps_history(&i.channel);
+    if items.iter().any(stored) {
+        if let Err(refused) = store.check() {
+            let reason = refused.to_string();
+            post.send(reply.shard, Mail::PublishRefused { reply, reason });
+            return;
+        }
+    }
+    let published_ms = super::durable::unix_ms();
+    let hold = store.holds();
+    let mut ids: Vec<(u32, MsgId)> = Vec::with_capacity(items.len());
+    let mut out = Vec::with_capacity(items.len());
+    let mut held = Vec::new();
+    for item in items {
+        if item.ephemeral {
+            // Never stored, never held (it may overtake stored messages
+            // published before it that still wait for the disk).
+            let (msg, interested) = hub.publish_live(
+                &item.channel,
+                item.kind,
+                item.payload,
+                Event::Ephemeral,
+                now,
+            );
+            ids.push((item.index, msg.id));
+            out.push((msg, interested));
+            continue;
+        }
+        ShardMetrics::add(&metrics.published, 1);
+        let keeps = hub.keeps_history(&item.channel);
+        let (msg, interested) = hub.publish(&item.channel, item.kind, item.payload, now);
+        ids.push((item.index, msg.id));
+        if keeps {
+            store.record(&msg, published_ms);
+            if hold {
+                held.push(msg);
+                continue;
+            }
+        } else if hold {
+            // Kept nowhere: nothing to wait for.
+            hub.set_durable(&msg.channel, msg.id.seq);
+        }
+        out.push((msg, interested));
+    }
+    if held.is_empty() {
+        post.send(reply.shard, Mail::Published { reply, ids });
+    } else {
+        store.hold(reply, ids, held);
+    }
     for (msg, interested) in out {
         deliver(post, msg, interested);
     }

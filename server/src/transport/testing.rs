@@ -666,8 +666,9 @@ impl Node {
                     p.handle_publish_refused(ctx, reply.token, &reason)
                 });
             }
-            // This node is on its own: no Redis bridge writes to it.
-            Mail::Redis(_) => {}
+            // This node is on its own: no Redis bridge writes to it, and
+            // it has no store.
+            Mail::Redis(_) | Mail::Durable { .. } | Mail::StoreFailed { .. } => {}
         }
     }
 

@@ -1,0 +1,238 @@
+//! The owner's side of the store (`--data-dir`): what this shard's
+//! publishes hand the store's writer, and the publishes that wait for it.
+//!
+//! Per turn, the owner collects the turn's [`Record`]s (messages it
+//! numbered, history it trimmed) and submits them once, at the end of the
+//! turn: one queue push, and a wake-up only if the writer sleeps. The
+//! submission gets the shard's next ticket, known in advance
+//! ([`Intake::next_ticket`]), so the turn's publishes can be held under it
+//! before it is submitted.
+//!
+//! At `--fsync never` a publish is answered and delivered at once, as
+//! without a store. At `always` and `interval` it is **held**: not
+//! answered, not delivered and not replayed (the hub's `durable_seq`)
+//! until the writer reports its ticket durable ([`Durable::release`]),
+//! or taken back and refused with `503` if the store failed first
+//! ([`Durable::roll_back`]). Nobody saw a rolled-back message, so its
+//! seq is issued again.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::bus::{Mail, ReplyTo};
+use crate::hub::{Epoch, Message, MsgId};
+use crate::store::{Fsync, Intake, Record, RecoveredChannel, Refused};
+
+use super::owner::{self, ShardHub};
+use super::post::Post;
+use super::Shard;
+
+/// What a shard gets of the store at start.
+#[derive(Debug)]
+pub struct ShardStore {
+    /// Its way into the store.
+    pub intake: Intake,
+    /// The policy.
+    pub fsync: Fsync,
+    /// The highest seq the node ever stored: channels start above it.
+    pub floor: u64,
+    /// The recovered channels this shard owns.
+    pub channels: Vec<RecoveredChannel>,
+}
+
+/// A publish waiting for the disk.
+#[derive(Debug)]
+struct Held {
+    /// The submission holding its records.
+    ticket: u64,
+    /// Who to answer.
+    reply: ReplyTo,
+    /// Every id of the request (ephemeral items' too), by position.
+    ids: Vec<(u32, MsgId)>,
+    /// Its stored messages, to deliver once durable.
+    msgs: Vec<Arc<Message>>,
+}
+
+/// A shard's store state. See the module docs.
+#[derive(Debug)]
+pub struct Durable {
+    intake: Intake,
+    fsync: Fsync,
+    /// This turn's records, submitted at its end.
+    records: Vec<Record>,
+    /// Held publishes, oldest (lowest ticket) first.
+    held: VecDeque<Held>,
+    /// Set when the writer (or a refused submission) said the store
+    /// failed: every later stored publish is refused.
+    failed: Option<Arc<str>>,
+}
+
+impl Durable {
+    /// The store state of a shard; installs the recovered channels in its
+    /// hub (which must be [`ShardHub::with_store`]).
+    pub fn new(store: ShardStore, hub: &mut ShardHub, now: Instant) -> Durable {
+        let now_ms = unix_ms();
+        let epoch: Epoch = hub.epoch();
+        for ch in store.channels {
+            let messages = ch
+                .messages
+                .into_iter()
+                .map(|m| {
+                    // Its age now is what it was at the restart's clock.
+                    let age =
+                        std::time::Duration::from_millis(now_ms.saturating_sub(m.published_ms));
+                    let at = now.checked_sub(age).unwrap_or(now);
+                    let id = MsgId { epoch, seq: m.seq };
+                    Arc::new(Message::stored(ch.name.clone(), id, m.kind, m.payload, at))
+                })
+                .collect();
+            hub.restore(&ch.name, ch.first_seq, ch.last_seq, messages);
+        }
+        Durable {
+            intake: store.intake,
+            fsync: store.fsync,
+            records: Vec::new(),
+            held: VecDeque::new(),
+            failed: None,
+        }
+    }
+
+    /// Whether publishes are held until durable (`always`, `interval`).
+    pub fn holds(&self) -> bool {
+        self.fsync != Fsync::Never
+    }
+
+    /// Whether a stored publish may be accepted now: refused when the
+    /// store failed, shuts down, or has too much queued for the disk.
+    /// Checked before any id is assigned, so a refusal uses no seq.
+    pub fn check(&self) -> Result<(), Refused> {
+        if let Some(reason) = &self.failed {
+            return Err(Refused::Failed(reason.clone()));
+        }
+        self.intake.check()
+    }
+
+    /// Queues `msg` (just numbered by the owner) for this turn's
+    /// submission.
+    pub fn record(&mut self, msg: &Message, published_ms: u64) {
+        self.records.push(Record::Message {
+            channel: msg.channel.clone(),
+            seq: msg.id.seq,
+            kind: msg.kind,
+            published_ms,
+            payload: msg.payload.clone(),
+        });
+    }
+
+    /// Holds a publish under this turn's ticket until it is durable.
+    pub fn hold(&mut self, reply: ReplyTo, ids: Vec<(u32, MsgId)>, msgs: Vec<Arc<Message>>) {
+        self.held.push_back(Held {
+            ticket: self.intake.next_ticket(),
+            reply,
+            ids,
+            msgs,
+        });
+    }
+
+    /// The end of a turn: submits what the turn recorded, with the hub's
+    /// trims. A refused submission (the store failed or closes) takes back
+    /// what was held under it.
+    pub fn submit(&mut self, hub: &mut ShardHub, post: &mut Post) {
+        for (channel, below_seq) in hub.take_trims() {
+            self.records.push(Record::Trim { channel, below_seq });
+        }
+        if self.records.is_empty() {
+            return;
+        }
+        let ticket = self.intake.next_ticket();
+        let records = std::mem::take(&mut self.records);
+        if let Err(refused) = self.intake.submit(records) {
+            let reason: Arc<str> = match refused {
+                Refused::Failed(r) => r,
+                other => other.to_string().into(),
+            };
+            tracing::error!(shard = post.me(), "store refused a submission: {reason}");
+            self.roll_back(ticket.saturating_sub(1), reason, hub, post);
+        }
+    }
+
+    /// `Mail::Durable`: releases every publish held under a ticket ≤
+    /// `upto`, in order — visible to replays first, then answered, then
+    /// delivered to the shards interested *now* (a subscriber that joined
+    /// while it was held was replayed only up to `durable_seq`, so it
+    /// must get it as a delivery; the owner → shard FIFO keeps that free
+    /// of gaps and duplicates).
+    pub fn release(&mut self, upto: u64, hub: &mut ShardHub, post: &mut Post) {
+        while self.held.front().is_some_and(|h| h.ticket <= upto) {
+            let h = self.held.pop_front().expect("checked");
+            for m in &h.msgs {
+                hub.set_durable(&m.channel, m.id.seq);
+            }
+            post.send(
+                h.reply.shard,
+                Mail::Published {
+                    reply: h.reply,
+                    ids: h.ids,
+                },
+            );
+            for m in h.msgs {
+                let interested = hub.interest(&m.channel);
+                owner::deliver(post, m, interested);
+            }
+        }
+    }
+
+    /// `Mail::StoreFailed` (or a refused submission): the store failed
+    /// for good. Every publish held under a ticket > `after` is taken
+    /// back out of history and refused; later stored publishes are
+    /// refused at once.
+    pub fn roll_back(&mut self, after: u64, reason: Arc<str>, hub: &mut ShardHub, post: &mut Post) {
+        if self.failed.is_none() {
+            tracing::error!(
+                shard = post.me(),
+                "store failed; stored publishes are refused until a restart: {reason}"
+            );
+        }
+        self.failed = Some(reason.clone());
+        let refusal = Refused::Failed(reason).to_string();
+        let keep = self.held.iter().take_while(|h| h.ticket <= after).count();
+        for h in self.held.drain(keep..) {
+            for m in &h.msgs {
+                hub.unpublish_tail(&m.channel, m.id.seq);
+            }
+            post.send(
+                h.reply.shard,
+                Mail::PublishRefused {
+                    reply: h.reply,
+                    reason: refusal.clone(),
+                },
+            );
+        }
+    }
+}
+
+/// Now, in Unix milliseconds (what the store keeps of a publish time).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+impl Shard {
+    /// `Mail::Durable` from the store's writer.
+    pub(super) fn store_durable(&mut self, upto: u64) {
+        match self.durable.as_mut() {
+            Some(d) => d.release(upto, &mut self.hub, &mut self.post),
+            None => tracing::error!(shard = self.id, "store report without a store (a bug)"),
+        }
+    }
+
+    /// `Mail::StoreFailed` from the store's writer.
+    pub(super) fn store_failed(&mut self, after: u64, reason: Arc<str>) {
+        match self.durable.as_mut() {
+            Some(d) => d.roll_back(after, reason, &mut self.hub, &mut self.post),
+            None => tracing::error!(shard = self.id, "store report without a store (a bug)"),
+        }
+    }
+}
