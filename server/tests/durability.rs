@@ -1,0 +1,244 @@
+//! `--data-dir`: a node restarted on the same directory keeps its epoch
+//! and every channel's history — after `kill -9` too at `--fsync always` —
+//! so clients resume without `reset`; where the policy cannot promise that
+//! (`kill -9` at `never`), the epoch changes and clients are told.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{publish, recv_message, Server};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A fresh data directory, removed when dropped.
+struct DataDir(PathBuf);
+
+impl DataDir {
+    fn new(name: &str) -> DataDir {
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-durability-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        DataDir(dir)
+    }
+
+    fn arg(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn epoch_of(id: &str) -> &str {
+    id.split('-').next().unwrap()
+}
+
+fn kill_9(node: &mut Server) {
+    Command::new("kill")
+        .args(["-KILL", &node.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(node.wait_exit(Duration::from_secs(5)).is_some(), "died");
+}
+
+/// Every message of `ch` after `since`, by short polls page by page:
+/// (ids, payloads). Panics on a `reset`.
+async fn history_after(node: &Server, ch: &str, since: &str) -> (Vec<String>, Vec<String>) {
+    let http = reqwest::Client::new();
+    let (mut ids, mut data) = (Vec::new(), Vec::new());
+    let mut since = since.to_string();
+    loop {
+        let v: Value = http
+            .get(node.url(&format!("/poll/{ch}?timeout=0&since={since}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(v.get("reset").is_none(), "no reset expected: {v}");
+        let messages = v["messages"].as_array().expect("messages");
+        if messages.is_empty() {
+            return (ids, data);
+        }
+        for m in messages {
+            ids.push(m["id"].as_str().unwrap().to_string());
+            data.push(m["data"].as_str().unwrap().to_string());
+        }
+        since = v["next"].as_str().expect("next").to_string();
+    }
+}
+
+#[tokio::test]
+async fn kill_9_at_fsync_always_keeps_every_answered_publish() {
+    let dir = DataDir::new("always-kill");
+    let args = [
+        "--data-dir",
+        dir.arg(),
+        "--fsync",
+        "always",
+        "--history-size",
+        "1000",
+    ];
+    let mut node = Server::start(&args);
+    let url = node.url("/pub/c");
+    let answered: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let publisher = tokio::spawn({
+        let answered = answered.clone();
+        async move {
+            let http = reqwest::Client::new();
+            for i in 0..200 {
+                let body = format!("m{i}");
+                let request = http.post(&url).header("Content-Type", "text/plain");
+                let Ok(resp) = request.body(body.clone()).send().await else {
+                    return;
+                };
+                if resp.status() != 200 {
+                    return;
+                }
+                let Ok(v) = resp.json::<Value>().await else {
+                    return;
+                };
+                let id = v["id"].as_str().unwrap().to_string();
+                answered.lock().unwrap().push((id, body));
+            }
+        }
+    });
+    // Kill it mid-stream.
+    tokio::time::timeout(WAIT, async {
+        while answered.lock().unwrap().len() < 60 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    })
+    .await
+    .expect("60 publishes answered");
+    kill_9(&mut node);
+    publisher.await.unwrap();
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() < 200, "killed mid-stream");
+
+    let node = Server::start(&args);
+    let (first, _) = &answered[0];
+    let epoch = epoch_of(first);
+    let (ids, data) = history_after(&node, "c", &format!("{epoch}-0")).await;
+    // Every answered message is there, in order, under the same ids; a
+    // message stored but not yet answered at the kill may follow.
+    assert!(
+        ids.len() >= answered.len(),
+        "{} < {}",
+        ids.len(),
+        answered.len()
+    );
+    for (i, (id, body)) in answered.iter().enumerate() {
+        assert_eq!((&ids[i], &data[i]), (id, body), "message {i}");
+    }
+    // A WebSocket resuming from the first id gets the rest, no reset.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(node.ws_url(&format!("/ws/c?format=json&since={first}")))
+            .await
+            .unwrap();
+    let m = recv_message(&mut ws).await;
+    assert_eq!(m["type"], "message", "{m}");
+    assert_eq!(m["id"].as_str(), Some(answered[1].0.as_str()));
+    // And a new publish continues the same epoch.
+    let next = publish(&node, "c", "text/plain", "after").await;
+    assert_eq!(epoch_of(&next), epoch);
+}
+
+#[tokio::test]
+async fn a_graceful_restart_keeps_epoch_and_history_at_every_policy() {
+    for policy in ["always", "interval:20", "interval", "never"] {
+        let dir = DataDir::new(&format!("graceful-{policy}"));
+        let args = ["--data-dir", dir.arg(), "--fsync", policy];
+        let mut node = Server::start(&args);
+        let mut sent = Vec::new();
+        for i in 0..5 {
+            sent.push(publish(&node, "g", "text/plain", format!("p{i}")).await);
+        }
+        assert!(
+            node.terminate(WAIT).is_some_and(|s| s.success()),
+            "{policy}"
+        );
+        assert!(node.log().contains("closed cleanly"), "{policy}");
+
+        let node = Server::start(&args);
+        let epoch = epoch_of(&sent[0]);
+        let (ids, data) = history_after(&node, "g", &sent[0]).await;
+        assert_eq!(ids, sent[1..], "{policy}");
+        assert_eq!(data, ["p1", "p2", "p3", "p4"], "{policy}");
+        let next = publish(&node, "g", "text/plain", "p5").await;
+        assert_eq!(epoch_of(&next), epoch, "{policy}: epoch kept");
+        let last_seq: u64 = sent[4].rsplit('-').next().unwrap().parse().unwrap();
+        assert_eq!(next, format!("{epoch}-{}", last_seq + 1), "{policy}");
+    }
+}
+
+#[tokio::test]
+async fn kill_9_at_fsync_never_changes_the_epoch_and_says_so() {
+    let dir = DataDir::new("never-kill");
+    let args = ["--data-dir", dir.arg(), "--fsync", "never"];
+    let mut node = Server::start(&args);
+    let old = publish(&node, "n", "text/plain", "before").await;
+    kill_9(&mut node);
+
+    let node = Server::start(&args);
+    assert!(
+        node.log()
+            .contains("previous run ended uncleanly at --fsync never"),
+        "{}",
+        node.log()
+    );
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(node.ws_url(&format!("/ws/n?format=json&since={old}")))
+            .await
+            .unwrap();
+    let reset = recv_message(&mut ws).await;
+    assert_eq!(reset["type"], "reset", "{reset}");
+    assert_eq!(reset["reason"], "epoch", "{reset}");
+    let new = publish(&node, "n", "text/plain", "after").await;
+    assert_ne!(epoch_of(&new), epoch_of(&old));
+}
+
+#[tokio::test]
+async fn a_second_node_on_the_same_directory_exits_with_the_lock_message() {
+    let dir = DataDir::new("lock");
+    let _node = Server::start(&["--data-dir", dir.arg()]);
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir", dir.arg()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is in use by another process (lock held)"),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening"),
+        "nothing bound"
+    );
+}
+
+#[tokio::test]
+async fn fsync_without_a_data_dir_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["--listen", "127.0.0.1:0", "--fsync", "always"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--fsync always needs --data-dir"),
+        "{stderr}"
+    );
+}
