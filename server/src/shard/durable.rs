@@ -236,3 +236,207 @@ impl Shard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bus::{ConnHandle, Mailboxes, StoreReports};
+    use crate::hub::{ChannelName, Hub, PublishItem};
+    use crate::metrics::ShardMetrics;
+    use crate::policy::{HistoryLimits, Namespaces, Policy};
+    use crate::store::{Options, Store};
+    use bytes::Bytes;
+    use codec::ws::DataKind;
+    use std::time::Duration;
+
+    const ENOSPC: i32 = 28;
+
+    struct Node {
+        dir: std::path::PathBuf,
+        mail: Arc<Mailboxes>,
+        store: Option<Store>,
+        hub: ShardHub,
+        post: Post,
+        durable: Durable,
+        metrics: ShardMetrics,
+    }
+
+    impl Drop for Node {
+        fn drop(&mut self) {
+            drop(self.store.take());
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn node(tag: &str, fsync: Fsync) -> Node {
+        let dir =
+            std::env::temp_dir().join(format!("ringcast-durable-{}-{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mail = Mailboxes::new(1).unwrap();
+        let opened = Store::open(
+            &dir,
+            Options::new(fsync, 1),
+            Box::new(StoreReports(mail.clone())),
+            &|_| 100,
+        )
+        .unwrap();
+        let namespaces = Arc::new(Namespaces::uniform(Policy {
+            token: false,
+            publish: false,
+            presence: true,
+            history: HistoryLimits {
+                max_messages: 100,
+                max_age: Duration::from_secs(60),
+            },
+        }));
+        let mut hub = Hub::new(0, 1, opened.recovered.epoch, namespaces)
+            .with_store(opened.recovered.floor, fsync != Fsync::Never);
+        let mut intakes = opened.intakes;
+        let store = ShardStore {
+            intake: intakes.remove(0),
+            fsync,
+            floor: opened.recovered.floor,
+            channels: opened.recovered.channels,
+        };
+        let durable = Durable::new(store, &mut hub, Instant::now());
+        Node {
+            dir,
+            post: Post::new(0, mail.clone()),
+            mail,
+            store: Some(opened.store),
+            hub,
+            durable,
+            metrics: ShardMetrics::default(),
+        }
+    }
+
+    const REPLY: ReplyTo = ReplyTo {
+        shard: 0,
+        conn: ConnHandle(1),
+        token: 1,
+    };
+
+    impl Node {
+        fn publish(&mut self, payload: &'static str) {
+            let item = PublishItem {
+                index: 0,
+                channel: ChannelName::new("c").unwrap(),
+                kind: DataKind::Text,
+                payload: Bytes::from_static(payload.as_bytes()),
+                ephemeral: false,
+            };
+            owner::publish(
+                &mut self.hub,
+                &mut self.post,
+                &self.metrics,
+                Instant::now(),
+                REPLY,
+                vec![item],
+                Some(&mut self.durable),
+            );
+        }
+
+        /// The next report from the writer, handled as the shard would.
+        fn handle_report(&mut self) -> Mail {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                if let Some(m) = self.mail.recv(0, self.mail.store()) {
+                    match &m {
+                        Mail::Durable { upto } => {
+                            self.durable.release(*upto, &mut self.hub, &mut self.post)
+                        }
+                        Mail::StoreFailed { after, reason } => self.durable.roll_back(
+                            *after,
+                            reason.clone(),
+                            &mut self.hub,
+                            &mut self.post,
+                        ),
+                        _ => {}
+                    }
+                    return m;
+                }
+                assert!(Instant::now() < deadline, "no report from the writer");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+
+        fn replayable(&mut self) -> Vec<u64> {
+            let ch = ChannelName::new("c").unwrap();
+            let since = MsgId {
+                epoch: self.hub.epoch(),
+                seq: 0,
+            };
+            let r = self.hub.owner_subscribe(&ch, 0, Some(since), usize::MAX);
+            r.messages.iter().map(|m| m.id.seq).collect()
+        }
+    }
+
+    #[test]
+    fn at_always_a_publish_is_answered_and_delivered_only_once_durable() {
+        let mut n = node("always", Fsync::Always);
+        n.publish("a");
+        n.publish("b");
+        assert!(n.post.next_local().is_none(), "not answered yet");
+        assert!(!n.post.has_fanouts(), "not delivered yet");
+        assert!(n.replayable().is_empty(), "not replayed yet");
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { upto: 1 }));
+        for seq in [1, 2] {
+            match n.post.next_local() {
+                Some(Mail::Published { ids, .. }) => assert_eq!(ids[0].1.seq, seq),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(n.post.take_fanouts().len(), 2);
+        assert_eq!(n.replayable(), [1, 2]);
+    }
+
+    #[test]
+    fn at_never_a_publish_is_answered_at_once_and_still_stored() {
+        let mut n = node("never", Fsync::Never);
+        n.publish("a");
+        assert!(matches!(n.post.next_local(), Some(Mail::Published { .. })));
+        assert!(n.post.has_fanouts());
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { upto: 1 }));
+        let store = n.store.take().unwrap();
+        assert_eq!(store.stats().records, 1, "stored");
+        store.shutdown().unwrap();
+    }
+
+    #[test]
+    fn a_failed_commit_refuses_the_held_publishes_and_every_later_one() {
+        let mut n = node("failed", Fsync::Always);
+        n.publish("kept");
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { upto: 1 }));
+        assert!(matches!(n.post.next_local(), Some(Mail::Published { .. })));
+        n.post.take_fanouts();
+
+        n.store.as_ref().unwrap().fail_next_commit(ENOSPC);
+        n.publish("lost");
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(
+            n.handle_report(),
+            Mail::StoreFailed { after: 1, .. }
+        ));
+        match n.post.next_local() {
+            Some(Mail::PublishRefused { reason, .. }) => {
+                assert!(reason.starts_with("store unavailable: "), "{reason}");
+                assert!(reason.contains("os error 28"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!n.post.has_fanouts(), "never delivered");
+        assert_eq!(n.replayable(), [1], "taken back out of history");
+
+        // Later publishes are refused before an id is used.
+        n.publish("refused");
+        assert!(matches!(
+            n.post.next_local(),
+            Some(Mail::PublishRefused { .. })
+        ));
+        let ch = ChannelName::new("c").unwrap();
+        assert_eq!(n.hub.owner_position(&ch).unwrap().seq, 1, "no seq used");
+    }
+}
