@@ -195,7 +195,7 @@ impl Durable {
             );
         }
         self.failed = Some(reason.clone());
-        let refusal = Refused::Failed(reason).to_string();
+        let why = refusal(&Refused::Failed(reason));
         let keep = self.held.iter().take_while(|h| h.ticket <= after).count();
         for h in self.held.drain(keep..) {
             for m in &h.msgs {
@@ -205,10 +205,23 @@ impl Durable {
                 h.reply.shard,
                 Mail::PublishRefused {
                     reply: h.reply,
-                    reason: refusal.clone(),
+                    reason: why.clone(),
                 },
             );
         }
+    }
+}
+
+/// Why a stored publish was refused, as `Mail::PublishRefused` carries it:
+/// the transports add "; retry later" (HTTP `503`, `/ws` `unavailable`
+/// with `retry_after`), so it is left out here.
+pub fn refusal(r: &Refused) -> String {
+    match r {
+        Refused::Failed(reason) => format!("store unavailable: {reason}"),
+        Refused::Busy { records, bytes } => format!(
+            "store: too many publishes waiting for the disk ({records} records, {bytes} bytes)"
+        ),
+        Refused::Closed => "store: shutting down".into(),
     }
 }
 
@@ -424,6 +437,10 @@ mod tests {
             Some(Mail::PublishRefused { reason, .. }) => {
                 assert!(reason.starts_with("store unavailable: "), "{reason}");
                 assert!(reason.contains("os error 28"), "{reason}");
+                assert!(
+                    !reason.contains("retry later"),
+                    "the transports add it: {reason}"
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -85,7 +85,7 @@ fn publish_stored(
     let stored = |i: &PublishItem| !i.ephemeral && hub.keeps_history(&i.channel);
     if items.iter().any(stored) {
         if let Err(refused) = store.check() {
-            let reason = refused.to_string();
+            let reason = super::durable::refusal(&refused);
             post.send(reply.shard, Mail::PublishRefused { reply, reason });
             return;
         }
