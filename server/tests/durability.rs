@@ -89,6 +89,29 @@ async fn kill_9_at_fsync_always_keeps_every_answered_publish() {
         "1000",
     ];
     let mut node = Server::start(&args);
+    // A live subscriber during the stream: what it is delivered must have
+    // been durable (it is checked against the history after the kill).
+    let (mut live, _) = tokio_tungstenite::connect_async(node.ws_url("/ws/c?format=json"))
+        .await
+        .unwrap();
+    let delivered: Arc<Mutex<Vec<String>>> = Arc::default();
+    let watcher = tokio::spawn({
+        let delivered = delivered.clone();
+        async move {
+            use futures_util::StreamExt;
+            while let Some(Ok(m)) = live.next().await {
+                if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+                    let v: Value = serde_json::from_str(&t).unwrap();
+                    if v["type"] == "message" {
+                        delivered
+                            .lock()
+                            .unwrap()
+                            .push(v["id"].as_str().unwrap().into());
+                    }
+                }
+            }
+        }
+    });
     let url = node.url("/pub/c");
     let answered: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
     let publisher = tokio::spawn({
@@ -122,7 +145,9 @@ async fn kill_9_at_fsync_always_keeps_every_answered_publish() {
     .expect("60 publishes answered");
     kill_9(&mut node);
     publisher.await.unwrap();
+    watcher.await.unwrap();
     let answered = answered.lock().unwrap().clone();
+    let delivered = delivered.lock().unwrap().clone();
     assert!(answered.len() < 200, "killed mid-stream");
 
     let node = Server::start(&args);
@@ -140,6 +165,35 @@ async fn kill_9_at_fsync_always_keeps_every_answered_publish() {
     for (i, (id, body)) in answered.iter().enumerate() {
         assert_eq!((&ids[i], &data[i]), (id, body), "message {i}");
     }
+    // Every delivered message was durable: in order, without a gap, and
+    // all of it still there.
+    assert!(
+        delivered.len() >= 50,
+        "the live subscriber kept up: {}",
+        delivered.len()
+    );
+    assert_eq!(
+        delivered,
+        ids[..delivered.len()],
+        "delivered only what was stored"
+    );
+    // An event stream resuming from the first id: no reset, the next one.
+    let resp = reqwest::Client::new()
+        .get(node.url("/sse/c"))
+        .header("Last-Event-ID", first.as_str())
+        .send()
+        .await
+        .unwrap();
+    let mut sse = eventsource_stream::Eventsource::eventsource(resp.bytes_stream());
+    let e = tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut sse))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (e.event.as_str(), e.id.as_str()),
+        ("message", answered[1].0.as_str())
+    );
     // A WebSocket resuming from the first id gets the rest, no reset.
     let (mut ws, _) =
         tokio_tungstenite::connect_async(node.ws_url(&format!("/ws/c?format=json&since={first}")))
@@ -205,6 +259,22 @@ async fn kill_9_at_fsync_never_changes_the_epoch_and_says_so() {
     assert_eq!(reset["reason"], "epoch", "{reset}");
     let new = publish(&node, "n", "text/plain", "after").await;
     assert_ne!(epoch_of(&new), epoch_of(&old));
+}
+
+#[tokio::test]
+async fn kill_9_at_fsync_interval_keeps_the_epoch_on_the_same_boot() {
+    let dir = DataDir::new("interval-kill");
+    let args = ["--data-dir", dir.arg(), "--fsync", "interval:50"];
+    let mut node = Server::start(&args);
+    let mut sent = Vec::new();
+    for i in 0..3 {
+        sent.push(publish(&node, "i", "text/plain", format!("q{i}")).await);
+    }
+    kill_9(&mut node);
+    let node = Server::start(&args);
+    let (ids, data) = history_after(&node, "i", &sent[0]).await;
+    assert_eq!(ids, sent[1..], "written to the kernel before the 200");
+    assert_eq!(data, ["q1", "q2"]);
 }
 
 #[tokio::test]
