@@ -147,6 +147,7 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
         mail: mail.clone(),
         client_salt: if bridge.is_some() { rand::random() } else { 0 },
         bridge,
+        store: store.as_ref().map(Store::health),
         metrics,
         tls,
         shutdown: AtomicBool::new(false),

@@ -41,6 +41,20 @@ fn epoch_of(id: &str) -> &str {
     id.split('-').next().unwrap()
 }
 
+/// Waits for `text` in the node's log (read from its stderr by a thread,
+/// so it can trail the banner on stdout, or the exit).
+async fn wait_log(node: &Server, text: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !node.log().contains(text) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {text:?} in the log:\n{}",
+            node.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn kill_9(node: &mut Server) {
     Command::new("kill")
         .args(["-KILL", &node.pid().to_string()])
@@ -217,11 +231,16 @@ async fn a_graceful_restart_keeps_epoch_and_history_at_every_policy() {
         for i in 0..5 {
             sent.push(publish(&node, "g", "text/plain", format!("p{i}")).await);
         }
+        assert_eq!(node.metric("ringcast_store_up", "").await, 1, "{policy}");
+        let commits = node.metric("ringcast_store_commits_total", "").await;
+        assert!(commits >= 1, "{policy}: {commits} commits");
+        let ready = reqwest::get(node.url("/readyz")).await.unwrap();
+        assert_eq!(ready.status(), 200, "{policy}");
         assert!(
             node.terminate(WAIT).is_some_and(|s| s.success()),
             "{policy}"
         );
-        assert!(node.log().contains("closed cleanly"), "{policy}");
+        wait_log(&node, "closed cleanly").await;
 
         let node = Server::start(&args);
         let epoch = epoch_of(&sent[0]);
@@ -244,12 +263,7 @@ async fn kill_9_at_fsync_never_changes_the_epoch_and_says_so() {
     kill_9(&mut node);
 
     let node = Server::start(&args);
-    assert!(
-        node.log()
-            .contains("previous run ended uncleanly at --fsync never"),
-        "{}",
-        node.log()
-    );
+    wait_log(&node, "previous run ended uncleanly at --fsync never").await;
     let (mut ws, _) =
         tokio_tungstenite::connect_async(node.ws_url(&format!("/ws/n?format=json&since={old}")))
             .await

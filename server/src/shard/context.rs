@@ -328,6 +328,10 @@ impl Context for ConnCtx<'_> {
         self.shared.cluster_degraded()
     }
 
+    fn store_failed(&self) -> Option<std::sync::Arc<str>> {
+        self.shared.store_failed()
+    }
+
     fn render_metrics(&self) -> String {
         self.shared.render_metrics()
     }

@@ -33,6 +33,8 @@ pub struct Shared {
     pub mail: Arc<Mailboxes>,
     /// In a cluster (`--redis`): the thread that talks to Redis.
     pub bridge: Option<Bridge>,
+    /// With `--data-dir`: the store's state (whether it failed, counters).
+    pub store: Option<crate::store::Health>,
     /// XORed into every client id: 0 on a node of its own; in a cluster a
     /// random value per node, so that anonymous clients of different nodes
     /// (whose connection slots coincide) never share an id in presence.
@@ -55,6 +57,12 @@ impl Shared {
     /// other nodes would not arrive). What `/readyz` answers.
     pub fn cluster_degraded(&self) -> bool {
         self.bridge.as_ref().is_some_and(|b| !b.health().is_up())
+    }
+
+    /// With `--data-dir`: why the store failed, if it did (`/readyz`
+    /// answers 503, `/healthz` says `degraded`).
+    pub fn store_failed(&self) -> Option<std::sync::Arc<str>> {
+        self.store.as_ref().and_then(crate::store::Health::failed)
     }
 
     /// Whether readers that are behind pin more than `--max-pinned` bytes
@@ -89,6 +97,9 @@ impl Shared {
         let mut out = metrics::render(&self.metrics, &node);
         if let Some(bridge) = self.bridge.as_ref() {
             bridge.health().render(&mut out);
+        }
+        if let Some(store) = self.store.as_ref() {
+            store.render(&mut out);
         }
         out
     }

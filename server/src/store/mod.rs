@@ -558,6 +558,12 @@ impl Store {
         self.shared.stats()
     }
 
+    /// A handle on the store's state for `/readyz`, `/healthz` and
+    /// `/metrics`, which the shards read while this thread owns the store.
+    pub fn health(&self) -> Health {
+        Health(self.shared.clone())
+    }
+
     /// Graceful shutdown: the writer commits everything queued, flushes
     /// the memtables, writes the clean marker durably and exits. Call it
     /// after every shard stopped submitting. `Err` if the store failed
@@ -590,6 +596,45 @@ impl Drop for Store {
         if let Err(e) = self.stop_and_join() {
             tracing::error!("store: {e}");
         }
+    }
+}
+
+/// The store's state, readable from any thread (atomics only).
+#[derive(Debug, Clone)]
+pub struct Health(Arc<Shared>);
+
+impl Health {
+    /// Why the store failed, if it did.
+    pub fn failed(&self) -> Option<Arc<str>> {
+        self.0.failed()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.0.stats()
+    }
+
+    /// The store's metrics in Prometheus text format.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let s = self.stats();
+        let up = u8::from(self.failed().is_none());
+        let _ = write!(
+            out,
+            "# HELP ringcast_store_up 1 while the store (--data-dir) takes writes; 0 once a write failed (until a restart).\n\
+             # TYPE ringcast_store_up gauge\nringcast_store_up {up}\n\
+             # HELP ringcast_store_commits_total Group commits written.\n\
+             # TYPE ringcast_store_commits_total counter\nringcast_store_commits_total {}\n\
+             # HELP ringcast_store_records_total Records (messages, trims) committed.\n\
+             # TYPE ringcast_store_records_total counter\nringcast_store_records_total {}\n\
+             # HELP ringcast_store_syncs_total Interval fsyncs (--fsync interval).\n\
+             # TYPE ringcast_store_syncs_total counter\nringcast_store_syncs_total {}\n\
+             # HELP ringcast_store_queued_records Records waiting for the writer.\n\
+             # TYPE ringcast_store_queued_records gauge\nringcast_store_queued_records {}\n\
+             # HELP ringcast_store_queued_bytes Bytes waiting for the writer.\n\
+             # TYPE ringcast_store_queued_bytes gauge\nringcast_store_queued_bytes {}\n",
+            s.commits, s.records, s.syncs, s.queued_records, s.queued_bytes
+        );
     }
 }
 

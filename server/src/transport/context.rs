@@ -219,6 +219,10 @@ pub trait Context {
     /// (`/readyz` answers 503, `/healthz` says `degraded`).
     fn cluster_degraded(&self) -> bool;
 
+    /// With `--data-dir`: why the store failed, if it did (`/readyz`
+    /// answers 503, `/healthz` says `degraded`; stored publishes get 503).
+    fn store_failed(&self) -> Option<std::sync::Arc<str>>;
+
     /// The node's metrics in Prometheus text format.
     fn render_metrics(&self) -> String;
 }

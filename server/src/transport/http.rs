@@ -270,27 +270,40 @@ impl Http {
         }
         match head.path {
             "/healthz" if get_or_head => {
-                // Alive either way; a cluster node that lost Redis says so.
-                let body: &[u8] = if ctx.cluster_degraded() {
-                    b"degraded: redis Pub/Sub is down (messages from other nodes wait; publishes get 503)\n"
+                // Alive either way; a cluster node that lost Redis, or a
+                // node whose store failed, says so.
+                let body: std::borrow::Cow<'static, [u8]> = if ctx.cluster_degraded() {
+                    (&b"degraded: redis Pub/Sub is down (messages from other nodes wait; publishes get 503)\n"[..]).into()
+                } else if let Some(reason) = ctx.store_failed() {
+                    format!("degraded: store failed (stored publishes get 503 until a restart): {reason}\n")
+                        .into_bytes()
+                        .into()
                 } else {
-                    b"ok\n"
+                    (&b"ok\n"[..]).into()
                 };
                 let ct = "text/plain";
-                response::respond(ctx, answer, StatusCode::OK, ct, body, &[], true);
+                response::respond(ctx, answer, StatusCode::OK, ct, &body, &[], true);
                 self.after_response(ctx)
             }
             "/readyz" if get_or_head => {
-                let (status, body): (_, &[u8]) = if ctx.cluster_degraded() {
+                let (status, body): (_, std::borrow::Cow<'static, [u8]>) = if ctx.cluster_degraded()
+                {
                     (
                         StatusCode::SERVICE_UNAVAILABLE,
-                        b"unready: redis Pub/Sub is down\n",
+                        (&b"unready: redis Pub/Sub is down\n"[..]).into(),
+                    )
+                } else if let Some(reason) = ctx.store_failed() {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("unready: store failed: {reason}\n")
+                            .into_bytes()
+                            .into(),
                     )
                 } else {
-                    (StatusCode::OK, b"ready\n")
+                    (StatusCode::OK, (&b"ready\n"[..]).into())
                 };
                 let ct = "text/plain";
-                response::respond(ctx, answer, status, ct, body, &[], true);
+                response::respond(ctx, answer, status, ct, &body, &[], true);
                 self.after_response(ctx)
             }
             "/metrics" if get_or_head => {

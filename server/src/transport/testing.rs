@@ -137,6 +137,9 @@ pub struct Node {
     draining: bool,
     /// The shard's permessage-deflate compressors and inflater.
     deflater: Deflater,
+    /// What `/readyz` and `/healthz` report of a store (see
+    /// [`Node::fail_store`]).
+    store_failed: Option<Arc<str>>,
 }
 
 impl Node {
@@ -159,6 +162,7 @@ impl Node {
             hub: Hub::new(0, 1, Epoch::from_bits(EPOCH), settings.namespaces.clone()),
             tickets: Tickets::new(settings.ticket_ttl, settings.max_tickets),
             deflater: Deflater::new(settings.deflate, metrics.clone()),
+            store_failed: None,
             settings,
             metrics,
             start: Instant::now(),
@@ -315,6 +319,11 @@ impl Node {
     pub fn resume_reading(&mut self, conn: ConnId) {
         self.conns[conn.0].reading = true;
         self.end_turn();
+    }
+
+    /// From now on `/readyz` and `/healthz` report a failed store.
+    pub fn fail_store(&mut self, reason: &str) {
+        self.store_failed = Some(reason.into());
     }
 
     /// Holds the shard's mail (owner work and answers) until
@@ -1093,6 +1102,10 @@ impl Context for Ctx<'_> {
 
     fn cluster_degraded(&self) -> bool {
         false
+    }
+
+    fn store_failed(&self) -> Option<Arc<str>> {
+        self.node.store_failed.clone()
     }
 
     fn render_metrics(&self) -> String {

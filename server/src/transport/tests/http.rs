@@ -284,3 +284,31 @@ fn past_max_channels_new_channels_are_refused_and_old_ones_served() {
     node.input(mux, &text(r#"{"type":"subscribe","ch":"a","rid":2}"#));
     assert_eq!(node.json(mux)[0]["type"], "subscribed");
 }
+
+#[test]
+fn a_failed_store_makes_readyz_503_and_healthz_degraded() {
+    let mut node = node();
+    let c = node.connect();
+    node.input(c, &get("/readyz", &[]));
+    assert_eq!(node.response(c).text(), "ready\n");
+    node.fail_store("writing to data directory /d failed: No space left on device (os error 28)");
+    node.input(c, &get("/readyz", &[]));
+    let r = node.response(c);
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.text(),
+        "unready: store failed: writing to data directory /d failed: No space left on device (os error 28)\n"
+    );
+    node.input(c, &get("/healthz", &[]));
+    let r = node.response(c);
+    assert_eq!(
+        r.status, 200,
+        "alive: ephemeral publishes and delivery go on"
+    );
+    assert!(
+        r.text().starts_with("degraded: store failed"),
+        "{}",
+        r.text()
+    );
+    assert!(r.text().contains("No space left on device"), "{}", r.text());
+}
