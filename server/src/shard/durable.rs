@@ -282,16 +282,18 @@ mod tests {
     }
 
     fn node(tag: &str, fsync: Fsync) -> Node {
+        node_with(tag, Options::new(fsync, 1))
+    }
+
+    fn node_with(tag: &str, options: Options) -> Node {
+        let fsync = options.fsync;
         let dir =
             std::env::temp_dir().join(format!("ringcast-durable-{}-{tag}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let mail = Mailboxes::new(1).unwrap();
-        let opened = Store::open(
-            &dir,
-            Options::new(fsync, 1),
-            Box::new(StoreReports(mail.clone())),
-            &|_| 100,
-        )
+        let opened = Store::open(&dir, options, Box::new(StoreReports(mail.clone())), &|_| {
+            100
+        })
         .unwrap();
         let namespaces = Arc::new(Namespaces::uniform(Policy {
             token: false,
@@ -455,5 +457,32 @@ mod tests {
         ));
         let ch = ChannelName::new("c").unwrap();
         assert_eq!(n.hub.owner_position(&ch).unwrap().seq, 1, "no seq used");
+    }
+
+    #[test]
+    fn a_full_queue_refuses_before_an_id_is_used_and_recovers() {
+        let mut options = Options::new(Fsync::Always, 1);
+        options.queue_records = 1;
+        let mut n = node_with("busy", options);
+        assert!(n.store.as_ref().unwrap().pause_writer());
+        n.publish("queued");
+        n.durable.submit(&mut n.hub, &mut n.post);
+        n.publish("refused");
+        match n.post.next_local() {
+            Some(Mail::PublishRefused { reason, .. }) => assert!(
+                reason.starts_with("store: too many publishes waiting for the disk (1 records"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let ch = ChannelName::new("c").unwrap();
+        assert_eq!(n.hub.owner_position(&ch).unwrap().seq, 1, "no seq used");
+        n.store.as_ref().unwrap().resume_writer();
+        assert!(matches!(n.handle_report(), Mail::Durable { upto: 1 }));
+        assert!(matches!(n.post.next_local(), Some(Mail::Published { .. })));
+        n.publish("accepted again");
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { upto: 2 }));
+        assert_eq!(n.replayable(), [1, 2]);
     }
 }
