@@ -34,6 +34,7 @@ impl DataDir {
 impl Drop for DataDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_file(&self.0);
     }
 }
 
@@ -324,5 +325,28 @@ async fn fsync_without_a_data_dir_is_refused() {
     assert!(
         stderr.contains("--fsync always needs --data-dir"),
         "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_data_dir_that_cannot_be_opened_stops_the_node_before_it_binds() {
+    let dir = DataDir::new("not-a-dir");
+    std::fs::write(&dir.0, b"a file, not a directory").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir", dir.arg()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "ringcast: cannot open data directory {}:",
+            dir.arg()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stdout).contains("listening"),
+        "nothing bound"
     );
 }
