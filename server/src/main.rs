@@ -24,13 +24,24 @@ fn main() -> ExitCode {
         eprintln!("ringcast: configuration error: {e}");
         return ExitCode::from(2);
     }
-    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log).unwrap_or_else(|e| {
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&settings.log).unwrap_or_else(|e| {
         eprintln!(
             "ringcast: invalid --log filter {:?} ({e}); using info",
             settings.log
         );
         tracing_subscriber::EnvFilter::new("info")
     });
+    // The store's engine logs every table it opens or writes at info and
+    // debug; ringcast logs what matters of it (`store: …`). A filter that
+    // names the engine's crates decides for itself.
+    for quiet in ["fjall=warn", "lsm_tree=warn"] {
+        let krate = quiet.split('=').next().unwrap_or_default();
+        if !settings.log.contains(krate) {
+            if let Ok(d) = quiet.parse() {
+                filter = filter.add_directive(d);
+            }
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
