@@ -433,6 +433,27 @@ fn open_error(dir: &Path, e: &fjall::Error) -> StoreError {
     }
 }
 
+/// fjall poisons the database when one of its background flushes or
+/// compactions fails, and logs that error itself; the next commit only says
+/// `Poisoned`. A full disk is the usual cause, so the reason the shards pass
+/// on says how much room the data directory's filesystem has left.
+pub(super) fn with_free_space(cause: String, dir: &std::path::Path) -> String {
+    if !cause.contains("fjall: poisoned") {
+        return cause;
+    }
+    match rustix::fs::statvfs(dir) {
+        Ok(fs) => {
+            let free = fs.f_bavail.saturating_mul(fs.f_frsize);
+            if free < 16 << 20 {
+                format!("No space left on device ({free} bytes free; {cause})")
+            } else {
+                format!("{cause}; {free} bytes free, see the error fjall logged before this")
+            }
+        }
+        Err(_) => cause,
+    }
+}
+
 /// fjall's errors print as `FjallError: Io(Os { … })`; this digs out the OS
 /// error ("No space left on device (os error 28)") where there is one.
 pub(super) fn describe(e: &fjall::Error) -> String {

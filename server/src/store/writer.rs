@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use fjall::PersistMode;
 
 use super::codec::{self, ChanRow, RunMarker};
-use super::recovery::{describe, Handles, WriterState};
+use super::recovery::{describe, with_free_space, Handles, WriterState};
 use super::{Fsync, Record, Reports, Shared, StoreError, Submission};
 use crate::hub::ChannelName;
 
@@ -286,6 +286,7 @@ impl Writer {
     /// Fails the store (once; later causes are dropped) and returns the
     /// reason the shards are given.
     fn fail(&mut self, cause: String) -> Arc<str> {
+        let cause = with_free_space(cause, &self.shared.dir);
         let reason: Arc<str> = format!(
             "writing to data directory {} failed: {cause}",
             self.shared.dir.display()
