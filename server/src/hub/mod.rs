@@ -39,6 +39,7 @@
 
 pub mod backlog;
 pub mod channel;
+pub mod cursor;
 pub mod id;
 pub mod message;
 
@@ -55,6 +56,7 @@ use crate::policy::Namespaces;
 
 pub use backlog::Backlogs;
 pub use channel::ChannelName;
+pub use cursor::{AckError, Cursor, CursorState};
 pub use id::{Epoch, MsgId};
 pub use message::{ClientId, Event, Member, Message};
 

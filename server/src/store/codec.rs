@@ -1,11 +1,12 @@
 //! Keys and values on disk: pure functions, no I/O.
 //!
-//! Three fjall keyspaces (the layout of issue 14's design, §5.1):
+//! Four fjall keyspaces (the layout of issue 14's design, §5.1):
 //!
 //! | Keyspace | Key | Value |
 //! |---|---|---|
 //! | `msgs` | `name ‖ 0x00 ‖ seq:u64be` | `ver:u8=1 ‖ kind:u8 ‖ published_ms:u64be ‖ payload` |
 //! | `chans` | `name` | `first_seq:u64be ‖ last_seq:u64be` |
+//! | `cursors` | `len(sub):u16be ‖ sub ‖ len(dev):u8 ‖ dev ‖ name` | `seq:u64be ‖ epoch:u64be ‖ updated_ms:u64be` |
 //! | `meta` | `format`, `epoch`, `floor`, `run` | see the functions below |
 //!
 //! Why these shapes:
@@ -17,6 +18,10 @@
 //!   known range of seqs, written as point tombstones without reading;
 //! * a message value starts with a version byte, so a later build can
 //!   change the value and still read the old ones;
+//! * a cursor key starts with its identity, so an identity's cursors are
+//!   one prefix scan (export, delete a user); the lengths make the key
+//!   unambiguous whatever bytes a `sub` holds. Its value keeps the epoch
+//!   it was acked in and when, for inspection; the owner uses the seq;
 //! * a channel row has no byte or message count (the design sketched
 //!   both): keeping them exact would cost a read of every trimmed message,
 //!   and the owner recounts what it loads anyway. `last − first + 1` is the
@@ -185,6 +190,101 @@ pub fn parse_chan_value(v: &[u8]) -> Result<ChanRow, Malformed> {
     Ok(ChanRow {
         first_seq: be_u64(&v[..8]),
         last_seq: be_u64(&v[8..]),
+    })
+}
+
+/// The longest `sub` a cursor key holds (its length is a `u16`; the
+/// transports refuse longer identities for durable use).
+pub const MAX_SUB: usize = u16::MAX as usize;
+
+/// The longest device name (its length is a `u8`; the transports allow 64).
+pub const MAX_DEVICE: usize = u8::MAX as usize;
+
+/// The key of `sub`'s cursor for `device` on channel `name`. `sub` must be
+/// at most [`MAX_SUB`] and `device` at most [`MAX_DEVICE`] bytes (longer
+/// ones are cut, which the transports never let happen).
+pub fn cursor_key(sub: &str, device: &str, name: &str) -> Vec<u8> {
+    let sub = &sub.as_bytes()[..sub.len().min(MAX_SUB)];
+    let device = &device.as_bytes()[..device.len().min(MAX_DEVICE)];
+    let mut k = Vec::with_capacity(3 + sub.len() + device.len() + name.len());
+    k.extend_from_slice(&(sub.len() as u16).to_be_bytes());
+    k.extend_from_slice(sub);
+    k.push(device.len() as u8);
+    k.extend_from_slice(device);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+/// A cursor key's parts, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorKey<'a> {
+    /// The identity.
+    pub sub: &'a str,
+    /// The device (`""`: none).
+    pub device: &'a str,
+    /// The channel.
+    pub channel: &'a str,
+}
+
+/// Splits [`cursor_key`]'s output.
+pub fn parse_cursor_key(key: &[u8]) -> Result<CursorKey<'_>, Malformed> {
+    let short = || malformed(format!("a cursor key of {} bytes is cut short", key.len()));
+    let sub_len = usize::from(u16::from_be_bytes([
+        *key.first().ok_or_else(short)?,
+        *key.get(1).ok_or_else(short)?,
+    ]));
+    let sub = key.get(2..2 + sub_len).ok_or_else(short)?;
+    let dev_len = usize::from(*key.get(2 + sub_len).ok_or_else(short)?);
+    let start = 3 + sub_len;
+    let device = key.get(start..start + dev_len).ok_or_else(short)?;
+    let name = &key[start + dev_len..];
+    let text = |b, what: &str| {
+        std::str::from_utf8(b)
+            .map_err(|_| malformed(format!("the {what} in a cursor key is not UTF-8")))
+    };
+    let channel = std::str::from_utf8(name)
+        .ok()
+        .filter(|n| crate::hub::channel::validate(n).is_ok())
+        .ok_or_else(|| malformed("the channel name in a cursor key is not a valid name"))?;
+    Ok(CursorKey {
+        sub: text(sub, "sub")?,
+        device: text(device, "device")?,
+        channel,
+    })
+}
+
+/// A cursor's value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CursorValue {
+    /// The last seq acknowledged.
+    pub seq: u64,
+    /// The epoch it was acknowledged in (48 bits).
+    pub epoch: u64,
+    /// When, Unix milliseconds.
+    pub updated_ms: u64,
+}
+
+/// `seq ‖ epoch ‖ updated_ms`, each `u64be`.
+pub fn cursor_value(v: CursorValue) -> [u8; 24] {
+    let mut b = [0; 24];
+    b[..8].copy_from_slice(&v.seq.to_be_bytes());
+    b[8..16].copy_from_slice(&v.epoch.to_be_bytes());
+    b[16..].copy_from_slice(&v.updated_ms.to_be_bytes());
+    b
+}
+
+/// Decodes [`cursor_value`]'s output.
+pub fn parse_cursor_value(v: &[u8]) -> Result<CursorValue, Malformed> {
+    if v.len() != 24 {
+        return Err(malformed(format!(
+            "a cursor value has 24 bytes, this one {}",
+            v.len()
+        )));
+    }
+    Ok(CursorValue {
+        seq: be_u64(&v[..8]),
+        epoch: be_u64(&v[8..16]),
+        updated_ms: be_u64(&v[16..]),
     })
 }
 
@@ -388,9 +488,38 @@ mod tests {
             prop_assert_eq!(parse_run_value(&run_value(m)), Ok(m));
         }
 
+        #[test]
+        fn cursor_keys_and_values_round_trip(
+            sub in "\\PC{1,40}", device in "[A-Za-z0-9_.-]{0,64}", n in name(),
+            seq in any::<u64>(), epoch in any::<u64>(), ms in any::<u64>(),
+        ) {
+            let k = cursor_key(&sub, &device, &n);
+            prop_assert_eq!(
+                parse_cursor_key(&k),
+                Ok(CursorKey { sub: &sub, device: &device, channel: &n })
+            );
+            let v = CursorValue { seq, epoch, updated_ms: ms };
+            prop_assert_eq!(parse_cursor_value(&cursor_value(v)), Ok(v));
+        }
+
+        /// An identity's cursors share a prefix no other identity's keys
+        /// have (one scan per user), and distinct cursors never share a key.
+        #[test]
+        fn cursor_keys_are_unambiguous(
+            a in "[a-z\\x00]{1,8}", b in "[a-z\\x00]{1,8}",
+            da in "[a-z]{0,3}", db in "[a-z]{0,3}", na in name(), nb in name(),
+        ) {
+            let (ka, kb) = (cursor_key(&a, &da, &na), cursor_key(&b, &db, &nb));
+            prop_assert_eq!(ka == kb, (&a, &da, &na) == (&b, &db, &nb));
+            let prefix = &ka[..2 + a.len()];
+            prop_assert_eq!(kb.starts_with(prefix), a == b);
+        }
+
         /// Arbitrary bytes never panic a decoder.
         #[test]
         fn decoders_take_any_bytes(v in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let _ = parse_cursor_key(&v);
+            let _ = parse_cursor_value(&v);
             let _ = parse_msg_key(&v);
             let _ = parse_msg_value(&v);
             let _ = parse_chan_value(&v);

@@ -1,5 +1,5 @@
-//! The store: messages that survive a restart (issue 14, stage 1 — not
-//! wired into the node yet).
+//! The store: messages and durable cursors that survive a restart
+//! (issue 14).
 //!
 //! One fjall database (an LSM tree with a write-ahead journal) in a data
 //! directory, written by **one thread**, `store-writer`, which owns it.
@@ -58,10 +58,12 @@ use self::codec::FsyncKind;
 use bytes::Bytes;
 use crossbeam_queue::SegQueue;
 
-use crate::hub::ChannelName;
+use crate::hub::{ChannelName, Cursor, Epoch};
 
 pub use ::codec::ws::DataKind;
-pub use recovery::{EpochChoice, Previous, Recovered, RecoveredChannel, StoredMessage};
+pub use recovery::{
+    EpochChoice, Previous, Recovered, RecoveredChannel, RecoveredCursor, StoredMessage,
+};
 
 /// When a commit counts as durable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +163,20 @@ pub enum Record {
         /// The oldest seq that stays.
         below_seq: u64,
     },
+    /// A durable cursor moved (an ack) or was created (a first durable
+    /// subscription). The last one per key in a commit wins.
+    Cursor {
+        /// The channel.
+        channel: ChannelName,
+        /// Whose.
+        who: Cursor,
+        /// The last seq acknowledged.
+        seq: u64,
+        /// The channel's epoch then.
+        epoch: Epoch,
+        /// When, Unix milliseconds.
+        updated_ms: u64,
+    },
 }
 
 impl Record {
@@ -172,6 +188,9 @@ impl Record {
                 channel, payload, ..
             } => channel.as_str().len() + payload.len() + 32,
             Record::Trim { channel, .. } => channel.as_str().len() + 32,
+            Record::Cursor { channel, who, .. } => {
+                channel.as_str().len() + who.sub.len() + who.device.len() + 32
+            }
         }
     }
 }

@@ -23,7 +23,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use super::codec::{self, BootId, ChanRow, FsyncKind, Malformed, RunMarker};
 use super::{DataKind, Fsync, StoreError};
-use crate::hub::{ChannelName, Epoch};
+use crate::hub::{ChannelName, Cursor, Epoch};
 
 /// Total size of fjall's journals before it flushes memtables to retire
 /// the oldest. Bounds both the disk's sawtooth and how much a crash
@@ -160,6 +160,19 @@ pub struct RecoveredChannel {
     pub messages: Vec<StoredMessage>,
 }
 
+/// A durable cursor loaded at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredCursor {
+    /// Its channel.
+    pub channel: ChannelName,
+    /// Whose.
+    pub who: Cursor,
+    /// The last seq acknowledged, at most the channel's last stored seq
+    /// (an ack of a message a lossy restart lost must not hide the next
+    /// message issued under that number).
+    pub seq: u64,
+}
+
 /// What the directory held.
 #[derive(Debug, Clone)]
 pub struct Recovered {
@@ -175,6 +188,8 @@ pub struct Recovered {
     pub floor: u64,
     /// Every channel with a row, by name.
     pub channels: Vec<RecoveredChannel>,
+    /// Every durable cursor, by identity.
+    pub cursors: Vec<RecoveredCursor>,
 }
 
 /// The open database and its keyspaces, for the writer.
@@ -182,6 +197,7 @@ pub(super) struct Handles {
     pub db: Database,
     pub msgs: Keyspace,
     pub chans: Keyspace,
+    pub cursors: Keyspace,
     pub meta: Keyspace,
 }
 
@@ -228,6 +244,7 @@ pub(super) fn open(
     let handles = Handles {
         msgs: keyspace("msgs", MSGS_MEMTABLE)?,
         chans: keyspace("chans", SMALL_MEMTABLE)?,
+        cursors: keyspace("cursors", SMALL_MEMTABLE)?,
         meta: keyspace("meta", SMALL_MEMTABLE)?,
         db: db.clone(),
     };
@@ -264,6 +281,7 @@ pub(super) fn open(
         None => {
             let holds_data = !h.msgs.is_empty().map_err(read)?
                 || !h.chans.is_empty().map_err(read)?
+                || !h.cursors.is_empty().map_err(read)?
                 || !h.meta.is_empty().map_err(read)?;
             if holds_data {
                 return Err(corrupt(
@@ -361,6 +379,31 @@ pub(super) fn open(
         });
     }
 
+    let mut cursors = Vec::new();
+    for guard in h.cursors.iter() {
+        let (key, value) = guard.into_inner().map_err(read)?;
+        let k = codec::parse_cursor_key(&key).map_err(|m| corrupt("cursors", &key, m))?;
+        let v = codec::parse_cursor_value(&value).map_err(|m| corrupt("cursors", &key, m))?;
+        let channel = ChannelName::new(k.channel).map_err(|_| {
+            corrupt(
+                "cursors",
+                &key,
+                Malformed("not a valid channel name".into()),
+            )
+        })?;
+        // Never past what the store holds of the channel: after a lossy
+        // restart the seqs above it are issued again for new messages.
+        let last = rows.get(&channel).map_or(floor, |r: &ChanRow| r.last_seq);
+        cursors.push(RecoveredCursor {
+            channel,
+            who: Cursor {
+                sub: k.sub.into(),
+                device: k.device.into(),
+            },
+            seq: v.seq.min(last),
+        });
+    }
+
     if choice.is_new() && previous != Previous::None {
         tracing::warn!(
             "store {}: new epoch {epoch} ({choice}); clients resume with reset: epoch",
@@ -397,6 +440,7 @@ pub(super) fn open(
             previous,
             floor,
             channels,
+            cursors,
         },
         WriterState {
             handles,

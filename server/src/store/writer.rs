@@ -200,6 +200,7 @@ impl Writer {
         let h = &self.h;
         let mut batch = h.db.batch().durability(Some(mode));
         let mut touched: Vec<ChannelName> = Vec::new();
+        let mut cursors: HashMap<Vec<u8>, codec::CursorValue> = HashMap::new();
         let floor_before = self.floor;
         for record in taken.iter().flat_map(|s| &s.records) {
             match record {
@@ -233,6 +234,23 @@ impl Writer {
                     touched.push(channel.clone());
                     self.floor = self.floor.max(seq);
                 }
+                Record::Cursor {
+                    channel,
+                    who,
+                    seq,
+                    epoch,
+                    updated_ms,
+                } => {
+                    let value = codec::CursorValue {
+                        seq: *seq,
+                        epoch: epoch.bits(),
+                        updated_ms: *updated_ms,
+                    };
+                    // The last one per key wins: a batch must not hold a
+                    // key twice (its items share one seqno).
+                    let key = codec::cursor_key(&who.sub, &who.device, channel.as_str());
+                    cursors.insert(key, value);
+                }
                 Record::Trim { channel, below_seq } => {
                     // Nothing stored, nothing to trim.
                     let Some(row) = self.rows.get_mut(channel) else {
@@ -249,6 +267,9 @@ impl Writer {
                     touched.push(channel.clone());
                 }
             }
+        }
+        for (key, value) in cursors {
+            batch.insert(&h.cursors, key, &codec::cursor_value(value)[..]);
         }
         touched.sort_unstable();
         touched.dedup();
@@ -337,11 +358,11 @@ impl Writer {
         // fjall's `rotate_memtable_and_wait` would do this, but it waits
         // without a bound (a flush that fails leaves a sealed memtable
         // forever); so rotate, then wait with one.
-        for keyspace in [&h.msgs, &h.chans, &h.meta] {
+        for keyspace in [&h.msgs, &h.chans, &h.cursors, &h.meta] {
             keyspace.rotate_memtable().map_err(write_error)?;
         }
         let deadline = Instant::now() + FLUSH_WAIT;
-        while [&h.msgs, &h.chans, &h.meta]
+        while [&h.msgs, &h.chans, &h.cursors, &h.meta]
             .iter()
             .any(|k| k.sealed_memtable_count() > 0)
         {
