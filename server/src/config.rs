@@ -476,6 +476,7 @@ struct FileNamespace {
     presence: Option<bool>,
     history_size: Option<usize>,
     history_ttl: Option<String>,
+    durable: Option<bool>,
 }
 
 /// The resolved configuration the node runs with.
@@ -918,6 +919,7 @@ impl Settings {
                     max_messages: 0,
                     max_age: Duration::ZERO,
                 },
+                durable: false,
             })),
         };
         s.namespaces = Arc::new(s.channel_policy(file_namespaces)?);
@@ -939,7 +941,13 @@ impl Settings {
                     "{what} requires a token, but the node has no JWT keys (--jwt-secret or --jwt-public-key)"
                 )));
             }
+            if n.durable == Some(true) && self.store.is_none() {
+                return Err(ConfigError(format!(
+                    "{what} has durable = true, which needs --data-dir (the cursors are kept in the store)"
+                )));
+            }
             let policy = Policy {
+                durable: n.durable.unwrap_or(default.durable),
                 token: n.token.unwrap_or(default.token),
                 publish: n.publish.unwrap_or(default.publish),
                 presence: n.presence.unwrap_or(default.presence),
@@ -967,6 +975,7 @@ impl Settings {
                 max_messages: self.history_size,
                 max_age: self.history_ttl,
             },
+            durable: false,
         }
     }
 

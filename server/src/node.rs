@@ -26,7 +26,7 @@ use crate::metrics::ShardMetrics;
 use crate::shard::peers::{PeerLimits, Peers};
 use crate::shard::shared::Shared;
 use crate::shard::{Shard, ShardStore};
-use crate::store::{Options as StoreOptions, Previous, RecoveredChannel, Store};
+use crate::store::{Options as StoreOptions, Previous, RecoveredChannel, RecoveredCursor, Store};
 use crate::tls::TlsContext;
 
 /// The io_uring operations a shard submits.
@@ -248,12 +248,13 @@ fn open_store(
     let recovered = opened.recovered;
     let messages: usize = recovered.channels.iter().map(|c| c.messages.len()).sum();
     tracing::info!(
-        "store: {} opened at --fsync {} in {:?}: {} channels, {} messages; epoch {} ({})",
+        "store: {} opened at --fsync {} in {:?}: {} channels, {} messages, {} cursors; epoch {} ({})",
         s.dir.display(),
         s.fsync,
         started.elapsed(),
         recovered.channels.len(),
         messages,
+        recovered.cursors.len(),
         recovered.epoch,
         recovered.choice
     );
@@ -268,16 +269,22 @@ fn open_store(
     for ch in recovered.channels {
         per_shard[ch.name.owner(shards)].push(ch);
     }
+    let mut cursors_of: Vec<Vec<RecoveredCursor>> = (0..shards).map(|_| Vec::new()).collect();
+    for c in recovered.cursors {
+        cursors_of[c.channel.owner(shards)].push(c);
+    }
     let shard_stores = opened
         .intakes
         .into_iter()
         .zip(per_shard)
-        .map(|(intake, channels)| {
+        .zip(cursors_of)
+        .map(|((intake, channels), cursors)| {
             Some(ShardStore {
                 intake,
                 fsync: s.fsync,
                 floor: recovered.floor,
                 channels,
+                cursors,
             })
         })
         .collect();

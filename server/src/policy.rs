@@ -38,6 +38,11 @@ pub struct Policy {
     pub presence: bool,
     /// History kept for resume.
     pub history: HistoryLimits,
+    /// Subscriptions of clients with an identity (a token's `sub`) are
+    /// durable: the node keeps a cursor per identity and device, advanced
+    /// by acks, and a reconnect without `since` resumes from it. Needs
+    /// `--data-dir`.
+    pub durable: bool,
 }
 
 /// One configured namespace.
@@ -134,7 +139,7 @@ impl std::fmt::Display for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}, {}, presence {}, history {} messages for {}",
+            "{}, {}, presence {}, history {} messages for {}{}",
             if self.token {
                 "token required"
             } else {
@@ -148,6 +153,11 @@ impl std::fmt::Display for Policy {
             if self.presence { "visible" } else { "hidden" },
             self.history.max_messages,
             humantime::format_duration(self.history.max_age),
+            if self.durable {
+                ", durable cursors"
+            } else {
+                ""
+            },
         )
     }
 }
@@ -165,6 +175,7 @@ mod tests {
                 max_messages: history,
                 max_age: Duration::from_secs(60),
             },
+            durable: false,
         }
     }
 

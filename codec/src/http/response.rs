@@ -26,6 +26,7 @@ impl StatusCode {
     pub const NOT_FOUND: StatusCode = StatusCode(404);
     pub const METHOD_NOT_ALLOWED: StatusCode = StatusCode(405);
     pub const REQUEST_TIMEOUT: StatusCode = StatusCode(408);
+    pub const CONFLICT: StatusCode = StatusCode(409);
     pub const GONE: StatusCode = StatusCode(410);
     pub const LENGTH_REQUIRED: StatusCode = StatusCode(411);
     pub const PAYLOAD_TOO_LARGE: StatusCode = StatusCode(413);
@@ -57,6 +58,7 @@ impl StatusCode {
             404 => "Not Found",
             405 => "Method Not Allowed",
             408 => "Request Timeout",
+            409 => "Conflict",
             410 => "Gone",
             411 => "Length Required",
             413 => "Content Too Large",

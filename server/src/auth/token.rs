@@ -374,6 +374,18 @@ impl Access {
     pub fn expired_at(&self, unix_secs: u64) -> bool {
         self.exp <= unix_secs
     }
+
+    /// A grant of every channel for `sub`, for tests of what follows a
+    /// token.
+    #[cfg(test)]
+    pub fn for_tests(sub: Option<&str>) -> Access {
+        Access {
+            sub: sub.map(Into::into),
+            exp: u64::MAX,
+            read: Patterns::parse(&["*".into()]),
+            publish: Patterns::parse(&["*".into()]),
+        }
+    }
 }
 
 /// Channel names and prefixes (`chat:*`).

@@ -15,7 +15,9 @@ pub mod mailbox;
 
 use std::sync::Arc;
 
-use crate::hub::{ChannelName, Member, Message, MsgId, PublishItem, Replay, SubRef};
+use crate::hub::{
+    AckError, ChannelName, Cursor, CursorState, Member, Message, MsgId, PublishItem, Replay, SubRef,
+};
 
 pub use mailbox::Mailboxes;
 
@@ -68,6 +70,10 @@ pub enum Mail {
         /// Who joins the channel's presence, if the subscription takes
         /// part in it.
         member: Option<Member>,
+        /// A durable subscription: whose cursor it resumes from (without
+        /// `since`) and reports. Boxed: mail stays as small as it was for
+        /// every other kind (deliveries above all).
+        durable: Option<Box<Cursor>>,
     },
     /// The owner's answer to [`Mail::Subscribe`].
     Replayed {
@@ -131,6 +137,28 @@ pub enum Mail {
     /// In a cluster, from the bridge to a channel's owner shard: what
     /// Redis said about a channel this node follows.
     Redis(FromRedis),
+    /// `who` acknowledges every message of `channel` up to `id`; answer
+    /// with [`Mail::Acked`] (at `--fsync always` once the new cursor is
+    /// durable).
+    Ack {
+        /// Who to answer.
+        reply: ReplyTo,
+        /// The channel (owned by the receiving shard).
+        channel: ChannelName,
+        /// Whose cursor.
+        who: Cursor,
+        /// The id acknowledged.
+        id: MsgId,
+    },
+    /// The answer to [`Mail::Ack`].
+    Acked {
+        /// The request.
+        reply: ReplyTo,
+        /// The channel.
+        channel: ChannelName,
+        /// Where the cursor stands, or why the ack was refused.
+        result: Result<CursorState, AckError>,
+    },
     /// From the store's writer: every record this shard submitted with a
     /// ticket ≤ `upto` is stored as `--fsync` promises. The owner releases
     /// the publishes it held for them (answer, then fan-out).

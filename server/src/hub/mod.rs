@@ -218,6 +218,10 @@ pub struct Replay {
     /// the first message left out was published (how long the
     /// subscriber's oldest undelivered message has waited).
     pub rest_since: Option<Instant>,
+    /// For a durable subscription's first replay: its cursor and unread
+    /// count (`None` for every other replay). Boxed, so replays (and the
+    /// mail carrying them) grow by a pointer, not by the state.
+    pub durable: Option<Box<CursorState>>,
 }
 
 impl Replay {
@@ -243,6 +247,17 @@ impl Replay {
             _ => Standing::Live(self.last_seq),
         }
     }
+}
+
+/// What an accepted ack did (see [`Hub::ack`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// Where the cursor stands now.
+    pub state: CursorState,
+    /// It moved (store it); `false` for an ack of an older id.
+    pub moved: bool,
+    /// Where it stood before (`None`: created by this ack).
+    pub before: Option<u64>,
 }
 
 /// Where a catch-up comes from (see [`Hub::catch_up_from`]).
@@ -291,9 +306,30 @@ struct Owned {
     interested: u64,
     /// Its namespace's history limits, looked up once at creation.
     limits: HistoryLimits,
+    /// Durable cursors (see [`cursor`]): the last seq each identity and
+    /// device acknowledged. Empty without a store.
+    cursors: HashMap<Cursor, u64>,
 }
 
 impl Owned {
+    /// The oldest retained seq (`durable_seq + 1` when none is).
+    fn oldest(&self) -> u64 {
+        self.history
+            .front()
+            .map_or(self.durable_seq + 1, |m| m.id.seq)
+    }
+
+    /// Where cursor `seq` stands, as the client is told.
+    fn cursor_state(&self, seq: u64) -> CursorState {
+        CursorState {
+            cursor: MsgId {
+                epoch: self.epoch,
+                seq,
+            },
+            unread: cursor::unread(self.durable_seq, self.oldest(), seq),
+        }
+    }
+
     /// Appends `msg` to the history, trimmed to its limit; returns how
     /// many messages it evicted.
     fn keep(&mut self, msg: &Arc<Message>) -> u64 {
@@ -463,6 +499,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             history: VecDeque::new(),
             interested: 0,
             limits: self.namespaces.of(name.as_str()).history,
+            cursors: HashMap::new(),
         });
         self.owned += usize::from(owned.is_some());
         let idx = self.channels.insert(Channel {
@@ -481,7 +518,10 @@ impl<S: Copy + PartialEq> Hub<S> {
         let ch = &self.channels[idx as usize];
         let unused = ch.subs.is_empty()
             && ch.owned.as_ref().is_none_or(|o| {
-                (mirror || o.history.is_empty()) && o.interested == 0 && o.presence.is_empty()
+                (mirror || o.history.is_empty())
+                    && o.interested == 0
+                    && o.presence.is_empty()
+                    && o.cursors.is_empty()
             });
         if unused {
             let ch = self.channels.remove(idx as usize);
@@ -630,6 +670,7 @@ impl<S: Copy + PartialEq> Hub<S> {
                 reset: None,
                 last_seq: up.last_seq,
                 rest_since: up.rest_since,
+                durable: None,
             }),
             None => CatchUpFrom::Owner {
                 channel,
@@ -725,6 +766,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             reset: None,
             last_seq: owned.durable_seq,
             rest_since: None,
+            durable: None,
         };
         let Some(since) = since else {
             return replay;
@@ -774,6 +816,146 @@ impl<S: Copy + PartialEq> Hub<S> {
             replay.messages.push(m.clone());
         }
         replay
+    }
+
+    /// On the owner: a durable subscription of `who` (see [`cursor`]).
+    /// Without `since` it resumes from `who`'s cursor; a first-time
+    /// cursor is created at `durable_seq` ("from now"). The replay says
+    /// where the cursor stands ([`Replay::durable`]). Returns the seq of a
+    /// cursor it created, for the caller to store.
+    pub fn owner_subscribe_durable(
+        &mut self,
+        name: &ChannelName,
+        from: usize,
+        since: Option<MsgId>,
+        who: &Cursor,
+        budget: usize,
+    ) -> (Replay, Option<u64>) {
+        debug_assert!(self.owns(name) && !self.mirror);
+        let idx = self.entry(name);
+        let owned = (self.channels[idx as usize].owned.as_mut()).expect("owner has owner state");
+        let mut created = None;
+        let seq = match owned.cursors.get(who) {
+            Some(&seq) => seq,
+            None => {
+                let seq = owned.durable_seq;
+                owned.cursors.insert(who.clone(), seq);
+                created = Some(seq);
+                seq
+            }
+        };
+        let state = owned.cursor_state(seq);
+        let since = since.or(Some(state.cursor));
+        let mut replay = self.owner_subscribe(name, from, since, budget);
+        replay.durable = Some(Box::new(state));
+        (replay, created)
+    }
+
+    /// On the owner: `who` acknowledges everything of `name` up to `id`
+    /// (see [`cursor`] for the rules). A channel keeps a cursor for `who`
+    /// once `who` subscribed durably; in a namespace with `durable = true`
+    /// an ack creates it.
+    pub fn ack(&mut self, name: &ChannelName, who: &Cursor, id: MsgId) -> Result<Acked, AckError> {
+        debug_assert!(self.owns(name) && !self.mirror);
+        let policy = self.namespaces.of(name.as_str());
+        let durable_ns = policy.durable;
+        let known = self
+            .index
+            .get(name.as_str())
+            .and_then(|&idx| self.channels[idx as usize].owned.as_ref())
+            .is_some_and(|o| o.cursors.contains_key(who));
+        if !known && !durable_ns {
+            let space = self.namespaces.name_of(name.as_str());
+            return Err(AckError::NotDurable {
+                channel: name.clone(),
+                why: format!(
+                    "namespace {space} has durable = false and {who} did not subscribe durably"
+                ),
+            });
+        }
+        let idx = self.entry(name);
+        let owned = (self.channels[idx as usize].owned.as_mut()).expect("owner has owner state");
+        let refused = if id.epoch != owned.epoch {
+            Some(AckError::Stale {
+                channel: name.clone(),
+                id,
+                epoch: owned.epoch,
+            })
+        } else if id.seq > owned.durable_seq {
+            Some(AckError::Unknown {
+                channel: name.clone(),
+                id,
+                newest: MsgId {
+                    epoch: owned.epoch,
+                    seq: owned.durable_seq,
+                },
+            })
+        } else {
+            None
+        };
+        if let Some(e) = refused {
+            // An ack that created nothing leaves nothing behind.
+            self.collect_if_unused(idx);
+            return Err(e);
+        }
+        let before = owned.cursors.get(who).copied();
+        let seq = before.map_or(id.seq, |b| b.max(id.seq));
+        let moved = before != Some(seq);
+        if moved {
+            owned.cursors.insert(who.clone(), seq);
+        }
+        Ok(Acked {
+            state: owned.cursor_state(seq),
+            moved,
+            before,
+        })
+    }
+
+    /// On the owner: takes back an ack that moved `who`'s cursor from
+    /// `before` to `to` (the store failed before it was durable), unless
+    /// a later ack moved it on meanwhile.
+    pub fn unwind_cursor(
+        &mut self,
+        name: &ChannelName,
+        who: &Cursor,
+        before: Option<u64>,
+        to: u64,
+    ) {
+        let Some(&idx) = self.index.get(name.as_str()) else {
+            return;
+        };
+        let Some(owned) = self.channels[idx as usize].owned.as_mut() else {
+            return;
+        };
+        if owned.cursors.get(who) != Some(&to) {
+            return;
+        }
+        match before {
+            Some(seq) => {
+                owned.cursors.insert(who.clone(), seq);
+            }
+            None => {
+                owned.cursors.remove(who);
+                self.collect_if_unused(idx);
+            }
+        }
+    }
+
+    /// On the owner, at start with a store: installs a cursor the store
+    /// recovered, at most at the channel's last durable seq.
+    pub fn restore_cursor(&mut self, name: &ChannelName, who: Cursor, seq: u64) {
+        debug_assert!(self.owns(name) && !self.mirror);
+        if let Some(owned) = self.owned_mut(name) {
+            let seq = seq.min(owned.durable_seq);
+            owned.cursors.insert(who, seq);
+        }
+    }
+
+    /// On the owner: `who`'s cursor on `name`, if it has one.
+    pub fn cursor(&self, name: &ChannelName, who: &Cursor) -> Option<CursorState> {
+        let idx = *self.index.get(name.as_str())?;
+        let owned = self.channels[idx as usize].owned.as_ref()?;
+        owned.cursors.get(who).map(|&seq| owned.cursor_state(seq))
     }
 
     /// On the owner: shard `from` has no subscribers left.
@@ -1147,6 +1329,7 @@ mod tests {
                     max_messages,
                     max_age: Duration::from_secs(60),
                 },
+                durable: false,
             })),
         )
     }
@@ -1635,5 +1818,151 @@ mod tests {
         assert!(h.take_trims().is_empty());
         h.expire(now + Duration::from_secs(61));
         assert_eq!(h.take_trims(), [(ch.clone(), 4)], "age: everything dropped");
+    }
+
+    fn who(sub: &str, device: &str) -> Cursor {
+        Cursor {
+            sub: sub.into(),
+            device: device.into(),
+        }
+    }
+
+    /// A hub whose channels under `d:` are durable by namespace.
+    fn durable_hub(max_messages: usize) -> Hub<u32> {
+        let policy = |durable| crate::policy::Policy {
+            token: false,
+            publish: false,
+            presence: true,
+            history: HistoryLimits {
+                max_messages,
+                max_age: Duration::from_secs(60),
+            },
+            durable,
+        };
+        let spaces = vec![crate::policy::Namespace {
+            prefix: "d:".into(),
+            policy: policy(true),
+        }];
+        let ns = Namespaces::new(policy(false), spaces).unwrap();
+        Hub::new(0, 1, Epoch::from_bits(7), Arc::new(ns)).with_store(0, true)
+    }
+
+    fn publish_durable(h: &mut Hub<u32>, ch: &ChannelName, n: usize) {
+        for _ in 0..n {
+            let (m, _) = h.publish(ch, DataKind::Text, Bytes::new(), Instant::now());
+            h.set_durable(ch, m.id.seq);
+        }
+    }
+
+    #[test]
+    fn a_durable_subscription_starts_from_now_then_resumes_from_its_cursor() {
+        let mut h = durable_hub(100);
+        let ch = name("a");
+        let ann = who("ann", "");
+        publish_durable(&mut h, &ch, 3);
+        let (r, created) = h.owner_subscribe_durable(&ch, 0, None, &ann, usize::MAX);
+        assert_eq!(created, Some(3), "a first-time cursor starts from now");
+        assert!(r.messages.is_empty() && r.reset.is_none());
+        assert_eq!(r.durable.map(|d| (d.cursor.seq, d.unread)), Some((3, 0)));
+        publish_durable(&mut h, &ch, 5);
+        let acked = h.ack(&ch, &ann, id(&h, 6)).unwrap();
+        assert_eq!((acked.state.cursor, acked.state.unread), (id(&h, 6), 2));
+        assert_eq!((acked.moved, acked.before), (true, Some(3)));
+        let (r, created) = h.owner_subscribe_durable(&ch, 0, None, &ann, usize::MAX);
+        assert_eq!(created, None);
+        assert_eq!(seqs(&r), [7, 8], "delivered but not acked: again");
+        assert_eq!(r.durable.map(|d| (d.cursor.seq, d.unread)), Some((6, 2)));
+        // An explicit since wins over the cursor.
+        let (r, _) = h.owner_subscribe_durable(&ch, 0, Some(id(&h, 4)), &ann, usize::MAX);
+        assert_eq!(seqs(&r), [5, 6, 7, 8]);
+        // Acks are cumulative: an older one changes nothing.
+        let acked = h.ack(&ch, &ann, id(&h, 5)).unwrap();
+        assert_eq!((acked.state.cursor.seq, acked.moved), (6, false));
+        // A replay that is not a durable subscription says nothing of it.
+        assert_eq!(h.owner_subscribe(&ch, 0, None, usize::MAX).durable, None);
+    }
+
+    #[test]
+    fn two_devices_of_one_identity_keep_separate_cursors() {
+        let mut h = durable_hub(100);
+        let ch = name("a");
+        let (phone, laptop) = (who("ann", "phone"), who("ann", "laptop"));
+        h.owner_subscribe_durable(&ch, 0, None, &phone, usize::MAX);
+        h.owner_subscribe_durable(&ch, 0, None, &laptop, usize::MAX);
+        publish_durable(&mut h, &ch, 4);
+        h.ack(&ch, &phone, id(&h, 3)).unwrap();
+        h.ack(&ch, &laptop, id(&h, 1)).unwrap();
+        assert_eq!(h.cursor(&ch, &phone).map(|c| c.cursor.seq), Some(3));
+        assert_eq!(h.cursor(&ch, &laptop).map(|c| c.cursor.seq), Some(1));
+        assert_eq!(h.cursor(&ch, &who("ann", "")), None);
+        let (r, _) = h.owner_subscribe_durable(&ch, 0, None, &laptop, usize::MAX);
+        assert_eq!(seqs(&r), [2, 3, 4]);
+    }
+
+    #[test]
+    fn acks_name_only_what_was_shown_in_the_channels_epoch() {
+        let mut h = durable_hub(100);
+        let ch = name("a");
+        let ann = who("ann", "");
+        h.owner_subscribe_durable(&ch, 0, None, &ann, usize::MAX);
+        publish_durable(&mut h, &ch, 2);
+        // Published, not yet durable: nobody was shown it.
+        h.publish(&ch, DataKind::Text, Bytes::new(), Instant::now());
+        let other = MsgId {
+            epoch: Epoch::from_bits(8),
+            seq: 1,
+        };
+        assert!(matches!(
+            h.ack(&ch, &ann, other),
+            Err(AckError::Stale { .. })
+        ));
+        match h.ack(&ch, &ann, id(&h, 3)) {
+            Err(AckError::Unknown { newest, .. }) => assert_eq!(newest, id(&h, 2)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            h.cursor(&ch, &ann).map(|c| c.cursor.seq),
+            Some(0),
+            "unchanged"
+        );
+        // No durable subscription, not a durable namespace: no cursor.
+        match h.ack(&ch, &who("bob", ""), id(&h, 1)) {
+            Err(AckError::NotDurable { why, .. }) => {
+                assert!(why.contains("durable = false"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            h.ack(&name("nothing"), &ann, id(&h, 1)),
+            Err(AckError::NotDurable { .. })
+        ));
+        assert_eq!(h.channel_count(), 1, "a refused ack creates no channel");
+        // A durable namespace keeps a cursor from the first ack.
+        let d = name("d:inbox");
+        publish_durable(&mut h, &d, 2);
+        let acked = h.ack(&d, &who("bob", ""), id(&h, 4)).unwrap();
+        assert_eq!((acked.state.cursor.seq, acked.before), (4, None));
+    }
+
+    #[test]
+    fn unread_counts_retained_messages_and_cursors_keep_their_channel() {
+        let mut h = durable_hub(3);
+        let ch = name("a");
+        let ann = who("ann", "");
+        h.owner_subscribe_durable(&ch, 0, None, &ann, usize::MAX);
+        publish_durable(&mut h, &ch, 10);
+        // History keeps 8..=10; the cursor (0) is before it.
+        assert_eq!(h.cursor(&ch, &ann).unwrap().unread, 3);
+        let acked = h.ack(&ch, &ann, id(&h, 9)).unwrap();
+        assert_eq!(acked.state.unread, 1);
+        // Taken back (the store failed before it was durable).
+        h.unwind_cursor(&ch, &ann, acked.before, 9);
+        assert_eq!(h.cursor(&ch, &ann).unwrap().cursor.seq, 0);
+        h.expire(Instant::now() + Duration::from_secs(61));
+        assert_eq!(h.channel_count(), 1, "a channel with cursors is kept");
+        assert_eq!(h.cursor(&ch, &ann).unwrap().unread, 0);
+        // A recovered cursor is at most the channel's last durable seq.
+        h.restore_cursor(&ch, who("bob", ""), 99);
+        assert_eq!(h.cursor(&ch, &who("bob", "")).unwrap().cursor.seq, 10);
     }
 }

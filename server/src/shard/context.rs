@@ -16,7 +16,8 @@ use crate::auth::Tickets;
 use crate::bus::{Mail, ReplyTo};
 use crate::config::Settings;
 use crate::hub::{
-    ChannelName, ClientId, Epoch, Member, PublishItem, Replay, Standing, SubRef, Unsubscribed,
+    ChannelName, ClientId, Cursor, Epoch, Member, MsgId, PublishItem, Replay, Standing, SubRef,
+    Unsubscribed,
 };
 use crate::metrics::ShardMetrics;
 use crate::transport::deflate::Deflater;
@@ -171,6 +172,7 @@ impl Context for ConnCtx<'_> {
                 channel: request.channel,
                 since: request.since,
                 member: request.presence,
+                durable: request.durable.map(Box::new),
             },
         );
         at
@@ -288,6 +290,21 @@ impl Context for ConnCtx<'_> {
                 self.post.send(owner, Mail::Publish { reply, items });
             }
         }
+        reply.token
+    }
+
+    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId) -> u32 {
+        let reply = self.reply_to();
+        let owner = self.hub.owner(&channel);
+        self.post.send(
+            owner,
+            Mail::Ack {
+                reply,
+                channel,
+                who,
+                id,
+            },
+        );
         reply.token
     }
 

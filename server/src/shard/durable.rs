@@ -15,14 +15,21 @@
 //! or taken back and refused with `503` if the store failed first
 //! ([`Durable::roll_back`]). Nobody saw a rolled-back message, so its
 //! seq is issued again.
+//!
+//! Durable cursors (acks) ride the same submissions: a cursor that moved
+//! is a [`Record::Cursor`] of the turn. At `always` the ack's answer is
+//! held like a publish, so an `acked` the client saw survives a power
+//! loss; at `interval` and `never` it is answered at once (a crash can
+//! undo the last acks, and their messages are delivered again: at least
+//! once).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::bus::{Mail, ReplyTo};
-use crate::hub::{Epoch, Message, MsgId};
-use crate::store::{Fsync, Intake, Record, RecoveredChannel, Refused};
+use crate::hub::{AckError, Acked, ChannelName, Cursor, Epoch, Message, MsgId};
+use crate::store::{Fsync, Intake, Record, RecoveredChannel, RecoveredCursor, Refused};
 
 use super::owner::{self, ShardHub};
 use super::post::Post;
@@ -39,19 +46,36 @@ pub struct ShardStore {
     pub floor: u64,
     /// The recovered channels this shard owns.
     pub channels: Vec<RecoveredChannel>,
+    /// The recovered cursors of those channels.
+    pub cursors: Vec<RecoveredCursor>,
 }
 
-/// A publish waiting for the disk.
+/// An answer waiting for the disk.
 #[derive(Debug)]
 struct Held {
     /// The submission holding its records.
     ticket: u64,
     /// Who to answer.
     reply: ReplyTo,
-    /// Every id of the request (ephemeral items' too), by position.
-    ids: Vec<(u32, MsgId)>,
-    /// Its stored messages, to deliver once durable.
-    msgs: Vec<Arc<Message>>,
+    /// What is answered.
+    what: Waiting,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    /// A publish.
+    Publish {
+        /// Every id of the request (ephemeral items' too), by position.
+        ids: Vec<(u32, MsgId)>,
+        /// Its stored messages, to deliver once durable.
+        msgs: Vec<Arc<Message>>,
+    },
+    /// An ack (at `always`).
+    Ack {
+        channel: ChannelName,
+        who: Cursor,
+        acked: Acked,
+    },
 }
 
 /// A shard's store state. See the module docs.
@@ -88,6 +112,9 @@ impl Durable {
                 })
                 .collect();
             hub.restore(&ch.name, ch.first_seq, ch.last_seq, messages);
+        }
+        for c in store.cursors {
+            hub.restore_cursor(&c.channel, c.who, c.seq);
         }
         Durable {
             intake: store.intake,
@@ -130,9 +157,58 @@ impl Durable {
         self.held.push_back(Held {
             ticket: self.intake.next_ticket(),
             reply,
-            ids,
-            msgs,
+            what: Waiting::Publish { ids, msgs },
         });
+    }
+
+    /// Queues `who`'s cursor on `channel` (at `cursor`) for this turn's
+    /// submission: an ack moved it, or a durable subscription created it.
+    pub fn record_cursor(&mut self, channel: &ChannelName, who: &Cursor, cursor: MsgId) {
+        self.records.push(Record::Cursor {
+            channel: channel.clone(),
+            who: who.clone(),
+            seq: cursor.seq,
+            epoch: cursor.epoch,
+            updated_ms: unix_ms(),
+        });
+    }
+
+    /// Answers an accepted ack: at once, or at `always` once its cursor is
+    /// durable. An ack that moved nothing waits behind the last held
+    /// answer, if any (the cursor it reports may be that one's), and else
+    /// is answered at once.
+    pub fn answer_ack(
+        &mut self,
+        post: &mut Post,
+        reply: ReplyTo,
+        channel: ChannelName,
+        who: Cursor,
+        acked: Acked,
+    ) {
+        let ticket = match (self.fsync, acked.moved) {
+            (Fsync::Always, true) => Some(self.intake.next_ticket()),
+            (Fsync::Always, false) => self.held.back().map(|h| h.ticket),
+            _ => None,
+        };
+        match ticket {
+            Some(ticket) => self.held.push_back(Held {
+                ticket,
+                reply,
+                what: Waiting::Ack {
+                    channel,
+                    who,
+                    acked,
+                },
+            }),
+            None => post.send(
+                reply.shard,
+                Mail::Acked {
+                    reply,
+                    channel,
+                    result: Ok(acked.state),
+                },
+            ),
+        }
     }
 
     /// The end of a turn: submits what the turn recorded, with the hub's
@@ -166,17 +242,33 @@ impl Durable {
     pub fn release(&mut self, upto: u64, hub: &mut ShardHub, post: &mut Post) {
         while self.held.front().is_some_and(|h| h.ticket <= upto) {
             let h = self.held.pop_front().expect("checked");
-            for m in &h.msgs {
+            let (ids, msgs) = match h.what {
+                Waiting::Publish { ids, msgs } => (ids, msgs),
+                Waiting::Ack { channel, acked, .. } => {
+                    let result = Ok(acked.state);
+                    let reply = h.reply;
+                    post.send(
+                        reply.shard,
+                        Mail::Acked {
+                            reply,
+                            channel,
+                            result,
+                        },
+                    );
+                    continue;
+                }
+            };
+            for m in &msgs {
                 hub.set_durable(&m.channel, m.id.seq);
             }
             post.send(
                 h.reply.shard,
                 Mail::Published {
                     reply: h.reply,
-                    ids: h.ids,
+                    ids,
                 },
             );
-            for m in h.msgs {
+            for m in msgs {
                 let interested = hub.interest(&m.channel);
                 owner::deliver(post, m, interested);
             }
@@ -197,17 +289,43 @@ impl Durable {
         self.failed = Some(reason.clone());
         let why = refusal(&Refused::Failed(reason));
         let keep = self.held.iter().take_while(|h| h.ticket <= after).count();
-        for h in self.held.drain(keep..) {
-            for m in &h.msgs {
-                hub.unpublish_tail(&m.channel, m.id.seq);
+        let lost: Vec<Held> = self.held.drain(keep..).collect();
+        // Acks are taken back newest first, so each cursor returns to
+        // where the oldest lost ack found it.
+        for h in lost.iter().rev() {
+            if let Waiting::Ack {
+                channel,
+                who,
+                acked,
+            } = &h.what
+            {
+                if acked.moved {
+                    hub.unwind_cursor(channel, who, acked.before, acked.state.cursor.seq);
+                }
             }
-            post.send(
-                h.reply.shard,
-                Mail::PublishRefused {
-                    reply: h.reply,
-                    reason: why.clone(),
-                },
-            );
+        }
+        for h in lost {
+            let reply = h.reply;
+            match h.what {
+                Waiting::Publish { msgs, .. } => {
+                    for m in &msgs {
+                        hub.unpublish_tail(&m.channel, m.id.seq);
+                    }
+                    let reason = why.clone();
+                    post.send(reply.shard, Mail::PublishRefused { reply, reason });
+                }
+                Waiting::Ack { channel, .. } => {
+                    let result = Err(AckError::Unavailable(why.clone()));
+                    post.send(
+                        reply.shard,
+                        Mail::Acked {
+                            reply,
+                            channel,
+                            result,
+                        },
+                    );
+                }
+            }
         }
     }
 }
@@ -303,6 +421,7 @@ mod tests {
                 max_messages: 100,
                 max_age: Duration::from_secs(60),
             },
+            durable: false,
         }));
         let mut hub = Hub::new(0, 1, opened.recovered.epoch, namespaces)
             .with_store(opened.recovered.floor, fsync != Fsync::Never);
@@ -312,6 +431,7 @@ mod tests {
             fsync,
             floor: opened.recovered.floor,
             channels: opened.recovered.channels,
+            cursors: opened.recovered.cursors,
         };
         let durable = Durable::new(store, &mut hub, Instant::now());
         Node {
@@ -484,5 +604,139 @@ mod tests {
         n.durable.submit(&mut n.hub, &mut n.post);
         assert!(matches!(n.handle_report(), Mail::Durable { upto: 2 }));
         assert_eq!(n.replayable(), [1, 2]);
+    }
+
+    fn ann() -> Cursor {
+        Cursor {
+            sub: "ann".into(),
+            device: "phone".into(),
+        }
+    }
+
+    impl Node {
+        /// A durable subscription of ann's phone, as `owner::subscribe` does.
+        fn subscribe_durably(&mut self) -> crate::hub::Replay {
+            let ch = ChannelName::new("c").unwrap();
+            let (replay, created) =
+                self.hub
+                    .owner_subscribe_durable(&ch, 0, None, &ann(), usize::MAX);
+            if let Some(seq) = created {
+                let cursor = MsgId {
+                    epoch: replay.epoch,
+                    seq,
+                };
+                self.durable.record_cursor(&ch, &ann(), cursor);
+            }
+            replay
+        }
+
+        fn ack(&mut self, seq: u64) {
+            let id = MsgId {
+                epoch: self.hub.epoch(),
+                seq,
+            };
+            let ch = ChannelName::new("c").unwrap();
+            owner::ack(
+                &mut self.hub,
+                &mut self.post,
+                REPLY,
+                ch,
+                ann(),
+                id,
+                Some(&mut self.durable),
+            );
+        }
+
+        fn acked(&mut self) -> Result<crate::hub::CursorState, AckError> {
+            match self.post.next_local() {
+                Some(Mail::Acked { result, .. }) => result,
+                other => panic!("{other:?}"),
+            }
+        }
+
+        /// Publishes `n` messages and lets them become durable.
+        fn publish_durable(&mut self, n: usize) {
+            for _ in 0..n {
+                self.publish("m");
+            }
+            self.durable.submit(&mut self.hub, &mut self.post);
+            assert!(matches!(self.handle_report(), Mail::Durable { .. }));
+            while self.post.next_local().is_some() {}
+            self.post.take_fanouts();
+        }
+    }
+
+    #[test]
+    fn at_always_an_ack_is_answered_once_its_cursor_is_durable_and_survives_a_restart() {
+        let mut n = node("ack-always", Fsync::Always);
+        n.subscribe_durably();
+        n.publish_durable(5);
+        n.ack(3);
+        assert!(n.post.next_local().is_none(), "held until durable");
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { .. }));
+        let state = n.acked().unwrap();
+        assert_eq!((state.cursor.seq, state.unread), (3, 2));
+        // An older ack moves nothing and is answered at once (nothing held).
+        n.ack(2);
+        assert_eq!(n.acked().unwrap().cursor.seq, 3);
+
+        let store = n.store.take().unwrap();
+        store.shutdown().unwrap();
+        let mail = Mailboxes::new(1).unwrap();
+        let reopened = Store::open(
+            &n.dir,
+            Options::new(Fsync::Always, 1),
+            Box::new(StoreReports(mail)),
+            &|_| 100,
+        )
+        .unwrap();
+        let c = &reopened.recovered.cursors;
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(
+            (c[0].channel.as_str(), &c[0].who, c[0].seq),
+            ("c", &ann(), 3)
+        );
+    }
+
+    #[test]
+    fn at_never_an_ack_is_answered_at_once_and_still_stored() {
+        let mut n = node("ack-never", Fsync::Never);
+        n.subscribe_durably();
+        n.publish_durable(2);
+        n.ack(2);
+        assert_eq!(n.acked().unwrap().cursor.seq, 2, "answered at once");
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { .. }));
+    }
+
+    #[test]
+    fn a_failed_commit_refuses_a_held_ack_and_takes_its_cursor_back() {
+        let mut n = node("ack-failed", Fsync::Always);
+        n.subscribe_durably();
+        n.publish_durable(4);
+        n.ack(1);
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { .. }));
+        assert_eq!(n.acked().unwrap().cursor.seq, 1);
+
+        n.store.as_ref().unwrap().fail_next_commit(ENOSPC);
+        n.ack(2);
+        n.ack(3);
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::StoreFailed { .. }));
+        for _ in 0..2 {
+            match n.acked() {
+                Err(AckError::Unavailable(why)) => assert!(why.contains("os error 28"), "{why}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        let ch = ChannelName::new("c").unwrap();
+        let state = n.hub.cursor(&ch, &ann()).unwrap();
+        assert_eq!(state.cursor.seq, 1, "back where the durable ack left it");
+        // Later acks are refused before anything moves.
+        n.ack(4);
+        assert!(matches!(n.acked(), Err(AckError::Unavailable(_))));
+        assert_eq!(n.hub.cursor(&ch, &ann()).unwrap().cursor.seq, 1);
     }
 }

@@ -145,6 +145,7 @@ impl Shard {
                 }),
                 last_seq: 0,
                 rest_since: None,
+                durable: None,
             };
             self.dispatch(sub.key, |p, ctx| p.handle_replay(ctx, at, replay));
         }
@@ -190,6 +191,7 @@ impl Shard {
                     channel,
                     since: Some(since),
                     member: None,
+                    durable: None,
                 };
                 self.post.send(owner, subscribe);
             }

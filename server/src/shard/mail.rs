@@ -67,6 +67,9 @@ impl Shard {
                 channel,
                 since,
                 member,
+                // In a cluster there is no store: connections refuse
+                // durable subscriptions (`not_durable`) before they ask.
+                durable: _,
             } if self.relay.is_some() => {
                 let request = Held {
                     from,
@@ -85,6 +88,7 @@ impl Shard {
                 channel,
                 since,
                 member,
+                durable,
             } => owner::subscribe(
                 &mut self.hub,
                 &mut self.post,
@@ -96,7 +100,32 @@ impl Shard {
                 channel,
                 since,
                 member,
+                durable.map(|who| *who).zip(self.durable.as_mut()),
             ),
+            Mail::Ack {
+                reply,
+                channel,
+                who,
+                id,
+            } => owner::ack(
+                &mut self.hub,
+                &mut self.post,
+                reply,
+                channel,
+                who,
+                id,
+                self.durable.as_mut(),
+            ),
+            Mail::Acked {
+                reply,
+                channel,
+                result,
+            } => {
+                let key = ConnKey::from_handle(reply.conn);
+                self.dispatch(key, |p, ctx| {
+                    p.handle_acked(ctx, reply.token, &channel, result)
+                });
+            }
             Mail::CatchUp { conn, at } => self.catch_up(conn, at),
             Mail::Unsubscribe { from, channel } => {
                 if let Some(relay) = self.relay.as_mut() {

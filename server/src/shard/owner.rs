@@ -18,7 +18,10 @@ use bytes::Bytes;
 use codec::ws::DataKind;
 
 use crate::bus::{ConnHandle, Mail, ReplyTo};
-use crate::hub::{ChannelName, Event, Hub, Member, Message, MsgId, PublishItem, ShardSet, SubRef};
+use crate::hub::{
+    AckError, ChannelName, Cursor, Event, Hub, Member, Message, MsgId, PublishItem, ShardSet,
+    SubRef,
+};
 use crate::metrics::ShardMetrics;
 
 use super::conns::Subscriber;
@@ -148,7 +151,10 @@ pub fn deliver(post: &mut Post, msg: std::sync::Arc<Message>, interested: ShardS
 /// A connection of shard `from` subscribes, or one of its subscriptions
 /// catches up: answer with the replay (at most `budget` bytes of
 /// messages), and announce the client to the channel if it joins the
-/// presence.
+/// presence. A durable subscription (`durable`, with a store) resumes
+/// from its cursor when it names no `since`; a cursor it creates is
+/// stored with the turn's records (its `subscribed` is not held for it:
+/// lost in a crash, the cursor is created again "from now").
 #[allow(clippy::too_many_arguments)]
 pub fn subscribe(
     hub: &mut ShardHub,
@@ -161,13 +167,79 @@ pub fn subscribe(
     channel: ChannelName,
     since: Option<MsgId>,
     member: Option<Member>,
+    durable: Option<(Cursor, &mut Durable)>,
 ) {
-    let replay = hub.owner_subscribe(&channel, from, since, budget);
+    let replay = match durable {
+        Some((who, store)) => {
+            let (replay, created) =
+                hub.owner_subscribe_durable(&channel, from, since, &who, budget);
+            if let Some(seq) = created {
+                let cursor = MsgId {
+                    epoch: replay.epoch,
+                    seq,
+                };
+                store.record_cursor(&channel, &who, cursor);
+            }
+            replay
+        }
+        None => hub.owner_subscribe(&channel, from, since, budget),
+    };
     post.send(from, Mail::Replayed { conn, at, replay });
     if let Some(member) = member {
         let identity = Bytes::from(member.to_string());
         if hub.presence_join(&channel, member) {
             announce(hub, post, now, &channel, Event::Joined, identity);
+        }
+    }
+}
+
+/// `who` acknowledges `channel` up to `id` (see `hub::cursor`): the
+/// cursor moves and is stored, and the answer goes back — at
+/// `--fsync always` once the new cursor is durable. Refused with the
+/// specific [`AckError`] otherwise: no store, the store failed or is
+/// full, another epoch, an id not shown yet, no cursor kept.
+#[allow(clippy::too_many_arguments)]
+pub fn ack(
+    hub: &mut ShardHub,
+    post: &mut Post,
+    reply: ReplyTo,
+    channel: ChannelName,
+    who: Cursor,
+    id: MsgId,
+    store: Option<&mut Durable>,
+) {
+    let refuse = |post: &mut Post, channel, e: AckError| {
+        tracing::debug!(%who, "ack refused: {e}");
+        let result = Err(e);
+        post.send(
+            reply.shard,
+            Mail::Acked {
+                reply,
+                channel,
+                result,
+            },
+        );
+    };
+    let Some(store) = store else {
+        // The connection checks this before it asks; answered all the same.
+        let why = "the node has no --data-dir".to_string();
+        let e = AckError::NotDurable {
+            channel: channel.clone(),
+            why,
+        };
+        return refuse(post, channel, e);
+    };
+    if let Err(refused) = store.check() {
+        let e = AckError::Unavailable(super::durable::refusal(&refused));
+        return refuse(post, channel, e);
+    }
+    match hub.ack(&channel, &who, id) {
+        Err(e) => refuse(post, channel, e),
+        Ok(acked) => {
+            if acked.moved {
+                store.record_cursor(&channel, &who, acked.state.cursor);
+            }
+            store.answer_ack(post, reply, channel, who, acked);
         }
     }
 }

@@ -421,7 +421,7 @@ fn answer(bridge: &Bridge, o: Owner<'_>, channel: ChannelName, r: Held) {
         }
     }
     owner::subscribe(
-        o.hub, o.post, o.now, o.budget, r.from, r.conn, r.at, channel, r.since, None,
+        o.hub, o.post, o.now, o.budget, r.from, r.conn, r.at, channel, r.since, None, None,
     );
 }
 

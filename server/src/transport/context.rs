@@ -16,7 +16,9 @@ use bytes::Bytes;
 
 use crate::auth::Tickets;
 use crate::config::Settings;
-use crate::hub::{ChannelName, ClientId, Epoch, Member, MsgId, PublishItem, Replay, SubRef};
+use crate::hub::{
+    ChannelName, ClientId, Cursor, Epoch, Member, MsgId, PublishItem, Replay, SubRef,
+};
 use crate::metrics::ShardMetrics;
 
 use super::deflate::{Deflate, Deflater};
@@ -88,14 +90,17 @@ pub struct Subscribe {
     /// What the connection agreed for permessage-deflate (WebSockets
     /// only): live messages reach it compressed.
     pub deflate: Option<Deflate>,
+    /// A durable subscription: whose cursor it resumes from when `since`
+    /// is `None`; its replay reports the cursor (`Replay::durable`).
+    pub durable: Option<Cursor>,
 }
 
 /// What a protocol may ask of its connection. See the module docs.
 ///
 /// Every call concerns the connection the protocol runs on; answers to
-/// requests (`subscribe`, `publish`, `query_presence`) arrive later as
-/// `handle_replay`, `handle_published` and `handle_presence`, never during
-/// the call that asked.
+/// requests (`subscribe`, `publish`, `ack`, `query_presence`) arrive
+/// later as `handle_replay`, `handle_published`, `handle_acked` and
+/// `handle_presence`, never during the call that asked.
 pub trait Context {
     /// The current tick.
     fn now(&self) -> Tick;
@@ -183,6 +188,11 @@ pub trait Context {
     /// Sends messages to their channels' owners; the ids arrive as
     /// `handle_published` with the returned token.
     fn publish(&mut self, items: Vec<PublishItem>) -> u32;
+
+    /// Acknowledges every message of `channel` up to `id` for `who`'s
+    /// durable cursor; the answer arrives as `handle_acked` with the
+    /// returned token.
+    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId) -> u32;
 
     /// Asks a channel's owner who is present; the answer arrives as
     /// `handle_presence` with the returned token.

@@ -10,6 +10,7 @@
 //! | `/sse/{channel}`, `/sse?ch=…` | GET, HEAD | event stream (`super::sse`) |
 //! | `/poll/{channel}` | GET, HEAD | long or short poll (`super::poll`) |
 //! | `/pub/{channel}`, `/pub` | POST | publish (`super::publish`) |
+//! | `/ack/{channel}` | POST | acknowledge up to an id for a durable cursor (`super::ack`) |
 //! | `/presence/{channel}` | GET, HEAD | the channel's presence, from every shard |
 //! | `/client.js`, `/client.d.ts`, `/` (`--demo`) | GET, HEAD | built-in files (`super::assets`) |
 //! | any | OPTIONS | `204` with `Allow`; CORS preflights get `super::cors` headers |
@@ -48,9 +49,10 @@ use serde_json::json;
 
 use crate::auth::ticket::IssueError;
 use crate::auth::{self, Access, TokenError};
-use crate::hub::{ChannelName, Member, MsgId};
+use crate::hub::{AckError, ChannelName, Cursor, CursorState, Member, MsgId};
 use crate::metrics::Refusal;
 
+use super::ack;
 use super::assets::{self, Asset};
 use super::context::{ticks, Context, Finish, Step, RETRY_AFTER_SECS};
 use super::cors::{self, Grant};
@@ -123,6 +125,13 @@ enum Waiting {
         /// The answer's body, once the owner replied.
         body: Option<Bytes>,
     },
+    /// `POST /ack/{channel}`, for the channel owner's answer.
+    Ack {
+        token: u32,
+        answer: Answer,
+        /// The owner's answer, once it came.
+        result: Option<(ChannelName, Result<CursorState, AckError>)>,
+    },
 }
 
 impl Waiting {
@@ -130,6 +139,7 @@ impl Waiting {
         match self {
             Waiting::Publish(p) => p.is_complete(),
             Waiting::Presence { body, .. } => body.is_some(),
+            Waiting::Ack { result, .. } => result.is_some(),
         }
     }
 }
@@ -346,11 +356,15 @@ impl Http {
             p if p.starts_with("/ws/") => match ws::subscribe_plan(head, &p["/ws/".len()..]) {
                 Ok(plan) => match admit(ctx, [&plan.channel])
                     .and_then(|()| read_access(ctx, head, [&plan.channel]))
-                {
-                    Ok(access) => upgrade(
+                    .and_then(|access| {
+                        let durable = durable_of(ctx, head, access.as_ref(), [&plan.channel])?;
+                        Ok((access, durable))
+                    }) {
+                    Ok((access, durable)) => upgrade(
                         ctx,
                         ws::App::Subscriber(ws::SubscribePlan {
                             expires: access.map(|a| a.exp),
+                            durable: durable.into_iter().next().flatten(),
                             ..plan
                         }),
                     ),
@@ -366,8 +380,15 @@ impl Http {
                         Err(off) => self.transport_off(ctx, off),
                         Ok(()) => match admit(ctx, [&plan.channel])
                             .and_then(|()| read_access(ctx, head, [&plan.channel]))
+                            .and_then(|a| durable_of(ctx, head, a.as_ref(), [&plan.channel]))
                         {
-                            Ok(_) => Outcome::Route(Route::Poll(plan, answer)),
+                            Ok(durable) => Outcome::Route(Route::Poll(
+                                poll::Plan {
+                                    durable: durable.into_iter().next().flatten(),
+                                    ..plan
+                                },
+                                answer,
+                            )),
                             Err(refused) => self.refuse_auth(ctx, &refused),
                         },
                     },
@@ -379,14 +400,19 @@ impl Http {
                     Err(off) => self.transport_off(ctx, off),
                     Ok(()) => match admit(ctx, &plan.channels)
                         .and_then(|()| read_access(ctx, head, &plan.channels))
+                        .and_then(|a| durable_of(ctx, head, a.as_ref(), &plan.channels))
                     {
-                        Ok(_) => Outcome::Route(Route::PollMany(plan, answer)),
+                        Ok(durable) => Outcome::Route(Route::PollMany(
+                            poll::ManyPlan { durable, ..plan },
+                            answer,
+                        )),
                         Err(refused) => self.refuse_auth(ctx, &refused),
                     },
                 },
                 Err(refused) => self.refuse(ctx, &refused),
             },
             p if p == "/pub" || p.starts_with("/pub/") => self.start_publish(ctx, head),
+            p if p.starts_with("/ack/") => self.start_ack(ctx, head, &p["/ack/".len()..]),
             _ => {
                 ctx.metrics().refuse(Refusal::NotFound);
                 response::error(ctx, answer, StatusCode::NOT_FOUND, "not found", &[]);
@@ -444,10 +470,14 @@ impl Http {
         match sse::plan(head, raw, ctx.settings().max_stream_channels) {
             Ok(plan) => match admit(ctx, &plan.channels)
                 .and_then(|()| read_access(ctx, head, &plan.channels))
-            {
-                Ok(access) => Outcome::Route(Route::Sse(sse::Plan {
+                .and_then(|access| {
+                    let durable = durable_of(ctx, head, access.as_ref(), &plan.channels)?;
+                    Ok((access, durable))
+                }) {
+                Ok((access, durable)) => Outcome::Route(Route::Sse(sse::Plan {
                     cors: self.cors,
                     expires: access.map(|a| a.exp),
+                    durable,
                     ..plan
                 })),
                 Err(refused) => self.refuse_auth(ctx, &refused),
@@ -551,6 +581,10 @@ impl Http {
     /// The body is complete: send its messages to their owners and wait
     /// for the ids (the connection goes on reading meanwhile).
     fn finish_body(&mut self, ctx: &mut impl Context, body: Body) -> Outcome {
+        let body = match body.into_ack() {
+            Ok((channel, who, id)) => return self.finish_ack(ctx, channel, who, id),
+            Err(body) => body,
+        };
         let (items, batch) = match body.into_items(ctx.settings().max_message_size) {
             Ok(parsed) => parsed,
             Err(refused) => return self.refuse(ctx, &refused),
@@ -598,6 +632,111 @@ impl Http {
             unavailable: None,
         }));
         Outcome::Stay
+    }
+
+    // ---- acks ------------------------------------------------------------------------
+
+    /// `POST /ack/{channel}[?device=]`: checks what the connection can
+    /// decide alone (the method, the channel, the device, an identity,
+    /// read access), then reads the body (the id). See `super::ack`.
+    fn start_ack(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>, raw: &str) -> Outcome {
+        if head.method != Method::Post {
+            let status = StatusCode::METHOD_NOT_ALLOWED;
+            let refused = Refused::new(Refusal::BadRequest, status, "ack with POST");
+            return self.refuse_with(ctx, &refused, &[("Allow", "POST, OPTIONS")]);
+        }
+        let channel = match ChannelName::from_path(raw) {
+            Ok(channel) => channel,
+            Err(reason) => return self.refuse(ctx, &Refused::bad(Refusal::BadChannel, reason)),
+        };
+        let device = match ack::device_query(head) {
+            Ok(device) => device,
+            Err(refused) => return self.refuse(ctx, &refused),
+        };
+        let access = match presented_access(ctx, head) {
+            Ok(access) => access,
+            Err(refused) => return self.refuse_auth(ctx, &refused),
+        };
+        let who = match ack::identity(access.as_deref(), device) {
+            Ok(who) => who,
+            Err(e) => return self.refuse_auth(ctx, &ack::refused(&e)),
+        };
+        let guarded = ctx.settings().namespaces.of(channel.as_str()).token;
+        if guarded
+            && !access
+                .as_ref()
+                .is_some_and(|a| a.may_read(channel.as_str()))
+        {
+            let reason = format!("the token does not allow channel {channel}");
+            let refused = Refused::new(Refusal::Forbidden, StatusCode::FORBIDDEN, reason);
+            return self.refuse(ctx, &refused);
+        }
+        let plan = match publish::ack_plan(head, channel, who) {
+            Ok(plan) => plan,
+            Err(refused) => return self.refuse(ctx, &refused),
+        };
+        if plan.send_continue {
+            ctx.send(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        }
+        if plan.body.is_complete() {
+            return self.finish_body(ctx, plan.body);
+        }
+        ctx.set_timer(Some(ctx.now() + ticks(ctx.settings().handshake_timeout)));
+        self.busy.get_or_insert_with(Default::default).body = Some(plan.body);
+        Outcome::Stay
+    }
+
+    /// An ack's body is read: refuse a bad id or a node without a store,
+    /// else ask the channel's owner (answered in request order).
+    fn finish_ack(
+        &mut self,
+        ctx: &mut impl Context,
+        channel: ChannelName,
+        who: Cursor,
+        id: Result<MsgId, AckError>,
+    ) -> Outcome {
+        let id = match id.and_then(|id| ack::store_kept(ctx.settings(), &channel).map(|()| id)) {
+            Ok(id) => id,
+            Err(e) => return self.refuse(ctx, &ack::refused(&e)),
+        };
+        let answer = Answer {
+            head_only: false,
+            ..self.answer()
+        };
+        self.flags &= !flag::PARTIAL;
+        ctx.set_timer(None);
+        let token = ctx.ack(channel, who, id);
+        let busy = self.busy.get_or_insert_with(Default::default);
+        busy.waiting.push_back(Waiting::Ack {
+            token,
+            answer,
+            result: None,
+        });
+        Outcome::Stay
+    }
+
+    /// The channel's owner answered the ack made with `token`.
+    pub fn handle_acked(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        channel: &ChannelName,
+        answer: Result<CursorState, AckError>,
+    ) -> Outcome {
+        if let Some(busy) = self.busy.as_mut() {
+            for w in busy.waiting.iter_mut() {
+                if let Waiting::Ack {
+                    token: t, result, ..
+                } = w
+                {
+                    if *t == token && result.is_none() {
+                        *result = Some((channel.clone(), answer));
+                        break;
+                    }
+                }
+            }
+        }
+        self.answer_waiting(ctx)
     }
 
     /// Owners assigned ids: answer the publishes at the head of the queue
@@ -692,6 +831,33 @@ impl Http {
                     let body = body.expect("complete");
                     let ct = "application/json";
                     response::respond(ctx, answer, StatusCode::OK, ct, &body, &[], true);
+                    answer
+                }
+                Waiting::Ack { answer, result, .. } => {
+                    match result.expect("complete") {
+                        (channel, Ok(state)) => {
+                            let body = framing::json_body(&ack::answer(&channel, state));
+                            let ct = "application/json";
+                            response::respond(ctx, answer, StatusCode::OK, ct, &body, &[], true);
+                        }
+                        (_, Err(e)) => {
+                            let refused = ack::refused(&e);
+                            ctx.metrics().refuse(refused.why);
+                            tracing::debug!(
+                                "ack refused: {} {}",
+                                refused.status.code(),
+                                refused.reason
+                            );
+                            let retry = RETRY_AFTER_SECS.to_string();
+                            let with_retry = [("Retry-After", retry.as_str())];
+                            let extra: &[(&str, &str)] = if refused.retry_later {
+                                &with_retry
+                            } else {
+                                &[]
+                            };
+                            response::error(ctx, answer, refused.status, &refused.reason, extra);
+                        }
+                    }
                     answer
                 }
             };
@@ -953,6 +1119,43 @@ fn read_access<'c>(
         ));
     }
     Ok(Some(access))
+}
+
+/// The durable cursors of an HTTP subscription to `channels` (`?durable=`,
+/// `?device=`, durable namespaces; see `ack::durable_for`), in channel
+/// order; empty when none is durable. `access` is what `read_access`
+/// found; without it the request's token is read here (only when a
+/// cursor is wanted, so a plain subscription never pays for it).
+fn durable_of<'c, I>(
+    ctx: &impl Context,
+    head: &RequestHead<'_>,
+    access: Option<&Arc<Access>>,
+    channels: I,
+) -> Result<Vec<Option<Cursor>>, Refused>
+where
+    I: IntoIterator<Item = &'c ChannelName> + Clone,
+{
+    let (asked, device) = ack::durable_query(head)?;
+    let settings = ctx.settings();
+    let namespaces = &settings.namespaces;
+    let by_namespace = || (channels.clone().into_iter()).any(|c| namespaces.of(c.as_str()).durable);
+    if !asked && (settings.store.is_none() || !by_namespace()) {
+        return Ok(Vec::new());
+    }
+    let presented;
+    let access = match access {
+        Some(a) => Some(&**a),
+        None => {
+            presented = presented_access(ctx, head)?;
+            presented.as_deref()
+        }
+    };
+    (channels.into_iter())
+        .map(|c| {
+            ack::durable_for(settings, access, c, asked, device.clone())
+                .map_err(|e| ack::refused(&e))
+        })
+        .collect()
 }
 
 /// Refuses a request that would create a channel while the node holds

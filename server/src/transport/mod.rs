@@ -12,10 +12,11 @@
 //! * [`context`] — the `Context` trait, ticks, how a connection ends.
 //! * [`protocol`] — the `Protocol` enum: event routing and transitions.
 //! * [`http`] — request heads, routing, plain answers, publishing,
-//!   pipelining, keep-alive; [`response`] writes answers, [`publish`] reads
-//!   publish requests, [`params`] reads shared query parameters,
-//!   [`cors`] checks `Origin` and grants CORS, [`assets`] holds the
-//!   built-in client and demo.
+//!   acks, pipelining, keep-alive; [`response`] writes answers,
+//!   [`publish`] reads publish requests, [`ack`] reads acks and durable
+//!   subscriptions and names their refusals, [`params`] reads shared
+//!   query parameters, [`cors`] checks `Origin` and grants CORS,
+//!   [`assets`] holds the built-in client and demo.
 //! * [`ws`] — the WebSocket link and its apps; [`mux`] the `/ws` protocol.
 //! * [`sse`] — Server-Sent Events; [`poll`] — long and short polling.
 //! * [`framing`] — how a message looks on each transport, encoded once per
@@ -28,6 +29,7 @@
 //! Imports point down this list's reverse: `protocol` knows every state,
 //! `http` knows the requests it routes to, and no state knows `protocol`.
 
+pub mod ack;
 pub mod assets;
 pub mod context;
 pub mod cors;

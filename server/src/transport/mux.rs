@@ -4,7 +4,8 @@
 //!
 //! | Client sends | Server answers |
 //! |---|---|
-//! | `{"type":"subscribe","ch":"c","since":"<id>"?}` | `subscribed`, then `reset`? and history, then live `message`s |
+//! | `{"type":"subscribe","ch":"c","since":"<id>"?,"durable":true?,"device":"…"?}` | `subscribed` (with `durable`, `cursor`, `unread` when durable), then `reset`? and history, then live `message`s |
+//! | `{"type":"ack","ch":"c","id":"<id>","device":"…"?}` | `acked` with the cursor and `unread` (see `super::ack`) |
 //! | `{"type":"unsubscribe","ch":"c"}` | `unsubscribed` |
 //! | `{"type":"publish","ch":"c","data":"…"` or `"data_base64":"…"`, `"ephemeral":true?}` | `published` with the id (`null` if ephemeral) |
 //! | `{"type":"presence","ch":"c"}` | `presence` with the clients subscribed on every shard |
@@ -28,9 +29,13 @@ use hashbrown::HashMap;
 use serde_json::{json, Value};
 
 use crate::auth::{Access, TokenError};
-use crate::hub::{ChannelName, Member, MsgId, PublishItem, Replay, ResetReason, SubRef};
+use crate::hub::{
+    AckError, ChannelName, Cursor, CursorState, Member, MsgId, PublishItem, Replay, ResetReason,
+    SubRef,
+};
 use crate::metrics::{Refusal, ShardMetrics};
 
+use super::ack;
 use super::context::{Context, Subscribe, Tick, RETRY_AFTER_SECS, TICK};
 use super::deflate::Deflate;
 use super::framing::{self, Format};
@@ -90,6 +95,9 @@ struct MuxSub {
     /// Who it joined the channel's presence as (kept: a token that comes
     /// later must not change whom it leaves as).
     member: Option<Member>,
+    /// A durable subscription: whose cursor (an `ack` without `device`
+    /// acks this one's).
+    durable: Option<Cursor>,
 }
 
 #[derive(Debug)]
@@ -100,6 +108,9 @@ enum Pending {
         ephemeral: bool,
     },
     Presence {
+        rid: Option<Value>,
+    },
+    Ack {
         rid: Option<Value>,
     },
 }
@@ -239,8 +250,18 @@ impl Session {
                         return Err(refused("bad_since", "since must be a message id string"))
                     }
                 };
-                self.subscribe(ctx, channel, since, rid)
+                let asked = match cmd.remove("durable") {
+                    None | Some(Value::Null) => false,
+                    Some(Value::Bool(b)) => b,
+                    Some(_) => return Err(refused("bad_request", "durable must be true or false")),
+                };
+                let device = device_of(cmd)?.unwrap_or_default();
+                let access = self.access.as_deref();
+                let durable = ack::durable_for(ctx.settings(), access, &channel, asked, device)
+                    .map_err(|e| refused(ack::code(&e), e.to_string()))?;
+                self.subscribe(ctx, channel, since, durable, rid)
             }
+            "ack" => self.ack(ctx, cmd, rid),
             "unsubscribe" => {
                 let channel = channel_of(cmd)?;
                 if !self.drop_sub(ctx, &channel) {
@@ -400,11 +421,43 @@ impl Session {
         }
     }
 
+    /// `ack`: checks what the connection can (an identity, the id, a
+    /// store), then asks the channel's owner, which answers `acked` or
+    /// the refusal (`handle_acked`).
+    fn ack(
+        &mut self,
+        ctx: &mut impl Context,
+        cmd: &mut serde_json::Map<String, Value>,
+        rid: Option<Value>,
+    ) -> Result<(), Refused> {
+        let channel = channel_of(cmd)?;
+        let device = match device_of(cmd)? {
+            Some(d) => d,
+            // The device of this connection's durable subscription.
+            None => (self.subs.get(&channel))
+                .and_then(|s| s.durable.as_ref())
+                .map_or_else(Box::default, |c| c.device.clone()),
+        };
+        let refuse = |e: AckError| refused(ack::code(&e), e.to_string());
+        let who = ack::identity(self.access.as_deref(), device).map_err(refuse)?;
+        self.may_read(ctx, &channel)?;
+        let id = match cmd.remove("id") {
+            Some(Value::String(id)) => ack::parse_id(&id).map_err(refuse)?,
+            Some(_) => return Err(refused("bad_id", "\"id\" must be a message id string")),
+            None => return Err(refused("bad_id", "missing \"id\"")),
+        };
+        ack::store_kept(ctx.settings(), &channel).map_err(refuse)?;
+        let token = ctx.ack(channel, who, id);
+        self.pending.insert(token, Pending::Ack { rid });
+        Ok(())
+    }
+
     fn subscribe(
         &mut self,
         ctx: &mut impl Context,
         channel: ChannelName,
         since: Option<MsgId>,
+        durable: Option<Cursor>,
         rid: Option<Value>,
     ) -> Result<(), Refused> {
         let max = ctx.settings().max_subscriptions;
@@ -428,6 +481,7 @@ impl Session {
             since,
             presence: member.clone(),
             deflate: self.deflate,
+            durable: durable.clone(),
         });
         self.subs.insert(
             channel,
@@ -437,6 +491,7 @@ impl Session {
                 answered: false,
                 rid,
                 member,
+                durable,
             },
         );
         Ok(())
@@ -553,6 +608,11 @@ impl Session {
                 // message resumes from here, not from a later "now".
                 answer["id"] = json!(replay.end().to_string());
             }
+            if let Some(d) = replay.durable {
+                answer["durable"] = json!(true);
+                answer["cursor"] = json!(d.cursor.to_string());
+                answer["unread"] = json!(d.unread);
+            }
             send(ctx, with_rid(answer, rid));
         }
         if let Some(reset) = replay.reset {
@@ -613,6 +673,43 @@ impl Session {
         send(ctx, with_rid(answer, rid));
     }
 
+    /// The channel's owner answered an `ack`: `acked` with where the
+    /// cursor stands, or the refusal (`stale_id`, `unknown_id`,
+    /// `not_durable`, `unavailable` with `retry_after`).
+    pub fn handle_acked(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        channel: &ChannelName,
+        result: Result<CursorState, AckError>,
+    ) {
+        let Some(Pending::Ack { rid }) = self.pending.remove(&token) else {
+            return;
+        };
+        let answer = match result {
+            Ok(state) => json!({
+                "type": "acked",
+                "ch": channel.as_str(),
+                "cursor": state.cursor.to_string(),
+                "unread": state.unread,
+            }),
+            Err(e) => {
+                let code = ack::code(&e);
+                let reason = ack::reason(&e);
+                tracing::debug!(code, "ack refused: {reason}");
+                if matches!(e, AckError::Unavailable(_)) {
+                    ctx.metrics().refuse(Refusal::Unavailable);
+                }
+                let mut answer = json!({"type": "error", "code": code, "reason": reason});
+                if matches!(e, AckError::Unavailable(_)) {
+                    answer["retry_after"] = json!(RETRY_AFTER_SECS);
+                }
+                answer
+            }
+        };
+        send(ctx, with_rid(answer, rid));
+    }
+
     /// An owner answered a `presence` query.
     pub fn handle_presence(
         &mut self,
@@ -660,6 +757,17 @@ fn presence_visible(ctx: &impl Context, channel: &ChannelName) -> Result<(), Ref
     match super::response::presence_hidden(ctx, channel) {
         None => Ok(()),
         Some(reason) => Err(refused("forbidden", reason)),
+    }
+}
+
+/// The command's `"device"`, checked (`None` without one).
+fn device_of(cmd: &mut serde_json::Map<String, Value>) -> Result<Option<Box<str>>, Refused> {
+    match cmd.remove("device") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(d)) => ack::device(&d)
+            .map(Some)
+            .map_err(|r| refused("bad_request", r)),
+        Some(_) => Err(refused("bad_request", "device must be a string")),
     }
 }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use codec::ws::CloseCode;
 
-use crate::hub::{ChannelName, Member, Message, MsgId, Replay, SubRef};
+use crate::hub::{AckError, ChannelName, CursorState, Member, Message, MsgId, Replay, SubRef};
 use crate::metrics::Transport;
 
 use super::context::{ticks, Context, Finish, Step};
@@ -228,6 +228,24 @@ impl Protocol {
                 self.after_http(ctx, outcome);
             }
             Protocol::Ws(ws) => ws.handle_publish_refused(ctx, token, reason),
+            _ => {}
+        }
+    }
+
+    /// A channel's owner answered an ack made with `token`.
+    pub fn handle_acked(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        channel: &ChannelName,
+        result: Result<CursorState, AckError>,
+    ) {
+        match self {
+            Protocol::Http(h) => {
+                let outcome = h.handle_acked(ctx, token, channel, result);
+                self.after_http(ctx, outcome);
+            }
+            Protocol::Ws(ws) => ws.handle_acked(ctx, token, channel, result),
             _ => {}
         }
     }

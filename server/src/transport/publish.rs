@@ -28,7 +28,7 @@ use codec::ws::DataKind;
 
 use crate::auth::{self, KeyCheck};
 use crate::config::Settings;
-use crate::hub::{ChannelName, MsgId, PublishItem};
+use crate::hub::{AckError, ChannelName, Cursor, MsgId, PublishItem};
 use crate::metrics::Refusal;
 
 use super::framing;
@@ -46,6 +46,17 @@ pub enum Target {
     /// Newline-delimited JSON, each line one message; lines name their
     /// channel unless a default is given.
     Batch(Option<ChannelName>),
+    /// Not a publish: an ack (`POST /ack/{channel}`, see `super::ack`),
+    /// whose small body is read the same way. `json`: its `Content-Type`
+    /// says JSON.
+    Ack {
+        /// The channel.
+        channel: ChannelName,
+        /// Whose cursor.
+        who: Cursor,
+        /// The body is JSON by its `Content-Type`.
+        json: bool,
+    },
 }
 
 /// How a body is delimited.
@@ -181,8 +192,36 @@ pub fn plan(head: &RequestHead<'_>, settings: &Settings) -> Result<Plan, Refused
     };
     let limit = match target {
         Target::Single(..) => settings.max_message_size,
-        Target::Batch(_) => settings.max_batch_size,
+        Target::Batch(_) | Target::Ack { .. } => settings.max_batch_size,
     };
+    framed(head, target, limit)
+}
+
+/// Reads an ack request's head (`POST /ack/{channel}`, checked by the
+/// caller): its body, at most [`ack::MAX_BODY`](super::ack::MAX_BODY)
+/// bytes, names the id.
+pub fn ack_plan(
+    head: &RequestHead<'_>,
+    channel: ChannelName,
+    who: Cursor,
+) -> Result<Plan, Refused> {
+    let json = head.headers.content_type.is_some_and(|ct| {
+        let ct = ct
+            .split(|&b| b == b';')
+            .next()
+            .unwrap_or_default()
+            .trim_ascii();
+        ct.eq_ignore_ascii_case(b"application/json")
+    });
+    framed(
+        head,
+        Target::Ack { channel, who, json },
+        super::ack::MAX_BODY,
+    )
+}
+
+/// The body of a request for `target`, at most `limit` bytes.
+fn framed(head: &RequestHead<'_>, target: Target, limit: usize) -> Result<Plan, Refused> {
     let framing = match head.body() {
         HttpFraming::None => Framing::Length(0),
         HttpFraming::Length(n) if n > limit as u64 => {
@@ -265,10 +304,27 @@ impl Body {
         }
     }
 
+    /// A complete ack body: the channel, whose cursor, and the id it
+    /// names (or `bad_id`). `Err(self)` when it is a publish.
+    pub fn into_ack(self) -> Result<(ChannelName, Cursor, Result<MsgId, AckError>), Body> {
+        match self.target {
+            Target::Ack { channel, who, json } => {
+                let ct = json.then_some(&b"application/json"[..]);
+                let id = super::ack::body_id(ct, &self.data);
+                Ok((channel, who, id))
+            }
+            _ => Err(self),
+        }
+    }
+
     /// The messages of a complete body, and whether they were a batch.
     pub fn into_items(self, max_message: usize) -> Result<(Vec<PublishItem>, bool), Refused> {
         let payload = self.data.freeze();
         match self.target {
+            Target::Ack { .. } => Err(Refused::bad(
+                Refusal::BadRequest,
+                "an ack body publishes nothing",
+            )),
             Target::Single(channel, kind, ephemeral) => {
                 if kind == DataKind::Text && std::str::from_utf8(&payload).is_err() {
                     return Err(Refused::bad(

@@ -25,7 +25,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use codec::http::{Method, RequestHead, ResponseHead, StatusCode};
 
-use crate::hub::{ChannelName, Epoch, Message, MsgId, Replay, Reset, ResetReason, SubRef, PENDING};
+use crate::hub::{
+    ChannelName, Cursor, Epoch, Message, MsgId, Replay, Reset, ResetReason, SubRef, PENDING,
+};
 use crate::metrics::{Refusal, ShardMetrics};
 
 use super::context::{compact_expiry, sooner_of, Context, Finish, Subscribe};
@@ -48,6 +50,11 @@ pub struct Plan {
     /// When the client's token expires, seconds since the epoch (set by
     /// the router when the node checks tokens).
     pub expires: Option<u64>,
+    /// Per channel, a durable subscription (`?durable=1`, or a durable
+    /// namespace, with a token naming a `sub`; set by the router): whose
+    /// cursor. A channel without a position then resumes from its cursor.
+    /// Empty when none is durable.
+    pub durable: Vec<Option<Cursor>>,
 }
 
 /// Reads an SSE request: `GET /sse/{channel}` (`raw_channel`, the path's
@@ -130,6 +137,7 @@ pub fn plan(
         head_only: head.method == Method::Head,
         cors: Grant::Plain,
         expires: None,
+        durable: Vec::new(),
     })
 }
 
@@ -176,6 +184,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
             since: plan.positions[0],
             presence: None,
             deflate: None,
+            durable: plan.durable.into_iter().next().flatten(),
         });
         return Started::One(Sse { sub, expires });
     }
@@ -183,6 +192,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
         channels: Vec::with_capacity(plan.channels.len()),
         expires,
     };
+    let mut durable = plan.durable.into_iter();
     for (channel, since) in plan.channels.into_iter().zip(plan.positions) {
         let sub = ctx.subscribe(Subscribe {
             channel: channel.clone(),
@@ -190,6 +200,7 @@ pub fn start(ctx: &mut impl Context, plan: Plan) -> Started {
             since,
             presence: None,
             deflate: None,
+            durable: durable.next().flatten(),
         });
         stream.channels.push(StreamChannel {
             name: channel,

@@ -51,8 +51,8 @@ use crate::auth::Tickets;
 use crate::bus::{ConnHandle, Mail, ReplyTo};
 use crate::config::{Cli, Settings};
 use crate::hub::{
-    CatchUpFrom, ChannelName, ClientId, Epoch, Event, Hub, Member, Message, MsgId, PublishItem,
-    Replay, Standing, SubRef,
+    AckError, CatchUpFrom, ChannelName, ClientId, Cursor, Epoch, Event, Hub, Member, Message,
+    MsgId, PublishItem, Replay, Standing, SubRef,
 };
 use crate::metrics::{NodeGauges, ShardMetrics};
 use crate::policy::Namespaces;
@@ -599,10 +599,21 @@ impl Node {
                 channel,
                 since,
                 member,
+                durable,
                 ..
             } => {
                 let budget = self.settings.max_outbound;
-                let replay = self.hub.owner_subscribe(&channel, 0, since, budget);
+                // Cursors live in the hub; this node stores nothing (as
+                // `--fsync never`: acks are answered at once).
+                let replay = match durable.map(|b| *b) {
+                    Some(who) => {
+                        (self
+                            .hub
+                            .owner_subscribe_durable(&channel, 0, since, &who, budget))
+                        .0
+                    }
+                    None => self.hub.owner_subscribe(&channel, 0, since, budget),
+                };
                 self.mail.push_back(Mail::Replayed {
                     conn,
                     at: sub,
@@ -665,6 +676,34 @@ impl Node {
                 let c = reply.conn.0 as usize;
                 self.dispatch(c, |p, ctx| {
                     p.handle_presence(ctx, reply.token, &channel, &clients)
+                });
+            }
+            Mail::Ack {
+                reply,
+                channel,
+                who,
+                id,
+            } => {
+                let result = match &self.store_failed {
+                    Some(reason) => Err(AckError::Unavailable(format!(
+                        "store unavailable: {reason}"
+                    ))),
+                    None => self.hub.ack(&channel, &who, id).map(|a| a.state),
+                };
+                self.mail.push_back(Mail::Acked {
+                    reply,
+                    channel,
+                    result,
+                });
+            }
+            Mail::Acked {
+                reply,
+                channel,
+                result,
+            } => {
+                let c = reply.conn.0 as usize;
+                self.dispatch(c, |p, ctx| {
+                    p.handle_acked(ctx, reply.token, &channel, result)
                 });
             }
             Mail::Deliver(msg) => self.fanouts.push(msg),
@@ -793,6 +832,7 @@ impl Node {
             Some(CatchUpFrom::Owner { channel, since }) => {
                 let (from, since, member) = (0, Some(since), None);
                 (self.mail).push_back(Mail::Subscribe {
+                    durable: None,
                     from,
                     conn,
                     at,
@@ -982,6 +1022,7 @@ impl Context for Ctx<'_> {
             channel: request.channel,
             since: request.since,
             member: request.presence,
+            durable: request.durable.map(Box::new),
         });
         at
     }
@@ -1066,6 +1107,17 @@ impl Context for Ctx<'_> {
     fn publish(&mut self, items: Vec<PublishItem>) -> u32 {
         let reply = self.reply_to();
         self.node.mail.push_back(Mail::Publish { reply, items });
+        reply.token
+    }
+
+    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId) -> u32 {
+        let reply = self.reply_to();
+        self.node.mail.push_back(Mail::Ack {
+            reply,
+            channel,
+            who,
+            id,
+        });
         reply.token
     }
 

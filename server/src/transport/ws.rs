@@ -45,7 +45,7 @@ use codec::ws::{
 use codec::Status;
 
 use crate::auth::Access;
-use crate::hub::{ChannelName, Member, MsgId, Replay, SubRef};
+use crate::hub::{AckError, ChannelName, Cursor, CursorState, Member, MsgId, Replay, SubRef};
 use crate::metrics::{Refusal, ShardMetrics, Transport};
 
 use super::context::{compact_expiry, sooner_of, ticks, Context, Finish, Step, Subscribe, Tick};
@@ -67,6 +67,9 @@ pub struct SubscribePlan {
     /// When the client's token expires, seconds since the epoch (set by
     /// the router when the node checks tokens).
     pub expires: Option<u64>,
+    /// A durable subscription (`?durable=1`, or a durable namespace, with
+    /// a token naming a `sub`; set by the router): whose cursor.
+    pub durable: Option<Cursor>,
 }
 
 /// Reads a `/ws/{channel}` request (`raw_channel` is the path's last
@@ -91,6 +94,7 @@ pub fn subscribe_plan(head: &RequestHead<'_>, raw_channel: &str) -> Result<Subsc
         format,
         since,
         expires: None,
+        durable: None,
     })
 }
 
@@ -257,6 +261,7 @@ impl Ws {
                     since: plan.since,
                     presence: None,
                     deflate,
+                    durable: plan.durable,
                 });
             }
             App::Mux(access) => {
@@ -573,6 +578,19 @@ impl Ws {
     pub fn handle_publish_refused(&mut self, ctx: &mut impl Context, token: u32, reason: &str) {
         if let Some(session) = self.mux() {
             session.handle_publish_refused(ctx, token, reason);
+        }
+    }
+
+    /// The channel's owner answered an `ack`.
+    pub fn handle_acked(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        channel: &ChannelName,
+        result: Result<CursorState, AckError>,
+    ) {
+        if let Some(session) = self.mux() {
+            session.handle_acked(ctx, token, channel, result);
         }
     }
 

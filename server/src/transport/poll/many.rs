@@ -55,6 +55,7 @@ impl ManyPoll {
     pub fn start(ctx: &mut impl Context, plan: ManyPlan, answer: Answer) -> ManyPoll {
         let short = plan.timeout.is_zero();
         ctx.set_timer((!short).then(|| ctx.now() + ticks(plan.timeout)));
+        let mut durable = plan.durable.into_iter();
         let channels = (plan.channels.into_iter().zip(plan.positions))
             .map(|(name, since)| PollChannel {
                 sub: ctx.subscribe(Subscribe {
@@ -63,6 +64,7 @@ impl ManyPoll {
                     since,
                     presence: None,
                     deflate: None,
+                    durable: durable.next().flatten(),
                 }),
                 name,
                 since,

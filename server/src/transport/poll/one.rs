@@ -39,6 +39,7 @@ impl OnePoll {
             since: plan.since,
             presence: None,
             deflate: None,
+            durable: plan.durable,
         });
         OnePoll {
             sub,

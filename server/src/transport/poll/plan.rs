@@ -7,7 +7,7 @@ use std::time::Duration;
 use codec::http::{Method, RequestHead, StatusCode};
 
 use crate::config::Settings;
-use crate::hub::{ChannelName, MsgId};
+use crate::hub::{ChannelName, Cursor, MsgId};
 use crate::metrics::Refusal;
 
 use crate::transport::params;
@@ -24,6 +24,9 @@ pub struct Plan {
     pub since: Option<MsgId>,
     /// The cursor came from `If-None-Match`, so "nothing new" is a `304`.
     pub if_none_match: bool,
+    /// A durable subscription (set by the router): whose cursor; without
+    /// a `since` the poll resumes from it.
+    pub durable: Option<Cursor>,
 }
 
 /// What a valid poll of several channels asks for.
@@ -37,6 +40,9 @@ pub struct ManyPlan {
     pub timeout: Duration,
     /// The cursor came from `If-None-Match`, so "nothing new" is a `304`.
     pub if_none_match: bool,
+    /// Per channel, a durable subscription (set by the router): whose
+    /// cursor. Empty when none is durable.
+    pub durable: Vec<Option<Cursor>>,
 }
 
 /// Reads a one-channel poll request (`raw_channel` is the path's last
@@ -59,6 +65,7 @@ pub fn plan(
         timeout,
         since,
         if_none_match: inm.is_some() && inm == since,
+        durable: None,
     })
 }
 
@@ -98,6 +105,7 @@ pub fn plan_many(head: &RequestHead<'_>, settings: &Settings) -> Result<ManyPlan
         positions,
         timeout,
         if_none_match,
+        durable: Vec::new(),
     })
 }
 
