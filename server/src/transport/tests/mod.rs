@@ -3,6 +3,7 @@
 //! deadline is checked to the tick. One concept per file.
 
 mod close;
+mod cursors;
 mod deflate;
 mod heartbeat;
 mod http;
