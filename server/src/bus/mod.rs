@@ -150,6 +150,22 @@ pub enum Mail {
         /// The id acknowledged.
         id: MsgId,
     },
+    /// Where `who`'s cursors stand on the channels the receiving shard
+    /// owns (`GET /unread`); answer with [`Mail::Unread`]. Sent to every
+    /// shard.
+    UnreadQuery {
+        /// Who to answer.
+        reply: ReplyTo,
+        /// Whose cursors.
+        who: Cursor,
+    },
+    /// One shard's answer to [`Mail::UnreadQuery`], by channel.
+    Unread {
+        /// The request.
+        reply: ReplyTo,
+        /// Each channel with a cursor of `who`, and where it stands.
+        counts: Vec<(ChannelName, CursorState)>,
+    },
     /// The answer to [`Mail::Ack`].
     Acked {
         /// The request.

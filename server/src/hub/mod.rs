@@ -395,6 +395,10 @@ pub struct Hub<S> {
     /// last [`Hub::take_trims`], with the oldest seq kept, so the owner
     /// can tell the store to drop the rest. `None` without a store.
     trims: Option<Vec<(ChannelName, u64)>>,
+    /// Per identity (`sub`), the owned channels where it has a cursor (of
+    /// any device): what `GET /unread` reads, without a scan of every
+    /// channel. Kept with the cursors.
+    cursors_of: HashMap<Arc<str>, Vec<ChannelName>>,
 }
 
 impl<S: Copy + PartialEq> Hub<S> {
@@ -417,6 +421,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             forgotten: Vec::new(),
             hold: false,
             trims: None,
+            cursors_of: HashMap::new(),
         }
     }
 
@@ -845,6 +850,9 @@ impl<S: Copy + PartialEq> Hub<S> {
             }
         };
         let state = owned.cursor_state(seq);
+        if created.is_some() {
+            index_cursor(&mut self.cursors_of, name, who);
+        }
         let since = since.or(Some(state.cursor));
         let mut replay = self.owner_subscribe(name, from, since, budget);
         replay.durable = Some(Box::new(state));
@@ -904,8 +912,12 @@ impl<S: Copy + PartialEq> Hub<S> {
         if moved {
             owned.cursors.insert(who.clone(), seq);
         }
+        let state = owned.cursor_state(seq);
+        if before.is_none() {
+            index_cursor(&mut self.cursors_of, name, who);
+        }
         Ok(Acked {
-            state: owned.cursor_state(seq),
+            state,
             moved,
             before,
         })
@@ -936,6 +948,10 @@ impl<S: Copy + PartialEq> Hub<S> {
             }
             None => {
                 owned.cursors.remove(who);
+                let others = owned.cursors.keys().any(|c| c.sub == who.sub);
+                if !others {
+                    unindex_cursor(&mut self.cursors_of, name, &who.sub);
+                }
                 self.collect_if_unused(idx);
             }
         }
@@ -945,10 +961,32 @@ impl<S: Copy + PartialEq> Hub<S> {
     /// recovered, at most at the channel's last durable seq.
     pub fn restore_cursor(&mut self, name: &ChannelName, who: Cursor, seq: u64) {
         debug_assert!(self.owns(name) && !self.mirror);
+        if !self.owns(name) {
+            return;
+        }
+        index_cursor(&mut self.cursors_of, name, &who);
         if let Some(owned) = self.owned_mut(name) {
             let seq = seq.min(owned.durable_seq);
             owned.cursors.insert(who, seq);
         }
+    }
+
+    /// On the owner: where `who`'s cursors stand on the channels this
+    /// shard owns (`GET /unread`, `{"type":"unread"}`), sorted by channel.
+    pub fn unread(&self, who: &Cursor) -> Vec<(ChannelName, CursorState)> {
+        let Some(channels) = self.cursors_of.get(&who.sub) else {
+            return Vec::new();
+        };
+        let mut out: Vec<(ChannelName, CursorState)> = (channels.iter())
+            .filter_map(|name| {
+                let idx = *self.index.get(name.as_str())?;
+                let owned = self.channels[idx as usize].owned.as_ref()?;
+                let seq = *owned.cursors.get(who)?;
+                Some((name.clone(), owned.cursor_state(seq)))
+            })
+            .collect();
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        out
     }
 
     /// On the owner: `who`'s cursor on `name`, if it has one.
@@ -1295,6 +1333,29 @@ impl<S: Copy + PartialEq> Hub<S> {
         self.stats.evictions += evicted;
         for idx in idle {
             self.collect_if_unused(idx);
+        }
+    }
+}
+
+/// Notes that `who.sub` has a cursor on `name` (once per channel, whatever
+/// the device).
+fn index_cursor(index: &mut HashMap<Arc<str>, Vec<ChannelName>>, name: &ChannelName, who: &Cursor) {
+    let channels = index.entry(who.sub.clone()).or_default();
+    if !channels.contains(name) {
+        channels.push(name.clone());
+    }
+}
+
+/// `sub` has no cursor left on `name`.
+fn unindex_cursor(
+    index: &mut HashMap<Arc<str>, Vec<ChannelName>>,
+    name: &ChannelName,
+    sub: &Arc<str>,
+) {
+    if let Some(channels) = index.get_mut(sub) {
+        channels.retain(|c| c != name);
+        if channels.is_empty() {
+            index.remove(sub);
         }
     }
 }
@@ -1964,5 +2025,40 @@ mod tests {
         // A recovered cursor is at most the channel's last durable seq.
         h.restore_cursor(&ch, who("bob", ""), 99);
         assert_eq!(h.cursor(&ch, &who("bob", "")).unwrap().cursor.seq, 10);
+    }
+
+    #[test]
+    fn unread_lists_an_identitys_cursors_of_one_device_sorted() {
+        let mut h = durable_hub(100);
+        let (a, b) = (name("b-chan"), name("a-chan"));
+        let phone = who("ann", "phone");
+        h.owner_subscribe_durable(&a, 0, None, &phone, usize::MAX);
+        h.owner_subscribe_durable(&b, 0, None, &phone, usize::MAX);
+        h.owner_subscribe_durable(&a, 0, None, &who("ann", ""), usize::MAX);
+        h.owner_subscribe_durable(&a, 0, None, &who("bob", "phone"), usize::MAX);
+        publish_durable(&mut h, &a, 3);
+        publish_durable(&mut h, &b, 1);
+        let counts = |h: &Hub<u32>, w: &Cursor| -> Vec<(String, u64)> {
+            (h.unread(w).into_iter())
+                .map(|(c, s)| (c.as_str().to_string(), s.unread))
+                .collect()
+        };
+        assert_eq!(
+            counts(&h, &phone),
+            [("a-chan".to_string(), 1), ("b-chan".to_string(), 3)]
+        );
+        assert_eq!(counts(&h, &who("ann", "")), [("b-chan".to_string(), 3)]);
+        assert!(counts(&h, &who("carl", "")).is_empty());
+        // A cursor taken back (created by an ack the store lost) leaves it.
+        let d = name("d:x");
+        publish_durable(&mut h, &d, 1);
+        let carl = who("carl", "");
+        let acked = h.ack(&d, &carl, id(&h, 4)).unwrap();
+        assert_eq!(counts(&h, &carl), [("d:x".to_string(), 0)]);
+        h.unwind_cursor(&d, &carl, acked.before, 4);
+        assert!(counts(&h, &carl).is_empty());
+        // A recovered cursor is listed.
+        h.restore_cursor(&b, who("dora", ""), 0);
+        assert_eq!(counts(&h, &who("dora", "")), [("a-chan".to_string(), 1)]);
     }
 }

@@ -308,6 +308,16 @@ impl Context for ConnCtx<'_> {
         reply.token
     }
 
+    fn query_unread(&mut self, who: Cursor) -> (u32, usize) {
+        let reply = self.reply_to();
+        let shards = self.post.shards();
+        for shard in 0..shards {
+            let who = who.clone();
+            self.post.send(shard, Mail::UnreadQuery { reply, who });
+        }
+        (reply.token, shards)
+    }
+
     fn query_presence(&mut self, channel: ChannelName) -> u32 {
         let reply = self.reply_to();
         let owner = self.hub.owner(&channel);

@@ -116,6 +116,14 @@ impl Shard {
                 id,
                 self.durable.as_mut(),
             ),
+            Mail::UnreadQuery { reply, who } => {
+                let counts = self.hub.unread(&who);
+                self.post.send(reply.shard, Mail::Unread { reply, counts });
+            }
+            Mail::Unread { reply, counts } => {
+                let key = ConnKey::from_handle(reply.conn);
+                self.dispatch(key, |p, ctx| p.handle_unread(ctx, reply.token, counts));
+            }
             Mail::Acked {
                 reply,
                 channel,

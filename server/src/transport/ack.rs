@@ -27,6 +27,10 @@
 //! | no cursor kept (not durable) | `not_durable` | `409` | the owner |
 //! | store failed or full | `unavailable` + `retry_after` | `503` + `Retry-After` | the owner |
 //!
+//! `GET /unread?device=` (HTTP) and `{"type":"unread","device"?:…}`
+//! (`/ws`) gather an identity's unread counts from every shard:
+//! `{"unread":{"<channel>":N,…},"total":N}`.
+//!
 //! (A namespace owned by one identity, `owner = "user:{sub}"` → `forbidden`
 //! / `403`, comes with inbox namespaces in stage 5.)
 
@@ -225,6 +229,21 @@ pub fn reason(e: &AckError) -> String {
         AckError::Unavailable(why) => format!("{why}; retry later"),
         e => e.to_string(),
     }
+}
+
+/// Why `GET /unread` and `{"type":"unread"}` are refused without a store
+/// (`409` / `not_durable`).
+pub const NO_STORE: &str = "the node has no --data-dir, so it keeps no cursors";
+
+/// The unread counts of an identity, gathered from every shard:
+/// `{"unread":{"<channel>":N,…},"total":N}` (channels sorted).
+pub fn unread_answer(counts: &[(ChannelName, u64)]) -> Value {
+    let mut by_channel = serde_json::Map::new();
+    for (channel, n) in counts {
+        by_channel.insert(channel.as_str().to_string(), json!(n));
+    }
+    let total: u64 = counts.iter().map(|(_, n)| n).sum();
+    json!({"unread": by_channel, "total": total})
 }
 
 /// The body of an accepted ack (HTTP): `{"ch":…,"cursor":…,"unread":N}`.

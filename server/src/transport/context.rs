@@ -194,6 +194,11 @@ pub trait Context {
     /// returned token.
     fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId) -> u32;
 
+    /// Asks every shard where `who`'s cursors stand on the channels it
+    /// owns; each answers `handle_unread` with the returned token. Returns
+    /// the token and how many answers to expect.
+    fn query_unread(&mut self, who: Cursor) -> (u32, usize);
+
     /// Asks a channel's owner who is present; the answer arrives as
     /// `handle_presence` with the returned token.
     fn query_presence(&mut self, channel: ChannelName) -> u32;

@@ -11,6 +11,7 @@
 //! | `/poll/{channel}` | GET, HEAD | long or short poll (`super::poll`) |
 //! | `/pub/{channel}`, `/pub` | POST | publish (`super::publish`) |
 //! | `/ack/{channel}` | POST | acknowledge up to an id for a durable cursor (`super::ack`) |
+//! | `/unread` | GET, HEAD | the identity's unread count per channel with a cursor, from every shard |
 //! | `/presence/{channel}` | GET, HEAD | the channel's presence, from every shard |
 //! | `/client.js`, `/client.d.ts`, `/` (`--demo`) | GET, HEAD | built-in files (`super::assets`) |
 //! | any | OPTIONS | `204` with `Allow`; CORS preflights get `super::cors` headers |
@@ -125,6 +126,15 @@ enum Waiting {
         /// The answer's body, once the owner replied.
         body: Option<Bytes>,
     },
+    /// `GET /unread`, for every shard's answer.
+    Unread {
+        token: u32,
+        answer: Answer,
+        /// Shards still to answer.
+        left: usize,
+        /// The counts so far.
+        counts: Vec<(ChannelName, u64)>,
+    },
     /// `POST /ack/{channel}`, for the channel owner's answer.
     Ack {
         token: u32,
@@ -140,6 +150,7 @@ impl Waiting {
             Waiting::Publish(p) => p.is_complete(),
             Waiting::Presence { body, .. } => body.is_some(),
             Waiting::Ack { result, .. } => result.is_some(),
+            Waiting::Unread { left, .. } => *left == 0,
         }
     }
 }
@@ -413,6 +424,7 @@ impl Http {
             },
             p if p == "/pub" || p.starts_with("/pub/") => self.start_publish(ctx, head),
             p if p.starts_with("/ack/") => self.start_ack(ctx, head, &p["/ack/".len()..]),
+            "/unread" => self.query_unread(ctx, head),
             _ => {
                 ctx.metrics().refuse(Refusal::NotFound);
                 response::error(ctx, answer, StatusCode::NOT_FOUND, "not found", &[]);
@@ -715,6 +727,69 @@ impl Http {
         Outcome::Stay
     }
 
+    /// `GET /unread[?device=]`: an identity and a store, then every shard
+    /// is asked (answered in request order, once all did).
+    fn query_unread(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
+        if !matches!(head.method, Method::Get | Method::Head) {
+            let status = StatusCode::METHOD_NOT_ALLOWED;
+            let refused = Refused::new(Refusal::BadRequest, status, "use GET /unread");
+            return self.refuse_with(ctx, &refused, &[("Allow", "GET, HEAD, OPTIONS")]);
+        }
+        let device = match ack::device_query(head) {
+            Ok(device) => device,
+            Err(refused) => return self.refuse(ctx, &refused),
+        };
+        let access = match presented_access(ctx, head) {
+            Ok(access) => access,
+            Err(refused) => return self.refuse_auth(ctx, &refused),
+        };
+        let who = match ack::identity(access.as_deref(), device) {
+            Ok(who) => who,
+            Err(e) => return self.refuse_auth(ctx, &ack::refused(&e)),
+        };
+        if ctx.settings().store.is_none() {
+            let refused = Refused::new(Refusal::BadRequest, StatusCode::CONFLICT, ack::NO_STORE);
+            return self.refuse(ctx, &refused);
+        }
+        let (token, left) = ctx.query_unread(who);
+        let answer = self.answer();
+        let busy = self.busy.get_or_insert_with(Default::default);
+        busy.waiting.push_back(Waiting::Unread {
+            token,
+            answer,
+            left,
+            counts: Vec::new(),
+        });
+        Outcome::Stay
+    }
+
+    /// One shard answered the unread query made with `token`.
+    pub fn handle_unread(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        answer: Vec<(ChannelName, CursorState)>,
+    ) -> Outcome {
+        if let Some(busy) = self.busy.as_mut() {
+            for w in busy.waiting.iter_mut() {
+                if let Waiting::Unread {
+                    token: t,
+                    left,
+                    counts,
+                    ..
+                } = w
+                {
+                    if *t == token && *left > 0 {
+                        counts.extend(answer.into_iter().map(|(c, s)| (c, s.unread)));
+                        *left -= 1;
+                        break;
+                    }
+                }
+            }
+        }
+        self.answer_waiting(ctx)
+    }
+
     /// The channel's owner answered the ack made with `token`.
     pub fn handle_acked(
         &mut self,
@@ -829,6 +904,12 @@ impl Http {
                 }
                 Waiting::Presence { answer, body, .. } => {
                     let body = body.expect("complete");
+                    let ct = "application/json";
+                    response::respond(ctx, answer, StatusCode::OK, ct, &body, &[], true);
+                    answer
+                }
+                Waiting::Unread { answer, counts, .. } => {
+                    let body = framing::json_body(&ack::unread_answer(&counts));
                     let ct = "application/json";
                     response::respond(ctx, answer, StatusCode::OK, ct, &body, &[], true);
                     answer

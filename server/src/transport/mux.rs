@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `{"type":"subscribe","ch":"c","since":"<id>"?,"durable":true?,"device":"…"?}` | `subscribed` (with `durable`, `cursor`, `unread` when durable), then `reset`? and history, then live `message`s |
 //! | `{"type":"ack","ch":"c","id":"<id>","device":"…"?}` | `acked` with the cursor and `unread` (see `super::ack`) |
+//! | `{"type":"unread","device":"…"?}` | `unread`: the identity's unread count per channel, and the total |
 //! | `{"type":"unsubscribe","ch":"c"}` | `unsubscribed` |
 //! | `{"type":"publish","ch":"c","data":"…"` or `"data_base64":"…"`, `"ephemeral":true?}` | `published` with the id (`null` if ephemeral) |
 //! | `{"type":"presence","ch":"c"}` | `presence` with the clients subscribed on every shard |
@@ -112,6 +113,12 @@ enum Pending {
     },
     Ack {
         rid: Option<Value>,
+    },
+    /// Answers still to come from this many shards, and the counts so far.
+    Unread {
+        rid: Option<Value>,
+        left: usize,
+        counts: Vec<(ChannelName, u64)>,
     },
 }
 
@@ -262,6 +269,7 @@ impl Session {
                 self.subscribe(ctx, channel, since, durable, rid)
             }
             "ack" => self.ack(ctx, cmd, rid),
+            "unread" => self.unread(ctx, cmd, rid),
             "unsubscribe" => {
                 let channel = channel_of(cmd)?;
                 if !self.drop_sub(ctx, &channel) {
@@ -449,6 +457,27 @@ impl Session {
         ack::store_kept(ctx.settings(), &channel).map_err(refuse)?;
         let token = ctx.ack(channel, who, id);
         self.pending.insert(token, Pending::Ack { rid });
+        Ok(())
+    }
+
+    /// `unread`: asks every shard where this identity's cursors (of
+    /// `device`, else the identity's own) stand; answered once all did.
+    fn unread(
+        &mut self,
+        ctx: &mut impl Context,
+        cmd: &mut serde_json::Map<String, Value>,
+        rid: Option<Value>,
+    ) -> Result<(), Refused> {
+        let device = device_of(cmd)?.unwrap_or_default();
+        let who = ack::identity(self.access.as_deref(), device)
+            .map_err(|e| refused(ack::code(&e), e.to_string()))?;
+        if ctx.settings().store.is_none() {
+            return Err(refused("not_durable", ack::NO_STORE));
+        }
+        let (token, left) = ctx.query_unread(who);
+        let counts = Vec::new();
+        self.pending
+            .insert(token, Pending::Unread { rid, left, counts });
         Ok(())
     }
 
@@ -708,6 +737,32 @@ impl Session {
             }
         };
         send(ctx, with_rid(answer, rid));
+    }
+
+    /// One shard answered an `unread` query; the last one completes it:
+    /// `{"type":"unread","unread":{…},"total":N}`.
+    pub fn handle_unread(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        counts: Vec<(ChannelName, CursorState)>,
+    ) {
+        let Some(Pending::Unread {
+            left, counts: all, ..
+        }) = self.pending.get_mut(&token)
+        else {
+            return;
+        };
+        all.extend(counts.into_iter().map(|(c, s)| (c, s.unread)));
+        *left = left.saturating_sub(1);
+        if *left > 0 {
+            return;
+        }
+        if let Some(Pending::Unread { rid, counts, .. }) = self.pending.remove(&token) {
+            let mut answer = ack::unread_answer(&counts);
+            answer["type"] = json!("unread");
+            send(ctx, with_rid(answer, rid));
+        }
     }
 
     /// An owner answered a `presence` query.

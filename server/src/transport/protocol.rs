@@ -232,6 +232,23 @@ impl Protocol {
         }
     }
 
+    /// One shard answered the unread query made with `token`.
+    pub fn handle_unread(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        counts: Vec<(ChannelName, CursorState)>,
+    ) {
+        match self {
+            Protocol::Http(h) => {
+                let outcome = h.handle_unread(ctx, token, counts);
+                self.after_http(ctx, outcome);
+            }
+            Protocol::Ws(ws) => ws.handle_unread(ctx, token, counts),
+            _ => {}
+        }
+    }
+
     /// A channel's owner answered an ack made with `token`.
     pub fn handle_acked(
         &mut self,

@@ -696,6 +696,14 @@ impl Node {
                     result,
                 });
             }
+            Mail::UnreadQuery { reply, who } => {
+                let counts = self.hub.unread(&who);
+                self.mail.push_back(Mail::Unread { reply, counts });
+            }
+            Mail::Unread { reply, counts } => {
+                let c = reply.conn.0 as usize;
+                self.dispatch(c, |p, ctx| p.handle_unread(ctx, reply.token, counts));
+            }
             Mail::Acked {
                 reply,
                 channel,
@@ -1119,6 +1127,12 @@ impl Context for Ctx<'_> {
             id,
         });
         reply.token
+    }
+
+    fn query_unread(&mut self, who: Cursor) -> (u32, usize) {
+        let reply = self.reply_to();
+        self.node.mail.push_back(Mail::UnreadQuery { reply, who });
+        (reply.token, 1)
     }
 
     fn query_presence(&mut self, channel: ChannelName) -> u32 {

@@ -581,6 +581,18 @@ impl Ws {
         }
     }
 
+    /// One shard answered an `unread` query.
+    pub fn handle_unread(
+        &mut self,
+        ctx: &mut impl Context,
+        token: u32,
+        counts: Vec<(ChannelName, CursorState)>,
+    ) {
+        if let Some(session) = self.mux() {
+            session.handle_unread(ctx, token, counts);
+        }
+    }
+
     /// The channel's owner answered an `ack`.
     pub fn handle_acked(
         &mut self,

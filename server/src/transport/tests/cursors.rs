@@ -511,3 +511,55 @@ fn polls_and_raw_websockets_resume_from_the_cursor_too() {
     node.input(c, &get("/sse/c?durable=maybe", &[("Authorization", &auth)]));
     assert_eq!(node.response(c).status, 400);
 }
+
+#[test]
+fn unread_counts_come_from_every_cursor_of_the_identity() {
+    let mut node = node();
+    let c = session(&mut node, Some("ann"));
+    for ch in ["b", "a"] {
+        command(
+            &mut node,
+            c,
+            json!({"type": "subscribe", "ch": ch, "durable": true}),
+        );
+    }
+    command(&mut node, c, json!({"type": "subscribe", "ch": "plain"}));
+    for ch in ["a", "a", "b", "plain"] {
+        node.publish_text(ch, "x");
+    }
+    node.json(c);
+    command(&mut node, c, json!({"type": "unread", "rid": 7}));
+    assert_eq!(
+        node.json(c),
+        [json!({"type": "unread", "unread": {"a": 2, "b": 1}, "total": 3, "rid": 7})]
+    );
+    // Each channel numbers from 1 here: acking a's first leaves one.
+    command(&mut node, c, json!({"type": "ack", "ch": "a", "id": id(1)}));
+    node.json(c);
+    let ann = format!("Bearer {}", token(Some("ann")));
+    let h = node.connect();
+    node.input(h, &get("/unread", &[("Authorization", &ann)]));
+    let r = node.response(h);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json(), json!({"unread": {"a": 1, "b": 1}, "total": 2}));
+    // Another device has none; no identity, no store: refused.
+    node.input(h, &get("/unread?device=phone", &[("Authorization", &ann)]));
+    assert_eq!(node.response(h).json(), json!({"unread": {}, "total": 0}));
+    let anon = session(&mut node, None);
+    command(&mut node, anon, json!({"type": "unread"}));
+    assert_eq!(node.json(anon)[0]["code"], "no_identity");
+    let h = node.connect();
+    node.input(h, &get("/unread", &[]));
+    assert_eq!(node.response(h).status, 401);
+    let mut plain = Node::with(|s| {
+        s.verifier = Some(Arc::new(
+            Verifier::load(Some(SECRET), None, None).unwrap().unwrap(),
+        ));
+    });
+    let p = session(&mut plain, Some("ann"));
+    command(&mut plain, p, json!({"type": "unread"}));
+    assert_eq!(plain.json(p)[0]["code"], "not_durable");
+    let h = plain.connect();
+    plain.input(h, &get("/unread", &[("Authorization", &ann)]));
+    assert_eq!(plain.response(h).status, 409);
+}
