@@ -459,3 +459,44 @@ async fn an_acked_cursor_survives_kill_9_at_fsync_always() {
     nothing_more(&mut ws).await;
     assert!(node.log().contains("1 cursors"), "{}", node.log());
 }
+
+#[tokio::test]
+async fn unread_counts_gather_every_shards_cursors() {
+    let dir = DataDir::new("unread");
+    let node = start(&dir, "never");
+    let ann = token(Some("ann"));
+    let mut ws = session(&node, &ann).await;
+    // Six channels: on a node of two shards, both own some.
+    let channels: Vec<String> = (0..6).map(|i| format!("u{i}")).collect();
+    for ch in &channels {
+        ask(
+            &mut ws,
+            json!({"type": "subscribe", "ch": ch, "durable": true}),
+        )
+        .await;
+    }
+    let mut expected = serde_json::Map::new();
+    for (i, ch) in channels.iter().enumerate() {
+        let ids = publish_range(&node, ch, 1, i + 1).await;
+        messages(&mut ws, i + 1).await;
+        // Ack the first of each: i left unread.
+        let a = ask(&mut ws, json!({"type": "ack", "ch": ch, "id": ids[0]})).await;
+        assert_eq!(a["unread"], json!(i), "{a}");
+        expected.insert(ch.clone(), json!(i));
+    }
+    let total: usize = (0..6).sum();
+    let want = json!({"unread": expected, "total": total});
+    let resp = reqwest::Client::new()
+        .get(node.url("/unread"))
+        .header("Authorization", format!("Bearer {ann}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), want);
+    let mut over_ws = want.clone();
+    over_ws["type"] = json!("unread");
+    assert_eq!(ask(&mut ws, json!({"type": "unread"})).await, over_ws);
+    let none = reqwest::get(node.url("/unread")).await.unwrap();
+    assert_eq!(none.status(), 401);
+}
