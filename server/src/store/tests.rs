@@ -1014,3 +1014,53 @@ fn queue_limits_refuse_with_a_clear_error() {
     until_durable(&rx, &[(0, 5)]);
     store.shutdown().unwrap();
 }
+
+/// One commit holding the same key twice keeps the later item: a burst
+/// trimmed in its own turn (the message's insert, then the trim's
+/// tombstone of the same key), and two moves of one cursor. fjall gives a
+/// batch's items one seqno, so this rests on its memtable keeping the
+/// later of two equal keys; were it the other way, the trimmed message
+/// would outlive its trim, below the channel's `first_seq`, and a later
+/// open would refuse the store as corrupt.
+#[test]
+fn one_commit_with_a_key_twice_keeps_the_later_item() {
+    let dir = TempDir::new("same-key");
+    let (opened, rx) = open(dir.path(), Fsync::Always, 1);
+    let Opened {
+        store, mut intakes, ..
+    } = opened;
+    let who = crate::hub::Cursor {
+        sub: "ann".into(),
+        device: "".into(),
+    };
+    let cursor = |seq| Record::Cursor {
+        channel: ch("a"),
+        who: who.clone(),
+        seq,
+        epoch: Epoch::from_bits(7),
+        updated_ms: 0,
+    };
+    let mut records: Vec<Record> = (1..=3).map(|s| msg("a", s, &format!("a{s}"))).collect();
+    records.push(cursor(1));
+    records.push(Record::Trim {
+        channel: ch("a"),
+        below_seq: 3,
+    });
+    records.push(cursor(2));
+    intakes[0].submit(records).unwrap();
+    until_durable(&rx, &[(0, 1)]);
+    store.shutdown().unwrap();
+
+    let (again, _rx) = open(dir.path(), Fsync::Always, 1);
+    let r = &again.recovered;
+    let a = channel(r, "a").unwrap();
+    assert_eq!((a.first_seq, a.last_seq), (3, 3));
+    assert_eq!(
+        stored(r, "a"),
+        [(3, "a3".to_string())],
+        "trimmed in the same commit"
+    );
+    assert_eq!(r.cursors.len(), 1);
+    assert_eq!((r.cursors[0].seq, &r.cursors[0].who), (2, &who));
+    again.store.shutdown().unwrap();
+}
