@@ -81,8 +81,10 @@ pub enum Mail {
         conn: ConnHandle,
         /// Its subscription.
         at: SubRef,
-        /// History to send first, and the live starting point.
-        replay: Replay,
+        /// History to send first, and the live starting point. Boxed:
+        /// the largest payload of any mail, it would set the size of
+        /// every queue slot, deliveries' included.
+        replay: Box<Replay>,
     },
     /// A subscription of this shard that fell behind catches up (a shard
     /// sends this to itself): from the shard's backlog, or else from the
@@ -254,6 +256,10 @@ pub enum FromRedis {
     /// followed reads what it missed from history before going on.
     Resubscribed,
 }
+
+// Every queue slot is one `Mail`: keep the kinds a delivery shares its
+// queue with from growing it.
+const _: () = assert!(std::mem::size_of::<Mail>() <= 104);
 
 #[cfg(test)]
 mod tests {

@@ -168,7 +168,7 @@ impl Shard {
             }
             Mail::Replayed { conn, at, replay } => {
                 let key = ConnKey::from_handle(conn);
-                self.dispatch(key, |p, ctx| p.handle_replay(ctx, at, replay));
+                self.dispatch(key, |p, ctx| p.handle_replay(ctx, at, *replay));
             }
             Mail::Presence {
                 reply,

@@ -184,6 +184,7 @@ pub fn subscribe(
         }
         None => hub.owner_subscribe(&channel, from, since, budget),
     };
+    let replay = Box::new(replay);
     post.send(from, Mail::Replayed { conn, at, replay });
     if let Some(member) = member {
         let identity = Bytes::from(member.to_string());

@@ -617,7 +617,7 @@ impl Node {
                 self.mail.push_back(Mail::Replayed {
                     conn,
                     at: sub,
-                    replay,
+                    replay: Box::new(replay),
                 });
                 if let Some(member) = member {
                     let identity = member.to_string();
@@ -666,7 +666,7 @@ impl Node {
                 at: sub,
                 replay,
             } => {
-                self.dispatch(conn.0 as usize, |p, ctx| p.handle_replay(ctx, sub, replay));
+                self.dispatch(conn.0 as usize, |p, ctx| p.handle_replay(ctx, sub, *replay));
             }
             Mail::Presence {
                 reply,
