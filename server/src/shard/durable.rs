@@ -420,8 +420,11 @@ mod tests {
             history: HistoryLimits {
                 max_messages: 100,
                 max_age: Duration::from_secs(60),
+                max_bytes: 0,
+                inbox: None,
             },
             durable: false,
+            owner: false,
         }));
         let mut hub = Hub::new(0, 1, opened.recovered.epoch, namespaces)
             .with_store(opened.recovered.floor, fsync != Fsync::Never);

@@ -421,11 +421,10 @@ impl Session {
                 "unauthorized",
                 "authenticate first: send {\"type\":\"auth\",\"token\":…}",
             )),
-            Some(a) if !a.may_read(channel.as_str()) => Err(refused(
-                "forbidden",
-                format!("the token does not allow channel {channel}"),
-            )),
-            Some(_) => Ok(()),
+            Some(a) => match ack::read_denied(ctx.settings(), a, channel) {
+                Some(reason) => Err(refused("forbidden", reason)),
+                None => Ok(()),
+            },
         }
     }
 
