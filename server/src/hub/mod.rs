@@ -343,12 +343,21 @@ impl Owned {
         }
         self.history.push_back(msg.clone());
         self.bytes += msg.payload.len();
-        let within = self.history.len() <= limits.max_messages
-            && (limits.max_bytes == 0 || self.bytes <= limits.max_bytes);
-        if within && limits.inbox.is_none() {
-            return 0;
+        if limits.inbox.is_some() {
+            return self.trim(None);
         }
-        self.trim(None)
+        // The publish path: a full history drops one message per publish.
+        let (count, most) = (limits.max_messages, limits.max_bytes);
+        let mut evicted = 0;
+        while self.history.len() > count
+            || (most != 0 && self.bytes > most && self.history.len() > 1)
+        {
+            if let Some(m) = self.history.pop_front() {
+                self.bytes -= m.payload.len();
+            }
+            evicted += 1;
+        }
+        evicted
     }
 
     /// Replaces the history with `messages` (oldest first), trimmed to its
