@@ -315,3 +315,39 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_restored_inbox_is_trimmed_once_its_cursors_are_back() {
+    // What `shard::durable::Durable::new` does at start: messages, then
+    // every cursor, then one `expire`.
+    let mut h = hub();
+    let (ch, t) = (name("in:bob"), Instant::now());
+    let msg = |seq| {
+        Arc::new(super::Message::stored(
+            ch.clone(),
+            MsgId {
+                epoch: Epoch::from_bits(7),
+                seq,
+            },
+            DataKind::Binary,
+            Bytes::from_static(b"m"),
+            t,
+        ))
+    };
+    h.restore(&ch, 1, 8, (1..=8).map(msg).collect());
+    assert_eq!(kept(&h, &ch).len(), 8, "no cursors yet: everything waits");
+    let phone = Cursor {
+        sub: "bob".into(),
+        device: "phone".into(),
+    };
+    h.restore_cursor(&ch, who("bob"), 6);
+    h.restore_cursor(&ch, phone, 4);
+    h.expire(t);
+    assert_eq!(
+        kept(&h, &ch),
+        [5, 6, 7, 8],
+        "the phone's cursor holds 5 and 6"
+    );
+    assert_eq!(h.take_trims(), [(ch.clone(), 5)]);
+    check(&h);
+}
