@@ -159,6 +159,43 @@ async fn trims_by_count_age_and_bytes_are_on_disk_after_a_restart() {
     );
 }
 
+/// A restart with a tighter `--history-size` trims the store at start,
+/// with no publish needed: a third start with the old limit finds only
+/// what the tighter one kept.
+#[tokio::test]
+async fn a_restart_with_tighter_limits_trims_the_store() {
+    let dir = Dir::new("tighter");
+    let data = dir.data();
+    let start = |size: &str| {
+        Server::start(&[
+            "--data-dir",
+            &data,
+            "--fsync",
+            "always",
+            "--history-size",
+            size,
+        ])
+    };
+    let node = start("1000");
+    let mut epoch = String::new();
+    for i in 1..=20 {
+        epoch = epoch_of(&publish(&node, "t", "text/plain", format!("t{i}")).await);
+    }
+    stop(node);
+    let node = start("5");
+    assert_eq!(history(&node, "t", &epoch, None).await, names("t", 16..=20));
+    // The start-up trim rides the first turn's commit.
+    node.wait_metric("ringcast_store_records_total", "", 1, WAIT)
+        .await;
+    stop(node);
+    let node = start("1000");
+    assert_eq!(
+        history(&node, "t", &epoch, None).await,
+        names("t", 16..=20),
+        "the store kept only what the tighter limit kept"
+    );
+}
+
 /// `du -sb`: what the data directory holds on disk.
 fn du(dir: &Path) -> u64 {
     let out = std::process::Command::new("du")

@@ -1193,11 +1193,11 @@ impl<S: Copy + PartialEq> Hub<S> {
         owned.first_seq = first_seq.clamp(1, last_seq + 1);
         owned.last_seq = last_seq;
         owned.durable_seq = last_seq;
-        // Limits tightened since the store kept these: the store drops the
-        // rest too.
+        // The store may hold more than the limits keep now (they were
+        // tightened, or it loaded only the newest): it drops the rest too.
         let dropped = owned.replace_history(messages);
         let kept_from = owned.kept_from();
-        if dropped > 0 {
+        if kept_from > owned.first_seq {
             if let Some(trims) = self.trims.as_mut() {
                 trims.push((name.clone(), kept_from));
             }

@@ -148,6 +148,25 @@ fn restore_and_load_count_bytes_and_trim_to_the_limits() {
         "the store drops the rest"
     );
     check(&h);
+    // The store loaded only the newest (a tighter history-size than
+    // what it holds, seqs 1..=5): it drops the older ones too.
+    let other = name("b");
+    let msg = |seq| {
+        Arc::new(super::Message::stored(
+            other.clone(),
+            MsgId {
+                epoch: Epoch::from_bits(7),
+                seq,
+            },
+            DataKind::Binary,
+            Bytes::from_static(b"m"),
+            t,
+        ))
+    };
+    h.restore(&other, 1, 5, (4..=5).map(msg).collect());
+    assert_eq!(h.take_trims(), [(other.clone(), 4)]);
+    h.restore(&other, 4, 5, (4..=5).map(msg).collect());
+    assert!(h.take_trims().is_empty(), "nothing more stored than kept");
 }
 
 #[test]
