@@ -71,6 +71,8 @@ fn main() {
         let history = HistoryLimits {
             max_messages: 128,
             max_age: Duration::from_secs(300),
+            max_bytes: 0,
+            inbox: None,
         };
         let payload = vec![b'x'; size];
         let epoch = Epoch::random();

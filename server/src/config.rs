@@ -187,6 +187,12 @@ pub struct Cli {
     #[arg(long, env = "RINGCAST_HISTORY_TTL", value_parser = parse_duration, value_name = "DURATION")]
     pub history_ttl: Option<Duration>,
 
+    /// Payload bytes kept per channel: the oldest messages leave history
+    /// while it holds more (the newest always stays). 0 means no byte
+    /// limit. [default: 0]
+    #[arg(long, env = "RINGCAST_HISTORY_BYTES", value_parser = parse_size, value_name = "SIZE")]
+    pub history_bytes: Option<u64>,
+
     /// Interval of comment heartbeats on idle SSE streams (keeps proxies
     /// from closing them). [default: 15s]
     #[arg(long, env = "RINGCAST_SSE_HEARTBEAT", value_parser = parse_duration, value_name = "DURATION")]
@@ -428,6 +434,7 @@ struct FileConfig {
     max_head_size: Option<toml::Value>,
     history_size: Option<usize>,
     history_ttl: Option<String>,
+    history_bytes: Option<toml::Value>,
     sse_heartbeat: Option<String>,
     sse_retry: Option<String>,
     poll_timeout: Option<String>,
@@ -476,7 +483,12 @@ struct FileNamespace {
     presence: Option<bool>,
     history_size: Option<usize>,
     history_ttl: Option<String>,
+    history_bytes: Option<toml::Value>,
     durable: Option<bool>,
+    /// `"<prefix>{sub}"`: each channel belongs to one identity.
+    owner: Option<String>,
+    /// Keep messages until acknowledged, at most this long (an inbox).
+    inbox_ttl: Option<String>,
 }
 
 /// The resolved configuration the node runs with.
@@ -528,6 +540,8 @@ pub struct Settings {
     pub history_size: usize,
     /// History age.
     pub history_ttl: Duration,
+    /// History payload bytes per channel (0: no limit).
+    pub history_bytes: usize,
     /// SSE heartbeat interval.
     pub sse_heartbeat: Duration,
     /// SSE `retry:` hint.
@@ -811,6 +825,10 @@ impl Settings {
                 .history_ttl
                 .or(file_duration(file.history_ttl, "history-ttl")?)
                 .unwrap_or(Duration::from_secs(300)),
+            history_bytes: cli
+                .history_bytes
+                .or(file_size(file.history_bytes, "history-bytes")?)
+                .unwrap_or(0) as usize,
             sse_heartbeat: cli
                 .sse_heartbeat
                 .or(file_duration(file.sse_heartbeat, "sse-heartbeat")?)
@@ -918,8 +936,11 @@ impl Settings {
                 history: HistoryLimits {
                     max_messages: 0,
                     max_age: Duration::ZERO,
+                    max_bytes: 0,
+                    inbox: None,
                 },
                 durable: false,
+                owner: false,
             })),
         };
         s.namespaces = Arc::new(s.channel_policy(file_namespaces)?);
@@ -946,16 +967,48 @@ impl Settings {
                     "{what} has durable = true, which needs --data-dir (the cursors are kept in the store)"
                 )));
             }
+            let owner = match &n.owner {
+                None => false,
+                Some(o) if *o == format!("{}{{sub}}", n.prefix) => true,
+                Some(o) => {
+                    return Err(ConfigError(format!(
+                        "{what}: owner = {o:?} must be the prefix followed by {{sub}} ({:?})",
+                        format!("{}{{sub}}", n.prefix)
+                    )))
+                }
+            };
+            if owner && self.verifier.is_none() {
+                return Err(ConfigError(format!(
+                    "{what} sets owner, which needs JWT keys (--jwt-secret or --jwt-public-key): the token's sub names the owner"
+                )));
+            }
+            let inbox = file_duration(n.inbox_ttl, &format!("{what} inbox-ttl"))?;
+            if inbox.is_some() && self.store.is_none() {
+                return Err(ConfigError(format!(
+                    "{what} has inbox-ttl, which needs --data-dir (an inbox keeps messages until acknowledged, with cursors in the store)"
+                )));
+            }
+            let history = HistoryLimits {
+                max_messages: n.history_size.unwrap_or(default.history.max_messages),
+                max_age: file_duration(n.history_ttl, &format!("{what} history-ttl"))?
+                    .unwrap_or(default.history.max_age),
+                max_bytes: file_size(n.history_bytes, &format!("{what} history-bytes"))?
+                    .map_or(default.history.max_bytes, |b| b as usize),
+                inbox,
+            };
+            if inbox.is_some() && history.max_messages == 0 {
+                return Err(ConfigError(format!(
+                    "{what} has inbox-ttl but history-size 0 (an inbox keeps its messages in history)"
+                )));
+            }
             let policy = Policy {
-                durable: n.durable.unwrap_or(default.durable),
-                token: n.token.unwrap_or(default.token),
+                // An inbox's cursors are what keep its messages.
+                durable: n.durable.unwrap_or(default.durable) || inbox.is_some(),
+                owner,
+                token: n.token.unwrap_or(default.token) || owner,
                 publish: n.publish.unwrap_or(default.publish),
                 presence: n.presence.unwrap_or(default.presence),
-                history: HistoryLimits {
-                    max_messages: n.history_size.unwrap_or(default.history.max_messages),
-                    max_age: file_duration(n.history_ttl, &format!("{what} history-ttl"))?
-                        .unwrap_or(default.history.max_age),
-                },
+                history,
             };
             spaces.push(Namespace {
                 prefix: n.prefix.into(),
@@ -974,8 +1027,11 @@ impl Settings {
             history: HistoryLimits {
                 max_messages: self.history_size,
                 max_age: self.history_ttl,
+                max_bytes: self.history_bytes,
+                inbox: None,
             },
             durable: false,
+            owner: false,
         }
     }
 
@@ -1314,6 +1370,49 @@ mod tests {
         let cli = Cli::try_parse_from(["ringcast", "--config", path.to_str().unwrap()]).unwrap();
         let err = Settings::resolve(cli).unwrap_err().to_string();
         assert!(err.contains("no-such-option"), "{err}");
+    }
+
+    #[test]
+    fn history_bytes_and_inbox_namespaces() {
+        let dir = std::env::temp_dir().join(format!("ringcast-inbox-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ringcast.toml");
+        let resolve = |toml: &str, args: &[&str]| {
+            std::fs::write(&path, toml).unwrap();
+            let mut v = vec!["ringcast", "--config", path.to_str().unwrap()];
+            v.extend_from_slice(args);
+            Settings::resolve(Cli::try_parse_from(v).unwrap()).map_err(|e| e.to_string())
+        };
+        const SECRET: &str = "0123456789abcdef0123456789abcdef";
+        let inbox = "[[namespace]]\nprefix = \"user:\"\nowner = \"user:{sub}\"\ninbox-ttl = \"30d\"\nhistory-bytes = \"2KiB\"\n";
+        let with_store = [
+            "--data-dir",
+            "/tmp/x",
+            "--jwt-secret",
+            SECRET,
+            "--history-bytes",
+            "1KiB",
+        ];
+        let s = resolve(inbox, &with_store).unwrap();
+        assert_eq!(s.default_policy().history.max_bytes, 1024);
+        let p = s.namespaces.of("user:bob");
+        assert!(
+            p.owner && p.token && p.durable,
+            "an inbox is durable; owner needs a token"
+        );
+        assert_eq!(p.history.max_bytes, 2048);
+        assert_eq!(p.history.inbox, Some(Duration::from_secs(30 * 86400)));
+        assert_eq!(s.namespaces.owner_of("user:bob"), Some("bob"));
+        let err = resolve(inbox, &["--jwt-secret", SECRET]).unwrap_err();
+        assert!(err.contains("inbox-ttl, which needs --data-dir"), "{err}");
+        let err = resolve(inbox, &["--data-dir", "/tmp/x"]).unwrap_err();
+        assert!(err.contains("sets owner, which needs JWT keys"), "{err}");
+        let other = "[[namespace]]\nprefix = \"user:\"\nowner = \"u:{sub}\"\n";
+        let err = resolve(other, &with_store).unwrap_err();
+        assert!(
+            err.contains("must be the prefix followed by {sub}"),
+            "{err}"
+        );
     }
 
     #[test]

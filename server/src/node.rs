@@ -236,7 +236,7 @@ fn open_store(
 ) -> Result<OpenedStore, NodeError> {
     let shards = settings.shards;
     let namespaces = settings.namespaces.clone();
-    let limit_for = move |name: &ChannelName| namespaces.of(name.as_str()).history.max_messages;
+    let limit_for = move |name: &ChannelName| namespaces.of(name.as_str()).history.most_kept();
     let started = std::time::Instant::now();
     let opened = Store::open(
         &s.dir,

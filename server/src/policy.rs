@@ -23,6 +23,38 @@ pub struct HistoryLimits {
     pub max_messages: usize,
     /// Oldest message kept.
     pub max_age: Duration,
+    /// Most payload bytes kept per channel (0: no byte limit). The newest
+    /// message is kept whatever its size, so a resume from it still works.
+    pub max_bytes: usize,
+    /// An offline inbox (`inbox-ttl`): messages stay until every cursor of
+    /// the channel acknowledged them, past the limits above, or until they
+    /// are this old; at most [`INBOX_SLACK`] times the limits (see
+    /// [`HistoryLimits::most_kept`]).
+    pub inbox: Option<Duration>,
+}
+
+/// How far past its limits an inbox may hold unacknowledged messages:
+/// `INBOX_SLACK × history-size` messages (and `× history-bytes` bytes when
+/// set). The hard bound on an inbox's memory, whatever its readers do.
+pub const INBOX_SLACK: usize = 10;
+
+impl HistoryLimits {
+    /// The most messages a channel may hold: its count limit, or for an
+    /// inbox the hard bound. What a restart loads from the store.
+    pub fn most_kept(&self) -> usize {
+        match self.inbox {
+            Some(_) => self.max_messages.saturating_mul(INBOX_SLACK),
+            None => self.max_messages,
+        }
+    }
+
+    /// The most payload bytes, as [`HistoryLimits::most_kept`] (0: none).
+    pub fn most_bytes(&self) -> usize {
+        match self.inbox {
+            Some(_) => self.max_bytes.saturating_mul(INBOX_SLACK),
+            None => self.max_bytes,
+        }
+    }
 }
 
 /// What the node allows on the channels of one namespace.
@@ -43,6 +75,11 @@ pub struct Policy {
     /// by acks, and a reconnect without `since` resumes from it. Needs
     /// `--data-dir`.
     pub durable: bool,
+    /// `owner = "<prefix>{sub}"`: a channel belongs to the identity its
+    /// name ends with (`user:bob` to `sub` `bob`), and only that identity
+    /// may subscribe or acknowledge — whatever a token's `channels` claim
+    /// says. Implies `token`.
+    pub owner: bool,
 }
 
 /// One configured namespace.
@@ -110,6 +147,13 @@ impl Namespaces {
         self.spaces.iter().find(|n| channel.starts_with(&*n.prefix))
     }
 
+    /// The identity `channel` belongs to, when its namespace sets `owner`:
+    /// the rest of its name after the namespace's prefix.
+    pub fn owner_of<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        let space = self.space_of(channel).filter(|n| n.policy.owner)?;
+        channel.strip_prefix(&*space.prefix)
+    }
+
     /// The defaults.
     pub fn default_policy(&self) -> &Policy {
         &self.default
@@ -139,7 +183,7 @@ impl std::fmt::Display for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}, {}, presence {}, history {} messages for {}{}",
+            "{}, {}, presence {}, history {} messages{} for {}{}{}{}",
             if self.token {
                 "token required"
             } else {
@@ -152,9 +196,25 @@ impl std::fmt::Display for Policy {
             },
             if self.presence { "visible" } else { "hidden" },
             self.history.max_messages,
+            match self.history.max_bytes {
+                0 => String::new(),
+                b => format!(" / {b} bytes"),
+            },
             humantime::format_duration(self.history.max_age),
             if self.durable {
                 ", durable cursors"
+            } else {
+                ""
+            },
+            match self.history.inbox {
+                Some(ttl) => format!(
+                    ", an inbox (kept until acked, for at most {})",
+                    humantime::format_duration(ttl)
+                ),
+                None => String::new(),
+            },
+            if self.owner {
+                ", each channel its identity's own"
             } else {
                 ""
             },
@@ -174,8 +234,11 @@ mod tests {
             history: HistoryLimits {
                 max_messages: history,
                 max_age: Duration::from_secs(60),
+                max_bytes: 0,
+                inbox: None,
             },
             durable: false,
+            owner: false,
         }
     }
 
@@ -218,5 +281,19 @@ mod tests {
         assert!(dup.unwrap_err().contains("twice"));
         let empty = Namespaces::new(policy(false, 1), vec![space("", policy(false, 1))]);
         assert!(empty.unwrap_err().contains("non-empty"));
+    }
+
+    #[test]
+    fn an_owner_namespace_names_the_identity_after_its_prefix() {
+        let mut inbox = policy(true, 10);
+        inbox.owner = true;
+        let ns = Namespaces::new(
+            policy(false, 1),
+            vec![space("user:", inbox), space("room:", policy(false, 1))],
+        )
+        .unwrap();
+        assert_eq!(ns.owner_of("user:bob"), Some("bob"));
+        assert_eq!(ns.owner_of("room:bob"), None);
+        assert_eq!(ns.owner_of("bob"), None);
     }
 }

@@ -31,7 +31,11 @@ history-ttl = "1s"
 
 /// A server with [`CONFIG`], written to a file of its own.
 fn server() -> Server {
-    let path = std::env::temp_dir().join(format!("ringcast-ns-{}.toml", std::process::id()));
+    // A file per server: tests run in parallel, and a node reading a file
+    // another test is rewriting (truncated) started with the defaults.
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("ringcast-ns-{}-{n}.toml", std::process::id()));
     let secret = common::JWT_SECRET;
     std::fs::write(&path, format!("jwt-secret = \"{secret}\"\n{CONFIG}")).unwrap();
     Server::start(&["--config", path.to_str().unwrap()])

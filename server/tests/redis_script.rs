@@ -22,6 +22,8 @@ fn limits(max_messages: usize, secs: u64) -> HistoryLimits {
     HistoryLimits {
         max_messages,
         max_age: Duration::from_secs(secs),
+        max_bytes: 0,
+        inbox: None,
     }
 }
 

@@ -42,6 +42,8 @@ pub mod channel;
 pub mod cursor;
 pub mod id;
 pub mod message;
+#[cfg(test)]
+mod retention_tests;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -302,6 +304,8 @@ struct Owned {
     /// the disk.
     durable_seq: u64,
     history: VecDeque<Arc<Message>>,
+    /// The payload bytes `history` holds (what `history-bytes` limits).
+    bytes: usize,
     /// Bit per shard with subscribers (the owner's own bit is never set).
     interested: u64,
     /// Its namespace's history limits, looked up once at creation.
@@ -330,16 +334,90 @@ impl Owned {
         }
     }
 
-    /// Appends `msg` to the history, trimmed to its limit; returns how
+    /// Appends `msg` to the history, trimmed to its limits; returns how
     /// many messages it evicted.
     fn keep(&mut self, msg: &Arc<Message>) -> u64 {
-        if self.limits.max_messages == 0 {
+        let limits = &self.limits;
+        if limits.max_messages == 0 {
             return 0;
         }
         self.history.push_back(msg.clone());
-        let excess = self.history.len().saturating_sub(self.limits.max_messages);
-        self.history.drain(..excess);
-        excess as u64
+        self.bytes += msg.payload.len();
+        if limits.inbox.is_some() {
+            return self.trim(None);
+        }
+        // The publish path: a full history drops one message per publish.
+        let (count, most) = (limits.max_messages, limits.max_bytes);
+        let mut evicted = 0;
+        while self.history.len() > count
+            || (most != 0 && self.bytes > most && self.history.len() > 1)
+        {
+            if let Some(m) = self.history.pop_front() {
+                self.bytes -= m.payload.len();
+            }
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Replaces the history with `messages` (oldest first), trimmed to its
+    /// limits; returns how many it dropped.
+    fn replace_history(&mut self, messages: Vec<Arc<Message>>) -> u64 {
+        self.history = messages.into();
+        self.bytes = self.history.iter().map(|m| m.payload.len()).sum();
+        self.trim(None)
+    }
+
+    /// Drops the oldest messages the limits no longer keep, and with `now`
+    /// those past their age; returns how many. The rules:
+    /// * over `history-size` or `history-bytes` (the newest message always
+    ///   stays), or older than `history-ttl`: dropped;
+    /// * but in an inbox only once every cursor of the channel is past it
+    ///   (a channel without cursors keeps everything for its reader) —
+    ///   unless it is older than `inbox-ttl`, or the inbox is over its hard
+    ///   bound ([`HistoryLimits::most_kept`], `most_bytes`).
+    fn trim(&mut self, now: Option<Instant>) -> u64 {
+        let limits = self.limits;
+        let acked = match limits.inbox {
+            Some(_) => self.cursors.values().copied().min().unwrap_or(0),
+            None => u64::MAX,
+        };
+        let (hard_count, hard_bytes) = (limits.most_kept(), limits.most_bytes());
+        let mut dropped = 0;
+        while let Some(front) = self.history.front() {
+            let len = self.history.len();
+            let bytes = self.bytes;
+            let over =
+                |count: usize, most: usize| len > count || (most != 0 && bytes > most && len > 1);
+            let age = now.map_or(std::time::Duration::ZERO, |t| {
+                t.saturating_duration_since(front.published_at)
+            });
+            let drop = over(hard_count, hard_bytes)
+                || limits.inbox.is_some_and(|ttl| age > ttl)
+                || (front.id.seq <= acked
+                    && (over(limits.max_messages, limits.max_bytes) || age > limits.max_age));
+            if !drop {
+                break;
+            }
+            if let Some(m) = self.history.pop_front() {
+                self.bytes -= m.payload.len();
+            }
+            dropped += 1;
+        }
+        dropped
+    }
+
+    /// The oldest seq the history keeps, or the next to be issued: what a
+    /// trim tells the store to keep from.
+    fn kept_from(&self) -> u64 {
+        self.history.front().map_or(self.last_seq + 1, |m| m.id.seq)
+    }
+
+    /// The payload bytes of the history, counted again (tests check that
+    /// `bytes` always equals it).
+    #[cfg(test)]
+    fn counted_bytes(&self) -> usize {
+        self.history.iter().map(|m| m.payload.len()).sum()
     }
 }
 
@@ -502,6 +580,7 @@ impl<S: Copy + PartialEq> Hub<S> {
             last_seq: floor,
             durable_seq: floor,
             history: VecDeque::new(),
+            bytes: 0,
             interested: 0,
             limits: self.namespaces.of(name.as_str()).history,
             cursors: HashMap::new(),
@@ -825,7 +904,8 @@ impl<S: Copy + PartialEq> Hub<S> {
 
     /// On the owner: a durable subscription of `who` (see [`cursor`]).
     /// Without `since` it resumes from `who`'s cursor; a first-time
-    /// cursor is created at `durable_seq` ("from now"). The replay says
+    /// cursor is created at `durable_seq` ("from now") — in an inbox, just
+    /// below its oldest message (what waited for its reader). The replay says
     /// where the cursor stands ([`Replay::durable`]). Returns the seq of a
     /// cursor it created, for the caller to store.
     pub fn owner_subscribe_durable(
@@ -843,7 +923,11 @@ impl<S: Copy + PartialEq> Hub<S> {
         let seq = match owned.cursors.get(who) {
             Some(&seq) => seq,
             None => {
-                let seq = owned.durable_seq;
+                // From now; but an inbox's reader gets what waited for it.
+                let seq = match owned.limits.inbox {
+                    Some(_) => owned.oldest() - 1,
+                    None => owned.durable_seq,
+                };
                 owned.cursors.insert(who.clone(), seq);
                 created = Some(seq);
                 seq
@@ -915,6 +999,16 @@ impl<S: Copy + PartialEq> Hub<S> {
         let state = owned.cursor_state(seq);
         if before.is_none() {
             index_cursor(&mut self.cursors_of, name, who);
+        }
+        // An inbox keeps what some cursor has not passed: an ack frees it.
+        if moved && owned.limits.inbox.is_some() {
+            let dropped = owned.trim(None);
+            if dropped > 0 {
+                self.stats.evictions += dropped;
+                if let Some(trims) = self.trims.as_mut() {
+                    trims.push((name.clone(), owned.kept_from()));
+                }
+            }
         }
         Ok(Acked {
             state,
@@ -1036,10 +1130,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         let interested = ShardSet(owned.interested);
         if evicted > 0 {
             if let Some(trims) = self.trims.as_mut() {
-                trims.push((
-                    name.clone(),
-                    owned.history.front().map_or(seq + 1, |m| m.id.seq),
-                ));
+                trims.push((name.clone(), owned.kept_from()));
             }
         }
         self.stats.published += 1;
@@ -1074,7 +1165,9 @@ impl<S: Copy + PartialEq> Hub<S> {
             return;
         }
         while owned.history.back().is_some_and(|m| m.id.seq >= from_seq) {
-            owned.history.pop_back();
+            if let Some(m) = owned.history.pop_back() {
+                owned.bytes -= m.payload.len();
+            }
         }
         owned.last_seq = from_seq - 1;
     }
@@ -1100,12 +1193,16 @@ impl<S: Copy + PartialEq> Hub<S> {
         owned.first_seq = first_seq.clamp(1, last_seq + 1);
         owned.last_seq = last_seq;
         owned.durable_seq = last_seq;
-        owned.history = messages.into();
-        let excess = owned
-            .history
-            .len()
-            .saturating_sub(owned.limits.max_messages);
-        owned.history.drain(..excess);
+        // The store may hold more than the limits keep now (they were
+        // tightened, or it loaded only the newest): it drops the rest too.
+        let dropped = owned.replace_history(messages);
+        let kept_from = owned.kept_from();
+        if kept_from > owned.first_seq {
+            if let Some(trims) = self.trims.as_mut() {
+                trims.push((name.clone(), kept_from));
+            }
+        }
+        self.stats.evictions += dropped;
         self.seq_floor = self.seq_floor.max(last_seq);
     }
 
@@ -1135,12 +1232,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         owned.first_seq = 1;
         owned.last_seq = last_seq;
         owned.durable_seq = last_seq;
-        owned.history = messages.into();
-        let excess = owned
-            .history
-            .len()
-            .saturating_sub(owned.limits.max_messages);
-        owned.history.drain(..excess);
+        owned.replace_history(messages);
     }
 
     /// On the owner, in a cluster: a message Redis numbered, the next one
@@ -1301,24 +1393,11 @@ impl<S: Copy + PartialEq> Hub<S> {
         let mut evicted = 0;
         for (idx, ch) in self.channels.iter_mut() {
             if let Some(owned) = ch.owned.as_mut() {
-                let max_age = owned.limits.max_age;
-                let mut popped = false;
-                while owned
-                    .history
-                    .front()
-                    .is_some_and(|m| now.saturating_duration_since(m.published_at) > max_age)
-                {
-                    owned.history.pop_front();
-                    evicted += 1;
-                    popped = true;
-                }
-                if popped {
+                let popped = owned.trim(Some(now));
+                evicted += popped;
+                if popped > 0 {
                     if let Some(trims) = self.trims.as_mut() {
-                        let below = owned
-                            .history
-                            .front()
-                            .map_or(owned.last_seq + 1, |m| m.id.seq);
-                        trims.push((ch.name.clone(), below));
+                        trims.push((ch.name.clone(), owned.kept_from()));
                     }
                 }
                 if (self.mirror || owned.history.is_empty())
@@ -1389,8 +1468,11 @@ mod tests {
                 history: HistoryLimits {
                     max_messages,
                     max_age: Duration::from_secs(60),
+                    max_bytes: 0,
+                    inbox: None,
                 },
                 durable: false,
+                owner: false,
             })),
         )
     }
@@ -1897,8 +1979,11 @@ mod tests {
             history: HistoryLimits {
                 max_messages,
                 max_age: Duration::from_secs(60),
+                max_bytes: 0,
+                inbox: None,
             },
             durable,
+            owner: false,
         };
         let spaces = vec![crate::policy::Namespace {
             prefix: "d:".into(),

@@ -116,6 +116,10 @@ impl Durable {
         for c in store.cursors {
             hub.restore_cursor(&c.channel, c.who, c.seq);
         }
+        // Retention once every cursor is back: an inbox keeps what its
+        // lowest cursor has not passed, so it could not be trimmed while
+        // its messages were restored; the ages are those of the restart.
+        hub.expire(now);
         Durable {
             intake: store.intake,
             fsync: store.fsync,
@@ -420,8 +424,11 @@ mod tests {
             history: HistoryLimits {
                 max_messages: 100,
                 max_age: Duration::from_secs(60),
+                max_bytes: 0,
+                inbox: None,
             },
             durable: false,
+            owner: false,
         }));
         let mut hub = Hub::new(0, 1, opened.recovered.epoch, namespaces)
             .with_store(opened.recovered.floor, fsync != Fsync::Never);

@@ -394,6 +394,9 @@ pub struct Stats {
     pub queued_records: usize,
     /// Their bytes (`Record::cost`).
     pub queued_bytes: usize,
+    /// The store's size on disk (tables and journals) when the writer
+    /// last measured it (about once a second).
+    pub disk_bytes: u64,
 }
 
 /// One shard's submission.
@@ -426,6 +429,8 @@ struct Shared {
     commits: AtomicU64,
     committed_records: AtomicU64,
     syncs: AtomicU64,
+    /// Measured by the writer (see [`Stats::disk_bytes`]).
+    disk_bytes: AtomicU64,
     #[cfg(any(test, feature = "testing"))]
     faults: fault::Faults,
 }
@@ -471,6 +476,7 @@ impl Shared {
             syncs: self.syncs.load(Ordering::Relaxed),
             queued_records: self.queued_records.load(Ordering::Relaxed),
             queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
+            disk_bytes: self.disk_bytes.load(Ordering::Relaxed),
         }
     }
 }
@@ -524,6 +530,7 @@ impl Store {
             commits: AtomicU64::new(0),
             committed_records: AtomicU64::new(0),
             syncs: AtomicU64::new(0),
+            disk_bytes: AtomicU64::new(0),
             #[cfg(any(test, feature = "testing"))]
             faults: fault::Faults::default(),
         });
@@ -651,8 +658,10 @@ impl Health {
              # HELP ringcast_store_queued_records Records waiting for the writer.\n\
              # TYPE ringcast_store_queued_records gauge\nringcast_store_queued_records {}\n\
              # HELP ringcast_store_queued_bytes Bytes waiting for the writer.\n\
-             # TYPE ringcast_store_queued_bytes gauge\nringcast_store_queued_bytes {}\n",
-            s.commits, s.records, s.syncs, s.queued_records, s.queued_bytes
+             # TYPE ringcast_store_queued_bytes gauge\nringcast_store_queued_bytes {}\n\
+             # HELP ringcast_store_disk_bytes The store's size on disk (tables and journals), measured about once a second.\n\
+             # TYPE ringcast_store_disk_bytes gauge\nringcast_store_disk_bytes {}\n",
+            s.commits, s.records, s.syncs, s.queued_records, s.queued_bytes, s.disk_bytes
         );
     }
 }

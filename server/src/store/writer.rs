@@ -36,6 +36,11 @@ use crate::hub::ChannelName;
 /// (a submission or shutdown wakes it at once anyway).
 const IDLE: Duration = Duration::from_secs(1);
 
+/// How often the writer measures the store's disk use for
+/// `ringcast_store_disk_bytes` (fjall sums its tables' and journals' sizes
+/// from memory; the shards only read the number).
+const MEASURE_DISK: Duration = Duration::from_secs(1);
+
 /// How long shutdown waits for fjall to flush the memtables. Past it the
 /// clean marker is written anyway (the journal holds everything, the
 /// next open just replays it), so a stuck flush cannot hang shutdown.
@@ -58,6 +63,8 @@ pub(super) struct Writer {
     next_shard: usize,
     /// The OS error that failed the store, without the directory.
     cause: Option<String>,
+    /// When [`Writer::measure_disk`] last ran.
+    disk_measured: Option<Instant>,
 }
 
 impl Writer {
@@ -82,6 +89,7 @@ impl Writer {
             unsynced_since: None,
             next_shard: 0,
             cause: None,
+            disk_measured: None,
         }
     }
 
@@ -95,6 +103,7 @@ impl Writer {
                 std::thread::park_timeout(Duration::from_millis(10));
                 continue;
             }
+            self.measure_disk();
             let taken = self.take();
             if !taken.is_empty() {
                 self.commit(taken);
@@ -321,6 +330,22 @@ impl Writer {
         // writer would park for zero time, again and again.
         self.unsynced_since = None;
         self.shared.failed().unwrap_or(reason)
+    }
+
+    /// About once a second: the bytes the store holds on disk (tables and
+    /// journals), for `ringcast_store_disk_bytes`. Here, not at render
+    /// time, because `/metrics` is rendered on a shard.
+    fn measure_disk(&mut self) {
+        if self
+            .disk_measured
+            .is_some_and(|at| at.elapsed() < MEASURE_DISK)
+        {
+            return;
+        }
+        self.disk_measured = Some(Instant::now());
+        if let Ok(bytes) = self.h.db.disk_space() {
+            self.shared.disk_bytes.store(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Sleeps until a submission, shutdown, or the next interval fsync.

@@ -31,8 +31,10 @@
 //! (`/ws`) gather an identity's unread counts from every shard:
 //! `{"unread":{"<channel>":N,…},"total":N}`.
 //!
-//! (A namespace owned by one identity, `owner = "user:{sub}"` → `forbidden`
-//! / `403`, comes with inbox namespaces in stage 5.)
+//! A namespace owned by one identity per channel (`owner = "user:{sub}"`,
+//! an inbox) lets only that identity subscribe or ack: anyone else gets
+//! `forbidden` / `403 channel user:bob belongs to another identity`
+//! ([`read_denied`]), whatever the token's `channels` claim lists.
 
 use codec::http::{RequestHead, StatusCode};
 use serde_json::{json, Value};
@@ -74,6 +76,20 @@ pub fn identity(access: Option<&Access>, device: Box<str>) -> Result<Cursor, Ack
             device,
         }),
         _ => Err(AckError::NoIdentity),
+    }
+}
+
+/// Why `access` may not read `channel` (subscribe, ack), if it may not:
+/// in an `owner` namespace the token's `sub` must be the identity the
+/// channel names; elsewhere the token's `channels` claim must list it.
+/// Only asked where the namespace needs a token (an `owner` namespace
+/// always does).
+pub fn read_denied(settings: &Settings, access: &Access, channel: &ChannelName) -> Option<String> {
+    match settings.namespaces.owner_of(channel.as_str()) {
+        Some(owner) if access.sub.as_deref() == Some(owner) => None,
+        Some(_) => Some(format!("channel {channel} belongs to another identity")),
+        None if access.may_read(channel.as_str()) => None,
+        None => Some(format!("the token does not allow channel {channel}")),
     }
 }
 

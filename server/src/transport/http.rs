@@ -674,12 +674,10 @@ impl Http {
             Err(e) => return self.refuse_auth(ctx, &ack::refused(&e)),
         };
         let guarded = ctx.settings().namespaces.of(channel.as_str()).token;
-        if guarded
-            && !access
-                .as_ref()
-                .is_some_and(|a| a.may_read(channel.as_str()))
-        {
-            let reason = format!("the token does not allow channel {channel}");
+        // `identity` above made sure there is a token.
+        let denied =
+            (access.as_deref()).and_then(|a| ack::read_denied(ctx.settings(), a, &channel));
+        if let Some(reason) = denied.filter(|_| guarded) {
             let refused = Refused::new(Refusal::Forbidden, StatusCode::FORBIDDEN, reason);
             return self.refuse(ctx, &refused);
         }
@@ -1192,11 +1190,11 @@ fn read_access<'c>(
         return Ok(None);
     }
     let access = presented_access(ctx, head)?.ok_or_else(|| token_refusal(&TokenError::Missing))?;
-    if let Some(denied) = guarded.find(|c| !access.may_read(c.as_str())) {
+    if let Some(reason) = guarded.find_map(|c| ack::read_denied(ctx.settings(), &access, c)) {
         return Err(Refused::new(
             Refusal::Forbidden,
             StatusCode::FORBIDDEN,
-            format!("the token does not allow channel {denied}"),
+            reason,
         ));
     }
     Ok(Some(access))

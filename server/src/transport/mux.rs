@@ -334,15 +334,16 @@ impl Session {
                 }
                 let answer =
                     json!({"type": "authed", "sub": access.sub.as_deref(), "exp": access.exp});
-                let dropped: Vec<ChannelName> = (self.subs.keys())
-                    .filter(|ch| !access.may_read(ch.as_str()))
-                    .cloned()
+                // An `owner` channel stays its identity's (the sub is the same).
+                let dropped: Vec<(ChannelName, String)> = (self.subs.keys())
+                    .filter_map(|ch| {
+                        Some((ch.clone(), ack::read_denied(ctx.settings(), &access, ch)?))
+                    })
                     .collect();
                 self.access = Some(access);
                 send(ctx, with_rid(answer, rid));
-                for channel in dropped {
+                for (channel, reason) in dropped {
                     self.drop_sub(ctx, &channel);
-                    let reason = format!("the token does not allow channel {channel}");
                     send(
                         ctx,
                         json!({"type": "unsubscribed", "ch": channel.as_str(), "reason": reason}),
@@ -421,11 +422,10 @@ impl Session {
                 "unauthorized",
                 "authenticate first: send {\"type\":\"auth\",\"token\":…}",
             )),
-            Some(a) if !a.may_read(channel.as_str()) => Err(refused(
-                "forbidden",
-                format!("the token does not allow channel {channel}"),
-            )),
-            Some(_) => Ok(()),
+            Some(a) => match ack::read_denied(ctx.settings(), a, channel) {
+                Some(reason) => Err(refused("forbidden", reason)),
+                None => Ok(()),
+            },
         }
     }
 

@@ -563,3 +563,94 @@ fn unread_counts_come_from_every_cursor_of_the_identity() {
     plain.input(h, &get("/unread", &[("Authorization", &ann)]));
     assert_eq!(plain.response(h).status, 409);
 }
+
+/// A node with an inbox namespace `user:` (`owner = "user:{sub}"`).
+fn inbox_node() -> Node {
+    Node::with(|s| {
+        s.verifier = Some(Arc::new(
+            Verifier::load(Some(SECRET), None, None).unwrap().unwrap(),
+        ));
+        s.store = Some(StoreSettings {
+            dir: "/nonexistent".into(),
+            fsync: Fsync::Never,
+        });
+        let mut inbox = s.default_policy();
+        (inbox.owner, inbox.token, inbox.durable) = (true, true, true);
+        inbox.history.inbox = Some(std::time::Duration::from_secs(3600));
+        let spaces = vec![Namespace {
+            prefix: "user:".into(),
+            policy: inbox,
+        }];
+        s.namespaces = Arc::new(Namespaces::new(s.default_policy(), spaces).unwrap());
+    })
+}
+
+#[test]
+fn another_identitys_inbox_is_forbidden_on_every_transport() {
+    let mut node = inbox_node();
+    node.publish_text("user:bob", "for bob");
+    let reason = "channel user:bob belongs to another identity";
+    // Alice's claim lists every channel; the owner rule still decides.
+    let alice = session(&mut node, Some("alice"));
+    for cmd in [
+        json!({"type": "subscribe", "ch": "user:bob"}),
+        json!({"type": "ack", "ch": "user:bob", "id": id(1)}),
+    ] {
+        command(&mut node, alice, cmd.clone());
+        let e = &node.json(alice)[0];
+        assert_eq!(
+            (&e["code"], &e["reason"]),
+            (&json!("forbidden"), &json!(reason)),
+            "{cmd}"
+        );
+    }
+    let bearer = format!("Bearer {}", token(Some("alice")));
+    for path in ["/sse/user:bob", "/poll/user:bob?timeout=0", "/ws/user:bob"] {
+        let c = node.connect();
+        node.input(c, &get(path, &[("Authorization", &bearer)]));
+        let r = node.response(c);
+        assert_eq!((r.status, r.text().trim_end()), (403, reason), "{path}");
+    }
+    let body = format!("{{\"id\":\"{}\"}}", id(1));
+    let c = node.connect();
+    let alice_token = token(Some("alice"));
+    node.input(
+        c,
+        &post_ack("user:bob", Some(&alice_token), "application/json", &body),
+    );
+    let r = node.response(c);
+    assert_eq!((r.status, r.text().trim_end()), (403, reason));
+    // Bob reads his own: durable, with what waited for him.
+    let bob = session(&mut node, Some("bob"));
+    command(
+        &mut node,
+        bob,
+        json!({"type": "subscribe", "ch": "user:bob"}),
+    );
+    let out = node.json(bob);
+    assert_eq!(
+        (&out[0]["type"], &out[0]["durable"], &out[0]["unread"]),
+        (&json!("subscribed"), &json!(true), &json!(1)),
+        "{out:?}"
+    );
+    assert_eq!(messages_of(&out), ["for bob"]);
+    // A refreshed token whose claim does not list the inbox keeps it.
+    let narrow = {
+        use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+        let exp = jsonwebtoken::get_current_timestamp() + 3600;
+        let claims = json!({"sub": "bob", "exp": exp, "channels": ["news"]});
+        let key = EncodingKey::from_secret(SECRET.as_bytes());
+        encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    };
+    command(&mut node, bob, json!({"type": "refresh", "token": narrow}));
+    let out = node.json(bob);
+    assert_eq!(out.len(), 1, "authed, and no unsubscribed: {out:?}");
+    assert_eq!(out[0]["type"], "authed");
+}
+
+fn messages_of(out: &[Value]) -> Vec<String> {
+    (out.iter())
+        .filter(|v| v["type"] == "message")
+        .map(|v| v["data"].as_str().unwrap().into())
+        .collect()
+}
