@@ -1353,8 +1353,8 @@ class WsTransport extends TransportBase {
     if (this.closed) return;
     super.close();
     for (const t of Object.values(this.#timers)) clearTimeout(t);
-    for (const rid of [...this.#pending.keys()]) {
-      this.#settle(rid, new RingcastError("the WebSocket closed before the answer came", { kind: "closed", transport: "ws" }));
+    for (const [rid, p] of [...this.#pending]) {
+      this.#settle(rid, new RingcastError(`${p.what}: the WebSocket closed before the answer came`, { kind: "closed", transport: "ws" }));
     }
     const ws = this.#ws;
     if (ws) {
