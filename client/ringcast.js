@@ -21,7 +21,7 @@
 //     its subscriptions in step with the connection, and reports what the
 //     server sends through a small `link` interface. None of them decides
 //     what to do on failure.
-//  5. HTTP requests — publish and presence when not on a WebSocket.
+//  5. HTTP requests — publish, presence and acks when not on a WebSocket.
 //  6. Connection — the only place with policy: fallback order, reconnect
 //     with backoff, probing for a better transport, resume positions,
 //     de-duplication, dead-connection detection timers.
@@ -47,6 +47,12 @@
 // * Transports may overlap (probing, re-opening a stream with new
 //   channels): de-duplication makes overlap harmless, so the client always
 //   opens the new before it closes the old.
+// * Durable subscriptions (`{durable: true}`): the Connection subscribes a
+//   channel durably when any of its interests is; the Client acks what its
+//   handlers finished (in order, a failed one holding the acks back),
+//   coalesced per channel, over `/ws` or `POST /ack/{ch}`. The node's
+//   cursor only decides where a subscription WITHOUT a position starts;
+//   once a channel has a position the client resumes from it, as always.
 // * Nothing throws into the page: every failure is an `error` event (and a
 //   rejected promise for `publish`/`presence`). Every internal promise has a
 //   handler.
@@ -3097,7 +3103,7 @@ export class Subscription {
 
 /**
  * A connection to a ringcast node. Create it with `connect(url, options)`.
- * Events: `state`, `transport`, `reset`, `presence`, `error`.
+ * Events: `state`, `transport`, `reset`, `presence`, `unread`, `error`.
  */
 export class Client {
   #emitter;
@@ -3256,7 +3262,7 @@ export class Client {
     this.#backend.setToken(token);
   }
 
-  /** Listens to `state`, `transport`, `reset`, `presence` or `error`. */
+  /** Listens to `state`, `transport`, `reset`, `presence`, `unread` or `error`. */
   on(event, fn) {
     this.#emitter.on(event, fn);
     return this;
