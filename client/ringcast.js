@@ -1876,15 +1876,29 @@ async function answerOf(what, res) {
   return res.json().catch(() => null);
 }
 
+/** Whether `keepalive` requests work here (older browsers refuse those that
+ * need a CORS preflight, as a request with a token does). */
+let keepaliveWorks = true;
+
 /** `POST /ack/{ch}` with the id as text (`?device=`), the token as for a
  * publish; `keepalive` so that an ack sent as the page goes still arrives. */
 async function httpAck(deps, urls, opts, tokens, ch, id) {
   const what = `ack of ${id} on ${ch}`;
   const url = urls.http(`/ack/${encodeURIComponent(ch)}`, { device: opts.device ?? null });
-  const init = { method: "POST", body: id, keepalive: true, headers: { "Content-Type": "text/plain;charset=UTF-8" } };
-  const body = await withFreshToken(tokens, opts, (token) =>
-    fetchWithin(deps, what, url, withToken(init, token), opts.requestTimeout, undefined, (res) => answerOf(what, res)),
-  );
+  const send = (keepalive) => {
+    const init = { method: "POST", body: id, keepalive, headers: { "Content-Type": "text/plain;charset=UTF-8" } };
+    return withFreshToken(tokens, opts, (token) =>
+      fetchWithin(deps, what, url, withToken(init, token), opts.requestTimeout, undefined, (res) => answerOf(what, res)),
+    );
+  };
+  let body;
+  try {
+    body = await send(keepaliveWorks);
+  } catch (err) {
+    if (!keepaliveWorks || err?.kind !== "network" || !/keepalive/i.test(err.message)) throw err;
+    keepaliveWorks = false;
+    body = await send(false);
+  }
   return { ch, cursor: typeof body?.cursor === "string" ? body.cursor : null, unread: typeof body?.unread === "number" ? body.unread : null };
 }
 

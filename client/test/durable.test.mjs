@@ -281,6 +281,27 @@ test("the device option is checked", () => {
   assert.throws(() => connect(BASE, { device: "no spaces", shared: false }), TypeError);
 });
 
+// (Last: the client remembers, for the page's life, that keepalive fails.)
+test("HTTP acks are keepalive requests; a browser refusing keepalive with a preflight gets them without", async (t) => {
+  const node = new FakeNode();
+  let refused = 0;
+  node.intercept = (req) => {
+    if (req.path.startsWith("/ack/") && req.init.keepalive) {
+      refused++;
+      throw new TypeError("Failed to execute 'fetch': Preflight request for request with keepalive specified is currently not supported");
+    }
+  };
+  const { rc, ev } = client(t, node, { transports: ["longpoll"], token: "tok", ackDelay: 10 });
+  const got = follow(rc, "a", { durable: true });
+  await until(() => rc.state === "open");
+  node.publish("a", "m1");
+  await until(() => got.sub.cursor === `${node.epoch}-1`);
+  node.publish("a", "m2");
+  await until(() => got.sub.cursor === `${node.epoch}-2`);
+  assert.equal(refused, 1, "tried once with keepalive, then not again");
+  assert.deepEqual(ev.errors, []);
+});
+
 test("no unhandled rejection or uncaught exception in this file", async () => {
   await sleep(50);
   assert.deepEqual(unhandled, []);
