@@ -6,7 +6,7 @@
 // message exactly once, in order, with no reset. Then the page goes, more
 // is published, and a new page (a reload) gets exactly what was not acked,
 // from the node's cursor. Once on /ws (acks as frames), once forced onto
-// the event stream (acks as POST /ack/{ch}).
+// the event stream and once onto long polling (acks as POST /ack/{ch}).
 
 import assert from "node:assert/strict";
 import crypto from "node:crypto";
@@ -97,7 +97,7 @@ function assertExactly(got, expected) {
 }
 
 describe("durable subscriptions survive a node restart", () => {
-  for (const transport of ["ws", "sse"]) {
+  for (const transport of ["ws", "sse", "longpoll"]) {
     test(`${transport}: every message once, in order, across a restart; acks persist; a reload resumes from the cursor`, async () => {
       const ch = `inbox-${transport}`;
       const user = `ann-${transport}`;
@@ -128,7 +128,7 @@ describe("durable subscriptions survive a node restart", () => {
       } else {
         assert.ok(acks.length >= 2, `acks: ${JSON.stringify(acks)}`);
         assert.ok(acks.length <= 20, `coalesced: ${acks.length} acks for 40 messages`);
-        assert.ok(acks.every((a) => a.method === "POST" && /\/ack\/inbox-sse\?device=laptop$/.test(a.url)), JSON.stringify(acks));
+        assert.ok(acks.every((a) => a.method === "POST" && a.url.endsWith(`/ack/${ch}?device=laptop`)), JSON.stringify(acks));
       }
       // The restart itself is reported (the connection closed, unavailable
       // while the node was down); nothing else is — no refused ack, no
@@ -150,7 +150,12 @@ describe("durable subscriptions survive a node restart", () => {
       assertExactly(await again.page.evaluate(() => got), missed);
       if (transport === "ws") assert.equal((await again.page.evaluate(() => unread))[0].unread, 3);
       assert.deepEqual(again.page.problems, []);
-      assert.deepEqual(page.problems, []);
+      // A request preflighted while the node drains gets a 503 preflight
+      // answer, which Chromium logs as a CORS failure (the client sees a
+      // network error and retries): that, and only that, is expected of
+      // the page that lived through the restart.
+      const drainPreflight = /blocked by CORS policy: Response to preflight request doesn't pass access control check: It does not have HTTP ok status/;
+      assert.deepEqual(page.problems.filter((p) => !drainPreflight.test(p)), []);
       await again.context.close();
     });
   }
