@@ -159,6 +159,9 @@ export interface SubscribeOptions {
    * Promise resolves), coalesced per channel. Default true. A handler that
    * throws holds the acks before its message. */
   autoAck?: boolean;
+  /** Must be the client's `device` option if given (the device is the
+   * browser's, for every channel); anything else throws a TypeError. */
+  device?: string | null;
 }
 
 /** The `unread` event, and what an ack resolves. */

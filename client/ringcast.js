@@ -3199,6 +3199,11 @@ export class Client {
       if (!pos) throw new TypeError(`invalid since ${JSON.stringify(options.since)}: expected <12 hex digits>-<seq>`);
     }
     const durable = Boolean(options.durable);
+    // The device is the browser's, for every channel (an event stream or a
+    // poll carries one for all of its channels): a connect() option.
+    if (options.device !== undefined && options.device !== this.#opts.device) {
+      throw new TypeError(`subscribe: device ${JSON.stringify(options.device)} differs from the client's (${JSON.stringify(this.#opts.device)}): the device is a connect() option`);
+    }
     const key = String(++this.#nextKey);
     const sub = new Subscription(this, key, ch, handler, pos, durable, options.autoAck ?? true);
     this.#subs.set(key, sub);

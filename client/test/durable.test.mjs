@@ -277,8 +277,12 @@ test("pending acks are flushed on unsubscribe and on close", async (t) => {
   assert.deepEqual(node.acks.map((x) => `${x.ch}:${seqOf(x.id)}`), ["a:1", "b:2"]);
 });
 
-test("the device option is checked", () => {
+test("the device option is checked; it is the client's, not a subscription's", (t) => {
   assert.throws(() => connect(BASE, { device: "no spaces", shared: false }), TypeError);
+  const node = new FakeNode();
+  const { rc } = client(t, node, { device: "phone" });
+  assert.throws(() => rc.subscribe("a", () => {}, { durable: true, device: "laptop" }), /device is a connect\(\) option/);
+  assert.equal(rc.subscribe("a", () => {}, { durable: true, device: "phone" }).durable, true);
 });
 
 // (Last: the client remembers, for the page's life, that keepalive fails.)
