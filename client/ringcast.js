@@ -2782,6 +2782,7 @@ class SharedBackend {
       this.#requests.delete(rid);
       clearTimeout(r.timer);
       if (r.op === "presence") this.#conn.presence(r.ch).then(r.resolve, r.reject);
+      else if (r.op === "ack") this.#conn.ack(r.ch, r.data).then(r.resolve, r.reject);
       else r.reject(leaderGone(r.ch));
     }
     this.#conn.start();
@@ -2861,9 +2862,11 @@ class SharedBackend {
         this.#announce();
         for (const [rid, r] of this.#requests) {
           if (r.leader === msg.from) continue;
-          if (r.op === "presence") {
+          if (r.op === "presence" || r.op === "ack") {
+            // Asked again of the next leader: a query, and an ack (acking
+            // twice is harmless: acks are cumulative).
             r.leader = msg.from;
-            this.#post({ t: "req", to: msg.from, rid, op: r.op, ch: r.ch });
+            this.#post({ t: "req", to: msg.from, rid, op: r.op, ch: r.ch, data: r.data });
           } else {
             this.#settle(rid, false, leaderGone(r.ch));
           }
@@ -2942,7 +2945,7 @@ class SharedBackend {
       const timer = setTimeout(() => {
         this.#settle(rid, false, new RingcastError(`${op} of ${ch}: no answer from the leader tab within ${this.#opts.requestTimeout} ms`, { kind: "timeout" }));
       }, this.#opts.requestTimeout);
-      this.#requests.set(rid, { op, ch, resolve, reject, timer, leader: this.#leaderId });
+      this.#requests.set(rid, { op, ch, data: op === "ack" ? data : undefined, resolve, reject, timer, leader: this.#leaderId });
       this.#post({ t: "req", to: this.#leaderId, rid, op, ch, data, ephemeral });
     });
   }
@@ -3415,6 +3418,7 @@ export class Client {
     this.#backend.ack(ch, formatId(p)).then(
       (answer) => {
         a.sending = false;
+        a.failures = 0;
         a.sent = p;
         this.#acked(ch, answer);
         this.#afterAck(ch, a);
@@ -3424,14 +3428,23 @@ export class Client {
         if (this.#closed) return;
         const e = err instanceof RingcastError ? err : new RingcastError(err?.message ?? String(err), { kind: "request", cause: err });
         e.channel ??= ch;
-        this.#emit("error", e);
-        if (FINAL_ACK_CODES.has(e.code) || e.status === 400 || e.status === 401 || e.status === 403 || e.status === 404 || e.status === 409) {
-          a.sent = p; // not this one again
+        if (FINAL_ACK_CODES.has(e.code) || [400, 401, 403, 404, 409].includes(e.status)) {
+          this.#emit("error", e); // refused: reported, and not sent again
+          a.sent = p;
           return this.#afterAck(ch, a);
         }
-        // `unavailable` (the node's store), a network failure, no leader:
-        // the same point again after the wait the node asked for.
-        const wait = typeof e.retryAfter === "number" ? e.retryAfter * 1000 : Math.max(1000, this.#opts.ackDelay);
+        // `unavailable` (the node's store; reported, with retryAfter) is
+        // retried after the wait the node asked for. A connection lost, a
+        // network failure, a timeout — the connection's own trouble, which
+        // it reports — are retried quietly, backing off to 30 s.
+        let wait;
+        if (e.kind === "unavailable" || e.code === "unavailable") {
+          this.#emit("error", e);
+          wait = typeof e.retryAfter === "number" ? e.retryAfter * 1000 : 1000;
+        } else {
+          a.failures = (a.failures ?? 0) + 1;
+          wait = Math.min(30000, 1000 * 2 ** (a.failures - 1));
+        }
         if (!this.#acks.has(ch)) this.#acks.set(ch, a);
         if (a.timer === null) a.timer = setTimeout(() => this.#flushAck(ch), wait);
       },

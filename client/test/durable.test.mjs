@@ -285,6 +285,22 @@ test("the device option is checked; it is the client's, not a subscription's", (
   assert.equal(rc.subscribe("a", () => {}, { durable: true, device: "phone" }).durable, true);
 });
 
+test("an ack lost to the network is retried quietly (the connection reports its own trouble)", async (t) => {
+  const node = new FakeNode();
+  let fail = 1;
+  node.intercept = (req) => {
+    if (req.path.startsWith("/ack/") && fail-- > 0) throw new TypeError("fetch failed");
+  };
+  const { rc, ev } = client(t, node, { transports: ["poll"], ackDelay: 10 });
+  const got = follow(rc, "a", { durable: true });
+  await until(() => rc.state === "open");
+  node.publish("a", "m1");
+  await until(() => node.acks.length === 1, 3000, "the retry");
+  assert.equal(node.log.filter((r) => r.path === "/ack/a").length, 2);
+  await until(() => got.sub.cursor === `${node.epoch}-1`);
+  assert.deepEqual(ev.errors, []);
+});
+
 // (Last: the client remembers, for the page's life, that keepalive fails.)
 test("HTTP acks are keepalive requests; a browser refusing keepalive with a preflight gets them without", async (t) => {
   const node = new FakeNode();
