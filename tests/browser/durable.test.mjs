@@ -43,11 +43,11 @@ after(async () => {
 /** A page following `ch` durably on `transport` as `sub` (device `laptop`):
  * `got` (`<id> <data>`), `resets`, `unread` events, `errors`, and the
  * `POST /ack` requests it made (`acks`). */
-async function durablePage(transport, ch, sub) {
+async function durablePage(transport, ch, sub, throwOn = null) {
   const context = await browser.newContext();
   const page = await clientPage(context, app, node.url);
   await page.evaluate(
-    ({ url, transport, ch, token }) => {
+    ({ url, transport, ch, token, throwOn }) => {
       window.got = [];
       window.errors = [];
       window.resets = [];
@@ -69,9 +69,12 @@ async function durablePage(transport, ch, sub) {
       rc.on("error", (e) => errors.push(`${e.kind} ${e.code ?? ""} ${e.message}`));
       rc.on("reset", (r) => resets.push(r));
       rc.on("unread", (u) => unread.push(u));
-      window.sub = rc.subscribe(ch, (m) => void got.push(`${m.id} ${m.data}`), { durable: true });
+      window.sub = rc.subscribe(ch, (m) => {
+        got.push(`${m.id} ${m.data}`);
+        if (m.data === throwOn) throw new Error(`no thanks: ${m.data}`);
+      }, { durable: true });
     },
-    { url: node.url, transport, ch, token: token(sub) },
+    { url: node.url, transport, ch, token: token(sub), throwOn },
   );
   await until(() => page.evaluate(() => rc.state === "open"), 10_000, "the page to connect");
   return { page, context };
@@ -159,4 +162,26 @@ describe("durable subscriptions survive a node restart", () => {
       await again.context.close();
     });
   }
+});
+
+test("a handler that throws: its message, and what followed, is not acked, and comes again to the next page", async () => {
+  const ch = "inbox-throws";
+  const user = "bob";
+  const first = await durablePage("ws", ch, user, "x2");
+  const all = await publishAll(ch, "x", 5);
+  await until(() => first.page.evaluate(() => got.length >= 5), 10_000, "five messages");
+  await until(async () => (await unreadOf(user, ch)) === 3, 5_000, "the acks of x0 and x1 only");
+  await new Promise((r) => setTimeout(r, 300));
+  assert.equal(await unreadOf(user, ch), 3, "nothing past the failed message is acked");
+  assertExactly(await first.page.evaluate(() => got), all);
+  const errors = await first.page.evaluate(() => errors);
+  assert.equal(errors.length, 1, JSON.stringify(errors));
+  assert.match(errors[0], /^handler .*no thanks: x2/);
+  await first.context.close();
+  const again = await durablePage("ws", ch, user);
+  await until(() => again.page.evaluate(() => got.length >= 3), 10_000, "the three again");
+  await until(async () => (await unreadOf(user, ch)) === 0, 5_000, "acked this time");
+  assertExactly(await again.page.evaluate(() => got), all.slice(2));
+  assert.deepEqual(again.page.problems, []);
+  await again.context.close();
 });
