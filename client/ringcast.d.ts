@@ -128,6 +128,11 @@ export interface Options {
   requestTimeout?: number;
   /** A connection open this long resets the backoff, ms. Default 5000. */
   healthyAfter?: number;
+  /** The device durable subscriptions keep their cursors under (1–64 of
+   * `A-Z a-z 0-9 _ - .`); without it, the identity's own cursor. */
+  device?: string | null;
+  /** Auto-acks of a channel: at most one per this many ms. Default 100. */
+  ackDelay?: number;
 
   // The environment, injectable for tests and other runtimes.
   WebSocket?: { new (url: string): WebSocket } | null;
@@ -144,8 +149,28 @@ export interface Options {
 
 export interface SubscribeOptions {
   /** Resume after this message id; `<epoch>-0` for all of the channel's
-   * history. Without it, from now. */
+   * history. Without it, from now — or, durable, after the node's cursor. */
   since?: string;
+  /** The node keeps a cursor for this user (the token's `sub`), channel and
+   * device (needs `--data-dir`). On an event stream or poll, every channel
+   * of the request becomes durable. */
+  durable?: boolean;
+  /** Durable only: ack each message after its handler returns (or its
+   * Promise resolves), coalesced per channel. Default true. A handler that
+   * throws holds the acks before its message. */
+  autoAck?: boolean;
+  /** Must be the client's `device` option if given (the device is the
+   * browser's, for every channel); anything else throws a TypeError. */
+  device?: string | null;
+}
+
+/** The `unread` event, and what an ack resolves. */
+export interface UnreadEvent {
+  ch: string;
+  /** Messages the node's history holds after the cursor. */
+  unread: number | null;
+  /** The node's cursor: the last id acked. */
+  cursor: string | null;
 }
 
 export interface PublishOptions {
@@ -160,6 +185,14 @@ export class Subscription {
   readonly lastId: string | null;
   /** False once unsubscribed or the client closed. */
   readonly active: boolean;
+  readonly durable: boolean;
+  readonly autoAck: boolean;
+  /** Durable: unread messages after the node's cursor, when known. */
+  readonly unread: number | null;
+  /** Durable: the node's cursor (the last id acked), when known. */
+  readonly cursor: string | null;
+  /** Acks `id` (and everything before it) on this channel now. */
+  ack(id: string): Promise<UnreadEvent>;
   unsubscribe(): void;
 }
 
@@ -168,6 +201,7 @@ export interface EventMap {
   transport: TransportName;
   reset: ResetEvent;
   presence: PresenceEvent;
+  unread: UnreadEvent;
   error: RingcastError | TypeError;
 }
 
@@ -184,6 +218,8 @@ export class Client {
   publish(ch: string, data: string | ArrayBuffer | ArrayBufferView, options?: PublishOptions): Promise<{ id: string | null }>;
   /** The clients of multiplexed (`/ws`) connections subscribed to `ch`. */
   presence(ch: string): Promise<string[]>;
+  /** Acks `id` on `ch` now (cumulative; over `/ws` or `POST /ack/{ch}`). */
+  ack(ch: string, id: string): Promise<UnreadEvent>;
   /** Replaces the token without dropping anything: `refresh` on `/ws`, the
    * event stream re-opened from the current positions, polls and requests
    * use it next; a backoff after a refused token ends at once. A function is
@@ -202,7 +238,7 @@ export function connect(url?: string, options?: Options): Client;
 export default connect;
 
 export const TRANSPORTS: readonly TransportName[];
-export const DEFAULTS: Readonly<Required<Pick<Options, "pollInterval" | "openTimeout" | "probeInterval" | "pingInterval" | "pingTimeout" | "sseTimeout" | "longPollTimeout" | "requestTimeout" | "healthyAfter">> & { transports: readonly TransportName[]; backoff: Readonly<{ min: number; max: number }> }>;
+export const DEFAULTS: Readonly<Required<Pick<Options, "ackDelay" | "pollInterval" | "openTimeout" | "probeInterval" | "pingInterval" | "pingTimeout" | "sseTimeout" | "longPollTimeout" | "requestTimeout" | "healthyAfter">> & { transports: readonly TransportName[]; backoff: Readonly<{ min: number; max: number }> }>;
 
 // ---- pure helpers (exported for tests and tools) ------------------------------------
 

@@ -21,7 +21,7 @@
 //     its subscriptions in step with the connection, and reports what the
 //     server sends through a small `link` interface. None of them decides
 //     what to do on failure.
-//  5. HTTP requests — publish and presence when not on a WebSocket.
+//  5. HTTP requests — publish, presence and acks when not on a WebSocket.
 //  6. Connection — the only place with policy: fallback order, reconnect
 //     with backoff, probing for a better transport, resume positions,
 //     de-duplication, dead-connection detection timers.
@@ -47,6 +47,12 @@
 // * Transports may overlap (probing, re-opening a stream with new
 //   channels): de-duplication makes overlap harmless, so the client always
 //   opens the new before it closes the old.
+// * Durable subscriptions (`{durable: true}`): the Connection subscribes a
+//   channel durably when any of its interests is; the Client acks what its
+//   handlers finished (in order, a failed one holding the acks back),
+//   coalesced per channel, over `/ws` or `POST /ack/{ch}`. The node's
+//   cursor only decides where a subscription WITHOUT a position starts;
+//   once a channel has a position the client resumes from it, as always.
 // * Nothing throws into the page: every failure is an `error` event (and a
 //   rejected promise for `publish`/`presence`). Every internal promise has a
 //   handler.
@@ -81,7 +87,13 @@ export const DEFAULTS = Object.freeze({
   longPollTimeout: 25000,
   requestTimeout: 10000,
   healthyAfter: 5000,
+  ackDelay: 100,
 });
+
+/** A device name (`device` option): what the node accepts. */
+const DEVICE_RE = /^[A-Za-z0-9_.-]{1,64}$/;
+/** Ack refusals that retrying cannot fix (the others are retried). */
+const FINAL_ACK_CODES = new Set(["no_identity", "bad_id", "stale_id", "unknown_id", "not_durable", "forbidden", "bad_request"]);
 
 /** The smallest reconnect delay: full jitter can draw ~0, and reconnecting
  * at once to a node that just dropped everyone is how herds start. */
@@ -1046,9 +1058,9 @@ class WsTransport extends TransportBase {
   /** The token is accepted (or none is needed): subscribe everything. */
   #admit() {
     this.#admitted = true;
-    for (const { ch, since } of this.link.channels()) {
+    for (const { ch, since, durable } of this.link.channels()) {
       this.#awaiting.add(ch);
-      this.#subscribe(ch, since);
+      this.#subscribe(ch, since, durable);
     }
     this.#schedulePing();
     this.#checkOpen();
@@ -1071,19 +1083,25 @@ class WsTransport extends TransportBase {
     }
   }
 
-  #subscribe(ch, since) {
+  #subscribe(ch, since, durable) {
     const rid = ++this.#rid;
     this.#subs.set(ch, since);
     this.#subRids.set(rid, ch);
     const cmd = { type: "subscribe", ch, rid };
     if (since) cmd.since = since;
+    if (durable) {
+      cmd.durable = true;
+      if (this.link.opts.device) cmd.device = this.link.opts.device;
+    }
     this.#send(cmd);
   }
 
   sync(resub = new Set()) {
     // Before open (or before the token is accepted), `#admit` subscribes afresh.
     if (this.closed || !this.#admitted || !this.#ws || this.#ws.readyState !== 1) return;
-    const want = new Map(this.link.channels().map((c) => [c.ch, c.since]));
+    const list = this.link.channels();
+    const want = new Map(list.map((c) => [c.ch, c.since]));
+    const durable = new Set(list.filter((c) => c.durable).map((c) => c.ch));
     for (const ch of [...this.#subs.keys()]) {
       if (!want.has(ch)) {
         this.#subs.delete(ch);
@@ -1093,12 +1111,12 @@ class WsTransport extends TransportBase {
     }
     for (const [ch, since] of want) {
       if (!this.#subs.has(ch)) {
-        this.#subscribe(ch, since);
+        this.#subscribe(ch, since, durable.has(ch));
       } else if (resub.has(ch)) {
         // The server answers in order: the old subscription's messages end
         // at `unsubscribed`, the new one replays from the older position.
         this.#send({ type: "unsubscribe", ch });
-        this.#subscribe(ch, since);
+        this.#subscribe(ch, since, durable.has(ch));
       }
     }
     this.#checkOpen();
@@ -1158,7 +1176,16 @@ class WsTransport extends TransportBase {
         if (typeof m.client === "string") this.link.clientId(m.client);
         // A future server may say where the subscription starts.
         if (typeof m.id === "string") this.link.subscribedAt(m.ch, m.id);
+        // A durable subscription starts after its cursor (the node's memory
+        // of what was acked), and says how much is unread.
+        if (m.durable === true && typeof m.cursor === "string") {
+          this.link.subscribedAt(m.ch, m.cursor);
+          if (typeof m.unread === "number") this.link.unread({ ch: m.ch, cursor: m.cursor, unread: m.unread });
+        }
         if (this.#awaiting.delete(m.ch)) this.#checkOpen();
+        break;
+      case "acked":
+        this.#settle(m.rid, null, { ch: m.ch, cursor: typeof m.cursor === "string" ? m.cursor : null, unread: typeof m.unread === "number" ? m.unread : null });
         break;
       case "published":
         this.#settle(m.rid, null, { id: typeof m.id === "string" ? m.id : null });
@@ -1272,6 +1299,12 @@ class WsTransport extends TransportBase {
     return this.#request(`publish to ${ch}`, cmd);
   }
 
+  ack(ch, id, device) {
+    const cmd = { type: "ack", ch, id };
+    if (device) cmd.device = device;
+    return this.#request(`ack of ${id} on ${ch}`, cmd);
+  }
+
   presence(ch) {
     return this.#request(`presence of ${ch}`, { type: "presence", ch });
   }
@@ -1326,8 +1359,8 @@ class WsTransport extends TransportBase {
     if (this.closed) return;
     super.close();
     for (const t of Object.values(this.#timers)) clearTimeout(t);
-    for (const rid of [...this.#pending.keys()]) {
-      this.#settle(rid, new RingcastError("the WebSocket closed before the answer came", { kind: "closed", transport: "ws" }));
+    for (const [rid, p] of [...this.#pending]) {
+      this.#settle(rid, new RingcastError(`${p.what}: the WebSocket closed before the answer came`, { kind: "closed", transport: "ws" }));
     }
     const ws = this.#ws;
     if (ws) {
@@ -1424,7 +1457,7 @@ class SseTransport extends TransportBase {
     }
     const token = s.token;
     const { since, header } = cursorPlacement(token, this.link.cursor(), "Last-Event-ID");
-    const url = urls.http("/sse", { ch: s.channels, since });
+    const url = urls.http("/sse", { ch: s.channels, since, ...durableParams(this.link) });
     const started = Date.now();
     let res;
     try {
@@ -1691,7 +1724,7 @@ class PollTransport extends TransportBase {
       const deadline = this.#long ? timeout * 1000 + LONG_POLL_MARGIN_MS : opts.requestTimeout;
       const token = this.link.token();
       const { since, header } = cursorPlacement(token, this.link.cursor(), "If-None-Match");
-      const url = urls.http("/poll", { ch: channels, since, timeout });
+      const url = urls.http("/poll", { ch: channels, since, timeout, ...durableParams(this.link) });
       this.#names = channels.join(",");
       const ctl = (this.#ctl = new AbortController());
       this.#abortedForSync = false;
@@ -1773,6 +1806,14 @@ class PollTransport extends TransportBase {
 }
 
 /** Creates the transport `name`. */
+/** `?durable=1&device=…` for an event stream or poll that follows a durable
+ * subscription: the parameters name no channel, so the request's channels
+ * are all durable then (each keeps a cursor for the identity). */
+function durableParams(link) {
+  if (!link.channels().some((c) => c.durable)) return {};
+  return { durable: 1, device: link.opts.device ?? null };
+}
+
 function createTransport(name, link) {
   switch (name) {
     case "ws":
@@ -1833,6 +1874,32 @@ async function httpPublish(deps, urls, opts, tokens, ch, data, ephemeral) {
 async function answerOf(what, res) {
   if (res.status !== 200) throw await refusal(what, res, { kind: res.status === 503 || res.status === 429 ? "unavailable" : "request" });
   return res.json().catch(() => null);
+}
+
+/** Whether `keepalive` requests work here (older browsers refuse those that
+ * need a CORS preflight, as a request with a token does). */
+let keepaliveWorks = true;
+
+/** `POST /ack/{ch}` with the id as text (`?device=`), the token as for a
+ * publish; `keepalive` so that an ack sent as the page goes still arrives. */
+async function httpAck(deps, urls, opts, tokens, ch, id) {
+  const what = `ack of ${id} on ${ch}`;
+  const url = urls.http(`/ack/${encodeURIComponent(ch)}`, { device: opts.device ?? null });
+  const send = (keepalive) => {
+    const init = { method: "POST", body: id, keepalive, headers: { "Content-Type": "text/plain;charset=UTF-8" } };
+    return withFreshToken(tokens, opts, (token) =>
+      fetchWithin(deps, what, url, withToken(init, token), opts.requestTimeout, undefined, (res) => answerOf(what, res)),
+    );
+  };
+  let body;
+  try {
+    body = await send(keepaliveWorks);
+  } catch (err) {
+    if (!keepaliveWorks || err?.kind !== "network" || !/keepalive/i.test(err.message)) throw err;
+    keepaliveWorks = false;
+    body = await send(false);
+  }
+  return { ch, cursor: typeof body?.cursor === "string" ? body.cursor : null, unread: typeof body?.unread === "number" ? body.unread : null };
 }
 
 async function httpPresence(deps, urls, opts, tokens, ch) {
@@ -1975,19 +2042,23 @@ class Connection {
    * delivered on the channel (so history replayed for others is not "new"
    * to it), or `null` if it has none.
    */
-  addInterest(key, ch, pos) {
+  addInterest(key, ch, pos, durable = false) {
     let c = this.#channels.get(ch);
     const fresh = !c;
     if (fresh) {
-      c = { interests: new Map(), head: null, epoch: null };
+      c = { interests: new Map(), head: null, epoch: null, durable: new Set() };
       this.#channels.set(ch, c);
     }
     const before = fresh ? null : this.#resumePoint(c);
+    const wasDurable = c.durable.size > 0;
     const start = pos ?? c.head;
     c.interests.set(key, start);
+    if (durable) c.durable.add(key);
     this.#channelOf.set(key, ch);
     if (fresh) {
       this.#scheduleSync();
+    } else if (durable && !wasDurable) {
+      this.#scheduleSync(ch); // subscribed again, durably
     } else {
       const after = this.#resumePoint(c);
       const older = after && (!before || (after !== before && olderPosition(before, after, c.epoch) === after));
@@ -2002,6 +2073,7 @@ class Connection {
     this.#channelOf.delete(key);
     const c = this.#channels.get(ch);
     c.interests.delete(key);
+    c.durable.delete(key);
     if (c.interests.size === 0) {
       this.#channels.delete(ch);
       this.#refused.delete(ch);
@@ -2033,7 +2105,7 @@ class Connection {
     const out = [];
     for (const [ch, c] of this.#followed()) {
       const p = this.#resumePoint(c);
-      out.push({ ch, since: p ? formatId(p) : null });
+      out.push({ ch, since: p ? formatId(p) : null, durable: c.durable.size > 0 });
     }
     return out;
   }
@@ -2165,6 +2237,7 @@ class Connection {
         if (live() && pos) this.#fill(ch, pos);
       },
       presenceEvent: (e) => live() && this.#emitter.emit("presence", e),
+      unread: (u) => live() && this.#emitter.emit("unread", u),
       clientId: (id) => {
         if (!live() || id === this.#clientId) return;
         this.#clientId = id;
@@ -2429,6 +2502,14 @@ class Connection {
     return out;
   }
 
+  /** Acks `id` on `ch`: over the WebSocket when open, else `POST /ack`. */
+  async ack(ch, id) {
+    if (this.#closed) throw closedError();
+    const t = this.#current;
+    if (t?.name === "ws" && t.isOpen) return t.ack(ch, id, this.#opts.device);
+    return httpAck(this.#deps, this.#urls, this.#opts, this.#tokens, ch, id);
+  }
+
   async presence(ch) {
     if (this.#closed) throw closedError();
     const t = this.#current;
@@ -2495,8 +2576,12 @@ class LocalBackend {
     );
   }
 
-  subscribe(key, ch, pos) {
-    this.#sink.started(key, this.#conn.addInterest(key, ch, pos));
+  subscribe(key, ch, pos, durable) {
+    this.#sink.started(key, this.#conn.addInterest(key, ch, pos, durable));
+  }
+
+  ack(ch, id) {
+    return this.#conn.ack(ch, id);
   }
 
   unsubscribe(key) {
@@ -2537,6 +2622,10 @@ function wireConnection(conn, sink, also = () => {}) {
   conn.on("presence", (e) => {
     sink.presence(e);
     also("presence", { e });
+  });
+  conn.on("unread", (u) => {
+    sink.unread(u);
+    also("unread", { u });
   });
   conn.on("status", (s) => {
     sink.status(s);
@@ -2603,6 +2692,8 @@ class SharedBackend {
   #releaseLeader = null;
   /** This tab's subscriptions: key -> ch (positions come from the sink). */
   #local = new Map();
+  /** Keys of this tab's durable subscriptions. */
+  #durable = new Set();
   /** Followers watched by this leader: tab -> AbortController. */
   #watched = new Map();
   /** Requests sent to a leader: rid -> {op, ch, data, ephemeral, leader, resolve, reject, timer}. */
@@ -2684,13 +2775,14 @@ class SharedBackend {
     // ("closed") is not the followers' state.
     wireConnection(conn, this.#sink, (t, body) => this.#conn === conn && this.#post({ t, ...body }));
     for (const [key, ch] of this.#local) {
-      this.#sink.started(key, this.#conn.addInterest(`${this.#tab}/${key}`, ch, this.#sink.position(key)));
+      this.#sink.started(key, this.#conn.addInterest(`${this.#tab}/${key}`, ch, this.#sink.position(key), this.#durable.has(key)));
     }
     // Requests that were waiting on the previous leader.
     for (const [rid, r] of this.#requests) {
       this.#requests.delete(rid);
       clearTimeout(r.timer);
       if (r.op === "presence") this.#conn.presence(r.ch).then(r.resolve, r.reject);
+      else if (r.op === "ack") this.#conn.ack(r.ch, r.data).then(r.resolve, r.reject);
       else r.reject(leaderGone(r.ch));
     }
     this.#conn.start();
@@ -2726,7 +2818,7 @@ class SharedBackend {
         break;
       case "sub": {
         this.#watch(msg.from);
-        const start = this.#conn.addInterest(`${msg.from}/${msg.key}`, msg.ch, parseId(msg.pos));
+        const start = this.#conn.addInterest(`${msg.from}/${msg.key}`, msg.ch, parseId(msg.pos), msg.durable === true);
         this.#post({ t: "subok", to: msg.from, key: msg.key, start });
         break;
       }
@@ -2735,7 +2827,7 @@ class SharedBackend {
         break;
       case "req": {
         const answer = (ok, value) => this.#post({ t: "res", to: msg.from, rid: msg.rid, ok, value });
-        const p = msg.op === "publish" ? this.#conn.publish(msg.ch, msg.data, msg.ephemeral) : this.#conn.presence(msg.ch);
+        const p = msg.op === "publish" ? this.#conn.publish(msg.ch, msg.data, msg.ephemeral) : msg.op === "ack" ? this.#conn.ack(msg.ch, msg.data) : this.#conn.presence(msg.ch);
         p.then(
           (v) => answer(true, v),
           (err) => answer(false, serializeError(err)),
@@ -2758,7 +2850,7 @@ class SharedBackend {
 
   #sendSub(key, ch) {
     const pos = this.#sink.position(key);
-    this.#post({ t: "sub", to: this.#leaderId, key, ch, pos: pos ? formatId(pos) : null });
+    this.#post({ t: "sub", to: this.#leaderId, key, ch, pos: pos ? formatId(pos) : null, durable: this.#durable.has(key) });
   }
 
   #followerHandle(msg) {
@@ -2770,9 +2862,11 @@ class SharedBackend {
         this.#announce();
         for (const [rid, r] of this.#requests) {
           if (r.leader === msg.from) continue;
-          if (r.op === "presence") {
+          if (r.op === "presence" || r.op === "ack") {
+            // Asked again of the next leader: a query, and an ack (acking
+            // twice is harmless: acks are cumulative).
             r.leader = msg.from;
-            this.#post({ t: "req", to: msg.from, rid, op: r.op, ch: r.ch });
+            this.#post({ t: "req", to: msg.from, rid, op: r.op, ch: r.ch, data: r.data });
           } else {
             this.#settle(rid, false, leaderGone(r.ch));
           }
@@ -2795,6 +2889,9 @@ class SharedBackend {
         break;
       case "presence":
         this.#sink.presence(msg.e);
+        break;
+      case "unread":
+        this.#sink.unread(msg.u);
         break;
       case "status":
         this.#sink.status(msg.s);
@@ -2835,9 +2932,10 @@ class SharedBackend {
 
   #request(op, ch, data, ephemeral) {
     if (this.#closed) return Promise.reject(closedError());
-    if (this.#leading) return op === "publish" ? this.#conn.publish(ch, data, ephemeral) : this.#conn.presence(ch);
+    if (this.#leading) return op === "publish" ? this.#conn.publish(ch, data, ephemeral) : op === "ack" ? this.#conn.ack(ch, data) : this.#conn.presence(ch);
     if (this.#leaderId === null) {
       // No leader to ask: do it over HTTP from here.
+      if (op === "ack") return httpAck(this.#deps, this.#urls, this.#opts, this.#tokens, ch, data);
       return op === "publish"
         ? httpPublish(this.#deps, this.#urls, this.#opts, this.#tokens, ch, data, ephemeral)
         : httpPresence(this.#deps, this.#urls, this.#opts, this.#tokens, ch);
@@ -2847,7 +2945,7 @@ class SharedBackend {
       const timer = setTimeout(() => {
         this.#settle(rid, false, new RingcastError(`${op} of ${ch}: no answer from the leader tab within ${this.#opts.requestTimeout} ms`, { kind: "timeout" }));
       }, this.#opts.requestTimeout);
-      this.#requests.set(rid, { op, ch, resolve, reject, timer, leader: this.#leaderId });
+      this.#requests.set(rid, { op, ch, data: op === "ack" ? data : undefined, resolve, reject, timer, leader: this.#leaderId });
       this.#post({ t: "req", to: this.#leaderId, rid, op, ch, data, ephemeral });
     });
   }
@@ -2863,10 +2961,11 @@ class SharedBackend {
 
   // ---- backend API -----------------------------------------------------------------
 
-  subscribe(key, ch, pos) {
+  subscribe(key, ch, pos, durable) {
     this.#local.set(key, ch);
+    if (durable) this.#durable.add(key);
     if (this.#leading) {
-      this.#sink.started(key, this.#conn.addInterest(`${this.#tab}/${key}`, ch, pos));
+      this.#sink.started(key, this.#conn.addInterest(`${this.#tab}/${key}`, ch, pos, durable));
     } else if (this.#leaderId !== null) {
       this.#sendSub(key, ch);
     } // else: announced when a leader speaks
@@ -2874,6 +2973,7 @@ class SharedBackend {
 
   unsubscribe(key) {
     this.#local.delete(key);
+    this.#durable.delete(key);
     if (this.#leading) this.#conn.removeInterest(`${this.#tab}/${key}`);
     else if (this.#leaderId !== null) this.#post({ t: "unsub", to: this.#leaderId, key });
   }
@@ -2884,6 +2984,10 @@ class SharedBackend {
 
   presence(ch) {
     return this.#request("presence", ch);
+  }
+
+  ack(ch, id) {
+    return this.#request("ack", ch, id);
   }
 
   setToken(source) {
@@ -2960,16 +3064,35 @@ export class Subscription {
   /** @internal */ _handler;
   /** @internal */ _pos;
   /** @internal "From now" and waiting for the start position. */ _pending;
+  /** @internal Durable: messages whose handlers have not finished, in order: {id, done}. */ _inflight = [];
+  /** @internal Durable: the last id whose handler (and every earlier one) finished. */ _handled = null;
+  /** @internal Durable: the id whose handler failed; auto-ack stops below it. */ _held = null;
   #active = true;
+  /** Whether the node keeps a cursor for this subscription (`{durable: true}`). */
+  durable;
+  /** Whether handled messages are acked automatically (durable only). */
+  autoAck;
+  /** Messages after the node's cursor, from the `subscribed` reply (`/ws`)
+   * and every ack's answer; `null` until known. */
+  unread = null;
+  /** The node's cursor for this channel (the last id acked), when known. */
+  cursor = null;
 
   /** @internal */
-  constructor(client, key, ch, handler, pos) {
+  constructor(client, key, ch, handler, pos, durable = false, autoAck = true) {
     this.#client = client;
     this._key = key;
     this.ch = ch;
     this._handler = handler;
     this._pos = pos;
     this._pending = pos === null;
+    this.durable = durable;
+    this.autoAck = durable && autoAck;
+  }
+
+  /** Acks `id` (and so everything before it) on this channel now. */
+  ack(id) {
+    return this.#client.ack(this.ch, id);
   }
 
   /** The id of the last message delivered (or the `since` it started from):
@@ -2997,7 +3120,7 @@ export class Subscription {
 
 /**
  * A connection to a ringcast node. Create it with `connect(url, options)`.
- * Events: `state`, `transport`, `reset`, `presence`, `error`.
+ * Events: `state`, `transport`, `reset`, `presence`, `unread`, `error`.
  */
 export class Client {
   #emitter;
@@ -3012,11 +3135,15 @@ export class Client {
   #announced = null;
   #stats = { reconnects: 0, rtt: null, messages: 0, duplicates: 0 };
   #closed = false;
+  #opts;
+  /** Auto-acks waiting, per channel: {id: Position|null, timer, sending}. */
+  #acks = new Map();
   /** The scope of this client; `shared` tells whether tabs share a connection. */
   shared;
 
   constructor(url, options = {}) {
     const opts = normalizeOptions(options);
+    this.#opts = opts;
     const deps = environment(options);
     const urls = new Endpoints(normalizeBase(url));
     this.#emitter = new Emitter((event, err) => this.#listenerFailed(event, err));
@@ -3027,6 +3154,7 @@ export class Client {
       reset: (r) => this.#reset(r),
       fill: (f) => this.#fill(f),
       presence: (e) => this.#emit("presence", e),
+      unread: (u) => this.#unread(u),
       status: (s) => this.#status(s),
       error: (err) => this.#emit("error", err),
       started: (key, pos) => this.#started(key, pos),
@@ -3073,13 +3201,45 @@ export class Client {
       pos = parseId(options.since);
       if (!pos) throw new TypeError(`invalid since ${JSON.stringify(options.since)}: expected <12 hex digits>-<seq>`);
     }
+    const durable = Boolean(options.durable);
+    // The device is the browser's, for every channel (an event stream or a
+    // poll carries one for all of its channels): a connect() option.
+    if (options.device !== undefined && options.device !== this.#opts.device) {
+      throw new TypeError(`subscribe: device ${JSON.stringify(options.device)} differs from the client's (${JSON.stringify(this.#opts.device)}): the device is a connect() option`);
+    }
     const key = String(++this.#nextKey);
-    const sub = new Subscription(this, key, ch, handler, pos);
+    const sub = new Subscription(this, key, ch, handler, pos, durable, options.autoAck ?? true);
     this.#subs.set(key, sub);
     if (!this.#byChannel.has(ch)) this.#byChannel.set(ch, new Set());
     this.#byChannel.get(ch).add(sub);
-    this.#backend.subscribe(key, ch, pos);
+    this.#backend.subscribe(key, ch, pos, durable);
     return sub;
+  }
+
+  /**
+   * Acks `id` on `ch` now (cumulative: everything before it too) — for
+   * durable subscriptions with `autoAck: false`, or to move past a message
+   * whose handler failed. Over the WebSocket when that is the transport,
+   * else `POST /ack/{ch}`. Resolves `{ch, cursor, unread}`.
+   */
+  async ack(ch, id) {
+    try {
+      if (this.#closed) throw closedError();
+      if (!isChannelName(ch)) throw new TypeError(`invalid channel name ${JSON.stringify(ch)}`);
+      const pos = parseId(id);
+      if (!pos) throw new TypeError(`invalid id ${JSON.stringify(id)}: expected <12 hex digits>-<seq>`);
+      // Acking past a message whose handler failed: auto-ack carries on from here.
+      for (const sub of this.#byChannel.get(ch) ?? []) {
+        if (!sub._held || sub._held.epoch !== pos.epoch || pos.seq < sub._held.seq) continue;
+        sub._held = null;
+        if (!sub._handled || sub._handled.epoch !== pos.epoch || sub._handled.seq < pos.seq) sub._handled = pos;
+      }
+      const answer = await this.#backend.ack(ch, formatId(pos));
+      this.#acked(ch, answer);
+      return answer;
+    } catch (err) {
+      throw this.#requestFailed(err);
+    }
   }
 
   /**
@@ -3124,7 +3284,7 @@ export class Client {
     this.#backend.setToken(token);
   }
 
-  /** Listens to `state`, `transport`, `reset`, `presence` or `error`. */
+  /** Listens to `state`, `transport`, `reset`, `presence`, `unread` or `error`. */
   on(event, fn) {
     this.#emitter.on(event, fn);
     return this;
@@ -3139,6 +3299,9 @@ export class Client {
    * one), the leader lock, every subscription. Later calls reject. */
   close() {
     if (this.#closed) return;
+    // Pending acks go first (the WebSocket sends them before it closes; an
+    // HTTP ack is a keepalive request, which outlives the page).
+    for (const ch of [...this.#acks.keys()]) this.#flushAck(ch);
     this.#closed = true;
     this.#backend.close();
     for (const sub of this.#subs.values()) sub._end();
@@ -3155,6 +3318,7 @@ export class Client {
   /** @internal */
   _drop(sub) {
     if (!this.#subs.delete(sub._key)) return;
+    if (sub.durable && this.#acks.has(sub.ch)) this.#flushAck(sub.ch);
     const set = this.#byChannel.get(sub.ch);
     set?.delete(sub);
     if (set?.size === 0) this.#byChannel.delete(sub.ch);
@@ -3185,15 +3349,144 @@ export class Client {
   }
 
   #call(sub, m) {
+    const entry = sub.autoAck && m.id !== null ? { id: parseId(m.id), done: false } : null;
+    if (entry) sub._inflight.push(entry);
     try {
       const r = sub._handler(m);
-      if (r && typeof r.then === "function") r.then(undefined, (err) => this.#handlerFailed(sub, m, err));
+      if (r && typeof r.then === "function") {
+        r.then(
+          () => this.#handled(sub, entry),
+          (err) => this.#handlerFailed(sub, m, err, entry),
+        );
+      } else {
+        this.#handled(sub, entry);
+      }
     } catch (err) {
-      this.#handlerFailed(sub, m, err);
+      this.#handlerFailed(sub, m, err, entry);
     }
   }
 
-  #handlerFailed(sub, m, err) {
+  /** A durable subscription's handler finished with `entry`: the handled
+   * point moves over every finished message at the front, and an ack of it
+   * is queued. */
+  #handled(sub, entry) {
+    if (!entry || !sub.active) return;
+    entry.done = true;
+    let moved = false;
+    while (sub._inflight.length && sub._inflight[0].done) {
+      const e = sub._inflight.shift();
+      if (sub._held && !(e.id.epoch === sub._held.epoch && e.id.seq < sub._held.seq)) continue;
+      sub._handled = e.id;
+      moved = true;
+    }
+    if (moved) this.#queueAck(sub.ch);
+  }
+
+  /** The id every auto-acking durable subscription of `ch` has handled
+   * (the oldest of theirs; none in an epoch other than the newest). */
+  #ackPoint(ch) {
+    let p = null;
+    let any = false;
+    for (const sub of this.#byChannel.get(ch) ?? []) {
+      if (!sub.autoAck) continue;
+      if (!sub._handled) return null;
+      p = any ? olderPosition(p, sub._handled) : sub._handled;
+      any = true;
+    }
+    return p;
+  }
+
+  // ---- acks: at most one per channel per ackDelay ------------------------------------
+
+  #queueAck(ch, delay = this.#opts.ackDelay) {
+    let a = this.#acks.get(ch);
+    if (!a) this.#acks.set(ch, (a = { timer: null, sending: false, sent: null }));
+    if (a.timer === null && !a.sending) a.timer = setTimeout(() => this.#flushAck(ch), delay);
+  }
+
+  #flushAck(ch) {
+    const a = this.#acks.get(ch);
+    if (!a) return;
+    clearTimeout(a.timer);
+    a.timer = null;
+    const p = this.#ackPoint(ch);
+    if (!p || (a.sent && a.sent.epoch === p.epoch && a.sent.seq >= p.seq) || this.#closed) {
+      if (!a.sending) this.#acks.delete(ch);
+      return;
+    }
+    a.sending = true;
+    this.#backend.ack(ch, formatId(p)).then(
+      (answer) => {
+        a.sending = false;
+        a.failures = 0;
+        a.sent = p;
+        this.#acked(ch, answer);
+        this.#afterAck(ch, a);
+      },
+      (err) => {
+        a.sending = false;
+        if (this.#closed) return;
+        const e = err instanceof RingcastError ? err : new RingcastError(err?.message ?? String(err), { kind: "request", cause: err });
+        e.channel ??= ch;
+        if (FINAL_ACK_CODES.has(e.code) || [400, 401, 403, 404, 409].includes(e.status)) {
+          this.#emit("error", e); // refused: reported, and not sent again
+          a.sent = p;
+          return this.#afterAck(ch, a);
+        }
+        // `unavailable` (the node's store; reported, with retryAfter) is
+        // retried after the wait the node asked for. A connection lost, a
+        // network failure, a timeout — the connection's own trouble, which
+        // it reports — are retried quietly, backing off to 30 s.
+        let wait;
+        if (e.kind === "unavailable" || e.code === "unavailable") {
+          this.#emit("error", e);
+          wait = typeof e.retryAfter === "number" ? e.retryAfter * 1000 : 1000;
+        } else {
+          a.failures = (a.failures ?? 0) + 1;
+          wait = Math.min(30000, 1000 * 2 ** (a.failures - 1));
+        }
+        if (!this.#acks.has(ch)) this.#acks.set(ch, a);
+        if (a.timer === null) a.timer = setTimeout(() => this.#flushAck(ch), wait);
+      },
+    );
+  }
+
+  /** After an answer: handled meanwhile → another ack after the delay. */
+  #afterAck(ch, a) {
+    if (this.#closed) return;
+    const p = this.#ackPoint(ch);
+    if (p && !(a.sent && a.sent.epoch === p.epoch && a.sent.seq >= p.seq)) {
+      if (a.timer === null) a.timer = setTimeout(() => this.#flushAck(ch), this.#opts.ackDelay);
+    } else if (a.timer === null) {
+      this.#acks.delete(ch);
+    }
+  }
+
+  #acked(ch, answer) {
+    if (!answer) return;
+    this.#unread({ ch, cursor: answer.cursor ?? null, unread: answer.unread ?? null });
+  }
+
+  #unread(u) {
+    if (this.#closed || !u) return;
+    let any = false;
+    for (const sub of this.#byChannel.get(u.ch) ?? []) {
+      if (!sub.durable) continue;
+      any = true;
+      if (typeof u.unread === "number") sub.unread = u.unread;
+      if (typeof u.cursor === "string") sub.cursor = u.cursor;
+    }
+    if (any) this.#emit("unread", { ch: u.ch, unread: u.unread ?? null, cursor: u.cursor ?? null });
+  }
+
+  #handlerFailed(sub, m, err, entry = null) {
+    if (entry) {
+      // Not acked, nor anything after it (acks are cumulative): it comes
+      // again when the channel is next followed from the node's cursor.
+      if (!sub._held) sub._held = entry.id;
+      entry.done = true;
+      this.#handled(sub, entry);
+    }
     this.#emit("error", new RingcastError(`handler for ${sub.ch} threw on ${m.id ?? "an ephemeral message"}: ${err?.message ?? err}`, { kind: "handler", cause: err }));
   }
 
@@ -3207,6 +3500,14 @@ export class Client {
       if (res.applied) {
         sub._pos = res.pos;
         report ??= res;
+      }
+    }
+    if (r.reason === "epoch" && r.epoch) {
+      // Ids of the old epoch cannot be acked any more (`stale_id`).
+      for (const sub of subs) {
+        if (sub._handled && sub._handled.epoch !== r.epoch) sub._handled = null;
+        if (sub._held && sub._held.epoch !== r.epoch) sub._held = null;
+        sub._inflight = sub._inflight.filter((e) => e.id.epoch === r.epoch);
       }
     }
     if (report) this.#emit("reset", { ch: r.ch, reason: r.reason, missed: report.missed, since: r.sinceId });
@@ -3266,6 +3567,8 @@ function normalizeOptions(o) {
   const backoff = { ...DEFAULTS.backoff, ...(o.backoff ?? {}) };
   if (!(backoff.min > 0) || !(backoff.max >= backoff.min)) throw new TypeError("option backoff needs 0 < min ≤ max");
   checkToken(o.token, "option token");
+  const device = o.device ?? null;
+  if (device !== null && (typeof device !== "string" || !DEVICE_RE.test(device))) throw new TypeError("option device must be 1–64 of A-Z a-z 0-9 _ - .");
   return {
     transports,
     token: o.token ?? null,
@@ -3279,6 +3582,8 @@ function normalizeOptions(o) {
     longPollTimeout: num("longPollTimeout", 1000),
     requestTimeout: num("requestTimeout", 1),
     healthyAfter: num("healthyAfter", 0),
+    ackDelay: num("ackDelay", 0),
+    device,
   };
 }
 

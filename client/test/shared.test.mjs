@@ -56,6 +56,31 @@ function follow(rc, ch, opts) {
   return got;
 }
 
+test("durable in a follower tab: the leader subscribes durably, the follower's acks go through it, unread reaches the follower", async (t) => {
+  const node = new FakeNode();
+  const b = browser(t, node);
+  const A = b.open({ ackDelay: 10, device: "lap" });
+  follow(A.rc, "plain");
+  await until(() => A.rc.state === "open" && node.sockets.size === 1);
+  const B = b.open({ ackDelay: 10, device: "lap" });
+  const unread = [];
+  B.rc.on("unread", (u) => unread.push(u));
+  const bGot = follow(B.rc, "inbox", { durable: true });
+  await until(() => (node.subscribes ?? []).some((m) => m.ch === "inbox"));
+  const sub = node.subscribes.find((m) => m.ch === "inbox");
+  assert.equal(sub.durable, true);
+  assert.equal(sub.device, "lap");
+  await until(() => unread.length === 1, 2000, "unread relayed from the leader");
+  node.publish("inbox", "m1");
+  node.publish("inbox", "m2");
+  await until(() => bGot.length === 2);
+  await until(() => node.acks.length === 1);
+  assert.deepEqual(node.acks[0], { ch: "inbox", id: `${node.epoch}-2`, device: "lap", via: "ws" });
+  await until(() => bGot.sub.unread === 0 && bGot.sub.cursor === `${node.epoch}-2`);
+  assert.equal(node.sockets.size, 1, "still one connection");
+  assert.deepEqual(B.errors, []);
+});
+
 test("two tabs share one connection; the follower publishes through the leader", async (t) => {
   const node = new FakeNode();
   const b = browser(t, node);

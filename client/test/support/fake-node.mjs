@@ -78,6 +78,12 @@ export class FakeNode {
     this.authDelay = 0;
     /** How `/ws` refuses a token: "both" (error, then close), "error", "close". */
     this.wsRejectWith = "both";
+    /** Durable cursors (`<device>|<ch>` -> {epoch, seq}), every ack
+     * ({ch, id, device, via}), and a hook refusing acks: (ack) => {code,
+     * status, retry_after?} | null. */
+    this.cursors = new Map();
+    this.acks = [];
+    this.ackRefusal = null;
     this.fetch = this.fetch.bind(this);
     const node = this;
     this.WebSocket = class extends FakeWebSocket {
@@ -196,6 +202,33 @@ export class FakeNode {
     for (const w of [...this.sockets]) if (w.token === token) w.serverClose(4001, "token expired");
   }
 
+  /** Where a durable subscription of `ch` for `device` starts: its cursor,
+   * created "from now" the first time. */
+  cursorOf(ch, device = "") {
+    const k = `${device}|${ch}`;
+    const c = this.channel(ch);
+    let cur = this.cursors.get(k);
+    if (!cur || cur.epoch !== c.epoch) this.cursors.set(k, (cur = { epoch: c.epoch, seq: c.last }));
+    return cur;
+  }
+
+  unreadOf(ch, device = "") {
+    const c = this.channel(ch);
+    const cur = this.cursorOf(ch, device);
+    return c.history.filter((m) => m.seq > cur.seq).length;
+  }
+
+  /** An ack: the answer `{ch, cursor, unread}` or a refusal `{code, status, reason, retry_after?}`. */
+  ack(ch, id, device = "", via = "ws") {
+    this.acks.push({ ch, id, device, via });
+    const refused = this.ackRefusal?.({ ch, id, device, via });
+    if (refused) return { error: refused };
+    const pos = parseSince(id);
+    const cur = this.cursorOf(ch, device);
+    if (pos.epoch === cur.epoch && pos.seq > cur.seq) cur.seq = pos.seq;
+    return { ok: { ch, cursor: `${cur.epoch}-${cur.seq}`, unread: this.unreadOf(ch, device) } };
+  }
+
   /** The HTTP side of token checking: a refusal, or null. */
   #authorize(req, channels) {
     const header = req.init.headers?.Authorization ?? null;
@@ -245,6 +278,15 @@ export class FakeNode {
       const id = this.publish(ch, data, { binary, ephemeral: params.ephemeral === "1" });
       return Response.json({ id });
     }
+    if (u.pathname.startsWith("/ack/") && method === "POST") {
+      const ch = decodeURIComponent(u.pathname.slice(5));
+      const r = this.ack(ch, String(init.body), params.device ?? "", "http");
+      if (r.error) {
+        const headers = r.error.retry_after ? { "Retry-After": String(r.error.retry_after) } : {};
+        return new Response(r.error.reason ?? r.error.code, { status: r.error.status ?? 409, headers });
+      }
+      return Response.json(r.ok);
+    }
     if (u.pathname.startsWith("/presence/")) {
       const ch = decodeURIComponent(u.pathname.slice(10));
       const clients = [...this.sockets].filter((w) => w.subs.has(ch)).map((w) => w.client);
@@ -256,7 +298,9 @@ export class FakeNode {
   #positions(params) {
     const channels = params.ch.split(",");
     const cursor = params.since ? parseCursor(params.since) : new Map();
-    return channels.map((ch) => ({ ch, since: cursor.get(ch) ?? null }));
+    // A durable request resumes a channel it names no position for from
+    // the device's cursor.
+    return channels.map((ch) => ({ ch, since: cursor.get(ch) ?? (params.durable === "1" ? this.cursorOf(ch, params.device ?? "") : null) }));
   }
 
   #sse(params, signal, token = null) {
@@ -483,8 +527,19 @@ export class FakeWebSocket {
         }
         if (this.subs.has(m.ch)) return this.frame(withRid({ type: "error", code: "already_subscribed", reason: `already subscribed to ${m.ch}` }));
         this.subs.add(m.ch);
-        this.frame(withRid({ type: "subscribed", ch: m.ch, client: this.client }));
-        const since = m.since ? parseSince(m.since) : null;
+        this.node.subscribes = [...(this.node.subscribes ?? []), m];
+        let since = m.since ? parseSince(m.since) : null;
+        if (m.durable) {
+          const device = m.device ?? "";
+          const cur = this.node.cursorOf(m.ch, device);
+          this.frame(withRid({ type: "subscribed", ch: m.ch, client: this.client, durable: true, cursor: `${cur.epoch}-${cur.seq}`, unread: this.node.unreadOf(m.ch, device) }));
+          // `redeliver`: the node answers as if the client named no
+          // position (what a fresh page gets): at least once, from the cursor.
+          if (this.node.redeliver) since = null;
+          since ??= { ...cur };
+        } else {
+          this.frame(withRid({ type: "subscribed", ch: m.ch, client: this.client }));
+        }
         const r = this.node.replay(m.ch, since);
         this.pos.set(m.ch, since && !r.reset ? since : { epoch: r.epoch, seq: r.reset ? 0 : r.last });
         if (r.reset) this.frame({ type: "reset", ...r.reset });
@@ -501,6 +556,12 @@ export class FakeWebSocket {
         const data = binary ? new Uint8Array(Buffer.from(m.data_base64, "base64")) : m.data;
         const id = this.node.publish(m.ch, data, { binary, ephemeral: Boolean(m.ephemeral) });
         this.frame(withRid({ type: "published", ch: m.ch, id }));
+        break;
+      }
+      case "ack": {
+        const r = this.node.ack(m.ch, m.id, m.device ?? "", "ws");
+        if (r.error) return this.frame(withRid({ type: "error", code: r.error.code, reason: r.error.reason ?? r.error.code, ...(r.error.retry_after ? { retry_after: r.error.retry_after } : {}) }));
+        this.frame(withRid({ type: "acked", ...r.ok }));
         break;
       }
       case "presence": {
