@@ -283,7 +283,10 @@ impl Http {
             }
         }
         let answer = self.answer();
-        if ctx.draining() && head.path != "/metrics" {
+        // A CORS preflight is still answered (with `Connection: close`):
+        // refused, the browser would hide the request's own `503` and its
+        // `Retry-After` from the page behind a CORS error.
+        if ctx.draining() && head.path != "/metrics" && head.method != Method::Options {
             return self.refuse_draining(ctx, head);
         }
         if let Some(asset) = assets::find(head.path, ctx.settings().demo).filter(|_| get_or_head) {
@@ -452,7 +455,8 @@ impl Http {
         self.after_response(ctx)
     }
 
-    /// While the node drains, every request but `/metrics` gets `503` and
+    /// While the node drains, every request but `/metrics` and CORS
+    /// preflights gets `503` and
     /// `Connection: close`: `/healthz` says `draining`, so load balancers
     /// move away; anything else is told to retry, on another node.
     fn refuse_draining(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {

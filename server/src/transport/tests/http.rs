@@ -190,6 +190,20 @@ fn while_draining_requests_get_503_with_connection_close_but_metrics_answer() {
     node.input(c, &post("/pub/a", "text/plain", b"x"));
     assert_eq!(node.response(c).status, 503);
     assert_eq!(refused(&node, Refusal::Draining), 5);
+    // A preflight is answered, so the page can read the 503 that follows.
+    let c = node.connect();
+    node.input(
+        c,
+        b"OPTIONS /ack/a HTTP/1.1\r\nHost: x\r\nOrigin: http://app.test\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization\r\n\r\n",
+    );
+    let r = node.response(c);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("Connection"), Some("close"));
+    assert!(r
+        .header("Access-Control-Allow-Methods")
+        .is_some_and(|m| m.contains("POST")));
+    assert!(node.is_closed(c));
+    assert_eq!(refused(&node, Refusal::Draining), 5);
     let c = node.connect();
     node.input(c, &get("/metrics", &[]));
     let r = node.response(c);
