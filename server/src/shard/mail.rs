@@ -67,16 +67,17 @@ impl Shard {
                 channel,
                 since,
                 member,
-                // In a cluster there is no store: connections refuse
-                // durable subscriptions (`not_durable`) before they ask.
-                durable: _,
+                durable,
             } if self.relay.is_some() => {
+                // In a cluster Redis keeps the cursors (`relay`).
                 let request = Held {
                     from,
                     conn,
                     at,
                     since,
                     member,
+                    durable: durable.map(|who| *who),
+                    cursor: None,
                 };
                 let (relay, o) = self.relay_and_owner().expect("checked");
                 relay.subscribe(o, request, channel);
@@ -102,6 +103,15 @@ impl Shard {
                 member,
                 durable.map(|who| *who).zip(self.durable.as_mut()),
             ),
+            Mail::Ack {
+                reply,
+                channel,
+                who,
+                id,
+            } if self.relay.is_some() => {
+                let relay = self.relay.as_ref().expect("checked");
+                relay.ack(&mut self.post, reply, channel, who, id);
+            }
             Mail::Ack {
                 reply,
                 channel,

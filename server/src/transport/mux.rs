@@ -471,8 +471,8 @@ impl Session {
         let device = device_of(cmd)?.unwrap_or_default();
         let who = ack::identity(self.access.as_deref(), device)
             .map_err(|e| refused(ack::code(&e), e.to_string()))?;
-        if ctx.settings().store.is_none() {
-            return Err(refused("not_durable", ack::NO_STORE));
+        if let Some(why) = ack::no_unread(ctx.settings()) {
+            return Err(refused("not_durable", why));
         }
         let (token, left) = ctx.query_unread(who);
         let counts = Vec::new();
