@@ -358,13 +358,14 @@ async fn fsync_always_answers_only_what_survives_redis_being_killed() {
     assert!(answered.len() > 10, "only {} answered", answered.len());
     redis.restart();
     let mut con = redis.connection().await;
-    let (epoch, seq): (String, u64) = redis::cmd("HMGET")
+    let (epoch, seq): (Option<String>, Option<u64>) = redis::cmd("HMGET")
         .arg("rc:{kept}:meta")
         .arg("epoch")
         .arg("seq")
         .query_async(&mut con)
         .await
         .unwrap();
+    let (epoch, seq) = (epoch.unwrap_or_default(), seq.unwrap_or(0));
     let ids: Vec<String> = redis::cmd("XRANGE")
         .arg("rc:{kept}:log")
         .arg("-")

@@ -160,20 +160,35 @@ impl PublishScript {
         // The keys outlive the last message by its age limit (at least a
         // second): an idle channel's history expires with its messages.
         let ttl_ms = history.max_age.as_millis().max(1000) as u64;
-        let mut args = Args::default();
-        args.push(payload)
-            .push(kind_tag(kind))
-            .push(history.max_messages)
-            .push(ttl_ms)
-            .push(now_ms)
-            .push(epoch.to_string())
-            .push(&keys.topic)
-            .push(if sharded { "1" } else { "0" })
-            .push(self.meta_ttl_ms)
-            .push(self.node.to_string());
-        let (epoch, seq): (String, u64) = (self.script)
-            .run(con, &[&keys.meta, &keys.log], &args, waitaof)
-            .await?;
+        // The same arguments for `EVALSHA` (the usual path, unchanged by
+        // stage 8) and for `EVAL` + `WAITAOF` (`--fsync always`).
+        macro_rules! args {
+            ($c:expr) => {
+                $c.arg(payload)
+                    .arg(kind_tag(kind))
+                    .arg(history.max_messages)
+                    .arg(ttl_ms)
+                    .arg(now_ms)
+                    .arg(epoch.to_string())
+                    .arg(&keys.topic)
+                    .arg(if sharded { "1" } else { "0" })
+                    .arg(self.meta_ttl_ms)
+                    .arg(self.node.to_string())
+            };
+        }
+        let (epoch, seq): (String, u64) = match waitaof {
+            None => {
+                let mut invocation = self.script.script.prepare_invoke();
+                invocation.key(&keys.meta).key(&keys.log);
+                args!(invocation);
+                invocation.invoke_async(con).await?
+            }
+            Some(timeout) => {
+                let mut pipe = self.script.eval(&[&keys.meta, &keys.log]);
+                args!(pipe);
+                Script::waiting(con, pipe, timeout).await?
+            }
+        };
         Ok(MsgId {
             epoch: epoch.parse().map_err(|_| bad_reply("epoch", &epoch))?,
             seq,
@@ -558,14 +573,31 @@ impl Script {
             }
             return invocation.invoke_async(con).await;
         };
+        let mut pipe = self.eval(keys);
+        for a in &args.0 {
+            pipe.arg(a.as_slice());
+        }
+        Script::waiting(con, pipe, timeout).await
+    }
+
+    /// A pipeline whose one command, so far, is `EVAL <source> <keys>`:
+    /// the caller appends the arguments.
+    fn eval(&self, keys: &[&str]) -> redis::Pipeline {
         let mut pipe = redis::pipe();
         let eval = pipe.cmd("EVAL").arg(self.source).arg(keys.len());
         for k in keys {
             eval.arg(*k);
         }
-        for a in &args.0 {
-            eval.arg(a.as_slice());
-        }
+        pipe
+    }
+
+    /// Sends `pipe` (an `EVAL`) followed by `WAITAOF 1 0 <timeout>`: the
+    /// script's answer, once Redis reports its AOF fsynced.
+    async fn waiting<C: ConnectionLike, T: redis::FromRedisValue>(
+        con: &mut C,
+        mut pipe: redis::Pipeline,
+        timeout: std::time::Duration,
+    ) -> RedisResult<T> {
         pipe.cmd("WAITAOF")
             .arg(1)
             .arg(0)
