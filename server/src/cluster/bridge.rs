@@ -130,6 +130,14 @@ pub enum ToRedis {
         /// Whose cursor.
         who: Cursor,
     },
+    /// `channel` is behind the owner's copy (`at`) in the same epoch:
+    /// give it a new epoch in Redis, then read its history after 0.
+    RolledBack {
+        /// The channel.
+        channel: ChannelName,
+        /// The owner's position.
+        at: MsgId,
+    },
     /// An ack: move `who`'s cursor on `channel` to `id`; answer `reply`
     /// with [`Mail::Acked`].
     Ack {
@@ -707,6 +715,9 @@ async fn serve(
             ToRedis::PresenceQuery { reply, channel } => {
                 tokio::spawn(presence_query(state, reply, channel));
             }
+            ToRedis::RolledBack { channel, at } => {
+                tokio::spawn(rolled_back(state, channel, at));
+            }
             ToRedis::Cursor {
                 token,
                 channel,
@@ -787,6 +798,34 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
         }
     }
     state.send(reply.shard, Mail::Published { reply, ids });
+}
+
+async fn rolled_back(state: Arc<State>, channel: ChannelName, at: MsgId) {
+    let server = state.server_of(&channel);
+    let mut con = server.commands.clone();
+    match script::new_epoch_after_rollback(&mut con, &channel, at, Epoch::random()).await {
+        Ok(changed) => {
+            if changed {
+                tracing::warn!(
+                    "redis {}: {channel} went back behind {at} (Redis lost data in the same epoch); it takes a new epoch",
+                    server.url
+                );
+            }
+            read(state, channel, 0).await;
+        }
+        Err(e) => {
+            tracing::warn!(
+                "redis {}: cannot renew the epoch of {channel}: {e}",
+                server.url
+            );
+            state.tell_owner(
+                &channel,
+                FromRedis::ReadFailed {
+                    channel: channel.clone(),
+                },
+            );
+        }
+    }
 }
 
 async fn cursor(state: Arc<State>, token: u64, channel: ChannelName, who: Cursor) {

@@ -617,6 +617,28 @@ impl Script {
     }
 }
 
+/// `channel` was found behind a node's copy in the same epoch (`at`):
+/// Redis lost the tail of its data and would number those messages again.
+/// Gives it the fresh `epoch` unless another node already did, or Redis is
+/// no longer behind; true if this call changed it (`rollback.lua`).
+pub async fn new_epoch_after_rollback<C: ConnectionLike>(
+    con: &mut C,
+    channel: &ChannelName,
+    at: MsgId,
+    epoch: Epoch,
+) -> RedisResult<bool> {
+    static ROLLBACK: std::sync::LazyLock<Script> =
+        std::sync::LazyLock::new(|| Script::new(include_str!("rollback.lua")));
+    let mut args = Args::default();
+    args.push(at.epoch.to_string())
+        .push(at.seq)
+        .push(epoch.to_string());
+    let changed: u8 = ROLLBACK
+        .run(con, &[&Keys::of(channel).meta], &args, None)
+        .await?;
+    Ok(changed == 1)
+}
+
 fn kind_tag(kind: DataKind) -> &'static str {
     match kind {
         DataKind::Text => "t",

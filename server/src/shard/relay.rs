@@ -440,6 +440,22 @@ impl Relay {
             }
             Stage::Reading | Stage::Live => {
                 let had = hub.owner_position(&channel);
+                if let (Some(h), Some(n)) = (had, newest) {
+                    if h.epoch == n.epoch && n.seq < h.seq {
+                        // Redis went back (it lost the tail of its data):
+                        // it would number those messages again under ids
+                        // this node has shown. A new epoch first (the
+                        // script checks again, atomically, so a stale
+                        // read changes nothing); then history is read
+                        // again (`ReadFailed` if not).
+                        tracing::warn!(
+                            "{channel}: Redis is at {n}, behind this node's {h} in the same epoch; asking for a new epoch"
+                        );
+                        track.stage = Stage::Reading;
+                        self.bridge.ask(ToRedis::RolledBack { channel, at: h });
+                        return;
+                    }
+                }
                 let epoch_changed =
                     matches!((had, newest), (Some(h), Some(n)) if h.epoch != n.epoch);
                 if epoch_changed {

@@ -93,6 +93,12 @@ impl RedisServer {
         again.dir = None; // ours, not its to remove
     }
 
+    /// Where a persistent server keeps its files.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
+    }
+
     /// `SIGSTOP` (`true`) or `SIGCONT` (`false`).
     pub fn pause(&self, stop: bool) {
         let pid = self.child.as_ref().expect("running").id();
