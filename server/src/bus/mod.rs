@@ -151,6 +151,10 @@ pub enum Mail {
         who: Cursor,
         /// The id acknowledged.
         id: MsgId,
+        /// The acking connection is subscribed durably as `who` (in a
+        /// cluster the ack may then create the cursor, lost with Redis's
+        /// data).
+        subscribed: bool,
     },
     /// Where `who`'s cursors stand on the channels the receiving shard
     /// owns (`GET /unread`); answer with [`Mail::Unread`]. Sent to every

@@ -149,6 +149,9 @@ pub enum ToRedis {
         who: Cursor,
         /// The id acknowledged.
         id: MsgId,
+        /// The acking connection is subscribed durably as `who`: the ack
+        /// may create the cursor (lost with Redis's data).
+        subscribed: bool,
     },
 }
 
@@ -284,12 +287,14 @@ impl Bridge {
         channel: ChannelName,
         who: Cursor,
         id: MsgId,
+        subscribed: bool,
     ) -> Result<(), &'static str> {
         self.write(ToRedis::Ack {
             reply,
             channel,
             who,
             id,
+            subscribed,
         })
     }
 
@@ -730,8 +735,9 @@ async fn serve(
                 channel,
                 who,
                 id,
+                subscribed,
             } => {
-                tokio::spawn(ack(state, reply, channel, who, id));
+                tokio::spawn(ack(state, reply, channel, who, id, subscribed));
             }
         }
     }
@@ -845,10 +851,19 @@ async fn cursor(state: Arc<State>, token: u64, channel: ChannelName, who: Cursor
     state.tell_owner(&channel, FromRedis::Cursor { token, found });
 }
 
-async fn ack(state: Arc<State>, reply: ReplyTo, channel: ChannelName, who: Cursor, id: MsgId) {
+async fn ack(
+    state: Arc<State>,
+    reply: ReplyTo,
+    channel: ChannelName,
+    who: Cursor,
+    id: MsgId,
+    subscribed: bool,
+) {
     let server = state.server_of(&channel);
     let mut con = server.commands.clone();
-    let durable_ns = state.config.namespaces.of(channel.as_str()).durable;
+    // A cursor may be made by the ack in a durable namespace, or for a
+    // connection subscribed durably (its cursor was lost with Redis's data).
+    let durable_ns = subscribed || state.config.namespaces.of(channel.as_str()).durable;
     let waitaof = server.waitaof();
     let done = cursors::ack(&mut con, &channel, &who, id, durable_ns, META_TTL, waitaof).await;
     let result = match done {

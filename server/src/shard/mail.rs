@@ -108,15 +108,17 @@ impl Shard {
                 channel,
                 who,
                 id,
+                subscribed,
             } if self.relay.is_some() => {
                 let relay = self.relay.as_ref().expect("checked");
-                relay.ack(&mut self.post, reply, channel, who, id);
+                relay.ack(&mut self.post, reply, channel, who, id, subscribed);
             }
             Mail::Ack {
                 reply,
                 channel,
                 who,
                 id,
+                subscribed: _,
             } => owner::ack(
                 &mut self.hub,
                 &mut self.post,

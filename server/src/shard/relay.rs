@@ -195,8 +195,10 @@ impl Relay {
         channel: ChannelName,
         who: Cursor,
         id: MsgId,
+        subscribed: bool,
     ) {
-        if let Err(reason) = self.bridge.ack(reply, channel.clone(), who, id) {
+        let asked = self.bridge.ack(reply, channel.clone(), who, id, subscribed);
+        if let Err(reason) = asked {
             let result = Err(AckError::Unavailable(reason.to_string()));
             post.send(
                 reply.shard,

@@ -719,7 +719,7 @@ impl Http {
         };
         self.flags &= !flag::PARTIAL;
         ctx.set_timer(None);
-        let token = ctx.ack(channel, who, id);
+        let token = ctx.ack(channel, who, id, false);
         let busy = self.busy.get_or_insert_with(Default::default);
         busy.waiting.push_back(Waiting::Ack {
             token,

@@ -455,7 +455,10 @@ impl Session {
             None => return Err(refused("bad_id", "missing \"id\"")),
         };
         ack::store_kept(ctx.settings(), &channel).map_err(refuse)?;
-        let token = ctx.ack(channel, who, id);
+        let subscribed = (self.subs.get(&channel))
+            .and_then(|s| s.durable.as_ref())
+            .is_some_and(|c| *c == who);
+        let token = ctx.ack(channel, who, id, subscribed);
         self.pending.insert(token, Pending::Ack { rid });
         Ok(())
     }
