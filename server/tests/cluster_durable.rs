@@ -539,3 +539,68 @@ async fn redis_rolled_back_under_the_same_epoch_gets_a_new_epoch() {
     assert!(saw_reset);
     assert!(a.log().contains("asking for a new epoch"), "{}", a.log());
 }
+
+/// An event stream of `path` presenting `token`: its events' (id, data).
+async fn stream(
+    node: &Server,
+    path: &str,
+    token: &str,
+) -> impl futures_util::Stream<Item = (String, String)> {
+    let resp = reqwest::Client::new()
+        .get(node.url(path))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    eventsource_stream::Eventsource::eventsource(resp.bytes_stream()).filter_map(|e| async move {
+        let e = e.unwrap();
+        (e.event == "message" && !e.data.is_empty()).then_some((e.id, e.data))
+    })
+}
+
+async fn take<S: futures_util::Stream<Item = (String, String)> + Unpin>(
+    s: &mut S,
+    n: usize,
+) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        let e = tokio::time::timeout(Duration::from_secs(10), s.next())
+            .await
+            .expect("an event")
+            .expect("open");
+        got.push(e);
+    }
+    got
+}
+
+/// The same over HTTP: a durable poll makes the cursor on A, an event
+/// stream on A reads 100, `POST /ack` on B (which follows nothing: the
+/// ack is checked in Redis) acks 60, and a durable stream on B gets
+/// exactly 61–120.
+#[tokio::test]
+async fn an_event_stream_acked_on_another_node_resumes_with_exactly_61_to_120() {
+    let redis = RedisServer::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let ann = token("ann");
+    let poll = reqwest::Client::new()
+        .get(a.url("/poll/news?durable=1&timeout=0"))
+        .header("Authorization", format!("Bearer {ann}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poll.status(), 200);
+    let mut sse = Box::pin(stream(&a, "/sse/news?durable=1", &ann).await);
+    let mut ids = publish_range(&b, "news", 1, 100).await;
+    assert_eq!(take(&mut sse, 100).await, expected(&ids, 1));
+    let (status, body) = http_ack(&b, "news", &ann, &ids[59]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"ch": "news", "cursor": ids[59], "unread": 40}));
+    drop(sse);
+
+    ids.extend(publish_range(&a, "news", 101, 120).await);
+    let mut sse = Box::pin(stream(&b, "/sse/news?durable=1", &ann).await);
+    assert_eq!(take(&mut sse, 60).await, expected(&ids[60..], 61));
+    let more = tokio::time::timeout(Duration::from_millis(400), sse.next()).await;
+    assert!(more.is_err(), "nothing more: {more:?}");
+}
