@@ -25,8 +25,9 @@ use tokio_tungstenite::tungstenite::Message;
 use common::redis_server::RedisServer;
 use common::{recv_message, Server, Ws, JWT_SECRET};
 
-/// A node of the cluster on `redis`, checking tokens, with `extra` flags.
-fn node(redis: &RedisServer, extra: &[&str]) -> Server {
+/// A node of the cluster on `redis`, checking tokens, with `extra`
+/// flags; ready (its Pub/Sub connected: publishes are refused before).
+async fn node(redis: &RedisServer, extra: &[&str]) -> Server {
     let mut args = vec![
         "--redis",
         redis.url.as_str(),
@@ -36,7 +37,16 @@ fn node(redis: &RedisServer, extra: &[&str]) -> Server {
         "1000",
     ];
     args.extend_from_slice(extra);
-    Server::start(&args)
+    let node = Server::start(&args);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = reqwest::get(node.url("/readyz")).await.unwrap();
+        if r.status() == 200 {
+            return node;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// The node's exit status and standard error, when it must not start.
@@ -155,7 +165,7 @@ async fn http_ack(node: &Server, ch: &str, token: &str, id: &str) -> (u16, Value
 #[tokio::test]
 async fn a_cursor_acked_on_one_node_resumes_on_another_with_exactly_61_to_120() {
     let redis = RedisServer::start_with_aof("everysec");
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let (a, b) = (node(&redis, &[]).await, node(&redis, &[]).await);
     let ann = token("ann");
 
     let mut ws = session(&a, &ann).await;
@@ -281,7 +291,7 @@ async fn fsync_in_a_cluster_is_checked_against_redis_at_start() {
         );
     }
     // `never` asks nothing of Redis.
-    let n = node(&plain, &["--fsync", "never"]);
+    let n = node(&plain, &["--fsync", "never"]).await;
     assert_eq!(try_publish(&n, "c", "x").await.0, 200);
     drop(n);
     // An AOF fsynced every second by a Redis older than 7.2 (no WAITAOF)
@@ -303,7 +313,7 @@ async fn fsync_in_a_cluster_is_checked_against_redis_at_start() {
             "{err}"
         );
     }
-    let n = node(&everysec, &["--fsync", "interval"]);
+    let n = node(&everysec, &["--fsync", "interval"]).await;
     assert_eq!(try_publish(&n, "c", "x").await.0, 200);
     assert!(n.log().contains("--fsync interval"), "{}", n.log());
     // --data-dir stays refused with --redis: Redis is the store.
@@ -319,7 +329,7 @@ async fn fsync_in_a_cluster_is_checked_against_redis_at_start() {
 #[tokio::test]
 async fn fsync_always_answers_only_what_survives_redis_being_killed() {
     let mut redis = RedisServer::start_with_aof("always");
-    let a = node(&redis, &["--fsync", "always"]);
+    let a = node(&redis, &["--fsync", "always"]).await;
     let log = a.log();
     assert!(log.contains("--fsync always"), "{log}");
     // Publishes at full speed from several tasks while Redis is killed:
@@ -388,7 +398,7 @@ async fn fsync_always_answers_only_what_survives_redis_being_killed() {
 #[tokio::test]
 async fn redis_losing_its_data_is_a_new_epoch_and_old_cursors_are_stale() {
     let mut redis = RedisServer::start();
-    let a = node(&redis, &[]);
+    let a = node(&redis, &[]).await;
     let ann = token("ann");
     let mut ws = session(&a, &ann).await;
     ask(
@@ -487,7 +497,7 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 #[tokio::test]
 async fn redis_rolled_back_under_the_same_epoch_gets_a_new_epoch() {
     let mut redis = RedisServer::start_with_aof("always");
-    let a = node(&redis, &[]);
+    let a = node(&redis, &[]).await;
     let mut ws = session(&a, &token("ann")).await;
     ask(&mut ws, json!({"type": "subscribe", "ch": "rb"})).await;
     let ids = publish_range(&a, "rb", 1, 5).await;
@@ -581,7 +591,7 @@ async fn take<S: futures_util::Stream<Item = (String, String)> + Unpin>(
 #[tokio::test]
 async fn an_event_stream_acked_on_another_node_resumes_with_exactly_61_to_120() {
     let redis = RedisServer::start();
-    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    let (a, b) = (node(&redis, &[]).await, node(&redis, &[]).await);
     let ann = token("ann");
     let poll = reqwest::Client::new()
         .get(a.url("/poll/news?durable=1&timeout=0"))
