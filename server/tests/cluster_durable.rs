@@ -51,11 +51,30 @@ async fn node(redis: &RedisServer, extra: &[&str]) -> Server {
 
 /// The node's exit status and standard error, when it must not start.
 fn refused_start(redis: &RedisServer, fsync: &str) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
-        .args(["--listen", "127.0.0.1:0", "--redis", &redis.url])
-        .args(["--fsync", fsync])
-        .output()
+    exits(&["--redis", &redis.url, "--fsync", fsync])
+}
+
+/// Runs the node with `args`, which must make it exit within 10 s: its
+/// exit status and standard error (a node that starts is killed, and the
+/// test fails).
+fn exits(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node started with {args:?}; it should have refused");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -317,13 +336,14 @@ async fn fsync_in_a_cluster_is_checked_against_redis_at_start() {
     assert_eq!(try_publish(&n, "c", "x").await.0, 200);
     assert!(n.log().contains("--fsync interval"), "{}", n.log());
     // --data-dir stays refused with --redis: Redis is the store.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ringcast"))
-        .args(["--listen", "127.0.0.1:0", "--redis", &everysec.url])
-        .args(["--data-dir", "/tmp/ringcast-never-made"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2).or(out.status.code()));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Redis is the store"));
+    let (code, err) = exits(&[
+        "--redis",
+        &everysec.url,
+        "--data-dir",
+        "/tmp/ringcast-never-made",
+    ]);
+    assert_ne!(code, Some(0));
+    assert!(err.contains("Redis is the store"), "{err}");
 }
 
 #[tokio::test]
@@ -613,4 +633,70 @@ async fn an_event_stream_acked_on_another_node_resumes_with_exactly_61_to_120() 
     assert_eq!(take(&mut sse, 60).await, expected(&ids[60..], 61));
     let more = tokio::time::timeout(Duration::from_millis(400), sse.next()).await;
     assert!(more.is_err(), "nothing more: {more:?}");
+}
+
+/// A Redis Cluster: `--fsync` is checked on every master. `always` needs
+/// an AOF fsynced before each answer (`appendfsync always`) on each; one
+/// master without makes the node refuse to start, naming it. With all of
+/// them set, publishes work and durable cursors too (every key of a
+/// channel shares its slot).
+#[tokio::test]
+async fn a_redis_cluster_is_checked_master_by_master() {
+    let rc = common::redis_server::RedisCluster::start(3);
+    let urls = rc.urls();
+    let start = |fsync: &str| exits(&["--redis", &urls, "--fsync", fsync]);
+    let (code, err) = start("always");
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("master") && err.contains("appendonly no"),
+        "{err}"
+    );
+    for (i, &port) in rc.ports.iter().enumerate() {
+        rc.cli(port, &["config", "set", "appendonly", "yes"]);
+        if i > 0 {
+            rc.cli(port, &["config", "set", "appendfsync", "always"]);
+        }
+    }
+    // AOF everywhere, but the first master fsyncs every second only.
+    let (code, err) = start("always");
+    assert_eq!(code, Some(1), "{err}");
+    let first = format!("127.0.0.1:{}", rc.ports[0]);
+    assert!(
+        err.contains(&first) && err.contains("appendfsync everysec"),
+        "{err}"
+    );
+    rc.cli(rc.ports[0], &["config", "set", "appendfsync", "always"]);
+    let node = Server::start(&[
+        "--redis",
+        &urls,
+        "--jwt-secret",
+        JWT_SECRET,
+        "--fsync",
+        "always",
+    ]);
+    let ann = token("ann");
+    let mut ws = session(&node, &ann).await;
+    let subscribed = ask(
+        &mut ws,
+        json!({"type": "subscribe", "ch": "spread", "durable": true}),
+    )
+    .await;
+    assert_eq!(subscribed["durable"], json!(true), "{subscribed}");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let ids = loop {
+        let (status, body) = try_publish(&node, "spread", "m1").await;
+        if status == 200 {
+            let v: Value = serde_json::from_str(&body).unwrap();
+            break vec![v["id"].as_str().unwrap().to_string()];
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{status} {body}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(messages(&mut ws, 1).await, expected(&ids, 1));
+    let acked = ask(
+        &mut ws,
+        json!({"type": "ack", "ch": "spread", "id": ids[0]}),
+    )
+    .await;
+    assert_eq!(acked["cursor"], json!(ids[0]), "{acked}");
 }
