@@ -93,6 +93,17 @@ pub fn read_denied(settings: &Settings, access: &Access, channel: &ChannelName) 
     }
 }
 
+/// Why nobody may publish to `channel`, if it is a receipts channel
+/// (`<ch>:receipts` in a namespace with `receipts = true`): only the node
+/// publishes there, so a receipt can be trusted. One flag's test on a
+/// node without receipts.
+pub fn receipts_only(settings: &Settings, channel: &ChannelName) -> Option<String> {
+    let of = settings.namespaces.receipts_of(channel.as_str())?;
+    Some(format!(
+        "channel {channel} carries the receipts of {of}: only the node publishes to it"
+    ))
+}
+
 /// Refuses a cursor on a node that keeps none (no `--data-dir`).
 pub fn store_kept(settings: &Settings, channel: &ChannelName) -> Result<(), AckError> {
     if settings.store.is_some() {
