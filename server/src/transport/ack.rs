@@ -83,12 +83,16 @@ pub fn identity(access: Option<&Access>, device: Box<str>) -> Result<Cursor, Ack
 /// in an `owner` namespace the token's `sub` must be the identity the
 /// channel names; elsewhere the token's `channels` claim must list it.
 /// Only asked where the namespace needs a token (an `owner` namespace
-/// always does).
+/// always does). A receipts channel (`<ch>:receipts`) may be read by
+/// whoever may read `<ch>` (or whose claim lists it by name); in an
+/// `owner` namespace only by `<ch>`'s identity.
 pub fn read_denied(settings: &Settings, access: &Access, channel: &ChannelName) -> Option<String> {
+    let base = settings.namespaces.receipts_of(channel.as_str());
     match settings.namespaces.owner_of(channel.as_str()) {
         Some(owner) if access.sub.as_deref() == Some(owner) => None,
         Some(_) => Some(format!("channel {channel} belongs to another identity")),
         None if access.may_read(channel.as_str()) => None,
+        None if base.is_some_and(|b| access.may_read(b)) => None,
         None => Some(format!("the token does not allow channel {channel}")),
     }
 }
