@@ -133,6 +133,12 @@ pub fn durable_for(
     if asked {
         let who = identity(access, device)?;
         store_kept(settings, channel)?;
+        if let Some(of) = settings.namespaces.receipts_of(channel.as_str()) {
+            return Err(AckError::NotDurable {
+                channel: channel.clone(),
+                why: format!("it carries the receipts of {of}, live-only"),
+            });
+        }
         return Ok(Some(who));
     }
     if !settings.namespaces.of(channel.as_str()).durable || settings.store.is_none() {

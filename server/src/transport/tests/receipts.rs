@@ -185,6 +185,14 @@ fn nobody_publishes_to_a_receipts_channel_and_only_readers_of_the_channel_read_i
     );
     node.input(h, req.as_bytes());
     assert_eq!(node.response(h).status, 403);
+    // Receipts have no ids: a durable subscription is refused.
+    command(
+        &mut node,
+        ann,
+        json!({"type": "subscribe", "ch": "room:7:receipts", "durable": true}),
+    );
+    let e = node.json(ann).remove(0);
+    assert_eq!(e["code"], "not_durable", "{e}");
     // A token for another room may not read room:7's receipts.
     let eve = session(&mut node, "eve", &["room:8"]);
     let e = subscribe(&mut node, eve, "room:7:receipts", None);
