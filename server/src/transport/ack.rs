@@ -133,13 +133,11 @@ pub fn durable_for(
     if asked {
         let who = identity(access, device)?;
         store_kept(settings, channel)?;
-        if let Some(of) = settings.namespaces.receipts_of(channel.as_str()) {
-            return Err(AckError::NotDurable {
-                channel: channel.clone(),
-                why: format!("it carries the receipts of {of}, live-only"),
-            });
-        }
-        return Ok(Some(who));
+        // A receipts channel is live-only (no ids to ack): plain, not
+        // refused — an event stream or poll asks for every channel it
+        // names, and may name a channel and its receipts together.
+        let receipts = settings.namespaces.receipts_of(channel.as_str()).is_some();
+        return Ok((!receipts).then_some(who));
     }
     if !settings.namespaces.of(channel.as_str()).durable || settings.store.is_none() {
         return Ok(None);

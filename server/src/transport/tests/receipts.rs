@@ -12,7 +12,7 @@ use crate::auth::Verifier;
 use crate::config::StoreSettings;
 use crate::policy::{Namespace, Namespaces};
 use crate::store::Fsync;
-use crate::transport::testing::{text, ConnId, Node, EPOCH};
+use crate::transport::testing::{get, text, ConnId, Node, EPOCH};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -185,14 +185,39 @@ fn nobody_publishes_to_a_receipts_channel_and_only_readers_of_the_channel_read_i
     );
     node.input(h, req.as_bytes());
     assert_eq!(node.response(h).status, 403);
-    // Receipts have no ids: a durable subscription is refused.
+    // Receipts have no ids: asked to be durable, a subscription is plain
+    // (no cursor) — on /ws, and on a stream naming a room and its
+    // receipts with ?durable=1.
     command(
         &mut node,
         ann,
         json!({"type": "subscribe", "ch": "room:7:receipts", "durable": true}),
     );
-    let e = node.json(ann).remove(0);
-    assert_eq!(e["code"], "not_durable", "{e}");
+    let s = node.json(ann).remove(0);
+    assert_eq!(s["type"], "subscribed", "{s}");
+    assert!(s.get("durable").is_none(), "{s}");
+    let sse = node.connect();
+    let bearer = format!("Bearer {}", token("ann", &["room:*"]));
+    node.input(
+        sse,
+        &get(
+            "/sse?ch=room:7,room:7:receipts&durable=1",
+            &[("Authorization", &bearer)],
+        ),
+    );
+    assert_eq!(node.response(sse).status, 200);
+    let bob = session(&mut node, "bob", &["room:*"]);
+    node.publish_text("room:7", "m1");
+    assert_eq!(ack(&mut node, bob, "room:7", 1)["type"], "acked");
+    let data: Vec<Value> = (node.sse(sse).iter())
+        .filter_map(|i| i.event()?.data.clone())
+        .filter(|d| d.contains("receipt"))
+        .map(|d| serde_json::from_str(&d).unwrap())
+        .collect();
+    assert_eq!(
+        data,
+        [json!({"type":"receipt","ch":"room:7","id":id(1),"by":"bob"})]
+    );
     // A token for another room may not read room:7's receipts.
     let eve = session(&mut node, "eve", &["room:8"]);
     let e = subscribe(&mut node, eve, "room:7:receipts", None);
