@@ -131,7 +131,7 @@ pub struct Namespaces {
     /// Longest prefix first, so the first match is the most specific.
     spaces: Vec<Namespace>,
     /// The policy of each namespace's receipts channels, by position in
-    /// `spaces` (see [`Policy::of_receipts`]).
+    /// `spaces`, then the defaults' (see [`Policy::of_receipts`]).
     receipts: Vec<Policy>,
     /// Whether any namespace sets `receipts`: without one no name is
     /// looked at twice.
@@ -164,7 +164,9 @@ impl Namespaces {
     }
 
     fn with(default: Policy, spaces: Vec<Namespace>) -> Namespaces {
-        let receipts = spaces.iter().map(|n| n.policy.of_receipts()).collect();
+        let receipts = (spaces.iter().map(|n| n.policy.of_receipts()))
+            .chain([default.of_receipts()])
+            .collect();
         let any_receipts = default.receipts || spaces.iter().any(|n| n.policy.receipts);
         Namespaces {
             default,
@@ -185,15 +187,12 @@ impl Namespaces {
     pub fn of(&self, channel: &str) -> &Policy {
         if self.any_receipts {
             if let Some(base) = self.receipts_of(channel) {
-                return match self
+                let i = (self
                     .spaces
                     .iter()
-                    .position(|n| base.starts_with(&*n.prefix))
-                {
-                    Some(i) => &self.receipts[i],
-                    // Only namespaces set receipts (see `config`).
-                    None => &self.default,
-                };
+                    .position(|n| base.starts_with(&*n.prefix)))
+                .unwrap_or(self.spaces.len());
+                return &self.receipts[i];
             }
         }
         self.space_of(channel).map_or(&self.default, |n| &n.policy)

@@ -791,6 +791,7 @@ mod tests {
             assert_eq!(msg.channel.as_str(), "c:receipts");
             assert_eq!(msg.event, crate::hub::Event::Ephemeral, "live-only");
             assert_eq!(msg.id.seq, 0, "no id");
+            assert!(!self.hub.keeps_history(&msg.channel), "no history");
             serde_json::from_slice(&msg.payload).unwrap()
         }
 
