@@ -5,7 +5,8 @@
 //! at `--fsync always`, on a node of two shards where the channel and its
 //! receipts channel have different owners; none for an ack that moves
 //! nothing, none in a namespace without receipts, and nobody may publish
-//! to a receipts channel.
+//! to a receipts channel. An inbox's receipts reach its identity's other
+//! devices (over an event stream) and are refused to a sender.
 
 mod common;
 
@@ -46,13 +47,17 @@ impl Drop for Dir {
 /// `room:` keeps cursors and publishes receipts; `chat:` keeps cursors
 /// only. `--fsync always`, two shards (`common::Server`).
 fn start(dir: &Dir) -> Server {
-    let config = dir.path("ringcast.toml");
-    std::fs::write(
-        &config,
+    start_with(
+        dir,
         "[[namespace]]\nprefix = \"room:\"\ndurable = true\nreceipts = true\n\
          [[namespace]]\nprefix = \"chat:\"\ndurable = true\n",
     )
-    .unwrap();
+}
+
+/// A node with the namespaces of `toml`, at `--fsync always`.
+fn start_with(dir: &Dir, toml: &str) -> Server {
+    let config = dir.path("ringcast.toml");
+    std::fs::write(&config, toml).unwrap();
     let data = dir.path("data");
     Server::start(&[
         "--jwt-secret",
@@ -211,4 +216,133 @@ async fn a_sender_gets_exactly_the_receipts_of_the_acks_that_moved_a_cursor() {
     assert_eq!(resp.status().as_u16(), 403);
     assert!(resp.text().await.unwrap().contains("only the node"));
     nothing_more(&mut ann).await;
+}
+
+/// An event stream, read block by block (`\n\n`-separated), raw: the
+/// stream's first block after `retry:` is the position the node sends once the owner's
+/// replay arrived (`id:…`, no data: an EventSource dispatches nothing),
+/// which tells the test the subscription is in place.
+struct Sse {
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>>>,
+    buf: String,
+}
+
+impl Sse {
+    async fn open(node: &Server, path: &str, token: &str) -> Sse {
+        let resp = reqwest::Client::new()
+            .get(node.url(path))
+            .header("Authorization", format!("Bearer {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let mut sse = Sse {
+            body: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        };
+        // `retry:` first, then the position.
+        loop {
+            let b = sse
+                .block(Duration::from_secs(10))
+                .await
+                .expect("a position");
+            if b.starts_with("id:") {
+                return sse;
+            }
+            assert!(b.starts_with("retry:"), "{b:?}");
+        }
+    }
+
+    /// The next block that is not a comment, within `wait`.
+    async fn block(&mut self, wait: Duration) -> Option<String> {
+        let until = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(at) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..at + 2).collect();
+                if block.starts_with(':') {
+                    continue;
+                }
+                return Some(block);
+            }
+            let chunk = tokio::time::timeout_at(until, self.body.next())
+                .await
+                .ok()?;
+            let chunk = chunk.expect("open").unwrap();
+            self.buf.push_str(std::str::from_utf8(&chunk).unwrap());
+        }
+    }
+
+    /// The data of the next event with some, within `wait`.
+    async fn data(&mut self, wait: Duration) -> Option<String> {
+        loop {
+            let block = self.block(wait).await?;
+            let data: Vec<&str> = (block.lines())
+                .filter_map(|l| l.strip_prefix("data:"))
+                .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                .collect();
+            if !data.is_empty() {
+                return Some(data.join("\n"));
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_inboxs_receipts_reach_its_identitys_other_devices_and_nobody_else() {
+    let dir = Dir::new("inbox");
+    let node = start_with(
+        &dir,
+        "[[namespace]]\nprefix = \"user:\"\nowner = \"user:{sub}\"\ninbox-ttl = \"1h\"\nreceipts = true\n",
+    );
+    let id = publish(&node, "user:bob", "text/plain", "for bob".to_string()).await;
+
+    // A sender whose token lists everything may not watch bob's reading.
+    let ann = token("ann", &["*"]);
+    let resp = reqwest::Client::new()
+        .get(node.url("/sse/user:bob:receipts"))
+        .header("Authorization", format!("Bearer {ann}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert_eq!(
+        resp.text().await.unwrap().trim_end(),
+        "channel user:bob:receipts belongs to another identity"
+    );
+
+    // Bob's laptop watches over an event stream; his phone reads on /ws.
+    let bob = token("bob", &[]);
+    let mut laptop = Sse::open(&node, "/sse/user:bob:receipts", &bob).await;
+    let mut phone = session(&node, &bob).await;
+    let s = ask(
+        &mut phone,
+        json!({"type": "subscribe", "ch": "user:bob", "device": "phone"}),
+    )
+    .await;
+    assert_eq!(
+        (&s["durable"], &s["unread"]),
+        (&json!(true), &json!(1)),
+        "{s}"
+    );
+    assert_eq!(recv_message(&mut phone).await["id"], json!(id));
+    let a = ask(
+        &mut phone,
+        json!({"type": "ack", "ch": "user:bob", "id": id}),
+    )
+    .await;
+    assert_eq!(
+        (&a["type"], &a["unread"]),
+        (&json!("acked"), &json!(0)),
+        "{a}"
+    );
+    let data = laptop
+        .data(Duration::from_secs(10))
+        .await
+        .expect("a receipt");
+    assert_eq!(
+        serde_json::from_str::<Value>(&data).unwrap(),
+        json!({"type": "receipt", "ch": "user:bob", "id": id, "by": "bob", "device": "phone"})
+    );
+    let more = laptop.data(Duration::from_millis(400)).await;
+    assert_eq!(more, None, "exactly one receipt");
 }
