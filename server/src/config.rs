@@ -492,6 +492,8 @@ struct FileNamespace {
     owner: Option<String>,
     /// Keep messages until acknowledged, at most this long (an inbox).
     inbox_ttl: Option<String>,
+    /// Acks that move a cursor publish a receipt to `<channel>:receipts`.
+    receipts: Option<bool>,
 }
 
 /// The resolved configuration the node runs with.
@@ -964,6 +966,7 @@ impl Settings {
                 },
                 durable: false,
                 owner: false,
+                receipts: false,
             })),
         };
         s.namespaces = Arc::new(s.channel_policy(file_namespaces)?);
@@ -1024,10 +1027,18 @@ impl Settings {
                     "{what} has inbox-ttl but history-size 0 (an inbox keeps its messages in history)"
                 )));
             }
+            // An inbox's cursors are what keep its messages.
+            let durable = n.durable.unwrap_or(default.durable) || inbox.is_some();
+            let receipts = n.receipts.unwrap_or(false);
+            if receipts && !durable {
+                return Err(ConfigError(format!(
+                    "{what} has receipts = true, which needs durable = true (or inbox-ttl): receipts follow the acks of durable cursors"
+                )));
+            }
             let policy = Policy {
-                // An inbox's cursors are what keep its messages.
-                durable: n.durable.unwrap_or(default.durable) || inbox.is_some(),
+                durable,
                 owner,
+                receipts,
                 token: n.token.unwrap_or(default.token) || owner,
                 publish: n.publish.unwrap_or(default.publish),
                 presence: n.presence.unwrap_or(default.presence),
@@ -1055,6 +1066,7 @@ impl Settings {
             },
             durable: false,
             owner: false,
+            receipts: false,
         }
     }
 
@@ -1434,6 +1446,19 @@ mod tests {
         let err = resolve(other, &with_store).unwrap_err();
         assert!(
             err.contains("must be the prefix followed by {sub}"),
+            "{err}"
+        );
+        let receipts = "[[namespace]]\nprefix = \"room:\"\ndurable = true\nreceipts = true\n";
+        let s = resolve(receipts, &with_store).unwrap();
+        assert!(s.namespaces.of("room:7").receipts);
+        assert_eq!(s.namespaces.receipts_of("room:7:receipts"), Some("room:7"));
+        let err = resolve(
+            "[[namespace]]\nprefix = \"room:\"\nreceipts = true\n",
+            &with_store,
+        )
+        .unwrap_err();
+        assert!(
+            err.contains("receipts = true, which needs durable"),
             "{err}"
         );
     }

@@ -80,7 +80,15 @@ pub struct Policy {
     /// may subscribe or acknowledge — whatever a token's `channels` claim
     /// says. Implies `token`.
     pub owner: bool,
+    /// `receipts = true` (needs `durable`): an ack that moves a cursor
+    /// publishes a live-only receipt to `<channel>:receipts`, which only
+    /// the node publishes to and which whoever may read the channel may
+    /// read (see [`Namespaces::receipts_of`]).
+    pub receipts: bool,
 }
+
+/// The suffix of the channel that carries a channel's receipts.
+pub const RECEIPTS_SUFFIX: &str = ":receipts";
 
 /// One configured namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,12 +99,43 @@ pub struct Namespace {
     pub policy: Policy,
 }
 
+impl Policy {
+    /// What the receipts channel (`<ch>:receipts`) of a channel with this
+    /// policy allows: reading as the channel (a token when it needs one;
+    /// only its identity in an `owner` namespace), publishing by nobody
+    /// (the transports refuse it whatever a token says: receipts would be
+    /// forged), no presence, no history and no cursors (receipts are
+    /// live-only and have no ids).
+    fn of_receipts(&self) -> Policy {
+        Policy {
+            token: self.token,
+            publish: false,
+            presence: false,
+            history: HistoryLimits {
+                max_messages: 0,
+                max_age: std::time::Duration::ZERO,
+                max_bytes: 0,
+                inbox: None,
+            },
+            durable: false,
+            owner: self.owner,
+            receipts: false,
+        }
+    }
+}
+
 /// The node's namespaces and the defaults for channels in none of them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Namespaces {
     default: Policy,
     /// Longest prefix first, so the first match is the most specific.
     spaces: Vec<Namespace>,
+    /// The policy of each namespace's receipts channels, by position in
+    /// `spaces`, then the defaults' (see [`Policy::of_receipts`]).
+    receipts: Vec<Policy>,
+    /// Whether any namespace sets `receipts`: without one no name is
+    /// looked at twice.
+    any_receipts: bool,
 }
 
 impl Namespaces {
@@ -121,20 +160,67 @@ impl Namespaces {
                 pair[0].prefix
             ));
         }
-        Ok(Namespaces { default, spaces })
+        Ok(Namespaces::with(default, spaces))
+    }
+
+    fn with(default: Policy, spaces: Vec<Namespace>) -> Namespaces {
+        let receipts = (spaces.iter().map(|n| n.policy.of_receipts()))
+            .chain([default.of_receipts()])
+            .collect();
+        let any_receipts = default.receipts || spaces.iter().any(|n| n.policy.receipts);
+        Namespaces {
+            default,
+            spaces,
+            receipts,
+            any_receipts,
+        }
     }
 
     /// Only the defaults: every channel is treated alike.
     pub fn uniform(default: Policy) -> Namespaces {
-        Namespaces {
-            default,
-            spaces: Vec::new(),
-        }
+        Namespaces::with(default, Vec::new())
     }
 
-    /// The policy of `channel`.
+    /// The policy of `channel`. A receipts channel (`<ch>:receipts` of a
+    /// channel whose namespace sets `receipts`) has its own, derived from
+    /// its channel's ([`Policy::of_receipts`]).
     pub fn of(&self, channel: &str) -> &Policy {
+        if self.any_receipts {
+            if let Some(base) = self.receipts_of(channel) {
+                let i = (self
+                    .spaces
+                    .iter()
+                    .position(|n| base.starts_with(&*n.prefix)))
+                .unwrap_or(self.spaces.len());
+                return &self.receipts[i];
+            }
+        }
         self.space_of(channel).map_or(&self.default, |n| &n.policy)
+    }
+
+    /// The channel whose receipts `channel` carries, when it is a receipts
+    /// channel: its name less `:receipts`, in a namespace that sets
+    /// `receipts` (and not itself a receipts channel). Elsewhere a name
+    /// ending in `:receipts` is an ordinary channel.
+    pub fn receipts_of<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        if !self.any_receipts {
+            return None;
+        }
+        let base = channel.strip_suffix(RECEIPTS_SUFFIX)?;
+        if base.is_empty() || base.ends_with(RECEIPTS_SUFFIX) {
+            return None;
+        }
+        let policy = self.space_of(base).map_or(&self.default, |n| &n.policy);
+        policy.receipts.then_some(base)
+    }
+
+    /// Where `channel`'s receipts go (`<channel>:receipts`), when its
+    /// namespace sets `receipts` (the caller checks the name's length).
+    pub fn receipts_channel(&self, channel: &str) -> Option<String> {
+        if !self.any_receipts || !self.of(channel).receipts {
+            return None;
+        }
+        Some(format!("{channel}{RECEIPTS_SUFFIX}"))
     }
 
     /// The namespace `channel` belongs to, as refusals name it.
@@ -149,7 +235,10 @@ impl Namespaces {
 
     /// The identity `channel` belongs to, when its namespace sets `owner`:
     /// the rest of its name after the namespace's prefix.
+    /// A receipts channel belongs to its channel's identity
+    /// (`user:bob:receipts` to `bob`, never to a `sub` `bob:receipts`).
     pub fn owner_of<'c>(&self, channel: &'c str) -> Option<&'c str> {
+        let channel = self.receipts_of(channel).unwrap_or(channel);
         let space = self.space_of(channel).filter(|n| n.policy.owner)?;
         channel.strip_prefix(&*space.prefix)
     }
@@ -183,7 +272,7 @@ impl std::fmt::Display for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}, {}, presence {}, history {} messages{} for {}{}{}{}",
+            "{}, {}, presence {}, history {} messages{} for {}{}{}{}{}",
             if self.token {
                 "token required"
             } else {
@@ -218,6 +307,11 @@ impl std::fmt::Display for Policy {
             } else {
                 ""
             },
+            if self.receipts {
+                ", receipts to <channel>:receipts"
+            } else {
+                ""
+            },
         )
     }
 }
@@ -239,6 +333,7 @@ mod tests {
             },
             durable: false,
             owner: false,
+            receipts: false,
         }
     }
 
@@ -295,5 +390,51 @@ mod tests {
         assert_eq!(ns.owner_of("user:bob"), Some("bob"));
         assert_eq!(ns.owner_of("room:bob"), None);
         assert_eq!(ns.owner_of("bob"), None);
+    }
+
+    #[test]
+    fn a_receipts_channel_reads_as_its_channel_and_keeps_nothing() {
+        let mut room = policy(true, 10);
+        room.durable = true;
+        room.receipts = true;
+        let mut inbox = room;
+        inbox.owner = true;
+        let mut plain = policy(false, 10);
+        plain.durable = true;
+        let ns = Namespaces::new(
+            policy(false, 1),
+            vec![
+                space("room:", room),
+                space("user:", inbox),
+                space("chat:", plain),
+            ],
+        )
+        .unwrap();
+        assert_eq!(ns.receipts_of("room:7:receipts"), Some("room:7"));
+        assert_eq!(
+            ns.receipts_channel("room:7").as_deref(),
+            Some("room:7:receipts")
+        );
+        let r = ns.of("room:7:receipts");
+        assert!(r.token && !r.publish && !r.presence && !r.durable && !r.receipts);
+        assert_eq!(r.history.max_messages, 0, "live-only");
+        assert_eq!(
+            ns.receipts_channel("room:7:receipts"),
+            None,
+            "no receipts of receipts"
+        );
+        assert_eq!(ns.receipts_of("room:7:receipts:receipts"), None);
+        assert_eq!(ns.receipts_of("room::receipts"), Some("room:"));
+        // An inbox's receipts are its identity's, not those of a `sub`
+        // that happens to end in `:receipts`.
+        assert_eq!(ns.owner_of("user:bob:receipts"), Some("bob"));
+        assert!(ns.of("user:bob:receipts").owner);
+        // Without `receipts` the name is an ordinary channel.
+        assert_eq!(ns.receipts_of("chat:7:receipts"), None);
+        assert_eq!(ns.receipts_channel("chat:7"), None);
+        assert_eq!(ns.of("chat:7:receipts").history.max_messages, 10);
+        assert_eq!(ns.receipts_of("news:receipts"), None);
+        let none = Namespaces::new(policy(false, 1), vec![space("chat:", plain)]).unwrap();
+        assert_eq!(none.receipts_of("chat:7:receipts"), None);
     }
 }

@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -17,31 +15,10 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use common::store::{kill_9, DataDir};
 use common::{publish, recv_message, Server, Ws, JWT_SECRET};
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A fresh data directory, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        let dir =
-            std::env::temp_dir().join(format!("ringcast-cursors-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        DataDir(dir)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// A node that checks tokens and keeps a store in `dir`.
 fn start(dir: &DataDir, fsync: &str) -> Server {
@@ -416,14 +393,6 @@ async fn bad_acks_get_their_own_errors_and_nothing_else_is_affected() {
     let (s, why) = post_ack(&plain, "/ack/c", Some(&ann), &json_id(&ids[0])).await;
     assert_eq!(s, 409, "{why}");
     assert!(why.contains("no --data-dir"), "{why}");
-}
-
-fn kill_9(node: &mut Server) {
-    Command::new("kill")
-        .args(["-KILL", &node.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(node.wait_exit(Duration::from_secs(5)).is_some(), "died");
 }
 
 #[tokio::test]

@@ -10,37 +10,11 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::store::{epoch_of, kill_9, DataDir};
 use common::{publish, recv_message, Server};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A fresh data directory, removed when dropped.
-struct DataDir(PathBuf);
-
-impl DataDir {
-    fn new(name: &str) -> DataDir {
-        let dir =
-            std::env::temp_dir().join(format!("ringcast-durability-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        DataDir(dir)
-    }
-
-    fn arg(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for DataDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn epoch_of(id: &str) -> &str {
-    id.split('-').next().unwrap()
-}
 
 /// Waits for `text` in the node's log (read from its stderr by a thread,
 /// so it can trail the banner on stdout, or the exit).
@@ -54,14 +28,6 @@ async fn wait_log(node: &Server, text: &str) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-}
-
-fn kill_9(node: &mut Server) {
-    Command::new("kill")
-        .args(["-KILL", &node.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(node.wait_exit(Duration::from_secs(5)).is_some(), "died");
 }
 
 /// Every message of `ch` after `since`, by short polls page by page:

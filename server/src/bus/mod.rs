@@ -16,7 +16,8 @@ pub mod mailbox;
 use std::sync::Arc;
 
 use crate::hub::{
-    AckError, ChannelName, Cursor, CursorState, Member, Message, MsgId, PublishItem, Replay, SubRef,
+    AckError, ChannelName, Cursor, CursorState, Member, Message, MsgId, PublishItem, Receipt,
+    Replay, SubRef,
 };
 
 pub use mailbox::Mailboxes;
@@ -172,6 +173,10 @@ pub enum Mail {
         /// Each channel with a cursor of `who`, and where it stands.
         counts: Vec<(ChannelName, CursorState)>,
     },
+    /// A receipt to publish live-only on its receipts channel (owned by
+    /// the receiving shard): an ack moved a cursor on another channel,
+    /// maybe of another shard.
+    Receipt(Box<Receipt>),
     /// The answer to [`Mail::Ack`].
     Acked {
         /// The request.

@@ -117,6 +117,39 @@ impl fmt::Display for AckError {
     }
 }
 
+/// A receipt (namespaces with `receipts = true`): an ack moved `who`'s
+/// cursor on a channel to `id`, told live-only to the channel's receipts
+/// channel (`<channel>:receipts`) as
+/// `{"type":"receipt","ch":…,"id":…,"by":<sub>,"device":…}` (`device`
+/// left out for the identity's default cursor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// Where it goes: the receipts channel.
+    pub to: ChannelName,
+    /// The JSON text.
+    pub payload: bytes::Bytes,
+}
+
+impl Receipt {
+    /// The receipt of `who`'s cursor on `channel` now at `id`, sent to
+    /// `to`.
+    pub fn new(to: ChannelName, channel: &ChannelName, who: &Cursor, id: MsgId) -> Receipt {
+        let mut v = serde_json::json!({
+            "type": "receipt",
+            "ch": channel.as_str(),
+            "id": id.to_string(),
+            "by": &*who.sub,
+        });
+        if !who.device.is_empty() {
+            v["device"] = serde_json::Value::from(&*who.device);
+        }
+        Receipt {
+            to,
+            payload: v.to_string().into(),
+        }
+    }
+}
+
 /// `unread` for a cursor at `cursor` on a channel whose oldest retained
 /// message is `oldest` (`durable_seq + 1` when none) and whose newest
 /// shown is `durable_seq`.
@@ -139,6 +172,30 @@ mod tests {
         assert_eq!(unread(20, 11, 25), 0);
         // No history: oldest is durable_seq + 1.
         assert_eq!(unread(20, 21, 0), 0);
+    }
+
+    #[test]
+    fn a_receipt_names_the_channel_cursor_identity_and_device() {
+        let ch = ChannelName::new("room:7").unwrap();
+        let to = ChannelName::new("room:7:receipts").unwrap();
+        let id = MsgId {
+            epoch: Epoch::from_bits(0x7a),
+            seq: 3,
+        };
+        let who = |device: &str| Cursor {
+            sub: "bob".into(),
+            device: device.into(),
+        };
+        let r = Receipt::new(to.clone(), &ch, &who("phone"), id);
+        assert_eq!(r.to, to);
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"type":"receipt","ch":"room:7","id":"00000000007a-3","by":"bob","device":"phone"})
+        );
+        let r = Receipt::new(to, &ch, &who(""), id);
+        let v: serde_json::Value = serde_json::from_slice(&r.payload).unwrap();
+        assert!(v.get("device").is_none(), "{v}");
     }
 
     #[test]

@@ -58,7 +58,7 @@ use crate::policy::Namespaces;
 
 pub use backlog::Backlogs;
 pub use channel::ChannelName;
-pub use cursor::{AckError, Cursor, CursorState};
+pub use cursor::{AckError, Cursor, CursorState, Receipt};
 pub use id::{Epoch, MsgId};
 pub use message::{ClientId, Event, Member, Message};
 
@@ -1138,6 +1138,19 @@ impl<S: Copy + PartialEq> Hub<S> {
         (msg, interested)
     }
 
+    /// On the owner: the receipt an accepted ack owes (see
+    /// [`Receipt`]): only when it moved the cursor, in a namespace with
+    /// `receipts`, and when `<name>:receipts` is a valid name (not over
+    /// the length limit).
+    pub fn receipt(&self, name: &ChannelName, who: &Cursor, acked: &Acked) -> Option<Receipt> {
+        if !acked.moved {
+            return None;
+        }
+        let to = self.namespaces.receipts_channel(name.as_str())?;
+        let to = ChannelName::new(&to).ok()?;
+        Some(Receipt::new(to, name, who, acked.state.cursor))
+    }
+
     /// On the owner: whether `name` keeps history (a message on a channel
     /// that keeps none is not worth storing).
     pub fn keeps_history(&self, name: &ChannelName) -> bool {
@@ -1473,6 +1486,7 @@ mod tests {
                 },
                 durable: false,
                 owner: false,
+                receipts: false,
             })),
         )
     }
@@ -1984,6 +1998,7 @@ mod tests {
             },
             durable,
             owner: false,
+            receipts: false,
         };
         let spaces = vec![crate::policy::Namespace {
             prefix: "d:".into(),

@@ -23,6 +23,7 @@ fn hub() -> Hub<u32> {
         history,
         durable: false,
         owner: false,
+        receipts: false,
     };
     let plain = HistoryLimits {
         max_messages: 10,

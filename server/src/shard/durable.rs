@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crate::bus::{Mail, ReplyTo};
-use crate::hub::{AckError, Acked, ChannelName, Cursor, Epoch, Message, MsgId};
+use crate::hub::{AckError, Acked, ChannelName, Cursor, Epoch, Message, MsgId, Receipt};
 use crate::store::{Fsync, Intake, Record, RecoveredChannel, RecoveredCursor, Refused};
 
 use super::owner::{self, ShardHub};
@@ -75,6 +75,8 @@ enum Waiting {
         channel: ChannelName,
         who: Cursor,
         acked: Acked,
+        /// Published once the ack is answered (`receipts = true`).
+        receipt: Option<Receipt>,
     },
 }
 
@@ -180,7 +182,10 @@ impl Durable {
     /// Answers an accepted ack: at once, or at `always` once its cursor is
     /// durable. An ack that moved nothing waits behind the last held
     /// answer, if any (the cursor it reports may be that one's), and else
-    /// is answered at once.
+    /// is answered at once. Its `receipt` (only an ack that moved a
+    /// cursor has one) goes out with the answer, never before: a receipt
+    /// at `always` names a durable cursor, and an ack taken back by a
+    /// store failure publishes none.
     pub fn answer_ack(
         &mut self,
         post: &mut Post,
@@ -188,6 +193,7 @@ impl Durable {
         channel: ChannelName,
         who: Cursor,
         acked: Acked,
+        receipt: Option<Receipt>,
     ) {
         let ticket = match (self.fsync, acked.moved) {
             (Fsync::Always, true) => Some(self.intake.next_ticket()),
@@ -202,16 +208,22 @@ impl Durable {
                     channel,
                     who,
                     acked,
+                    receipt,
                 },
             }),
-            None => post.send(
-                reply.shard,
-                Mail::Acked {
-                    reply,
-                    channel,
-                    result: Ok(acked.state),
-                },
-            ),
+            None => {
+                post.send(
+                    reply.shard,
+                    Mail::Acked {
+                        reply,
+                        channel,
+                        result: Ok(acked.state),
+                    },
+                );
+                if let Some(receipt) = receipt {
+                    owner::send_receipt(post, receipt);
+                }
+            }
         }
     }
 
@@ -248,7 +260,12 @@ impl Durable {
             let h = self.held.pop_front().expect("checked");
             let (ids, msgs) = match h.what {
                 Waiting::Publish { ids, msgs } => (ids, msgs),
-                Waiting::Ack { channel, acked, .. } => {
+                Waiting::Ack {
+                    channel,
+                    acked,
+                    receipt,
+                    ..
+                } => {
                     let result = Ok(acked.state);
                     let reply = h.reply;
                     post.send(
@@ -259,6 +276,9 @@ impl Durable {
                             result,
                         },
                     );
+                    if let Some(receipt) = receipt {
+                        owner::send_receipt(post, receipt);
+                    }
                     continue;
                 }
             };
@@ -301,6 +321,7 @@ impl Durable {
                 channel,
                 who,
                 acked,
+                ..
             } = &h.what
             {
                 if acked.moved {
@@ -408,6 +429,12 @@ mod tests {
     }
 
     fn node_with(tag: &str, options: Options) -> Node {
+        node_ns(tag, options, false)
+    }
+
+    /// A node whose channels are durable and, with `receipts`, publish
+    /// receipts (`c`'s to `c:receipts`).
+    fn node_ns(tag: &str, options: Options, receipts: bool) -> Node {
         let fsync = options.fsync;
         let dir =
             std::env::temp_dir().join(format!("ringcast-durable-{}-{tag}", std::process::id()));
@@ -427,8 +454,9 @@ mod tests {
                 max_bytes: 0,
                 inbox: None,
             },
-            durable: false,
+            durable: receipts,
             owner: false,
+            receipts,
         }));
         let mut hub = Hub::new(0, 1, opened.recovered.epoch, namespaces)
             .with_store(opened.recovered.floor, fsync != Fsync::Never);
@@ -745,5 +773,108 @@ mod tests {
         n.ack(4);
         assert!(matches!(n.acked(), Err(AckError::Unavailable(_))));
         assert_eq!(n.hub.cursor(&ch, &ann()).unwrap().cursor.seq, 1);
+    }
+
+    impl Node {
+        /// The next mail the shard sent itself: a receipt, published as the
+        /// receipts channel's owner does (`Mail::Receipt`); its payload.
+        fn receipt(&mut self) -> serde_json::Value {
+            let r = match self.post.next_local() {
+                Some(Mail::Receipt(r)) => *r,
+                other => panic!("no receipt: {other:?}"),
+            };
+            assert_eq!(r.to.as_str(), "c:receipts");
+            owner::receipt(&mut self.hub, &mut self.post, Instant::now(), r);
+            let out = self.post.take_fanouts();
+            assert_eq!(out.len(), 1);
+            let msg = &out[0].msg;
+            assert_eq!(msg.channel.as_str(), "c:receipts");
+            assert_eq!(msg.event, crate::hub::Event::Ephemeral, "live-only");
+            assert_eq!(msg.id.seq, 0, "no id");
+            assert!(!self.hub.keeps_history(&msg.channel), "no history");
+            serde_json::from_slice(&msg.payload).unwrap()
+        }
+
+        fn no_receipt(&mut self) {
+            assert!(self.post.next_local().is_none(), "no receipt expected");
+        }
+    }
+
+    fn receipt_of(n: &Node, seq: u64) -> serde_json::Value {
+        let id = MsgId {
+            epoch: n.hub.epoch(),
+            seq,
+        };
+        serde_json::json!({"type":"receipt","ch":"c","id":id.to_string(),"by":"ann","device":"phone"})
+    }
+
+    #[test]
+    fn at_always_a_receipt_goes_out_once_the_cursor_is_durable_and_only_when_it_moved() {
+        let mut n = node_ns("receipt-always", Options::new(Fsync::Always, 1), true);
+        n.subscribe_durably();
+        n.publish_durable(5);
+        n.ack(3);
+        assert!(
+            n.post.next_local().is_none(),
+            "neither answer nor receipt yet"
+        );
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { .. }));
+        assert_eq!(n.acked().unwrap().cursor.seq, 3);
+        assert_eq!(n.receipt(), receipt_of(&n, 3));
+        n.no_receipt();
+        // An older ack, or the same again, moves nothing: no receipt.
+        n.ack(2);
+        assert_eq!(n.acked().unwrap().cursor.seq, 3);
+        n.no_receipt();
+        n.ack(3);
+        assert_eq!(n.acked().unwrap().cursor.seq, 3);
+        n.no_receipt();
+        // A refused ack: none either.
+        n.ack(99);
+        assert!(matches!(n.acked(), Err(AckError::Unknown { .. })));
+        n.no_receipt();
+        // Cumulative: one ack, one receipt naming the new cursor.
+        n.ack(5);
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::Durable { .. }));
+        assert_eq!(n.acked().unwrap().cursor.seq, 5);
+        assert_eq!(n.receipt(), receipt_of(&n, 5));
+        n.no_receipt();
+    }
+
+    #[test]
+    fn at_never_a_receipt_goes_out_with_the_answer() {
+        let mut n = node_ns("receipt-never", Options::new(Fsync::Never, 1), true);
+        n.subscribe_durably();
+        n.publish_durable(2);
+        n.ack(2);
+        assert_eq!(n.acked().unwrap().cursor.seq, 2, "answered at once");
+        assert_eq!(n.receipt(), receipt_of(&n, 2));
+        n.no_receipt();
+    }
+
+    #[test]
+    fn an_ack_the_store_failed_publishes_no_receipt() {
+        let mut n = node_ns("receipt-failed", Options::new(Fsync::Always, 1), true);
+        n.subscribe_durably();
+        n.publish_durable(4);
+        n.store.as_ref().unwrap().fail_next_commit(ENOSPC);
+        n.ack(2);
+        n.durable.submit(&mut n.hub, &mut n.post);
+        assert!(matches!(n.handle_report(), Mail::StoreFailed { .. }));
+        assert!(matches!(n.acked(), Err(AckError::Unavailable(_))));
+        n.no_receipt();
+    }
+
+    #[test]
+    fn without_receipts_an_ack_that_moves_a_cursor_publishes_nothing() {
+        let mut n = node("receipt-off", Fsync::Never);
+        n.subscribe_durably();
+        n.publish_durable(2);
+        n.ack(2);
+        assert_eq!(n.acked().unwrap().cursor.seq, 2);
+        n.no_receipt();
+        assert!(!n.post.has_fanouts());
     }
 }

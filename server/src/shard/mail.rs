@@ -128,6 +128,9 @@ impl Shard {
                 id,
                 self.durable.as_mut(),
             ),
+            Mail::Receipt(receipt) => {
+                owner::receipt(&mut self.hub, &mut self.post, self.now, *receipt)
+            }
             Mail::UnreadQuery { reply, who } => {
                 let counts = self.hub.unread(&who);
                 self.post.send(reply.shard, Mail::Unread { reply, counts });

@@ -19,8 +19,8 @@ use codec::ws::DataKind;
 
 use crate::bus::{ConnHandle, Mail, ReplyTo};
 use crate::hub::{
-    AckError, ChannelName, Cursor, Event, Hub, Member, Message, MsgId, PublishItem, ShardSet,
-    SubRef,
+    AckError, ChannelName, Cursor, Event, Hub, Member, Message, MsgId, PublishItem, Receipt,
+    ShardSet, SubRef,
 };
 use crate::metrics::ShardMetrics;
 
@@ -240,9 +240,27 @@ pub fn ack(
             if acked.moved {
                 store.record_cursor(&channel, &who, acked.state.cursor);
             }
-            store.answer_ack(post, reply, channel, who, acked);
+            let receipt = hub.receipt(&channel, &who, &acked);
+            store.answer_ack(post, reply, channel, who, acked, receipt);
         }
     }
+}
+
+/// Sends `receipt` to the owner of its receipts channel, which
+/// publishes it ([`receipt`]). Called where the ack is answered: at
+/// `--fsync always` once the cursor is durable.
+pub fn send_receipt(post: &mut Post, receipt: Receipt) {
+    let owner = receipt.to.owner(post.shards());
+    post.send(owner, Mail::Receipt(Box::new(receipt)));
+}
+
+/// `Mail::Receipt`: publishes a receipt on its receipts channel, which
+/// this shard owns — live-only, like an ephemeral publish (no id, no
+/// history, nothing stored), to the subscribers of every shard.
+pub fn receipt(hub: &mut ShardHub, post: &mut Post, now: Instant, receipt: Receipt) {
+    let Receipt { to, payload } = receipt;
+    let (msg, interested) = hub.publish_live(&to, DataKind::Text, payload, Event::Ephemeral, now);
+    deliver(post, msg, interested);
 }
 
 /// A connection of `member` left a channel's presence.

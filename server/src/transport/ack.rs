@@ -83,14 +83,29 @@ pub fn identity(access: Option<&Access>, device: Box<str>) -> Result<Cursor, Ack
 /// in an `owner` namespace the token's `sub` must be the identity the
 /// channel names; elsewhere the token's `channels` claim must list it.
 /// Only asked where the namespace needs a token (an `owner` namespace
-/// always does).
+/// always does). A receipts channel (`<ch>:receipts`) may be read by
+/// whoever may read `<ch>` (or whose claim lists it by name); in an
+/// `owner` namespace only by `<ch>`'s identity.
 pub fn read_denied(settings: &Settings, access: &Access, channel: &ChannelName) -> Option<String> {
+    let base = settings.namespaces.receipts_of(channel.as_str());
     match settings.namespaces.owner_of(channel.as_str()) {
         Some(owner) if access.sub.as_deref() == Some(owner) => None,
         Some(_) => Some(format!("channel {channel} belongs to another identity")),
         None if access.may_read(channel.as_str()) => None,
+        None if base.is_some_and(|b| access.may_read(b)) => None,
         None => Some(format!("the token does not allow channel {channel}")),
     }
+}
+
+/// Why nobody may publish to `channel`, if it is a receipts channel
+/// (`<ch>:receipts` in a namespace with `receipts = true`): only the node
+/// publishes there, so a receipt can be trusted. One flag's test on a
+/// node without receipts.
+pub fn receipts_only(settings: &Settings, channel: &ChannelName) -> Option<String> {
+    let of = settings.namespaces.receipts_of(channel.as_str())?;
+    Some(format!(
+        "channel {channel} carries the receipts of {of}: only the node publishes to it"
+    ))
 }
 
 /// Refuses a cursor on a node that keeps none (no `--data-dir`, not in a
@@ -119,7 +134,11 @@ pub fn durable_for(
     if asked {
         let who = identity(access, device)?;
         store_kept(settings, channel)?;
-        return Ok(Some(who));
+        // A receipts channel is live-only (no ids to ack): plain, not
+        // refused — an event stream or poll asks for every channel it
+        // names, and may name a channel and its receipts together.
+        let receipts = settings.namespaces.receipts_of(channel.as_str()).is_some();
+        return Ok((!receipts).then_some(who));
     }
     if !settings.namespaces.of(channel.as_str()).durable || !settings.keeps_cursors() {
         return Ok(None);

@@ -605,6 +605,12 @@ impl Http {
             Ok(parsed) => parsed,
             Err(refused) => return self.refuse(ctx, &refused),
         };
+        let settings = ctx.settings();
+        if let Some(reason) = (items.iter()).find_map(|i| ack::receipts_only(settings, &i.channel))
+        {
+            let refused = Refused::new(Refusal::Forbidden, StatusCode::FORBIDDEN, reason);
+            return self.refuse(ctx, &refused);
+        }
         let answer = Answer {
             head_only: false,
             ..self.answer()

@@ -536,6 +536,9 @@ impl Session {
         rid: Option<Value>,
     ) -> Result<(), Refused> {
         let channel = channel_of(cmd)?;
+        if let Some(reason) = ack::receipts_only(ctx.settings(), &channel) {
+            return Err(refused("forbidden", reason));
+        }
         let by_token = (self.access.as_ref()).is_some_and(|a| a.may_publish(channel.as_str()));
         let namespaces = &ctx.settings().namespaces;
         if !namespaces.of(channel.as_str()).publish && !by_token {

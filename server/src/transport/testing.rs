@@ -685,17 +685,25 @@ impl Node {
                 id,
                 ..
             } => {
-                let result = match &self.store_failed {
+                let acked = match &self.store_failed {
                     Some(reason) => Err(AckError::Unavailable(format!(
                         "store unavailable: {reason}"
                     ))),
-                    None => self.hub.ack(&channel, &who, id).map(|a| a.state),
+                    None => self.hub.ack(&channel, &who, id),
                 };
+                // As `shard::owner::ack` at `--fsync never`: the receipt
+                // goes out with the answer.
+                let receipt =
+                    (acked.as_ref().ok()).and_then(|a| self.hub.receipt(&channel, &who, a));
+                let result = acked.map(|a| a.state);
                 self.mail.push_back(Mail::Acked {
                     reply,
                     channel,
                     result,
                 });
+                if let Some(receipt) = receipt {
+                    self.mail.push_back(Mail::Receipt(Box::new(receipt)));
+                }
             }
             Mail::UnreadQuery { reply, who } => {
                 let counts = self.hub.unread(&who);
@@ -722,6 +730,13 @@ impl Node {
                 self.dispatch(c, |p, ctx| {
                     p.handle_publish_refused(ctx, reply.token, &reason)
                 });
+            }
+            Mail::Receipt(receipt) => {
+                let at = self.instant();
+                let crate::hub::Receipt { to, payload } = *receipt;
+                let event = Event::Ephemeral;
+                let (msg, _) = (self.hub).publish_live(&to, DataKind::Text, payload, event, at);
+                self.fanouts.push(msg);
             }
             // This node is on its own: no Redis bridge writes to it, and
             // it has no store.

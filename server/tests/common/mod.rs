@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test file uses a different subset
 
 pub mod redis_server;
+pub mod store;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -10,6 +10,7 @@ mod http;
 mod mux;
 mod plans;
 mod poll;
+mod receipts;
 mod slow_consumer;
 mod split;
 mod sse;
