@@ -33,8 +33,10 @@ async fn node(redis: &RedisServer, extra: &[&str]) -> Server {
         redis.url.as_str(),
         "--jwt-secret",
         JWT_SECRET,
+        // Larger than any test publishes (the kill test sends at most
+        // 8,000): a message trimmed from Redis's history is not a lost one.
         "--history-size",
-        "1000",
+        "10000",
     ];
     args.extend_from_slice(extra);
     let node = Server::start(&args);
