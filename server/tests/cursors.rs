@@ -12,11 +12,10 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::get_current_timestamp;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 use common::store::{kill_9, DataDir};
-use common::{publish, recv_message, Server, Ws, JWT_SECRET};
+use common::{no_more_messages, publish, recv_message, session, Server, Ws, JWT_SECRET};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -44,14 +43,6 @@ fn token(sub: Option<&str>) -> String {
     common::hs256(&claims)
 }
 
-/// A `/ws` session presenting `token`.
-async fn session(node: &Server, token: &str) -> Ws {
-    let mut req = node.ws_url("/ws").into_client_request().unwrap();
-    let bearer = format!("Bearer {token}").parse().unwrap();
-    req.headers_mut().insert("Authorization", bearer);
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
 async fn send(ws: &mut Ws, v: Value) {
     ws.send(Message::text(v.to_string())).await.unwrap();
 }
@@ -77,22 +68,6 @@ async fn messages(ws: &mut Ws, n: usize) -> Vec<(String, String)> {
         ));
     }
     got
-}
-
-/// No message arrives for a while (no duplicate, no extra one); presence
-/// events (the session's own `joined`) may.
-async fn nothing_more(ws: &mut Ws) {
-    let until = tokio::time::Instant::now() + Duration::from_millis(300);
-    while let Ok(frame) = tokio::time::timeout_at(until, ws.next()).await {
-        let Some(Ok(Message::Text(t))) = frame else {
-            panic!("unexpected: {frame:?}");
-        };
-        let v: Value = serde_json::from_str(&t).unwrap();
-        assert!(
-            v["type"] == "joined" || v["type"] == "left",
-            "unexpected: {v}"
-        );
-    }
 }
 
 /// Publishes `m<from>` ..= `m<to>` to `ch`; their ids in order.
@@ -152,7 +127,7 @@ async fn a_ws_subscriber_acks_60_of_100_and_resumes_with_exactly_61_to_120() {
         (&json!(ids[59]), &json!(60))
     );
     assert_eq!(messages(&mut ws, 60).await, expected(&ids[60..], 61));
-    nothing_more(&mut ws).await;
+    no_more_messages(&mut ws).await;
 }
 
 /// An event stream of `path` presenting `token`: its events' (id, data),
@@ -262,11 +237,11 @@ async fn two_devices_of_one_identity_keep_separate_cursors() {
     let s = ask(&mut phone, subscribe("phone")).await;
     assert_eq!(s["cursor"], json!(ids[7]));
     assert_eq!(messages(&mut phone, 2).await, expected(&ids[8..], 9));
-    nothing_more(&mut phone).await;
+    no_more_messages(&mut phone).await;
     let mut laptop = session(&node, &ann).await;
     ask(&mut laptop, subscribe("laptop")).await;
     assert_eq!(messages(&mut laptop, 7).await, expected(&ids[3..], 4));
-    nothing_more(&mut laptop).await;
+    no_more_messages(&mut laptop).await;
     // The HTTP side names the device with ?device=.
     let body = json!({"id": ids[9]}).to_string();
     let (status, answer) = post_ack(&node, "/ack/c?device=laptop", Some(&ann), &body).await;
@@ -425,7 +400,7 @@ async fn an_acked_cursor_survives_kill_9_at_fsync_always() {
         "{s}"
     );
     assert_eq!(messages(&mut ws, 3).await, expected(&ids[7..], 8));
-    nothing_more(&mut ws).await;
+    no_more_messages(&mut ws).await;
     assert!(node.log().contains("1 cursors"), "{}", node.log());
 }
 

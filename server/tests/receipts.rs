@@ -16,10 +16,9 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use jsonwebtoken::get_current_timestamp;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{publish, recv_message, Server, Ws, JWT_SECRET};
+use common::{no_more_messages, publish, recv_message, session, Server, Ws, JWT_SECRET};
 
 /// A fresh directory (data and config), removed when dropped.
 struct Dir(PathBuf);
@@ -79,13 +78,6 @@ fn token(sub: &str, channels: &[&str]) -> String {
     common::hs256(&json!({"sub": sub, "exp": exp, "channels": channels}))
 }
 
-async fn session(node: &Server, token: &str) -> Ws {
-    let mut req = node.ws_url("/ws").into_client_request().unwrap();
-    let bearer = format!("Bearer {token}").parse().unwrap();
-    req.headers_mut().insert("Authorization", bearer);
-    tokio_tungstenite::connect_async(req).await.unwrap().0
-}
-
 /// Sends `v` and returns the next frame that is not a presence event.
 async fn ask(ws: &mut Ws, v: Value) -> Value {
     ws.send(Message::text(v.to_string())).await.unwrap();
@@ -101,21 +93,6 @@ async fn receipt(ws: &mut Ws, ch: &str) -> Value {
         "a live-only message on the receipts channel: {m}"
     );
     serde_json::from_str(m["data"].as_str().unwrap()).unwrap()
-}
-
-/// No frame but presence events for a while.
-async fn nothing_more(ws: &mut Ws) {
-    let until = tokio::time::Instant::now() + Duration::from_millis(400);
-    while let Ok(frame) = tokio::time::timeout_at(until, ws.next()).await {
-        let Some(Ok(Message::Text(t))) = frame else {
-            panic!("unexpected: {frame:?}");
-        };
-        let v: Value = serde_json::from_str(&t).unwrap();
-        assert!(
-            v["type"] == "joined" || v["type"] == "left",
-            "unexpected: {v}"
-        );
-    }
 }
 
 /// A room whose receipts channel another shard owns (of two): the
@@ -179,7 +156,7 @@ async fn a_sender_gets_exactly_the_receipts_of_the_acks_that_moved_a_cursor() {
         let a = ask(&mut bob, json!({"type": "ack", "ch": room, "id": id})).await;
         assert_eq!(a["cursor"], json!(ids[1]), "{a}");
     }
-    nothing_more(&mut ann).await;
+    no_more_messages(&mut ann).await;
 
     // POST /ack without a device: bob's own cursor, a receipt without one.
     let resp = reqwest::Client::new()
@@ -203,7 +180,7 @@ async fn a_sender_gets_exactly_the_receipts_of_the_acks_that_moved_a_cursor() {
     assert_eq!(recv_message(&mut bob).await["id"], json!(id));
     let a = ask(&mut bob, json!({"type": "ack", "ch": "chat:1", "id": id})).await;
     assert_eq!(a["type"], "acked", "{a}");
-    nothing_more(&mut ann).await;
+    no_more_messages(&mut ann).await;
 
     // Nobody publishes to a receipts channel: not a client, not a key.
     let resp = reqwest::Client::new()
@@ -215,7 +192,7 @@ async fn a_sender_gets_exactly_the_receipts_of_the_acks_that_moved_a_cursor() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     assert!(resp.text().await.unwrap().contains("only the node"));
-    nothing_more(&mut ann).await;
+    no_more_messages(&mut ann).await;
 }
 
 /// An event stream, read block by block (`\n\n`-separated), raw: the

@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 use futures_util::SinkExt;
 use jsonwebtoken::get_current_timestamp;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::{publish, recv_message, Server, Ws, JWT_SECRET};
+use common::{publish, recv_message, session, Server, Ws, JWT_SECRET};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -323,13 +322,6 @@ async fn disk_use_stays_bounded_under_a_long_stream() {
 fn token(sub: &str) -> String {
     let exp = get_current_timestamp() + 3600;
     common::hs256(&json!({"sub": sub, "exp": exp, "channels": ["*"]}))
-}
-
-async fn session(node: &Server, token: &str) -> Ws {
-    let mut req = node.ws_url("/ws").into_client_request().unwrap();
-    let bearer = format!("Bearer {token}").parse().unwrap();
-    req.headers_mut().insert("Authorization", bearer);
-    tokio_tungstenite::connect_async(req).await.unwrap().0
 }
 
 async fn ask(ws: &mut Ws, v: Value) -> Value {

@@ -46,7 +46,7 @@ use uring::{Completion, EventFd, Ring, RingConfig, SetupError, TcpOption};
 
 use crate::bus::ConnHandle;
 use crate::capacity::Plan;
-use crate::hub::ClientId;
+use crate::hub::{ClientId, Hub};
 use crate::metrics::{ShardMetrics, TlsFailure};
 use crate::transport::deflate::Deflate;
 use crate::transport::{Format, Protocol, Tick};
@@ -128,6 +128,9 @@ pub struct Subscriber {
     /// oldest undelivered message has waited since about then.
     pub behind_since: Tick,
 }
+
+/// The hub of a shard: what it holds per subscription is a [`Subscriber`].
+pub type ShardHub = Hub<Subscriber>;
 
 /// Bit flags of [`Conn::flags`].
 mod flags {

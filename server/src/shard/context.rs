@@ -23,8 +23,7 @@ use crate::metrics::ShardMetrics;
 use crate::transport::deflate::Deflater;
 use crate::transport::{tick_at, waiting_since, Context, Subscribe, Tick};
 
-use super::conns::{ConnKey, Conns, Queued, Subscriber};
-use super::owner::ShardHub;
+use super::conns::{ConnKey, Conns, Queued, ShardHub, Subscriber};
 use super::post::Post;
 use super::shared::Shared;
 use super::timers::Timers;

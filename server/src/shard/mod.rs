@@ -44,6 +44,8 @@ mod completions;
 pub mod conns;
 mod context;
 mod durable;
+#[cfg(test)]
+mod durable_tests;
 mod fanout;
 mod lag;
 mod mail;
@@ -76,12 +78,11 @@ use codec::http::StatusCode;
 use tls::TlsConn;
 
 use acceptor::Acceptor;
-use conns::{BufferPlan, ConnKey, Conns, OutputPlan};
+use conns::{BufferPlan, ConnKey, Conns, OutputPlan, ShardHub};
 use context::{ConnCtx, Requests};
 use durable::Durable;
 pub use durable::ShardStore;
 use op::Op;
-use owner::ShardHub;
 use peers::Admit;
 use post::Post;
 use relay::Relay;

@@ -19,17 +19,13 @@ use codec::ws::DataKind;
 
 use crate::bus::{ConnHandle, Mail, ReplyTo};
 use crate::hub::{
-    AckError, ChannelName, Cursor, Event, Hub, Member, Message, MsgId, PublishItem, Receipt,
-    ShardSet, SubRef,
+    AckError, ChannelName, Cursor, Event, Member, MsgId, PublishItem, Receipt, SubRef,
 };
 use crate::metrics::ShardMetrics;
 
-use super::conns::Subscriber;
+use super::conns::ShardHub;
 use super::durable::Durable;
 use super::post::Post;
-
-/// The hub of a shard.
-pub type ShardHub = Hub<Subscriber>;
 
 /// Publishes `items` (channels this shard owns) and answers `reply`.
 ///
@@ -71,7 +67,7 @@ pub fn publish(
     }
     post.send(reply.shard, Mail::Published { reply, ids });
     for (msg, interested) in out {
-        deliver(post, msg, interested);
+        post.deliver(msg, interested);
     }
 }
 
@@ -135,17 +131,8 @@ fn publish_stored(
         store.hold(reply, ids, held);
     }
     for (msg, interested) in out {
-        deliver(post, msg, interested);
+        post.deliver(msg, interested);
     }
-}
-
-/// Sends a message to every interested shard and holds it for this
-/// shard's fan-out.
-pub fn deliver(post: &mut Post, msg: std::sync::Arc<Message>, interested: ShardSet) {
-    for shard in interested.iter() {
-        post.send(shard, Mail::Deliver(msg.clone()));
-    }
-    post.fan_out(msg, false);
 }
 
 /// A connection of shard `from` subscribes, or one of its subscriptions
@@ -246,21 +233,13 @@ pub fn ack(
     }
 }
 
-/// Sends `receipt` to the owner of its receipts channel, which
-/// publishes it ([`receipt`]). Called where the ack is answered: at
-/// `--fsync always` once the cursor is durable.
-pub fn send_receipt(post: &mut Post, receipt: Receipt) {
-    let owner = receipt.to.owner(post.shards());
-    post.send(owner, Mail::Receipt(Box::new(receipt)));
-}
-
 /// `Mail::Receipt`: publishes a receipt on its receipts channel, which
 /// this shard owns — live-only, like an ephemeral publish (no id, no
 /// history, nothing stored), to the subscribers of every shard.
 pub fn receipt(hub: &mut ShardHub, post: &mut Post, now: Instant, receipt: Receipt) {
     let Receipt { to, payload } = receipt;
     let (msg, interested) = hub.publish_live(&to, DataKind::Text, payload, Event::Ephemeral, now);
-    deliver(post, msg, interested);
+    post.deliver(msg, interested);
 }
 
 /// A connection of `member` left a channel's presence.
@@ -301,5 +280,5 @@ fn announce(
     identity: Bytes,
 ) {
     let (msg, interested) = hub.publish_live(channel, DataKind::Text, identity, event, now);
-    deliver(post, msg, interested);
+    post.deliver(msg, interested);
 }

@@ -16,7 +16,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::bus::{Mail, Mailboxes};
-use crate::hub::Message;
+use crate::hub::{Message, Receipt, ShardSet};
 
 /// A message to deliver to this shard's subscribers.
 #[derive(Debug)]
@@ -93,6 +93,23 @@ impl Post {
     /// Holds a delivery for the fan-out phase.
     pub fn fan_out(&mut self, msg: Arc<Message>, remote: bool) {
         self.fanouts.push(Fanout { msg, remote });
+    }
+
+    /// On a channel's owner: sends `msg` to every interested shard and
+    /// holds it for this shard's fan-out.
+    pub fn deliver(&mut self, msg: Arc<Message>, interested: ShardSet) {
+        for shard in interested.iter() {
+            self.send(shard, Mail::Deliver(msg.clone()));
+        }
+        self.fan_out(msg, false);
+    }
+
+    /// Sends `receipt` to the owner of its receipts channel, which
+    /// publishes it (`owner::receipt`). Called where the ack is answered:
+    /// at `--fsync always` once the cursor is durable.
+    pub fn send_receipt(&mut self, receipt: Receipt) {
+        let owner = receipt.to.owner(self.shards());
+        self.send(owner, Mail::Receipt(Box::new(receipt)));
     }
 
     /// Whether deliveries are held.

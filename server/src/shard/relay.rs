@@ -46,7 +46,8 @@ use crate::cluster::bridge::{origin, Bridge, ToRedis};
 use crate::cluster::sequence::{Sequence, Verdict};
 use crate::hub::{AckError, ChannelName, Cursor, CursorState, Member, Message, MsgId, SubRef};
 
-use super::owner::{self, ShardHub};
+use super::conns::ShardHub;
+use super::owner;
 use super::post::Post;
 
 /// How often each followed channel is checked against Redis's newest id.
@@ -360,7 +361,7 @@ impl Relay {
             // Live-only: to whoever is live now; never waits for a read.
             if track.stage != Stage::Following {
                 let interested = o.hub.interest(&msg.channel);
-                owner::deliver(o.post, msg, interested);
+                o.post.deliver(msg, interested);
             }
             return;
         }
@@ -371,7 +372,7 @@ impl Relay {
         match track.sequence.arrive(msg.id) {
             Verdict::Next => {
                 if let Some(interested) = o.hub.owner_append(&msg) {
-                    owner::deliver(o.post, msg, interested);
+                    o.post.deliver(msg, interested);
                 }
             }
             Verdict::Duplicate => {}
@@ -485,7 +486,7 @@ impl Relay {
                     }
                     last = msg.id.seq;
                     if let Some(interested) = hub.owner_append(&msg) {
-                        owner::deliver(post, msg, interested);
+                        post.deliver(msg, interested);
                     }
                 }
                 track.sequence = Sequence::starting_after(hub.owner_position(&channel));

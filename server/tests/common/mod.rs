@@ -446,6 +446,33 @@ pub async fn recv_message(ws: &mut Ws) -> serde_json::Value {
     }
 }
 
+/// A multiplexed `/ws` session presenting `token` as a bearer token.
+pub async fn session(node: &Server, token: &str) -> Ws {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut req = node.ws_url("/ws").into_client_request().unwrap();
+    let bearer = format!("Bearer {token}").parse().unwrap();
+    req.headers_mut().insert("Authorization", bearer);
+    tokio_tungstenite::connect_async(req).await.unwrap().0
+}
+
+/// No frame but presence events (`joined`, `left`) arrives for 400 ms: no
+/// duplicate, no message too many.
+pub async fn no_more_messages(ws: &mut Ws) {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let until = tokio::time::Instant::now() + Duration::from_millis(400);
+    while let Ok(frame) = tokio::time::timeout_at(until, ws.next()).await {
+        let Some(Ok(Message::Text(t))) = frame else {
+            panic!("unexpected: {frame:?}");
+        };
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert!(
+            v["type"] == "joined" || v["type"] == "left",
+            "unexpected: {v}"
+        );
+    }
+}
+
 /// What a WebSocket handshake came to: the socket, or the HTTP status and
 /// body of the refusal. Any other failure fails the test.
 pub fn handshake_outcome<R>(
