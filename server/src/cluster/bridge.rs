@@ -402,8 +402,12 @@ pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, Strin
                     },
                 };
                 let checked = match seeds {
-                    None => check_persistence(config.fsync, &mut servers).await,
-                    Some(_) => check_cluster_persistence(config.fsync, &servers[0]).await,
+                    None => check_servers(config.fsync, &mut servers).await,
+                    Some(_) => {
+                        let cluster = &servers[0];
+                        persistence::check_cluster(config.fsync, &cluster.url, &cluster.commands)
+                            .await
+                    }
                 };
                 if let Err(e) = checked {
                     let _ = ready_tx.send(Err(e));
@@ -465,141 +469,11 @@ impl Server {
     }
 }
 
-/// A Redis Cluster: asks every master what it keeps, as
-/// [`check_persistence`] asks a server. `WAITAOF` is not used here (it
-/// would have to reach the master of each write on the connection that
-/// wrote), so `always` needs `appendfsync always` on every master.
-async fn check_cluster_persistence(policy: Option<Policy>, server: &Server) -> Result<(), String> {
-    use std::collections::HashMap;
-    let Commands::Cluster(con) = server.commands.clone() else {
-        return Ok(());
-    };
-    let label = &server.url;
-    // Every master's answer, by address (a refusal is that master's
-    // `Err`).
-    let ask = |cmd: redis::Cmd| {
-        let mut con = con.clone();
-        async move {
-            let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
-            let answer = con
-                .route_command(cmd, all)
-                .await
-                .map_err(|e| format!("redis cluster {label}: {e}"))?;
-            let redis::Value::Map(pairs) = answer else {
-                return Err(format!(
-                    "redis cluster {label}: unexpected answer {answer:?}"
-                ));
-            };
-            let mut by_node = Vec::with_capacity(pairs.len());
-            for (addr, value) in pairs {
-                let addr: String = redis::from_redis_value(addr).map_err(|e| e.to_string())?;
-                by_node.push((addr, value));
-            }
-            by_node.sort_by(|a, b| a.0.cmp(&b.0));
-            Ok::<_, String>(by_node)
-        }
-    };
-    let text = |v: &redis::Value| -> Result<String, String> {
-        match v {
-            redis::Value::ServerError(e) => Err(format!("{e:?}")),
-            v => redis::from_redis_value::<String>(v.clone()).map_err(|e| e.to_string()),
-        }
-    };
-    let mut info_server = redis::cmd("INFO");
-    info_server.arg("server");
-    let mut info_persistence = redis::cmd("INFO");
-    info_persistence.arg("persistence");
-    let mut config = redis::cmd("CONFIG");
-    config.arg("GET").arg("appendfsync");
-    let servers = ask(info_server).await?;
-    let persistence = ask(info_persistence).await?;
-    let configs = ask(config).await?;
-    for (addr, info) in &servers {
-        let url = format!("redis cluster {label}, master {addr},");
-        let info = text(info).map_err(|e| format!("{url} INFO server failed: {e}"))?;
-        let persisted = (persistence.iter().find(|(a, _)| a == addr))
-            .map(|(_, v)| text(v).unwrap_or_default())
-            .unwrap_or_default();
-        let appendfsync = match configs.iter().find(|(a, _)| a == addr) {
-            Some((_, redis::Value::ServerError(e))) => Err(format!("{e:?}")),
-            Some((_, v)) => redis::from_redis_value::<HashMap<String, String>>(v.clone())
-                .map_err(|e| e.to_string())
-                .and_then(|m| {
-                    m.get("appendfsync")
-                        .cloned()
-                        .ok_or_else(|| "no value".to_string())
-                }),
-            None => Err("no answer".to_string()),
-        };
-        let report = persistence::Report {
-            version: persistence::info_field(&info, "redis_version")
-                .unwrap_or("unknown")
-                .to_string(),
-            aof: persistence::info_field(&persisted, "aof_enabled").map(|v| v == "1"),
-            appendfsync,
-        };
-        let (mode, line) = persistence::decide(policy, &url, &report)?;
-        if mode.waitaof && report.appendfsync.as_deref() != Ok("always") {
-            return Err(format!(
-                "--fsync always with a Redis Cluster needs appendfsync always on every master \
-                 (WAITAOF is not used with a Redis Cluster), and {url} has appendfsync {} \
-                 (CONFIG SET appendfsync always on each master)",
-                report
-                    .appendfsync
-                    .unwrap_or_else(|e| format!("unknown ({e})"))
-            ));
-        }
-        if line.contains("WARNING") {
-            tracing::warn!("{line}");
-        } else {
-            tracing::info!("{line}");
-        }
-    }
-    Ok(())
-}
-
-/// Asks each server what it keeps (`INFO`, `CONFIG GET appendfsync`),
-/// logs it, and refuses to start when it cannot keep `--fsync`'s promise
-/// (see [`persistence`]).
-async fn check_persistence(policy: Option<Policy>, servers: &mut [Server]) -> Result<(), String> {
+/// Checks each server's persistence against `--fsync` (see
+/// [`persistence::check_server`]) and notes which need `WAITAOF`.
+async fn check_servers(policy: Option<Policy>, servers: &mut [Server]) -> Result<(), String> {
     for server in servers {
-        let mut con = server.commands.clone();
-        let info = |section: &'static str| {
-            let mut con = con.clone();
-            async move {
-                redis::cmd("INFO")
-                    .arg(section)
-                    .query_async::<String>(&mut con)
-                    .await
-            }
-        };
-        let url = &server.url;
-        let server_info = info("server")
-            .await
-            .map_err(|e| format!("redis {url}: INFO server failed: {e}"))?;
-        let persistence_info = info("persistence")
-            .await
-            .map_err(|e| format!("redis {url}: INFO persistence failed: {e}"))?;
-        let appendfsync = redis::cmd("CONFIG")
-            .arg("GET")
-            .arg("appendfsync")
-            .query_async::<Vec<String>>(&mut con)
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|v| v.get(1).cloned().ok_or_else(|| "no value".to_string()));
-        let report = persistence::Report {
-            version: persistence::info_field(&server_info, "redis_version")
-                .unwrap_or("unknown")
-                .to_string(),
-            aof: persistence::info_field(&persistence_info, "aof_enabled").map(|v| v == "1"),
-            appendfsync,
-        };
-        let (mode, line) = persistence::decide(policy, url, &report)?;
-        if line.contains("WARNING") {
-            tracing::warn!("{line}");
-        } else {
-            tracing::info!("{line}");
-        }
+        let mode = persistence::check_server(policy, &server.url, &server.commands).await?;
         server.waitaof = mode.waitaof;
     }
     Ok(())

@@ -14,9 +14,15 @@
 //! when it is refused, `always` relies on `WAITAOF` (Redis ≥ 7.2) and
 //! `interval` is taken on trust, with a warning.
 //!
-//! Pure decisions here; the bridge asks Redis and acts.
+//! [`decide`] is the decision, pure and tested on its own;
+//! [`check_server`] and [`check_cluster`] ask Redis what it decides on.
 
+use std::collections::HashMap;
 use std::fmt;
+
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+
+use super::connection::Commands;
 
 /// `--fsync` as a cluster node applies it (the interval's length is
 /// Redis's `appendfsync`, not the node's).
@@ -49,6 +55,19 @@ pub struct Report {
     pub aof: Option<bool>,
     /// `CONFIG GET appendfsync`, or why it could not be read.
     pub appendfsync: Result<String, String>,
+}
+
+impl Report {
+    /// A report from the texts of `INFO server` and `INFO persistence`.
+    fn from_info(server: &str, persistence: &str, appendfsync: Result<String, String>) -> Report {
+        Report {
+            version: info_field(server, "redis_version")
+                .unwrap_or("unknown")
+                .to_string(),
+            aof: info_field(persistence, "aof_enabled").map(|v| v == "1"),
+            appendfsync,
+        }
+    }
 }
 
 /// How the bridge writes to a server that passed the check.
@@ -151,6 +170,138 @@ pub fn info_field<'a>(info: &'a str, field: &str) -> Option<&'a str> {
         .filter_map(|l| l.trim_end().split_once(':'))
         .find(|(k, _)| *k == field)
         .map(|(_, v)| v)
+}
+
+// Asking Redis.
+
+/// A Redis Cluster: asks every master what it keeps, as
+/// [`check_server`] asks a server. `WAITAOF` is not used here (it
+/// would have to reach the master of each write on the connection that
+/// wrote), so `always` needs `appendfsync always` on every master.
+pub async fn check_cluster(
+    policy: Option<Policy>,
+    label: &str,
+    commands: &Commands,
+) -> Result<(), String> {
+    let Commands::Cluster(con) = commands.clone() else {
+        return Ok(());
+    };
+    // Every master's answer, by address (a refusal is that master's
+    // `Err`).
+    let ask = |cmd: redis::Cmd| {
+        let mut con = con.clone();
+        async move {
+            let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+            let answer = con
+                .route_command(cmd, all)
+                .await
+                .map_err(|e| format!("redis cluster {label}: {e}"))?;
+            let redis::Value::Map(pairs) = answer else {
+                return Err(format!(
+                    "redis cluster {label}: unexpected answer {answer:?}"
+                ));
+            };
+            let mut by_node = Vec::with_capacity(pairs.len());
+            for (addr, value) in pairs {
+                let addr: String = redis::from_redis_value(addr).map_err(|e| e.to_string())?;
+                by_node.push((addr, value));
+            }
+            by_node.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok::<_, String>(by_node)
+        }
+    };
+    let text = |v: &redis::Value| -> Result<String, String> {
+        match v {
+            redis::Value::ServerError(e) => Err(format!("{e:?}")),
+            v => redis::from_redis_value::<String>(v.clone()).map_err(|e| e.to_string()),
+        }
+    };
+    let mut info_server = redis::cmd("INFO");
+    info_server.arg("server");
+    let mut info_persistence = redis::cmd("INFO");
+    info_persistence.arg("persistence");
+    let mut config = redis::cmd("CONFIG");
+    config.arg("GET").arg("appendfsync");
+    let servers = ask(info_server).await?;
+    let persistence = ask(info_persistence).await?;
+    let configs = ask(config).await?;
+    for (addr, info) in &servers {
+        let url = format!("redis cluster {label}, master {addr},");
+        let info = text(info).map_err(|e| format!("{url} INFO server failed: {e}"))?;
+        let persisted = (persistence.iter().find(|(a, _)| a == addr))
+            .map(|(_, v)| text(v).unwrap_or_default())
+            .unwrap_or_default();
+        let appendfsync = match configs.iter().find(|(a, _)| a == addr) {
+            Some((_, redis::Value::ServerError(e))) => Err(format!("{e:?}")),
+            Some((_, v)) => redis::from_redis_value::<HashMap<String, String>>(v.clone())
+                .map_err(|e| e.to_string())
+                .and_then(|m| {
+                    m.get("appendfsync")
+                        .cloned()
+                        .ok_or_else(|| "no value".to_string())
+                }),
+            None => Err("no answer".to_string()),
+        };
+        let report = Report::from_info(&info, &persisted, appendfsync);
+        let mode = judge(policy, &url, &report)?;
+        if mode.waitaof && report.appendfsync.as_deref() != Ok("always") {
+            return Err(format!(
+                "--fsync always with a Redis Cluster needs appendfsync always on every master \
+                 (WAITAOF is not used with a Redis Cluster), and {url} has appendfsync {} \
+                 (CONFIG SET appendfsync always on each master)",
+                report
+                    .appendfsync
+                    .unwrap_or_else(|e| format!("unknown ({e})"))
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Asks one server what it keeps (`INFO`, `CONFIG GET appendfsync`),
+/// logs it, and says how to write to it, or why the node must not start
+/// (it cannot keep `--fsync`'s promise).
+pub async fn check_server(
+    policy: Option<Policy>,
+    url: &str,
+    commands: &Commands,
+) -> Result<Mode, String> {
+    let mut con = commands.clone();
+    let info = |section: &'static str| {
+        let mut con = con.clone();
+        async move {
+            redis::cmd("INFO")
+                .arg(section)
+                .query_async::<String>(&mut con)
+                .await
+        }
+    };
+    let server_info = info("server")
+        .await
+        .map_err(|e| format!("redis {url}: INFO server failed: {e}"))?;
+    let persistence_info = info("persistence")
+        .await
+        .map_err(|e| format!("redis {url}: INFO persistence failed: {e}"))?;
+    let appendfsync = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("appendfsync")
+        .query_async::<Vec<String>>(&mut con)
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|v| v.get(1).cloned().ok_or_else(|| "no value".to_string()));
+    let report = Report::from_info(&server_info, &persistence_info, appendfsync);
+    judge(policy, url, &report)
+}
+
+/// [`decide`], with its line logged (as a warning when it warns).
+fn judge(policy: Option<Policy>, url: &str, report: &Report) -> Result<Mode, String> {
+    let (mode, line) = decide(policy, url, report)?;
+    if line.contains("WARNING") {
+        tracing::warn!("{line}");
+    } else {
+        tracing::info!("{line}");
+    }
+    Ok(mode)
 }
 
 #[cfg(test)]
