@@ -85,7 +85,7 @@ fn main() {
                 let (script, names, payload) = (&script, &names, &payload);
                 async move {
                     let ch = &names[i % names.len()];
-                    script.publish(&mut con, ch, DataKind::Text, payload, history, now_ms, epoch, false).await
+                    script.publish(&mut con, ch, DataKind::Text, payload, history, now_ms, epoch, false, None).await
                 }
             })
             .buffer_unordered(inflight)

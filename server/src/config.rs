@@ -356,7 +356,10 @@ pub struct Cli {
     /// When a stored publish is answered: `always` (after an fsync that
     /// holds it; survives power loss), `interval:<ms>` (after the kernel
     /// has it; fsynced every <ms>), `interval` (= interval:100) or `never`
-    /// (at once). Needs --data-dir. [default: interval:100]
+    /// (at once). Needs --data-dir, or --redis: in a cluster `always`
+    /// answers once Redis's AOF is fsynced, `interval` needs Redis to keep
+    /// an AOF, `never` asks nothing of it (docs/durability.md).
+    /// [default: interval:100; in a cluster: none, as `never`]
     #[arg(long, env = "RINGCAST_FSYNC", value_name = "POLICY")]
     pub fsync: Option<Fsync>,
 
@@ -596,6 +599,9 @@ pub struct Settings {
     pub redis_wait: bool,
     /// Where history survives restarts, and how (none: memory only).
     pub store: Option<StoreSettings>,
+    /// In a cluster: `--fsync`, which Redis must honour (none: nothing is
+    /// asked of Redis's persistence).
+    pub redis_fsync: Option<Fsync>,
     /// How long presence entries outlive a node's last heartbeat.
     pub presence_ttl: Duration,
     /// Publishing without keys on a non-loopback address was asked for.
@@ -657,19 +663,14 @@ fn store_settings(
     file_fsync: Option<String>,
     cluster: bool,
 ) -> Result<Option<StoreSettings>, ConfigError> {
-    let fsync = match (fsync, file_fsync) {
-        (Some(f), _) => Some(f),
-        (None, Some(s)) => Some(
-            s.parse::<Fsync>()
-                .map_err(|e| ConfigError(format!("fsync in the config file: {e}")))?,
-        ),
-        (None, None) => None,
-    };
+    let fsync = fsync_setting(fsync, file_fsync)?;
     match (dir, fsync) {
         (None, None) => Ok(None),
+        // In a cluster `--fsync` is Redis's to honour (`Settings::redis_fsync`).
+        (None, Some(_)) if cluster => Ok(None),
         (None, Some(f)) => Err(ConfigError(format!(
-            "--fsync {f} needs --data-dir (without a data directory history is kept \
-             in memory only and nothing is fsynced)"
+            "--fsync {f} needs --data-dir, or --redis where it is a demand on Redis \
+             (without either history is kept in memory only and nothing is fsynced)"
         ))),
         (Some(_), _) if cluster => Err(ConfigError(
             "--data-dir needs a node of its own; in a cluster (--redis) Redis is the store".into(),
@@ -681,6 +682,18 @@ fn store_settings(
             dir,
             fsync: f.unwrap_or(Fsync::Interval(crate::store::DEFAULT_INTERVAL)),
         })),
+    }
+}
+
+/// `--fsync` from the flag, else the config file.
+fn fsync_setting(fsync: Option<Fsync>, file: Option<String>) -> Result<Option<Fsync>, ConfigError> {
+    match (fsync, file) {
+        (Some(f), _) => Ok(Some(f)),
+        (None, Some(s)) => s
+            .parse::<Fsync>()
+            .map(Some)
+            .map_err(|e| ConfigError(format!("fsync in the config file: {e}"))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -703,6 +716,12 @@ pub struct DeflateSettings {
 }
 
 impl Settings {
+    /// Whether durable cursors are kept: in the store (`--data-dir`), or
+    /// in a cluster in Redis.
+    pub fn keeps_cursors(&self) -> bool {
+        self.store.is_some() || !self.redis.is_empty()
+    }
+
     /// Resolves flags and environment (already in `cli`) over the file and
     /// the defaults, and checks the result.
     pub fn resolve(cli: Cli) -> Result<Settings, ConfigError> {
@@ -869,6 +888,10 @@ impl Settings {
                 .map(str::to_string)
                 .collect(),
             redis_wait: cli.redis_wait || file.redis_wait.unwrap_or(false),
+            redis_fsync: match cli.redis.is_some() || file.redis.is_some() {
+                true => fsync_setting(cli.fsync, file.fsync.clone())?,
+                false => None,
+            },
             store: store_settings(
                 cli.data_dir.or(file.data_dir),
                 cli.fsync,
@@ -965,9 +988,9 @@ impl Settings {
                     "{what} requires a token, but the node has no JWT keys (--jwt-secret or --jwt-public-key)"
                 )));
             }
-            if n.durable == Some(true) && self.store.is_none() {
+            if n.durable == Some(true) && !self.keeps_cursors() {
                 return Err(ConfigError(format!(
-                    "{what} has durable = true, which needs --data-dir (the cursors are kept in the store)"
+                    "{what} has durable = true, which needs --data-dir or --redis (the cursors are kept in the store, or in Redis)"
                 )));
             }
             let owner = match &n.owner {
@@ -1494,6 +1517,17 @@ mod tests {
         }
         let err = resolve(&["--fsync", "always"]).unwrap_err().to_string();
         assert!(err.contains("--fsync always needs --data-dir"), "{err}");
+        // In a cluster --fsync is Redis's to keep (stage 8), and durable
+        // namespaces keep their cursors in Redis.
+        let s = resolve(&["--fsync", "always", "--redis", "redis://127.0.0.1"]).unwrap();
+        assert_eq!((&s.store, s.redis_fsync), (&None, Some(Fsync::Always)));
+        assert!(s.keeps_cursors());
+        let s = resolve(&["--redis", "redis://127.0.0.1"]).unwrap();
+        assert_eq!(s.redis_fsync, None);
+        assert!(resolve(&["--data-dir", "/tmp/x"])
+            .unwrap()
+            .redis_fsync
+            .is_none());
         let err = resolve(&["--data-dir", "/tmp/x", "--redis", "redis://127.0.0.1"])
             .unwrap_err()
             .to_string();

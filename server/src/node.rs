@@ -20,6 +20,7 @@ use crate::auth::Tickets;
 use crate::bus::{Mailboxes, StoreReports};
 use crate::capacity::{group, Plan};
 use crate::cluster::bridge::{self, BridgeConfig};
+use crate::cluster::persistence::Policy;
 use crate::config::{Settings, StoreSettings};
 use crate::hub::{ChannelName, Epoch};
 use crate::metrics::ShardMetrics;
@@ -128,6 +129,11 @@ pub fn run(mut settings: Settings) -> Result<(), NodeError> {
             epoch,
             namespaces: settings.namespaces.clone(),
             presence_ttl: settings.presence_ttl,
+            fsync: settings.redis_fsync.map(|f| match f {
+                crate::store::Fsync::Always => Policy::Always,
+                crate::store::Fsync::Interval(_) => Policy::Interval,
+                crate::store::Fsync::Never => Policy::Never,
+            }),
         };
         Some(bridge::start(config, mail.clone()).map_err(NodeError)?)
     };

@@ -53,6 +53,7 @@ async fn publishes_are_numbered_kept_trimmed_and_read_back() {
             now_ms(),
             epoch,
             false,
+            None,
         ))
         .await
         .unwrap();
@@ -74,6 +75,7 @@ async fn publishes_are_numbered_kept_trimmed_and_read_back() {
             now_ms(),
             Epoch::random(),
             false,
+            None,
         )
         .await
         .unwrap();
@@ -133,6 +135,7 @@ async fn subscribers_get_each_message_once_in_order() {
                         now_ms(),
                         epoch,
                         false,
+                        None,
                     )
                     .await
                     .unwrap();
@@ -193,6 +196,7 @@ async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_history_expir
             now_ms(),
             first,
             false,
+            None,
         )
         .await
         .unwrap();
@@ -208,6 +212,7 @@ async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_history_expir
             now_ms(),
             second,
             false,
+            None,
         )
         .await
         .unwrap();
@@ -230,6 +235,7 @@ async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_history_expir
             now_ms(),
             first,
             false,
+            None,
         )
         .await
         .unwrap();
@@ -269,6 +275,7 @@ async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_history_expir
             now_ms(),
             first,
             false,
+            None,
         )
         .await
         .unwrap();
@@ -283,6 +290,7 @@ async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_history_expir
             now_ms(),
             second,
             false,
+            None,
         )
         .await
         .unwrap();
@@ -290,4 +298,46 @@ async fn a_channel_whose_keys_are_lost_starts_a_new_epoch_and_idle_history_expir
         (one.epoch, one.seq, two.epoch, two.seq),
         (first, 1, second, 1)
     );
+}
+
+/// `--fsync always` on Redis ≥ 7.2: the script goes with `WAITAOF 1 0` in
+/// one pipeline, and the publish counts only when Redis reports its AOF
+/// fsynced. On an older Redis (Debian 12 ships 7.0) `WAITAOF` is an
+/// unknown command: the publish fails (the node refuses such a server
+/// at start; see `cluster::persistence`), though the script ran.
+#[tokio::test]
+async fn a_publish_waiting_for_the_aof_is_answered_only_when_redis_fsynced_it() {
+    let redis = Redis::start_with_aof("everysec");
+    let mut con = redis.connection().await;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    let modern = !(info.contains("redis_version:7.0.") || info.contains("redis_version:6."));
+    let script = PublishScript::default();
+    let ch = channel("waited");
+    let epoch = Epoch::random();
+    let wait = Some(Duration::from_millis(1500));
+    let published = script
+        .publish(
+            &mut con,
+            &ch,
+            DataKind::Text,
+            b"x",
+            limits(10, 60),
+            now_ms(),
+            epoch,
+            false,
+            wait,
+        )
+        .await;
+    match (modern, published) {
+        (true, Ok(id)) => assert_eq!((id.epoch, id.seq), (epoch, 1)),
+        (false, Err(e)) => assert!(e.to_string().contains("WAITAOF"), "{e}"),
+        (_, other) => panic!("Redis {modern}: {other:?}"),
+    }
+    // Either way the script ran, in the same pipeline.
+    let history = history_after(&mut con, &ch, 0, 10).await.unwrap();
+    assert_eq!(history.messages.len(), 1);
 }

@@ -152,6 +152,10 @@ pub enum Mail {
         who: Cursor,
         /// The id acknowledged.
         id: MsgId,
+        /// The acking connection is subscribed durably as `who` (in a
+        /// cluster the ack may then create the cursor, lost with Redis's
+        /// data).
+        subscribed: bool,
     },
     /// Where `who`'s cursors stand on the channels the receiving shard
     /// owns (`GET /unread`); answer with [`Mail::Unread`]. Sent to every
@@ -260,6 +264,14 @@ pub enum FromRedis {
     /// The Pub/Sub connection is back and subscribed again: every channel
     /// followed reads what it missed from history before going on.
     Resubscribed,
+    /// A durable subscription's cursor, as Redis keeps it (and whether
+    /// this read created it, "from now"); `None`: Redis could not be read.
+    Cursor {
+        /// The owner's number for the request.
+        token: u64,
+        /// The cursor and its unread count, and whether it was created.
+        found: Option<(CursorState, bool)>,
+    },
 }
 
 // Every queue slot is one `Mail`: keep the kinds a delivery shares its

@@ -36,11 +36,13 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInf
 use tokio::sync::mpsc;
 
 use crate::bus::{FromRedis, Mail, Mailboxes, ReplyTo};
-use crate::hub::{ChannelName, Epoch, Event, Member, Message, MsgId, PublishItem};
+use crate::hub::{ChannelName, Cursor, Epoch, Event, Member, Message, MsgId, PublishItem};
 use crate::metrics::Histogram;
 use crate::policy::Namespaces;
 
 use super::connection::{self, Commands, Subscriptions};
+use super::cursors;
+use super::persistence::{self, Policy};
 use super::placement::Placement;
 use super::script::{self, Keys, PublishScript, Stored, META_TTL};
 
@@ -117,6 +119,39 @@ pub enum ToRedis {
         reply: ReplyTo,
         /// The channel.
         channel: ChannelName,
+    },
+    /// A durable subscription: `who`'s cursor on `channel` (created "from
+    /// now" if it has none); answer its owner with [`FromRedis::Cursor`].
+    Cursor {
+        /// The owner's number for the request.
+        token: u64,
+        /// The channel.
+        channel: ChannelName,
+        /// Whose cursor.
+        who: Cursor,
+    },
+    /// `channel` is behind the owner's copy (`at`) in the same epoch:
+    /// give it a new epoch in Redis, then read its history after 0.
+    RolledBack {
+        /// The channel.
+        channel: ChannelName,
+        /// The owner's position.
+        at: MsgId,
+    },
+    /// An ack: move `who`'s cursor on `channel` to `id`; answer `reply`
+    /// with [`Mail::Acked`].
+    Ack {
+        /// Who to answer.
+        reply: ReplyTo,
+        /// The channel.
+        channel: ChannelName,
+        /// Whose cursor.
+        who: Cursor,
+        /// The id acknowledged.
+        id: MsgId,
+        /// The acking connection is subscribed durably as `who`: the ack
+        /// may create the cursor (lost with Redis's data).
+        subscribed: bool,
     },
 }
 
@@ -241,11 +276,34 @@ impl Bridge {
     /// Hands a publish to the bridge; `Err` with the reason when its queue
     /// is full (answer `503`).
     pub fn publish(&self, reply: ReplyTo, items: Vec<PublishItem>) -> Result<(), &'static str> {
+        self.write(ToRedis::Publish { reply, items })
+    }
+
+    /// Hands an ack to the bridge (the publishes' queue: an ack is a
+    /// write); `Err` with the reason when it cannot take it.
+    pub fn ack(
+        &self,
+        reply: ReplyTo,
+        channel: ChannelName,
+        who: Cursor,
+        id: MsgId,
+        subscribed: bool,
+    ) -> Result<(), &'static str> {
+        self.write(ToRedis::Ack {
+            reply,
+            channel,
+            who,
+            id,
+            subscribed,
+        })
+    }
+
+    fn write(&self, command: ToRedis) -> Result<(), &'static str> {
         if !self.health.is_up() {
             self.health.publish_failures.fetch_add(1, Ordering::Relaxed);
             return Err("redis unavailable (its Pub/Sub connection is down)");
         }
-        match self.publishes.try_send(ToRedis::Publish { reply, items }) {
+        match self.publishes.try_send(command) {
             Ok(()) => Ok(()),
             Err(_) => {
                 self.health.publish_failures.fetch_add(1, Ordering::Relaxed);
@@ -256,7 +314,10 @@ impl Bridge {
 
     /// Sends a follow, read, unfollow or probe.
     pub fn ask(&self, command: ToRedis) {
-        debug_assert!(!matches!(command, ToRedis::Publish { .. }));
+        debug_assert!(!matches!(
+            command,
+            ToRedis::Publish { .. } | ToRedis::Ack { .. }
+        ));
         let _ = self.control.send(command);
     }
 
@@ -280,6 +341,9 @@ pub struct BridgeConfig {
     /// How long a node's presence entries live unrefreshed: a node that
     /// dies stops counting after this (it refreshes every third of it).
     pub presence_ttl: Duration,
+    /// `--fsync` in the cluster: what Redis's persistence must give
+    /// (`None`: nothing asked; see [`persistence`]).
+    pub fsync: Option<Policy>,
 }
 
 /// Starts the bridge thread: connects to every Redis server (failing, or
@@ -321,7 +385,7 @@ pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, Strin
                 }
             };
             runtime.block_on(async move {
-                let (servers, pushes) = match &seeds {
+                let (mut servers, pushes) = match &seeds {
                     Some(seeds) => match connect_cluster(&config, seeds).await {
                         Ok((server, pushes)) => (vec![server], Some(pushes)),
                         Err(e) => {
@@ -337,6 +401,18 @@ pub fn start(config: BridgeConfig, mail: Arc<Mailboxes>) -> Result<Bridge, Strin
                         }
                     },
                 };
+                let checked = match seeds {
+                    None => check_servers(config.fsync, &mut servers).await,
+                    Some(_) => {
+                        let cluster = &servers[0];
+                        persistence::check_cluster(config.fsync, &cluster.url, &cluster.commands)
+                            .await
+                    }
+                };
+                if let Err(e) = checked {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
                 let script = PublishScript::for_node(config.epoch);
                 let state = Arc::new(State {
                     config,
@@ -377,6 +453,30 @@ struct Server {
     followed: Mutex<HashSet<ChannelName>>,
     /// Where topics are subscribed, while Pub/Sub is up.
     sink: Mutex<Option<Subscriptions>>,
+    /// `--fsync always` on a server that needs `WAITAOF` for it.
+    waitaof: bool,
+}
+
+/// How long `WAITAOF` may wait for Redis's fsync: within the command
+/// timeout, and past `appendfsync everysec`'s second.
+const WAITAOF_TIMEOUT: Duration = Duration::from_millis(1500);
+
+impl Server {
+    /// With `--fsync always` (where Redis needs it): how long to wait for
+    /// the AOF's fsync after a write.
+    fn waitaof(&self) -> Option<Duration> {
+        self.waitaof.then_some(WAITAOF_TIMEOUT)
+    }
+}
+
+/// Checks each server's persistence against `--fsync` (see
+/// [`persistence::check_server`]) and notes which need `WAITAOF`.
+async fn check_servers(policy: Option<Policy>, servers: &mut [Server]) -> Result<(), String> {
+    for server in servers {
+        let mode = persistence::check_server(policy, &server.url, &server.commands).await?;
+        server.waitaof = mode.waitaof;
+    }
+    Ok(())
 }
 
 struct State {
@@ -481,6 +581,7 @@ async fn connect_all(
             commands: Commands::Server(commands),
             followed: Mutex::new(HashSet::new()),
             sink: Mutex::new(None),
+            waitaof: false,
         });
     }
     Ok(servers)
@@ -533,6 +634,7 @@ async fn connect_cluster(
         commands: Commands::Cluster(con.clone()),
         followed: Mutex::new(HashSet::new()),
         sink: Mutex::new(Some(Subscriptions::Cluster(con))),
+        waitaof: false,
     };
     Ok((server, push_rx))
 }
@@ -579,6 +681,25 @@ async fn serve(
             ToRedis::PresenceQuery { reply, channel } => {
                 tokio::spawn(presence_query(state, reply, channel));
             }
+            ToRedis::RolledBack { channel, at } => {
+                tokio::spawn(rolled_back(state, channel, at));
+            }
+            ToRedis::Cursor {
+                token,
+                channel,
+                who,
+            } => {
+                tokio::spawn(cursor(state, token, channel, who));
+            }
+            ToRedis::Ack {
+                reply,
+                channel,
+                who,
+                id,
+                subscribed,
+            } => {
+                tokio::spawn(ack(state, reply, channel, who, id, subscribed));
+            }
         }
     }
 }
@@ -615,6 +736,7 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
                     unix_ms(),
                     Epoch::random(),
                     state.sharded,
+                    server.waitaof(),
                 )
                 .await
         };
@@ -643,6 +765,89 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
         }
     }
     state.send(reply.shard, Mail::Published { reply, ids });
+}
+
+async fn rolled_back(state: Arc<State>, channel: ChannelName, at: MsgId) {
+    let server = state.server_of(&channel);
+    let mut con = server.commands.clone();
+    match script::new_epoch_after_rollback(&mut con, &channel, at, Epoch::random()).await {
+        Ok(changed) => {
+            if changed {
+                tracing::warn!(
+                    "redis {}: {channel} went back behind {at} (Redis lost data in the same epoch); it takes a new epoch",
+                    server.url
+                );
+            }
+            read(state, channel, 0).await;
+        }
+        Err(e) => {
+            tracing::warn!(
+                "redis {}: cannot renew the epoch of {channel}: {e}",
+                server.url
+            );
+            state.tell_owner(
+                &channel,
+                FromRedis::ReadFailed {
+                    channel: channel.clone(),
+                },
+            );
+        }
+    }
+}
+
+async fn cursor(state: Arc<State>, token: u64, channel: ChannelName, who: Cursor) {
+    let server = state.server_of(&channel);
+    let mut con = server.commands.clone();
+    let found = cursors::subscribe(&mut con, &channel, &who, Epoch::random(), META_TTL).await;
+    let found = match found {
+        Ok(f) => Some((f.state, f.created)),
+        Err(e) => {
+            tracing::warn!(
+                "redis {}: cannot read the cursor of {who} on {channel}: {e}",
+                server.url
+            );
+            None
+        }
+    };
+    state.tell_owner(&channel, FromRedis::Cursor { token, found });
+}
+
+async fn ack(
+    state: Arc<State>,
+    reply: ReplyTo,
+    channel: ChannelName,
+    who: Cursor,
+    id: MsgId,
+    subscribed: bool,
+) {
+    let server = state.server_of(&channel);
+    let mut con = server.commands.clone();
+    // A cursor may be made by the ack in a durable namespace, or for a
+    // connection subscribed durably (its cursor was lost with Redis's data).
+    let durable_ns = subscribed || state.config.namespaces.of(channel.as_str()).durable;
+    let waitaof = server.waitaof();
+    let done = cursors::ack(&mut con, &channel, &who, id, durable_ns, META_TTL, waitaof).await;
+    let result = match done {
+        Ok(result) => result,
+        Err(e) => {
+            tracing::warn!(
+                "ack of {id} on {channel} by {who} refused: redis {} failed: {e}",
+                server.url
+            );
+            Err(crate::hub::AckError::Unavailable(format!(
+                "redis unavailable ({})",
+                e.category()
+            )))
+        }
+    };
+    state.send(
+        reply.shard,
+        Mail::Acked {
+            reply,
+            channel,
+            result,
+        },
+    );
 }
 
 async fn follow(state: Arc<State>, channel: ChannelName) {

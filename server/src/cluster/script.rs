@@ -105,7 +105,7 @@ pub const META_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24
 /// The publish script, loaded once per connection by its hash.
 #[derive(Debug)]
 pub struct PublishScript {
-    script: redis::Script,
+    script: Script,
     meta_ttl_ms: u64,
     /// The publishing node, named in every message it publishes.
     node: Epoch,
@@ -122,7 +122,7 @@ impl PublishScript {
     /// publish (see [`META_TTL`]).
     pub fn with_meta_ttl(meta_ttl: std::time::Duration) -> PublishScript {
         PublishScript {
-            script: redis::Script::new(include_str!("publish.lua")),
+            script: Script::new(include_str!("publish.lua")),
             meta_ttl_ms: meta_ttl.as_millis().max(1) as u64,
             node: Epoch::NONE,
         }
@@ -141,7 +141,8 @@ impl PublishScript {
     /// is taken only by a channel that has none — make it fresh
     /// ([`Epoch::random`]) for each call, so that a channel whose keys were
     /// lost never starts again in an epoch it had; `sharded` publishes
-    /// with `SPUBLISH` (Redis Cluster).
+    /// with `SPUBLISH` (Redis Cluster). With `waitaof`, answers only once
+    /// Redis reports the write fsynced to its AOF ([`Script::run`]).
     #[allow(clippy::too_many_arguments)]
     pub async fn publish<C: ConnectionLike>(
         &self,
@@ -153,27 +154,41 @@ impl PublishScript {
         now_ms: u64,
         epoch: Epoch,
         sharded: bool,
+        waitaof: Option<std::time::Duration>,
     ) -> RedisResult<MsgId> {
         let keys = Keys::of(channel);
         // The keys outlive the last message by its age limit (at least a
         // second): an idle channel's history expires with its messages.
         let ttl_ms = history.max_age.as_millis().max(1000) as u64;
-        let (epoch, seq): (String, u64) = self
-            .script
-            .key(&keys.meta)
-            .key(&keys.log)
-            .arg(payload)
-            .arg(kind_tag(kind))
-            .arg(history.max_messages)
-            .arg(ttl_ms)
-            .arg(now_ms)
-            .arg(epoch.to_string())
-            .arg(&keys.topic)
-            .arg(if sharded { "1" } else { "0" })
-            .arg(self.meta_ttl_ms)
-            .arg(self.node.to_string())
-            .invoke_async(con)
-            .await?;
+        // The same arguments for `EVALSHA` (the usual path, unchanged by
+        // stage 8) and for `EVAL` + `WAITAOF` (`--fsync always`).
+        macro_rules! args {
+            ($c:expr) => {
+                $c.arg(payload)
+                    .arg(kind_tag(kind))
+                    .arg(history.max_messages)
+                    .arg(ttl_ms)
+                    .arg(now_ms)
+                    .arg(epoch.to_string())
+                    .arg(&keys.topic)
+                    .arg(if sharded { "1" } else { "0" })
+                    .arg(self.meta_ttl_ms)
+                    .arg(self.node.to_string())
+            };
+        }
+        let (epoch, seq): (String, u64) = match waitaof {
+            None => {
+                let mut invocation = self.script.script.prepare_invoke();
+                invocation.key(&keys.meta).key(&keys.log);
+                args!(invocation);
+                invocation.invoke_async(con).await?
+            }
+            Some(timeout) => {
+                let mut pipe = self.script.eval(&[&keys.meta, &keys.log]);
+                args!(pipe);
+                Script::waiting(con, pipe, timeout).await?
+            }
+        };
         Ok(MsgId {
             epoch: epoch.parse().map_err(|_| bad_reply("epoch", &epoch))?,
             seq,
@@ -505,6 +520,123 @@ pub mod presence {
         members.dedup();
         Ok(members)
     }
+}
+
+/// A Lua script: its source, and the `redis::Script` that runs it by
+/// hash (`EVALSHA`, loading it when Redis has not).
+#[derive(Debug)]
+pub struct Script {
+    source: &'static str,
+    script: redis::Script,
+}
+
+/// A script's arguments, as bytes.
+#[derive(Debug, Default)]
+pub struct Args(Vec<Vec<u8>>);
+
+impl Args {
+    /// Appends one argument.
+    pub fn push<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Args {
+        self.0.extend(arg.to_redis_args());
+        self
+    }
+}
+
+impl Script {
+    /// The script with this source.
+    pub fn new(source: &'static str) -> Script {
+        Script {
+            source,
+            script: redis::Script::new(source),
+        }
+    }
+
+    /// Runs the script. With `waitaof`, the script goes as `EVAL` in one
+    /// pipeline with `WAITAOF 1 0 <waitaof>` — on the same connection,
+    /// so `WAITAOF` waits for this write (a reconnection in between
+    /// would otherwise make it wait for nothing) — and the call fails
+    /// unless Redis reports its AOF fsynced in time.
+    pub async fn run<C: ConnectionLike, T: redis::FromRedisValue>(
+        &self,
+        con: &mut C,
+        keys: &[&str],
+        args: &Args,
+        waitaof: Option<std::time::Duration>,
+    ) -> RedisResult<T> {
+        let Some(timeout) = waitaof else {
+            let mut invocation = self.script.prepare_invoke();
+            for k in keys {
+                invocation.key(*k);
+            }
+            for a in &args.0 {
+                invocation.arg(a.as_slice());
+            }
+            return invocation.invoke_async(con).await;
+        };
+        let mut pipe = self.eval(keys);
+        for a in &args.0 {
+            pipe.arg(a.as_slice());
+        }
+        Script::waiting(con, pipe, timeout).await
+    }
+
+    /// A pipeline whose one command, so far, is `EVAL <source> <keys>`:
+    /// the caller appends the arguments.
+    fn eval(&self, keys: &[&str]) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        let eval = pipe.cmd("EVAL").arg(self.source).arg(keys.len());
+        for k in keys {
+            eval.arg(*k);
+        }
+        pipe
+    }
+
+    /// Sends `pipe` (an `EVAL`) followed by `WAITAOF 1 0 <timeout>`: the
+    /// script's answer, once Redis reports its AOF fsynced.
+    async fn waiting<C: ConnectionLike, T: redis::FromRedisValue>(
+        con: &mut C,
+        mut pipe: redis::Pipeline,
+        timeout: std::time::Duration,
+    ) -> RedisResult<T> {
+        pipe.cmd("WAITAOF")
+            .arg(1)
+            .arg(0)
+            .arg(timeout.as_millis().max(1) as u64);
+        let (answer, (local, _replicas)): (T, (u64, u64)) = pipe.query_async(con).await?;
+        if local < 1 {
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "WAITAOF",
+                format!(
+                    "the append-only file was not fsynced within {} ms",
+                    timeout.as_millis()
+                ),
+            )));
+        }
+        Ok(answer)
+    }
+}
+
+/// `channel` was found behind a node's copy in the same epoch (`at`):
+/// Redis lost the tail of its data and would number those messages again.
+/// Gives it the fresh `epoch` unless another node already did, or Redis is
+/// no longer behind; true if this call changed it (`rollback.lua`).
+pub async fn new_epoch_after_rollback<C: ConnectionLike>(
+    con: &mut C,
+    channel: &ChannelName,
+    at: MsgId,
+    epoch: Epoch,
+) -> RedisResult<bool> {
+    static ROLLBACK: std::sync::LazyLock<Script> =
+        std::sync::LazyLock::new(|| Script::new(include_str!("rollback.lua")));
+    let mut args = Args::default();
+    args.push(at.epoch.to_string())
+        .push(at.seq)
+        .push(epoch.to_string());
+    let changed: u8 = ROLLBACK
+        .run(con, &[&Keys::of(channel).meta], &args, None)
+        .await?;
+    Ok(changed == 1)
 }
 
 fn kind_tag(kind: DataKind) -> &'static str {

@@ -292,7 +292,7 @@ impl Context for ConnCtx<'_> {
         reply.token
     }
 
-    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId) -> u32 {
+    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId, subscribed: bool) -> u32 {
         let reply = self.reply_to();
         let owner = self.hub.owner(&channel);
         self.post.send(
@@ -302,6 +302,7 @@ impl Context for ConnCtx<'_> {
                 channel,
                 who,
                 id,
+                subscribed,
             },
         );
         reply.token

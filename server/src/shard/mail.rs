@@ -67,16 +67,17 @@ impl Shard {
                 channel,
                 since,
                 member,
-                // In a cluster there is no store: connections refuse
-                // durable subscriptions (`not_durable`) before they ask.
-                durable: _,
+                durable,
             } if self.relay.is_some() => {
+                // In a cluster Redis keeps the cursors (`relay`).
                 let request = Held {
                     from,
                     conn,
                     at,
                     since,
                     member,
+                    durable: durable.map(|who| *who),
+                    cursor: None,
                 };
                 let (relay, o) = self.relay_and_owner().expect("checked");
                 relay.subscribe(o, request, channel);
@@ -107,6 +108,17 @@ impl Shard {
                 channel,
                 who,
                 id,
+                subscribed,
+            } if self.relay.is_some() => {
+                let relay = self.relay.as_ref().expect("checked");
+                relay.ack(&mut self.post, reply, channel, who, id, subscribed);
+            }
+            Mail::Ack {
+                reply,
+                channel,
+                who,
+                id,
+                subscribed: _,
             } => owner::ack(
                 &mut self.hub,
                 &mut self.post,

@@ -22,6 +22,13 @@
 //!   racing the live stream yields each message exactly once, in order.
 //!   A failed read is asked again at the next housekeeping.
 //!
+//! * **Durable subscriptions.** Redis keeps the cursors
+//!   ([`cluster::cursors`](crate::cluster::cursors)), so a client acks on
+//!   one node and resumes on another: a durable subscription first asks
+//!   the bridge for its cursor (created "from now" if it has none), then
+//!   goes on as any other, resuming from the cursor when it names no
+//!   `since`. Acks go to the bridge, which answers the connection.
+//!
 //! Every few seconds the owner asks Redis for the newest id of each
 //! channel it follows: one found behind (a Pub/Sub that silently stopped)
 //! reads what it missed. When the Pub/Sub connection comes back after a
@@ -33,10 +40,11 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
+use crate::bus::Mail;
 use crate::bus::{ConnHandle, FromRedis, ReplyTo};
 use crate::cluster::bridge::{origin, Bridge, ToRedis};
 use crate::cluster::sequence::{Sequence, Verdict};
-use crate::hub::{ChannelName, Member, Message, MsgId, SubRef};
+use crate::hub::{AckError, ChannelName, Cursor, CursorState, Member, Message, MsgId, SubRef};
 
 use super::conns::ShardHub;
 use super::owner;
@@ -62,6 +70,10 @@ pub struct Held {
     pub since: Option<MsgId>,
     /// Who joins the presence, if anyone.
     pub member: Option<Member>,
+    /// A durable subscription: whose cursor.
+    pub durable: Option<Cursor>,
+    /// Its cursor once Redis gave it, and whether Redis created it.
+    pub cursor: Option<(CursorState, bool)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,6 +107,11 @@ pub struct Relay {
     /// How often this node's presence entries are refreshed.
     heartbeat: Duration,
     last_heartbeat: Instant,
+    /// Durable subscriptions waiting for their cursor, by request number.
+    cursors: HashMap<u64, (ChannelName, Held)>,
+    /// Those whose cursor read failed: asked again at housekeeping.
+    cursors_failed: Vec<(ChannelName, Held)>,
+    next_token: u64,
 }
 
 /// What the relay needs of its shard for one call.
@@ -118,6 +135,9 @@ impl Relay {
             last_probe: now,
             heartbeat: presence_ttl / 3,
             last_heartbeat: now,
+            cursors: HashMap::new(),
+            cursors_failed: Vec::new(),
+            next_token: 0,
         }
     }
 
@@ -125,6 +145,9 @@ impl Relay {
     /// once when the channel is in step, else held until it is (following
     /// it first if nobody on the node does yet).
     pub fn subscribe(&mut self, o: Owner<'_>, request: Held, channel: ChannelName) {
+        if request.durable.is_some() && request.cursor.is_none() {
+            return self.ask_cursor(channel, request);
+        }
         if let Some(track) = self.tracks.get_mut(&channel) {
             if track.stage == Stage::Following {
                 track.held.push(request);
@@ -150,12 +173,55 @@ impl Relay {
         );
     }
 
+    /// A durable subscription asks Redis for its cursor first.
+    fn ask_cursor(&mut self, channel: ChannelName, request: Held) {
+        let who = request.durable.clone().expect("a durable subscription");
+        let token = self.next_token;
+        self.next_token += 1;
+        self.bridge.ask(ToRedis::Cursor {
+            token,
+            channel: channel.clone(),
+            who,
+        });
+        self.cursors.insert(token, (channel, request));
+    }
+
+    /// An ack, in a cluster: Redis moves the cursor, and the bridge
+    /// answers the connection (or it is refused here, `unavailable`,
+    /// when the bridge cannot take it).
+    pub fn ack(
+        &self,
+        post: &mut Post,
+        reply: ReplyTo,
+        channel: ChannelName,
+        who: Cursor,
+        id: MsgId,
+        subscribed: bool,
+    ) {
+        let asked = self.bridge.ack(reply, channel.clone(), who, id, subscribed);
+        if let Err(reason) = asked {
+            let result = Err(AckError::Unavailable(reason.to_string()));
+            post.send(
+                reply.shard,
+                Mail::Acked {
+                    reply,
+                    channel,
+                    result,
+                },
+            );
+        }
+    }
+
     /// Shard `from` has no subscribers of `channel` left: its held
     /// requests go too.
     pub fn unsubscribe(&mut self, from: usize, channel: &ChannelName) {
         if let Some(track) = self.tracks.get_mut(channel) {
             track.held.retain(|h| h.from != from);
         }
+        self.cursors
+            .retain(|_, (c, h)| !(h.from == from && c == channel));
+        self.cursors_failed
+            .retain(|(c, h)| !(h.from == from && c == channel));
     }
 
     /// A connection of `member` left `channel`'s presence: if it was the
@@ -222,6 +288,18 @@ impl Relay {
                     read_after(&self.bridge, o.hub, track, &channel);
                 }
             }
+            FromRedis::Cursor { token, found } => {
+                let Some((channel, mut request)) = self.cursors.remove(&token) else {
+                    return; // its subscriber left meanwhile
+                };
+                match found {
+                    Some(found) => {
+                        request.cursor = Some(found);
+                        self.subscribe(o, request, channel);
+                    }
+                    None => self.cursors_failed.push((channel, request)),
+                }
+            }
             FromRedis::Resubscribed => {
                 for (channel, track) in self.tracks.iter_mut() {
                     match track.stage {
@@ -240,6 +318,9 @@ impl Relay {
     /// [`PROBE_EVERY`] the channels are checked against Redis, and every
     /// third of the presence TTL this node's members are refreshed.
     pub fn housekeeping(&mut self, hub: &ShardHub, now: Instant) {
+        for (channel, request) in std::mem::take(&mut self.cursors_failed) {
+            self.ask_cursor(channel, request);
+        }
         if now.duration_since(self.last_heartbeat) >= self.heartbeat {
             self.last_heartbeat = now;
             for channel in self.tracks.keys() {
@@ -362,6 +443,22 @@ impl Relay {
             }
             Stage::Reading | Stage::Live => {
                 let had = hub.owner_position(&channel);
+                if let (Some(h), Some(n)) = (had, newest) {
+                    if h.epoch == n.epoch && n.seq < h.seq {
+                        // Redis went back (it lost the tail of its data):
+                        // it would number those messages again under ids
+                        // this node has shown. A new epoch first (the
+                        // script checks again, atomically, so a stale
+                        // read changes nothing); then history is read
+                        // again (`ReadFailed` if not).
+                        tracing::warn!(
+                            "{channel}: Redis is at {n}, behind this node's {h} in the same epoch; asking for a new epoch"
+                        );
+                        track.stage = Stage::Reading;
+                        self.bridge.ask(ToRedis::RolledBack { channel, at: h });
+                        return;
+                    }
+                }
                 let epoch_changed =
                     matches!((had, newest), (Some(h), Some(n)) if h.epoch != n.epoch);
                 if epoch_changed {
@@ -421,8 +518,38 @@ fn answer(bridge: &Bridge, o: Owner<'_>, channel: ChannelName, r: Held) {
             bridge.ask(ToRedis::PresenceJoin { channel, member });
         }
     }
-    owner::subscribe(
-        o.hub, o.post, o.now, o.budget, r.from, r.conn, r.at, channel, r.since, None, None,
+    let Some((state, created)) = r.cursor else {
+        return owner::subscribe(
+            o.hub, o.post, o.now, o.budget, r.from, r.conn, r.at, channel, r.since, None, None,
+        );
+    };
+    // A durable subscription without `since` resumes from its cursor; a
+    // cursor just created is "now" in Redis, which this node's copy may
+    // not have reached: it starts from the copy's now instead (what it
+    // then gets live is after the cursor, or acked again harmlessly).
+    let since = match (r.since, created) {
+        (Some(since), _) => Some(since),
+        (None, true) => None,
+        (None, false) => {
+            let at = state.cursor;
+            // The cursor may be ahead of the copy (acked on another node
+            // a moment ago, the message not here yet): from the copy's
+            // end, never `unknown`.
+            match o.hub.owner_position(&channel) {
+                Some(p) if p.epoch == at.epoch && p.seq < at.seq => Some(p),
+                _ => Some(at),
+            }
+        }
+    };
+    let mut replay = o.hub.owner_subscribe(&channel, r.from, since, o.budget);
+    replay.durable = Some(Box::new(state));
+    o.post.send(
+        r.from,
+        Mail::Replayed {
+            conn: r.conn,
+            at: r.at,
+            replay: Box::new(replay),
+        },
     );
 }
 

@@ -108,14 +108,15 @@ pub fn receipts_only(settings: &Settings, channel: &ChannelName) -> Option<Strin
     ))
 }
 
-/// Refuses a cursor on a node that keeps none (no `--data-dir`).
+/// Refuses a cursor on a node that keeps none (no `--data-dir`, not in a
+/// cluster).
 pub fn store_kept(settings: &Settings, channel: &ChannelName) -> Result<(), AckError> {
-    if settings.store.is_some() {
+    if settings.keeps_cursors() {
         return Ok(());
     }
     Err(AckError::NotDurable {
         channel: channel.clone(),
-        why: "the node has no --data-dir".into(),
+        why: "the node has no --data-dir and no --redis".into(),
     })
 }
 
@@ -139,7 +140,7 @@ pub fn durable_for(
         let receipts = settings.namespaces.receipts_of(channel.as_str()).is_some();
         return Ok((!receipts).then_some(who));
     }
-    if !settings.namespaces.of(channel.as_str()).durable || settings.store.is_none() {
+    if !settings.namespaces.of(channel.as_str()).durable || !settings.keeps_cursors() {
         return Ok(None);
     }
     Ok(identity(access, device).ok())
@@ -269,6 +270,21 @@ pub fn reason(e: &AckError) -> String {
 /// Why `GET /unread` and `{"type":"unread"}` are refused without a store
 /// (`409` / `not_durable`).
 pub const NO_STORE: &str = "the node has no --data-dir, so it keeps no cursors";
+
+/// In a cluster: `GET /unread` would have to visit every channel an
+/// identity has a cursor on, spread over Redis servers and slots; not
+/// built (`subscribed` and `acked` carry each channel's `unread`).
+pub const NO_UNREAD_IN_CLUSTER: &str = "GET /unread is not available in a cluster (--redis): \
+     each channel's unread count comes with `subscribed` and `acked`";
+
+/// Why `GET /unread` / `{"type":"unread"}` cannot be answered, if so.
+pub fn no_unread(settings: &Settings) -> Option<&'static str> {
+    match (&settings.store, settings.redis.is_empty()) {
+        (Some(_), _) => None,
+        (None, false) => Some(NO_UNREAD_IN_CLUSTER),
+        (None, true) => Some(NO_STORE),
+    }
+}
 
 /// The unread counts of an identity, gathered from every shard:
 /// `{"unread":{"<channel>":N,…},"total":N}` (channels sorted).

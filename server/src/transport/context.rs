@@ -191,8 +191,10 @@ pub trait Context {
 
     /// Acknowledges every message of `channel` up to `id` for `who`'s
     /// durable cursor; the answer arrives as `handle_acked` with the
-    /// returned token.
-    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId) -> u32;
+    /// returned token. `subscribed`: the connection holds a durable
+    /// subscription to `channel` for `who` (in a cluster, an ack may then
+    /// make the cursor again after Redis lost it).
+    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId, subscribed: bool) -> u32;
 
     /// Asks every shard where `who`'s cursors stand on the channels it
     /// owns; each answers `handle_unread` with the returned token. Returns

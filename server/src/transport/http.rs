@@ -725,7 +725,7 @@ impl Http {
         };
         self.flags &= !flag::PARTIAL;
         ctx.set_timer(None);
-        let token = ctx.ack(channel, who, id);
+        let token = ctx.ack(channel, who, id, false);
         let busy = self.busy.get_or_insert_with(Default::default);
         busy.waiting.push_back(Waiting::Ack {
             token,
@@ -755,8 +755,8 @@ impl Http {
             Ok(who) => who,
             Err(e) => return self.refuse_auth(ctx, &ack::refused(&e)),
         };
-        if ctx.settings().store.is_none() {
-            let refused = Refused::new(Refusal::BadRequest, StatusCode::CONFLICT, ack::NO_STORE);
+        if let Some(why) = ack::no_unread(ctx.settings()) {
+            let refused = Refused::new(Refusal::BadRequest, StatusCode::CONFLICT, why);
             return self.refuse(ctx, &refused);
         }
         let (token, left) = ctx.query_unread(who);
@@ -1228,7 +1228,7 @@ where
     let settings = ctx.settings();
     let namespaces = &settings.namespaces;
     let by_namespace = || (channels.clone().into_iter()).any(|c| namespaces.of(c.as_str()).durable);
-    if !asked && (settings.store.is_none() || !by_namespace()) {
+    if !asked && (!settings.keeps_cursors() || !by_namespace()) {
         return Ok(Vec::new());
     }
     let presented;

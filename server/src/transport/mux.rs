@@ -455,7 +455,10 @@ impl Session {
             None => return Err(refused("bad_id", "missing \"id\"")),
         };
         ack::store_kept(ctx.settings(), &channel).map_err(refuse)?;
-        let token = ctx.ack(channel, who, id);
+        let subscribed = (self.subs.get(&channel))
+            .and_then(|s| s.durable.as_ref())
+            .is_some_and(|c| *c == who);
+        let token = ctx.ack(channel, who, id, subscribed);
         self.pending.insert(token, Pending::Ack { rid });
         Ok(())
     }
@@ -471,8 +474,8 @@ impl Session {
         let device = device_of(cmd)?.unwrap_or_default();
         let who = ack::identity(self.access.as_deref(), device)
             .map_err(|e| refused(ack::code(&e), e.to_string()))?;
-        if ctx.settings().store.is_none() {
-            return Err(refused("not_durable", ack::NO_STORE));
+        if let Some(why) = ack::no_unread(ctx.settings()) {
+            return Err(refused("not_durable", why));
         }
         let (token, left) = ctx.query_unread(who);
         let counts = Vec::new();

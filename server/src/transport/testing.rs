@@ -683,6 +683,7 @@ impl Node {
                 channel,
                 who,
                 id,
+                ..
             } => {
                 let acked = match &self.store_failed {
                     Some(reason) => Err(AckError::Unavailable(format!(
@@ -1133,13 +1134,14 @@ impl Context for Ctx<'_> {
         reply.token
     }
 
-    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId) -> u32 {
+    fn ack(&mut self, channel: ChannelName, who: Cursor, id: MsgId, subscribed: bool) -> u32 {
         let reply = self.reply_to();
         self.node.mail.push_back(Mail::Ack {
             reply,
             channel,
             who,
             id,
+            subscribed,
         });
         reply.token
     }

@@ -13,31 +13,40 @@ pub struct RedisServer {
     pub url: String,
     /// Where an append-only file is kept, when persistent.
     dir: Option<PathBuf>,
+    /// Its `appendfsync`.
+    appendfsync: &'static str,
 }
 
 impl RedisServer {
     /// Without persistence: a restart loses everything.
     pub fn start() -> RedisServer {
-        Self::start_on(free_port(), None)
+        Self::start_on(free_port(), None, "")
     }
 
     /// Without persistence, on `port`.
     pub fn start_on_port(port: u16) -> RedisServer {
-        Self::start_on(port, None)
+        Self::start_on(port, None, "")
     }
 
     /// With an append-only file fsynced on every write: a restart keeps
     /// everything.
     pub fn start_persistent() -> RedisServer {
+        Self::start_with_aof("always")
+    }
+
+    /// With an append-only file and this `appendfsync` (`always`,
+    /// `everysec`, `no`).
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn start_with_aof(appendfsync: &'static str) -> RedisServer {
         let port = free_port();
         let dir =
             std::env::temp_dir().join(format!("ringcast-redis-{}-{port}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        Self::start_on(port, Some(dir))
+        Self::start_on(port, Some(dir), appendfsync)
     }
 
-    fn start_on(port: u16, dir: Option<PathBuf>) -> RedisServer {
+    fn start_on(port: u16, dir: Option<PathBuf>, appendfsync: &'static str) -> RedisServer {
         let mut cmd = redis_server(port);
         match &dir {
             Some(d) => cmd.args([
@@ -46,7 +55,7 @@ impl RedisServer {
                 "--appendonly",
                 "yes",
                 "--appendfsync",
-                "always",
+                appendfsync,
             ]),
             None => cmd.args(["--appendonly", "no"]),
         };
@@ -64,6 +73,7 @@ impl RedisServer {
             port,
             url: format!("redis://127.0.0.1:{port}/"),
             dir,
+            appendfsync,
         }
     }
 
@@ -78,9 +88,15 @@ impl RedisServer {
     /// Starts again on the same port (with the same files, if persistent).
     pub fn restart(&mut self) {
         self.kill();
-        let mut again = Self::start_on(self.port, self.dir.clone());
+        let mut again = Self::start_on(self.port, self.dir.clone(), self.appendfsync);
         self.child = again.child.take();
         again.dir = None; // ours, not its to remove
+    }
+
+    /// Where a persistent server keeps its files.
+    #[allow(dead_code)] // not every test binary uses it
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self.dir.as_deref()
     }
 
     /// `SIGSTOP` (`true`) or `SIGCONT` (`false`).

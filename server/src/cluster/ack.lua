@@ -1,0 +1,46 @@
+-- An acknowledgement: moves a cursor forward (see cluster/cursors.rs).
+--
+-- KEYS[1]  rc:{<channel>}:meta   hash: epoch, seq
+-- KEYS[2]  rc:{<channel>}:log    the history stream (entry id <seq>-0)
+-- KEYS[3]  rc:{<channel>}:cur    hash: "<sub>\0<device>" -> "<epoch>-<seq>"
+-- ARGV[1]  the cursor's field
+-- ARGV[2]  the acked id's epoch
+-- ARGV[3]  the acked id's seq
+-- ARGV[4]  how long the cursors live after their last use, ms
+-- ARGV[5]  1: the namespace is durable (an ack may create a cursor)
+--
+-- Returns {verdict, epoch, seq, cursor seq, oldest}: verdict "ok",
+-- "stale" (another epoch), "unknown" (past the last seq), "not_durable"
+-- (no cursor, and the namespace keeps none unasked). Cumulative: the
+-- cursor only moves forward within an epoch; a cursor of an older epoch
+-- (the channel's keys were lost) is replaced.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
+if not epoch then
+  return {'unknown', '', 0, 0, 0}
+end
+if epoch ~= ARGV[2] then
+  return {'stale', epoch, seq, 0, 0}
+end
+local at = tonumber(ARGV[3])
+if at > seq then
+  return {'unknown', epoch, seq, 0, 0}
+end
+local cursor = redis.call('HGET', KEYS[3], ARGV[1])
+if not cursor and ARGV[5] ~= '1' then
+  return {'not_durable', epoch, seq, 0, 0}
+end
+if cursor then
+  local e, s = string.match(cursor, '^(%x+)-(%d+)$')
+  if e == epoch and tonumber(s) > at then
+    at = tonumber(s)
+  end
+end
+redis.call('HSET', KEYS[3], ARGV[1], epoch .. '-' .. at)
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
+local oldest = seq + 1
+local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if first[1] then
+  oldest = tonumber(string.match(first[1][1], '^(%d+)'))
+end
+return {'ok', epoch, seq, at, oldest}

@@ -1,0 +1,169 @@
+//! Durable cursors in a cluster: Redis keeps them, next to the channel's
+//! history, so a client acks on one node and resumes on another.
+//!
+//! A channel `c`'s cursors are the hash `rc:{c}:cur` (same hash tag as its
+//! other keys, so on Redis Cluster one slot holds them all and a script
+//! may touch them together): field `<sub>\0<device>`, value
+//! `<epoch>-<seq>`, the last message acknowledged. The hash lives as long
+//! as the channel's meta ([`script::META_TTL`](super::script::META_TTL))
+//! after its last use.
+//!
+//! Two scripts, each atomic with the channel's publishes:
+//! * `cursor.lua` (a durable subscription): the cursor, created "from
+//!   now" (the channel's last seq) when there is none;
+//! * `ack.lua`: checks the id against the channel's epoch and last seq,
+//!   moves the cursor forward (never back; a cursor of an older epoch is
+//!   replaced), and says where it stands.
+//!
+//! The rules are those of a single node (`hub::cursor`); only the place
+//! differs. No connection handling here: every call takes a connection.
+
+use redis::aio::ConnectionLike;
+use redis::RedisResult;
+
+use crate::hub::cursor;
+use crate::hub::{AckError, ChannelName, Cursor, CursorState, Epoch, MsgId};
+
+use super::script::{Args, Keys, Script};
+
+static CURSOR: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("cursor.lua")));
+static ACK: std::sync::LazyLock<Script> =
+    std::sync::LazyLock::new(|| Script::new(include_str!("ack.lua")));
+
+/// The hash of `channel`'s cursors.
+pub fn key(channel: &ChannelName) -> String {
+    format!("rc:{{{}}}:cur", channel.as_str())
+}
+
+/// The field of `who`'s cursor: `<sub>\0<device>` (a `sub` may hold any
+/// character but NUL; a device never does).
+pub fn field(who: &Cursor) -> Vec<u8> {
+    let mut f = Vec::with_capacity(who.sub.len() + 1 + who.device.len());
+    f.extend_from_slice(who.sub.as_bytes());
+    f.push(0);
+    f.extend_from_slice(who.device.as_bytes());
+    f
+}
+
+/// Where a durable subscription starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    /// The cursor and its unread count.
+    pub state: CursorState,
+    /// The cursor was made by this call ("from now").
+    pub created: bool,
+}
+
+/// `who`'s cursor on `channel`, created at the channel's last seq when
+/// it has none (a channel without keys gets `epoch`, as a follow gives
+/// it). `ttl`: how long the cursors outlive this use.
+pub async fn subscribe<C: ConnectionLike>(
+    con: &mut C,
+    channel: &ChannelName,
+    who: &Cursor,
+    epoch: Epoch,
+    ttl: std::time::Duration,
+) -> RedisResult<Found> {
+    let keys = Keys::of(channel);
+    let mut args = Args::default();
+    args.push(field(who))
+        .push(epoch.to_string())
+        .push(ttl.as_millis().max(1) as u64);
+    let (cursor, epoch, seq, oldest, created): (String, String, u64, u64, u8) = CURSOR
+        .run(con, &[&keys.meta, &keys.log, &key(channel)], &args, None)
+        .await?;
+    let cursor: MsgId = cursor.parse().map_err(|_| bad_reply("cursor", &cursor))?;
+    let epoch: Epoch = epoch.parse().map_err(|_| bad_reply("epoch", &epoch))?;
+    // A cursor of an older epoch (the channel's keys were lost since):
+    // everything retained is unread, and the subscription resumes from
+    // it, so its client is told `reset` (epoch).
+    let at = if cursor.epoch == epoch { cursor.seq } else { 0 };
+    Ok(Found {
+        state: CursorState {
+            cursor,
+            unread: cursor::unread(seq, oldest, at),
+        },
+        created: created == 1,
+    })
+}
+
+/// `who` acknowledges `channel` up to `id`: the cursor moves forward, and
+/// the answer says where it stands, or why the ack is refused.
+/// `durable_ns`: the channel's namespace has `durable = true` (an ack may
+/// create a cursor there; elsewhere only a durable subscription does).
+/// With `waitaof`, answered once Redis reports the cursor fsynced.
+#[allow(clippy::too_many_arguments)]
+pub async fn ack<C: ConnectionLike>(
+    con: &mut C,
+    channel: &ChannelName,
+    who: &Cursor,
+    id: MsgId,
+    durable_ns: bool,
+    ttl: std::time::Duration,
+    waitaof: Option<std::time::Duration>,
+) -> RedisResult<Result<CursorState, AckError>> {
+    let keys = Keys::of(channel);
+    let mut args = Args::default();
+    args.push(field(who))
+        .push(id.epoch.to_string())
+        .push(id.seq)
+        .push(ttl.as_millis().max(1) as u64)
+        .push(if durable_ns { "1" } else { "0" });
+    let (verdict, epoch, seq, at, oldest): (String, String, u64, u64, u64) = ACK
+        .run(con, &[&keys.meta, &keys.log, &key(channel)], &args, waitaof)
+        .await?;
+    let epoch = match epoch.as_str() {
+        // Redis knows nothing of the channel: nothing was shown.
+        "" => id.epoch,
+        e => e.parse().map_err(|_| bad_reply("epoch", e))?,
+    };
+    let channel = channel.clone();
+    Ok(match verdict.as_str() {
+        "ok" => Ok(CursorState {
+            cursor: MsgId { epoch, seq: at },
+            unread: cursor::unread(seq, oldest, at),
+        }),
+        "stale" => Err(AckError::Stale { channel, id, epoch }),
+        "unknown" => Err(AckError::Unknown {
+            channel,
+            id,
+            newest: MsgId { epoch, seq },
+        }),
+        "not_durable" => Err(AckError::NotDurable {
+            channel,
+            why: format!("its namespace has durable = false and {who} did not subscribe durably"),
+        }),
+        other => return Err(bad_reply("ack verdict", other)),
+    })
+}
+
+fn bad_reply(what: &str, got: &str) -> redis::RedisError {
+    redis::RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "unexpected reply from Redis",
+        format!("{what}: {got:?}"),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_share_the_channels_hash_tag() {
+        let c = ChannelName::new("room:7").unwrap();
+        assert_eq!(key(&c), "rc:{room:7}:cur");
+        assert!(Keys::of(&c).meta.starts_with("rc:{room:7}"));
+        let who = Cursor {
+            sub: "bob".into(),
+            device: "phone".into(),
+        };
+        assert_eq!(field(&who), b"bob\0phone");
+        let plain = Cursor {
+            sub: "bob".into(),
+            device: "".into(),
+        };
+        assert_eq!(field(&plain), b"bob\0");
+    }
+}
