@@ -24,8 +24,16 @@ const WAIT: Duration = Duration::from_secs(15);
 /// WebSocket, JSON format), given time to follow the channel.
 async fn two_nodes_and_a_reader(redis: &RedisServer, ch: &str) -> (Server, Server, Ws) {
     let (a, b) = (node(&[redis]), node(&[redis]));
+    wait_ready(&a, 200).await;
+    wait_ready(&b, 200).await;
     let reader = ws(&b, &format!("/ws/{ch}?format=json")).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The reader's subscription waits on B until B has followed the
+    // channel and read its history from Redis, and a raw /ws/{ch} is not
+    // told when that is done. A second subscriber is: its `subscribed`
+    // comes after the same read, so from then on what is published reaches
+    // the reader. (A fixed sleep was not enough on a loaded host: a message
+    // published before the read was history to the reader, not news.)
+    drop(mux(&b, ch, None).await);
     (a, b, reader)
 }
 

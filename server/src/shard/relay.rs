@@ -30,8 +30,11 @@
 //!   `since`. Acks go to the bridge, which answers the connection.
 //!
 //! Every few seconds the owner asks Redis for the newest id of each
-//! channel it follows: one found behind (a Pub/Sub that silently stopped)
-//! reads what it missed. When the Pub/Sub connection comes back after a
+//! channel it follows. A channel found behind is looked at again at the
+//! next housekeeping (a second later): Redis answers the probe on another
+//! connection than Pub/Sub, so under load the probe often overtakes a
+//! message on its way, and that is no stall. One still behind what the
+//! probe saw (a Pub/Sub that silently stopped) reads what it missed. When the Pub/Sub connection comes back after a
 //! loss, every channel reads what it missed before going on.
 
 use std::sync::atomic::Ordering;
@@ -112,6 +115,9 @@ pub struct Relay {
     /// Those whose cursor read failed: asked again at housekeeping.
     cursors_failed: Vec<(ChannelName, Held)>,
     next_token: u64,
+    /// Channels a probe found behind Redis, with the id Redis had: looked
+    /// at again at the next housekeeping.
+    suspects: Vec<(ChannelName, MsgId)>,
 }
 
 /// What the relay needs of its shard for one call.
@@ -138,6 +144,7 @@ impl Relay {
             cursors: HashMap::new(),
             cursors_failed: Vec::new(),
             next_token: 0,
+            suspects: Vec::new(),
         }
     }
 
@@ -272,20 +279,11 @@ impl Relay {
             }
             FromRedis::Newest { channel, newest } => {
                 let Some(newest) = newest else { return };
-                let Some(track) = self.tracks.get_mut(&channel) else {
+                let Some(track) = self.tracks.get(&channel) else {
                     return;
                 };
-                let behind = track.stage == Stage::Live && track.sequence.is_behind(newest);
-                if behind {
-                    tracing::warn!(
-                        "{channel}: Redis is at {newest}, this node at {:?}; reading what Pub/Sub did not bring",
-                        track.sequence.last().map(|l| l.to_string())
-                    );
-                    self.bridge
-                        .health()
-                        .stalls_repaired
-                        .fetch_add(1, Ordering::Relaxed);
-                    read_after(&self.bridge, o.hub, track, &channel);
+                if track.stage == Stage::Live && track.sequence.is_behind(newest) {
+                    self.suspects.push((channel, newest));
                 }
             }
             FromRedis::Cursor { token, found } => {
@@ -318,6 +316,22 @@ impl Relay {
     /// [`PROBE_EVERY`] the channels are checked against Redis, and every
     /// third of the presence TTL this node's members are refreshed.
     pub fn housekeeping(&mut self, hub: &ShardHub, now: Instant) {
+        for (channel, newest) in std::mem::take(&mut self.suspects) {
+            let Some(track) = self.tracks.get_mut(&channel) else {
+                continue; // no longer followed
+            };
+            if track.stage == Stage::Live && track.sequence.is_behind(newest) {
+                tracing::warn!(
+                    "{channel}: Redis was at {newest} a second ago and this node is still at {:?}; reading what Pub/Sub did not bring",
+                    track.sequence.last().map(|l| l.to_string())
+                );
+                self.bridge
+                    .health()
+                    .stalls_repaired
+                    .fetch_add(1, Ordering::Relaxed);
+                read_after(&self.bridge, hub, track, &channel);
+            }
+        }
         for (channel, request) in std::mem::take(&mut self.cursors_failed) {
             self.ask_cursor(channel, request);
         }
