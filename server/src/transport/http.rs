@@ -1117,14 +1117,15 @@ impl Http {
     }
 
     /// The node is shutting down: an idle keep-alive connection closes
-    /// now; one with a request in progress finishes it (and is answered
-    /// `Connection: close`); a new one that has sent nothing yet is
-    /// answered `503` when its request comes (within the handshake
-    /// timeout).
+    /// once what it was answered is sent (an answer may still be queued
+    /// when the drain starts); one with a request in progress finishes it
+    /// (and is answered `Connection: close`); a new one that has sent
+    /// nothing yet is answered `503` when its request comes (within the
+    /// handshake timeout).
     pub fn handle_shutdown(&mut self) -> Outcome {
         let idle = self.busy.is_none() && !self.has(flag::PARTIAL);
         if idle && self.has(flag::SERVED) {
-            Outcome::Finish(Finish::Now)
+            Outcome::Finish(Finish::AfterFlush)
         } else {
             Outcome::Stay
         }

@@ -155,6 +155,23 @@ fn a_bad_request_line_is_400_and_closes() {
 }
 
 #[test]
+fn an_answer_still_queued_when_the_drain_starts_is_sent_before_the_close() {
+    // Answered, but not yet taken by the socket (a busy host): the drain
+    // closes the keep-alive connection only once the answer is out. Closing
+    // at once dropped it, and the client saw its request go unanswered.
+    let mut node = node();
+    let c = node.connect();
+    node.stop_reading(c);
+    node.input(c, &get("/healthz", &[]));
+    assert!(node.queued(c) > 0, "the answer waits in the queue");
+    node.shutdown();
+    assert!(!node.is_closed(c), "closed with its answer unsent");
+    node.resume_reading(c);
+    assert_eq!(node.response(c).status, 200);
+    assert!(node.is_closed(c));
+}
+
+#[test]
 fn while_draining_requests_get_503_with_connection_close_but_metrics_answer() {
     let mut node = node();
     // Connected just before the drain, its request not sent yet: it is
