@@ -8,6 +8,13 @@
 -- ARGV[3]  the acked id's seq
 -- ARGV[4]  how long the cursors live after their last use, ms
 -- ARGV[5]  1: the namespace is durable (an ack may create a cursor)
+-- ARGV[6]  an inbox only (run after inbox.lua): its history size
+-- ARGV[7]  with ARGV[6]: now, ms since the Unix epoch
+-- ARGV[8]  with ARGV[6]: inbox-ttl, ms
+--
+-- In an inbox, what the cursors have all passed goes now (keep_inbox),
+-- not at the next publish: an inbox read to its end holds no more than
+-- any channel.
 --
 -- Returns {verdict, epoch, seq, cursor seq, oldest}: verdict "ok",
 -- "stale" (another epoch), "unknown" (past the last seq), "not_durable"
@@ -38,6 +45,9 @@ if cursor then
 end
 redis.call('HSET', KEYS[3], ARGV[1], epoch .. '-' .. at)
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if ARGV[6] then
+  keep_inbox(KEYS[2], KEYS[3], epoch, tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
+end
 local oldest = seq + 1
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if first[1] then

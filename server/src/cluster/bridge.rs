@@ -514,9 +514,13 @@ impl State {
     }
 
     /// How many messages `channel` keeps in history (its namespace's).
+    /// The most messages a read of `channel`'s history asks for: what
+    /// Redis may keep of it — for an inbox its hard bound, since Redis
+    /// keeps there what its cursors have not passed, and the owner's copy
+    /// must reach back as far (see `shard::relay`).
     fn history_size(&self, channel: &ChannelName) -> usize {
         let policy = self.config.namespaces.of(channel.as_str());
-        policy.history.max_messages
+        policy.history.most_kept()
     }
 
     fn shards(&self) -> usize {
@@ -798,7 +802,9 @@ async fn rolled_back(state: Arc<State>, channel: ChannelName, at: MsgId) {
 async fn cursor(state: Arc<State>, token: u64, channel: ChannelName, who: Cursor) {
     let server = state.server_of(&channel);
     let mut con = server.commands.clone();
-    let found = cursors::subscribe(&mut con, &channel, &who, Epoch::random(), META_TTL).await;
+    let inbox = (state.config.namespaces.of(channel.as_str()).history.inbox).is_some();
+    let found =
+        cursors::subscribe(&mut con, &channel, &who, Epoch::random(), META_TTL, inbox).await;
     let found = match found {
         Ok(f) => Some((f.state, f.created)),
         Err(e) => {
@@ -824,9 +830,21 @@ async fn ack(
     let mut con = server.commands.clone();
     // A cursor may be made by the ack in a durable namespace, or for a
     // connection subscribed durably (its cursor was lost with Redis's data).
-    let durable_ns = subscribed || state.config.namespaces.of(channel.as_str()).durable;
+    let policy = state.config.namespaces.of(channel.as_str());
+    let durable_ns = subscribed || policy.durable;
     let waitaof = server.waitaof();
-    let done = cursors::ack(&mut con, &channel, &who, id, durable_ns, META_TTL, waitaof).await;
+    let done = cursors::ack(
+        &mut con,
+        &channel,
+        &who,
+        id,
+        durable_ns,
+        META_TTL,
+        policy.history,
+        unix_ms(),
+        waitaof,
+    )
+    .await;
     let result = match done {
         Ok(result) => result,
         Err(e) => {

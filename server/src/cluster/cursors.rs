@@ -23,17 +23,21 @@ use redis::RedisResult;
 
 use crate::hub::cursor;
 use crate::hub::{AckError, ChannelName, Cursor, CursorState, Epoch, MsgId};
+use crate::policy::HistoryLimits;
 
 use super::script::{Args, Keys, Script};
 
 static CURSOR: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("cursor.lua")));
-static ACK: std::sync::LazyLock<Script> =
-    std::sync::LazyLock::new(|| Script::new(include_str!("ack.lua")));
+/// With the inbox rule first: an ack in an inbox trims what every cursor
+/// has passed (`inbox.lua`).
+static ACK: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(concat!(include_str!("inbox.lua"), include_str!("ack.lua")))
+});
 
 /// The hash of `channel`'s cursors.
 pub fn key(channel: &ChannelName) -> String {
-    format!("rc:{{{}}}:cur", channel.as_str())
+    Keys::cursors(channel)
 }
 
 /// The field of `who`'s cursor: `<sub>\0<device>` (a `sub` may hold any
@@ -56,20 +60,24 @@ pub struct Found {
 }
 
 /// `who`'s cursor on `channel`, created at the channel's last seq when
-/// it has none (a channel without keys gets `epoch`, as a follow gives
-/// it). `ttl`: how long the cursors outlive this use.
+/// it has none — in an `inbox`, just below its oldest message, so that
+/// its reader gets what waited for it, as on a single node (a channel
+/// without keys gets `epoch`, as a follow gives it). `ttl`: how long the
+/// cursors outlive this use.
 pub async fn subscribe<C: ConnectionLike>(
     con: &mut C,
     channel: &ChannelName,
     who: &Cursor,
     epoch: Epoch,
     ttl: std::time::Duration,
+    inbox: bool,
 ) -> RedisResult<Found> {
     let keys = Keys::of(channel);
     let mut args = Args::default();
     args.push(field(who))
         .push(epoch.to_string())
-        .push(ttl.as_millis().max(1) as u64);
+        .push(ttl.as_millis().max(1) as u64)
+        .push(if inbox { "1" } else { "0" });
     let (cursor, epoch, seq, oldest, created): (String, String, u64, u64, u8) = CURSOR
         .run(con, &[&keys.meta, &keys.log, &key(channel)], &args, None)
         .await?;
@@ -92,7 +100,9 @@ pub async fn subscribe<C: ConnectionLike>(
 /// the answer says where it stands, or why the ack is refused.
 /// `durable_ns`: the channel's namespace has `durable = true` (an ack may
 /// create a cursor there; elsewhere only a durable subscription does).
-/// With `waitaof`, answered once Redis reports the cursor fsynced.
+/// With `waitaof`, answered once Redis reports the cursor fsynced. In an
+/// inbox (`history.inbox`), what every cursor has now passed leaves the
+/// history at once (`inbox.lua`; `now_ms` judges the inbox TTL).
 #[allow(clippy::too_many_arguments)]
 pub async fn ack<C: ConnectionLike>(
     con: &mut C,
@@ -101,6 +111,8 @@ pub async fn ack<C: ConnectionLike>(
     id: MsgId,
     durable_ns: bool,
     ttl: std::time::Duration,
+    history: HistoryLimits,
+    now_ms: u64,
     waitaof: Option<std::time::Duration>,
 ) -> RedisResult<Result<CursorState, AckError>> {
     let keys = Keys::of(channel);
@@ -110,6 +122,11 @@ pub async fn ack<C: ConnectionLike>(
         .push(id.seq)
         .push(ttl.as_millis().max(1) as u64)
         .push(if durable_ns { "1" } else { "0" });
+    if let Some(inbox) = history.inbox {
+        args.push(history.max_messages)
+            .push(now_ms)
+            .push(inbox.as_millis().max(1) as u64);
+    }
     let (verdict, epoch, seq, at, oldest): (String, String, u64, u64, u64) = ACK
         .run(con, &[&keys.meta, &keys.log, &key(channel)], &args, waitaof)
         .await?;
