@@ -702,3 +702,136 @@ async fn a_redis_cluster_is_checked_master_by_master() {
     .await;
     assert_eq!(acked["cursor"], json!(ids[0]), "{acked}");
 }
+
+/// A config file with the inbox namespace `user:` (`owner = "user:{sub}"`,
+/// history-size 5, so at most 50 waiting messages), removed on drop.
+struct InboxConfig(std::path::PathBuf);
+
+impl InboxConfig {
+    fn new(name: &str) -> InboxConfig {
+        let path = std::env::temp_dir().join(format!(
+            "ringcast-cluster-inbox-{name}-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(
+            &path,
+            "[[namespace]]\nprefix = \"user:\"\nowner = \"user:{sub}\"\n\
+             inbox-ttl = \"1h\"\nhistory-size = 5\n",
+        )
+        .unwrap();
+        InboxConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for InboxConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The length of `ch`'s history stream in Redis.
+async fn log_len(redis: &RedisServer, ch: &str) -> u64 {
+    let mut con = redis.connection().await;
+    redis::cmd("XLEN")
+        .arg(format!("rc:{{{ch}}}:log"))
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_inbox_in_a_cluster_keeps_what_its_owner_has_not_acked() {
+    let redis = RedisServer::start();
+    let config = InboxConfig::new("keeps");
+    let extra = ["--config", config.path()];
+    let (a, b) = (node(&redis, &extra).await, node(&redis, &extra).await);
+    let ann = token("ann");
+
+    // 30 messages while ann is offline: six times the history size.
+    let ids = publish_range(&a, "user:ann", 1, 30).await;
+    assert_eq!(log_len(&redis, "user:ann").await, 30, "all wait in Redis");
+
+    // Ann, on the other node, gets every one of them.
+    let mut ws = session(&b, &ann).await;
+    let subscribed = ask(
+        &mut ws,
+        json!({"type": "subscribe", "ch": "user:ann", "durable": true}),
+    )
+    .await;
+    assert_eq!(
+        (&subscribed["durable"], &subscribed["unread"]),
+        (&json!(true), &json!(30)),
+        "{subscribed}"
+    );
+    assert_eq!(messages(&mut ws, 30).await, expected(&ids, 1));
+    nothing_more(&mut ws).await;
+    let acked = ask(
+        &mut ws,
+        json!({"type": "ack", "ch": "user:ann", "id": ids[19]}),
+    )
+    .await;
+    assert_eq!(
+        acked,
+        json!({"type": "acked", "ch": "user:ann", "cursor": ids[19], "unread": 10})
+    );
+    // The ack freed 1–20 at once: 21–30 wait (more than history-size).
+    assert_eq!(log_len(&redis, "user:ann").await, 10);
+    ws.close(None).await.unwrap();
+
+    // Reconnected (on either node): exactly 21–30.
+    for n in [&a, &b] {
+        let mut ws = session(n, &ann).await;
+        let subscribed = ask(
+            &mut ws,
+            json!({"type": "subscribe", "ch": "user:ann", "durable": true}),
+        )
+        .await;
+        assert_eq!(
+            (&subscribed["cursor"], &subscribed["unread"]),
+            (&json!(ids[19]), &json!(10)),
+            "{subscribed}"
+        );
+        assert_eq!(messages(&mut ws, 10).await, expected(&ids[20..], 21));
+        nothing_more(&mut ws).await;
+    }
+
+    // All read: the inbox holds what any channel holds, history-size.
+    let (status, body) = http_ack(&a, "user:ann", &ann, &ids[29]).await;
+    assert_eq!((status, &body["unread"]), (200, &json!(0)), "{body}");
+    assert_eq!(log_len(&redis, "user:ann").await, 5);
+    publish_range(&b, "user:ann", 31, 33).await;
+    assert_eq!(log_len(&redis, "user:ann").await, 5);
+
+    // Nobody reads cat's inbox: it keeps 10 × history-size, no more.
+    publish_range(&a, "user:cat", 1, 60).await;
+    assert_eq!(log_len(&redis, "user:cat").await, 50);
+    let mut ws = session(&a, &token("cat")).await;
+    let subscribed = ask(
+        &mut ws,
+        json!({"type": "subscribe", "ch": "user:cat", "durable": true}),
+    )
+    .await;
+    assert_eq!(subscribed["unread"], json!(50), "{subscribed}");
+    let got = messages(&mut ws, 50).await;
+    assert_eq!((got[0].1.as_str(), got[49].1.as_str()), ("m11", "m60"));
+
+    // Another identity: forbidden, on both nodes, over /ws and HTTP.
+    let reason = "channel user:ann belongs to another identity";
+    let bob = token("bob");
+    for n in [&a, &b] {
+        let mut ws = session(n, &bob).await;
+        let e = ask(&mut ws, json!({"type": "subscribe", "ch": "user:ann"})).await;
+        assert_eq!(
+            (&e["code"], &e["reason"]),
+            (&json!("forbidden"), &json!(reason)),
+            "{e}"
+        );
+        let (status, body) = http_ack(n, "user:ann", &bob, &ids[29]).await;
+        let text = body.as_str().map(str::trim_end);
+        assert_eq!((status, text), (403, Some(reason)), "{body}");
+    }
+}

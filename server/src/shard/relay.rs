@@ -526,10 +526,18 @@ fn answer(bridge: &Bridge, o: Owner<'_>, channel: ChannelName, r: Held) {
     // A durable subscription without `since` resumes from its cursor; a
     // cursor just created is "now" in Redis, which this node's copy may
     // not have reached: it starts from the copy's now instead (what it
-    // then gets live is after the cursor, or acked again harmlessly).
+    // then gets live is after the cursor, or acked again harmlessly). But
+    // a cursor behind the copy's end — an inbox's, made just below its
+    // oldest message, or any made before the copy's latest messages came
+    // — replays from the cursor: those messages are unread.
     let since = match (r.since, created) {
         (Some(since), _) => Some(since),
-        (None, true) => None,
+        (None, true) => match o.hub.owner_position(&channel) {
+            Some(p) if p.epoch == state.cursor.epoch && p.seq > state.cursor.seq => {
+                Some(state.cursor)
+            }
+            _ => None,
+        },
         (None, false) => {
             let at = state.cursor;
             // The cursor may be ahead of the copy (acked on another node
