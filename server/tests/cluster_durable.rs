@@ -272,19 +272,11 @@ async fn a_cursor_acked_on_one_node_resumes_on_another_with_exactly_61_to_120() 
         (&json!(ids[119]), &json!(0)),
         "{subscribed}"
     );
-    // GET /unread is not built in a cluster, and says so.
-    let r = reqwest::Client::new()
-        .get(b.url("/unread"))
-        .header("Authorization", format!("Bearer {ann}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 409);
-    assert!(r
-        .text()
-        .await
-        .unwrap()
-        .contains("not available in a cluster"));
+    // GET /unread, from Redis: ann's own cursor is 10 behind.
+    assert_eq!(
+        unread(&b, &ann, "").await,
+        (200, json!({"unread": {"inbox": 10}, "total": 10}))
+    );
 
     // The cursors are where docs/durability.md says.
     let mut con = redis.connection().await;
@@ -701,6 +693,132 @@ async fn a_redis_cluster_is_checked_master_by_master() {
     )
     .await;
     assert_eq!(acked["cursor"], json!(ids[0]), "{acked}");
+}
+
+/// `GET /unread{query}` on `node` with `token`: status and body.
+async fn unread(node: &Server, token: &str, query: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(node.url(&format!("/unread{query}")))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn unread_counts_in_a_cluster_come_from_redis_per_device() {
+    let redis = RedisServer::start();
+    let config = InboxConfig::new("unread");
+    let extra = ["--config", config.path()];
+    let (a, b) = (node(&redis, &extra).await, node(&redis, &extra).await);
+    let ann = token("ann");
+    // Cursors "from now" on two channels (node A), and a phone's on one
+    // (node B); then everyone goes offline.
+    let mut ws = session(&a, &ann).await;
+    for ch in ["room:1", "room:2"] {
+        let s = ask(
+            &mut ws,
+            json!({"type": "subscribe", "ch": ch, "durable": true}),
+        )
+        .await;
+        assert_eq!(s["unread"], json!(0), "{s}");
+    }
+    ws.close(None).await.unwrap();
+    let mut phone = session(&b, &ann).await;
+    let s = ask(
+        &mut phone,
+        json!({"type": "subscribe", "ch": "room:1", "durable": true, "device": "phone"}),
+    )
+    .await;
+    assert_eq!(s["unread"], json!(0), "{s}");
+    phone.close(None).await.unwrap();
+    assert_eq!(
+        unread(&b, &ann, "").await,
+        (
+            200,
+            json!({"unread": {"room:1": 0, "room:2": 0}, "total": 0})
+        )
+    );
+
+    let one = publish_range(&b, "room:1", 1, 5).await;
+    publish_range(&a, "room:2", 1, 3).await;
+    publish_range(&a, "room:3", 1, 2).await; // no cursor of ann: not counted
+    for n in [&a, &b] {
+        assert_eq!(
+            unread(n, &ann, "").await,
+            (
+                200,
+                json!({"unread": {"room:1": 5, "room:2": 3}, "total": 8})
+            )
+        );
+    }
+    // An ack on A moves only the default device's count.
+    let (status, body) = http_ack(&a, "room:1", &ann, &one[2]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        unread(&b, &ann, "").await,
+        (
+            200,
+            json!({"unread": {"room:1": 2, "room:2": 3}, "total": 5})
+        )
+    );
+    assert_eq!(
+        unread(&a, &ann, "?device=phone").await,
+        (200, json!({"unread": {"room:1": 5}, "total": 5}))
+    );
+    // The same over /ws, on either node.
+    for n in [&a, &b] {
+        let mut ws = session(n, &ann).await;
+        let answer = ask(&mut ws, json!({"type": "unread", "device": "phone"})).await;
+        assert_eq!(
+            answer,
+            json!({"type": "unread", "unread": {"room:1": 5}, "total": 5})
+        );
+    }
+    // In a durable namespace (an inbox) an ack makes the cursor, and
+    // the channel is counted from then on.
+    let inbox = publish_range(&b, "user:ann", 1, 4).await;
+    let (status, body) = http_ack(&b, "user:ann", &ann, &inbox[0]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        unread(&a, &ann, "").await,
+        (
+            200,
+            json!({"unread": {"room:1": 2, "room:2": 3, "user:ann": 3}, "total": 8})
+        )
+    );
+    // An identity without cursors; a request without one.
+    assert_eq!(
+        unread(&a, &token("bob"), "").await,
+        (200, json!({"unread": {}, "total": 0}))
+    );
+    let r = reqwest::get(a.url("/unread")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // The index is where docs/cluster.md says.
+    let mut con = redis.connection().await;
+    let mut indexed: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("rc:who:{ann}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    indexed.sort();
+    assert_eq!(indexed, ["room:1", "room:2", "user:ann"]);
+
+    // Redis gone: 503 with the reason, as for acks.
+    redis.pause(true);
+    let (status, body) = unread(&a, &ann, "").await;
+    redis.pause(false);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.as_str().unwrap().contains("redis unavailable"),
+        "{body}"
+    );
 }
 
 /// A config file with the inbox namespace `user:` (`owner = "user:{sub}"`,

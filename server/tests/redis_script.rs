@@ -421,6 +421,21 @@ async fn an_inbox_keeps_what_its_lowest_cursor_has_not_passed() {
         .query_async::<()>(&mut raw)
         .await
         .unwrap();
+    // `GET /unread` counts it as having read nothing of this epoch.
+    let old = Cursor {
+        sub: "ann".into(),
+        device: "old".into(),
+    };
+    let standing = cursors::standing(&mut con, &ch, &old).await.unwrap();
+    assert_eq!(
+        standing.map(|s| (s.cursor.to_string(), s.unread)),
+        Some((stale.clone(), 20))
+    );
+    let none = Cursor {
+        sub: "ann".into(),
+        device: "none".into(),
+    };
+    assert_eq!(cursors::standing(&mut con, &ch, &none).await.unwrap(), None);
     let ack = |con: &mut redis::aio::MultiplexedConnection, who: Cursor, seq: u64| {
         let mut con = con.clone();
         let ch = ch.clone();
@@ -430,6 +445,7 @@ async fn an_inbox_keeps_what_its_lowest_cursor_has_not_passed() {
                 .await
                 .unwrap()
                 .unwrap()
+                .0
         }
     };
     ack(&mut con, ann.clone(), 15).await;

@@ -27,7 +27,9 @@
 //!   one node and resumes on another: a durable subscription first asks
 //!   the bridge for its cursor (created "from now" if it has none), then
 //!   goes on as any other, resuming from the cursor when it names no
-//!   `since`. Acks go to the bridge, which answers the connection.
+//!   `since`. Acks go to the bridge, which answers the connection; so do
+//!   unread queries (`GET /unread`), which the bridge answers from the
+//!   identity's index of channels in Redis.
 //!
 //! Every few seconds the owner asks Redis for the newest id of each
 //! channel it follows: one found behind (a Pub/Sub that silently stopped)
@@ -231,6 +233,12 @@ impl Relay {
             let (channel, member) = (channel.clone(), member.to_string());
             self.bridge.ask(ToRedis::PresenceLeave { channel, member });
         }
+    }
+
+    /// `who`'s unread count on every channel where Redis has its cursor:
+    /// the bridge answers `reply` ([`Mail::Unread`]).
+    pub fn unread(&self, reply: ReplyTo, who: Cursor) {
+        self.bridge.ask(ToRedis::Unread { reply, who });
     }
 
     /// Who is present on `channel`, on every node: Redis answers `reply`.
