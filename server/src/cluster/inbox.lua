@@ -52,10 +52,14 @@ local function keep_inbox(log, cur, epoch, size, now, ttl)
       from = math.max(oldest, math.min(lowest + 1, newest_size))
     end
   end
-  -- Past the inbox TTL: gone, whoever has not read them.
+  -- Past the inbox TTL: gone, whoever has not read them. Usually the
+  -- first is young: one entry is read (payload and all), then more at a
+  -- time only while they are old.
   local limit = now - ttl
+  local count = 1
   while true do
-    local batch = redis.call('XRANGE', log, from .. '-0', '+', 'COUNT', 8)
+    local batch = redis.call('XRANGE', log, from .. '-0', '+', 'COUNT', count)
+    count = 16
     if #batch == 0 then
       break
     end
