@@ -1009,9 +1009,9 @@ impl Settings {
                 )));
             }
             let inbox = file_duration(n.inbox_ttl, &format!("{what} inbox-ttl"))?;
-            if inbox.is_some() && self.store.is_none() {
+            if inbox.is_some() && !self.keeps_cursors() {
                 return Err(ConfigError(format!(
-                    "{what} has inbox-ttl, which needs --data-dir (an inbox keeps messages until acknowledged, with cursors in the store)"
+                    "{what} has inbox-ttl, which needs --data-dir or --redis (an inbox keeps messages until acknowledged, with cursors in the store, or in Redis)"
                 )));
             }
             let history = HistoryLimits {
@@ -1439,7 +1439,15 @@ mod tests {
         assert_eq!(p.history.inbox, Some(Duration::from_secs(30 * 86400)));
         assert_eq!(s.namespaces.owner_of("user:bob"), Some("bob"));
         let err = resolve(inbox, &["--jwt-secret", SECRET]).unwrap_err();
-        assert!(err.contains("inbox-ttl, which needs --data-dir"), "{err}");
+        assert!(
+            err.contains("inbox-ttl, which needs --data-dir or --redis"),
+            "{err}"
+        );
+        let in_cluster = ["--redis", "redis://127.0.0.1:1", "--jwt-secret", SECRET];
+        let s = resolve(inbox, &in_cluster).unwrap();
+        let p = s.namespaces.of("user:bob");
+        assert_eq!(p.history.inbox, Some(Duration::from_secs(30 * 86400)));
+        assert!(p.durable, "an inbox in a cluster is durable too");
         let err = resolve(inbox, &["--data-dir", "/tmp/x"]).unwrap_err();
         assert!(err.contains("sets owner, which needs JWT keys"), "{err}");
         let other = "[[namespace]]\nprefix = \"user:\"\nowner = \"u:{sub}\"\n";

@@ -272,19 +272,11 @@ async fn a_cursor_acked_on_one_node_resumes_on_another_with_exactly_61_to_120() 
         (&json!(ids[119]), &json!(0)),
         "{subscribed}"
     );
-    // GET /unread is not built in a cluster, and says so.
-    let r = reqwest::Client::new()
-        .get(b.url("/unread"))
-        .header("Authorization", format!("Bearer {ann}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 409);
-    assert!(r
-        .text()
-        .await
-        .unwrap()
-        .contains("not available in a cluster"));
+    // GET /unread, from Redis: ann's own cursor is 10 behind.
+    assert_eq!(
+        unread(&b, &ann, "").await,
+        (200, json!({"unread": {"inbox": 10}, "total": 10}))
+    );
 
     // The cursors are where docs/durability.md says.
     let mut con = redis.connection().await;
@@ -701,4 +693,263 @@ async fn a_redis_cluster_is_checked_master_by_master() {
     )
     .await;
     assert_eq!(acked["cursor"], json!(ids[0]), "{acked}");
+}
+
+/// `GET /unread{query}` on `node` with `token`: status and body.
+async fn unread(node: &Server, token: &str, query: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(node.url(&format!("/unread{query}")))
+        .header("Authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test]
+async fn unread_counts_in_a_cluster_come_from_redis_per_device() {
+    let redis = RedisServer::start();
+    let config = InboxConfig::new("unread");
+    let extra = ["--config", config.path()];
+    let (a, b) = (node(&redis, &extra).await, node(&redis, &extra).await);
+    let ann = token("ann");
+    // Cursors "from now" on two channels (node A), and a phone's on one
+    // (node B); then everyone goes offline.
+    let mut ws = session(&a, &ann).await;
+    for ch in ["room:1", "room:2"] {
+        let s = ask(
+            &mut ws,
+            json!({"type": "subscribe", "ch": ch, "durable": true}),
+        )
+        .await;
+        assert_eq!(s["unread"], json!(0), "{s}");
+    }
+    ws.close(None).await.unwrap();
+    let mut phone = session(&b, &ann).await;
+    let s = ask(
+        &mut phone,
+        json!({"type": "subscribe", "ch": "room:1", "durable": true, "device": "phone"}),
+    )
+    .await;
+    assert_eq!(s["unread"], json!(0), "{s}");
+    phone.close(None).await.unwrap();
+    assert_eq!(
+        unread(&b, &ann, "").await,
+        (
+            200,
+            json!({"unread": {"room:1": 0, "room:2": 0}, "total": 0})
+        )
+    );
+
+    let one = publish_range(&b, "room:1", 1, 5).await;
+    publish_range(&a, "room:2", 1, 3).await;
+    publish_range(&a, "room:3", 1, 2).await; // no cursor of ann: not counted
+    for n in [&a, &b] {
+        assert_eq!(
+            unread(n, &ann, "").await,
+            (
+                200,
+                json!({"unread": {"room:1": 5, "room:2": 3}, "total": 8})
+            )
+        );
+    }
+    // An ack on A moves only the default device's count.
+    let (status, body) = http_ack(&a, "room:1", &ann, &one[2]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        unread(&b, &ann, "").await,
+        (
+            200,
+            json!({"unread": {"room:1": 2, "room:2": 3}, "total": 5})
+        )
+    );
+    assert_eq!(
+        unread(&a, &ann, "?device=phone").await,
+        (200, json!({"unread": {"room:1": 5}, "total": 5}))
+    );
+    // The same over /ws, on either node.
+    for n in [&a, &b] {
+        let mut ws = session(n, &ann).await;
+        let answer = ask(&mut ws, json!({"type": "unread", "device": "phone"})).await;
+        assert_eq!(
+            answer,
+            json!({"type": "unread", "unread": {"room:1": 5}, "total": 5})
+        );
+    }
+    // In a durable namespace (an inbox) an ack makes the cursor, and
+    // the channel is counted from then on.
+    let inbox = publish_range(&b, "user:ann", 1, 4).await;
+    let (status, body) = http_ack(&b, "user:ann", &ann, &inbox[0]).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        unread(&a, &ann, "").await,
+        (
+            200,
+            json!({"unread": {"room:1": 2, "room:2": 3, "user:ann": 3}, "total": 8})
+        )
+    );
+    // An identity without cursors; a request without one.
+    assert_eq!(
+        unread(&a, &token("bob"), "").await,
+        (200, json!({"unread": {}, "total": 0}))
+    );
+    let r = reqwest::get(a.url("/unread")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // The index is where docs/cluster.md says.
+    let mut con = redis.connection().await;
+    let mut indexed: Vec<String> = redis::cmd("SMEMBERS")
+        .arg("rc:who:{ann}")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    indexed.sort();
+    assert_eq!(indexed, ["room:1", "room:2", "user:ann"]);
+
+    // Redis gone: 503 with the reason, as for acks.
+    redis.pause(true);
+    let (status, body) = unread(&a, &ann, "").await;
+    redis.pause(false);
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.as_str().unwrap().contains("redis unavailable"),
+        "{body}"
+    );
+}
+
+/// A config file with the inbox namespace `user:` (`owner = "user:{sub}"`,
+/// history-size 5, so at most 50 waiting messages), removed on drop.
+struct InboxConfig(std::path::PathBuf);
+
+impl InboxConfig {
+    fn new(name: &str) -> InboxConfig {
+        let path = std::env::temp_dir().join(format!(
+            "ringcast-cluster-inbox-{name}-{}.toml",
+            std::process::id()
+        ));
+        std::fs::write(
+            &path,
+            "[[namespace]]\nprefix = \"user:\"\nowner = \"user:{sub}\"\n\
+             inbox-ttl = \"1h\"\nhistory-size = 5\n",
+        )
+        .unwrap();
+        InboxConfig(path)
+    }
+
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for InboxConfig {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The length of `ch`'s history stream in Redis.
+async fn log_len(redis: &RedisServer, ch: &str) -> u64 {
+    let mut con = redis.connection().await;
+    redis::cmd("XLEN")
+        .arg(format!("rc:{{{ch}}}:log"))
+        .query_async(&mut con)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_inbox_in_a_cluster_keeps_what_its_owner_has_not_acked() {
+    let redis = RedisServer::start();
+    let config = InboxConfig::new("keeps");
+    let extra = ["--config", config.path()];
+    let (a, b) = (node(&redis, &extra).await, node(&redis, &extra).await);
+    let ann = token("ann");
+
+    // 30 messages while ann is offline: six times the history size.
+    let ids = publish_range(&a, "user:ann", 1, 30).await;
+    assert_eq!(log_len(&redis, "user:ann").await, 30, "all wait in Redis");
+
+    // Ann, on the other node, gets every one of them.
+    let mut ws = session(&b, &ann).await;
+    let subscribed = ask(
+        &mut ws,
+        json!({"type": "subscribe", "ch": "user:ann", "durable": true}),
+    )
+    .await;
+    assert_eq!(
+        (&subscribed["durable"], &subscribed["unread"]),
+        (&json!(true), &json!(30)),
+        "{subscribed}"
+    );
+    assert_eq!(messages(&mut ws, 30).await, expected(&ids, 1));
+    nothing_more(&mut ws).await;
+    let acked = ask(
+        &mut ws,
+        json!({"type": "ack", "ch": "user:ann", "id": ids[19]}),
+    )
+    .await;
+    assert_eq!(
+        acked,
+        json!({"type": "acked", "ch": "user:ann", "cursor": ids[19], "unread": 10})
+    );
+    // The ack freed 1–20 at once: 21–30 wait (more than history-size).
+    assert_eq!(log_len(&redis, "user:ann").await, 10);
+    ws.close(None).await.unwrap();
+
+    // Reconnected (on either node): exactly 21–30.
+    for n in [&a, &b] {
+        let mut ws = session(n, &ann).await;
+        let subscribed = ask(
+            &mut ws,
+            json!({"type": "subscribe", "ch": "user:ann", "durable": true}),
+        )
+        .await;
+        assert_eq!(
+            (&subscribed["cursor"], &subscribed["unread"]),
+            (&json!(ids[19]), &json!(10)),
+            "{subscribed}"
+        );
+        assert_eq!(messages(&mut ws, 10).await, expected(&ids[20..], 21));
+        nothing_more(&mut ws).await;
+    }
+
+    // All read: the inbox holds what any channel holds, history-size.
+    let (status, body) = http_ack(&a, "user:ann", &ann, &ids[29]).await;
+    assert_eq!((status, &body["unread"]), (200, &json!(0)), "{body}");
+    assert_eq!(log_len(&redis, "user:ann").await, 5);
+    publish_range(&b, "user:ann", 31, 33).await;
+    assert_eq!(log_len(&redis, "user:ann").await, 5);
+
+    // Nobody reads cat's inbox: it keeps 10 × history-size, no more.
+    publish_range(&a, "user:cat", 1, 60).await;
+    assert_eq!(log_len(&redis, "user:cat").await, 50);
+    let mut ws = session(&a, &token("cat")).await;
+    let subscribed = ask(
+        &mut ws,
+        json!({"type": "subscribe", "ch": "user:cat", "durable": true}),
+    )
+    .await;
+    assert_eq!(subscribed["unread"], json!(50), "{subscribed}");
+    let got = messages(&mut ws, 50).await;
+    assert_eq!((got[0].1.as_str(), got[49].1.as_str()), ("m11", "m60"));
+
+    // Another identity: forbidden, on both nodes, over /ws and HTTP.
+    let reason = "channel user:ann belongs to another identity";
+    let bob = token("bob");
+    for n in [&a, &b] {
+        let mut ws = session(n, &bob).await;
+        let e = ask(&mut ws, json!({"type": "subscribe", "ch": "user:ann"})).await;
+        assert_eq!(
+            (&e["code"], &e["reason"]),
+            (&json!("forbidden"), &json!(reason)),
+            "{e}"
+        );
+        let (status, body) = http_ack(n, "user:ann", &bob, &ids[29]).await;
+        let text = body.as_str().map(str::trim_end);
+        assert_eq!((status, text), (403, Some(reason)), "{body}");
+    }
 }

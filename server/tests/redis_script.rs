@@ -341,3 +341,152 @@ async fn a_publish_waiting_for_the_aof_is_answered_only_when_redis_fsynced_it() 
     let history = history_after(&mut con, &ch, 0, 10).await.unwrap();
     assert_eq!(history.messages.len(), 1);
 }
+
+/// The inbox rule in Redis (`inbox.lua`, run by an inbox's publish and by
+/// `ack.lua`): nothing trimmed without cursors (up to 10 × history-size),
+/// acked messages down to history-size, unacked past `inbox-ttl` gone.
+#[tokio::test]
+async fn an_inbox_keeps_what_its_lowest_cursor_has_not_passed() {
+    use ringcast::cluster::cursors;
+    use ringcast::hub::{Cursor, MsgId};
+
+    let redis = Redis::start();
+    let mut con = redis.connection().await;
+    let script = PublishScript::default();
+    let ch = channel("user:ann");
+    let inbox = HistoryLimits {
+        inbox: Some(Duration::from_secs(3600)),
+        ..limits(2, 60)
+    };
+    let epoch = Epoch::random();
+    let t0 = now_ms();
+    let publish = |con: &mut redis::aio::MultiplexedConnection, at_ms: u64| {
+        let script = &script;
+        let ch = &ch;
+        let mut con = con.clone();
+        async move {
+            (script.publish(
+                &mut con,
+                ch,
+                DataKind::Text,
+                b"m",
+                inbox,
+                at_ms,
+                epoch,
+                false,
+                None,
+            ))
+            .await
+            .unwrap()
+        }
+    };
+    let kept = |con: &mut redis::aio::MultiplexedConnection| {
+        let mut con = con.clone();
+        let ch = ch.clone();
+        async move {
+            let h = history_after(&mut con, &ch, 0, 1000).await.unwrap();
+            h.messages.iter().map(|m| m.seq).collect::<Vec<u64>>()
+        }
+    };
+    // No cursor: everything waits, up to the hard bound of 20.
+    for _ in 0..12 {
+        publish(&mut con, t0).await;
+    }
+    assert_eq!(kept(&mut con).await, (1..=12).collect::<Vec<_>>());
+    for _ in 0..13 {
+        publish(&mut con, t0).await;
+    }
+    assert_eq!(kept(&mut con).await, (6..=25).collect::<Vec<_>>());
+
+    // A first cursor starts below the oldest kept: what waited is unread.
+    let ann = Cursor {
+        sub: "ann".into(),
+        device: "".into(),
+    };
+    let ttl = Duration::from_secs(60);
+    let found = cursors::subscribe(&mut con, &ch, &ann, epoch, ttl, true)
+        .await
+        .unwrap();
+    assert_eq!(
+        (found.state.cursor.seq, found.state.unread, found.created),
+        (5, 20, true)
+    );
+    // A cursor of another epoch has read nothing: it keeps everything.
+    let mut raw = redis.connection().await;
+    let stale = format!("{}-24", Epoch::random());
+    redis::cmd("HSET")
+        .arg(cursors::key(&ch))
+        .arg(b"ann\0old".as_slice())
+        .arg(&stale)
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+    // `GET /unread` counts it as having read nothing of this epoch.
+    let old = Cursor {
+        sub: "ann".into(),
+        device: "old".into(),
+    };
+    let standing = cursors::standing(&mut con, &ch, &old).await.unwrap();
+    assert_eq!(
+        standing.map(|s| (s.cursor.to_string(), s.unread)),
+        Some((stale.clone(), 20))
+    );
+    let none = Cursor {
+        sub: "ann".into(),
+        device: "none".into(),
+    };
+    assert_eq!(cursors::standing(&mut con, &ch, &none).await.unwrap(), None);
+    let ack = |con: &mut redis::aio::MultiplexedConnection, who: Cursor, seq: u64| {
+        let mut con = con.clone();
+        let ch = ch.clone();
+        async move {
+            let id = MsgId { epoch, seq };
+            cursors::ack(&mut con, &ch, &who, id, true, ttl, inbox, t0, None)
+                .await
+                .unwrap()
+                .unwrap()
+                .0
+        }
+    };
+    ack(&mut con, ann.clone(), 15).await;
+    assert_eq!(kept(&mut con).await, (6..=25).collect::<Vec<_>>());
+    // Without it, the ack frees 6–15 at once.
+    redis::cmd("HDEL")
+        .arg(cursors::key(&ch))
+        .arg(b"ann\0old".as_slice())
+        .query_async::<()>(&mut raw)
+        .await
+        .unwrap();
+    let state = ack(&mut con, ann.clone(), 15).await;
+    assert_eq!((state.cursor.seq, state.unread), (15, 10));
+    assert_eq!(kept(&mut con).await, (16..=25).collect::<Vec<_>>());
+    // A second device holds the inbox back to its own cursor.
+    let phone = Cursor {
+        sub: "ann".into(),
+        device: "phone".into(),
+    };
+    ack(&mut con, phone.clone(), 18).await;
+    ack(&mut con, ann.clone(), 25).await;
+    assert_eq!(kept(&mut con).await, (19..=25).collect::<Vec<_>>());
+    // All read: history-size stays, as in any channel.
+    ack(&mut con, phone, 25).await;
+    assert_eq!(kept(&mut con).await, [24, 25]);
+    publish(&mut con, t0).await;
+    assert_eq!(kept(&mut con).await, [25, 26]);
+
+    // Unread past inbox-ttl: gone, whatever the cursors.
+    for _ in 0..3 {
+        publish(&mut con, t0).await;
+    }
+    assert_eq!(kept(&mut con).await, [26, 27, 28, 29]);
+    let later = t0 + 3_600_001;
+    publish(&mut con, later).await;
+    assert_eq!(kept(&mut con).await, [30]);
+    // The keys live at least inbox-ttl, not history-ttl (60 s).
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(Keys::of(&ch).log)
+        .query_async(&mut raw)
+        .await
+        .unwrap();
+    assert!(pttl > 3_000_000, "{pttl}");
+}

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use crate::hub::{
     AckError, ChannelName, Cursor, CursorState, Member, Message, MsgId, PublishItem, Receipt,
-    Replay, SubRef,
+    Replay, SubRef, UnreadCounts,
 };
 
 pub use mailbox::Mailboxes;
@@ -166,12 +166,15 @@ pub enum Mail {
         /// Whose cursors.
         who: Cursor,
     },
-    /// One shard's answer to [`Mail::UnreadQuery`], by channel.
+    /// One shard's answer to [`Mail::UnreadQuery`], by channel. In a
+    /// cluster the bridge answers for the asking connection's shard
+    /// (Redis has the cursors), the other shards with nothing.
     Unread {
         /// The request.
         reply: ReplyTo,
-        /// Each channel with a cursor of `who`, and where it stands.
-        counts: Vec<(ChannelName, CursorState)>,
+        /// Each channel with a cursor of `who`, and where it stands; or
+        /// why they could not be read (`AckError::Unavailable`: Redis).
+        counts: UnreadCounts,
     },
     /// A receipt to publish live-only on its receipts channel (owned by
     /// the receiving shard): an ack moved a cursor on another channel,

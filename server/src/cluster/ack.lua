@@ -8,27 +8,35 @@
 -- ARGV[3]  the acked id's seq
 -- ARGV[4]  how long the cursors live after their last use, ms
 -- ARGV[5]  1: the namespace is durable (an ack may create a cursor)
+-- ARGV[6]  an inbox only (run after inbox.lua): its history size
+-- ARGV[7]  with ARGV[6]: now, ms since the Unix epoch
+-- ARGV[8]  with ARGV[6]: inbox-ttl, ms
 --
--- Returns {verdict, epoch, seq, cursor seq, oldest}: verdict "ok",
+-- In an inbox, what the cursors have all passed goes now (keep_inbox),
+-- not at the next publish: an inbox read to its end holds no more than
+-- any channel.
+--
+-- Returns {verdict, epoch, seq, cursor seq, oldest, created}: verdict "ok",
 -- "stale" (another epoch), "unknown" (past the last seq), "not_durable"
 -- (no cursor, and the namespace keeps none unasked). Cumulative: the
 -- cursor only moves forward within an epoch; a cursor of an older epoch
--- (the channel's keys were lost) is replaced.
+-- (the channel's keys were lost) is replaced. created: 1 when the ack made
+-- the cursor (the identity's index of channels then gains this one).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if not epoch then
-  return {'unknown', '', 0, 0, 0}
+  return {'unknown', '', 0, 0, 0, 0}
 end
 if epoch ~= ARGV[2] then
-  return {'stale', epoch, seq, 0, 0}
+  return {'stale', epoch, seq, 0, 0, 0}
 end
 local at = tonumber(ARGV[3])
 if at > seq then
-  return {'unknown', epoch, seq, 0, 0}
+  return {'unknown', epoch, seq, 0, 0, 0}
 end
 local cursor = redis.call('HGET', KEYS[3], ARGV[1])
 if not cursor and ARGV[5] ~= '1' then
-  return {'not_durable', epoch, seq, 0, 0}
+  return {'not_durable', epoch, seq, 0, 0, 0}
 end
 if cursor then
   local e, s = string.match(cursor, '^(%x+)-(%d+)$')
@@ -38,9 +46,16 @@ if cursor then
 end
 redis.call('HSET', KEYS[3], ARGV[1], epoch .. '-' .. at)
 redis.call('PEXPIRE', KEYS[3], ARGV[4])
+if ARGV[6] then
+  keep_inbox(KEYS[2], KEYS[3], epoch, tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]))
+end
 local oldest = seq + 1
 local first = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 if first[1] then
   oldest = tonumber(string.match(first[1][1], '^(%d+)'))
 end
-return {'ok', epoch, seq, at, oldest}
+local created = 0
+if not cursor then
+  created = 1
+end
+return {'ok', epoch, seq, at, oldest, created}

@@ -36,7 +36,9 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInf
 use tokio::sync::mpsc;
 
 use crate::bus::{FromRedis, Mail, Mailboxes, ReplyTo};
-use crate::hub::{ChannelName, Cursor, Epoch, Event, Member, Message, MsgId, PublishItem};
+use crate::hub::{
+    AckError, ChannelName, Cursor, CursorState, Epoch, Event, Member, Message, MsgId, PublishItem,
+};
 use crate::metrics::Histogram;
 use crate::policy::Namespaces;
 
@@ -137,6 +139,15 @@ pub enum ToRedis {
         channel: ChannelName,
         /// The owner's position.
         at: MsgId,
+    },
+    /// `GET /unread` in a cluster: `who`'s cursors on every channel its
+    /// index names ([`cursors::index_key`]); answer `reply` with
+    /// [`Mail::Unread`].
+    Unread {
+        /// Who to answer.
+        reply: ReplyTo,
+        /// Whose cursors.
+        who: Cursor,
     },
     /// An ack: move `who`'s cursor on `channel` to `id`; answer `reply`
     /// with [`Mail::Acked`].
@@ -513,10 +524,20 @@ impl State {
         &self.servers[self.placement.server_of(channel.as_str())]
     }
 
+    /// The server of a key that is no channel's (an identity's index),
+    /// placed by its name as channels are.
+    fn server_of_key(&self, key: &str) -> &Server {
+        &self.servers[self.placement.server_of(key)]
+    }
+
     /// How many messages `channel` keeps in history (its namespace's).
+    /// The most messages a read of `channel`'s history asks for: what
+    /// Redis may keep of it — for an inbox its hard bound, since Redis
+    /// keeps there what its cursors have not passed, and the owner's copy
+    /// must reach back as far (see `shard::relay`).
     fn history_size(&self, channel: &ChannelName) -> usize {
         let policy = self.config.namespaces.of(channel.as_str());
-        policy.history.max_messages
+        policy.history.most_kept()
     }
 
     fn shards(&self) -> usize {
@@ -681,6 +702,9 @@ async fn serve(
             ToRedis::PresenceQuery { reply, channel } => {
                 tokio::spawn(presence_query(state, reply, channel));
             }
+            ToRedis::Unread { reply, who } => {
+                tokio::spawn(unread(state, reply, who));
+            }
             ToRedis::RolledBack { channel, at } => {
                 tokio::spawn(rolled_back(state, channel, at));
             }
@@ -798,9 +822,18 @@ async fn rolled_back(state: Arc<State>, channel: ChannelName, at: MsgId) {
 async fn cursor(state: Arc<State>, token: u64, channel: ChannelName, who: Cursor) {
     let server = state.server_of(&channel);
     let mut con = server.commands.clone();
-    let found = cursors::subscribe(&mut con, &channel, &who, Epoch::random(), META_TTL).await;
+    let inbox = (state.config.namespaces.of(channel.as_str()).history.inbox).is_some();
+    let found =
+        cursors::subscribe(&mut con, &channel, &who, Epoch::random(), META_TTL, inbox).await;
     let found = match found {
-        Ok(f) => Some((f.state, f.created)),
+        Ok(f) => {
+            // The identity's index of channels (for `GET /unread`): a
+            // separate key, written after the cursor (before the answer,
+            // so an unread query right after counts the channel); each
+            // durable subscription refreshes it, as the cursors.
+            index(&state, &who, &channel).await;
+            Some((f.state, f.created))
+        }
         Err(e) => {
             tracing::warn!(
                 "redis {}: cannot read the cursor of {who} on {channel}: {e}",
@@ -824,17 +857,35 @@ async fn ack(
     let mut con = server.commands.clone();
     // A cursor may be made by the ack in a durable namespace, or for a
     // connection subscribed durably (its cursor was lost with Redis's data).
-    let durable_ns = subscribed || state.config.namespaces.of(channel.as_str()).durable;
+    let policy = state.config.namespaces.of(channel.as_str());
+    let durable_ns = subscribed || policy.durable;
     let waitaof = server.waitaof();
-    let done = cursors::ack(&mut con, &channel, &who, id, durable_ns, META_TTL, waitaof).await;
+    let done = cursors::ack(
+        &mut con,
+        &channel,
+        &who,
+        id,
+        durable_ns,
+        META_TTL,
+        policy.history,
+        unix_ms(),
+        waitaof,
+    )
+    .await;
     let result = match done {
-        Ok(result) => result,
+        Ok(Ok((cursor, created))) => {
+            if created {
+                index(&state, &who, &channel).await;
+            }
+            Ok(cursor)
+        }
+        Ok(Err(refused)) => Err(refused),
         Err(e) => {
             tracing::warn!(
                 "ack of {id} on {channel} by {who} refused: redis {} failed: {e}",
                 server.url
             );
-            Err(crate::hub::AckError::Unavailable(format!(
+            Err(AckError::Unavailable(format!(
                 "redis unavailable ({})",
                 e.category()
             )))
@@ -848,6 +899,54 @@ async fn ack(
             result,
         },
     );
+}
+
+/// Adds `channel` to `who`'s index of channels with cursors.
+/// A failure is logged, not passed on: the cursor is stored, and only
+/// `GET /unread` misses the channel.
+async fn index(state: &State, who: &Cursor, channel: &ChannelName) {
+    let key = cursors::index_key(&who.sub);
+    let server = state.server_of_key(&key);
+    let mut con = server.commands.clone();
+    if let Err(e) = cursors::index(&mut con, &who.sub, channel, META_TTL).await {
+        tracing::warn!(
+            "redis {}: cannot add {channel} to {key} (GET /unread of {who} misses it until the next durable subscription): {e}",
+            server.url
+        );
+    }
+}
+
+/// `GET /unread` in a cluster: the channels `who`'s index names, each
+/// read where it lives; those without a cursor of `who` (another device,
+/// or gone) are skipped.
+async fn unread(state: Arc<State>, reply: ReplyTo, who: Cursor) {
+    let counts = read_unread(&state, &who).await.map_err(|e| {
+        tracing::warn!("unread counts of {who} refused: redis failed: {e}");
+        AckError::Unavailable(format!("redis unavailable ({})", e.category()))
+    });
+    state.send(reply.shard, Mail::Unread { reply, counts });
+}
+
+async fn read_unread(
+    state: &State,
+    who: &Cursor,
+) -> redis::RedisResult<Vec<(ChannelName, CursorState)>> {
+    let key = cursors::index_key(&who.sub);
+    let mut con = state.server_of_key(&key).commands.clone();
+    let names = cursors::indexed(&mut con, &who.sub).await?;
+    // All at once: the connections pipeline them.
+    let reads = names.iter().filter_map(|name| {
+        // Only this code writes the index; a name that is no channel's
+        // is skipped, not trusted.
+        let channel = ChannelName::new(name).ok()?;
+        let mut con = state.server_of(&channel).commands.clone();
+        Some(async move {
+            let standing = cursors::standing(&mut con, &channel, who).await?;
+            Ok::<_, redis::RedisError>(standing.map(|s| (channel, s)))
+        })
+    });
+    let found = futures_util::future::try_join_all(reads).await?;
+    Ok(found.into_iter().flatten().collect())
 }
 
 async fn follow(state: Arc<State>, channel: ChannelName) {

@@ -17,6 +17,12 @@
 --          and a client resuming after its history expired is told `evicted`
 -- ARGV[10] the publishing node, by its own epoch
 --
+-- An inbox channel (inbox-ttl) runs this after inbox.lua, with more:
+-- KEYS[3]  rc:{<channel>}:cur    its cursors, which decide what it keeps
+-- ARGV[11] the hard bound: the most messages it keeps (10 x history size)
+-- ARGV[12] inbox-ttl, ms (ARGV[4] is then at least as long)
+-- Any other channel passes neither: its publish costs what it always did.
+--
 -- Returns {epoch, seq}. The Pub/Sub message is
 -- "<epoch>:<seq>:<kind>:<publish ms>:<publishing node>:" then the payload, so
 -- a subscriber needs no second read (the node is ARGV[10]: nodes tell
@@ -29,7 +35,10 @@ end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 local size = tonumber(ARGV[3])
 if size > 0 then
-  redis.call('XADD', KEYS[2], 'MAXLEN', size, seq .. '-0', 'k', ARGV[2], 't', ARGV[5], 'd', ARGV[1])
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[11] or size, seq .. '-0', 'k', ARGV[2], 't', ARGV[5], 'd', ARGV[1])
+  if KEYS[3] then
+    keep_inbox(KEYS[2], KEYS[3], epoch, size, tonumber(ARGV[5]), tonumber(ARGV[12]))
+  end
   redis.call('PEXPIRE', KEYS[2], ARGV[4])
 end
 redis.call('PEXPIRE', KEYS[1], math.max(tonumber(ARGV[9]), tonumber(ARGV[4])))

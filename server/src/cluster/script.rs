@@ -43,6 +43,13 @@ pub struct Keys {
 }
 
 impl Keys {
+    /// The hash of `channel`'s durable cursors (`cluster::cursors`): not
+    /// in [`Keys::of`], which every publish builds, since only the
+    /// scripts of acks, durable subscriptions and inboxes touch it.
+    pub fn cursors(channel: &ChannelName) -> String {
+        format!("rc:{{{}}}:cur", channel.as_str())
+    }
+
     /// The names of `channel`'s keys.
     pub fn of(channel: &ChannelName) -> Keys {
         let c = channel.as_str();
@@ -102,10 +109,17 @@ pub struct Published {
 /// resuming after them is told `evicted` with what it missed, not `epoch`.
 pub const META_TTL: std::time::Duration = std::time::Duration::from_secs(30 * 24 * 3600);
 
+/// The source of the publish script of an inbox channel: the inbox rule,
+/// then the publish script, which calls it when given the cursors' key.
+pub const PUBLISH_INBOX_LUA: &str = concat!(include_str!("inbox.lua"), include_str!("publish.lua"));
+
 /// The publish script, loaded once per connection by its hash.
 #[derive(Debug)]
 pub struct PublishScript {
     script: Script,
+    /// The same with the inbox rule (`inbox.lua`): a separate script, so
+    /// that every other channel's publish is exactly what it was.
+    inbox: Script,
     meta_ttl_ms: u64,
     /// The publishing node, named in every message it publishes.
     node: Epoch,
@@ -123,6 +137,7 @@ impl PublishScript {
     pub fn with_meta_ttl(meta_ttl: std::time::Duration) -> PublishScript {
         PublishScript {
             script: Script::new(include_str!("publish.lua")),
+            inbox: Script::new(PUBLISH_INBOX_LUA),
             meta_ttl_ms: meta_ttl.as_millis().max(1) as u64,
             node: Epoch::NONE,
         }
@@ -159,7 +174,12 @@ impl PublishScript {
         let keys = Keys::of(channel);
         // The keys outlive the last message by its age limit (at least a
         // second): an idle channel's history expires with its messages.
-        let ttl_ms = history.max_age.as_millis().max(1000) as u64;
+        // An inbox's live at least as long as its messages may wait.
+        let ttl = match history.inbox {
+            Some(inbox) => history.max_age.max(inbox),
+            None => history.max_age,
+        };
+        let ttl_ms = ttl.as_millis().max(1000) as u64;
         // The same arguments for `EVALSHA` (the usual path, unchanged by
         // stage 8) and for `EVAL` + `WAITAOF` (`--fsync always`).
         macro_rules! args {
@@ -176,17 +196,28 @@ impl PublishScript {
                     .arg(self.node.to_string())
             };
         }
-        let (epoch, seq): (String, u64) = match waitaof {
-            None => {
+        let (epoch, seq): (String, u64) = match (history.inbox, waitaof) {
+            (None, None) => {
                 let mut invocation = self.script.script.prepare_invoke();
                 invocation.key(&keys.meta).key(&keys.log);
                 args!(invocation);
                 invocation.invoke_async(con).await?
             }
-            Some(timeout) => {
+            (None, Some(timeout)) => {
                 let mut pipe = self.script.eval(&[&keys.meta, &keys.log]);
                 args!(pipe);
                 Script::waiting(con, pipe, timeout).await?
+            }
+            (Some(inbox), waitaof) => {
+                // The cursors decide what the inbox keeps (`inbox.lua`).
+                let cursors = Keys::cursors(channel);
+                let mut args = Args::default();
+                args!(args)
+                    .push(history.most_kept())
+                    .push(inbox.as_millis().max(1) as u64);
+                (self.inbox)
+                    .run(con, &[&keys.meta, &keys.log, &cursors], &args, waitaof)
+                    .await?
             }
         };
         Ok(MsgId {
@@ -539,6 +570,13 @@ impl Args {
     pub fn push<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Args {
         self.0.extend(arg.to_redis_args());
         self
+    }
+
+    /// Appends one argument, as `redis::Cmd::arg` does (so that the
+    /// publish's argument list is written once for a command and for
+    /// `Args`).
+    pub fn arg<T: redis::ToRedisArgs>(&mut self, arg: T) -> &mut Args {
+        self.push(arg)
     }
 }
 

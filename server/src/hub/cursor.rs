@@ -46,6 +46,11 @@ impl fmt::Display for Cursor {
     }
 }
 
+/// One answer to an unread query (`GET /unread`): each channel with a
+/// cursor of the identity and where it stands, or why they could not be
+/// read (`AckError::Unavailable`: Redis, in a cluster).
+pub type UnreadCounts = Result<Vec<(ChannelName, CursorState)>, AckError>;
+
 /// Where a cursor stands, as the client is told (`subscribed`, `acked`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CursorState {

@@ -58,7 +58,7 @@ use crate::policy::Namespaces;
 
 pub use backlog::Backlogs;
 pub use channel::ChannelName;
-pub use cursor::{AckError, Cursor, CursorState, Receipt};
+pub use cursor::{AckError, Cursor, CursorState, Receipt, UnreadCounts};
 pub use id::{Epoch, MsgId};
 pub use message::{ClientId, Event, Member, Message};
 

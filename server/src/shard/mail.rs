@@ -131,10 +131,19 @@ impl Shard {
             Mail::Receipt(receipt) => {
                 owner::receipt(&mut self.hub, &mut self.post, self.now, *receipt)
             }
-            Mail::UnreadQuery { reply, who } => {
-                let counts = self.hub.unread(&who);
-                self.post.send(reply.shard, Mail::Unread { reply, counts });
-            }
+            Mail::UnreadQuery { reply, who } => match self.relay.as_ref() {
+                // A cluster: Redis has the cursors. The asking connection's
+                // shard has the bridge answer for it; the others have none.
+                Some(relay) if reply.shard == self.post.me() => relay.unread(reply, who),
+                Some(_) => {
+                    let counts = Ok(Vec::new());
+                    self.post.send(reply.shard, Mail::Unread { reply, counts });
+                }
+                None => {
+                    let counts = Ok(self.hub.unread(&who));
+                    self.post.send(reply.shard, Mail::Unread { reply, counts });
+                }
+            },
             Mail::Unread { reply, counts } => {
                 let key = ConnKey::from_handle(reply.conn);
                 self.dispatch(key, |p, ctx| p.handle_unread(ctx, reply.token, counts));

@@ -27,7 +27,9 @@
 //!   one node and resumes on another: a durable subscription first asks
 //!   the bridge for its cursor (created "from now" if it has none), then
 //!   goes on as any other, resuming from the cursor when it names no
-//!   `since`. Acks go to the bridge, which answers the connection.
+//!   `since`. Acks go to the bridge, which answers the connection; so do
+//!   unread queries (`GET /unread`), which the bridge answers from the
+//!   identity's index of channels in Redis.
 //!
 //! Every few seconds the owner asks Redis for the newest id of each
 //! channel it follows. A channel found behind is looked at again at the
@@ -238,6 +240,12 @@ impl Relay {
             let (channel, member) = (channel.clone(), member.to_string());
             self.bridge.ask(ToRedis::PresenceLeave { channel, member });
         }
+    }
+
+    /// `who`'s unread count on every channel where Redis has its cursor:
+    /// the bridge answers `reply` ([`Mail::Unread`]).
+    pub fn unread(&self, reply: ReplyTo, who: Cursor) {
+        self.bridge.ask(ToRedis::Unread { reply, who });
     }
 
     /// Who is present on `channel`, on every node: Redis answers `reply`.
@@ -540,10 +548,18 @@ fn answer(bridge: &Bridge, o: Owner<'_>, channel: ChannelName, r: Held) {
     // A durable subscription without `since` resumes from its cursor; a
     // cursor just created is "now" in Redis, which this node's copy may
     // not have reached: it starts from the copy's now instead (what it
-    // then gets live is after the cursor, or acked again harmlessly).
+    // then gets live is after the cursor, or acked again harmlessly). But
+    // a cursor behind the copy's end — an inbox's, made just below its
+    // oldest message, or any made before the copy's latest messages came
+    // — replays from the cursor: those messages are unread.
     let since = match (r.since, created) {
         (Some(since), _) => Some(since),
-        (None, true) => None,
+        (None, true) => match o.hub.owner_position(&channel) {
+            Some(p) if p.epoch == state.cursor.epoch && p.seq > state.cursor.seq => {
+                Some(state.cursor)
+            }
+            _ => None,
+        },
         (None, false) => {
             let at = state.cursor;
             // The cursor may be ahead of the copy (acked on another node

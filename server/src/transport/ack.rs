@@ -28,7 +28,8 @@
 //! | store failed or full | `unavailable` + `retry_after` | `503` + `Retry-After` | the owner |
 //!
 //! `GET /unread?device=` (HTTP) and `{"type":"unread","device"?:…}`
-//! (`/ws`) gather an identity's unread counts from every shard:
+//! (`/ws`) gather an identity's unread counts from every shard (in a
+//! cluster from Redis, through the asking shard's bridge):
 //! `{"unread":{"<channel>":N,…},"total":N}`.
 //!
 //! A namespace owned by one identity per channel (`owner = "user:{sub}"`,
@@ -271,18 +272,13 @@ pub fn reason(e: &AckError) -> String {
 /// (`409` / `not_durable`).
 pub const NO_STORE: &str = "the node has no --data-dir, so it keeps no cursors";
 
-/// In a cluster: `GET /unread` would have to visit every channel an
-/// identity has a cursor on, spread over Redis servers and slots; not
-/// built (`subscribed` and `acked` carry each channel's `unread`).
-pub const NO_UNREAD_IN_CLUSTER: &str = "GET /unread is not available in a cluster (--redis): \
-     each channel's unread count comes with `subscribed` and `acked`";
-
-/// Why `GET /unread` / `{"type":"unread"}` cannot be answered, if so.
+/// Why `GET /unread` / `{"type":"unread"}` cannot be answered, if so: a
+/// node without cursors (no `--data-dir`, no `--redis`). In a cluster
+/// Redis answers (`cluster::cursors`, the identity's index).
 pub fn no_unread(settings: &Settings) -> Option<&'static str> {
     match (&settings.store, settings.redis.is_empty()) {
-        (Some(_), _) => None,
-        (None, false) => Some(NO_UNREAD_IN_CLUSTER),
         (None, true) => Some(NO_STORE),
+        _ => None,
     }
 }
 

@@ -11,7 +11,7 @@
 //! | `/poll/{channel}` | GET, HEAD | long or short poll (`super::poll`) |
 //! | `/pub/{channel}`, `/pub` | POST | publish (`super::publish`) |
 //! | `/ack/{channel}` | POST | acknowledge up to an id for a durable cursor (`super::ack`) |
-//! | `/unread` | GET, HEAD | the identity's unread count per channel with a cursor, from every shard |
+//! | `/unread` | GET, HEAD | the identity's unread count per channel with a cursor, from every shard (in a cluster, from Redis) |
 //! | `/presence/{channel}` | GET, HEAD | the channel's presence, from every shard |
 //! | `/client.js`, `/client.d.ts`, `/` (`--demo`) | GET, HEAD | built-in files (`super::assets`) |
 //! | any | OPTIONS | `204` with `Allow`; CORS preflights get `super::cors` headers |
@@ -50,7 +50,7 @@ use serde_json::json;
 
 use crate::auth::ticket::IssueError;
 use crate::auth::{self, Access, TokenError};
-use crate::hub::{AckError, ChannelName, Cursor, CursorState, Member, MsgId};
+use crate::hub::{AckError, ChannelName, Cursor, CursorState, Member, MsgId, UnreadCounts};
 use crate::metrics::Refusal;
 
 use super::ack;
@@ -134,6 +134,8 @@ enum Waiting {
         left: usize,
         /// The counts so far.
         counts: Vec<(ChannelName, u64)>,
+        /// Why they could not all be read (Redis, in a cluster).
+        failed: Option<AckError>,
     },
     /// `POST /ack/{channel}`, for the channel owner's answer.
     Ack {
@@ -735,7 +737,7 @@ impl Http {
         Outcome::Stay
     }
 
-    /// `GET /unread[?device=]`: an identity and a store, then every shard
+    /// `GET /unread[?device=]`: an identity and a store (or Redis), then every shard
     /// is asked (answered in request order, once all did).
     fn query_unread(&mut self, ctx: &mut impl Context, head: &RequestHead<'_>) -> Outcome {
         if !matches!(head.method, Method::Get | Method::Head) {
@@ -767,6 +769,7 @@ impl Http {
             answer,
             left,
             counts: Vec::new(),
+            failed: None,
         });
         Outcome::Stay
     }
@@ -776,7 +779,7 @@ impl Http {
         &mut self,
         ctx: &mut impl Context,
         token: u32,
-        answer: Vec<(ChannelName, CursorState)>,
+        answer: UnreadCounts,
     ) -> Outcome {
         if let Some(busy) = self.busy.as_mut() {
             for w in busy.waiting.iter_mut() {
@@ -784,12 +787,20 @@ impl Http {
                     token: t,
                     left,
                     counts,
+                    failed,
                     ..
                 } = w
                 {
                     if *t == token && *left > 0 {
-                        counts.extend(answer.into_iter().map(|(c, s)| (c, s.unread)));
-                        *left -= 1;
+                        match answer {
+                            Ok(answer) => {
+                                counts.extend(answer.into_iter().map(|(c, s)| (c, s.unread)));
+                                *left -= 1;
+                            }
+                            // Answered now; the other shards' answers
+                            // find nothing waiting.
+                            Err(e) => (*failed, *left) = (Some(e), 0),
+                        }
                         break;
                     }
                 }
@@ -914,6 +925,19 @@ impl Http {
                     let body = body.expect("complete");
                     let ct = "application/json";
                     response::respond(ctx, answer, StatusCode::OK, ct, &body, &[], true);
+                    answer
+                }
+                Waiting::Unread {
+                    answer,
+                    failed: Some(e),
+                    ..
+                } => {
+                    let refused = ack::refused(&e);
+                    ctx.metrics().refuse(refused.why);
+                    tracing::debug!("unread refused: {}", refused.reason);
+                    let retry = RETRY_AFTER_SECS.to_string();
+                    let extra = [("Retry-After", retry.as_str())];
+                    response::error(ctx, answer, refused.status, &refused.reason, &extra);
                     answer
                 }
                 Waiting::Unread { answer, counts, .. } => {

@@ -32,7 +32,7 @@ use serde_json::{json, Value};
 use crate::auth::{Access, TokenError};
 use crate::hub::{
     AckError, ChannelName, Cursor, CursorState, Member, MsgId, PublishItem, Replay, ResetReason,
-    SubRef,
+    SubRef, UnreadCounts,
 };
 use crate::metrics::{Refusal, ShardMetrics};
 
@@ -464,7 +464,9 @@ impl Session {
     }
 
     /// `unread`: asks every shard where this identity's cursors (of
-    /// `device`, else the identity's own) stand; answered once all did.
+    /// `device`, else the identity's own) stand (in a cluster the
+    /// bridge answers for this shard, from Redis); answered once all did,
+    /// or at once when Redis could not be read.
     fn unread(
         &mut self,
         ctx: &mut impl Context,
@@ -747,17 +749,30 @@ impl Session {
 
     /// One shard answered an `unread` query; the last one completes it:
     /// `{"type":"unread","unread":{…},"total":N}`.
-    pub fn handle_unread(
-        &mut self,
-        ctx: &mut impl Context,
-        token: u32,
-        counts: Vec<(ChannelName, CursorState)>,
-    ) {
+    pub fn handle_unread(&mut self, ctx: &mut impl Context, token: u32, counts: UnreadCounts) {
         let Some(Pending::Unread {
             left, counts: all, ..
         }) = self.pending.get_mut(&token)
         else {
             return;
+        };
+        let counts = match counts {
+            Ok(counts) => counts,
+            Err(e) => {
+                // Redis could not be read (a cluster): answered now; the
+                // other shards' answers find nothing pending.
+                let Some(Pending::Unread { rid, .. }) = self.pending.remove(&token) else {
+                    return;
+                };
+                let (code, reason) = (ack::code(&e), ack::reason(&e));
+                tracing::debug!(code, "unread refused: {reason}");
+                ctx.metrics().refuse(Refusal::Unavailable);
+                let answer = json!({
+                    "type": "error", "code": code, "reason": reason,
+                    "retry_after": RETRY_AFTER_SECS,
+                });
+                return send(ctx, with_rid(answer, rid));
+            }
         };
         all.extend(counts.into_iter().map(|(c, s)| (c, s.unread)));
         *left = left.saturating_sub(1);

@@ -26,7 +26,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use codec::ws::CloseCode;
 
-use crate::hub::{AckError, ChannelName, CursorState, Member, Message, MsgId, Replay, SubRef};
+use crate::hub::{
+    AckError, ChannelName, CursorState, Member, Message, MsgId, Replay, SubRef, UnreadCounts,
+};
 use crate::metrics::Transport;
 
 use super::context::{ticks, Context, Finish, Step};
@@ -233,12 +235,7 @@ impl Protocol {
     }
 
     /// One shard answered the unread query made with `token`.
-    pub fn handle_unread(
-        &mut self,
-        ctx: &mut impl Context,
-        token: u32,
-        counts: Vec<(ChannelName, CursorState)>,
-    ) {
+    pub fn handle_unread(&mut self, ctx: &mut impl Context, token: u32, counts: UnreadCounts) {
         match self {
             Protocol::Http(h) => {
                 let outcome = h.handle_unread(ctx, token, counts);

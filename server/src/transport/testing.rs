@@ -706,7 +706,7 @@ impl Node {
                 }
             }
             Mail::UnreadQuery { reply, who } => {
-                let counts = self.hub.unread(&who);
+                let counts = Ok(self.hub.unread(&who));
                 self.mail.push_back(Mail::Unread { reply, counts });
             }
             Mail::Unread { reply, counts } => {

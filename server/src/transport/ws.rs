@@ -45,7 +45,9 @@ use codec::ws::{
 use codec::Status;
 
 use crate::auth::Access;
-use crate::hub::{AckError, ChannelName, Cursor, CursorState, Member, MsgId, Replay, SubRef};
+use crate::hub::{
+    AckError, ChannelName, Cursor, CursorState, Member, MsgId, Replay, SubRef, UnreadCounts,
+};
 use crate::metrics::{Refusal, ShardMetrics, Transport};
 
 use super::context::{compact_expiry, sooner_of, ticks, Context, Finish, Step, Subscribe, Tick};
@@ -582,12 +584,7 @@ impl Ws {
     }
 
     /// One shard answered an `unread` query.
-    pub fn handle_unread(
-        &mut self,
-        ctx: &mut impl Context,
-        token: u32,
-        counts: Vec<(ChannelName, CursorState)>,
-    ) {
+    pub fn handle_unread(&mut self, ctx: &mut impl Context, token: u32, counts: UnreadCounts) {
         if let Some(session) = self.mux() {
             session.handle_unread(ctx, token, counts);
         }
