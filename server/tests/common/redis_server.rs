@@ -63,8 +63,10 @@ impl RedisServer {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server (scripts/cluster-deps.sh installs it)");
+        // Up once PING answers PONG: Redis accepts connections while it
+        // still loads its append-only file, and answers `-LOADING` then.
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        while !answers_pong(port) {
             assert!(Instant::now() < deadline, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -129,6 +131,21 @@ impl Drop for RedisServer {
             let _ = std::fs::remove_dir_all(d);
         }
     }
+}
+
+/// Whether the server on `port` answers `PING` with `PONG` (not
+/// `-LOADING`, not silence).
+fn answers_pong(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 64];
+    matches!(s.read(&mut answer), Ok(n) if answer[..n].starts_with(b"+PONG"))
 }
 
 /// `redis-server` on loopback port `port`, without snapshots.
