@@ -22,6 +22,7 @@ use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
+use common::events::{stream, take};
 use common::redis_server::RedisServer;
 use common::{recv_message, Server, Ws, JWT_SECRET};
 
@@ -562,40 +563,6 @@ async fn redis_rolled_back_under_the_same_epoch_gets_a_new_epoch() {
     }
     assert!(saw_reset);
     assert!(a.log().contains("asking for a new epoch"), "{}", a.log());
-}
-
-/// An event stream of `path` presenting `token`: its events' (id, data).
-async fn stream(
-    node: &Server,
-    path: &str,
-    token: &str,
-) -> impl futures_util::Stream<Item = (String, String)> {
-    let resp = reqwest::Client::new()
-        .get(node.url(path))
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    eventsource_stream::Eventsource::eventsource(resp.bytes_stream()).filter_map(|e| async move {
-        let e = e.unwrap();
-        (e.event == "message" && !e.data.is_empty()).then_some((e.id, e.data))
-    })
-}
-
-async fn take<S: futures_util::Stream<Item = (String, String)> + Unpin>(
-    s: &mut S,
-    n: usize,
-) -> Vec<(String, String)> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        let e = tokio::time::timeout(Duration::from_secs(10), s.next())
-            .await
-            .expect("an event")
-            .expect("open");
-        got.push(e);
-    }
-    got
 }
 
 /// The same over HTTP: a durable poll makes the cursor on A, an event

@@ -14,10 +14,10 @@ use jsonwebtoken::get_current_timestamp;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message;
 
+use common::events::{stream, take};
 use common::store::{kill_9, DataDir};
 use common::{no_more_messages, publish, recv_message, session, Server, Ws, JWT_SECRET};
 
-const WAIT: Duration = Duration::from_secs(10);
 
 /// A node that checks tokens and keeps a store in `dir`.
 fn start(dir: &DataDir, fsync: &str) -> Server {
@@ -128,42 +128,6 @@ async fn a_ws_subscriber_acks_60_of_100_and_resumes_with_exactly_61_to_120() {
     );
     assert_eq!(messages(&mut ws, 60).await, expected(&ids[60..], 61));
     no_more_messages(&mut ws).await;
-}
-
-/// An event stream of `path` presenting `token`: its events' (id, data),
-/// read as they come.
-async fn stream(
-    node: &Server,
-    path: &str,
-    token: &str,
-) -> impl futures_util::Stream<Item = (String, String)> {
-    let resp = reqwest::Client::new()
-        .get(node.url(path))
-        .header("Authorization", format!("Bearer {token}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    eventsource_stream::Eventsource::eventsource(resp.bytes_stream()).filter_map(|e| async move {
-        let e = e.unwrap();
-        // Position events (an id, no data) are not messages.
-        (e.event == "message" && !e.data.is_empty()).then_some((e.id, e.data))
-    })
-}
-
-async fn take<S: futures_util::Stream<Item = (String, String)> + Unpin>(
-    s: &mut S,
-    n: usize,
-) -> Vec<(String, String)> {
-    let mut got = Vec::new();
-    while got.len() < n {
-        let e = tokio::time::timeout(WAIT, s.next())
-            .await
-            .expect("an event")
-            .expect("open");
-        got.push(e);
-    }
-    got
 }
 
 async fn post_ack(node: &Server, path: &str, token: Option<&str>, body: &str) -> (u16, String) {

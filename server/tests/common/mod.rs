@@ -2,6 +2,7 @@
 //! port, and talk to it with independent clients.
 #![allow(dead_code)] // each test file uses a different subset
 
+pub mod events;
 pub mod redis_server;
 pub mod store;
 
