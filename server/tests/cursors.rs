@@ -18,7 +18,6 @@ use common::events::{stream, take};
 use common::store::{kill_9, DataDir};
 use common::{no_more_messages, publish, recv_message, session, Server, Ws, JWT_SECRET};
 
-
 /// A node that checks tokens and keeps a store in `dir`.
 fn start(dir: &DataDir, fsync: &str) -> Server {
     Server::start(&[
