@@ -10,7 +10,10 @@
 //!   `200` is in Redis after it is killed (`SIGKILL`) and restarted from
 //!   its append-only file;
 //! * Redis losing its data: a new epoch per channel, cursors gone; clients
-//!   are told `reset` (epoch) and old ids are `stale_id`.
+//!   are told `reset` (epoch) and old ids are `stale_id`;
+//! * receipts: an ack on either node sends one receipt per cursor move to
+//!   the watchers of `<ch>:receipts` on every node, none for an ack that
+//!   moves nothing.
 
 mod common;
 
@@ -681,7 +684,7 @@ async fn unread(node: &Server, token: &str, query: &str) -> (u16, Value) {
 #[tokio::test]
 async fn unread_counts_in_a_cluster_come_from_redis_per_device() {
     let redis = RedisServer::start();
-    let config = InboxConfig::new("unread");
+    let config = ConfigFile::inbox("unread");
     let extra = ["--config", config.path()];
     let (a, b) = (node(&redis, &extra).await, node(&redis, &extra).await);
     let ann = token("ann");
@@ -788,23 +791,28 @@ async fn unread_counts_in_a_cluster_come_from_redis_per_device() {
     );
 }
 
-/// A config file with the inbox namespace `user:` (`owner = "user:{sub}"`,
-/// history-size 5, so at most 50 waiting messages), removed on drop.
-struct InboxConfig(std::path::PathBuf);
+/// A config file, removed on drop.
+struct ConfigFile(std::path::PathBuf);
 
-impl InboxConfig {
-    fn new(name: &str) -> InboxConfig {
+impl ConfigFile {
+    /// A file holding `toml`; `name` keeps tests' files apart.
+    fn new(name: &str, toml: &str) -> ConfigFile {
         let path = std::env::temp_dir().join(format!(
-            "ringcast-cluster-inbox-{name}-{}.toml",
+            "ringcast-cluster-{name}-{}.toml",
             std::process::id()
         ));
-        std::fs::write(
-            &path,
+        std::fs::write(&path, toml).unwrap();
+        ConfigFile(path)
+    }
+
+    /// The inbox namespace `user:` (`owner = "user:{sub}"`, history-size
+    /// 5, so at most 50 waiting messages).
+    fn inbox(name: &str) -> ConfigFile {
+        ConfigFile::new(
+            &format!("inbox-{name}"),
             "[[namespace]]\nprefix = \"user:\"\nowner = \"user:{sub}\"\n\
              inbox-ttl = \"1h\"\nhistory-size = 5\n",
         )
-        .unwrap();
-        InboxConfig(path)
     }
 
     fn path(&self) -> &str {
@@ -812,7 +820,7 @@ impl InboxConfig {
     }
 }
 
-impl Drop for InboxConfig {
+impl Drop for ConfigFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
     }
@@ -831,7 +839,7 @@ async fn log_len(redis: &RedisServer, ch: &str) -> u64 {
 #[tokio::test]
 async fn an_inbox_in_a_cluster_keeps_what_its_owner_has_not_acked() {
     let redis = RedisServer::start();
-    let config = InboxConfig::new("keeps");
+    let config = ConfigFile::inbox("keeps");
     let extra = ["--config", config.path()];
     let (a, b) = (node(&redis, &extra).await, node(&redis, &extra).await);
     let ann = token("ann");
@@ -918,5 +926,117 @@ async fn an_inbox_in_a_cluster_keeps_what_its_owner_has_not_acked() {
         let (status, body) = http_ack(n, "user:ann", &bob, &ids[29]).await;
         let text = body.as_str().map(str::trim_end);
         assert_eq!((status, text), (403, Some(reason)), "{body}");
+    }
+}
+
+/// The next frame of `ws`, which must be a receipt on `ch`: what it
+/// carries. Live-only, as on a single node: no id, ephemeral.
+async fn receipt(ws: &mut Ws, ch: &str) -> Value {
+    let m = recv_message(ws).await;
+    assert_eq!(
+        (&m["type"], &m["ch"], &m["ephemeral"], &m["id"]),
+        (&json!("message"), &json!(ch), &json!(true), &Value::Null),
+        "a live-only message on the receipts channel: {m}"
+    );
+    serde_json::from_str(m["data"].as_str().unwrap()).unwrap()
+}
+
+/// Receipts in a cluster: an ack on either node (`/ws` on A, `POST /ack`
+/// on B), which Redis applies, sends exactly one receipt per cursor move
+/// to the watchers of `room:1:receipts` on every node; an ack that moves
+/// nothing and a refused ack send none, and nobody publishes to the
+/// receipts channel on any node.
+#[tokio::test]
+async fn receipts_in_a_cluster_reach_every_node_once_per_cursor_move() {
+    let redis = RedisServer::start();
+    let config = ConfigFile::new(
+        "receipts",
+        "[[namespace]]\nprefix = \"room:\"\ndurable = true\nreceipts = true\n",
+    );
+    let extra = ["--config", config.path()];
+    let (a, b) = (node(&redis, &extra).await, node(&redis, &extra).await);
+    let receipts = "room:1:receipts";
+
+    // A watcher on each node: B's sees an ack made on A, A's one made on
+    // B, through Redis.
+    let mut watchers = Vec::new();
+    for n in [&b, &a] {
+        let mut ws = session(n, &token("cat")).await;
+        let s = ask(&mut ws, json!({"type": "subscribe", "ch": receipts})).await;
+        assert_eq!(s["type"], "subscribed", "{s}");
+        assert!(s.get("durable").is_none(), "no cursor on receipts: {s}");
+        watchers.push(ws);
+    }
+
+    let mut ann = session(&a, &token("ann")).await;
+    let s = ask(
+        &mut ann,
+        json!({"type": "subscribe", "ch": "room:1", "durable": true, "device": "phone"}),
+    )
+    .await;
+    assert_eq!(s["durable"], true, "{s}");
+    let ids = publish_range(&b, "room:1", 1, 3).await;
+    assert_eq!(messages(&mut ann, 3).await, expected(&ids, 1));
+
+    // Ann's ack on A moves her phone's cursor: one receipt on each node.
+    let acked = ask(
+        &mut ann,
+        json!({"type": "ack", "ch": "room:1", "id": ids[1]}),
+    )
+    .await;
+    assert_eq!(
+        (&acked["type"], &acked["cursor"]),
+        (&json!("acked"), &json!(ids[1])),
+        "{acked}"
+    );
+    for ws in &mut watchers {
+        assert_eq!(
+            receipt(ws, receipts).await,
+            json!({"type": "receipt", "ch": "room:1", "id": ids[1], "by": "ann", "device": "phone"})
+        );
+    }
+    // An older id, and the same again, move nothing; an id past the
+    // newest is refused: no receipt.
+    for id in [&ids[0], &ids[1]] {
+        let acked = ask(&mut ann, json!({"type": "ack", "ch": "room:1", "id": id})).await;
+        assert_eq!(acked["cursor"], json!(ids[1]), "{acked}");
+    }
+    let (epoch, _) = ids[2].split_once('-').unwrap();
+    let refused = ask(
+        &mut ann,
+        json!({"type": "ack", "ch": "room:1", "id": format!("{epoch}-99")}),
+    )
+    .await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    for ws in &mut watchers {
+        nothing_more(ws).await;
+    }
+
+    // Bob's POST /ack on B makes his own cursor (no device): a receipt
+    // without a device; the same ack again moves nothing.
+    let bob = token("bob");
+    let (status, body) = http_ack(&b, "room:1", &bob, &ids[2]).await;
+    assert_eq!((status, &body["cursor"]), (200, &json!(ids[2])), "{body}");
+    for ws in &mut watchers {
+        assert_eq!(
+            receipt(ws, receipts).await,
+            json!({"type": "receipt", "ch": "room:1", "id": ids[2], "by": "bob"})
+        );
+    }
+    for id in [&ids[2], &ids[0]] {
+        let (status, body) = http_ack(&b, "room:1", &bob, id).await;
+        assert_eq!((status, &body["cursor"]), (200, &json!(ids[2])), "{body}");
+    }
+    for ws in &mut watchers {
+        nothing_more(ws).await;
+    }
+
+    // Nobody publishes to the receipts channel, on any node.
+    for n in [&a, &b] {
+        let (status, body) = try_publish(n, receipts, "{\"type\":\"receipt\"}").await;
+        assert_eq!(status, 403, "{body}");
+    }
+    for ws in &mut watchers {
+        nothing_more(ws).await;
     }
 }

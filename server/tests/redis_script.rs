@@ -445,7 +445,7 @@ async fn an_inbox_keeps_what_its_lowest_cursor_has_not_passed() {
                 .await
                 .unwrap()
                 .unwrap()
-                .0
+                .state
         }
     };
     ack(&mut con, ann.clone(), 15).await;

@@ -16,32 +16,37 @@
 -- not at the next publish: an inbox read to its end holds no more than
 -- any channel.
 --
--- Returns {verdict, epoch, seq, cursor seq, oldest, created}: verdict "ok",
+-- Returns {verdict, epoch, seq, cursor seq, oldest, created, moved}: verdict "ok",
 -- "stale" (another epoch), "unknown" (past the last seq), "not_durable"
 -- (no cursor, and the namespace keeps none unasked). Cumulative: the
 -- cursor only moves forward within an epoch; a cursor of an older epoch
 -- (the channel's keys were lost) is replaced. created: 1 when the ack made
 -- the cursor (the identity's index of channels then gains this one).
+-- moved: 1 when the cursor now stands elsewhere than before (made, moved
+-- forward, or replaced from an older epoch); 0 for an ack of an id it had
+-- passed, which changes nothing (no receipt is owed for it).
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local seq = tonumber(redis.call('HGET', KEYS[1], 'seq') or '0')
 if not epoch then
-  return {'unknown', '', 0, 0, 0, 0}
+  return {'unknown', '', 0, 0, 0, 0, 0}
 end
 if epoch ~= ARGV[2] then
-  return {'stale', epoch, seq, 0, 0, 0}
+  return {'stale', epoch, seq, 0, 0, 0, 0}
 end
 local at = tonumber(ARGV[3])
 if at > seq then
-  return {'unknown', epoch, seq, 0, 0, 0}
+  return {'unknown', epoch, seq, 0, 0, 0, 0}
 end
 local cursor = redis.call('HGET', KEYS[3], ARGV[1])
 if not cursor and ARGV[5] ~= '1' then
-  return {'not_durable', epoch, seq, 0, 0, 0}
+  return {'not_durable', epoch, seq, 0, 0, 0, 0}
 end
+local moved = 1
 if cursor then
   local e, s = string.match(cursor, '^(%x+)-(%d+)$')
-  if e == epoch and tonumber(s) > at then
+  if e == epoch and tonumber(s) >= at then
     at = tonumber(s)
+    moved = 0
   end
 end
 redis.call('HSET', KEYS[3], ARGV[1], epoch .. '-' .. at)
@@ -58,4 +63,4 @@ local created = 0
 if not cursor then
   created = 1
 end
-return {'ok', epoch, seq, at, oldest, created}
+return {'ok', epoch, seq, at, oldest, created, moved}

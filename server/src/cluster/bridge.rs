@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use codec::ws::DataKind;
 use futures_util::StreamExt;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
@@ -38,6 +39,7 @@ use tokio::sync::mpsc;
 use crate::bus::{FromRedis, Mail, Mailboxes, ReplyTo};
 use crate::hub::{
     AckError, ChannelName, Cursor, CursorState, Epoch, Event, Member, Message, MsgId, PublishItem,
+    Receipt,
 };
 use crate::metrics::Histogram;
 use crate::policy::Namespaces;
@@ -150,7 +152,8 @@ pub enum ToRedis {
         who: Cursor,
     },
     /// An ack: move `who`'s cursor on `channel` to `id`; answer `reply`
-    /// with [`Mail::Acked`].
+    /// with [`Mail::Acked`], then, when it moved the cursor in a
+    /// namespace with `receipts`, publish its receipt.
     Ack {
         /// Who to answer.
         reply: ReplyTo,
@@ -540,6 +543,16 @@ impl State {
         policy.history.most_kept()
     }
 
+    /// The receipt an accepted ack that moved `who`'s cursor on `channel`
+    /// to `at` owes, as `Hub::receipt` decides on a single node: only in
+    /// a namespace with `receipts`, and when `<channel>:receipts` is a
+    /// valid name (not over the length limit).
+    fn receipt(&self, channel: &ChannelName, who: &Cursor, at: MsgId) -> Option<Receipt> {
+        let to = self.config.namespaces.receipts_channel(channel.as_str())?;
+        let to = ChannelName::new(&to).ok()?;
+        Some(Receipt::new(to, channel, who, at))
+    }
+
     fn shards(&self) -> usize {
         self.mail.shards()
     }
@@ -735,14 +748,7 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
         let mut con = server.commands.clone();
         let started = Instant::now();
         let result = if item.ephemeral {
-            // Live-only: no number, no history; straight to the topic.
-            let (kind, node) = (item.kind, state.config.epoch);
-            let message =
-                script::live_message(Event::Ephemeral, kind, &item.payload, node, unix_ms());
-            redis::cmd(state.publish_command())
-                .arg(Keys::of(&item.channel).topic)
-                .arg(message)
-                .query_async::<()>(&mut con)
+            publish_live(&state, &mut con, &item.channel, item.kind, &item.payload)
                 .await
                 .map(|()| MsgId {
                     epoch: state.config.epoch,
@@ -789,6 +795,49 @@ async fn publish(state: Arc<State>, reply: ReplyTo, items: Vec<PublishItem>) {
         }
     }
     state.send(reply.shard, Mail::Published { reply, ids });
+}
+
+/// Publishes a live-only message on `channel`'s topic: no number, no
+/// history, no key written; every node following `channel` hands it to
+/// its subscribers live (an ephemeral publish, or a receipt).
+async fn publish_live(
+    state: &State,
+    con: &mut Commands,
+    channel: &ChannelName,
+    kind: DataKind,
+    payload: &[u8],
+) -> redis::RedisResult<()> {
+    let message = script::live_message(
+        Event::Ephemeral,
+        kind,
+        payload,
+        state.config.epoch,
+        unix_ms(),
+    );
+    redis::cmd(state.publish_command())
+        .arg(Keys::of(channel).topic)
+        .arg(message)
+        .query_async::<()>(con)
+        .await
+}
+
+/// Publishes a receipt on its receipts channel, after the ack it reports
+/// was answered: live-only, as on a single node (`id: null`, ephemeral,
+/// nothing stored in Redis — not through the publish script, which would
+/// number it and make it a stored message with an id), on the receipts
+/// channel's own server, so that every node following it delivers it. A
+/// failure costs only the receipt (the cursor is stored, the ack answered):
+/// it is logged, not passed on.
+async fn publish_receipt(state: &State, receipt: Receipt) {
+    let Receipt { to, payload } = receipt;
+    let server = state.server_of(&to);
+    let mut con = server.commands.clone();
+    if let Err(e) = publish_live(state, &mut con, &to, DataKind::Text, &payload).await {
+        tracing::warn!(
+            "receipt on {to} not published: redis {} failed: {e}",
+            server.url
+        );
+    }
 }
 
 async fn rolled_back(state: Arc<State>, channel: ChannelName, at: MsgId) {
@@ -872,12 +921,18 @@ async fn ack(
         waitaof,
     )
     .await;
+    // Owed only by an ack that moved the cursor, in a namespace with
+    // `receipts`; built here, sent once the ack is answered.
+    let mut receipt = None;
     let result = match done {
-        Ok(Ok((cursor, created))) => {
-            if created {
+        Ok(Ok(acked)) => {
+            if acked.created {
                 index(&state, &who, &channel).await;
             }
-            Ok(cursor)
+            if acked.moved {
+                receipt = state.receipt(&channel, &who, acked.state.cursor);
+            }
+            Ok(acked.state)
         }
         Ok(Err(refused)) => Err(refused),
         Err(e) => {
@@ -899,6 +954,9 @@ async fn ack(
             result,
         },
     );
+    if let Some(receipt) = receipt {
+        publish_receipt(&state, receipt).await;
+    }
 }
 
 /// Adds `channel` to `who`'s index of channels with cursors.

@@ -13,7 +13,8 @@
 //!   now" (the channel's last seq) when there is none;
 //! * `ack.lua`: checks the id against the channel's epoch and last seq,
 //!   moves the cursor forward (never back; a cursor of an older epoch is
-//!   replaced), and says where it stands.
+//!   replaced), and says where it stands and whether it moved (a
+//!   receipt is owed only then).
 //!
 //! The rules are those of a single node (`hub::cursor`); only the place
 //! differs.
@@ -193,6 +194,21 @@ pub async fn subscribe<C: ConnectionLike>(
     })
 }
 
+/// What an accepted ack did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Acked {
+    /// Where the cursor stands now, and its unread count.
+    pub state: CursorState,
+    /// The ack made the cursor (the identity's index then gains the
+    /// channel).
+    pub created: bool,
+    /// The cursor stands elsewhere than before (made, moved forward, or
+    /// replaced from an older epoch): what a receipt is owed for, as on a
+    /// single node (`hub::Acked::moved`). `false` for an ack of an id the
+    /// cursor had passed.
+    pub moved: bool,
+}
+
 /// `who` acknowledges `channel` up to `id`: the cursor moves forward, and
 /// the answer says where it stands, or why the ack is refused.
 /// `durable_ns`: the channel's namespace has `durable = true` (an ack may
@@ -200,7 +216,8 @@ pub async fn subscribe<C: ConnectionLike>(
 /// With `waitaof`, answered once Redis reports the cursor fsynced. In an
 /// inbox (`history.inbox`), what every cursor has now passed leaves the
 /// history at once (`inbox.lua`; `now_ms` judges the inbox TTL). With
-/// the state, whether the ack made the cursor (for the index).
+/// the state, whether the ack made the cursor (for the index) and whether
+/// it moved it (for a receipt).
 #[allow(clippy::too_many_arguments)]
 pub async fn ack<C: ConnectionLike>(
     con: &mut C,
@@ -212,7 +229,7 @@ pub async fn ack<C: ConnectionLike>(
     history: HistoryLimits,
     now_ms: u64,
     waitaof: Option<std::time::Duration>,
-) -> RedisResult<Result<(CursorState, bool), AckError>> {
+) -> RedisResult<Result<Acked, AckError>> {
     let keys = Keys::of(channel);
     let mut args = Args::default();
     args.push(field(who))
@@ -225,9 +242,9 @@ pub async fn ack<C: ConnectionLike>(
             .push(now_ms)
             .push(inbox.as_millis().max(1) as u64);
     }
-    let (verdict, epoch, seq, at, oldest, created): (String, String, u64, u64, u64, u8) = ACK
-        .run(con, &[&keys.meta, &keys.log, &key(channel)], &args, waitaof)
-        .await?;
+    let (verdict, epoch, seq, at, oldest, created, moved): (String, String, u64, u64, u64, u8, u8) =
+        ACK.run(con, &[&keys.meta, &keys.log, &key(channel)], &args, waitaof)
+            .await?;
     let epoch = match epoch.as_str() {
         // Redis knows nothing of the channel: nothing was shown.
         "" => id.epoch,
@@ -235,13 +252,14 @@ pub async fn ack<C: ConnectionLike>(
     };
     let channel = channel.clone();
     Ok(match verdict.as_str() {
-        "ok" => Ok((
-            CursorState {
+        "ok" => Ok(Acked {
+            state: CursorState {
                 cursor: MsgId { epoch, seq: at },
                 unread: cursor::unread(seq, oldest, at),
             },
-            created == 1,
-        )),
+            created: created == 1,
+            moved: moved == 1,
+        }),
         "stale" => Err(AckError::Stale { channel, id, epoch }),
         "unknown" => Err(AckError::Unknown {
             channel,
