@@ -415,7 +415,7 @@ async fn an_inbox_keeps_what_its_lowest_cursor_has_not_passed() {
     let mut raw = redis.connection().await;
     let stale = format!("{}-24", Epoch::random());
     redis::cmd("HSET")
-        .arg(cursors::key(&ch))
+        .arg(Keys::cursors(&ch))
         .arg(b"ann\0old".as_slice())
         .arg(&stale)
         .query_async::<()>(&mut raw)
@@ -452,7 +452,7 @@ async fn an_inbox_keeps_what_its_lowest_cursor_has_not_passed() {
     assert_eq!(kept(&mut con).await, (6..=25).collect::<Vec<_>>());
     // Without it, the ack frees 6–15 at once.
     redis::cmd("HDEL")
-        .arg(cursors::key(&ch))
+        .arg(Keys::cursors(&ch))
         .arg(b"ann\0old".as_slice())
         .query_async::<()>(&mut raw)
         .await

@@ -543,16 +543,6 @@ impl State {
         policy.history.most_kept()
     }
 
-    /// The receipt an accepted ack that moved `who`'s cursor on `channel`
-    /// to `at` owes, as `Hub::receipt` decides on a single node: only in
-    /// a namespace with `receipts`, and when `<channel>:receipts` is a
-    /// valid name (not over the length limit).
-    fn receipt(&self, channel: &ChannelName, who: &Cursor, at: MsgId) -> Option<Receipt> {
-        let to = self.config.namespaces.receipts_channel(channel.as_str())?;
-        let to = ChannelName::new(&to).ok()?;
-        Some(Receipt::new(to, channel, who, at))
-    }
-
     fn shards(&self) -> usize {
         self.mail.shards()
     }
@@ -930,7 +920,8 @@ async fn ack(
                 index(&state, &who, &channel).await;
             }
             if acked.moved {
-                receipt = state.receipt(&channel, &who, acked.state.cursor);
+                receipt =
+                    Receipt::owed(&state.config.namespaces, &channel, &who, acked.state.cursor);
             }
             Ok(acked.state)
         }

@@ -35,7 +35,7 @@ use crate::hub::cursor;
 use crate::hub::{AckError, ChannelName, Cursor, CursorState, Epoch, MsgId};
 use crate::policy::HistoryLimits;
 
-use super::script::{Args, Keys, Script};
+use super::script::{bad_reply, Args, Keys, Script};
 
 static CURSOR: std::sync::LazyLock<Script> =
     std::sync::LazyLock::new(|| Script::new(include_str!("cursor.lua")));
@@ -44,11 +44,6 @@ static CURSOR: std::sync::LazyLock<Script> =
 static ACK: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
     Script::new(concat!(include_str!("inbox.lua"), include_str!("ack.lua")))
 });
-
-/// The hash of `channel`'s cursors.
-pub fn key(channel: &ChannelName) -> String {
-    Keys::cursors(channel)
-}
 
 /// The set of the channels where `sub` has cursors (any device).
 pub fn index_key(sub: &str) -> String {
@@ -101,7 +96,7 @@ pub async fn standing<C: ConnectionLike>(
     ) = redis::pipe()
         .atomic()
         .cmd("HGET")
-        .arg(key(channel))
+        .arg(Keys::cursors(channel))
         .arg(field(who))
         .cmd("HMGET")
         .arg(&keys.meta)
@@ -177,7 +172,12 @@ pub async fn subscribe<C: ConnectionLike>(
         .push(ttl.as_millis().max(1) as u64)
         .push(if inbox { "1" } else { "0" });
     let (cursor, epoch, seq, oldest, created): (String, String, u64, u64, u8) = CURSOR
-        .run(con, &[&keys.meta, &keys.log, &key(channel)], &args, None)
+        .run(
+            con,
+            &[&keys.meta, &keys.log, &Keys::cursors(channel)],
+            &args,
+            None,
+        )
         .await?;
     let cursor: MsgId = cursor.parse().map_err(|_| bad_reply("cursor", &cursor))?;
     let epoch: Epoch = epoch.parse().map_err(|_| bad_reply("epoch", &epoch))?;
@@ -243,8 +243,13 @@ pub async fn ack<C: ConnectionLike>(
             .push(inbox.as_millis().max(1) as u64);
     }
     let (verdict, epoch, seq, at, oldest, created, moved): (String, String, u64, u64, u64, u8, u8) =
-        ACK.run(con, &[&keys.meta, &keys.log, &key(channel)], &args, waitaof)
-            .await?;
+        ACK.run(
+            con,
+            &[&keys.meta, &keys.log, &Keys::cursors(channel)],
+            &args,
+            waitaof,
+        )
+        .await?;
     let epoch = match epoch.as_str() {
         // Redis knows nothing of the channel: nothing was shown.
         "" => id.epoch,
@@ -274,14 +279,6 @@ pub async fn ack<C: ConnectionLike>(
     })
 }
 
-fn bad_reply(what: &str, got: &str) -> redis::RedisError {
-    redis::RedisError::from((
-        redis::ErrorKind::UnexpectedReturnType,
-        "unexpected reply from Redis",
-        format!("{what}: {got:?}"),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,7 +286,7 @@ mod tests {
     #[test]
     fn names_share_the_channels_hash_tag() {
         let c = ChannelName::new("room:7").unwrap();
-        assert_eq!(key(&c), "rc:{room:7}:cur");
+        assert_eq!(Keys::cursors(&c), "rc:{room:7}:cur");
         assert!(Keys::of(&c).meta.starts_with("rc:{room:7}"));
         let who = Cursor {
             sub: "bob".into(),

@@ -692,7 +692,8 @@ fn parse_kind(tag: &[u8]) -> Option<DataKind> {
     }
 }
 
-fn bad_reply(what: &str, got: &str) -> redis::RedisError {
+/// A reply from Redis that is not what the script returns.
+pub(super) fn bad_reply(what: &str, got: &str) -> redis::RedisError {
     redis::RedisError::from((
         redis::ErrorKind::UnexpectedReturnType,
         "unexpected reply from Redis",

@@ -23,6 +23,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use crate::policy::Namespaces;
+
 use super::{ChannelName, Epoch, MsgId};
 
 /// Names a cursor: an identity (a token's `sub`) and one of its devices
@@ -136,6 +138,21 @@ pub struct Receipt {
 }
 
 impl Receipt {
+    /// The receipt an accepted ack that moved `who`'s cursor on `channel`
+    /// to `at` owes: only in a namespace with `receipts`, and when
+    /// `<channel>:receipts` is a valid name (not over the length limit).
+    /// One rule for a node's hub and a cluster's bridge.
+    pub fn owed(
+        namespaces: &Namespaces,
+        channel: &ChannelName,
+        who: &Cursor,
+        at: MsgId,
+    ) -> Option<Receipt> {
+        let to = namespaces.receipts_channel(channel.as_str())?;
+        let to = ChannelName::new(&to).ok()?;
+        Some(Receipt::new(to, channel, who, at))
+    }
+
     /// The receipt of `who`'s cursor on `channel` now at `id`, sent to
     /// `to`.
     pub fn new(to: ChannelName, channel: &ChannelName, who: &Cursor, id: MsgId) -> Receipt {

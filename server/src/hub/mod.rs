@@ -1146,9 +1146,7 @@ impl<S: Copy + PartialEq> Hub<S> {
         if !acked.moved {
             return None;
         }
-        let to = self.namespaces.receipts_channel(name.as_str())?;
-        let to = ChannelName::new(&to).ok()?;
-        Some(Receipt::new(to, name, who, acked.state.cursor))
+        Receipt::owed(&self.namespaces, name, who, acked.state.cursor)
     }
 
     /// On the owner: whether `name` keeps history (a message on a channel
